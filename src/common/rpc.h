@@ -1,0 +1,95 @@
+/* gRPC core on a libevent loop.
+ *
+ * gRPC core exposes no file descriptor: one poller thread per dmf_rpc_t waits in
+ * grpc_completion_queue_next() and posts every completed batch back to the event loop,
+ * where all callbacks below run. Every function here must be called on the loop thread.
+ * Messages are protobuf-c messages, packed/unpacked here; method names are full paths
+ * ("/damselfly.v1.Scheduler/AnnounceHost"). See docs/internals/RPC.md. */
+#ifndef DMF_RPC_H
+#define DMF_RPC_H
+
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+typedef struct dmf_rpc dmf_rpc_t;
+typedef struct dmf_rpc_server dmf_rpc_server_t;
+typedef struct dmf_rpc_channel dmf_rpc_channel_t;
+typedef struct dmf_rpc_call dmf_rpc_call_t;
+
+/* The largest message either side accepts (bigger ones fail the call). */
+#define DMF_RPC_MAX_MESSAGE (8u << 20)
+
+/* Initialises gRPC (grpc_init) and starts the poller thread; never NULL. */
+dmf_rpc_t *dmf_rpc_new(struct event_base *base);
+/* Stops the poller; every server, channel and call must be gone. Calls grpc_shutdown. */
+void dmf_rpc_free(dmf_rpc_t *rpc);
+
+/* ---- calls (client and server side) ---- */
+
+struct dmf_rpc_call_handler {
+    /* One received message (data borrowed for the callback), or data == NULL when the other
+     * side has finished sending (half-close). */
+    void (*on_message)(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len);
+    /* The call is over. Client side: the server's status. Server side: status is
+     * GRPC_STATUS_OK when our finish was sent, GRPC_STATUS_CANCELLED when the client went
+     * away. Called once; the owner should then dmf_rpc_call_release(). */
+    void (*on_end)(void *arg, dmf_rpc_call_t *call, grpc_status_code status, const char *details);
+};
+
+/* Installs the handler and starts receiving messages. Call once per call. */
+void dmf_rpc_call_set_handler(dmf_rpc_call_t *call, const struct dmf_rpc_call_handler *h,
+                              void *arg);
+/* Packs msg and queues it (messages go out in order). Returns 0, or -EPIPE when the call
+ * has ended or finish/close_send was already called. */
+int dmf_rpc_call_send(dmf_rpc_call_t *call, const ProtobufCMessage *msg);
+/* Client: half-close (no more messages from us). */
+void dmf_rpc_call_close_send(dmf_rpc_call_t *call);
+/* Server: ends the call with a status after the queued messages are sent. */
+void dmf_rpc_call_finish(dmf_rpc_call_t *call, grpc_status_code status, const char *details);
+/* Cancels the call (either side); on_end follows. */
+void dmf_rpc_call_cancel(dmf_rpc_call_t *call);
+/* The owner gives up its reference: no callback runs after this returns. A call still in
+ * progress is cancelled. Memory is freed once gRPC has returned every batch. */
+void dmf_rpc_call_release(dmf_rpc_call_t *call);
+/* The peer address as gRPC reports it ("ipv4:127.0.0.1:5555"); borrowed, may be "". */
+const char *dmf_rpc_call_peer(dmf_rpc_call_t *call);
+
+/* ---- server ---- */
+
+/* A new call arrived for method (borrowed). The callback owns one reference to call: it
+ * must set a handler (then finish/release it later), or finish and release it. */
+typedef void (*dmf_rpc_on_call)(void *arg, dmf_rpc_call_t *call, const char *method);
+
+dmf_rpc_server_t *dmf_rpc_server_new(dmf_rpc_t *rpc, dmf_rpc_on_call on_call, void *arg);
+/* Adds a listening address: "HOST:PORT" or "unix:/path". *bound_port (may be NULL) gets
+ * the TCP port actually bound. Returns 0 or -EADDRINUSE/-EINVAL with a reason in err. */
+int dmf_rpc_server_listen(dmf_rpc_server_t *s, const char *addr, int *bound_port, char *err,
+                          size_t errlen);
+void dmf_rpc_server_start(dmf_rpc_server_t *s);
+/* Cancels every call and stops; blocks until gRPC confirms. Frees s. */
+void dmf_rpc_server_free(dmf_rpc_server_t *s);
+
+/* ---- client ---- */
+
+/* A channel to "HOST:PORT" or "unix:/path" (insecure). Never NULL; connects lazily. */
+dmf_rpc_channel_t *dmf_rpc_channel_new(dmf_rpc_t *rpc, const char *target);
+void dmf_rpc_channel_free(dmf_rpc_channel_t *ch);
+
+/* Starts a streaming call. timeout_ms 0 = no deadline. wait_for_ready: wait for the
+ * channel to connect (until the deadline) instead of failing at once with UNAVAILABLE.
+ * The caller owns one reference and must set a handler. */
+dmf_rpc_call_t *dmf_rpc_call_start(dmf_rpc_channel_t *ch, const char *method,
+                                   uint64_t timeout_ms, bool wait_for_ready);
+
+/* Unary call: the response (borrowed for the callback; NULL unless status is OK). */
+typedef void (*dmf_rpc_unary_cb)(void *arg, grpc_status_code status, const char *details,
+                                 const uint8_t *resp, size_t len);
+void dmf_rpc_unary(dmf_rpc_channel_t *ch, const char *method, const ProtobufCMessage *req,
+                   uint64_t timeout_ms, dmf_rpc_unary_cb cb, void *arg);
+
+#endif

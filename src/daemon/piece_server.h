@@ -1,0 +1,61 @@
+/* The piece server: HTTP/1.1 on the daemon's piece port, the data plane between daemons.
+ *
+ *   GET /pieces/<task-id>/<n>  200 with the piece's bytes (sendfile from the data file);
+ *                              404 when the task or piece is not held here; 400 when the
+ *                              path is malformed.
+ *   GET /have/<task-id>        200, chunked text/plain, one line per verified piece
+ *                              "have <n>\n" (first every piece held now, then each new one
+ *                              as it is verified), then "done <total_pieces>\n" once the
+ *                              task is complete, and the response ends. 404 for an unknown
+ *                              task. This is how a parent tells its children which pieces
+ *                              it holds; the scheduler is never on this path.
+ *   GET /metrics               Prometheus text.
+ *
+ * Every path component is validated (task IDs are 64 lower-case hex digits). */
+#ifndef DMF_PIECE_SERVER_H
+#define DMF_PIECE_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/pieces.h"
+
+struct event_base;
+
+typedef struct dmf_piece_server dmf_piece_server_t;
+
+/* What the piece server needs to know of a task (all borrowed from the daemon). */
+struct dmf_piece_view {
+    int fd;                   /* the task's data file */
+    int64_t content_length;   /* -1 while unknown */
+    uint32_t piece_length;    /* 0 while unknown */
+    const dmf_bitmap_t *have; /* verified pieces */
+    bool complete;            /* every piece held; total is dmf_piece_count(...) */
+};
+
+/* Looks a task up on the loop thread: 0 with *view filled, or -ENOENT. */
+typedef int (*dmf_piece_lookup_cb)(void *arg, const char *task_id, struct dmf_piece_view *view);
+
+/* Binds addr:port (port 0 = any; see dmf_piece_server_port). Returns NULL with a reason
+ * in err ("cannot listen on 127.0.0.1:65002: Address already in use"). */
+dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *addr,
+                                         uint16_t port, dmf_piece_lookup_cb lookup, void *arg,
+                                         char *err, size_t errlen);
+uint16_t dmf_piece_server_port(const dmf_piece_server_t *ps);
+
+/* Piece n of task_id was just verified and stored: tell the /have watchers. */
+void dmf_piece_server_notify_piece(dmf_piece_server_t *ps, const char *task_id, uint32_t n);
+/* The task is complete: watchers get "done <total>" and their responses end. */
+void dmf_piece_server_notify_done(dmf_piece_server_t *ps, const char *task_id);
+/* The task is gone (failed, deleted): watchers' responses end without "done". */
+void dmf_piece_server_notify_gone(dmf_piece_server_t *ps, const char *task_id);
+
+/* Pieces being uploaded right now, and bytes uploaded since start (the host's load). */
+uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps);
+uint64_t dmf_piece_server_uploaded_bytes(const dmf_piece_server_t *ps);
+
+/* Closes the listener and every connection. */
+void dmf_piece_server_free(dmf_piece_server_t *ps);
+
+#endif
