@@ -40,9 +40,11 @@ void dmf_log_write(int level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %-5s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)tv.tv_usec / 1000, component,
-                     level_names[level < 0 ? 0 : level > 3 ? 3 : level]);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (long)tv.tv_usec / 1000, component,
+                     level_names[level < 0   ? 0
+                                 : level > 3 ? 3
+                                             : level]);
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof(line))
         vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
@@ -59,7 +61,7 @@ void dmf_log_write(int level, const char *fmt, ...)
 int dmf_header_is_secret(const char *name)
 {
     static const char *const secret[] = {"authorization", "proxy-authorization", "cookie",
-                                         "set-cookie", "x-registry-auth", "x-auth-token",
+                                         "set-cookie",    "x-registry-auth",     "x-auth-token",
                                          "x-api-key"};
     for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
         if (strcasecmp(name, secret[i]) == 0)

@@ -24,6 +24,10 @@ typedef struct dmf_rpc_call dmf_rpc_call_t;
 /* The largest message either side accepts (bigger ones fail the call). */
 #define DMF_RPC_MAX_MESSAGE (8u << 20)
 
+/* A new event loop that other threads may wake (evthread_use_pthreads first): every loop
+ * that hosts a dmf_rpc_t must be made by this. Never NULL. */
+struct event_base *dmf_rpc_event_base_new(void);
+
 /* Initialises gRPC (grpc_init) and starts the poller thread; never NULL. */
 dmf_rpc_t *dmf_rpc_new(struct event_base *base);
 /* Stops the poller; every server, channel and call must be gone. Calls grpc_shutdown. */
@@ -83,8 +87,8 @@ void dmf_rpc_channel_free(dmf_rpc_channel_t *ch);
 /* Starts a streaming call. timeout_ms 0 = no deadline. wait_for_ready: wait for the
  * channel to connect (until the deadline) instead of failing at once with UNAVAILABLE.
  * The caller owns one reference and must set a handler. */
-dmf_rpc_call_t *dmf_rpc_call_start(dmf_rpc_channel_t *ch, const char *method,
-                                   uint64_t timeout_ms, bool wait_for_ready);
+dmf_rpc_call_t *dmf_rpc_call_start(dmf_rpc_channel_t *ch, const char *method, uint64_t timeout_ms,
+                                   bool wait_for_ready);
 
 /* Unary call: the response (borrowed for the callback; NULL unless status is OK). */
 typedef void (*dmf_rpc_unary_cb)(void *arg, grpc_status_code status, const char *details,
