@@ -17,10 +17,11 @@
  * unknown length (-1), DMF_PIECE_LENGTH_DEFAULT. */
 uint32_t dmf_piece_length_for(int64_t content_length);
 
-/* Number of pieces (0 for 0 bytes); content_length must be >= 0 and piece_length > 0. */
+/* Number of pieces (0 for 0 bytes); content_length must be >= 0 and piece_length > 0
+ * (otherwise 0). Saturates at UINT32_MAX; dmf_piece_layout_check bounds real layouts. */
 uint32_t dmf_piece_count(int64_t content_length, uint32_t piece_length);
 
-/* Offset of piece n and its size (the last piece may be shorter). */
+/* Offset of piece n and its size (the last piece may be shorter; 0 past the last). */
 uint64_t dmf_piece_offset(uint32_t piece_length, uint32_t n);
 uint32_t dmf_piece_size(int64_t content_length, uint32_t piece_length, uint32_t n);
 
@@ -38,10 +39,12 @@ typedef struct dmf_bitmap {
 
 void dmf_bitmap_init(dmf_bitmap_t *b);
 void dmf_bitmap_free(dmf_bitmap_t *b);
-/* Grows to cover at least nbits (new bits 0); never shrinks. nbits <= DMF_PIECES_MAX. */
+/* Grows to cover at least nbits (new bits 0); never shrinks. nbits <= DMF_PIECES_MAX
+ * (larger values are clamped to it). */
 void dmf_bitmap_resize(dmf_bitmap_t *b, uint32_t nbits);
 bool dmf_bitmap_get(const dmf_bitmap_t *b, uint32_t i); /* false beyond nbits */
-/* Sets bit i (growing as needed); returns true when it was not set before. */
+/* Sets bit i (growing as needed); returns true when it was not set before. An index at or
+ * past DMF_PIECES_MAX is ignored (returns false). Clearing a bit past nbits does nothing. */
 bool dmf_bitmap_set(dmf_bitmap_t *b, uint32_t i);
 void dmf_bitmap_clear(dmf_bitmap_t *b, uint32_t i);
 
