@@ -1,0 +1,733 @@
+"""Integration-test harness: starts real damselfly processes on 127.0.0.1 and talks to them.
+
+Everything a test starts is registered here and stopped by PID at the end of the test
+(conftest.py's autouse fixture), also when the test fails or times out. Nothing waits
+without a bound: every wait takes a timeout, scaled by DMF_TEST_TIME_SCALE (the sanitizer
+build is slower; scripts/test.sh --sanitize sets it).
+
+Environment:
+  DMF_BUILD_DIR        where the damselfly binary is (default <repo>/build)
+  DMF_TEST_TIME_SCALE  multiply every timeout by this (default 1)
+  DMF_TEST_LOG_LEVEL   --log-level given to every process (default debug: the secret-header
+                       test must hold at the most verbose level)
+"""
+
+import atexit
+import functools
+import hashlib
+import importlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import types
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(_REPO / "scripts"))
+import origin as _origin_mod  # noqa: E402  (scripts/origin.py, shared with demo.sh)
+
+Origin = _origin_mod.Origin
+sha256_file = _origin_mod.sha256_file
+
+MiB = 1 << 20
+SANITIZER_MARKERS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer", b"runtime error:",
+                     b"ERROR: ThreadSanitizer", b"WARNING: ThreadSanitizer")
+
+
+# ---- paths and timing ------------------------------------------------------------------
+
+def repo_root():
+    return _REPO
+
+
+def build_dir():
+    return Path(os.environ.get("DMF_BUILD_DIR") or (_REPO / "build")).resolve()
+
+
+def binary():
+    return build_dir() / "damselfly"
+
+
+def time_scale():
+    try:
+        return max(1.0, float(os.environ.get("DMF_TEST_TIME_SCALE", "1")))
+    except ValueError:
+        return 1.0
+
+
+def scaled(seconds):
+    """A timeout in seconds, stretched for slow (sanitizer) builds."""
+    return seconds * time_scale()
+
+
+def log_level():
+    return os.environ.get("DMF_TEST_LOG_LEVEL", "debug")
+
+
+def sha256_bytes(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def wait_until(pred, timeout, interval=0.05, what="condition"):
+    """Polls pred() until it returns a truthy value (returned) or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---- ports -------------------------------------------------------------------------------
+
+_port_lock = threading.Lock()
+_ports_given = set()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now (and that this process has not
+    handed out before, so two calls in a row never return the same port)."""
+    with _port_lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _ports_given:
+                _ports_given.add(port)
+                return port
+    raise RuntimeError("no free port")
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
+    """Waits until host:port accepts a connection. Raises TimeoutError, or RuntimeError at
+    once when proc (a Proc) exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if port_open(port, host):
+            return True
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.returncode} before listening on "
+                               f"{port}\n{proc.log_tail()}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.1f}s")
+        time.sleep(0.05)
+
+
+# ---- protos ------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def proto_modules():
+    """Generates Python stubs from proto/ (once per session) and returns a namespace with
+    common_pb2, scheduler_pb2, scheduler_pb2_grpc, daemon_pb2, daemon_pb2_grpc."""
+    from grpc_tools import protoc
+    import grpc_tools
+
+    out = tempfile.mkdtemp(prefix="dmf-proto-")
+    atexit.register(shutil.rmtree, out, True)
+    proto_root = _REPO / "proto"
+    files = sorted(str(p.relative_to(proto_root))
+                   for p in (proto_root / "damselfly" / "v1").glob("*.proto"))
+    wkt = Path(grpc_tools.__file__).parent / "_proto"
+    args = ["grpc_tools.protoc", f"-I{proto_root}", f"-I{wkt}", f"--python_out={out}",
+            f"--grpc_python_out={out}"] + files
+    rc = protoc.main(args)
+    if rc != 0:
+        raise RuntimeError(f"grpc_tools.protoc failed ({rc}) on {files}")
+    for d in (Path(out) / "damselfly", Path(out) / "damselfly" / "v1"):
+        (d / "__init__.py").touch()
+    sys.path.insert(0, out)
+    ns = types.SimpleNamespace()
+    for name in ("common_pb2", "scheduler_pb2", "scheduler_pb2_grpc", "daemon_pb2",
+                 "daemon_pb2_grpc"):
+        setattr(ns, name, importlib.import_module(f"damselfly.v1.{name}"))
+    return ns
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+_live = []  # every Proc started during the current test (conftest stops them)
+
+
+class Proc:
+    """A process whose stdout and stderr go to a log file. Stopped by PID only."""
+
+    def __init__(self, args, log_path, name=None, env=None, cwd=None):
+        self.args = [str(a) for a in args]
+        self.name = name or Path(self.args[0]).name
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.killed_by_test = False
+        self.needed_sigkill = False
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.popen = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._log,
+                                      stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+        self.pid = self.popen.pid
+        _live.append(self)
+
+    @property
+    def returncode(self):
+        return self.popen.returncode
+
+    def poll(self):
+        return self.popen.poll()
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def wait(self, timeout):
+        return self.popen.wait(timeout=timeout)
+
+    def stop(self, grace=5.0):
+        """SIGTERM, then SIGKILL after grace seconds; returns the exit status."""
+        if self.popen.poll() is None:
+            self.killed_by_test = True
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.needed_sigkill = True
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(timeout=10)
+        self._close_log()
+        return self.popen.returncode
+
+    def kill9(self):
+        """SIGKILL now (a crash, as far as the process can tell) and reap it."""
+        if self.popen.poll() is None:
+            self.killed_by_test = True
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout=10)
+        self._close_log()
+        return self.popen.returncode
+
+    def _close_log(self):
+        if not self._log.closed:
+            self._log.close()
+        if self in _live:
+            _live.remove(self)
+
+    def log_bytes(self):
+        try:
+            return self.log_path.read_bytes()
+        except OSError:
+            return b""
+
+    def log_tail(self, lines=30):
+        text = self.log_bytes().decode("utf-8", "replace").splitlines()
+        return "\n".join(f"  {self.name}| {l}" for l in text[-lines:])
+
+    def sanitizer_report(self):
+        data = self.log_bytes()
+        return any(m in data for m in SANITIZER_MARKERS)
+
+
+def live_procs():
+    return list(_live)
+
+
+def stop_all():
+    """Stops every live Proc, newest first. Returns a list of problems found (crashes,
+    sanitizer reports) as strings."""
+    problems = []
+    procs = list(reversed(_live))
+    for p in procs:
+        if p.popen.poll() is not None and not p.killed_by_test and p.returncode != 0:
+            problems.append(f"{p.name} (pid {p.pid}) exited by itself with status "
+                            f"{p.returncode}\n{p.log_tail()}")
+        p.stop()
+    for p in procs:
+        if p.sanitizer_report():
+            problems.append(f"{p.name} (pid {p.pid}) has a sanitizer report in "
+                            f"{p.log_path}\n{p.log_tail(60)}")
+    return problems
+
+
+atexit.register(stop_all)
+
+
+def require_binary():
+    b = binary()
+    if not b.exists():
+        raise RuntimeError(f"no damselfly binary at {b} (build it, or set DMF_BUILD_DIR)")
+    return b
+
+
+def _flag_args(flags):
+    """{'candidate_limit': 4, 'seed': True, 'x': None} -> ['--candidate-limit', '4', '--seed']"""
+    out = []
+    for k, v in flags.items():
+        if v is None or v is False:
+            continue
+        name = "--" + k.replace("_", "-")
+        if v is True:
+            out.append(name)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                out += [name, str(item)]
+        else:
+            out += [name, str(v)]
+    return out
+
+
+# ---- metrics -----------------------------------------------------------------------------
+
+_METRIC_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+class Metrics(dict):
+    """Prometheus text parsed into {'name{a="x",b="y"}': value} with labels sorted by name;
+    value(name, **labels) looks one series up (default when absent)."""
+
+    @staticmethod
+    def key(name, labels):
+        if not labels:
+            return name
+        inner = ",".join(f'{k}="{labels[k]}"' for k in sorted(labels))
+        return f"{name}{{{inner}}}"
+
+    @classmethod
+    def parse(cls, text):
+        m = cls()
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            mm = _METRIC_RE.match(line)
+            if not mm:
+                continue
+            labels = dict(_LABEL_RE.findall(mm.group(2) or ""))
+            try:
+                val = float(mm.group(3))
+            except ValueError:
+                continue
+            m[cls.key(mm.group(1), labels)] = val
+        return m
+
+    def value(self, name, default=0.0, **labels):
+        return self.get(self.key(name, labels), default)
+
+    def has(self, name, **labels):
+        return self.key(name, labels) in self
+
+
+def http_get(url, timeout=5.0, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def fetch_metrics(port, timeout=5.0):
+    _, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=timeout)
+    return Metrics.parse(body.decode("utf-8", "replace"))
+
+
+# ---- damselfly processes -----------------------------------------------------------------
+
+class Scheduler:
+    def __init__(self, proc, port, metrics_port, log_path):
+        self.proc = proc
+        self.port = port
+        self.metrics_port = metrics_port
+        self.log_path = log_path
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def metrics(self):
+        return fetch_metrics(self.metrics_port)
+
+    def channel(self):
+        import grpc
+        return grpc.insecure_channel(self.addr)
+
+    def stub(self):
+        pb = proto_modules()
+        return pb.scheduler_pb2_grpc.SchedulerStub(self.channel())
+
+    def stop(self):
+        return self.proc.stop()
+
+    def kill9(self):
+        return self.proc.kill9()
+
+
+def start_scheduler(tmp_path, name="scheduler", port=None, metrics_port=None, ready_timeout=20,
+                    **flags):
+    """Starts `damselfly scheduler` with free ports; extra flags as keyword arguments
+    (candidate_limit=4 -> --candidate-limit 4; True -> bare flag). Waits until both ports
+    accept."""
+    require_binary()
+    port = port or free_port()
+    metrics_port = metrics_port or free_port()
+    flags.setdefault("log_level", log_level())
+    log = Path(tmp_path) / f"{name}.log"
+    args = [binary(), "scheduler", "--listen", f"127.0.0.1:{port}",
+            "--metrics-listen", f"127.0.0.1:{metrics_port}"] + _flag_args(flags)
+    proc = Proc(args, log, name=name)
+    wait_port(port, scaled(ready_timeout), proc)
+    wait_port(metrics_port, scaled(ready_timeout), proc)
+    return Scheduler(proc, port, metrics_port, log)
+
+
+def _short_socket_path(directory, name):
+    """A unix socket path under directory, or under a short temp dir when directory is too
+    deep for sun_path (108 bytes)."""
+    p = Path(directory) / f"{name}.sock"
+    if len(str(p)) < 100:
+        return p
+    d = tempfile.mkdtemp(prefix="dmf-")
+    atexit.register(shutil.rmtree, d, True)
+    return Path(d) / f"{name}.sock"
+
+
+class Daemon:
+    def __init__(self, name, dir, data_dir, socket_path, piece_port, rpc_port, log_path,
+                 host_id, seed, scheduler, extra):
+        self.name = name
+        self.dir = dir
+        self.data_dir = data_dir
+        self.socket = socket_path
+        self.piece_port = piece_port
+        self.rpc_port = rpc_port
+        self.log_path = log_path
+        self.host_id = host_id
+        self.seed = seed
+        self.scheduler = scheduler
+        self.extra = extra
+        self.proc = None
+
+    def _start(self, ready_timeout):
+        require_binary()
+        flags = dict(self.extra)
+        flags.setdefault("log_level", log_level())
+        args = [binary(), "daemon"]
+        if self.scheduler is not None:
+            args += ["--scheduler", self.scheduler.addr if isinstance(self.scheduler, Scheduler)
+                     else str(self.scheduler)]
+        args += ["--data-dir", self.data_dir, "--ip", "127.0.0.1",
+                 "--piece-listen", f"127.0.0.1:{self.piece_port}",
+                 "--rpc-listen", f"127.0.0.1:{self.rpc_port}",
+                 "--socket", self.socket, "--host-id", self.host_id]
+        if self.seed:
+            args.append("--seed")
+        args += _flag_args(flags)
+        self.proc = Proc(args, self.log_path, name=self.name)
+        deadline = time.monotonic() + scaled(ready_timeout)
+        wait_port(self.piece_port, scaled(ready_timeout), self.proc)
+        wait_until(lambda: self.socket.exists() or self.proc.poll() is not None,
+                   max(0.1, deadline - time.monotonic()), what=f"{self.name} socket {self.socket}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}\n"
+                               f"{self.proc.log_tail()}")
+        return self
+
+    def restart(self, ready_timeout=20):
+        """Starts the daemon again on the same data dir, ports and socket (after stop/kill9)."""
+        if self.proc is not None and self.proc.alive():
+            raise RuntimeError(f"{self.name} is still running")
+        return self._start(ready_timeout)
+
+    def metrics(self):
+        return fetch_metrics(self.piece_port)
+
+    def metric(self, name, default=0.0, **labels):
+        return self.metrics().value(name, default, **labels)
+
+    def download_bytes(self, source):
+        return self.metric("damselfly_download_bytes_total", source=source)
+
+    def upload_bytes(self):
+        return self.metric("damselfly_upload_bytes_total")
+
+    def stop(self):
+        return self.proc.stop()
+
+    def kill9(self):
+        return self.proc.kill9()
+
+    def log_bytes(self):
+        return self.proc.log_bytes() if self.proc else b""
+
+
+def start_daemon(tmp_path, name, scheduler=None, seed=False, host_id=None, ready_timeout=20,
+                 **flags):
+    """Starts `damselfly daemon` named name under tmp_path/name with free ports. scheduler is
+    a Scheduler, an "addr:port" string, or None (no scheduler). Waits until the socket exists
+    and the piece port accepts."""
+    d = Path(tmp_path) / name
+    d.mkdir(parents=True, exist_ok=True)
+    data = d / "data"
+    data.mkdir(exist_ok=True)
+    dm = Daemon(name=name, dir=d, data_dir=data, socket_path=_short_socket_path(d, name),
+                piece_port=free_port(), rpc_port=free_port(), log_path=Path(tmp_path) / f"{name}.log",
+                host_id=host_id or name, seed=seed, scheduler=scheduler, extra=flags)
+    return dm._start(ready_timeout)
+
+
+# ---- the CLI -----------------------------------------------------------------------------
+
+def _get_args(daemon, url, out, args):
+    require_binary()
+    sock = daemon.socket if isinstance(daemon, Daemon) else daemon
+    return [str(binary()), "get", str(url), "-O", str(out), "--socket", str(sock)] + \
+        [str(a) for a in args]
+
+
+def run_get(daemon, url, out, *args, timeout=60, input=None):
+    """Runs `damselfly get URL -O out --socket <daemon's socket> args...` and returns the
+    CompletedProcess (stdout/stderr bytes). daemon may be a Daemon or a socket path. The
+    process is killed when it outlives timeout (scaled), which raises TimeoutExpired."""
+    return subprocess.run(_get_args(daemon, url, out, args), stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=scaled(timeout))
+
+
+class GetProc:
+    """A `damselfly get` running in the background (stdout/stderr to files)."""
+
+    def __init__(self, daemon, url, out, args, log_dir, name):
+        self.name = name
+        self.out = Path(out)
+        self.stdout_path = Path(log_dir) / f"{name}.stdout"
+        self.stderr_path = Path(log_dir) / f"{name}.stderr"
+        self._so = open(self.stdout_path, "wb")
+        self._se = open(self.stderr_path, "wb")
+        self.popen = subprocess.Popen(_get_args(daemon, url, out, args), stdin=subprocess.DEVNULL,
+                                      stdout=self._so, stderr=self._se)
+        self.start = time.monotonic()
+        self.elapsed = None
+
+    def poll(self):
+        rc = self.popen.poll()
+        if rc is not None and self.elapsed is None:
+            self.elapsed = time.monotonic() - self.start
+        return rc
+
+    def wait(self, timeout):
+        """Waits up to timeout seconds (already scaled by the caller); kills on expiry."""
+        try:
+            self.popen.wait(timeout=max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+            self._close()
+            raise
+        if self.elapsed is None:
+            self.elapsed = time.monotonic() - self.start
+        self._close()
+        return self.result()
+
+    def kill(self):
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        self._close()
+
+    def _close(self):
+        for f in (self._so, self._se):
+            if not f.closed:
+                f.close()
+
+    def result(self):
+        return subprocess.CompletedProcess(self.popen.args, self.popen.returncode,
+                                           self.stdout_path.read_bytes(),
+                                           self.stderr_path.read_bytes())
+
+
+_live_gets = []
+
+
+def spawn_get(daemon, url, out, *args, log_dir, name):
+    g = GetProc(daemon, url, out, args, log_dir, name)
+    _live_gets.append(g)
+    return g
+
+
+def wait_gets(gets, timeout):
+    """Waits for every GetProc within one shared deadline (scaled); returns their results."""
+    deadline = time.monotonic() + scaled(timeout)
+    return [g.wait(deadline - time.monotonic()) for g in gets]
+
+
+def kill_gets():
+    while _live_gets:
+        _live_gets.pop().kill()
+
+
+def get_error_lines(cp):
+    """The stderr lines of a finished get that start with "damselfly get:"."""
+    return [l for l in cp.stderr.decode("utf-8", "replace").splitlines()
+            if l.startswith("damselfly get:")]
+
+
+def describe(cp):
+    """A short description of a finished get for assertion messages (never the content)."""
+    err = cp.stderr.decode("utf-8", "replace").strip().splitlines()
+    return f"exit {cp.returncode}; stderr: {' | '.join(err[-5:])}"
+
+
+# ---- task IDs (a reimplementation of src/common/taskid.c from its contract) ---------------
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def normalize_url(url, filter_query=()):
+    """Lower-cases scheme and host, drops the default port and the fragment, removes the
+    filtered query parameters and sorts the rest by name, then value (byte order)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if hostport.startswith("["):
+        host, _, rest = hostport.partition("]")
+        host += "]"
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = hostport.partition(":")
+    host = host.lower()
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = ""
+    netloc = (userinfo + at if at else "") + host + (":" + port if port else "")
+    filt = set(filter_query)
+    params = []
+    if parts.query:
+        for item in parts.query.split("&"):
+            if item == "":
+                continue
+            name, eq, value = item.partition("=")
+            if name in filt:
+                continue
+            params.append((name, eq, value))
+    params.sort(key=lambda p: (p[0].encode(), p[2].encode()))
+    query = "&".join(n + eq + v for n, eq, v in params)
+    out = f"{scheme}://{netloc}{parts.path}"
+    if query:
+        out += "?" + query
+    return out
+
+
+def _field(name, value):
+    v = value.encode()
+    return f"{name}=".encode() + str(len(v)).encode() + b":" + v + b"\n"
+
+
+def task_id(url=None, tag="", application="", piece_length=0, filter_query=(), digest=None):
+    if digest:
+        algo, _, hexpart = digest.partition(":")
+        return hashlib.sha256(_field("digest", f"{algo.lower()}:{hexpart.lower()}")).hexdigest()
+    h = hashlib.sha256()
+    h.update(_field("url", normalize_url(url, filter_query)))
+    h.update(_field("tag", tag or ""))
+    h.update(_field("application", application or ""))
+    h.update(_field("piece_length", str(piece_length)))
+    return h.hexdigest()
+
+
+def piece_length_for(content_length):
+    """Smallest power of two >= 1 MiB with at most 1024 pieces; unknown length -> 4 MiB."""
+    if content_length is None or content_length < 0:
+        return 4 * MiB
+    pl = MiB
+    while (content_length + pl - 1) // pl > 1024:
+        pl *= 2
+    return pl
+
+
+def piece_count(content_length, piece_len=None):
+    pl = piece_len or piece_length_for(content_length)
+    return (content_length + pl - 1) // pl
+
+
+# ---- the piece server's /have stream --------------------------------------------------------
+
+def read_have(piece_port, tid, want_pieces, timeout):
+    """Reads GET /have/<tid> until want_pieces "have" lines or "done" arrived, or the
+    response ended. Returns (set of pieces, done_total or None). Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    have, done = set(), None
+    with socket.create_connection(("127.0.0.1", piece_port), timeout=2) as s:
+        s.sendall(f"GET /have/{tid} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        raw = b""          # undecoded bytes
+        text = b""         # decoded body not yet split into lines
+        chunked = None     # None until the headers are in
+        ended = False
+        while not ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"/have/{tid}: {len(have)} pieces after {timeout:.1f}s")
+            s.settimeout(min(left, 1.0))
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                ended = True
+            raw += data
+            if chunked is None:
+                head, sep, rest = raw.partition(b"\r\n\r\n")
+                if not sep:
+                    continue
+                lines = head.split(b"\r\n")
+                if b" 200" not in lines[0]:
+                    raise RuntimeError(f"/have/{tid}: {lines[0].decode(errors='replace')}")
+                chunked = any(l.lower().startswith(b"transfer-encoding:") and b"chunked" in
+                              l.lower() for l in lines[1:])
+                raw = rest
+            if chunked:
+                while True:
+                    size_line, sep, rest = raw.partition(b"\r\n")
+                    if not sep:
+                        break
+                    size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        ended = True
+                        break
+                    if len(rest) < size + 2:
+                        break
+                    text += rest[:size]
+                    raw = rest[size + 2:]
+            else:
+                text += raw
+                raw = b""
+            *complete, text = text.split(b"\n")
+            for line in complete:
+                line = line.strip()
+                if line.startswith(b"have "):
+                    have.add(int(line[5:]))
+                elif line.startswith(b"done "):
+                    done = int(line[5:])
+            if done is not None or len(have) >= want_pieces:
+                break
+    return have, done
