@@ -21,14 +21,32 @@ struct dmf_task_id_input {
 /* Normalises an absolute URL: lower-cases scheme and host, drops a default port (80 for
  * http, 443 for https) and the fragment, removes the filtered query parameters and sorts
  * the rest (stable, by name then value). Returns 0 and a new string in *out (caller frees),
- * or -EINVAL with a reason in err (not http/https, no host, too long: 8 KiB at most). */
+ * or -EINVAL with a reason in err (not http/https, no host, too long: 8 KiB at most).
+ *
+ * Precisely: the query (after the first '?', before the first '#') is split on '&'; empty
+ * pieces are dropped; a piece's name is the bytes before its first '=' (all of it if there
+ * is none) and its value the bytes after; pieces whose name equals (case-sensitively) an
+ * entry of filter_query are dropped; the rest are sorted by byte order of name, then value,
+ * keeping input order on ties, and rejoined with '&' after a '?' (no '?' when none is left).
+ * A port is written in decimal without leading zeros. Nothing is percent-decoded, the path
+ * is kept byte for byte (an empty path stays empty). Also rejected: userinfo
+ * ("user:pass@host": credentials belong in headers), spaces, control and non-ASCII bytes,
+ * invalid ports. err never quotes the URL, whose query may carry a signature. */
 int dmf_url_normalize(const char *url, const struct dmf_strlist *filter_query, char **out,
                       char *err, size_t errlen);
 
 /* Derives the task ID into out (DMF_TASK_ID_LEN + 1 bytes): hex SHA-256 of the normalised
  * URL, tag, application and piece length, each field length-prefixed so that no two
  * different inputs collide by concatenation. With a digest, the ID is derived from the
- * digest alone ("the same blob behind any URL is one task"). Returns 0 or -EINVAL. */
+ * digest alone ("the same blob behind any URL is one task"). Returns 0 or -EINVAL.
+ *
+ * The bytes hashed (a contract with other implementations; tests/unit/common/
+ * taskid_vectors.txt holds golden vectors): for each field in order url, tag, application,
+ * piece_length, "<field>=<len>:<value>\n", where value is the normalised URL, the tag ("" if
+ * NULL), the application ("" if NULL), the piece length in decimal ("0" when unset) and
+ * <len> is value's length in bytes, in decimal. With a digest, only
+ * "digest=<len>:<value>\n" where value is "sha256:" + 64 lower-case hex digits. With a
+ * digest, url may be NULL; when given it is still validated. */
 int dmf_task_id(const struct dmf_task_id_input *in, char *out, char *err, size_t errlen);
 
 /* True when s is a well-formed task ID (64 lower-case hex digits). Used to validate IDs
