@@ -125,6 +125,7 @@ def wait_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
         if port_open(port, host):
             return True
         if proc is not None and proc.poll() is not None:
+            proc.reported = True  # this error already tells the story; no second report
             raise RuntimeError(f"{proc.name} exited with {proc.returncode} before listening on "
                                f"{port}\n{proc.log_tail()}")
         if time.monotonic() >= deadline:
@@ -178,6 +179,7 @@ class Proc:
         self._log = open(self.log_path, "ab")
         self.killed_by_test = False
         self.needed_sigkill = False
+        self.reported = False
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
@@ -262,7 +264,8 @@ def stop_all():
     problems = []
     procs = list(reversed(_live))
     for p in procs:
-        if p.popen.poll() is not None and not p.killed_by_test and p.returncode != 0:
+        if (p.popen.poll() is not None and not p.killed_by_test and not p.reported
+                and p.returncode != 0):
             problems.append(f"{p.name} (pid {p.pid}) exited by itself with status "
                             f"{p.returncode}\n{p.log_tail()}")
         p.stop()
@@ -370,14 +373,20 @@ class Scheduler:
         return fetch_metrics(self.metrics_port)
 
     def channel(self):
+        """A gRPC channel to the scheduler (one per Scheduler, closed by stop())."""
         import grpc
-        return grpc.insecure_channel(self.addr)
+        if getattr(self, "_channel", None) is None:
+            self._channel = grpc.insecure_channel(self.addr)
+        return self._channel
 
     def stub(self):
         pb = proto_modules()
         return pb.scheduler_pb2_grpc.SchedulerStub(self.channel())
 
     def stop(self):
+        if getattr(self, "_channel", None) is not None:
+            self._channel.close()
+            self._channel = None
         return self.proc.stop()
 
     def kill9(self):
@@ -450,6 +459,7 @@ class Daemon:
         wait_until(lambda: self.socket.exists() or self.proc.poll() is not None,
                    max(0.1, deadline - time.monotonic()), what=f"{self.name} socket {self.socket}")
         if self.proc.poll() is not None:
+            self.proc.reported = True
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}\n"
                                f"{self.proc.log_tail()}")
         return self
@@ -731,3 +741,185 @@ def read_have(piece_port, tid, want_pieces, timeout):
             if done is not None or len(have) >= want_pieces:
                 break
     return have, done
+
+
+# ---- clusters ----------------------------------------------------------------------------
+
+def wait_hosts(scheduler, n, timeout=15):
+    """Waits until the scheduler's damselfly_scheduler_hosts reaches n."""
+    def known():
+        try:
+            return scheduler.metrics().value("damselfly_scheduler_hosts") >= n
+        except OSError:
+            return False
+    wait_until(known, scaled(timeout), interval=0.1, what=f"scheduler to know {n} hosts")
+
+
+def start_cluster(tmp_path, daemons=3, scheduler_flags=None, daemon_flags=None, seed=True):
+    """A scheduler, a seed (unless seed=False) and daemons d1..dN, all announced. Returns a
+    namespace with scheduler, seed, daemons (list), all (seed + daemons)."""
+    s = start_scheduler(tmp_path, **(scheduler_flags or {}))
+    df = dict(daemon_flags or {})
+    sd = start_daemon(tmp_path, "seed", scheduler=s, seed=True, **df) if seed else None
+    ds = [start_daemon(tmp_path, f"d{i}", scheduler=s, **df) for i in range(1, daemons + 1)]
+    wait_hosts(s, daemons + (1 if seed else 0))
+    return types.SimpleNamespace(scheduler=s, seed=sd, daemons=ds,
+                                 all=([sd] if sd else []) + ds)
+
+
+# ---- a fake parent: a Python piece server announced to the scheduler over gRPC ------------
+
+class FakeParent:
+    """Announces a host and a peer that holds every piece of a task, and serves pieces from
+    its own HTTP piece server, corrupted when corrupt=True (one byte flipped in the middle
+    of every piece). requests lists every request path it received."""
+
+    def __init__(self, scheduler, task_id, url, content, host_id="fake", peer_id=None,
+                 corrupt=True, upload_capacity=10 << 30):
+        self.scheduler = scheduler
+        self.task_id = task_id
+        self.url = url
+        self.content = content
+        self.piece_len = piece_length_for(len(content))
+        self.total = piece_count(len(content), self.piece_len)
+        self.host_id = host_id
+        self.peer_id = peer_id or f"{host_id}-peer"
+        self.corrupt = corrupt
+        self.upload_capacity = upload_capacity
+        self.requests = []
+        self.lock = threading.Lock()
+        self.responses = []
+        self._stop = threading.Event()
+        self._threads = []
+        self._http = None
+        self._channel = None
+
+    def piece(self, n):
+        b = bytearray(self.content[n * self.piece_len:(n + 1) * self.piece_len])
+        if self.corrupt and b:
+            b[len(b) // 2] ^= 0xFF
+        return bytes(b)
+
+    def request_count(self):
+        with self.lock:
+            return len(self.requests)
+
+    def start(self):
+        import http.server
+        fake = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 30
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                with fake.lock:
+                    fake.requests.append(self.path)
+                parts = self.path.strip("/").split("/")
+                if len(parts) == 3 and parts[0] == "pieces" and parts[1] == fake.task_id:
+                    try:
+                        n = int(parts[2])
+                    except ValueError:
+                        n = -1
+                    if 0 <= n < fake.total:
+                        body = fake.piece(n)
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/octet-stream")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
+                if len(parts) == 2 and parts[0] == "have" and parts[1] == fake.task_id:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    lines = [f"have {i}\n" for i in range(fake.total)]
+                    lines.append(f"done {fake.total}\n")
+                    for l in lines:
+                        b = l.encode()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                body = b"not found\n"
+                self.send_response(404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class S(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+        self._http = S(("127.0.0.1", 0), H)
+        self.piece_port = self._http.server_address[1]
+        t = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
+                             daemon=True)
+        t.start()
+        self._threads.append(t)
+
+        pb = proto_modules()
+        import grpc
+        self._channel = grpc.insecure_channel(self.scheduler.addr)
+        self._stub = pb.scheduler_pb2_grpc.SchedulerStub(self._channel)
+        self._announce_host(pb)  # once synchronously: the host exists before the peer
+        t = threading.Thread(target=self._host_loop, args=(pb,), daemon=True)
+        t.start()
+        self._threads.append(t)
+        t = threading.Thread(target=self._peer_stream, args=(pb,), daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def _announce_host(self, pb):
+        host = pb.scheduler_pb2.Host(id=self.host_id, hostname=self.host_id, ip="127.0.0.1",
+                                     piece_port=self.piece_port, rpc_port=0,
+                                     type=pb.scheduler_pb2.HOST_TYPE_NORMAL,
+                                     upload_capacity=self.upload_capacity, upload_rate=0,
+                                     active_uploads=0)
+        self._stub.AnnounceHost(pb.scheduler_pb2.AnnounceHostRequest(host=host), timeout=5)
+
+    def _host_loop(self, pb):
+        while not self._stop.wait(1.0):
+            try:
+                self._announce_host(pb)
+            except Exception:  # the scheduler may be gone at the end of a test
+                pass
+
+    def _peer_stream(self, pb):
+        s = pb.scheduler_pb2
+        L = len(self.content)
+
+        def requests():
+            yield s.AnnouncePeerRequest(register=s.RegisterPeer(
+                task_id=self.task_id, peer_id=self.peer_id, host_id=self.host_id, url=self.url))
+            yield s.AnnouncePeerRequest(progress=s.PieceProgress(
+                pieces=list(range(self.total)), content_length=L, piece_length=self.piece_len))
+            yield s.AnnouncePeerRequest(finished=s.PeerFinished(content_length=L,
+                                                                total_pieces=self.total))
+            while not self._stop.wait(0.2):
+                pass
+
+        try:
+            for r in self._stub.AnnouncePeer(requests()):
+                self.responses.append(r)
+        except Exception:
+            pass
+
+    def stop(self):
+        self._stop.set()
+        if self._channel is not None:
+            self._channel.close()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def stat_task(scheduler, tid, timeout=5):
+    pb = proto_modules()
+    return scheduler.stub().StatTask(pb.scheduler_pb2.StatTaskRequest(task_id=tid),
+                                     timeout=timeout)

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds damselfly and runs the whole test suite: unit tests (CTest), then the integration
+# tests (pytest, real processes on 127.0.0.1).
+#
+#   ./scripts/test.sh                 build/ (RelWithDebInfo)
+#   ./scripts/test.sh --sanitize      build-asan/ with AddressSanitizer + UBSan, same suite
+#   ./scripts/test.sh -- -k faults    anything after -- goes to pytest
+#
+# DMF_BUILD_DIR overrides the build directory. Exits non-zero when anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+sanitize=0
+pytest_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --sanitize) sanitize=1 ;;
+        --) shift; pytest_args=("$@"); break ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "test.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+cmake_args=(-G Ninja)
+if [ "$sanitize" -eq 1 ]; then
+    build="${DMF_BUILD_DIR:-build-asan}"
+    cmake_args+=(-DDMF_SANITIZE=ON)
+    export ASAN_OPTIONS="detect_leaks=1"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+    export DMF_TEST_TIME_SCALE="${DMF_TEST_TIME_SCALE:-3}"
+else
+    build="${DMF_BUILD_DIR:-build}"
+fi
+export DMF_BUILD_DIR="$(cd "$(dirname "$build")" && pwd)/$(basename "$build")"
+
+status_deps="-" status_build="-" status_unit="-" status_integration="-"
+summary() {
+    echo
+    echo "== damselfly test summary ($([ "$sanitize" -eq 1 ] && echo "ASan+UBSan, " )$DMF_BUILD_DIR)"
+    printf '   %-12s %s\n' deps "$status_deps" build "$status_build" \
+        unit "$status_unit" integration "$status_integration"
+}
+
+echo "== dependencies"
+if ./scripts/install-deps.sh; then status_deps=ok; else status_deps=FAILED; summary; exit 1; fi
+
+echo "== build ($DMF_BUILD_DIR)"
+if cmake -S . -B "$DMF_BUILD_DIR" "${cmake_args[@]}" >/dev/null && ninja -C "$DMF_BUILD_DIR"; then
+    status_build=ok
+else
+    status_build=FAILED; summary; exit 1
+fi
+
+rc=0
+echo "== unit tests (ctest)"
+if ctest --test-dir "$DMF_BUILD_DIR" --output-on-failure -j2; then
+    status_unit=passed
+else
+    status_unit=FAILED; rc=1
+fi
+
+echo "== integration tests (pytest)"
+if /usr/bin/python3 -m pytest -q -rfEs -p no:cacheprovider tests/integration "${pytest_args[@]}"; then
+    status_integration=passed
+else
+    status_integration=FAILED; rc=1
+fi
+
+summary
+exit $rc
