@@ -11,7 +11,10 @@
  *                              it holds; the scheduler is never on this path.
  *   GET /metrics               Prometheus text.
  *
- * Every path component is validated (task IDs are 64 lower-case hex digits). */
+ * Every path component is validated (task IDs are 64 lower-case hex digits; piece numbers
+ * are canonical decimal). Other paths get 404, other methods 405. At most
+ * DMF_PIECE_SERVER_MAX_WATCHERS /have streams are open at once; beyond that /have answers
+ * 503. Full contract with examples: docs/internals/PIECE-PROTOCOL.md. */
 #ifndef DMF_PIECE_SERVER_H
 #define DMF_PIECE_SERVER_H
 
@@ -22,6 +25,9 @@
 #include "common/pieces.h"
 
 struct event_base;
+
+/* Open /have streams allowed at once, over all tasks (each holds a connection). */
+#define DMF_PIECE_SERVER_MAX_WATCHERS 4096
 
 typedef struct dmf_piece_server dmf_piece_server_t;
 
@@ -54,8 +60,10 @@ void dmf_piece_server_notify_gone(dmf_piece_server_t *ps, const char *task_id);
 /* Pieces being uploaded right now, and bytes uploaded since start (the host's load). */
 uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps);
 uint64_t dmf_piece_server_uploaded_bytes(const dmf_piece_server_t *ps);
+/* /have streams open right now. */
+uint32_t dmf_piece_server_watchers(const dmf_piece_server_t *ps);
 
-/* Closes the listener and every connection. */
+/* Ends every /have stream (without "done"), closes the listener and every connection. */
 void dmf_piece_server_free(dmf_piece_server_t *ps);
 
 #endif

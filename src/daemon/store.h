@@ -32,36 +32,48 @@ struct dmf_store_task {
 };
 
 /* Opens (creating) the store under data_dir. Returns 0 or -errno with a reason in err
- * ("cannot create /x/tasks: permission denied", "meta.db is corrupt: ..."). */
+ * ("cannot create /x/tasks: permission denied", "meta.db is corrupt: ..."). Takes an
+ * exclusive lock on <data-dir>/lock: a second open of the same data dir fails with -EBUSY.
+ * When the previous session did not close cleanly and the machine rebooted since (power
+ * loss), every recorded piece is re-hashed here and the damaged ones are dropped (see
+ * docs/internals/STORE.md); this reads the whole store once. */
 int dmf_store_open(const char *data_dir, dmf_store_t **out, char *err, size_t errlen);
+/* Flushes the data files (syncfs), records a clean shutdown and frees s. */
 void dmf_store_close(dmf_store_t *s);
 
 /* Loads a task with its bitmap and digests; *out is owned by the caller
- * (dmf_store_task_free). Returns 0, -ENOENT, or -EIO. */
+ * (dmf_store_task_free). Returns 0, -ENOENT, -EINVAL (malformed id) or -EIO.
+ * Every function taking an id rejects a malformed one with -EINVAL, before any path or
+ * query is built from it. */
 int dmf_store_task_load(dmf_store_t *s, const char *id, struct dmf_store_task **out);
 void dmf_store_task_free(struct dmf_store_task *t);
 
 /* Inserts or updates the task row (url, lengths, complete, content digest, access time);
- * pieces are recorded with dmf_store_piece_put. Returns 0 or -EIO. */
+ * pieces are recorded with dmf_store_piece_put. Returns 0, -EINVAL or -EIO. */
 int dmf_store_task_save(dmf_store_t *s, const struct dmf_store_task *t);
 
-/* Opens the task's data file read-write, creating it and its directory. Returns the fd
- * (owned by the caller) or -errno. *path, when not NULL, gets the file's path (caller
- * frees). */
+/* Opens the task's data file read-write, creating it and its directory. When the task row
+ * has a known content length, a shorter file is extended to it with ftruncate (a hole: no
+ * disk is used until pieces are written). Returns the fd (owned by the caller) or -errno.
+ * *path, when not NULL, gets the file's path (caller frees). */
 int dmf_store_open_data(dmf_store_t *s, const char *id, char **path);
 
 /* Records that piece n's bytes are written to the data file and verified against digest.
- * Returns 0 or -EIO. */
+ * Call it only after the bytes are written. Idempotent (a second put replaces the digest).
+ * Returns 0, -ENOENT when the task row was never saved, -EINVAL or -EIO. */
 int dmf_store_piece_put(dmf_store_t *s, const char *id, uint32_t n,
                         const uint8_t digest[DMF_SHA256_LEN]);
 
-/* Forgets that piece n is held (e.g. found bad). Returns 0 or -EIO. */
+/* Forgets that piece n is held (e.g. found bad) and marks the task incomplete.
+ * Returns 0, -EINVAL or -EIO. */
 int dmf_store_piece_drop(dmf_store_t *s, const char *id, uint32_t n);
 
-/* Deletes the task's metadata and its data file and directory. Returns 0 or -errno. */
+/* Deletes the task's metadata and its data file and directory (rows first). Returns 0,
+ * -ENOENT when there was neither a row nor a file, or -errno. */
 int dmf_store_task_delete(dmf_store_t *s, const char *id);
 
-/* Appends the IDs of every stored task to ids. Returns 0 or -EIO. */
+/* Appends the IDs of every stored task to ids, least recently saved first (the order in
+ * which garbage collection evicts). Returns 0 or -EIO. */
 int dmf_store_task_list(dmf_store_t *s, struct dmf_strlist *ids);
 
 #endif

@@ -1,0 +1,617 @@
+/* The piece server: evhttp on the daemon's loop thread. Pieces go out with sendfile from
+ * a dup of the task's data file; /have streams are chunked responses kept open per
+ * watcher. The wire format is described in docs/internals/PIECE-PROTOCOL.md. */
+#include "daemon/piece_server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/taskid.h"
+#include "common/util.h"
+
+#define MAX_HEADERS_SIZE  8192
+#define IO_TIMEOUT_SEC    60
+#define WATCHER_BUCKETS   256
+#define WATCHER_INPUT_MAX 16384 /* bytes a watcher may send us before we stop reading */
+#define LISTEN_BACKLOG    511
+#define HAVE_LINE_MAX     32 /* "have 4294967295\n" and "done 4294967295\n" fit */
+
+static DMF_METRIC_COUNTER(m_upload_bytes, "damselfly_upload_bytes_total", NULL,
+                          "Bytes of pieces sent to other peers by the piece server.");
+static DMF_METRIC_GAUGE(m_uploads_active, "damselfly_uploads_active", NULL,
+                        "Piece uploads in progress.");
+static DMF_METRIC_GAUGE(m_have_watchers, "damselfly_have_watchers", NULL,
+                        "Open /have streams (children watching a task).");
+
+/* One piece reply, from the moment its headers are queued until the last byte has left
+ * (SENT) or the connection has dropped first (ABORTED). */
+enum upload_state { UPLOAD_SENDING, UPLOAD_SENT, UPLOAD_ABORTED };
+static const char *const upload_state_names[] = {"sending", "sent", "aborted"};
+
+struct upload {
+    dmf_piece_server_t *ps;
+    struct evhttp_connection *evcon;
+    enum upload_state state;
+    uint32_t n;
+    uint32_t size;
+    char task_id[DMF_TASK_ID_LEN + 1];
+};
+
+/* One open GET /have/<id> response. STREAMING until the task completes (DONE), goes away
+ * (GONE), the child disconnects (CLOSED) or the server stops (STOPPED). */
+enum watcher_state {
+    WATCHER_STREAMING,
+    WATCHER_DONE,
+    WATCHER_GONE,
+    WATCHER_CLOSED,
+    WATCHER_STOPPED
+};
+static const char *const watcher_state_names[] = {"streaming", "done", "gone", "closed", "stopped"};
+
+struct watcher {
+    dmf_piece_server_t *ps;
+    struct watcher *next, *prev; /* in ps->watchers[bucket of task_id] */
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    enum watcher_state state;
+    char task_id[DMF_TASK_ID_LEN + 1];
+};
+
+struct dmf_piece_server {
+    struct event_base *base;
+    struct evhttp *http;
+    uint16_t port;
+    dmf_piece_lookup_cb lookup;
+    void *lookup_arg;
+    struct watcher *watchers[WATCHER_BUCKETS];
+    uint32_t nwatchers;
+    uint32_t active_uploads;
+    uint64_t uploaded_bytes;
+};
+
+static const struct timeval io_timeout = {IO_TIMEOUT_SEC, 0};
+
+/* ---- replies ---- */
+
+static struct evbuffer *xevbuffer_new(void)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+        fprintf(stderr, "damselfly: out of memory allocating an evbuffer\n");
+        abort();
+    }
+    return b;
+}
+
+/* A short text/plain answer. Unlike evhttp_send_error it keeps the connection open: a 404
+ * is routine on the data plane and must not cost a reconnect. */
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
+{
+    struct evbuffer *b = xevbuffer_new();
+    evbuffer_add_printf(b, "%s\n", text);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; charset=utf-8");
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+}
+
+static const char *peer_of(struct evhttp_request *req, char *buf, size_t len)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    char *addr = NULL;
+    uint16_t port = 0;
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, &addr, &port);
+    snprintf(buf, len, "%s:%u", addr ? addr : "?", port);
+    return buf;
+}
+
+/* Pieces of the task when its layout is known; otherwise what it holds. */
+static uint32_t task_total(const struct dmf_piece_view *v)
+{
+    if (v->content_length == 0)
+        return 0;
+    if (v->content_length > 0 && v->piece_length > 0)
+        return dmf_piece_count(v->content_length, v->piece_length);
+    return v->have ? v->have->count : 0;
+}
+
+/* Parses a piece index: canonical decimal (no sign, no leading zero, no spaces), at most
+ * UINT32_MAX. Returns 0 or -EINVAL. */
+static int parse_index(const char *s, uint32_t *out)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 10 || (len > 1 && s[0] == '0'))
+        return -EINVAL;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v > UINT32_MAX)
+        return -EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* Copies a task id of exactly DMF_TASK_ID_LEN characters from s[0..len) into out.
+ * Returns 0 or -EINVAL. */
+static int parse_task_id(const char *s, size_t len, char out[DMF_TASK_ID_LEN + 1])
+{
+    if (len != DMF_TASK_ID_LEN)
+        return -EINVAL;
+    memcpy(out, s, DMF_TASK_ID_LEN);
+    out[DMF_TASK_ID_LEN] = '\0';
+    return dmf_task_id_valid(out) ? 0 : -EINVAL;
+}
+
+/* ---- GET /pieces/<id>/<n> ---- */
+
+static void upload_set_state(struct upload *u, enum upload_state to)
+{
+    dmf_debug("piece server: upload of piece %u (%u bytes) of task %s: %s -> %s", u->n, u->size,
+              u->task_id, upload_state_names[u->state], upload_state_names[to]);
+    u->state = to;
+}
+
+/* Ends an upload (SENT or ABORTED): updates the load counters and frees u. */
+static void upload_finish(struct upload *u, enum upload_state to)
+{
+    dmf_piece_server_t *ps = u->ps;
+    upload_set_state(u, to);
+    ps->active_uploads--;
+    dmf_metric_add(&m_uploads_active, -1);
+    if (to == UPLOAD_SENT) {
+        ps->uploaded_bytes += u->size;
+        dmf_metric_add(&m_upload_bytes, u->size);
+    }
+    free(u);
+}
+
+/* The last byte of the reply was written to the socket. */
+static void upload_on_complete(struct evhttp_request *req, void *arg)
+{
+    struct upload *u = arg;
+    evhttp_connection_set_closecb(u->evcon, NULL, NULL);
+    upload_finish(u, UPLOAD_SENT);
+}
+
+/* The connection dropped before the reply was written (evhttp frees the request). */
+static void upload_on_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct upload *u = arg;
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    upload_finish(u, UPLOAD_ABORTED);
+}
+
+static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const char *rest)
+{
+    char id[DMF_TASK_ID_LEN + 1], peer[80];
+    const char *slash = strchr(rest, '/');
+    uint32_t n;
+
+    if (slash == NULL || parse_task_id(rest, (size_t)(slash - rest), id) != 0 ||
+        parse_index(slash + 1, &n) != 0) {
+        reply_text(req, 400, "Bad Request", "expected /pieces/<64 hex task id>/<piece number>");
+        return;
+    }
+    struct dmf_piece_view v = {.fd = -1, .content_length = -1};
+    int r = ps->lookup(ps->lookup_arg, id, &v);
+    if (r == -ENOENT) {
+        reply_text(req, 404, "Not Found", "task not held here");
+        return;
+    }
+    if (r != 0) {
+        dmf_error("piece server: looking up task %s: %s", id, dmf_strerror(r));
+        reply_text(req, 503, "Service Unavailable", "task lookup failed");
+        return;
+    }
+    if (v.piece_length == 0 || (v.content_length >= 0 && n >= task_total(&v)) || v.have == NULL ||
+        !dmf_bitmap_get(v.have, n)) {
+        reply_text(req, 404, "Not Found", "piece not held here");
+        return;
+    }
+
+    /* With the length unknown (streamed origin) every held piece is a full one. */
+    uint32_t size = v.content_length >= 0 ? dmf_piece_size(v.content_length, v.piece_length, n)
+                                          : v.piece_length;
+    uint64_t offset = dmf_piece_offset(v.piece_length, n);
+    struct stat sb;
+    if (fstat(v.fd, &sb) != 0 || (uint64_t)sb.st_size < offset + size) {
+        dmf_error("piece server: data file of task %s is shorter than piece %u (%llu+%u)", id, n,
+                  (unsigned long long)offset, size);
+        reply_text(req, 500, "Internal Server Error", "piece data missing");
+        return;
+    }
+    /* Our own descriptor, closed by libevent when the segment is released: the daemon may
+     * close or replace its fd while the piece is still being sent. */
+    int fd = fcntl(v.fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        dmf_error("piece server: dup of the data file of task %s: %s", id, strerror(errno));
+        reply_text(req, 503, "Service Unavailable", "out of file descriptors");
+        return;
+    }
+    struct evbuffer_file_segment *seg =
+        evbuffer_file_segment_new(fd, (ev_off_t)offset, size, EVBUF_FS_CLOSE_ON_FREE);
+    if (seg == NULL) {
+        close(fd);
+        dmf_error("piece server: cannot map piece %u of task %s", n, id);
+        reply_text(req, 500, "Internal Server Error", "cannot read piece");
+        return;
+    }
+    /* Without DRAINS_TO_FD libevent maps the file into memory instead of keeping a
+     * sendfile chain; the chain then moves as is into the socket's output buffer. */
+    struct evbuffer *body = xevbuffer_new();
+    evbuffer_set_flags(body, EVBUFFER_FLAG_DRAINS_TO_FD);
+    int added = evbuffer_add_file_segment(body, seg, 0, size);
+    evbuffer_file_segment_free(seg); /* body holds its own reference */
+    if (added != 0) {
+        evbuffer_free(body);
+        reply_text(req, 500, "Internal Server Error", "cannot read piece");
+        return;
+    }
+
+    struct upload *u = dmf_xcalloc(1, sizeof(*u));
+    u->ps = ps;
+    u->evcon = evhttp_request_get_connection(req);
+    u->state = UPLOAD_SENDING;
+    u->n = n;
+    u->size = size;
+    memcpy(u->task_id, id, sizeof(id));
+    ps->active_uploads++;
+    dmf_metric_add(&m_uploads_active, 1);
+    dmf_debug("piece server: piece %u of task %s to %s: %u bytes", n, id,
+              peer_of(req, peer, sizeof(peer)), size);
+
+    char len[16];
+    snprintf(len, sizeof(len), "%u", size);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/octet-stream");
+    evhttp_add_header(h, "Content-Length", len);
+    evhttp_request_set_on_complete_cb(req, upload_on_complete, u);
+    evhttp_connection_set_closecb(u->evcon, upload_on_close, u);
+    evhttp_send_reply(req, 200, "OK", body);
+    evbuffer_free(body);
+}
+
+/* ---- GET /have/<id> ---- */
+
+static unsigned bucket_of(const char *task_id)
+{
+    /* Task ids are hex SHA-256: their first two digits are already uniform. */
+    unsigned hi = (unsigned)(task_id[0] <= '9' ? task_id[0] - '0' : task_id[0] - 'a' + 10);
+    unsigned lo = (unsigned)(task_id[1] <= '9' ? task_id[1] - '0' : task_id[1] - 'a' + 10);
+    return (hi << 4 | lo) % WATCHER_BUCKETS;
+}
+
+static void watcher_set_state(struct watcher *w, enum watcher_state to)
+{
+    dmf_debug("piece server: /have watcher of task %s: %s -> %s", w->task_id,
+              watcher_state_names[w->state], watcher_state_names[to]);
+    w->state = to;
+}
+
+/* Ends a watcher: unlinks it, ends its response (or frees the request when the connection
+ * is already gone) and frees w. */
+static void watcher_end(struct watcher *w, enum watcher_state to)
+{
+    dmf_piece_server_t *ps = w->ps;
+    watcher_set_state(w, to);
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        ps->watchers[bucket_of(w->task_id)] = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    ps->nwatchers--;
+    dmf_metric_add(&m_have_watchers, -1);
+
+    if (evhttp_request_get_connection(w->req) != NULL) {
+        /* The connection lives on (keep-alive): give it back its normal limits. */
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(w->evcon);
+        bufferevent_set_timeouts(bev, &io_timeout, &io_timeout);
+        bufferevent_setwatermark(bev, EV_READ, 0, 0);
+        evhttp_connection_set_closecb(w->evcon, NULL, NULL);
+    }
+    /* With the connection gone evhttp has detached the request and left it to us; this
+     * frees it. Otherwise it sends the last chunk. */
+    evhttp_send_reply_end(w->req);
+    free(w);
+}
+
+static void watcher_on_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct watcher *w = arg;
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    watcher_end(w, WATCHER_CLOSED);
+}
+
+static void add_have_lines(struct evbuffer *b, const dmf_bitmap_t *have)
+{
+    if (have == NULL)
+        return;
+    for (uint32_t i = 0; i < have->nbits; i++)
+        if (dmf_bitmap_get(have, i))
+            evbuffer_add_printf(b, "have %u\n", i);
+}
+
+static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const char *rest)
+{
+    char id[DMF_TASK_ID_LEN + 1], peer[80];
+    if (parse_task_id(rest, strlen(rest), id) != 0) {
+        reply_text(req, 400, "Bad Request", "expected /have/<64 hex task id>");
+        return;
+    }
+    struct dmf_piece_view v = {.fd = -1, .content_length = -1};
+    int r = ps->lookup(ps->lookup_arg, id, &v);
+    if (r == -ENOENT) {
+        reply_text(req, 404, "Not Found", "task not held here");
+        return;
+    }
+    if (r != 0) {
+        dmf_error("piece server: looking up task %s: %s", id, dmf_strerror(r));
+        reply_text(req, 503, "Service Unavailable", "task lookup failed");
+        return;
+    }
+    if (!v.complete && ps->nwatchers >= DMF_PIECE_SERVER_MAX_WATCHERS) {
+        dmf_warn("piece server: %u /have watchers already; refusing %s for task %s", ps->nwatchers,
+                 peer_of(req, peer, sizeof(peer)), id);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
+        reply_text(req, 503, "Service Unavailable", "too many /have watchers");
+        return;
+    }
+
+    struct evbuffer *b = xevbuffer_new();
+    add_have_lines(b, v.have);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; charset=utf-8");
+    evhttp_send_reply_start(req, 200, "OK");
+    if (v.complete) {
+        evbuffer_add_printf(b, "done %u\n", task_total(&v));
+        evhttp_send_reply_chunk(req, b);
+        evhttp_send_reply_end(req);
+        evbuffer_free(b);
+        return;
+    }
+    evhttp_send_reply_chunk(req, b);
+    evbuffer_free(b);
+
+    struct watcher *w = dmf_xcalloc(1, sizeof(*w));
+    w->ps = ps;
+    w->req = req;
+    w->evcon = evhttp_request_get_connection(req);
+    w->state = WATCHER_STREAMING;
+    memcpy(w->task_id, id, sizeof(id));
+    unsigned bk = bucket_of(id);
+    w->next = ps->watchers[bk];
+    if (w->next != NULL)
+        w->next->prev = w;
+    ps->watchers[bk] = w;
+    ps->nwatchers++;
+    dmf_metric_add(&m_have_watchers, 1);
+
+    /* The stream may stay quiet for as long as the download takes: no read timeout (a
+     * close is still seen), a write timeout for a child that stops reading, and a cap on
+     * what the child may send us meanwhile. */
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(w->evcon);
+    bufferevent_set_timeouts(bev, NULL, &io_timeout);
+    bufferevent_setwatermark(bev, EV_READ, 0, WATCHER_INPUT_MAX);
+    evhttp_connection_set_closecb(w->evcon, watcher_on_close, w);
+    dmf_debug("piece server: %s watches task %s (%u pieces held)", peer_of(req, peer, sizeof(peer)),
+              id, v.have ? v.have->count : 0);
+}
+
+/* ---- routing ---- */
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    dmf_piece_server_t *ps = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+        reply_text(req, 405, "Method Not Allowed", "only GET is served here");
+    } else if (path == NULL) {
+        reply_text(req, 400, "Bad Request", "malformed request target");
+    } else if (strcmp(path, "/metrics") == 0) {
+        dmf_metrics_http_handler(req, NULL);
+    } else if (strncmp(path, "/pieces/", 8) == 0) {
+        serve_piece(ps, req, path + 8);
+    } else if (strncmp(path, "/have/", 6) == 0) {
+        serve_have(ps, req, path + 6);
+    } else {
+        reply_text(req, 404, "Not Found", "no such resource");
+    }
+}
+
+/* ---- lifecycle ---- */
+
+/* Creates a listening socket on addr:port; returns the fd or -errno with err filled. */
+static int listen_on(const char *addr, uint16_t port, char *err, size_t errlen)
+{
+    const char *host = addr != NULL && addr[0] != '\0' ? addr : NULL;
+    const char *shown = host ? host : "*";
+    const char *lb = host && strchr(host, ':') ? "[" : "", *rb = lb[0] ? "]" : "";
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char portstr[8];
+    int fd = -1, ret, one = 1;
+
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    int rc = getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s%s%s:%u: %s", lb, shown, rb, port,
+                 gai_strerror(rc));
+        return -EINVAL;
+    }
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        ret = -errno;
+        snprintf(err, errlen, "cannot listen on %s%s%s:%u: %s", lb, shown, rb, port,
+                 strerror(-ret));
+        if (fd >= 0)
+            close(fd);
+        fd = ret;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *addr, uint16_t port,
+                                         dmf_piece_lookup_cb lookup, void *arg, char *err,
+                                         size_t errlen)
+{
+    int fd = listen_on(addr, port, err, errlen);
+    if (fd < 0)
+        return NULL;
+
+    dmf_piece_server_t *ps = dmf_xcalloc(1, sizeof(*ps));
+    ps->base = base;
+    ps->lookup = lookup;
+    ps->lookup_arg = arg;
+    ps->http = evhttp_new(base);
+    if (ps->http == NULL) {
+        snprintf(err, errlen, "cannot create the HTTP server");
+        goto fail;
+    }
+    evhttp_set_max_headers_size(ps->http, MAX_HEADERS_SIZE);
+    evhttp_set_max_body_size(ps->http, 0); /* GET only: no request carries a body */
+    evhttp_set_timeout(ps->http, IO_TIMEOUT_SEC);
+    /* Let every method through to on_request so that it answers 405, not evhttp's 501. */
+    evhttp_set_allowed_methods(ps->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(ps->http, on_request, ps);
+    /* Read the port back before the listener owns the socket (port 0 binds any). */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        ps->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                  : ((struct sockaddr_in *)&ss)->sin_port);
+    if (evhttp_accept_socket_with_handle(ps->http, fd) == NULL) {
+        snprintf(err, errlen, "cannot accept on the piece port");
+        goto fail;
+    }
+
+    dmf_metric_register(&m_upload_bytes);
+    dmf_metric_register(&m_uploads_active);
+    dmf_metric_register(&m_have_watchers);
+    dmf_info("piece server: listening on port %u", ps->port);
+    return ps;
+fail:
+    if (fd >= 0)
+        close(fd);
+    if (ps->http != NULL)
+        evhttp_free(ps->http);
+    free(ps);
+    return NULL;
+}
+
+uint16_t dmf_piece_server_port(const dmf_piece_server_t *ps)
+{
+    return ps->port;
+}
+
+void dmf_piece_server_notify_piece(dmf_piece_server_t *ps, const char *task_id, uint32_t n)
+{
+    if (!dmf_task_id_valid(task_id))
+        return;
+    char line[HAVE_LINE_MAX];
+    int len = snprintf(line, sizeof(line), "have %u\n", n);
+    for (struct watcher *w = ps->watchers[bucket_of(task_id)]; w != NULL; w = w->next) {
+        if (strcmp(w->task_id, task_id) != 0)
+            continue;
+        struct evbuffer *b = xevbuffer_new();
+        evbuffer_add(b, line, (size_t)len);
+        evhttp_send_reply_chunk(w->req, b);
+        evbuffer_free(b);
+    }
+}
+
+/* Ends every watcher of task_id; with done_line, sends it first. */
+static void end_watchers(dmf_piece_server_t *ps, const char *task_id, const char *done_line,
+                         enum watcher_state to)
+{
+    struct watcher *w = ps->watchers[bucket_of(task_id)], *next;
+    for (; w != NULL; w = next) {
+        next = w->next;
+        if (strcmp(w->task_id, task_id) != 0)
+            continue;
+        if (done_line != NULL) {
+            struct evbuffer *b = xevbuffer_new();
+            evbuffer_add(b, done_line, strlen(done_line));
+            evhttp_send_reply_chunk(w->req, b);
+            evbuffer_free(b);
+        }
+        watcher_end(w, to);
+    }
+}
+
+void dmf_piece_server_notify_done(dmf_piece_server_t *ps, const char *task_id)
+{
+    if (!dmf_task_id_valid(task_id))
+        return;
+    struct dmf_piece_view v = {.fd = -1, .content_length = -1};
+    if (ps->lookup(ps->lookup_arg, task_id, &v) != 0) {
+        end_watchers(ps, task_id, NULL, WATCHER_GONE);
+        return;
+    }
+    char line[HAVE_LINE_MAX];
+    snprintf(line, sizeof(line), "done %u\n", task_total(&v));
+    end_watchers(ps, task_id, line, WATCHER_DONE);
+}
+
+void dmf_piece_server_notify_gone(dmf_piece_server_t *ps, const char *task_id)
+{
+    if (!dmf_task_id_valid(task_id))
+        return;
+    end_watchers(ps, task_id, NULL, WATCHER_GONE);
+}
+
+uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps)
+{
+    return ps->active_uploads;
+}
+
+uint64_t dmf_piece_server_uploaded_bytes(const dmf_piece_server_t *ps)
+{
+    return ps->uploaded_bytes;
+}
+
+uint32_t dmf_piece_server_watchers(const dmf_piece_server_t *ps)
+{
+    return ps->nwatchers;
+}
+
+void dmf_piece_server_free(dmf_piece_server_t *ps)
+{
+    if (ps == NULL)
+        return;
+    for (unsigned i = 0; i < WATCHER_BUCKETS; i++)
+        while (ps->watchers[i] != NULL)
+            watcher_end(ps->watchers[i], WATCHER_STOPPED);
+    /* Frees the listener and every connection; uploads in flight end in upload_on_close. */
+    evhttp_free(ps->http);
+    free(ps);
+}

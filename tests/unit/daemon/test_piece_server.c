@@ -1,0 +1,482 @@
+/* Unit tests for src/daemon/piece_server.c: a real server on a loopback port, driven by
+ * libevent's HTTP client on the same event loop, over a temporary data file. */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/util.h"
+#include "daemon/piece_server.h"
+
+#define ID_A    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define ID_NO   "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+#define PL      (1u << 20)
+#define LEN     (3 * (int64_t)PL + 1000) /* 4 pieces, the last one 1000 bytes */
+#define WAIT_MS 5000
+
+/* The daemon's side of one task, as the lookup callback reports it. */
+struct fake_task {
+    int fd;
+    int64_t content_length;
+    uint32_t piece_length;
+    dmf_bitmap_t have;
+    bool complete;
+};
+
+struct fixture {
+    struct event_base *base;
+    struct event *tick; /* wakes the loop so that run_until can check its condition */
+    dmf_piece_server_t *ps;
+    struct fake_task task;
+    uint8_t *content;
+    char path[64];
+    struct evhttp_connection *conns[8];
+    size_t nconns;
+};
+
+/* One client request and what came back. */
+struct fetch {
+    struct fixture *f;
+    bool done;
+    int status;
+    char content_type[64];
+    char content_length[24];
+    char *body;
+    size_t len;
+};
+
+static int lookup(void *arg, const char *task_id, struct dmf_piece_view *view)
+{
+    struct fake_task *t = arg;
+    if (strcmp(task_id, ID_A) != 0 || t->fd < 0)
+        return -ENOENT;
+    view->fd = t->fd;
+    view->content_length = t->content_length;
+    view->piece_length = t->piece_length;
+    view->have = &t->have;
+    view->complete = t->complete;
+    return 0;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = dmf_xcalloc(1, sizeof(*f));
+    f->base = event_base_new();
+    assert_non_null(f->base);
+    struct timeval tv = {0, 10000};
+    f->tick = event_new(f->base, -1, EV_PERSIST, on_tick, NULL);
+    event_add(f->tick, &tv);
+
+    f->content = dmf_xmalloc((size_t)LEN);
+    for (int64_t i = 0; i < LEN; i++)
+        f->content[i] = (uint8_t)((i * 31) ^ (i >> 9));
+    snprintf(f->path, sizeof(f->path), "/tmp/dmf-ps-XXXXXX");
+    f->task.fd = mkstemp(f->path);
+    assert_true(f->task.fd >= 0);
+    assert_int_equal(write(f->task.fd, f->content, (size_t)LEN), LEN);
+    f->task.content_length = LEN;
+    f->task.piece_length = PL;
+    dmf_bitmap_init(&f->task.have);
+    dmf_bitmap_set(&f->task.have, 0);
+    dmf_bitmap_set(&f->task.have, 1);
+    dmf_bitmap_set(&f->task.have, 3); /* piece 2 is missing */
+
+    char err[256] = "";
+    f->ps = dmf_piece_server_new(f->base, "127.0.0.1", 0, lookup, &f->task, err, sizeof(err));
+    assert_non_null(f->ps);
+    assert_true(dmf_piece_server_port(f->ps) != 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    dmf_piece_server_free(f->ps);
+    for (size_t i = 0; i < f->nconns; i++)
+        evhttp_connection_free(f->conns[i]);
+    event_free(f->tick);
+    event_base_free(f->base);
+    dmf_bitmap_free(&f->task.have);
+    close(f->task.fd);
+    unlink(f->path);
+    free(f->content);
+    free(f);
+    return 0;
+}
+
+/* ---- the client ---- */
+
+static void fetch_append(struct fetch *fx, struct evbuffer *in)
+{
+    size_t n = evbuffer_get_length(in);
+    fx->body = dmf_xrealloc(fx->body, fx->len + n + 1);
+    evbuffer_remove(in, fx->body + fx->len, n);
+    fx->len += n;
+    fx->body[fx->len] = '\0';
+}
+
+static void copy_header(struct evhttp_request *req, const char *name, char *out, size_t len)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), name);
+    snprintf(out, len, "%s", v ? v : "");
+}
+
+static void on_chunk(struct evhttp_request *req, void *arg)
+{
+    struct fetch *fx = arg;
+    fetch_append(fx, evhttp_request_get_input_buffer(req));
+}
+
+static void on_done(struct evhttp_request *req, void *arg)
+{
+    struct fetch *fx = arg;
+    fx->done = true;
+    if (req == NULL || evhttp_request_get_response_code(req) == 0) {
+        fx->status = -1;
+        return;
+    }
+    fx->status = evhttp_request_get_response_code(req);
+    copy_header(req, "Content-Type", fx->content_type, sizeof(fx->content_type));
+    copy_header(req, "Content-Length", fx->content_length, sizeof(fx->content_length));
+    fetch_append(fx, evhttp_request_get_input_buffer(req));
+}
+
+static struct evhttp_connection *connect_client(struct fixture *f)
+{
+    assert_true(f->nconns < DMF_ARRAY_SIZE(f->conns));
+    struct evhttp_connection *c =
+        evhttp_connection_base_new(f->base, NULL, "127.0.0.1", dmf_piece_server_port(f->ps));
+    assert_non_null(c);
+    f->conns[f->nconns++] = c;
+    return c;
+}
+
+static void start(struct fixture *f, struct evhttp_connection *c, enum evhttp_cmd_type cmd,
+                  const char *path, struct fetch *fx)
+{
+    memset(fx, 0, sizeof(*fx));
+    fx->f = f;
+    struct evhttp_request *req = evhttp_request_new(on_done, fx);
+    evhttp_request_set_chunked_cb(req, on_chunk);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    assert_int_equal(evhttp_make_request(c, req, cmd, path), 0);
+}
+
+typedef bool (*cond_fn)(struct fixture *f, void *arg);
+
+static bool run_until(struct fixture *f, cond_fn cond, void *arg)
+{
+    uint64_t deadline = dmf_now_ms() + WAIT_MS;
+    while (!cond(f, arg)) {
+        if (dmf_now_ms() > deadline)
+            return false;
+        event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    return true;
+}
+
+static bool fetch_done(struct fixture *f, void *arg)
+{
+    return ((struct fetch *)arg)->done;
+}
+
+static bool body_has(struct fixture *f, void *arg)
+{
+    struct fetch *fx = arg;
+    return fx->body != NULL && strstr(fx->body, "\n") != NULL;
+}
+
+static bool body_has_have2(struct fixture *f, void *arg)
+{
+    struct fetch *fx = arg;
+    return fx->body != NULL && strstr(fx->body, "have 2\n") != NULL;
+}
+
+static bool no_uploads(struct fixture *f, void *arg)
+{
+    return dmf_piece_server_active_uploads(f->ps) == 0;
+}
+
+static bool watchers_are(struct fixture *f, void *arg)
+{
+    return dmf_piece_server_watchers(f->ps) == *(uint32_t *)arg;
+}
+
+/* GETs path on a new connection and waits for the whole response. */
+static void get(struct fixture *f, const char *path, struct fetch *fx)
+{
+    start(f, connect_client(f), EVHTTP_REQ_GET, path, fx);
+    assert_true(run_until(f, fetch_done, fx));
+}
+
+static void fetch_free(struct fetch *fx)
+{
+    free(fx->body);
+    fx->body = NULL;
+}
+
+/* ---- tests ---- */
+
+static void test_piece_fetch(void **state)
+{
+    struct fixture *f = *state;
+    struct fetch fx;
+
+    get(f, "/pieces/" ID_A "/1", &fx);
+    assert_int_equal(fx.status, 200);
+    assert_string_equal(fx.content_type, "application/octet-stream");
+    assert_string_equal(fx.content_length, "1048576");
+    assert_int_equal(fx.len, PL);
+    assert_memory_equal(fx.body, f->content + PL, PL);
+    fetch_free(&fx);
+
+    /* The last piece is shorter. */
+    get(f, "/pieces/" ID_A "/3", &fx);
+    assert_int_equal(fx.status, 200);
+    assert_string_equal(fx.content_length, "1000");
+    assert_int_equal(fx.len, 1000);
+    assert_memory_equal(fx.body, f->content + 3 * PL, 1000);
+    fetch_free(&fx);
+
+    assert_true(run_until(f, no_uploads, NULL));
+    assert_int_equal(dmf_piece_server_uploaded_bytes(f->ps), PL + 1000);
+}
+
+/* The daemon may close its fd once the reply is queued: the server sends from a dup. */
+static void test_piece_outlives_daemon_fd(void **state)
+{
+    struct fixture *f = *state;
+    struct fetch fx;
+    start(f, connect_client(f), EVHTTP_REQ_GET, "/pieces/" ID_A "/0", &fx);
+    while (dmf_piece_server_active_uploads(f->ps) == 0)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    close(f->task.fd);
+    f->task.fd = -1;
+    assert_true(run_until(f, fetch_done, &fx));
+    assert_int_equal(fx.status, 200);
+    assert_int_equal(fx.len, PL);
+    assert_memory_equal(fx.body, f->content, PL);
+    fetch_free(&fx);
+    f->task.fd = open(f->path, O_RDONLY);
+}
+
+static void test_piece_errors(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *path;
+        int status;
+    } cases[] = {
+        {"/pieces/" ID_A "/2", 404},          /* not held */
+        {"/pieces/" ID_A "/4", 404},          /* past the last piece */
+        {"/pieces/" ID_NO "/0", 404},         /* unknown task */
+        {"/pieces/" ID_A "/-1", 400},         /* sign */
+        {"/pieces/" ID_A "/+1", 400},         /* sign */
+        {"/pieces/" ID_A "/01", 400},         /* not canonical */
+        {"/pieces/" ID_A "/1x", 400},         /* trailing garbage */
+        {"/pieces/" ID_A "/", 400},           /* no number */
+        {"/pieces/" ID_A "/4294967296", 400}, /* over 32 bits */
+        {"/pieces/" ID_A, 400},               /* no piece */
+        {"/pieces/0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef/0", 400},
+        {"/pieces/../../../etc/passwd", 400},
+        {"/pieces/%2e%2e/0", 400},
+        {"/have/" ID_A "/", 400},
+        {"/have/xyz", 400},
+        {"/have/" ID_NO, 404},
+        {"/", 404},
+        {"/piece/" ID_A "/0", 404},
+        {"/metricsx", 404},
+    };
+    struct evhttp_connection *c = connect_client(f);
+    for (size_t i = 0; i < DMF_ARRAY_SIZE(cases); i++) {
+        struct fetch fx;
+        start(f, c, EVHTTP_REQ_GET, cases[i].path, &fx);
+        assert_true(run_until(f, fetch_done, &fx));
+        if (fx.status != cases[i].status)
+            fail_msg("GET %s: %d, want %d", cases[i].path, fx.status, cases[i].status);
+        fetch_free(&fx);
+    }
+    struct fetch fx;
+    start(f, c, EVHTTP_REQ_POST, "/pieces/" ID_A "/0", &fx);
+    assert_true(run_until(f, fetch_done, &fx));
+    assert_int_equal(fx.status, 405);
+    fetch_free(&fx);
+    start(f, c, EVHTTP_REQ_DELETE, "/have/" ID_A, &fx);
+    assert_true(run_until(f, fetch_done, &fx));
+    assert_int_equal(fx.status, 405);
+    fetch_free(&fx);
+    assert_int_equal(dmf_piece_server_uploaded_bytes(f->ps), 0);
+}
+
+static void test_have_stream(void **state)
+{
+    struct fixture *f = *state;
+    struct fetch fx;
+    start(f, connect_client(f), EVHTTP_REQ_GET, "/have/" ID_A, &fx);
+    assert_true(run_until(f, body_has, &fx));
+    assert_string_equal(fx.body, "have 0\nhave 1\nhave 3\n");
+    assert_false(fx.done);
+    assert_int_equal(dmf_piece_server_watchers(f->ps), 1);
+
+    /* Piece 2 arrives: one more line. */
+    dmf_bitmap_set(&f->task.have, 2);
+    dmf_piece_server_notify_piece(f->ps, ID_A, 2);
+    assert_true(run_until(f, body_has_have2, &fx));
+    assert_string_equal(fx.body, "have 0\nhave 1\nhave 3\nhave 2\n");
+    assert_false(fx.done);
+
+    /* Another task's notification does not reach this watcher. */
+    dmf_piece_server_notify_piece(f->ps, ID_NO, 7);
+
+    f->task.complete = true;
+    dmf_piece_server_notify_done(f->ps, ID_A);
+    assert_int_equal(dmf_piece_server_watchers(f->ps), 0);
+    assert_true(run_until(f, fetch_done, &fx));
+    assert_int_equal(fx.status, 200);
+    assert_string_equal(fx.content_type, "text/plain; charset=utf-8");
+    assert_string_equal(fx.body, "have 0\nhave 1\nhave 3\nhave 2\ndone 4\n");
+    fetch_free(&fx);
+}
+
+static void test_have_complete_task(void **state)
+{
+    struct fixture *f = *state;
+    for (uint32_t n = 0; n < 4; n++)
+        dmf_bitmap_set(&f->task.have, n);
+    f->task.complete = true;
+    struct fetch fx;
+    get(f, "/have/" ID_A, &fx);
+    assert_int_equal(fx.status, 200);
+    assert_string_equal(fx.body, "have 0\nhave 1\nhave 2\nhave 3\ndone 4\n");
+    assert_int_equal(dmf_piece_server_watchers(f->ps), 0);
+    fetch_free(&fx);
+}
+
+static void test_have_gone_and_close(void **state)
+{
+    struct fixture *f = *state;
+    struct fetch a, b, c;
+    start(f, connect_client(f), EVHTTP_REQ_GET, "/have/" ID_A, &a);
+    start(f, connect_client(f), EVHTTP_REQ_GET, "/have/" ID_A, &b);
+    struct evhttp_connection *cc = connect_client(f);
+    start(f, cc, EVHTTP_REQ_GET, "/have/" ID_A, &c);
+    uint32_t three = 3, zero = 0;
+    assert_true(run_until(f, watchers_are, &three));
+    assert_true(run_until(f, body_has, &c));
+
+    /* A child that disconnects is forgotten. */
+    f->nconns--;
+    assert_ptr_equal(f->conns[f->nconns], cc);
+    evhttp_connection_free(cc);
+    uint32_t two = 2;
+    assert_true(run_until(f, watchers_are, &two));
+    fetch_free(&c);
+
+    /* The task goes away: the responses end without "done". */
+    dmf_piece_server_notify_gone(f->ps, ID_A);
+    assert_true(run_until(f, watchers_are, &zero));
+    assert_true(run_until(f, fetch_done, &a));
+    assert_true(run_until(f, fetch_done, &b));
+    assert_int_equal(a.status, 200);
+    assert_string_equal(a.body, "have 0\nhave 1\nhave 3\n");
+    assert_string_equal(b.body, "have 0\nhave 1\nhave 3\n");
+    fetch_free(&a);
+    fetch_free(&b);
+
+    /* A watcher still open when the server stops is ended by dmf_piece_server_free
+     * (teardown; ASan checks nothing leaks). */
+    start(f, connect_client(f), EVHTTP_REQ_GET, "/have/" ID_A, &a);
+    uint32_t one = 1;
+    assert_true(run_until(f, watchers_are, &one));
+    fetch_free(&a);
+}
+
+/* A child that asks for a piece and hangs up at once: the upload ends either way. */
+static void test_upload_abort(void **state)
+{
+    struct fixture *f = *state;
+    for (int i = 0; i < 4; i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons(dmf_piece_server_port(f->ps)),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        int rcvbuf = 4096;
+        setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+        const char req[] = "GET /pieces/" ID_A "/0 HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_int_equal(write(s, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+        while (dmf_piece_server_active_uploads(f->ps) == 0)
+            event_base_loop(f->base, EVLOOP_ONCE);
+        close(s);
+        assert_true(run_until(f, no_uploads, NULL));
+    }
+}
+
+static void test_metrics(void **state)
+{
+    struct fixture *f = *state;
+    struct fetch fx;
+    get(f, "/pieces/" ID_A "/3", &fx);
+    assert_int_equal(fx.status, 200);
+    fetch_free(&fx);
+    assert_true(run_until(f, no_uploads, NULL));
+
+    get(f, "/metrics", &fx);
+    assert_int_equal(fx.status, 200);
+    const char *line = strstr(fx.body, "\ndamselfly_upload_bytes_total ");
+    assert_non_null(line);
+    long long v = strtoll(line + strlen("\ndamselfly_upload_bytes_total "), NULL, 10);
+    assert_true(v >= 1000);
+    assert_non_null(strstr(fx.body, "damselfly_uploads_active"));
+    fetch_free(&fx);
+}
+
+static void test_bind_error(void **state)
+{
+    struct fixture *f = *state;
+    char err[256] = "", want[128];
+    uint16_t port = dmf_piece_server_port(f->ps);
+    dmf_piece_server_t *ps =
+        dmf_piece_server_new(f->base, "127.0.0.1", port, lookup, &f->task, err, sizeof(err));
+    assert_null(ps);
+    snprintf(want, sizeof(want), "cannot listen on 127.0.0.1:%u: Address already in use", port);
+    assert_string_equal(err, want);
+    ps = dmf_piece_server_new(f->base, "no-such-host.invalid", 0, lookup, &f->task, err,
+                              sizeof(err));
+    assert_null(ps);
+    assert_non_null(strstr(err, "cannot listen on no-such-host.invalid:0"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_piece_fetch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_piece_outlives_daemon_fd, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_piece_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_have_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_have_complete_task, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_have_gone_and_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bind_error, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
