@@ -1,3 +1,635 @@
+/* `damselfly get URL -O FILE`: asks the local daemon to download URL and writes the
+ * verified content to FILE (atomically: a temp file in the same directory, then rename)
+ * or to stdout in order. Without a reachable daemon it downloads from the origin itself
+ * (unless --no-back-to-source). */
+#include <curl/curl.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "common/cmd.h"
-static int run(int argc, char **argv) { return 1; }
-const struct dmf_cmd dmf_cmd_get = {.name = "get", .summary = "download a URL through the local daemon", .run = run};
+#include "common/config.h"
+#include "common/digest.h"
+#include "common/log.h"
+#include "common/pieces.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "damselfly/v1/daemon.pb-c.h"
+
+struct get_config {
+    char *output;
+    char *socket;
+    struct dmf_strlist headers;
+    char *digest;
+    char *tag;
+    struct dmf_strlist filter_query;
+    uint64_t timeout;
+    bool no_back_to_source;
+    bool quiet;
+};
+
+#define OPT(n, s, t, f, lo, hi, def, mv, h)                                                        \
+    {                                                                                              \
+        n, s, t, offsetof(struct get_config, f), lo, hi, def, mv, h                                \
+    }
+
+static const struct dmf_option options[] = {
+    OPT("output", 'O', DMF_OPT_STRING, output, 0, 0, NULL, "FILE",
+        "where to write the content ('-' for stdout)"),
+    OPT("socket", 0, DMF_OPT_STRING, socket, 0, 0, "/run/damselfly/daemon.sock", "PATH",
+        "the local daemon's unix socket"),
+    OPT("header", 'H', DMF_OPT_LIST, headers, 0, 0, NULL, "'NAME: VALUE'",
+        "request header passed to the origin (repeatable)"),
+    OPT("digest", 0, DMF_OPT_STRING, digest, 0, 0, NULL, "sha256:HEX",
+        "the content's digest: the download fails unless it matches"),
+    OPT("tag", 0, DMF_OPT_STRING, tag, 0, 0, NULL, "TAG",
+        "tells apart tasks of the same URL (part of the task ID)"),
+    OPT("filter-query", 0, DMF_OPT_LIST, filter_query, 0, 0, NULL, "NAME",
+        "query parameter left out of the task ID, e.g. a signature (repeatable)"),
+    OPT("timeout", 0, DMF_OPT_DURATION, timeout, 0, 0, "0", "DURATION",
+        "give up after this long (0 = never)"),
+    OPT("no-back-to-source", 0, DMF_OPT_BOOL, no_back_to_source, 0, 0, "false", NULL,
+        "never fetch from the origin: peers only"),
+    OPT("quiet", 'q', DMF_OPT_BOOL, quiet, 0, 0, "false", NULL, "no progress and no summary"),
+};
+
+static const char usage[] = "damselfly get URL -O FILE [--socket PATH] [-H 'Name: value']... "
+                            "[--digest sha256:HEX] [options]";
+
+/* One download's output: a temp file renamed at the end, or stdout written in order. */
+struct output {
+    const char *path; /* NULL for stdout */
+    char *tmp;
+    int fd;
+    int src_fd; /* the daemon's data file */
+    dmf_bitmap_t written;
+    uint32_t next; /* stdout: next piece to write */
+    int64_t content_length;
+    uint32_t piece_length;
+    uint64_t bytes;
+};
+
+struct get {
+    struct get_config *cfg;
+    const char *url;
+    struct event_base *base;
+    struct output out;
+    bool connected; /* a response came from the daemon */
+    bool finished;
+    int status;
+    char error[512];
+    char content_digest[DMF_DIGEST_STR_LEN + 1];
+    uint64_t start_ms, last_draw_ms;
+    uint64_t completed, from_peers, from_origin;
+    bool tty;
+};
+
+static int output_open(struct output *o, const char *path, char *err, size_t errlen)
+{
+    o->fd = -1;
+    o->src_fd = -1;
+    o->content_length = -1;
+    dmf_bitmap_init(&o->written);
+    if (strcmp(path, "-") == 0) {
+        o->path = NULL;
+        o->fd = STDOUT_FILENO;
+        return 0;
+    }
+    o->path = path;
+    char *copy = dmf_xstrdup(path);
+    char *dir = dirname(copy);
+    char *base_copy = dmf_xstrdup(path);
+    o->tmp = dmf_xasprintf("%s/.%s.damselfly-XXXXXX", dir, basename(base_copy));
+    free(copy);
+    free(base_copy);
+    o->fd = mkstemp(o->tmp);
+    if (o->fd < 0) {
+        snprintf(err, errlen, "cannot create a file next to %s: %s", path, strerror(errno));
+        free(o->tmp);
+        o->tmp = NULL;
+        return -errno;
+    }
+    fchmod(o->fd, 0644 & ~0022);
+    return 0;
+}
+
+static void output_abort(struct output *o)
+{
+    if (o->tmp) {
+        unlink(o->tmp);
+        free(o->tmp);
+        o->tmp = NULL;
+    }
+    if (o->path && o->fd >= 0)
+        close(o->fd);
+    o->fd = -1;
+    if (o->src_fd >= 0)
+        close(o->src_fd);
+    o->src_fd = -1;
+    dmf_bitmap_free(&o->written);
+}
+
+static int output_commit(struct output *o, char *err, size_t errlen)
+{
+    int rc = 0;
+    if (o->path) {
+        if (ftruncate(o->fd, o->content_length) != 0 || close(o->fd) != 0) {
+            snprintf(err, errlen, "cannot write %s: %s", o->path, strerror(errno));
+            o->fd = -1;
+            output_abort(o);
+            return -EIO;
+        }
+        o->fd = -1;
+        if (rename(o->tmp, o->path) != 0) {
+            snprintf(err, errlen, "cannot rename into %s: %s", o->path, strerror(errno));
+            output_abort(o);
+            return -EIO;
+        }
+        free(o->tmp);
+        o->tmp = NULL;
+    }
+    if (o->src_fd >= 0)
+        close(o->src_fd);
+    o->src_fd = -1;
+    dmf_bitmap_free(&o->written);
+    return rc;
+}
+
+/* Copies piece n from the daemon's data file into the output. */
+static int copy_piece(struct output *o, uint32_t n)
+{
+    uint64_t off = dmf_piece_offset(o->piece_length, n);
+    size_t len = o->content_length >= 0 ? dmf_piece_size(o->content_length, o->piece_length, n)
+                                        : o->piece_length;
+    if (o->path) {
+        loff_t in = (loff_t)off, outp = (loff_t)off;
+        size_t left = len;
+        while (left > 0) {
+            ssize_t c = copy_file_range(o->src_fd, &in, o->fd, &outp, left, 0);
+            if (c < 0 && errno == EINTR)
+                continue;
+            if (c <= 0)
+                break;
+            left -= (size_t)c;
+        }
+        if (left == 0) {
+            o->bytes += len;
+            return 0;
+        }
+        /* Some file systems refuse copy_file_range: fall back to pread/pwrite. */
+        in = (loff_t)(off + (len - left));
+        outp = in;
+        char buf[1 << 16];
+        while (left > 0) {
+            ssize_t r = pread(o->src_fd, buf, DMF_MIN(left, sizeof(buf)), in);
+            if (r <= 0 || pwrite(o->fd, buf, (size_t)r, outp) != r)
+                return -EIO;
+            in += r;
+            outp += r;
+            left -= (size_t)r;
+        }
+        o->bytes += len;
+        return 0;
+    }
+    char *buf = dmf_xmalloc(len ? len : 1);
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(o->src_fd, buf + got, len - got, (off_t)(off + got));
+        if (r <= 0) {
+            free(buf);
+            return -EIO;
+        }
+        got += (size_t)r;
+    }
+    size_t put = 0;
+    while (put < len) {
+        ssize_t w = write(o->fd, buf + put, len - put);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            free(buf);
+            return -EPIPE;
+        }
+        put += (size_t)w;
+    }
+    free(buf);
+    o->bytes += len;
+    return 0;
+}
+
+static int output_pieces(struct output *o, const uint32_t *pieces, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (pieces[i] >= DMF_PIECES_MAX)
+            return -EPROTO;
+        if (o->path) {
+            if (!dmf_bitmap_get(&o->written, pieces[i])) {
+                int e = copy_piece(o, pieces[i]);
+                if (e)
+                    return e;
+            }
+        }
+        dmf_bitmap_set(&o->written, pieces[i]);
+    }
+    /* stdout: everything contiguous from the start, in order. */
+    while (o->path == NULL && dmf_bitmap_get(&o->written, o->next)) {
+        int e = copy_piece(o, o->next);
+        if (e)
+            return e;
+        o->next++;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+static void human(double v, char *out, size_t n)
+{
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(out, n, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+static void draw_progress(struct get *g, bool final)
+{
+    if (!g->tty || g->cfg->quiet)
+        return;
+    uint64_t now = dmf_now_ms();
+    if (!final && now - g->last_draw_ms < 200)
+        return;
+    g->last_draw_ms = now;
+    double secs = (double)(now - g->start_ms) / 1000.0;
+    double rate = secs > 0 ? (double)g->completed / secs : 0;
+    char done[32], total[32], rates[32], eta[32] = "--";
+    human((double)g->completed, done, sizeof(done));
+    if (g->out.content_length >= 0)
+        human((double)g->out.content_length, total, sizeof(total));
+    else
+        snprintf(total, sizeof(total), "?");
+    human(rate, rates, sizeof(rates));
+    int pct = g->out.content_length > 0
+                  ? (int)(100.0 * (double)g->completed / (double)g->out.content_length)
+                  : (final ? 100 : 0);
+    if (rate > 0 && g->out.content_length > 0 && !final)
+        snprintf(eta, sizeof(eta), "%.0fs",
+                 ((double)g->out.content_length - (double)g->completed) / rate);
+    uint64_t recv = g->from_peers + g->from_origin;
+    int peers = recv ? (int)(100.0 * (double)g->from_peers / (double)recv) : 0;
+    char bar[31];
+    int fill = pct * 30 / 100;
+    for (int i = 0; i < 30; i++)
+        bar[i] = i < fill ? '=' : ' ';
+    bar[30] = '\0';
+    fprintf(stderr, "\r[%s] %3d%% %s / %s  %s/s  ETA %s  from peers %d%%  ", bar, pct, done, total,
+            rates, eta, peers);
+    if (final)
+        fputc('\n', stderr);
+}
+
+/* ---------------------------------------------------------------- via the daemon */
+
+static void on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+{
+    struct get *g = arg;
+    if (data == NULL || g->status != 0)
+        return;
+    Damselfly__V1__DownloadTaskResponse *r =
+        damselfly__v1__download_task_response__unpack(NULL, len, data);
+    if (r == NULL) {
+        g->status = -EPROTO;
+        snprintf(g->error, sizeof(g->error), "undecodable answer from the daemon");
+        dmf_rpc_call_cancel(call);
+        return;
+    }
+    g->connected = true;
+    struct output *o = &g->out;
+    if (o->src_fd < 0 && r->data_path && r->data_path[0]) {
+        o->src_fd = open(r->data_path, O_RDONLY | O_CLOEXEC);
+        if (o->src_fd < 0) {
+            g->status = -errno;
+            snprintf(g->error, sizeof(g->error), "cannot read the daemon's data file %s: %s",
+                     r->data_path, strerror(errno));
+            dmf_rpc_call_cancel(call);
+            goto out;
+        }
+    }
+    if (r->piece_length >= DMF_PIECE_LENGTH_MIN && r->piece_length <= DMF_PIECE_LENGTH_MAX)
+        o->piece_length = r->piece_length;
+    if (r->content_length >= 0)
+        o->content_length = r->content_length;
+    if (r->n_new_pieces && (o->src_fd < 0 || o->piece_length == 0)) {
+        g->status = -EPROTO;
+        snprintf(g->error, sizeof(g->error), "the daemon sent pieces without a layout");
+        dmf_rpc_call_cancel(call);
+        goto out;
+    }
+    int e = output_pieces(o, r->new_pieces, r->n_new_pieces);
+    if (e != 0) {
+        g->status = e;
+        snprintf(g->error, sizeof(g->error), "cannot write the output: %s", dmf_strerror(e));
+        dmf_rpc_call_cancel(call);
+        goto out;
+    }
+    g->completed = r->completed_length;
+    g->from_peers = r->bytes_from_peers;
+    g->from_origin = r->bytes_from_origin;
+    if (r->content_digest && r->content_digest[0])
+        snprintf(g->content_digest, sizeof(g->content_digest), "%s", r->content_digest);
+    draw_progress(g, false);
+out:
+    damselfly__v1__download_task_response__free_unpacked(r, NULL);
+}
+
+static void on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status, const char *details)
+{
+    struct get *g = arg;
+    g->finished = true;
+    if (g->status == 0 && status != GRPC_STATUS_OK) {
+        g->status = status == GRPC_STATUS_UNAVAILABLE && !g->connected ? -ECONNREFUSED : -EIO;
+        snprintf(g->error, sizeof(g->error), "%s", details && details[0] ? details : "failed");
+    }
+    event_base_loopbreak(g->base);
+}
+
+static const struct dmf_rpc_call_handler handler = {.on_message = on_message, .on_end = on_end};
+
+static int via_daemon(struct get *g)
+{
+    struct get_config *cfg = g->cfg;
+    g->base = dmf_rpc_event_base_new();
+    dmf_rpc_t *rpc = dmf_rpc_new(g->base);
+    char *target = dmf_xasprintf("unix:%s", cfg->socket);
+    dmf_rpc_channel_t *ch = dmf_rpc_channel_new(rpc, target);
+    free(target);
+
+    Damselfly__V1__DownloadTaskRequest req = DAMSELFLY__V1__DOWNLOAD_TASK_REQUEST__INIT;
+    req.url = (char *)g->url;
+    size_t nh = cfg->headers.n;
+    Damselfly__V1__Header *hs = dmf_xcalloc(nh ? nh : 1, sizeof(*hs));
+    Damselfly__V1__Header **hp = dmf_xcalloc(nh ? nh : 1, sizeof(*hp));
+    char **names = dmf_xcalloc(nh ? nh : 1, sizeof(*names));
+    for (size_t i = 0; i < nh; i++) {
+        const char *line = cfg->headers.v[i], *colon = strchr(line, ':');
+        damselfly__v1__header__init(&hs[i]);
+        names[i] = dmf_xstrndup(line, (size_t)(colon - line));
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        hs[i].name = names[i];
+        hs[i].value = (char *)v;
+        hp[i] = &hs[i];
+    }
+    req.headers = hp;
+    req.n_headers = nh;
+    req.digest = cfg->digest ? cfg->digest : "";
+    req.tag = cfg->tag ? cfg->tag : "";
+    req.filter_query = cfg->filter_query.v;
+    req.n_filter_query = cfg->filter_query.n;
+    req.disable_back_to_source = cfg->no_back_to_source;
+    req.timeout_ms = (uint32_t)DMF_MIN(cfg->timeout, UINT32_MAX);
+
+    dmf_rpc_call_t *call = dmf_rpc_call_start(ch, "/damselfly.v1.Daemon/DownloadTask",
+                                              cfg->timeout ? cfg->timeout + 5000 : 0, false);
+    dmf_rpc_call_set_handler(call, &handler, g);
+    dmf_rpc_call_send(call, &req.base);
+    dmf_rpc_call_close_send(call);
+    for (size_t i = 0; i < nh; i++)
+        free(names[i]);
+    free(names);
+    free(hs);
+    free(hp);
+
+    while (!g->finished)
+        event_base_loop(g->base, EVLOOP_ONCE);
+    dmf_rpc_call_release(call);
+    dmf_rpc_channel_free(ch);
+    dmf_rpc_free(rpc);
+    event_base_free(g->base);
+    return g->status;
+}
+
+/* ---------------------------------------------------------------- directly */
+
+struct direct {
+    struct output *o;
+    dmf_sha256_ctx_t *sha;
+    uint64_t bytes;
+    int err;
+};
+
+static size_t direct_write(char *data, size_t size, size_t n, void *arg)
+{
+    struct direct *dw = arg;
+    size_t len = size * n, put = 0;
+    while (put < len) {
+        ssize_t w = write(dw->o->fd, data + put, len - put);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            dw->err = -errno;
+            return 0;
+        }
+        put += (size_t)w;
+    }
+    dmf_sha256_update(dw->sha, data, len);
+    dw->bytes += len;
+    return len;
+}
+
+static int direct_download(struct get *g)
+{
+    struct get_config *cfg = g->cfg;
+    struct direct dw = {.o = &g->out, .sha = dmf_sha256_new()};
+    CURL *e = curl_easy_init();
+    struct curl_slist *hl = NULL;
+    char curlerr[CURL_ERROR_SIZE] = "";
+    for (size_t i = 0; i < cfg->headers.n; i++)
+        hl = curl_slist_append(hl, cfg->headers.v[i]);
+    curl_easy_setopt(e, CURLOPT_URL, g->url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, direct_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &dw);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curlerr);
+    if (cfg->timeout)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout);
+    CURLcode res = curl_easy_perform(e);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(hl);
+    uint8_t got[DMF_SHA256_LEN];
+    dmf_sha256_final(dw.sha, got);
+    dmf_sha256_free(dw.sha);
+    if (res != CURLE_OK) {
+        snprintf(g->error, sizeof(g->error), "cannot fetch %s: %s", g->url,
+                 dw.err       ? dmf_strerror(dw.err)
+                 : curlerr[0] ? curlerr
+                              : curl_easy_strerror(res));
+        return -EIO;
+    }
+    g->out.content_length = (int64_t)dw.bytes;
+    g->completed = g->from_origin = dw.bytes;
+    dmf_digest_format(got, g->content_digest);
+    if (cfg->digest && strcasecmp(cfg->digest, g->content_digest) != 0) {
+        snprintf(g->error, sizeof(g->error), "content digest mismatch: expected %s, got %s",
+                 cfg->digest, g->content_digest);
+        return -EBADMSG;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- command */
+
+static int check_args(struct get_config *cfg, struct dmf_strlist *pos, char *err, size_t errlen)
+{
+    if (pos->n != 1) {
+        snprintf(err, errlen, pos->n ? "exactly one URL, please" : "a URL is required");
+        return -EINVAL;
+    }
+    if (cfg->output == NULL) {
+        snprintf(err, errlen, "-O FILE is required ('-O -' writes to stdout)");
+        return -EINVAL;
+    }
+    const char *u = pos->v[0];
+    if (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0) {
+        snprintf(err, errlen, "only http:// and https:// URLs are supported");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < cfg->headers.n; i++) {
+        const char *h = cfg->headers.v[i], *colon = strchr(h, ':');
+        if (colon == NULL || colon == h || strpbrk(h, "\r\n")) {
+            snprintf(err, errlen, "-H wants 'Name: value', not '%.40s'", h);
+            return -EINVAL;
+        }
+    }
+    if (cfg->digest) {
+        uint8_t d[DMF_SHA256_LEN];
+        char derr[128];
+        if (dmf_digest_parse(cfg->digest, d, derr, sizeof(derr)) != 0) {
+            snprintf(err, errlen, "--digest: %s", derr);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int run(int argc, char **argv)
+{
+    struct get_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    struct dmf_strlist pos = {0};
+    bool help = false;
+    char err[512];
+    int rc = 1;
+
+    if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &cfg, argc, argv, &pos, &help, err,
+                         sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly get: %s\n", err);
+        return 2;
+    }
+    if (help) {
+        dmf_config_usage(stdout, usage, "Download URL through the local daemon (P2P).", options,
+                         DMF_ARRAY_SIZE(options));
+        rc = 0;
+        goto out;
+    }
+    if (check_args(&cfg, &pos, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly get: %s (see --help)\n", err);
+        rc = 2;
+        goto out;
+    }
+    dmf_log_threshold = DMF_LOG_ERROR + 1; /* the CLI speaks for itself */
+
+    struct get g;
+    memset(&g, 0, sizeof(g));
+    g.cfg = &cfg;
+    g.url = pos.v[0];
+    g.start_ms = dmf_now_ms();
+    g.tty = isatty(STDERR_FILENO);
+    if (output_open(&g.out, cfg.output, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly get: %s\n", err);
+        goto out;
+    }
+
+    struct stat st;
+    int e;
+    bool direct = false;
+    if (stat(cfg.socket, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+        e = -ECONNREFUSED;
+        snprintf(g.error, sizeof(g.error), "%s", "no socket there");
+    } else {
+        e = via_daemon(&g);
+    }
+    if (e == -ECONNREFUSED) {
+        if (cfg.no_back_to_source) {
+            fprintf(stderr,
+                    "damselfly get: no daemon at %s (%s), and --no-back-to-source forbids "
+                    "going to the origin\n",
+                    cfg.socket, g.error);
+            output_abort(&g.out);
+            goto out;
+        }
+        if (!cfg.quiet)
+            fprintf(stderr,
+                    "damselfly get: no daemon at %s (%s); downloading directly from "
+                    "the origin\n",
+                    cfg.socket, g.error);
+        if (g.out.path == NULL && g.out.bytes > 0) {
+            fprintf(stderr, "damselfly get: output already started; cannot restart\n");
+            output_abort(&g.out);
+            goto out;
+        }
+        direct = true;
+        g.error[0] = '\0';
+        e = direct_download(&g);
+    }
+    if (e != 0) {
+        if (g.tty && !cfg.quiet)
+            fputc('\n', stderr);
+        fprintf(stderr, "damselfly get: %s\n", g.error);
+        output_abort(&g.out);
+        goto out;
+    }
+    if (!direct && g.out.content_length < 0) {
+        fprintf(stderr, "damselfly get: the daemon finished without a content length\n");
+        output_abort(&g.out);
+        goto out;
+    }
+    if (output_commit(&g.out, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly get: %s\n", err);
+        goto out;
+    }
+    draw_progress(&g, true);
+    if (!cfg.quiet) {
+        double secs = (double)(dmf_now_ms() - g.start_ms) / 1000.0;
+        char size[32];
+        human((double)g.out.content_length, size, sizeof(size));
+        fprintf(stderr, "damselfly get: %s: %s in %.2f s%s%s%s\n",
+                g.out.path ? g.out.path : "stdout", size, secs,
+                direct ? " (directly from the origin)" : "", g.content_digest[0] ? ", " : "",
+                g.content_digest);
+    }
+    rc = 0;
+out:
+    dmf_strlist_free(&pos);
+    dmf_config_free(options, DMF_ARRAY_SIZE(options), &cfg);
+    return rc;
+}
+
+const struct dmf_cmd dmf_cmd_get = {
+    .name = "get",
+    .summary = "download a URL through the local daemon",
+    .run = run,
+};

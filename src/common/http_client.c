@@ -1,0 +1,378 @@
+/* libcurl multi on libevent: curl tells us which sockets to watch (socket callback) and
+ * when to call it back (timer callback); we turn those into libevent events and hand
+ * readiness back with curl_multi_socket_action. */
+#include "common/http_client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+struct dmf_http {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    struct dmf_http_req *reqs; /* every request not yet done */
+    struct event *reap;        /* runs check_done outside curl callbacks */
+};
+
+enum { HDR_CONTENT_LENGTH, HDR_CONTENT_RANGE, HDR_ACCEPT_RANGES, HDR_CONTENT_TYPE, HDR_COUNT };
+static const char *const kept_headers[HDR_COUNT] = {"content-length", "content-range",
+                                                    "accept-ranges", "content-type"};
+
+struct dmf_http_req {
+    dmf_http_t *h;
+    CURL *easy;
+    struct curl_slist *headers;
+    const struct dmf_http_req_ops *ops;
+    void *arg;
+    char *hdr[HDR_COUNT];
+    bool headers_seen;
+    int abort_err; /* set when a callback aborted */
+    bool failed_early;
+    bool cancelled; /* no more callbacks; freed on the next reap */
+    char reason[CURL_ERROR_SIZE];
+    struct dmf_http_req *prev, *next;
+};
+
+struct sock_ctx {
+    struct event *ev;
+    dmf_http_t *h;
+};
+
+static void check_done(dmf_http_t *h);
+static void req_free(dmf_http_req_t *r);
+
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    dmf_http_t *h = arg;
+    int running;
+    int flags = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
+    curl_multi_socket_action(h->multi, fd, flags, &running);
+    check_done(h);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    dmf_http_t *h = arg;
+    int running;
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(h);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    dmf_http_t *h = arg;
+    for (dmf_http_req_t *r = h->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->cancelled)
+            req_free(r);
+    }
+    check_done(h);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    dmf_http_t *h = userp;
+    struct sock_ctx *sc = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            event_free(sc->ev);
+            free(sc);
+            curl_multi_assign(h->multi, s, NULL);
+        }
+        return 0;
+    }
+    short kind =
+        EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
+    if (sc == NULL) {
+        sc = dmf_xcalloc(1, sizeof(*sc));
+        sc->h = h;
+        curl_multi_assign(h->multi, s, sc);
+    } else {
+        event_free(sc->ev);
+    }
+    sc->ev = event_new(h->base, s, kind, on_socket_event, h);
+    event_add(sc->ev, NULL);
+    return 0;
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    dmf_http_t *h = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(h->timer);
+        return 0;
+    }
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    evtimer_add(h->timer, &tv);
+    return 0;
+}
+
+dmf_http_t *dmf_http_new(struct event_base *base)
+{
+    static bool curl_ready;
+    if (!curl_ready) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        curl_ready = true;
+    }
+    dmf_http_t *h = dmf_xcalloc(1, sizeof(*h));
+    h->base = base;
+    h->multi = curl_multi_init();
+    h->timer = evtimer_new(base, on_timer, h);
+    h->reap = event_new(base, -1, 0, on_reap, h);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 16L);
+    return h;
+}
+
+static void req_free(dmf_http_req_t *r)
+{
+    dmf_http_t *h = r->h;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        h->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    curl_multi_remove_handle(h->multi, r->easy);
+    curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    for (int i = 0; i < HDR_COUNT; i++)
+        free(r->hdr[i]);
+    free(r);
+}
+
+void dmf_http_free(dmf_http_t *h)
+{
+    if (h == NULL)
+        return;
+    while (h->reqs)
+        req_free(h->reqs);
+    curl_multi_cleanup(h->multi);
+    event_free(h->timer);
+    event_free(h->reap);
+    free(h);
+}
+
+static int deliver_headers(dmf_http_req_t *r)
+{
+    if (r->headers_seen)
+        return 0;
+    r->headers_seen = true;
+    long status = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (r->ops->on_headers) {
+        int e = r->ops->on_headers(r->arg, r, status);
+        if (e < 0) {
+            r->abort_err = e;
+            return e;
+        }
+    }
+    return 0;
+}
+
+static size_t write_cb(char *data, size_t size, size_t n, void *arg)
+{
+    dmf_http_req_t *r = arg;
+    size_t len = size * n;
+    if (r->cancelled || deliver_headers(r) < 0 || r->cancelled)
+        return 0;
+    if (r->ops->on_data) {
+        int e = r->ops->on_data(r->arg, r, data, len);
+        if (e < 0 || r->cancelled) {
+            r->abort_err = e < 0 ? e : -ECANCELED;
+            return 0;
+        }
+    }
+    return len;
+}
+
+static size_t header_cb(char *data, size_t size, size_t n, void *arg)
+{
+    dmf_http_req_t *r = arg;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        /* A new response (after a redirect or 100-continue): forget the previous one. */
+        for (int i = 0; i < HDR_COUNT; i++) {
+            free(r->hdr[i]);
+            r->hdr[i] = NULL;
+        }
+        return len;
+    }
+    const char *colon = memchr(data, ':', len);
+    if (colon == NULL || len > 8192)
+        return len;
+    size_t nl = (size_t)(colon - data);
+    for (int i = 0; i < HDR_COUNT; i++) {
+        if (strlen(kept_headers[i]) != nl || strncasecmp(data, kept_headers[i], nl) != 0)
+            continue;
+        const char *v = colon + 1, *end = data + len;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+            end--;
+        free(r->hdr[i]);
+        r->hdr[i] = dmf_xstrndup(v, (size_t)(end - v));
+    }
+    return len;
+}
+
+static void check_done(dmf_http_t *h)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(h->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        dmf_http_req_t *r = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        if (r->cancelled) {
+            req_free(r);
+            continue;
+        }
+        CURLcode res = m->data.result;
+        int err = 0;
+        const char *reason = "";
+        if (r->abort_err < 0) {
+            err = r->abort_err;
+            reason = "aborted";
+        } else if (res != CURLE_OK) {
+            err = res == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
+                  : res == CURLE_COULDNT_CONNECT  ? -ECONNREFUSED
+                                                  : -EIO;
+            reason = r->reason[0] ? r->reason : curl_easy_strerror(res);
+        } else if (deliver_headers(r) < 0) {
+            err = r->abort_err;
+            reason = "aborted";
+        }
+        if (r->ops->on_done)
+            r->ops->on_done(r->arg, r, err, reason);
+        req_free(r);
+    }
+    /* Requests that could not even start. */
+    for (dmf_http_req_t *r = h->reqs, *next; r; r = next) {
+        next = r->next;
+        if (!r->failed_early || r->cancelled)
+            continue;
+        if (r->ops->on_done)
+            r->ops->on_done(r->arg, r, -EINVAL, r->reason);
+        req_free(r);
+    }
+}
+
+dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_http_opts *opts,
+                             const struct dmf_http_req_ops *ops, void *arg)
+{
+    dmf_http_req_t *r = dmf_xcalloc(1, sizeof(*r));
+    r->h = h;
+    r->ops = ops;
+    r->arg = arg;
+    r->easy = curl_easy_init();
+    r->next = h->reqs;
+    if (h->reqs)
+        h->reqs->prev = r;
+    h->reqs = r;
+
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->reason);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     opts && opts->connect_timeout_ms ? opts->connect_timeout_ms : 10000L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+                     opts && opts->low_speed_time_s ? opts->low_speed_time_s : 30L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
+    if (opts && opts->follow_redirects) {
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L);
+    }
+    if (opts && opts->range)
+        curl_easy_setopt(e, CURLOPT_RANGE, opts->range);
+    if (opts && opts->headers) {
+        for (size_t i = 0; i < opts->headers->n; i++)
+            r->headers = curl_slist_append(r->headers, opts->headers->v[i]);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    }
+    if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
+        snprintf(r->reason, sizeof(r->reason), "cannot start a request for this URL");
+        r->failed_early = true;
+        event_active(h->reap, 0, 0);
+    }
+    return r;
+}
+
+void dmf_http_cancel(dmf_http_req_t *req)
+{
+    /* Safe inside any callback: curl forbids removing a handle from within its own
+     * callbacks, so the handle goes on the next loop pass. */
+    if (req == NULL || req->cancelled)
+        return;
+    req->cancelled = true;
+    event_active(req->h->reap, 0, 0);
+}
+
+const char *dmf_http_header(const dmf_http_req_t *req, const char *name)
+{
+    for (int i = 0; i < HDR_COUNT; i++)
+        if (strcasecmp(name, kept_headers[i]) == 0)
+            return req->hdr[i];
+    return NULL;
+}
+
+int dmf_http_parse_content_range(const char *v, int64_t *start, int64_t *end, int64_t *total)
+{
+    if (v == NULL || strncasecmp(v, "bytes ", 6) != 0)
+        return -EINVAL;
+    v += 6;
+    char *p;
+    if (*v == '*') {
+        *start = *end = -1;
+        p = (char *)v + 1;
+    } else {
+        errno = 0;
+        long long a = strtoll(v, &p, 10);
+        if (errno || p == v || *p != '-' || a < 0)
+            return -EINVAL;
+        const char *q = p + 1;
+        long long b = strtoll(q, &p, 10);
+        if (errno || p == q || b < a)
+            return -EINVAL;
+        *start = a;
+        *end = b;
+    }
+    if (*p != '/')
+        return -EINVAL;
+    p++;
+    if (*p == '*' && p[1] == '\0') {
+        *total = -1;
+        return 0;
+    }
+    const char *q = p;
+    errno = 0;
+    long long t = strtoll(q, &p, 10);
+    if (errno || p == q || *p != '\0' || t < 0 || (*end >= 0 && t <= *end))
+        return -EINVAL;
+    *total = t;
+    return 0;
+}

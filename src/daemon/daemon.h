@@ -1,0 +1,59 @@
+/* The daemon's shared context: configuration and the long-lived objects every daemon
+ * module uses. One per process; everything runs on its event loop thread. */
+#ifndef DMF_DAEMON_H
+#define DMF_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/http_client.h"
+#include "common/metrics.h"
+#include "common/rpc.h"
+#include "daemon/piece_server.h"
+#include "daemon/store.h"
+
+struct dmf_daemon_config {
+    char *scheduler; /* "HOST:PORT" or NULL: no scheduler, every download from the origin */
+    char *data_dir;
+    char *ip;           /* the address peers and the scheduler reach us at */
+    char *piece_listen; /* "ADDR:PORT" of the piece server */
+    char *rpc_listen;   /* "ADDR:PORT" of the Daemon gRPC service for the scheduler */
+    char *socket;       /* unix socket of the local Daemon gRPC service */
+    bool seed;
+    char *host_id;
+    char *hostname;
+    char *idc;
+    char *location;
+    uint64_t upload_capacity;      /* bytes per second, announced to the scheduler */
+    uint64_t announce_interval;    /* ms */
+    uint64_t parent_stall_timeout; /* ms without any usable parent before going to the origin */
+    int64_t source_concurrency;    /* parallel range requests to the origin */
+    int64_t parent_concurrency;    /* piece requests in flight per parent */
+    char *log_level;
+};
+
+struct dmf_task;
+struct dmf_sched_client;
+
+struct dmf_daemon {
+    struct dmf_daemon_config cfg;
+    struct event_base *base;
+    dmf_rpc_t *rpc;
+    dmf_http_t *http;
+    dmf_store_t *store;
+    dmf_piece_server_t *pieces;
+    dmf_rpc_server_t *local_server; /* unix socket */
+    dmf_rpc_server_t *rpc_server;   /* TCP, for the scheduler */
+    int rpc_port;                   /* bound TCP port of rpc_server */
+    uint16_t piece_port;
+    struct dmf_sched_client *sched; /* NULL without --scheduler */
+    struct dmf_task *tasks;         /* every task in memory (a list; see task.c) */
+    bool stopping;
+};
+
+/* Metrics every daemon module updates (defined in task.c). */
+extern struct dmf_metric dmf_m_bytes_origin, dmf_m_bytes_seed, dmf_m_bytes_peer, dmf_m_bytes_local,
+    dmf_m_verify_failures, dmf_m_tasks_succeeded, dmf_m_tasks_failed;
+
+#endif

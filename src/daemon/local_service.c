@@ -1,0 +1,319 @@
+/* The Daemon gRPC service: DownloadTask (server streaming) and StatTask, served on the
+ * unix socket for local clients and on the TCP rpc port for the scheduler. */
+#include "daemon/local_service.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/taskid.h"
+#include "common/util.h"
+#include "daemon/task.h"
+#include "damselfly/v1/daemon.pb-c.h"
+
+#define URL_MAX        8192
+#define HEADERS_MAX    64
+#define HEADER_LEN_MAX 8192
+#define FILTERS_MAX    64
+
+struct download {
+    struct dmf_daemon *d;
+    dmf_rpc_call_t *call;
+    struct dmf_task *t;
+    struct dmf_task_sub sub;
+    struct event *timeout;
+    uint64_t timeout_ms;
+    bool got_request, done;
+};
+
+static void download_free(struct download *dl)
+{
+    if (dl->t && !dl->done)
+        dmf_task_unsubscribe(dl->t, &dl->sub);
+    if (dl->timeout)
+        event_free(dl->timeout);
+    dmf_rpc_call_release(dl->call);
+    free(dl);
+}
+
+static void send_progress(struct download *dl, const uint32_t *pieces, size_t n,
+                          Damselfly__V1__TaskState state)
+{
+    struct dmf_task *t = dl->t;
+    Damselfly__V1__DownloadTaskResponse r = DAMSELFLY__V1__DOWNLOAD_TASK_RESPONSE__INIT;
+    r.task_id = t->id;
+    r.peer_id = t->peer_id;
+    r.state = state;
+    r.data_path = t->data_path ? t->data_path : "";
+    r.content_length = t->content_length;
+    r.piece_length = t->piece_length;
+    r.total_pieces = t->total_pieces;
+    r.new_pieces = (uint32_t *)pieces;
+    r.n_new_pieces = n;
+    r.completed_length = dmf_task_completed_length(t);
+    r.bytes_from_origin = t->bytes_origin;
+    r.bytes_from_peers = t->bytes_seed + t->bytes_peer;
+    r.content_digest = t->content_digest;
+    dmf_rpc_call_send(dl->call, &r.base);
+}
+
+/* Every piece held, for a client that joins a task in progress or done. */
+static void send_held(struct download *dl, Damselfly__V1__TaskState state)
+{
+    struct dmf_task *t = dl->t;
+    uint32_t *held = dmf_xmalloc(((size_t)t->have.count + 1) * sizeof(*held));
+    size_t n = 0;
+    for (uint32_t i = 0; i < t->have.nbits && n < t->have.count; i++)
+        if (dmf_bitmap_get(&t->have, i))
+            held[n++] = i;
+    send_progress(dl, held, n, state);
+    free(held);
+}
+
+static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces, size_t n,
+                           bool end)
+{
+    struct download *dl = arg;
+    if (!end) {
+        if (n)
+            send_progress(dl, pieces, n, DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING);
+        return;
+    }
+    dl->done = true;
+    if (dl->timeout)
+        evtimer_del(dl->timeout);
+    if (t->state == DMF_TASK_SUCCEEDED) {
+        send_progress(dl, pieces, n, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
+        dmf_rpc_call_finish(dl->call, GRPC_STATUS_OK, NULL);
+    } else {
+        dmf_rpc_call_finish(dl->call, GRPC_STATUS_ABORTED, t->error ? t->error : "download failed");
+    }
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct download *dl = arg;
+    if (dl->done)
+        return;
+    dl->done = true;
+    dmf_task_unsubscribe(dl->t, &dl->sub);
+    char msg[160];
+    snprintf(msg, sizeof(msg), "timed out after %.1f s with %llu bytes of %lld",
+             (double)dl->timeout_ms / 1000.0, (unsigned long long)dmf_task_completed_length(dl->t),
+             (long long)dl->t->content_length);
+    dmf_rpc_call_finish(dl->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
+}
+
+/* A header is "Name: value": a token name and a value without CR or LF. */
+static bool header_ok(const char *name, const char *value)
+{
+    size_t nl = strlen(name);
+    if (nl == 0 || nl > 256 || strlen(value) > HEADER_LEN_MAX)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+            return false;
+    for (const char *p = value; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            return false;
+    return true;
+}
+
+static void start_download(struct download *dl, const Damselfly__V1__DownloadTaskRequest *req)
+{
+    struct dmf_daemon *d = dl->d;
+    char err[256], id[DMF_TASK_ID_LEN + 1];
+    struct dmf_strlist headers = {0}, filter = {0};
+    grpc_status_code status = GRPC_STATUS_INVALID_ARGUMENT;
+
+    if (req->url == NULL || req->url[0] == '\0' || strlen(req->url) > URL_MAX) {
+        snprintf(err, sizeof(err), "a URL of at most %d bytes is required", URL_MAX);
+        goto fail;
+    }
+    if (req->n_headers > HEADERS_MAX || req->n_filter_query > FILTERS_MAX) {
+        snprintf(err, sizeof(err), "too many headers or filtered query parameters");
+        goto fail;
+    }
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const char *name = req->headers[i]->name, *value = req->headers[i]->value;
+        if (!header_ok(name, value)) {
+            snprintf(err, sizeof(err), "invalid header '%.64s'", name);
+            goto fail;
+        }
+        char *line = dmf_xasprintf("%s: %s", name, value);
+        dmf_strlist_push(&headers, line);
+        free(line);
+    }
+    for (size_t i = 0; i < req->n_filter_query; i++)
+        dmf_strlist_push(&filter, req->filter_query[i]);
+    uint8_t digest[DMF_SHA256_LEN];
+    char digest_str[DMF_DIGEST_STR_LEN + 1] = "";
+    if (req->digest && req->digest[0]) {
+        if (dmf_digest_parse(req->digest, digest, err, sizeof(err)) != 0)
+            goto fail;
+        dmf_digest_format(digest, digest_str);
+    }
+    struct dmf_task_id_input in = {
+        .url = req->url,
+        .tag = req->tag,
+        .filter_query = &filter,
+        .digest = digest_str[0] ? digest_str : NULL,
+    };
+    char *norm = NULL;
+    if (dmf_url_normalize(req->url, &filter, &norm, err, sizeof(err)) != 0 ||
+        dmf_task_id(&in, id, err, sizeof(err)) != 0) {
+        free(norm);
+        goto fail;
+    }
+    free(norm);
+    if (req->task_id && req->task_id[0] && strcmp(req->task_id, id) != 0) {
+        snprintf(err, sizeof(err), "task id %.64s does not match the request (derived %s)",
+                 req->task_id, id);
+        goto fail;
+    }
+
+    struct dmf_task_request treq = {
+        .url = req->url,
+        .headers = &headers,
+        .tag = req->tag,
+        .digest = digest_str[0] ? digest_str : NULL,
+        .filter_query = &filter,
+        .disable_back_to_source = req->disable_back_to_source,
+    };
+    struct dmf_task *t = dmf_task_open(d, id, &treq);
+    dl->t = t;
+    dmf_strlist_free(&headers);
+    dmf_strlist_free(&filter);
+    if (dmf_task_ensure_data(t) != 0) {
+        status = GRPC_STATUS_INTERNAL;
+        snprintf(err, sizeof(err), "cannot open the task's data file");
+        dl->t = NULL;
+        goto fail_nofree;
+    }
+    dl->sub.on_update = on_task_update;
+    dl->sub.arg = dl;
+    if (dmf_task_complete(t) && t->state != DMF_TASK_FAILED) {
+        /* Already here: the local cache answers, nobody else is asked. */
+        dmf_info("task %s: served from the local cache (%lld bytes)", t->id,
+                 (long long)t->content_length);
+        dmf_metric_add(&dmf_m_bytes_local, t->content_length);
+        t->bytes_origin = t->bytes_seed = t->bytes_peer = 0;
+        dl->done = true;
+        send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
+        dmf_rpc_call_finish(dl->call, GRPC_STATUS_OK, NULL);
+        return;
+    }
+    dmf_task_subscribe(t, &dl->sub);
+    dmf_task_start(t);
+    if (!dl->done)
+        send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING);
+    if (!dl->done && req->timeout_ms > 0) {
+        dl->timeout_ms = req->timeout_ms;
+        dl->timeout = evtimer_new(d->base, on_timeout, dl);
+        struct timeval tv = {.tv_sec = req->timeout_ms / 1000,
+                             .tv_usec = (req->timeout_ms % 1000) * 1000};
+        evtimer_add(dl->timeout, &tv);
+    }
+    return;
+
+fail:
+    dmf_strlist_free(&headers);
+    dmf_strlist_free(&filter);
+fail_nofree:
+    dl->done = true;
+    dmf_rpc_call_finish(dl->call, status, err);
+}
+
+static void download_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+{
+    struct download *dl = arg;
+    if (data == NULL || dl->got_request)
+        return;
+    dl->got_request = true;
+    Damselfly__V1__DownloadTaskRequest *req =
+        damselfly__v1__download_task_request__unpack(NULL, len, data);
+    if (req == NULL) {
+        dl->done = true;
+        dmf_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "undecodable request");
+        return;
+    }
+    start_download(dl, req);
+    damselfly__v1__download_task_request__free_unpacked(req, NULL);
+}
+
+static void download_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status,
+                            const char *details)
+{
+    download_free(arg);
+}
+
+static const struct dmf_rpc_call_handler download_handler = {
+    .on_message = download_on_message,
+    .on_end = download_on_end,
+};
+
+/* ---------------------------------------------------------------- StatTask */
+
+static void stat_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+{
+    struct dmf_daemon *d = arg;
+    if (data == NULL)
+        return;
+    Damselfly__V1__StatLocalTaskRequest *req =
+        damselfly__v1__stat_local_task_request__unpack(NULL, len, data);
+    if (req == NULL || req->task_id == NULL || !dmf_task_id_valid(req->task_id)) {
+        dmf_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "a valid task_id is required");
+        goto out;
+    }
+    struct dmf_task *t = dmf_task_find(d, req->task_id);
+    if (t == NULL) {
+        dmf_rpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "no such task on this daemon");
+        goto out;
+    }
+    Damselfly__V1__StatLocalTaskResponse r = DAMSELFLY__V1__STAT_LOCAL_TASK_RESPONSE__INIT;
+    r.task_id = t->id;
+    r.state = t->state == DMF_TASK_SUCCEEDED ? DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED
+              : t->state == DMF_TASK_FAILED  ? DAMSELFLY__V1__TASK_STATE__TASK_STATE_FAILED
+              : t->state == DMF_TASK_IDLE    ? DAMSELFLY__V1__TASK_STATE__TASK_STATE_PENDING
+                                             : DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING;
+    r.content_length = t->content_length;
+    r.total_pieces = t->total_pieces;
+    r.held_pieces = t->have.count;
+    r.url = t->url ? t->url : "";
+    dmf_rpc_call_send(call, &r.base);
+    dmf_rpc_call_finish(call, GRPC_STATUS_OK, NULL);
+out:
+    if (req)
+        damselfly__v1__stat_local_task_request__free_unpacked(req, NULL);
+}
+
+static void stat_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status,
+                        const char *details)
+{
+    dmf_rpc_call_release(call);
+}
+
+static const struct dmf_rpc_call_handler stat_handler = {
+    .on_message = stat_on_message,
+    .on_end = stat_on_end,
+};
+
+void dmf_local_service_on_call(void *arg, dmf_rpc_call_t *call, const char *method)
+{
+    struct dmf_daemon *d = arg;
+    if (strcmp(method, "/damselfly.v1.Daemon/DownloadTask") == 0) {
+        struct download *dl = dmf_xcalloc(1, sizeof(*dl));
+        dl->d = d;
+        dl->call = call;
+        dmf_rpc_call_set_handler(call, &download_handler, dl);
+    } else if (strcmp(method, "/damselfly.v1.Daemon/StatTask") == 0) {
+        dmf_rpc_call_set_handler(call, &stat_handler, d);
+    } else {
+        dmf_rpc_call_set_handler(call, &stat_handler, d);
+        dmf_rpc_call_finish(call, GRPC_STATUS_UNIMPLEMENTED, "no such method");
+    }
+}

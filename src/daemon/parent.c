@@ -1,0 +1,405 @@
+/* Parents of a task; see parent.h. */
+#include "daemon/parent.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/http_client.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/sched_client.h"
+#include "daemon/task.h"
+
+#define MAX_SLOTS     16
+#define HAVE_RETRIES  50 /* a parent that does not know the task yet: retry this often */
+#define HAVE_RETRY_MS 200
+#define HAVE_LINE_MAX 64
+
+enum parent_state {
+    PARENT_CONNECTING, /* /have requested, not answered yet */
+    PARENT_ACTIVE,     /* /have stream open (or finished with "done") */
+    PARENT_FAILED,     /* unreachable: no more requests */
+    PARENT_EXCLUDED,   /* sent a bad piece: never used again for this task */
+};
+
+static const char *const parent_state_names[] = {"CONNECTING", "ACTIVE", "FAILED", "EXCLUDED"};
+
+struct slot {
+    struct dmf_parent *p;
+    dmf_http_req_t *req; /* NULL when free */
+    uint32_t n;
+    uint8_t *buf;
+    size_t len, want;
+};
+
+struct dmf_parent {
+    struct dmf_task *t;
+    struct dmf_parent *next;
+    char *peer_id, *host_id;
+    char base_url[128];
+    bool is_seed;
+    enum parent_state state;
+    dmf_bitmap_t has;
+    bool complete;
+    dmf_http_req_t *have_req;
+    char line[HAVE_LINE_MAX];
+    size_t linelen;
+    int have_retries;
+    struct event *retry;
+    struct slot slots[MAX_SLOTS];
+    int inflight;
+    uint32_t scan_start; /* where rarest-first ties start: spreads children over pieces */
+};
+
+static void have_connect(struct dmf_parent *p);
+
+static void parent_set_state(struct dmf_parent *p, enum parent_state s)
+{
+    if (p->state == s)
+        return;
+    dmf_info("task %s peer %s: parent %s (%s%s): %s -> %s", p->t->id, p->t->peer_id, p->peer_id,
+             p->host_id, p->is_seed ? ", seed" : "", parent_state_names[p->state],
+             parent_state_names[s]);
+    p->state = s;
+}
+
+static bool usable(const struct dmf_parent *p)
+{
+    return p->state == PARENT_CONNECTING || p->state == PARENT_ACTIVE;
+}
+
+int dmf_parents_usable(const struct dmf_task *t)
+{
+    int n = 0;
+    for (const struct dmf_parent *p = t->parents; p; p = p->next)
+        n += usable(p);
+    return n;
+}
+
+static void cancel_slots(struct dmf_parent *p)
+{
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        struct slot *s = &p->slots[i];
+        if (s->req) {
+            dmf_http_cancel(s->req);
+            s->req = NULL;
+            dmf_bitmap_clear(&p->t->inflight, s->n);
+        }
+        free(s->buf);
+        s->buf = NULL;
+    }
+    p->inflight = 0;
+}
+
+/* A parent stops being used: its requests go back to the pool. */
+static void parent_drop(struct dmf_parent *p, enum parent_state s, bool bad_piece, uint32_t piece)
+{
+    if (!usable(p))
+        return;
+    parent_set_state(p, s);
+    cancel_slots(p);
+    dmf_http_cancel(p->have_req);
+    p->have_req = NULL;
+    evtimer_del(p->retry);
+    dmf_sched_report_parent_failure(p->t, p->peer_id, p->host_id, bad_piece, piece);
+    dmf_task_kick(p->t);
+}
+
+/* ---------------------------------------------------------------- /have stream */
+
+static int have_on_headers(void *arg, dmf_http_req_t *req, long status)
+{
+    struct dmf_parent *p = arg;
+    if (status == 404)
+        return -ENOENT;
+    if (status != 200)
+        return -EPROTO;
+    parent_set_state(p, PARENT_ACTIVE);
+    p->have_retries = 0;
+    return 0;
+}
+
+static int have_line(struct dmf_parent *p, const char *line)
+{
+    struct dmf_task *t = p->t;
+    unsigned long n;
+    char *end;
+    if (strncmp(line, "have ", 5) == 0) {
+        errno = 0;
+        n = strtoul(line + 5, &end, 10);
+        if (errno || *end || end == line + 5 || n >= DMF_PIECES_MAX ||
+            (t->content_length >= 0 && n >= t->total_pieces))
+            return -EPROTO;
+        dmf_bitmap_set(&p->has, (uint32_t)n);
+        return 0;
+    }
+    if (strncmp(line, "done ", 5) == 0) {
+        p->complete = true;
+        return 0;
+    }
+    return -EPROTO;
+}
+
+static int have_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t len)
+{
+    struct dmf_parent *p = arg;
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] != '\n') {
+            if (p->linelen + 1 >= sizeof(p->line))
+                return -EPROTO;
+            p->line[p->linelen++] = data[i];
+            continue;
+        }
+        p->line[p->linelen] = '\0';
+        p->linelen = 0;
+        if (have_line(p, p->line) != 0)
+            return -EPROTO;
+    }
+    dmf_task_kick(p->t);
+    return 0;
+}
+
+static void on_have_retry(evutil_socket_t fd, short what, void *arg)
+{
+    have_connect(arg);
+}
+
+static void have_on_done(void *arg, dmf_http_req_t *req, int err, const char *reason)
+{
+    struct dmf_parent *p = arg;
+    p->have_req = NULL;
+    if (!usable(p))
+        return;
+    if (err == -ENOENT && ++p->have_retries <= HAVE_RETRIES) {
+        /* The parent does not know the task yet (a seed just being triggered). */
+        struct timeval tv = {0, HAVE_RETRY_MS * 1000};
+        evtimer_add(p->retry, &tv);
+        return;
+    }
+    if (err == 0 && p->complete)
+        return; /* it holds everything: nothing more to learn */
+    dmf_warn("task %s peer %s: parent %s at %s: %s", p->t->id, p->t->peer_id, p->peer_id,
+             p->base_url,
+             err == 0         ? "stopped the task"
+             : err == -ENOENT ? "never had the task"
+                              : reason);
+    parent_drop(p, PARENT_FAILED, false, 0);
+}
+
+static const struct dmf_http_req_ops have_ops = {
+    .on_headers = have_on_headers,
+    .on_data = have_on_data,
+    .on_done = have_on_done,
+};
+
+static void have_connect(struct dmf_parent *p)
+{
+    char url[256];
+    snprintf(url, sizeof(url), "%s/have/%s", p->base_url, p->t->id);
+    struct dmf_http_opts o = {.connect_timeout_ms = 3000, .low_speed_time_s = 24 * 3600};
+    p->linelen = 0;
+    p->have_req = dmf_http_get(p->t->d->http, url, &o, &have_ops, p);
+}
+
+/* ---------------------------------------------------------------- pieces */
+
+static int piece_on_headers(void *arg, dmf_http_req_t *req, long status)
+{
+    return status == 200 ? 0 : status == 404 ? -ENOENT : -EPROTO;
+}
+
+static int piece_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t len)
+{
+    struct slot *s = arg;
+    if (len > s->want - s->len)
+        return -EPROTO;
+    memcpy(s->buf + s->len, data, len);
+    s->len += len;
+    return 0;
+}
+
+static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *reason)
+{
+    struct slot *s = arg;
+    struct dmf_parent *p = s->p;
+    struct dmf_task *t = p->t;
+    uint32_t n = s->n;
+    s->req = NULL;
+    p->inflight--;
+    dmf_bitmap_clear(&t->inflight, n);
+    if (err == -ENOENT) {
+        /* It no longer has the piece (or never had): ask someone else. */
+        dmf_bitmap_clear(&p->has, n);
+        dmf_task_kick(t);
+        return;
+    }
+    if (err != 0) {
+        dmf_warn("task %s peer %s: piece %u from parent %s failed: %s", t->id, t->peer_id, n,
+                 p->peer_id, reason);
+        parent_drop(p, PARENT_FAILED, false, n);
+        return;
+    }
+    int e = dmf_task_piece_done(t, n, s->buf, s->len, p->is_seed ? DMF_FROM_SEED : DMF_FROM_PEER);
+    free(s->buf);
+    s->buf = NULL;
+    if (e == -EBADMSG) {
+        dmf_warn("task %s peer %s: piece %u from parent %s (%s) does not match its digest; "
+                 "excluding that parent",
+                 t->id, t->peer_id, n, p->peer_id, p->host_id);
+        parent_drop(p, PARENT_EXCLUDED, true, n);
+        return;
+    }
+    dmf_task_kick(t);
+}
+
+static const struct dmf_http_req_ops piece_ops = {
+    .on_headers = piece_on_headers,
+    .on_data = piece_on_data,
+    .on_done = piece_on_done,
+};
+
+static void piece_request(struct dmf_parent *p, uint32_t n)
+{
+    struct dmf_task *t = p->t;
+    struct slot *s = NULL;
+    for (int i = 0; i < MAX_SLOTS && s == NULL; i++)
+        if (p->slots[i].req == NULL)
+            s = &p->slots[i];
+    if (s == NULL)
+        return;
+    s->p = p;
+    s->n = n;
+    s->len = 0;
+    s->want = t->content_length >= 0 ? dmf_piece_size(t->content_length, t->piece_length, n)
+                                     : t->piece_length;
+    s->buf = dmf_xrealloc(s->buf, s->want ? s->want : 1);
+    char url[256];
+    snprintf(url, sizeof(url), "%s/pieces/%s/%u", p->base_url, t->id, n);
+    struct dmf_http_opts o = {.connect_timeout_ms = 3000, .low_speed_time_s = 10};
+    dmf_bitmap_set(&t->inflight, n);
+    p->inflight++;
+    s->req = dmf_http_get(t->d->http, url, &o, &piece_ops, s);
+}
+
+/* Rarest-first: among pieces this parent has and we still need, the one the fewest of
+ * our parents hold; ties broken from a per-parent starting point. */
+static bool pick(struct dmf_task *t, struct dmf_parent *p, const uint16_t *count, uint32_t npieces,
+                 uint32_t *out)
+{
+    uint32_t best = UINT32_MAX;
+    uint16_t best_count = UINT16_MAX;
+    for (uint32_t k = 0; k < npieces; k++) {
+        uint32_t n = (p->scan_start + k) % npieces;
+        if (!dmf_bitmap_get(&p->has, n) || dmf_bitmap_get(&t->have, n) ||
+            dmf_bitmap_get(&t->inflight, n) || !dmf_bitmap_get(&t->digest_known, n))
+            continue;
+        /* A seed's upload is for pieces nobody else can give us. */
+        if (p->is_seed && count[n] > 1)
+            continue;
+        if (count[n] < best_count) {
+            best = n;
+            best_count = count[n];
+            if (best_count <= 1)
+                break;
+        }
+    }
+    if (best == UINT32_MAX)
+        return false;
+    *out = best;
+    return true;
+}
+
+void dmf_parents_dispatch(struct dmf_task *t)
+{
+    if (t->piece_length == 0 || t->parents == NULL)
+        return;
+    uint32_t npieces = 0;
+    for (struct dmf_parent *p = t->parents; p; p = p->next)
+        if (usable(p))
+            npieces = DMF_MAX(npieces, p->has.nbits);
+    if (t->content_length >= 0)
+        npieces = DMF_MIN(npieces, t->total_pieces);
+    if (npieces == 0)
+        return;
+    /* How many usable parents hold each piece; seeds count once more so that a piece
+     * held by a seed and a peer counts 2 and the seed is skipped for it. */
+    uint16_t *count = dmf_xcalloc(npieces, sizeof(*count));
+    for (struct dmf_parent *p = t->parents; p; p = p->next) {
+        if (!usable(p))
+            continue;
+        for (uint32_t n = 0; n < npieces; n++)
+            if (dmf_bitmap_get(&p->has, n) && count[n] < UINT16_MAX)
+                count[n]++;
+    }
+    int limit = (int)DMF_MIN(t->d->cfg.parent_concurrency, MAX_SLOTS);
+    bool progress = true;
+    while (progress) {
+        progress = false;
+        for (struct dmf_parent *p = t->parents; p; p = p->next) {
+            if (p->state != PARENT_ACTIVE ||
+                p->inflight >= (p->is_seed ? DMF_MAX(1, limit / 2) : limit))
+                continue;
+            uint32_t n;
+            if (pick(t, p, count, npieces, &n)) {
+                piece_request(p, n);
+                progress = true;
+            }
+        }
+    }
+    free(count);
+}
+
+void dmf_parents_add(struct dmf_task *t, const struct dmf_parent_info *info)
+{
+    for (struct dmf_parent *p = t->parents; p; p = p->next) {
+        if (strcmp(p->host_id, info->host_id) != 0)
+            continue;
+        if (p->state == PARENT_FAILED) {
+            /* Offered again: give it another chance. */
+            parent_set_state(p, PARENT_CONNECTING);
+            p->have_retries = 0;
+            dmf_bitmap_free(&p->has);
+            dmf_bitmap_init(&p->has);
+            p->complete = false;
+            have_connect(p);
+        }
+        return;
+    }
+    struct dmf_parent *p = dmf_xcalloc(1, sizeof(*p));
+    p->t = t;
+    p->peer_id = dmf_xstrdup(info->peer_id);
+    p->host_id = dmf_xstrdup(info->host_id);
+    p->is_seed = info->is_seed;
+    if (strchr(info->ip, ':'))
+        snprintf(p->base_url, sizeof(p->base_url), "http://[%s]:%u", info->ip, info->port);
+    else
+        snprintf(p->base_url, sizeof(p->base_url), "http://%s:%u", info->ip, info->port);
+    dmf_bitmap_init(&p->has);
+    p->retry = evtimer_new(t->d->base, on_have_retry, p);
+    p->scan_start = (uint32_t)random();
+    p->state = PARENT_CONNECTING;
+    p->next = t->parents;
+    t->parents = p;
+    dmf_info("task %s peer %s: parent %s (%s%s) at %s", t->id, t->peer_id, p->peer_id, p->host_id,
+             p->is_seed ? ", seed" : "", p->base_url);
+    have_connect(p);
+    dmf_task_kick(t);
+}
+
+void dmf_parents_free_all(struct dmf_task *t)
+{
+    while (t->parents) {
+        struct dmf_parent *p = t->parents;
+        t->parents = p->next;
+        cancel_slots(p);
+        dmf_http_cancel(p->have_req);
+        event_free(p->retry);
+        dmf_bitmap_free(&p->has);
+        free(p->peer_id);
+        free(p->host_id);
+        free(p);
+    }
+}
