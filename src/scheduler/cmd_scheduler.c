@@ -1,3 +1,232 @@
+/* `damselfly scheduler`: the gRPC Scheduler service plus a /metrics endpoint, until SIGINT or
+ * SIGTERM. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "common/cmd.h"
-static int run(int argc, char **argv) { return 1; }
-const struct dmf_cmd dmf_cmd_scheduler = {.name = "scheduler", .summary = "run the scheduler", .run = run};
+#include "common/config.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "scheduler/service.h"
+
+struct scheduler_opts {
+    char *listen;
+    char *metrics_listen;
+    int64_t candidate_limit;
+    uint64_t host_timeout;
+    int64_t bad_parent_threshold;
+    char *log_level;
+};
+
+static const struct dmf_option options[] = {
+    {"listen", 0, DMF_OPT_ADDR, offsetof(struct scheduler_opts, listen), 0, 0, "0.0.0.0:8002",
+     "ADDR:PORT", "Address of the gRPC Scheduler service."},
+    {"metrics-listen", 0, DMF_OPT_ADDR, offsetof(struct scheduler_opts, metrics_listen), 0, 0,
+     "127.0.0.1:8003", "ADDR:PORT", "Address of the Prometheus endpoint (GET /metrics)."},
+    {"candidate-limit", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, candidate_limit), 1,
+     DMF_SCHED_CANDIDATES_MAX, "4", "N", "Most parents a peer is given to download from."},
+    {"host-timeout", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, host_timeout), 1000,
+     3600000, "10s", "DURATION",
+     "A host that has not announced for this long is dropped with its peers."},
+    {"bad-parent-threshold", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, bad_parent_threshold),
+     1, 1000, "2", "N",
+     "Bad-piece reports (one per reporting peer) after which a host is never a parent again."},
+    {"log-level", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, log_level), 0, 0, "info",
+     "LEVEL", "debug, info, warn or error."},
+};
+
+static const char *bind_reason(int err)
+{
+    switch (err) {
+    case EADDRINUSE:
+        return "address in use";
+    case EADDRNOTAVAIL:
+        return "address not available";
+    case EACCES:
+        return "permission denied";
+    default:
+        return strerror(err);
+    }
+}
+
+/* Opens a listening TCP socket on "HOST:PORT" (non-blocking). Returns the fd, or -1 with
+ * "cannot listen on ADDR: reason" in err. */
+static int open_listener(const char *addr, char *err, size_t errlen)
+{
+    char host[256], why[256], port_s[8];
+    uint16_t port;
+    if (dmf_parse_hostport(addr, host, sizeof(host), &port, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, why);
+        return -1;
+    }
+    snprintf(port_s, sizeof(port_s), "%u", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(host, port_s, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, gai_strerror(gai));
+        return -1;
+    }
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int e = 0, one = 1;
+    if (fd < 0) {
+        e = errno;
+    } else {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+            e = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, bind_reason(e));
+    return fd;
+}
+
+/* "HOST:PORT" with the port actually bound (the configured one unless it was 0). */
+static void bound_addr(const char *addr, int port, char *out, size_t outlen)
+{
+    const char *colon = strrchr(addr, ':');
+    int hl = colon ? (int)(colon - addr) : (int)strlen(addr);
+    snprintf(out, outlen, "%.*s:%d", hl, addr, port);
+}
+
+static int socket_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    dmf_info("signal %d: shutting down", (int)sig);
+    event_base_loopbreak(arg);
+}
+
+static int run(int argc, char **argv)
+{
+    struct scheduler_opts o = {0};
+    char err[512];
+    bool help = false;
+    int rc = 1, metrics_fd = -1;
+    struct event_base *base = NULL;
+    dmf_rpc_t *rpc = NULL;
+    dmf_scheduler_service_t *svc = NULL;
+    struct evhttp *http = NULL;
+    struct event *sigint = NULL, *sigterm = NULL;
+
+    if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &o, argc, argv, NULL, &help, err,
+                         sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly scheduler: %s\n", err);
+        return 2;
+    }
+    if (help) {
+        dmf_config_usage(stdout, "damselfly scheduler [options]", dmf_cmd_scheduler.summary,
+                         options, DMF_ARRAY_SIZE(options));
+        rc = 0;
+        goto out;
+    }
+    if (dmf_log_set_level(o.log_level) != 0) {
+        fprintf(stderr,
+                "damselfly scheduler: --log-level: '%s' is not debug, info, warn or error\n",
+                o.log_level);
+        rc = 2;
+        goto out;
+    }
+    dmf_log_set_component("scheduler");
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Bind the plain sockets first so a taken port is reported precisely: gRPC only says
+     * that it could not bind. The gRPC port is probed and released. */
+    int probe = open_listener(o.listen, err, sizeof(err));
+    if (probe < 0) {
+        fprintf(stderr, "damselfly scheduler: %s\n", err);
+        goto out;
+    }
+    close(probe);
+    metrics_fd = open_listener(o.metrics_listen, err, sizeof(err));
+    if (metrics_fd < 0) {
+        fprintf(stderr, "damselfly scheduler: %s\n", err);
+        goto out;
+    }
+
+    base = dmf_rpc_event_base_new();
+    rpc = dmf_rpc_new(base);
+    struct dmf_scheduler_config cfg = {
+        .candidate_limit = (uint32_t)o.candidate_limit,
+        .host_timeout_ms = o.host_timeout,
+        .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
+    };
+    svc = dmf_scheduler_service_new(base, rpc, &cfg);
+    int port = 0;
+    if (dmf_scheduler_service_listen(svc, o.listen, &port, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly scheduler: %s\n", err);
+        goto out;
+    }
+
+    http = evhttp_new(base);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_cb(http, "/metrics", dmf_metrics_http_handler, NULL);
+    if (evhttp_accept_socket_with_handle(http, metrics_fd) == NULL) {
+        fprintf(stderr, "damselfly scheduler: cannot serve metrics on %s\n", o.metrics_listen);
+        goto out;
+    }
+    int metrics_port = socket_port(metrics_fd);
+    metrics_fd = -1; /* evhttp owns it now */
+
+    sigint = evsignal_new(base, SIGINT, on_signal, base);
+    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    event_add(sigint, NULL);
+    event_add(sigterm, NULL);
+    dmf_scheduler_service_start(svc);
+
+    char a[300], m[300];
+    bound_addr(o.listen, port, a, sizeof(a));
+    bound_addr(o.metrics_listen, metrics_port, m, sizeof(m));
+    printf("scheduler listening on %s (metrics on %s)\n", a, m);
+    fflush(stdout);
+
+    event_base_dispatch(base);
+    rc = 0;
+out:
+    dmf_scheduler_service_free(svc);
+    if (http)
+        evhttp_free(http);
+    if (sigint)
+        event_free(sigint);
+    if (sigterm)
+        event_free(sigterm);
+    if (metrics_fd >= 0)
+        close(metrics_fd);
+    dmf_rpc_free(rpc);
+    if (base)
+        event_base_free(base);
+    dmf_config_free(options, DMF_ARRAY_SIZE(options), &o);
+    return rc;
+}
+
+const struct dmf_cmd dmf_cmd_scheduler = {
+    .name = "scheduler",
+    .summary = "run the scheduler (knows hosts and tasks, picks each peer's parents)",
+    .run = run,
+};

@@ -1,0 +1,803 @@
+/* The gRPC Scheduler service; see service.h. Every function runs on the loop thread. */
+#include "scheduler/service.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/taskid.h"
+#include "common/util.h"
+#include "damselfly/v1/daemon.pb-c.h"
+#include "damselfly/v1/scheduler.pb-c.h"
+
+#define METHOD_PREFIX "/damselfly.v1.Scheduler/"
+#define DOWNLOAD_TASK "/damselfly.v1.Daemon/DownloadTask"
+
+/* Digests per message: 64 Ki digests pack to about 2.7 MB, well under DMF_RPC_MAX_MESSAGE. */
+#define DIGESTS_PER_MESSAGE 65536
+
+static DMF_METRIC_GAUGE(m_hosts, "damselfly_scheduler_hosts", NULL,
+                        "Hosts that announced within the host timeout.");
+static DMF_METRIC_GAUGE(m_tasks, "damselfly_scheduler_tasks", NULL,
+                        "Tasks with at least one peer.");
+static DMF_METRIC_GAUGE(m_peers, "damselfly_scheduler_peers", NULL,
+                        "Peers known to the scheduler, in every state.");
+static DMF_METRIC_COUNTER(m_seed_triggers, "damselfly_scheduler_seed_triggers_total", NULL,
+                          "Seed peers asked to fetch a task from the origin.");
+static DMF_METRIC_COUNTER(m_back_to_source, "damselfly_scheduler_back_to_source_total", NULL,
+                          "Peers told to fetch from the origin (seeds included).");
+static DMF_METRIC_COUNTER(m_bad_parent_reports, "damselfly_scheduler_bad_parent_reports_total",
+                          NULL, "Parents reported for sending a piece that failed its digest.");
+
+enum method {
+    M_ANNOUNCE_HOST,
+    M_ANNOUNCE_PEER,
+    M_STAT_TASK,
+    M_LEAVE_PEER,
+    M_LEAVE_HOST,
+};
+
+static const char *const method_names[] = {
+    [M_ANNOUNCE_HOST] = "AnnounceHost", [M_ANNOUNCE_PEER] = "AnnouncePeer",
+    [M_STAT_TASK] = "StatTask",         [M_LEAVE_PEER] = "LeavePeer",
+    [M_LEAVE_HOST] = "LeaveHost",
+};
+
+/* One server call. For AnnouncePeer it is the peer's stream: the scheduler's `stream`. */
+struct call {
+    dmf_scheduler_service_t *svc;
+    dmf_rpc_call_t *rpc_call;
+    enum method method;
+    bool finished;              /* our status is on its way: ignore what follows */
+    bool registered;            /* a register arrived on this stream */
+    dmf_scheduler_peer_t *peer; /* the stream's peer while the scheduler keeps it */
+    LIST_ENTRY(call) link;
+};
+
+/* One cached channel to a seed host's Daemon service. */
+struct seed_channel {
+    char *host_id;
+    char *target;
+    dmf_rpc_channel_t *channel;
+    int calls;    /* DownloadTask calls still running on it */
+    bool retired; /* the host left or moved: freed when its last call ends */
+    LIST_ENTRY(seed_channel) link;
+};
+
+/* One DownloadTask call to a seed. */
+struct trigger {
+    dmf_scheduler_service_t *svc;
+    dmf_rpc_call_t *rpc_call;
+    struct seed_channel *ch;
+    uint64_t id;
+    char task_id[DMF_TASK_ID_LEN + 1];
+    char *host_id;
+    LIST_ENTRY(trigger) link;
+};
+
+struct dmf_scheduler_service {
+    struct event_base *base;
+    dmf_rpc_t *rpc;
+    dmf_rpc_server_t *server;
+    dmf_scheduler_t *sched;
+    struct event *expiry;
+    bool stopping;
+    LIST_HEAD(, call) calls;
+    LIST_HEAD(, seed_channel) channels;
+    LIST_HEAD(, trigger) triggers;
+};
+
+static void update_gauges(dmf_scheduler_service_t *svc)
+{
+    struct dmf_scheduler_counts c;
+    dmf_scheduler_counts(svc->sched, &c);
+    dmf_metric_set(&m_hosts, (int64_t)c.hosts);
+    dmf_metric_set(&m_tasks, (int64_t)c.tasks);
+    dmf_metric_set(&m_peers, (int64_t)c.peers);
+}
+
+static grpc_status_code status_for(int rc)
+{
+    switch (rc) {
+    case -EINVAL:
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case -ESRCH:
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    case -ENOENT:
+        return GRPC_STATUS_NOT_FOUND;
+    case -EEXIST:
+        return GRPC_STATUS_ALREADY_EXISTS;
+    case -ENOSPC:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    default:
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
+/* Ends the call with a status (once); an error is logged with the client's address. */
+static void call_finish(struct call *c, grpc_status_code st, const char *detail)
+{
+    if (c->finished)
+        return;
+    c->finished = true;
+    /* An unknown task is an answer, not a problem; anything else is worth a warning. */
+    if (st != GRPC_STATUS_OK)
+        dmf_log(st == GRPC_STATUS_NOT_FOUND ? DMF_LOG_DEBUG : DMF_LOG_WARN, "%s from %s: %s",
+                method_names[c->method], dmf_rpc_call_peer(c->rpc_call), detail);
+    dmf_rpc_call_finish(c->rpc_call, st, detail);
+}
+
+/* ------------------------------------------------------------ messages to peers */
+
+static void send_response(struct call *c, Damselfly__V1__AnnouncePeerResponse *resp)
+{
+    if (c->finished)
+        return;
+    /* -EPIPE: the client is gone; its on_end cleans up. */
+    (void)dmf_rpc_call_send(c->rpc_call, &resp->base);
+}
+
+/* Fills tm with the meta and up to DIGESTS_PER_MESSAGE digests from *next; the digest
+ * structs live in pd/ppd (caller's arrays of DIGESTS_PER_MESSAGE). */
+static void fill_meta(Damselfly__V1__TaskMeta *tm, const struct dmf_scheduler_meta *m, size_t *next,
+                      Damselfly__V1__PieceDigest *pd, Damselfly__V1__PieceDigest **ppd)
+{
+    damselfly__v1__task_meta__init(tm);
+    tm->task_id = (char *)m->task_id;
+    tm->content_length = m->content_length;
+    tm->piece_length = m->piece_length;
+    tm->total_pieces = m->total_pieces;
+    size_t n = DMF_MIN(m->ndigests - *next, (size_t)DIGESTS_PER_MESSAGE);
+    for (size_t i = 0; i < n; i++) {
+        const struct dmf_scheduler_digest *d = &m->digests[*next + i];
+        damselfly__v1__piece_digest__init(&pd[i]);
+        pd[i].number = d->number;
+        pd[i].sha256.data = (uint8_t *)d->sha256;
+        pd[i].sha256.len = DMF_SHA256_LEN;
+        ppd[i] = &pd[i];
+    }
+    tm->n_digests = n;
+    tm->digests = n ? ppd : NULL;
+    *next += n;
+}
+
+/* Sends the digests from *next on as TaskMeta messages. */
+static void send_meta_rest(struct call *c, const struct dmf_scheduler_meta *m, size_t next,
+                           bool always)
+{
+    Damselfly__V1__PieceDigest *pd = NULL;
+    Damselfly__V1__PieceDigest **ppd = NULL;
+    if (m->ndigests > next) {
+        pd = dmf_xcalloc(DIGESTS_PER_MESSAGE, sizeof(*pd));
+        ppd = dmf_xcalloc(DIGESTS_PER_MESSAGE, sizeof(*ppd));
+    }
+    while (always || next < m->ndigests) {
+        Damselfly__V1__TaskMeta tm;
+        fill_meta(&tm, m, &next, pd, ppd);
+        Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
+        resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_META;
+        resp.task_meta = &tm;
+        send_response(c, &resp);
+        always = false;
+    }
+    free(pd);
+    free(ppd);
+}
+
+static void on_candidates(void *arg, void *stream, const struct dmf_scheduler_parent *parents,
+                          size_t nparents, bool seed_triggered,
+                          const struct dmf_scheduler_meta *meta)
+{
+    struct call *c = stream;
+    Damselfly__V1__Parent pv[DMF_SCHED_CANDIDATES_MAX];
+    Damselfly__V1__Parent *pp[DMF_SCHED_CANDIDATES_MAX];
+    for (size_t i = 0; i < nparents; i++) {
+        damselfly__v1__parent__init(&pv[i]);
+        pv[i].peer_id = (char *)parents[i].peer_id;
+        pv[i].host_id = (char *)parents[i].host_id;
+        pv[i].ip = (char *)parents[i].ip;
+        pv[i].piece_port = parents[i].piece_port;
+        pv[i].is_seed = parents[i].is_seed;
+        pp[i] = &pv[i];
+    }
+    Damselfly__V1__PieceDigest *pd = NULL;
+    Damselfly__V1__PieceDigest **ppd = NULL;
+    if (meta->ndigests) {
+        pd = dmf_xcalloc(DMF_MIN(meta->ndigests, (size_t)DIGESTS_PER_MESSAGE), sizeof(*pd));
+        ppd = dmf_xcalloc(DMF_MIN(meta->ndigests, (size_t)DIGESTS_PER_MESSAGE), sizeof(*ppd));
+    }
+    size_t next = 0;
+    Damselfly__V1__TaskMeta tm;
+    fill_meta(&tm, meta, &next, pd, ppd);
+    Damselfly__V1__Candidates cand = DAMSELFLY__V1__CANDIDATES__INIT;
+    cand.n_parents = nparents;
+    cand.parents = pp;
+    cand.seed_triggered = seed_triggered;
+    cand.task = &tm;
+    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
+    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_CANDIDATES;
+    resp.candidates = &cand;
+    send_response(c, &resp);
+    free(pd);
+    free(ppd);
+    send_meta_rest(c, meta, next, false);
+}
+
+static void on_back_to_source(void *arg, void *stream, const char *reason)
+{
+    dmf_metric_add(&m_back_to_source, 1);
+    Damselfly__V1__BackToSource bts = DAMSELFLY__V1__BACK_TO_SOURCE__INIT;
+    bts.reason = (char *)reason;
+    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
+    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_BACK_TO_SOURCE;
+    resp.back_to_source = &bts;
+    send_response(stream, &resp);
+}
+
+static void on_task_meta(void *arg, void *stream, const struct dmf_scheduler_meta *meta)
+{
+    send_meta_rest(stream, meta, 0, true);
+}
+
+static void on_peer_gone(void *arg, void *stream, const char *reason)
+{
+    struct call *c = stream;
+    c->peer = NULL;
+    call_finish(c, GRPC_STATUS_ABORTED, reason);
+}
+
+/* ------------------------------------------------------------ seed triggers */
+
+static void channel_free(struct seed_channel *ch)
+{
+    LIST_REMOVE(ch, link);
+    dmf_rpc_channel_free(ch->channel);
+    free(ch->host_id);
+    free(ch->target);
+    free(ch);
+}
+
+static void channel_retire(struct seed_channel *ch)
+{
+    ch->retired = true;
+    if (ch->calls == 0)
+        channel_free(ch);
+}
+
+/* The cached channel to a seed host, made anew when the host moved to another address. */
+static struct seed_channel *seed_channel(dmf_scheduler_service_t *svc, const char *host_id,
+                                         const char *ip, uint32_t port)
+{
+    char target[128];
+    if (strchr(ip, ':'))
+        snprintf(target, sizeof(target), "[%s]:%u", ip, port);
+    else
+        snprintf(target, sizeof(target), "%s:%u", ip, port);
+    struct seed_channel *ch;
+    LIST_FOREACH(ch, &svc->channels, link)
+    {
+        if (!ch->retired && strcmp(ch->host_id, host_id) == 0)
+            break;
+    }
+    if (ch && strcmp(ch->target, target) == 0)
+        return ch;
+    if (ch)
+        channel_retire(ch);
+    ch = dmf_xcalloc(1, sizeof(*ch));
+    ch->host_id = dmf_xstrdup(host_id);
+    ch->target = dmf_xstrdup(target);
+    ch->channel = dmf_rpc_channel_new(svc->rpc, target);
+    LIST_INSERT_HEAD(&svc->channels, ch, link);
+    return ch;
+}
+
+static void on_host_gone(void *arg, const char *host_id)
+{
+    dmf_scheduler_service_t *svc = arg;
+    struct seed_channel *ch, *next;
+    for (ch = LIST_FIRST(&svc->channels); ch; ch = next) {
+        next = LIST_NEXT(ch, link);
+        if (!ch->retired && strcmp(ch->host_id, host_id) == 0)
+            channel_retire(ch);
+    }
+}
+
+static void trigger_free(struct trigger *t)
+{
+    LIST_REMOVE(t, link);
+    dmf_rpc_call_release(t->rpc_call);
+    if (--t->ch->calls == 0 && t->ch->retired)
+        channel_free(t->ch);
+    free(t->host_id);
+    free(t);
+}
+
+static void trigger_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+{
+    /* Progress of the seed's download: the seed's own AnnouncePeer stream tells us more. */
+}
+
+static void trigger_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status,
+                           const char *details)
+{
+    struct trigger *t = arg;
+    dmf_scheduler_service_t *svc = t->svc;
+    char reason[512] = "";
+    if (status == GRPC_STATUS_OK) {
+        dmf_info("task %s: seed host %s finished DownloadTask", t->task_id, t->host_id);
+    } else {
+        snprintf(reason, sizeof(reason), "DownloadTask ended with status %d: %s", (int)status,
+                 details && *details ? details : "no details");
+    }
+    dmf_scheduler_seed_result(svc->sched, t->task_id, t->host_id, t->id, status == GRPC_STATUS_OK,
+                              reason);
+    trigger_free(t);
+    update_gauges(svc);
+}
+
+static const struct dmf_rpc_call_handler trigger_handler = {
+    .on_message = trigger_on_message,
+    .on_end = trigger_on_end,
+};
+
+/* Starts DownloadTask on the seed now. rpc.h delivers completions only from the loop, so
+ * trigger_on_end never runs inside this call (and so never inside the scheduler). */
+static void on_trigger_seed(void *arg, const struct dmf_scheduler_seed_trigger *tr)
+{
+    dmf_scheduler_service_t *svc = arg;
+    if (svc->stopping)
+        return;
+    dmf_metric_add(&m_seed_triggers, 1);
+
+    Damselfly__V1__Header hv[DMF_SCHED_HEADERS_MAX];
+    Damselfly__V1__Header *hp[DMF_SCHED_HEADERS_MAX];
+    for (size_t i = 0; i < tr->nheaders; i++) {
+        damselfly__v1__header__init(&hv[i]);
+        hv[i].name = (char *)tr->headers[i].name;
+        hv[i].value = (char *)tr->headers[i].value;
+        hp[i] = &hv[i];
+    }
+    Damselfly__V1__DownloadTaskRequest req = DAMSELFLY__V1__DOWNLOAD_TASK_REQUEST__INIT;
+    req.url = (char *)tr->url;
+    req.n_headers = tr->nheaders;
+    req.headers = hp;
+    req.digest = (char *)tr->digest;
+    req.tag = (char *)tr->tag;
+    req.n_filter_query = tr->nfilter_query;
+    req.filter_query = (char **)tr->filter_query;
+    req.task_id = (char *)tr->task_id;
+
+    struct trigger *t = dmf_xcalloc(1, sizeof(*t));
+    t->svc = svc;
+    t->id = tr->trigger_id;
+    snprintf(t->task_id, sizeof(t->task_id), "%s", tr->task_id);
+    t->host_id = dmf_xstrdup(tr->host_id);
+    t->ch = seed_channel(svc, tr->host_id, tr->ip, tr->rpc_port);
+    t->ch->calls++;
+    t->rpc_call = dmf_rpc_call_start(t->ch->channel, DOWNLOAD_TASK, 0, false);
+    LIST_INSERT_HEAD(&svc->triggers, t, link);
+    dmf_rpc_call_set_handler(t->rpc_call, &trigger_handler, t);
+    dmf_rpc_call_send(t->rpc_call, &req.base);
+    dmf_rpc_call_close_send(t->rpc_call);
+}
+
+/* ------------------------------------------------------------ unary methods */
+
+static void announce_host(struct call *c, const uint8_t *data, size_t len)
+{
+    dmf_scheduler_service_t *svc = c->svc;
+    char err[512];
+    Damselfly__V1__AnnounceHostRequest *req =
+        damselfly__v1__announce_host_request__unpack(NULL, len, data);
+    if (req == NULL) {
+        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed AnnounceHostRequest");
+        return;
+    }
+    const Damselfly__V1__Host *h = req->host;
+    int rc = -EINVAL;
+    if (h == NULL) {
+        snprintf(err, sizeof(err), "host is missing");
+    } else {
+        struct dmf_scheduler_host_info info = {
+            .id = h->id,
+            .hostname = h->hostname,
+            .ip = h->ip,
+            .piece_port = h->piece_port,
+            .rpc_port = h->rpc_port,
+            .type = (int)h->type,
+            .idc = h->idc,
+            .location = h->location,
+            .upload_capacity = h->upload_capacity,
+            .upload_rate = h->upload_rate,
+            .active_uploads = h->active_uploads,
+        };
+        rc = dmf_scheduler_announce_host(svc->sched, &info, err, sizeof(err));
+    }
+    damselfly__v1__announce_host_request__free_unpacked(req, NULL);
+    if (rc != 0) {
+        call_finish(c, status_for(rc), err);
+        return;
+    }
+    Damselfly__V1__AnnounceHostResponse resp = DAMSELFLY__V1__ANNOUNCE_HOST_RESPONSE__INIT;
+    resp.host_timeout_ms = (uint32_t)dmf_scheduler_host_timeout_ms(svc->sched);
+    dmf_rpc_call_send(c->rpc_call, &resp.base);
+    call_finish(c, GRPC_STATUS_OK, NULL);
+}
+
+static void stat_task(struct call *c, const uint8_t *data, size_t len)
+{
+    char err[512];
+    Damselfly__V1__StatTaskRequest *req = damselfly__v1__stat_task_request__unpack(NULL, len, data);
+    if (req == NULL) {
+        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed StatTaskRequest");
+        return;
+    }
+    struct dmf_scheduler_task_stat st;
+    int rc = dmf_scheduler_stat_task(c->svc->sched, req->task_id, &st, err, sizeof(err));
+    damselfly__v1__stat_task_request__free_unpacked(req, NULL);
+    if (rc != 0) {
+        call_finish(c, status_for(rc), err);
+        return;
+    }
+    Damselfly__V1__PeerStat *ps = dmf_xcalloc(st.npeers, sizeof(*ps));
+    Damselfly__V1__PeerStat **pps = dmf_xcalloc(st.npeers, sizeof(*pps));
+    for (size_t i = 0; i < st.npeers; i++) {
+        damselfly__v1__peer_stat__init(&ps[i]);
+        ps[i].peer_id = (char *)st.peers[i].peer_id;
+        ps[i].host_id = (char *)st.peers[i].host_id;
+        ps[i].state = (Damselfly__V1__PeerState)st.peers[i].state;
+        ps[i].finished_pieces = st.peers[i].finished_pieces;
+        pps[i] = &ps[i];
+    }
+    size_t next = 0;
+    Damselfly__V1__TaskMeta tm;
+    fill_meta(&tm, &st.meta, &next, NULL, NULL);
+    Damselfly__V1__StatTaskResponse resp = DAMSELFLY__V1__STAT_TASK_RESPONSE__INIT;
+    resp.task = &tm;
+    resp.url = (char *)st.url;
+    resp.n_peers = st.npeers;
+    resp.peers = pps;
+    dmf_rpc_call_send(c->rpc_call, &resp.base);
+    call_finish(c, GRPC_STATUS_OK, NULL);
+    free(ps);
+    free(pps);
+    dmf_scheduler_task_stat_free(&st);
+}
+
+static void leave_peer(struct call *c, const uint8_t *data, size_t len)
+{
+    char err[512];
+    Damselfly__V1__LeavePeerRequest *req =
+        damselfly__v1__leave_peer_request__unpack(NULL, len, data);
+    if (req == NULL) {
+        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed LeavePeerRequest");
+        return;
+    }
+    int rc = dmf_scheduler_leave_peer(c->svc->sched, req->task_id, req->peer_id, err, sizeof(err));
+    damselfly__v1__leave_peer_request__free_unpacked(req, NULL);
+    if (rc != 0) {
+        call_finish(c, status_for(rc), err);
+        return;
+    }
+    Damselfly__V1__LeavePeerResponse resp = DAMSELFLY__V1__LEAVE_PEER_RESPONSE__INIT;
+    dmf_rpc_call_send(c->rpc_call, &resp.base);
+    call_finish(c, GRPC_STATUS_OK, NULL);
+}
+
+static void leave_host(struct call *c, const uint8_t *data, size_t len)
+{
+    char err[512];
+    Damselfly__V1__LeaveHostRequest *req =
+        damselfly__v1__leave_host_request__unpack(NULL, len, data);
+    if (req == NULL) {
+        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed LeaveHostRequest");
+        return;
+    }
+    int rc = dmf_scheduler_leave_host(c->svc->sched, req->host_id, err, sizeof(err));
+    damselfly__v1__leave_host_request__free_unpacked(req, NULL);
+    if (rc != 0) {
+        call_finish(c, status_for(rc), err);
+        return;
+    }
+    Damselfly__V1__LeaveHostResponse resp = DAMSELFLY__V1__LEAVE_HOST_RESPONSE__INIT;
+    dmf_rpc_call_send(c->rpc_call, &resp.base);
+    call_finish(c, GRPC_STATUS_OK, NULL);
+}
+
+/* ------------------------------------------------------------ AnnouncePeer */
+
+/* Ends the stream with an error; the peer goes as if its stream had closed. */
+static void stream_fail(struct call *c, grpc_status_code st, const char *detail)
+{
+    if (c->peer) {
+        dmf_scheduler_peer_t *p = c->peer;
+        c->peer = NULL;
+        dmf_scheduler_stream_closed(c->svc->sched, p);
+    }
+    call_finish(c, st, detail);
+}
+
+static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, char *err,
+                         size_t errlen)
+{
+    if (c->registered) {
+        snprintf(err, errlen, "this stream already registered a peer; open one stream per peer");
+        return -EINVAL;
+    }
+    if (m->n_headers > DMF_SCHED_HEADERS_MAX) {
+        snprintf(err, errlen, "more than %u headers", DMF_SCHED_HEADERS_MAX);
+        return -EINVAL;
+    }
+    struct dmf_scheduler_header headers[DMF_SCHED_HEADERS_MAX];
+    for (size_t i = 0; i < m->n_headers; i++) {
+        headers[i].name = m->headers[i]->name;
+        headers[i].value = m->headers[i]->value;
+    }
+    struct dmf_scheduler_register r = {
+        .task_id = m->task_id,
+        .peer_id = m->peer_id,
+        .host_id = m->host_id,
+        .url = m->url,
+        .headers = headers,
+        .nheaders = m->n_headers,
+        .tag = m->tag,
+        .digest = m->digest,
+        .filter_query = (const char *const *)m->filter_query,
+        .nfilter_query = m->n_filter_query,
+        .disable_back_to_source = m->disable_back_to_source,
+        .held_pieces = m->held_pieces,
+    };
+    c->registered = true;
+    return dmf_scheduler_register(c->svc->sched, &r, c, &c->peer, err, errlen);
+}
+
+static int peer_progress(struct call *c, const Damselfly__V1__PieceProgress *m, char *err,
+                         size_t errlen)
+{
+    struct dmf_scheduler_digest *digests = dmf_xcalloc(m->n_digests, sizeof(*digests));
+    int rc = 0;
+    for (size_t i = 0; i < m->n_digests; i++) {
+        if (m->digests[i]->sha256.len != DMF_SHA256_LEN) {
+            snprintf(err, errlen, "digest of piece %u has %zu bytes, not %d", m->digests[i]->number,
+                     m->digests[i]->sha256.len, DMF_SHA256_LEN);
+            rc = -EINVAL;
+            goto out;
+        }
+        digests[i].number = m->digests[i]->number;
+        memcpy(digests[i].sha256, m->digests[i]->sha256.data, DMF_SHA256_LEN);
+    }
+    struct dmf_scheduler_progress pr = {
+        .pieces = m->pieces,
+        .npieces = m->n_pieces,
+        .digests = digests,
+        .ndigests = m->n_digests,
+        .content_length = m->content_length,
+        .piece_length = m->piece_length,
+    };
+    rc = dmf_scheduler_progress(c->svc->sched, c->peer, &pr, err, errlen);
+out:
+    free(digests);
+    return rc;
+}
+
+static int peer_parent_failure(struct call *c, const Damselfly__V1__ParentFailure *m, char *err,
+                               size_t errlen)
+{
+    int rc = dmf_scheduler_parent_failure(c->svc->sched, c->peer, m->parent_peer_id,
+                                          m->parent_host_id, (int)m->reason, err, errlen);
+    if (rc == 0 && m->reason == DAMSELFLY__V1__PARENT_FAILURE_REASON__PARENT_FAILURE_BAD_PIECE)
+        dmf_metric_add(&m_bad_parent_reports, 1);
+    return rc;
+}
+
+static void announce_peer(struct call *c, const uint8_t *data, size_t len)
+{
+    dmf_scheduler_service_t *svc = c->svc;
+    char err[512];
+    int rc = 0;
+
+    if (data == NULL) {
+        /* The peer said all it had to say: a finished peer stays, any other goes. */
+        stream_fail(c, GRPC_STATUS_OK, NULL);
+        return;
+    }
+    Damselfly__V1__AnnouncePeerRequest *req =
+        damselfly__v1__announce_peer_request__unpack(NULL, len, data);
+    if (req == NULL) {
+        stream_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed AnnouncePeerRequest");
+        return;
+    }
+    if (req->msg_case == DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_REGISTER) {
+        rc = peer_register(c, req->register_, err, sizeof(err));
+    } else if (req->msg_case == DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG__NOT_SET) {
+        snprintf(err, sizeof(err), "AnnouncePeerRequest carries no message");
+        rc = -EINVAL;
+    } else if (c->peer == NULL) {
+        snprintf(err, sizeof(err),
+                 c->registered ? "the peer of this stream is gone" : "register the peer first");
+        rc = -ESRCH;
+    } else {
+        switch (req->msg_case) {
+        case DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_PROGRESS:
+            rc = peer_progress(c, req->progress, err, sizeof(err));
+            break;
+        case DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_FINISHED:
+            rc = dmf_scheduler_finished(svc->sched, c->peer, req->finished->content_length,
+                                        req->finished->total_pieces, err, sizeof(err));
+            break;
+        case DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_FAILED: {
+            char reason[DMF_SCHED_REASON_MAX + 1];
+            snprintf(reason, sizeof(reason), "%s", req->failed->reason);
+            dmf_scheduler_peer_t *p = c->peer;
+            c->peer = NULL;
+            dmf_scheduler_failed(svc->sched, p, reason);
+            break;
+        }
+        case DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_PARENT_FAILURE:
+            rc = peer_parent_failure(c, req->parent_failure, err, sizeof(err));
+            break;
+        default:
+            snprintf(err, sizeof(err), "unknown AnnouncePeerRequest message %d",
+                     (int)req->msg_case);
+            rc = -EINVAL;
+            break;
+        }
+    }
+    damselfly__v1__announce_peer_request__free_unpacked(req, NULL);
+    if (rc != 0)
+        stream_fail(c, status_for(rc), err);
+}
+
+/* ------------------------------------------------------------ calls */
+
+static void call_free(struct call *c)
+{
+    LIST_REMOVE(c, link);
+    dmf_rpc_call_release(c->rpc_call);
+    free(c);
+}
+
+static void call_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+{
+    struct call *c = arg;
+    if (c->finished)
+        return;
+    if (c->method == M_ANNOUNCE_PEER) {
+        announce_peer(c, data, len);
+    } else if (data == NULL) {
+        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+    } else {
+        switch (c->method) {
+        case M_ANNOUNCE_HOST:
+            announce_host(c, data, len);
+            break;
+        case M_STAT_TASK:
+            stat_task(c, data, len);
+            break;
+        case M_LEAVE_PEER:
+            leave_peer(c, data, len);
+            break;
+        case M_LEAVE_HOST:
+            leave_host(c, data, len);
+            break;
+        default:
+            break;
+        }
+    }
+    update_gauges(c->svc);
+}
+
+static void call_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status,
+                        const char *details)
+{
+    struct call *c = arg;
+    dmf_scheduler_service_t *svc = c->svc;
+    if (c->peer) {
+        dmf_scheduler_peer_t *p = c->peer;
+        c->peer = NULL;
+        dmf_scheduler_stream_closed(svc->sched, p);
+    }
+    call_free(c);
+    update_gauges(svc);
+}
+
+static const struct dmf_rpc_call_handler call_handler = {
+    .on_message = call_on_message,
+    .on_end = call_on_end,
+};
+
+static void on_call(void *arg, dmf_rpc_call_t *rpc_call, const char *method)
+{
+    dmf_scheduler_service_t *svc = arg;
+    size_t plen = strlen(METHOD_PREFIX);
+    for (size_t m = 0; m < DMF_ARRAY_SIZE(method_names); m++) {
+        if (strncmp(method, METHOD_PREFIX, plen) == 0 &&
+            strcmp(method + plen, method_names[m]) == 0) {
+            struct call *c = dmf_xcalloc(1, sizeof(*c));
+            c->svc = svc;
+            c->rpc_call = rpc_call;
+            c->method = (enum method)m;
+            LIST_INSERT_HEAD(&svc->calls, c, link);
+            dmf_rpc_call_set_handler(rpc_call, &call_handler, c);
+            return;
+        }
+    }
+    dmf_debug("unknown method %s from %s", method, dmf_rpc_call_peer(rpc_call));
+    dmf_rpc_call_finish(rpc_call, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+    dmf_rpc_call_release(rpc_call);
+}
+
+/* ------------------------------------------------------------ lifetime */
+
+static void on_expiry(evutil_socket_t fd, short what, void *arg)
+{
+    dmf_scheduler_service_t *svc = arg;
+    if (dmf_scheduler_expire_hosts(svc->sched) > 0)
+        update_gauges(svc);
+}
+
+dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_rpc_t *rpc,
+                                                   const struct dmf_scheduler_config *cfg)
+{
+    static const struct dmf_scheduler_sink sink = {
+        .candidates = on_candidates,
+        .back_to_source = on_back_to_source,
+        .task_meta = on_task_meta,
+        .trigger_seed = on_trigger_seed,
+        .peer_gone = on_peer_gone,
+        .host_gone = on_host_gone,
+    };
+    dmf_scheduler_service_t *svc = dmf_xcalloc(1, sizeof(*svc));
+    svc->base = base;
+    svc->rpc = rpc;
+    svc->sched = dmf_scheduler_new(cfg, &sink, svc);
+    svc->server = dmf_rpc_server_new(rpc, on_call, svc);
+    LIST_INIT(&svc->calls);
+    LIST_INIT(&svc->channels);
+    LIST_INIT(&svc->triggers);
+    struct dmf_metric *metrics[] = {&m_hosts,         &m_tasks,          &m_peers,
+                                    &m_seed_triggers, &m_back_to_source, &m_bad_parent_reports};
+    for (size_t i = 0; i < DMF_ARRAY_SIZE(metrics); i++)
+        dmf_metric_register(metrics[i]);
+    update_gauges(svc);
+    return svc;
+}
+
+int dmf_scheduler_service_listen(dmf_scheduler_service_t *svc, const char *addr, int *bound_port,
+                                 char *err, size_t errlen)
+{
+    return dmf_rpc_server_listen(svc->server, addr, bound_port, err, errlen);
+}
+
+void dmf_scheduler_service_start(dmf_scheduler_service_t *svc)
+{
+    dmf_rpc_server_start(svc->server);
+    svc->expiry = event_new(svc->base, -1, EV_PERSIST, on_expiry, svc);
+    struct timeval second = {1, 0};
+    event_add(svc->expiry, &second);
+}
+
+void dmf_scheduler_service_free(dmf_scheduler_service_t *svc)
+{
+    if (svc == NULL)
+        return;
+    svc->stopping = true;
+    if (svc->expiry)
+        event_free(svc->expiry);
+    /* Cancels every call; their on_end may still run while the server shuts down. */
+    dmf_rpc_server_free(svc->server);
+    /* Calls whose end gRPC has not reported yet: no callback after release. */
+    while (!LIST_EMPTY(&svc->calls))
+        call_free(LIST_FIRST(&svc->calls));
+    while (!LIST_EMPTY(&svc->triggers))
+        trigger_free(LIST_FIRST(&svc->triggers));
+    while (!LIST_EMPTY(&svc->channels))
+        channel_free(LIST_FIRST(&svc->channels));
+    dmf_scheduler_free(svc->sched);
+    free(svc);
+}

@@ -1,0 +1,974 @@
+/* The scheduler's decisions with an injected clock and a sink that records what would go
+ * on each stream. Streams are named by string literals (the peer's id), so a test reads
+ * "what did stream pc receive last". */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/pieces.h"
+#include "scheduler/sched.h"
+
+#define T1  "1111111111111111111111111111111111111111111111111111111111111111"
+#define T2  "2222222222222222222222222222222222222222222222222222222222222222"
+#define MIB (1ll << 20)
+
+enum { EV_CANDIDATES, EV_BTS, EV_META, EV_TRIGGER, EV_GONE, EV_HOST_GONE };
+
+struct ev {
+    int kind;
+    const char *stream;
+    char parents[8][64];
+    size_t nparents;
+    bool seed_triggered;
+    bool parent_is_seed[8];
+    char reason[256];
+    int64_t cl;
+    uint32_t pl, total;
+    size_t ndigests;
+    uint32_t first_digest;
+    uint64_t trigger_id;
+    char host_id[64];
+    char url[128];
+    size_t nheaders;
+};
+
+static struct ev evs[512];
+static size_t nevs;
+static uint64_t clock_ms;
+
+static uint64_t test_now(void *arg)
+{
+    return clock_ms;
+}
+
+static struct ev *ev_new(int kind, void *stream)
+{
+    assert_true(nevs < sizeof(evs) / sizeof(evs[0]));
+    struct ev *e = &evs[nevs++];
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    e->stream = stream;
+    return e;
+}
+
+static void ev_meta(struct ev *e, const struct dmf_scheduler_meta *m)
+{
+    e->cl = m->content_length;
+    e->pl = m->piece_length;
+    e->total = m->total_pieces;
+    e->ndigests = m->ndigests;
+    e->first_digest = m->ndigests ? m->digests[0].number : UINT32_MAX;
+}
+
+static void on_candidates(void *arg, void *stream, const struct dmf_scheduler_parent *parents,
+                          size_t n, bool seed_triggered, const struct dmf_scheduler_meta *meta)
+{
+    struct ev *e = ev_new(EV_CANDIDATES, stream);
+    assert_true(n > 0 && n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(e->parents[i], sizeof(e->parents[i]), "%s", parents[i].peer_id);
+        e->parent_is_seed[i] = parents[i].is_seed;
+        assert_string_equal(parents[i].ip, "10.0.0.1");
+        assert_int_equal(parents[i].piece_port, 65002);
+    }
+    e->nparents = n;
+    e->seed_triggered = seed_triggered;
+    ev_meta(e, meta);
+}
+
+static void on_back_to_source(void *arg, void *stream, const char *reason)
+{
+    struct ev *e = ev_new(EV_BTS, stream);
+    snprintf(e->reason, sizeof(e->reason), "%s", reason);
+}
+
+static void on_task_meta(void *arg, void *stream, const struct dmf_scheduler_meta *meta)
+{
+    ev_meta(ev_new(EV_META, stream), meta);
+}
+
+static void on_trigger_seed(void *arg, const struct dmf_scheduler_seed_trigger *t)
+{
+    struct ev *e = ev_new(EV_TRIGGER, NULL);
+    e->trigger_id = t->trigger_id;
+    snprintf(e->host_id, sizeof(e->host_id), "%s", t->host_id);
+    snprintf(e->url, sizeof(e->url), "%s", t->url);
+    e->nheaders = t->nheaders;
+    assert_string_equal(t->task_id, T1);
+    assert_int_equal(t->rpc_port, 65000);
+}
+
+static void on_peer_gone(void *arg, void *stream, const char *reason)
+{
+    struct ev *e = ev_new(EV_GONE, stream);
+    snprintf(e->reason, sizeof(e->reason), "%s", reason);
+}
+
+static void on_host_gone(void *arg, const char *host_id)
+{
+    struct ev *e = ev_new(EV_HOST_GONE, NULL);
+    snprintf(e->host_id, sizeof(e->host_id), "%s", host_id);
+}
+
+static const struct dmf_scheduler_sink sink = {
+    .candidates = on_candidates,
+    .back_to_source = on_back_to_source,
+    .task_meta = on_task_meta,
+    .trigger_seed = on_trigger_seed,
+    .peer_gone = on_peer_gone,
+    .host_gone = on_host_gone,
+};
+
+static dmf_scheduler_t *new_sched_cfg(struct dmf_scheduler_config cfg)
+{
+    nevs = 0;
+    clock_ms = 1000000;
+    cfg.now = test_now;
+    return dmf_scheduler_new(&cfg, &sink, NULL);
+}
+
+static dmf_scheduler_t *new_sched(uint32_t limit)
+{
+    return new_sched_cfg((struct dmf_scheduler_config){.candidate_limit = limit});
+}
+
+static void host_full(dmf_scheduler_t *s, const char *id, int type, const char *idc,
+                      const char *loc, uint64_t cap, uint64_t rate, uint32_t active)
+{
+    char err[256];
+    struct dmf_scheduler_host_info h = {
+        .id = id,
+        .hostname = id,
+        .ip = "10.0.0.1",
+        .piece_port = 65002,
+        .rpc_port = 65000,
+        .type = type,
+        .idc = idc,
+        .location = loc,
+        .upload_capacity = cap,
+        .upload_rate = rate,
+        .active_uploads = active,
+    };
+    int rc = dmf_scheduler_announce_host(s, &h, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("announce %s: %s", id, err);
+}
+
+static void host(dmf_scheduler_t *s, const char *id)
+{
+    host_full(s, id, DMF_SCHED_HOST_NORMAL, "", "", 100, 0, 0);
+}
+
+static const struct dmf_scheduler_header headers[] = {
+    {"Authorization", "Bearer secret"},
+    {"X-Trace", "1"},
+};
+
+static struct dmf_scheduler_register reg_req(const char *task, const char *host_id,
+                                             const char *peer_id)
+{
+    return (struct dmf_scheduler_register){
+        .task_id = task,
+        .peer_id = peer_id,
+        .host_id = host_id,
+        .url = "https://example.com/blob",
+        .headers = headers,
+        .nheaders = 2,
+    };
+}
+
+/* Registers peer `peer_id` (also its stream's name) of task on host_id. */
+static dmf_scheduler_peer_t *reg(dmf_scheduler_t *s, const char *task, const char *host_id,
+                                 const char *peer_id)
+{
+    char err[256];
+    dmf_scheduler_peer_t *p = NULL;
+    struct dmf_scheduler_register r = reg_req(task, host_id, peer_id);
+    int rc = dmf_scheduler_register(s, &r, (void *)peer_id, &p, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("register %s: %s", peer_id, err);
+    assert_non_null(p);
+    return p;
+}
+
+/* Reports the task's layout (10 MiB in pieces of 1 MiB) and pieces [from, to). */
+static void progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, uint32_t from, uint32_t to)
+{
+    char err[256];
+    uint32_t pieces[64];
+    for (uint32_t i = from; i < to; i++)
+        pieces[i - from] = i;
+    struct dmf_scheduler_progress pr = {
+        .pieces = pieces,
+        .npieces = to - from,
+        .content_length = 10 * MIB,
+        .piece_length = 1 * MIB,
+    };
+    int rc = dmf_scheduler_progress(s, p, &pr, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("progress: %s", err);
+}
+
+static void finish(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
+{
+    char err[256];
+    progress(s, p, 0, 0);
+    assert_int_equal(dmf_scheduler_finished(s, p, 10 * MIB, 10, err, sizeof(err)), 0);
+}
+
+/* A peer that holds the whole task. */
+static dmf_scheduler_peer_t *holder(dmf_scheduler_t *s, const char *host_id, const char *peer_id)
+{
+    dmf_scheduler_peer_t *p = reg(s, T1, host_id, peer_id);
+    finish(s, p);
+    return p;
+}
+
+static const struct ev *last_for(const char *stream)
+{
+    for (size_t i = nevs; i-- > 0;)
+        if (evs[i].stream && strcmp(evs[i].stream, stream) == 0)
+            return &evs[i];
+    return NULL;
+}
+
+static const struct ev *last_kind(int kind)
+{
+    for (size_t i = nevs; i-- > 0;)
+        if (evs[i].kind == kind)
+            return &evs[i];
+    return NULL;
+}
+
+static size_t count_kind(int kind)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nevs; i++)
+        n += evs[i].kind == kind;
+    return n;
+}
+
+static bool has_parent(const struct ev *e, const char *peer_id)
+{
+    for (size_t i = 0; i < e->nparents; i++)
+        if (strcmp(e->parents[i], peer_id) == 0)
+            return true;
+    return false;
+}
+
+static void assert_candidates(const char *stream, size_t n, const char *const *want)
+{
+    const struct ev *e = last_for(stream);
+    assert_non_null(e);
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_int_equal(e->nparents, n);
+    for (size_t i = 0; i < n; i++)
+        if (want[i])
+            assert_string_equal(e->parents[i], want[i]);
+}
+
+static uint32_t stat_state(dmf_scheduler_t *s, const char *task, const char *peer_id,
+                           uint32_t *finished)
+{
+    struct dmf_scheduler_task_stat st;
+    char err[256];
+    uint32_t state = UINT32_MAX;
+    if (dmf_scheduler_stat_task(s, task, &st, err, sizeof(err)) != 0)
+        return state;
+    for (size_t i = 0; i < st.npeers; i++) {
+        if (strcmp(st.peers[i].peer_id, peer_id) == 0) {
+            state = st.peers[i].state;
+            if (finished)
+                *finished = st.peers[i].finished_pieces;
+        }
+    }
+    dmf_scheduler_task_stat_free(&st);
+    return state;
+}
+
+/* ------------------------------------------------------------ ranking */
+
+static void test_rank_by_free_upload_capacity(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "a", DMF_SCHED_HOST_NORMAL, "", "", 100, 90, 0); /* busy */
+    host_full(s, "b", DMF_SCHED_HOST_NORMAL, "", "", 100, 10, 0); /* mostly free */
+    host_full(s, "c", DMF_SCHED_HOST_NORMAL, "", "", 100, 10, 3); /* free, 3 uploads */
+    host(s, "x");
+    holder(s, "a", "pa");
+    holder(s, "b", "pb");
+    holder(s, "c", "pc");
+    reg(s, T1, "x", "px");
+    assert_candidates("px", 3, (const char *[]){"pb", "pc", "pa"});
+    dmf_scheduler_free(s);
+}
+
+static void test_rank_by_progress(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    host(s, "d");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    assert_int_equal(last_for("pa")->kind, EV_BTS);
+    progress(s, pa, 0, 8);
+    dmf_scheduler_peer_t *pb = reg(s, T1, "b", "pb");
+    assert_candidates("pb", 1, (const char *[]){"pa"});
+    progress(s, pb, 0, 3);
+    reg(s, T1, "c", "pc");
+    assert_candidates("pc", 2, (const char *[]){"pa", "pb"});
+    /* pb overtakes pa: 10 of 10 pieces against 8. pc (no piece yet) comes last. */
+    progress(s, pb, 3, 10);
+    reg(s, T1, "d", "pd");
+    assert_candidates("pd", 3, (const char *[]){"pb", "pa", "pc"});
+    dmf_scheduler_free(s);
+}
+
+static void test_rank_by_locality(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "a", DMF_SCHED_HOST_NORMAL, "bj", "cn|bj|r1", 100, 0, 0);
+    host_full(s, "b", DMF_SCHED_HOST_NORMAL, "hz", "cn|hz|r2", 100, 0, 0);
+    host_full(s, "d", DMF_SCHED_HOST_NORMAL, "", "cn|hz|r1", 100, 0, 0);
+    host_full(s, "e", DMF_SCHED_HOST_NORMAL, "sh", "us", 100, 0, 0);
+    host_full(s, "x", DMF_SCHED_HOST_NORMAL, "hz", "cn|hz|r1", 100, 0, 0);
+    holder(s, "e", "pe");
+    holder(s, "a", "pa");
+    holder(s, "d", "pd");
+    holder(s, "b", "pb");
+    reg(s, T1, "x", "px");
+    /* Same idc and 2 of 3 location levels; no idc but the whole location; one level. */
+    assert_candidates("px", 4, (const char *[]){"pb", "pd", "pa", "pe"});
+    dmf_scheduler_free(s);
+}
+
+static void test_rank_by_health(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "x");
+    host(s, "y");
+    host(s, "z");
+    holder(s, "a", "pa");
+    holder(s, "b", "pb");
+    dmf_scheduler_peer_t *px = reg(s, T1, "x", "px");
+    assert_candidates("px", 2, (const char *[]){"pa", "pb"}); /* equal: by peer id */
+    assert_int_equal(
+        dmf_scheduler_parent_failure(s, px, "pa", "a", DMF_PARENT_UNREACHABLE, err, sizeof(err)),
+        0);
+    reg(s, T1, "y", "py");
+    const struct ev *e = last_for("py");
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_string_equal(e->parents[0], "pb");
+    assert_string_equal(e->parents[1], "pa");
+    /* The report is forgotten after the window. */
+    clock_ms += 61000;
+    reg(s, T1, "z", "pz");
+    e = last_for("pz");
+    assert_string_equal(e->parents[0], "pa");
+    assert_string_equal(e->parents[1], "pb");
+    dmf_scheduler_free(s);
+}
+
+static void test_candidate_limit(void **state)
+{
+    static const char *const hosts[] = {"h1", "h2", "h3", "h4", "h5", "h6"};
+    static const char *const peers[] = {"p1", "p2", "p3", "p4", "p5", "p6"};
+    for (uint32_t limit = 2; limit <= 4; limit += 2) {
+        dmf_scheduler_t *s = new_sched(limit);
+        for (int i = 0; i < 6; i++) {
+            host(s, hosts[i]);
+            holder(s, hosts[i], peers[i]);
+        }
+        host(s, "x");
+        reg(s, T1, "x", "px");
+        const struct ev *e = last_for("px");
+        assert_int_equal(e->kind, EV_CANDIDATES);
+        assert_int_equal(e->nparents, limit);
+        dmf_scheduler_free(s);
+    }
+}
+
+/* ------------------------------------------------------------ graph */
+
+static void test_no_cycles(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "h1");
+    host(s, "h2");
+    host(s, "h3");
+    reg(s, T1, "h1", "p1"); /* nobody has it, no seed: origin */
+    assert_int_equal(last_for("p1")->kind, EV_BTS);
+    dmf_scheduler_peer_t *p2 = reg(s, T1, "h2", "p2");
+    assert_candidates("p2", 1, (const char *[]){"p1"});
+    reg(s, T1, "h3", "p3");
+    assert_candidates("p3", 2, (const char *[]){NULL, NULL});
+    assert_true(has_parent(last_for("p3"), "p2"));
+    /* p2 loses p1. p3 is running and is the only other peer, but p2 is p3's parent:
+     * offering p3 to p2 would make a cycle, so p2 goes to the origin instead. */
+    assert_int_equal(
+        dmf_scheduler_parent_failure(s, p2, "p1", "h1", DMF_PARENT_UNREACHABLE, err, sizeof(err)),
+        0);
+    const struct ev *e = last_for("p2");
+    assert_int_equal(e->kind, EV_BTS);
+    assert_int_equal(dmf_scheduler_peer_state(p2), DMF_PEER_BACK_TO_SOURCE);
+    dmf_scheduler_free(s);
+}
+
+static void unreachable(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *parent,
+                        const char *parent_host)
+{
+    char err[256];
+    assert_int_equal(dmf_scheduler_parent_failure(s, p, parent, parent_host, DMF_PARENT_UNREACHABLE,
+                                                  err, sizeof(err)),
+                     0);
+}
+
+/* A chain p3 -> p2 -> p1 -> p0: when p1 loses p0, neither its child p2 nor its grandchild
+ * p3 may be offered to it. */
+static void test_no_cycles_through_grandchildren(void **state)
+{
+    dmf_scheduler_t *s = new_sched(1);
+    host(s, "h0");
+    host(s, "h1");
+    host(s, "h2");
+    host(s, "h3");
+    holder(s, "h0", "p0");
+    dmf_scheduler_peer_t *p1 = reg(s, T1, "h1", "p1");
+    assert_candidates("p1", 1, (const char *[]){"p0"});
+    dmf_scheduler_peer_t *p2 = reg(s, T1, "h2", "p2");
+    unreachable(s, p2, "p0", "h0");
+    assert_candidates("p2", 1, (const char *[]){"p1"});
+    dmf_scheduler_peer_t *p3 = reg(s, T1, "h3", "p3");
+    unreachable(s, p3, "p0", "h0");
+    assert_candidates("p3", 1, (const char *[]){"p1"});
+    unreachable(s, p3, "p1", "h1");
+    assert_candidates("p3", 1, (const char *[]){"p2"});
+
+    unreachable(s, p1, "p0", "h0");
+    const struct ev *e = last_for("p1");
+    assert_int_equal(e->kind, EV_BTS);
+    dmf_scheduler_free(s);
+}
+
+/* ------------------------------------------------------------ seeds and the origin */
+
+static void test_back_to_source_without_seed(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    const struct ev *e = last_for("pa");
+    assert_int_equal(e->kind, EV_BTS);
+    assert_string_equal(e->reason, "no seed peer and no peer holds the task");
+    assert_int_equal(dmf_scheduler_peer_state(pa), DMF_PEER_BACK_TO_SOURCE);
+    assert_int_equal(count_kind(EV_TRIGGER), 0);
+    dmf_scheduler_free(s);
+}
+
+static void test_seed_triggered_when_nobody_has_the_task(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "a");
+    host(s, "b");
+    reg(s, T1, "a", "pa");
+    const struct ev *e = last_for("pa");
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_int_equal(e->nparents, 1);
+    assert_true(e->seed_triggered);
+    assert_true(e->parent_is_seed[0]);
+    const struct ev *t = last_kind(EV_TRIGGER);
+    assert_non_null(t);
+    assert_string_equal(t->host_id, "seed");
+    assert_string_equal(t->url, "https://example.com/blob");
+    assert_int_equal(t->nheaders, 2);
+    assert_int_equal(stat_state(s, T1, e->parents[0], NULL), DMF_PEER_PENDING);
+
+    /* The next peer gets the seed and pa, and no second trigger. */
+    reg(s, T1, "b", "pb");
+    e = last_for("pb");
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_int_equal(e->nparents, 2);
+    assert_true(e->seed_triggered);
+    assert_int_equal(count_kind(EV_TRIGGER), 1);
+
+    /* The seed's own stream takes the placeholder over and goes to the origin. */
+    reg(s, T1, "seed", "seed-peer");
+    e = last_for("seed-peer");
+    assert_int_equal(e->kind, EV_BTS);
+    assert_string_equal(e->reason, "seed peer fetches from the origin");
+    assert_int_equal(stat_state(s, T1, "seed-peer", NULL), DMF_PEER_BACK_TO_SOURCE);
+    struct dmf_scheduler_counts c;
+    dmf_scheduler_counts(s, &c);
+    assert_int_equal(c.peers, 3);
+    /* The trigger's call ending well changes nothing for a seed with its own stream. */
+    dmf_scheduler_seed_result(s, T1, "seed", t->trigger_id, true, NULL);
+    assert_int_equal(stat_state(s, T1, "seed-peer", NULL), DMF_PEER_BACK_TO_SOURCE);
+    dmf_scheduler_free(s);
+}
+
+static void test_seed_trigger_failure_reschedules_children(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "a");
+    host(s, "b");
+    reg(s, T1, "a", "pa");
+    const struct ev *t = last_kind(EV_TRIGGER);
+    assert_non_null(t);
+    uint64_t id = t->trigger_id;
+    /* A stale result (another trigger id) is ignored. */
+    dmf_scheduler_seed_result(s, T1, "seed", id + 7, false, "boom");
+    assert_int_equal(last_for("pa")->kind, EV_CANDIDATES);
+    dmf_scheduler_seed_result(s, T1, "seed", id, false, "connection refused");
+    const struct ev *e = last_for("pa");
+    assert_int_equal(e->kind, EV_BTS);
+    assert_int_equal(stat_state(s, T1, "seed-seed", NULL), UINT32_MAX);
+    /* The task asks no seed again: the next peer gets pa (fetching from the origin). */
+    reg(s, T1, "b", "pb");
+    assert_candidates("pb", 1, (const char *[]){"pa"});
+    assert_int_equal(count_kind(EV_TRIGGER), 1);
+    dmf_scheduler_free(s);
+}
+
+static void test_seed_success_without_stream_marks_placeholder_succeeded(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "a");
+    reg(s, T1, "a", "pa");
+    const struct ev *t = last_kind(EV_TRIGGER);
+    const char *ph = last_for("pa")->parents[0];
+    dmf_scheduler_seed_result(s, T1, "seed", t->trigger_id, true, NULL);
+    assert_int_equal(stat_state(s, T1, ph, NULL), DMF_PEER_SUCCEEDED);
+    dmf_scheduler_free(s);
+}
+
+/* ------------------------------------------------------------ failures and departures */
+
+static void test_bad_parent_excluded_after_threshold(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c1");
+    host(s, "c2");
+    host(s, "c3");
+    holder(s, "a", "pa");
+    holder(s, "b", "pb");
+    dmf_scheduler_peer_t *c1 = reg(s, T1, "c1", "q1");
+    assert_true(has_parent(last_for("q1"), "pa"));
+    assert_int_equal(
+        dmf_scheduler_parent_failure(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE, err, sizeof(err)), 0);
+    /* The same reporter again does not count twice. */
+    assert_int_equal(
+        dmf_scheduler_parent_failure(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE, err, sizeof(err)), 0);
+    dmf_scheduler_peer_t *c2 = reg(s, T1, "c2", "q2");
+    assert_true(has_parent(last_for("q2"), "pa")); /* one report: still offered */
+    assert_int_equal(
+        dmf_scheduler_parent_failure(s, c2, "pa", "a", DMF_PARENT_BAD_PIECE, err, sizeof(err)), 0);
+    reg(s, T1, "c3", "q3");
+    const struct ev *e = last_for("q3");
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_false(has_parent(e, "pa"));
+    assert_true(has_parent(e, "pb"));
+    dmf_scheduler_free(s);
+}
+
+static void test_parent_failure_pushes_new_candidates_without_that_parent(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(2);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    host(s, "x");
+    holder(s, "a", "pa");
+    holder(s, "b", "pb");
+    dmf_scheduler_peer_t *px = reg(s, T1, "x", "px");
+    assert_candidates("px", 2, (const char *[]){"pa", "pb"});
+    holder(s, "c", "pc");
+    size_t before = nevs;
+    assert_int_equal(
+        dmf_scheduler_parent_failure(s, px, "pa", "a", DMF_PARENT_UNREACHABLE, err, sizeof(err)),
+        0);
+    assert_true(nevs > before);
+    /* Pushed candidates add to the parents in use: pc replaces pa, pb stays in use. */
+    assert_candidates("px", 1, (const char *[]){"pc"});
+    /* An unknown reason is refused. */
+    assert_int_equal(dmf_scheduler_parent_failure(s, px, "pb", "b", 9, err, sizeof(err)), -EINVAL);
+    dmf_scheduler_free(s);
+}
+
+static void test_host_expiry_removes_peers_and_reschedules_children(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "c");
+    holder(s, "a", "pa");
+    reg(s, T1, "c", "pc");
+    assert_candidates("pc", 1, (const char *[]){"pa"});
+    clock_ms += 9000;
+    host(s, "c"); /* c keeps announcing, a does not */
+    assert_int_equal(dmf_scheduler_expire_hosts(s), 0);
+    clock_ms += 2000;
+    assert_int_equal(dmf_scheduler_expire_hosts(s), 1);
+    const struct ev *g = last_for("pa");
+    assert_int_equal(g->kind, EV_GONE);
+    assert_non_null(strstr(g->reason, "expired"));
+    assert_string_equal(last_kind(EV_HOST_GONE)->host_id, "a");
+    const struct ev *e = last_for("pc");
+    assert_int_equal(e->kind, EV_BTS);
+    struct dmf_scheduler_counts c;
+    dmf_scheduler_counts(s, &c);
+    assert_int_equal(c.hosts, 1);
+    assert_int_equal(c.peers, 1);
+    assert_int_equal(stat_state(s, T1, "pa", NULL), UINT32_MAX);
+    /* A register from the expired host is refused until it announces again. */
+    char err[256];
+    dmf_scheduler_peer_t *p;
+    struct dmf_scheduler_register r = reg_req(T1, "a", "pa2");
+    assert_int_equal(dmf_scheduler_register(s, &r, "pa2", &p, err, sizeof(err)), -ESRCH);
+    clock_ms += 20000;
+    assert_int_equal(dmf_scheduler_expire_hosts(s), 1);
+    dmf_scheduler_counts(s, &c);
+    assert_int_equal(c.hosts, 0);
+    assert_int_equal(c.tasks, 0);
+    assert_int_equal(c.peers, 0);
+    dmf_scheduler_free(s);
+}
+
+static void test_succeeded_peer_stays_candidate_after_stream_closes(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = holder(s, "a", "pa");
+    dmf_scheduler_stream_closed(s, pa);
+    assert_int_equal(stat_state(s, T1, "pa", NULL), DMF_PEER_SUCCEEDED);
+    dmf_scheduler_peer_t *pb = reg(s, T1, "b", "pb");
+    assert_candidates("pb", 1, (const char *[]){"pa"});
+    /* A peer that did not finish is gone with its stream. */
+    dmf_scheduler_stream_closed(s, pb);
+    assert_int_equal(stat_state(s, T1, "pb", NULL), UINT32_MAX);
+    reg(s, T1, "c", "pc");
+    assert_candidates("pc", 1, (const char *[]){"pa"});
+    dmf_scheduler_free(s);
+}
+
+static void test_failed_parent_reschedules_children(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* origin */
+    reg(s, T1, "b", "pb");
+    assert_candidates("pb", 1, (const char *[]){"pa"});
+    holder(s, "c", "pc");
+    dmf_scheduler_failed(s, pa, "origin said 500");
+    assert_int_equal(stat_state(s, T1, "pa", NULL), UINT32_MAX);
+    assert_candidates("pb", 1, (const char *[]){"pc"});
+    dmf_scheduler_free(s);
+}
+
+static void test_leave_peer_and_host(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    holder(s, "a", "pa");
+    reg(s, T1, "b", "pb");
+    assert_int_equal(dmf_scheduler_leave_peer(s, T1, "nobody", err, sizeof(err)), -ENOENT);
+    assert_int_equal(dmf_scheduler_leave_peer(s, T2, "pa", err, sizeof(err)), -ENOENT);
+    assert_int_equal(dmf_scheduler_leave_peer(s, T1, "pa", err, sizeof(err)), 0);
+    assert_int_equal(last_for("pa")->kind, EV_GONE);
+    assert_int_equal(last_for("pb")->kind, EV_BTS);
+    holder(s, "c", "pc");
+    assert_int_equal(dmf_scheduler_leave_host(s, "nohost", err, sizeof(err)), -ENOENT);
+    assert_int_equal(dmf_scheduler_leave_host(s, "c", err, sizeof(err)), 0);
+    struct dmf_scheduler_counts c;
+    dmf_scheduler_counts(s, &c);
+    assert_int_equal(c.hosts, 2);
+    assert_int_equal(c.peers, 1);
+    dmf_scheduler_free(s);
+}
+
+static void test_register_again_from_same_host_replaces_stream(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    reg(s, T1, "a", "pa");
+    dmf_scheduler_peer_t *p;
+    struct dmf_scheduler_register r = reg_req(T1, "b", "pa");
+    /* The same peer id from another host is refused. */
+    assert_int_equal(dmf_scheduler_register(s, &r, "other", &p, err, sizeof(err)), -EEXIST);
+    r = reg_req(T1, "a", "pa-again");
+    assert_int_equal(dmf_scheduler_register(s, &r, "pa-again", &p, err, sizeof(err)), 0);
+    assert_int_equal(last_for("pa")->kind, EV_GONE);
+    assert_int_equal(last_for("pa-again")->kind, EV_BTS);
+    struct dmf_scheduler_counts c;
+    dmf_scheduler_counts(s, &c);
+    assert_int_equal(c.peers, 1);
+    dmf_scheduler_free(s);
+}
+
+/* ------------------------------------------------------------ progress and digests */
+
+static struct dmf_scheduler_digest digest(uint32_t n, uint8_t fill)
+{
+    struct dmf_scheduler_digest d = {.number = n};
+    memset(d.sha256, fill, sizeof(d.sha256));
+    return d;
+}
+
+static void test_progress_digests_first_writer_wins_and_are_pushed(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    reg(s, T1, "b", "pb");
+    const struct ev *e = last_for("pb");
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_int_equal(e->cl, -1);
+    assert_int_equal(e->ndigests, 0);
+
+    uint32_t pieces[] = {0, 1};
+    struct dmf_scheduler_digest d1[] = {digest(0, 0xaa), digest(1, 0xbb)};
+    struct dmf_scheduler_progress pr = {pieces, 2, d1, 2, 3 * MIB, 1 * MIB};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr, err, sizeof(err)), 0);
+    e = last_for("pb");
+    assert_int_equal(e->kind, EV_META);
+    assert_int_equal(e->cl, 3 * MIB);
+    assert_int_equal(e->pl, 1 * MIB);
+    assert_int_equal(e->total, 3);
+    assert_int_equal(e->ndigests, 2);
+    assert_int_equal(last_for("pa")->kind, EV_BTS); /* the reporter hears nothing back */
+
+    /* A different digest for piece 0 is ignored; piece 2 is new and pushed alone. */
+    size_t before = count_kind(EV_META);
+    uint32_t more[] = {2};
+    struct dmf_scheduler_digest d2[] = {digest(0, 0xcc), digest(2, 0xdd)};
+    struct dmf_scheduler_progress pr2 = {more, 1, d2, 2, -1, 0};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr2, err, sizeof(err)), 0);
+    assert_int_equal(count_kind(EV_META), before + 1);
+    e = last_for("pb");
+    assert_int_equal(e->ndigests, 1);
+    assert_int_equal(e->first_digest, 2);
+    /* Nothing new: nothing pushed. */
+    struct dmf_scheduler_progress pr3 = {more, 1, d2, 2, 3 * MIB, 0};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr3, err, sizeof(err)), 0);
+    assert_int_equal(count_kind(EV_META), before + 1);
+
+    uint32_t held = 0;
+    assert_int_equal(stat_state(s, T1, "pa", &held), DMF_PEER_BACK_TO_SOURCE);
+    assert_int_equal(held, 3);
+    /* A newcomer gets every digest with its candidates. */
+    reg(s, T1, "c", "pc");
+    e = last_for("pc");
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_int_equal(e->ndigests, 3);
+    assert_int_equal(e->total, 3);
+    dmf_scheduler_free(s);
+}
+
+static void test_progress_rejects_bad_layouts(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    struct dmf_scheduler_progress bad_pl = {.content_length = 3 * MIB, .piece_length = 12345};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &bad_pl, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "piece_length"));
+    struct dmf_scheduler_progress no_pl = {.content_length = 3 * MIB};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &no_pl, err, sizeof(err)), -EINVAL);
+    struct dmf_scheduler_progress neg = {.content_length = -5};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &neg, err, sizeof(err)), -EINVAL);
+    /* Too many pieces for the largest piece length... */
+    struct dmf_scheduler_progress huge = {.content_length = (int64_t)DMF_PIECES_MAX * MIB + 1,
+                                          .piece_length = 1 * MIB};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &huge, err, sizeof(err)), -EINVAL);
+    /* ...a piece past the end... */
+    uint32_t past[] = {3};
+    struct dmf_scheduler_progress out = {past, 1, NULL, 0, 3 * MIB, 1 * MIB};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &out, err, sizeof(err)), -EINVAL);
+    /* ...and nothing was recorded by the refused messages. */
+    struct dmf_scheduler_task_stat st;
+    assert_int_equal(dmf_scheduler_stat_task(s, T1, &st, err, sizeof(err)), 0);
+    assert_int_equal(st.meta.content_length, -1);
+    assert_int_equal(st.meta.piece_length, 0);
+    dmf_scheduler_task_stat_free(&st);
+    /* A good layout, then a conflicting one. */
+    struct dmf_scheduler_progress good = {.content_length = 3 * MIB, .piece_length = 1 * MIB};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &good, err, sizeof(err)), 0);
+    struct dmf_scheduler_progress other = {.content_length = 4 * MIB};
+    assert_int_equal(dmf_scheduler_progress(s, pa, &other, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "conflicts"));
+    assert_int_equal(dmf_scheduler_finished(s, pa, 3 * MIB, 4, err, sizeof(err)), -EINVAL);
+    assert_int_equal(dmf_scheduler_finished(s, pa, 3 * MIB, 3, err, sizeof(err)), 0);
+    uint32_t held = 0;
+    assert_int_equal(stat_state(s, T1, "pa", &held), DMF_PEER_SUCCEEDED);
+    assert_int_equal(held, 3);
+    dmf_scheduler_free(s);
+}
+
+/* ------------------------------------------------------------ input bounds */
+
+static void test_register_from_unannounced_host(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    dmf_scheduler_peer_t *p;
+    struct dmf_scheduler_register r = reg_req(T1, "ghost", "p");
+    assert_int_equal(dmf_scheduler_register(s, &r, "p", &p, err, sizeof(err)), -ESRCH);
+    assert_string_equal(err, "host ghost has not announced");
+    dmf_scheduler_free(s);
+}
+
+static void test_bounds_on_network_input(void **state)
+{
+    char err[256];
+    char long_id[DMF_SCHED_ID_MAX + 2];
+    memset(long_id, 'x', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0';
+    char *long_url = malloc(DMF_SCHED_URL_MAX + 32);
+    strcpy(long_url, "https://example.com/");
+    memset(long_url + 20, 'a', DMF_SCHED_URL_MAX);
+    long_url[DMF_SCHED_URL_MAX + 20] = '\0';
+    struct dmf_scheduler_header many[DMF_SCHED_HEADERS_MAX + 1];
+    for (size_t i = 0; i < DMF_SCHED_HEADERS_MAX + 1; i++)
+        many[i] = (struct dmf_scheduler_header){"X-A", "b"};
+    struct dmf_scheduler_header crlf[] = {{"X-A", "b\r\nInjected: yes"}};
+
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    dmf_scheduler_peer_t *p;
+    struct dmf_scheduler_register r;
+
+    r = reg_req(T1, "a", long_id);
+    assert_int_equal(dmf_scheduler_register(s, &r, "s", &p, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "peer_id is longer than 128 bytes"));
+    r = reg_req("not-a-task-id", "a", "p");
+    assert_int_equal(dmf_scheduler_register(s, &r, "s", &p, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "task_id"));
+    r = reg_req(T1, "a", "p");
+    r.url = long_url;
+    assert_int_equal(dmf_scheduler_register(s, &r, "s", &p, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "url is longer"));
+    assert_null(strstr(err, "example.com")); /* the URL is never echoed */
+    r = reg_req(T1, "a", "p");
+    r.headers = many;
+    r.nheaders = DMF_SCHED_HEADERS_MAX + 1;
+    assert_int_equal(dmf_scheduler_register(s, &r, "s", &p, err, sizeof(err)), -EINVAL);
+    r.headers = crlf;
+    r.nheaders = 1;
+    assert_int_equal(dmf_scheduler_register(s, &r, "s", &p, err, sizeof(err)), -EINVAL);
+    assert_null(strstr(err, "Injected"));
+    r = reg_req(T1, "a", "p");
+    r.digest = "md5:abc";
+    assert_int_equal(dmf_scheduler_register(s, &r, "s", &p, err, sizeof(err)), -EINVAL);
+    r = reg_req(T1, "a", "p");
+    r.held_pieces = DMF_PIECES_MAX + 1;
+    assert_int_equal(dmf_scheduler_register(s, &r, "s", &p, err, sizeof(err)), -EINVAL);
+
+    struct dmf_scheduler_host_info h = {.id = "h", .ip = "not-an-ip", .piece_port = 1};
+    assert_int_equal(dmf_scheduler_announce_host(s, &h, err, sizeof(err)), -EINVAL);
+    h.ip = "::1";
+    h.piece_port = 70000;
+    assert_int_equal(dmf_scheduler_announce_host(s, &h, err, sizeof(err)), -EINVAL);
+    h.piece_port = 1;
+    h.type = DMF_SCHED_HOST_SEED; /* a seed without an rpc port cannot be triggered */
+    assert_int_equal(dmf_scheduler_announce_host(s, &h, err, sizeof(err)), -EINVAL);
+    h.type = 7;
+    assert_int_equal(dmf_scheduler_announce_host(s, &h, err, sizeof(err)), -EINVAL);
+    h.type = DMF_SCHED_HOST_NORMAL;
+    h.id = long_id;
+    assert_int_equal(dmf_scheduler_announce_host(s, &h, err, sizeof(err)), -EINVAL);
+    h.id = "h h";
+    assert_int_equal(dmf_scheduler_announce_host(s, &h, err, sizeof(err)), -EINVAL);
+    h.id = "h";
+    assert_int_equal(dmf_scheduler_announce_host(s, &h, err, sizeof(err)), 0);
+
+    struct dmf_scheduler_counts c;
+    dmf_scheduler_counts(s, &c);
+    assert_int_equal(c.tasks, 0);
+    assert_int_equal(c.peers, 0);
+    assert_int_equal(
+        dmf_scheduler_stat_task(s, "zz", &(struct dmf_scheduler_task_stat){0}, err, sizeof(err)),
+        -EINVAL);
+    struct dmf_scheduler_task_stat st;
+    assert_int_equal(dmf_scheduler_stat_task(s, T2, &st, err, sizeof(err)), -ENOENT);
+    free(long_url);
+    dmf_scheduler_free(s);
+}
+
+static void test_tables_are_capped(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s =
+        new_sched_cfg((struct dmf_scheduler_config){.max_hosts = 2, .max_tasks = 1});
+    host(s, "a");
+    host(s, "b");
+    struct dmf_scheduler_host_info h = {.id = "c", .ip = "10.0.0.3", .piece_port = 1};
+    assert_int_equal(dmf_scheduler_announce_host(s, &h, err, sizeof(err)), -ENOSPC);
+    assert_non_null(strstr(err, "too many hosts"));
+    host(s, "a"); /* a known host may announce again */
+    reg(s, T1, "a", "pa");
+    dmf_scheduler_peer_t *p;
+    struct dmf_scheduler_register r = reg_req(T2, "a", "pa2");
+    assert_int_equal(dmf_scheduler_register(s, &r, "pa2", &p, err, sizeof(err)), -ENOSPC);
+    assert_non_null(strstr(err, "too many tasks"));
+    dmf_scheduler_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rank_by_free_upload_capacity),
+        cmocka_unit_test(test_rank_by_progress),
+        cmocka_unit_test(test_rank_by_locality),
+        cmocka_unit_test(test_rank_by_health),
+        cmocka_unit_test(test_candidate_limit),
+        cmocka_unit_test(test_no_cycles),
+        cmocka_unit_test(test_no_cycles_through_grandchildren),
+        cmocka_unit_test(test_back_to_source_without_seed),
+        cmocka_unit_test(test_seed_triggered_when_nobody_has_the_task),
+        cmocka_unit_test(test_seed_trigger_failure_reschedules_children),
+        cmocka_unit_test(test_seed_success_without_stream_marks_placeholder_succeeded),
+        cmocka_unit_test(test_bad_parent_excluded_after_threshold),
+        cmocka_unit_test(test_parent_failure_pushes_new_candidates_without_that_parent),
+        cmocka_unit_test(test_host_expiry_removes_peers_and_reschedules_children),
+        cmocka_unit_test(test_succeeded_peer_stays_candidate_after_stream_closes),
+        cmocka_unit_test(test_failed_parent_reschedules_children),
+        cmocka_unit_test(test_leave_peer_and_host),
+        cmocka_unit_test(test_register_again_from_same_host_replaces_stream),
+        cmocka_unit_test(test_progress_digests_first_writer_wins_and_are_pushed),
+        cmocka_unit_test(test_progress_rejects_bad_layouts),
+        cmocka_unit_test(test_register_from_unannounced_host),
+        cmocka_unit_test(test_bounds_on_network_input),
+        cmocka_unit_test(test_tables_are_capped),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
