@@ -15,8 +15,9 @@
 #include "common/util.h"
 #include "scheduler/strmap.h"
 
-#define UNREACHABLE_RING 8  /* recent unreachable reports remembered per host */
-#define BLOCKED_MAX      16 /* parent hosts a peer asked not to be offered again */
+#define UNREACHABLE_RING    8  /* recent unreachable reports remembered per host */
+#define BLOCKED_MAX         16 /* parent hosts a peer asked not to be offered again */
+#define SEED_FALLBACK_BELOW 2  /* a seed parent only for peers with fewer normal parents */
 
 #define PEER_KEY_LEN (DMF_TASK_ID_LEN + DMF_SCHED_ID_MAX + 1)
 
@@ -742,19 +743,45 @@ static bool ranks_before(const struct ranked *a, const struct ranked *b)
     return strcmp(a->peer->peer_id, b->peer->peer_id) < 0;
 }
 
+/* Keeps the best `limit` candidates in best[0..*n), best first. */
+static void rank_insert(struct ranked *best, size_t *n, size_t limit, struct ranked r)
+{
+    if (limit == 0 || (*n == limit && !ranks_before(&r, &best[*n - 1])))
+        return;
+    size_t i = *n < limit ? (*n)++ : *n - 1;
+    while (i > 0 && ranks_before(&r, &best[i - 1])) {
+        best[i] = best[i - 1];
+        i--;
+    }
+    best[i] = r;
+}
+
+static bool is_seed_host(const struct host *h)
+{
+    return h->type == DMF_SCHED_HOST_SEED;
+}
+
 /* The best new parents for p, at most limit, best first: not p's descendants (the graph
- * stays a DAG), not parents it already uses. */
+ * stays a DAG), not parents it already uses. Seeds are parents of last resort: one is
+ * added only while p would have fewer than SEED_FALLBACK_BELOW normal parents, so the
+ * seed's upload goes to the peers that have nobody else. */
 static size_t pick_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, struct ranked *best,
                               size_t limit)
 {
     uint64_t now = now_ms(s);
     uint64_t epoch = mark_descendants(s, p);
-    size_t n = 0;
+    size_t n = 0, nseed = 0, normal_in_use = 0;
+    bool seed_in_use = false;
+    struct ranked seed;
     dmf_scheduler_peer_t *c;
     struct edge *e;
     LIST_FOREACH(e, &p->parents, in_child)
     {
         e->parent->mark = epoch;
+        if (is_seed_host(e->parent->host))
+            seed_in_use = true;
+        else
+            normal_in_use++;
     }
     TAILQ_FOREACH(c, &p->task->peers, in_task)
     {
@@ -762,15 +789,13 @@ static size_t pick_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, struc
             peer_blocked(p, c->host))
             continue;
         struct ranked r = {c, score(p, c, now)};
-        if (n == limit && !ranks_before(&r, &best[n - 1]))
-            continue;
-        size_t i = n < limit ? n++ : n - 1;
-        while (i > 0 && ranks_before(&r, &best[i - 1])) {
-            best[i] = best[i - 1];
-            i--;
-        }
-        best[i] = r;
+        if (is_seed_host(c->host))
+            rank_insert(&seed, &nseed, 1, r);
+        else
+            rank_insert(best, &n, limit, r);
     }
+    if (nseed && !seed_in_use && n < limit && normal_in_use + n < SEED_FALLBACK_BELOW)
+        best[n++] = seed;
     return n;
 }
 

@@ -556,6 +556,32 @@ static void test_seed_success_without_stream_marks_placeholder_succeeded(void **
     dmf_scheduler_free(s);
 }
 
+/* A seed that holds the task is offered only to peers that would have fewer than two
+ * normal parents: its upload goes to those that have nobody else. */
+static void test_seed_is_parent_of_last_resort(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 1000, 0, 0);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    host(s, "x");
+    host(s, "y");
+    holder(s, "seed", "ps");
+    holder(s, "a", "pa");
+    reg(s, T1, "x", "px");
+    assert_candidates("px", 2, (const char *[]){"pa", "ps"});
+    assert_true(last_for("px")->parent_is_seed[1]);
+    holder(s, "b", "pb");
+    holder(s, "c", "pc");
+    reg(s, T1, "y", "py");
+    const struct ev *e = last_for("py");
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_int_equal(e->nparents, 4); /* pa, pb, pc and px (running) */
+    assert_false(has_parent(e, "ps"));
+    dmf_scheduler_free(s);
+}
+
 /* ------------------------------------------------------------ failures and departures */
 
 static void test_bad_parent_excluded_after_threshold(void **state)
@@ -957,6 +983,7 @@ int main(void)
         cmocka_unit_test(test_seed_triggered_when_nobody_has_the_task),
         cmocka_unit_test(test_seed_trigger_failure_reschedules_children),
         cmocka_unit_test(test_seed_success_without_stream_marks_placeholder_succeeded),
+        cmocka_unit_test(test_seed_is_parent_of_last_resort),
         cmocka_unit_test(test_bad_parent_excluded_after_threshold),
         cmocka_unit_test(test_parent_failure_pushes_new_candidates_without_that_parent),
         cmocka_unit_test(test_host_expiry_removes_peers_and_reschedules_children),
