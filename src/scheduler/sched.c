@@ -89,9 +89,8 @@ struct dmf_scheduler_peer {
     struct task *task;
     struct host *host;
     enum dmf_scheduler_peer_state state;
-    uint32_t held_base; /* pieces held at register (a resumed download) */
-    dmf_bitmap_t held;  /* pieces reported since */
-    bool disable_back_to_source;
+    uint32_t held_base;  /* pieces held at register (a resumed download) */
+    dmf_bitmap_t held;   /* pieces reported since */
     bool placeholder;    /* a seed asked to fetch; no stream has taken it over yet */
     bool triggered_seed; /* this peer exists because the scheduler triggered a seed */
     uint64_t trigger_id;
@@ -577,15 +576,8 @@ static void peer_drop_parents(dmf_scheduler_peer_t *p)
         edge_remove(LIST_FIRST(&p->parents));
 }
 
-static bool peer_blocked(const dmf_scheduler_peer_t *p, const struct host *h)
-{
-    for (size_t i = 0; i < p->nblocked && i < BLOCKED_MAX; i++)
-        if (strcmp(p->blocked[i], h->id) == 0)
-            return true;
-    return false;
-}
-
-static bool peer_blocked_id(const dmf_scheduler_peer_t *p, const char *host_id)
+/* Whether the peer reported this host as a parent that failed it. */
+static bool peer_blocked(const dmf_scheduler_peer_t *p, const char *host_id)
 {
     for (size_t i = 0; i < p->nblocked && i < BLOCKED_MAX; i++)
         if (strcmp(p->blocked[i], host_id) == 0)
@@ -786,7 +778,7 @@ static size_t pick_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, struc
     TAILQ_FOREACH(c, &p->task->peers, in_task)
     {
         if (c->mark == epoch || !peer_can_serve(c) || host_excluded(s, c->host) ||
-            peer_blocked(p, c->host))
+            peer_blocked(p, c->host->id))
             continue;
         struct ranked r = {c, score(p, c, now)};
         if (is_seed_host(c->host))
@@ -821,7 +813,7 @@ static struct host *pick_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     uint64_t best_w = 0;
     LIST_FOREACH(h, &s->seeds, seeds)
     {
-        if (host_excluded(s, h) || peer_blocked(p, h) ||
+        if (host_excluded(s, h) || peer_blocked(p, h->id) ||
             now - h->last_seen >= s->cfg.host_timeout_ms || peer_get(s, p->task->id, h->id))
             continue;
         uint64_t w = rendezvous(p->task->id, h->id);
@@ -833,8 +825,7 @@ static struct host *pick_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     return best;
 }
 
-static void send_meta_update(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
-                             struct dmf_scheduler_meta *m)
+static void send_meta_update(dmf_scheduler_peer_t *p, struct dmf_scheduler_meta *m)
 {
     task_meta(p->task, p->meta_sent, m);
     p->meta_sent = p->task->ndigests;
@@ -916,11 +907,11 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
         parents[i].host_id = c->host->id;
         parents[i].ip = c->host->ip;
         parents[i].piece_port = c->host->piece_port;
-        parents[i].is_seed = c->host->type == DMF_SCHED_HOST_SEED;
+        parents[i].is_seed = is_seed_host(c->host);
         seed_triggered |= c->triggered_seed;
     }
     peer_set_state(p, DMF_PEER_RUNNING);
-    send_meta_update(s, p, &meta);
+    send_meta_update(p, &meta);
     s->sink.candidates(s->sink_arg, p->stream, parents, n, seed_triggered, &meta);
 }
 
@@ -1069,7 +1060,6 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     p->stream = stream;
     p->meta_sent = 0;
     p->held_base = r->held_pieces;
-    p->disable_back_to_source = r->disable_back_to_source;
     *out = p;
 
     if (h->type == DMF_SCHED_HOST_SEED) {
@@ -1090,7 +1080,7 @@ static void push_meta(dmf_scheduler_t *s, struct task *t, dmf_scheduler_peer_t *
         if (q == except || q->stream == NULL || (!layout && q->meta_sent >= t->ndigests))
             continue;
         struct dmf_scheduler_meta m;
-        send_meta_update(s, q, &m);
+        send_meta_update(q, &m);
         s->sink.task_meta(s->sink_arg, q->stream, &m);
     }
 }
@@ -1194,7 +1184,7 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
 
     struct host *h = host_get(s, parent_host_id);
     /* One report per (peer, parent host) counts: a peer cannot exclude a host alone. */
-    if (h && !peer_blocked_id(p, parent_host_id)) {
+    if (h && !peer_blocked(p, parent_host_id)) {
         uint64_t now = now_ms(s);
         if (reason == DMF_PARENT_BAD_PIECE) {
             h->bad_reports++;
@@ -1210,7 +1200,7 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                      p->host->id, h->id);
         }
     }
-    if (!peer_blocked_id(p, parent_host_id))
+    if (!peer_blocked(p, parent_host_id))
         peer_block(p, parent_host_id);
     struct edge *e, *next;
     for (e = LIST_FIRST(&p->parents); e != NULL; e = next) {
@@ -1230,13 +1220,9 @@ int dmf_scheduler_leave_peer(dmf_scheduler_t *s, const char *task_id, const char
         (rc = check_id("peer_id", peer_id, DMF_SCHED_ID_MAX, err, errlen)) != 0)
         return rc;
     struct task *t = dmf_strmap_get(&s->tasks, task_id);
-    dmf_scheduler_peer_t *p = NULL;
-    if (t)
-        TAILQ_FOREACH(p, &t->peers, in_task)
-        {
-            if (strcmp(p->peer_id, peer_id) == 0)
-                break;
-        }
+    dmf_scheduler_peer_t *p = t ? TAILQ_FIRST(&t->peers) : NULL;
+    while (p != NULL && strcmp(p->peer_id, peer_id) != 0)
+        p = TAILQ_NEXT(p, in_task);
     if (p == NULL)
         return fail(err, errlen, -ENOENT, "peer %s of task %s is not known", peer_id, task_id);
     peer_remove(s, p, "left", true);
@@ -1367,10 +1353,17 @@ void dmf_scheduler_free(dmf_scheduler_t *s)
     if (s == NULL)
         return;
     struct task *t;
-    while ((t = TAILQ_FIRST(&s->all_tasks)) != NULL) {
-        dmf_scheduler_peer_t *p;
-        while ((p = TAILQ_FIRST(&t->peers)) != NULL) {
+    dmf_scheduler_peer_t *p;
+    /* Every edge first (each is on its child's list), then the peers they linked. */
+    TAILQ_FOREACH(t, &s->all_tasks, link)
+    {
+        TAILQ_FOREACH(p, &t->peers, in_task)
+        {
             peer_drop_parents(p);
+        }
+    }
+    while ((t = TAILQ_FIRST(&s->all_tasks)) != NULL) {
+        while ((p = TAILQ_FIRST(&t->peers)) != NULL) {
             TAILQ_REMOVE(&t->peers, p, in_task);
             peer_free(p);
         }

@@ -178,7 +178,6 @@ struct dmf_scheduler_register {
     const char *digest;
     const char *const *filter_query;
     size_t nfilter_query;
-    bool disable_back_to_source;
     uint32_t held_pieces;
 };
 

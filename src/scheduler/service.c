@@ -549,7 +549,6 @@ static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, c
         .digest = m->digest,
         .filter_query = (const char *const *)m->filter_query,
         .nfilter_query = m->n_filter_query,
-        .disable_back_to_source = m->disable_back_to_source,
         .held_pieces = m->held_pieces,
     };
     c->registered = true;
