@@ -117,6 +117,16 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
+def unix_socket_accepts(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
 def wait_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
     """Waits until host:port accepts a connection. Raises TimeoutError, or RuntimeError at
     once when proc (a Proc) exits meanwhile."""
@@ -178,6 +188,7 @@ class Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.killed_by_test = False
+        self.exited_alone = False
         self.needed_sigkill = False
         self.reported = False
         full_env = dict(os.environ)
@@ -201,8 +212,13 @@ class Proc:
     def wait(self, timeout):
         return self.popen.wait(timeout=timeout)
 
+    def _note_exit(self):
+        if self.popen.poll() is not None and not self.killed_by_test:
+            self.exited_alone = True
+
     def stop(self, grace=5.0):
-        """SIGTERM, then SIGKILL after grace seconds; returns the exit status."""
+        """SIGTERM, then SIGKILL after grace seconds; returns the exit status. Idempotent."""
+        self._note_exit()
         if self.popen.poll() is None:
             self.killed_by_test = True
             try:
@@ -223,6 +239,7 @@ class Proc:
 
     def kill9(self):
         """SIGKILL now (a crash, as far as the process can tell) and reap it."""
+        self._note_exit()
         if self.popen.poll() is None:
             self.killed_by_test = True
             try:
@@ -236,8 +253,6 @@ class Proc:
     def _close_log(self):
         if not self._log.closed:
             self._log.close()
-        if self in _live:
-            _live.remove(self)
 
     def log_bytes(self):
         try:
@@ -255,24 +270,29 @@ class Proc:
 
 
 def live_procs():
+    """Every Proc started since the last stop_all() (running or not)."""
     return list(_live)
 
 
 def stop_all():
-    """Stops every live Proc, newest first. Returns a list of problems found (crashes,
-    sanitizer reports) as strings."""
+    """Stops every Proc started since the last call, newest first, and forgets them.
+    Returns the problems found as strings: a process that exited non-zero by itself (a
+    crash, unless a start-up error already said so), sanitizer reports in its log."""
     problems = []
     procs = list(reversed(_live))
+    del _live[:]
     for p in procs:
-        if (p.popen.poll() is not None and not p.killed_by_test and not p.reported
-                and p.returncode != 0):
-            problems.append(f"{p.name} (pid {p.pid}) exited by itself with status "
-                            f"{p.returncode}\n{p.log_tail()}")
         p.stop()
     for p in procs:
-        if p.sanitizer_report():
-            problems.append(f"{p.name} (pid {p.pid}) has a sanitizer report in "
-                            f"{p.log_path}\n{p.log_tail(60)}")
+        if p.exited_alone and p.returncode != 0 and not p.reported:
+            problems.append(f"{p.name} (pid {p.pid}) exited by itself with status "
+                            f"{p.returncode}\n{p.log_tail()}")
+    seen = set()
+    for p in procs:
+        if p.log_path not in seen and p.sanitizer_report():
+            problems.append(f"{p.name} has a sanitizer report in {p.log_path}\n"
+                            f"{p.log_tail(60)}")
+        seen.add(p.log_path)
     return problems
 
 
@@ -456,7 +476,8 @@ class Daemon:
         self.proc = Proc(args, self.log_path, name=self.name)
         deadline = time.monotonic() + scaled(ready_timeout)
         wait_port(self.piece_port, scaled(ready_timeout), self.proc)
-        wait_until(lambda: self.socket.exists() or self.proc.poll() is not None,
+        # Connect, not just exists(): a restarted daemon finds its predecessor's stale file.
+        wait_until(lambda: unix_socket_accepts(self.socket) or self.proc.poll() is not None,
                    max(0.1, deadline - time.monotonic()), what=f"{self.name} socket {self.socket}")
         if self.proc.poll() is not None:
             self.proc.reported = True

@@ -9,12 +9,12 @@ from harness import (MiB, describe, run_get, sha256_file, spawn_get, start_clust
 
 
 def _setup(tmp_path, topology):
-    """(daemons to run get on, every daemon process) for a topology."""
+    """(daemons to run get on, every damselfly process) for a topology."""
     if topology == "standalone":
         d = start_daemon(tmp_path, "d1")
         return [d], [d]
     c = start_cluster(tmp_path, daemons=2)
-    return c.daemons, c.all
+    return c.daemons, [c.scheduler] + c.all
 
 
 def _get_all(tmp_path, daemons, url, *args):

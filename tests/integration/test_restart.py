@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness import (MiB, describe, run_get, scaled, sha256_file, spawn_get, start_daemon,
-                     wait_gets, wait_until, piece_length_for)
+from harness import (MiB, describe, piece_length_for, read_have, run_get, scaled, sha256_file,
+                     spawn_get, start_daemon, task_id, wait_until)
 
 
 @pytest.mark.deadline(200)
@@ -18,16 +18,25 @@ def test_restarted_daemon_resumes(tmp_path, origin, need_binary):
     out = tmp_path / "out"
     g = spawn_get(d, url, out, log_dir=tmp_path, name="get-first")
 
+    tid = task_id(url)
+
     def some_pieces_in():
+        """4 verified pieces listed by the piece server's /have (or, should that stream not
+        answer, half the file received from the origin)."""
         if g.poll() is not None:
             raise AssertionError(f"the first get ended early: {describe(g.result())}")
-        return d.metrics().value("damselfly_download_bytes_total", source="origin") >= 8 * piece
+        try:
+            if len(read_have(d.piece_port, tid, 4, 0.3)[0]) >= 4:
+                return True
+        except (OSError, RuntimeError, TimeoutError):
+            pass
+        return d.metrics().value("damselfly_download_bytes_total", source="origin") >= size / 2
 
-    wait_until(some_pieces_in, scaled(60), interval=0.05, what="8 pieces from the origin")
+    wait_until(some_pieces_in, scaled(60), interval=0.05, what="4 verified pieces")
+    # The host "crashes": daemon and client die together (so the client cannot fall back to
+    # the origin by itself and blur the count of what the daemon fetched).
     d.kill9()
-    first = wait_gets([g], 30)[0]
-    assert first.returncode != 0, "get succeeded although its daemon was killed"
-    assert not out.exists(), "a failed get left its output file"
+    g.kill()
     sent_first = origin.sent("/resume.bin")
     assert sent_first < size, "the whole file was fetched before the kill; nothing to resume"
 
