@@ -60,7 +60,7 @@ def test_parent_killed_mid_download(tmp_path, origin, need_binary):
 def test_corrupting_parent_detected_and_excluded(tmp_path, origin, need_binary):
     size = 16 * MiB + 777
     sha = origin.add_random("/lie.bin", size, tmp_path / "origin")
-    content = (tmp_path / "origin" / "origin-lie.bin").read_bytes()
+    content = origin.files["/lie.bin"].path.read_bytes()
     url = origin.url("/lie.bin")
     tid = task_id(url)
     c = start_cluster(tmp_path, daemons=5,
