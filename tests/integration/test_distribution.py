@@ -35,6 +35,7 @@ def test_five_daemons_one_origin_fetch_bytes_from_peers(tmp_path, origin, need_b
     per = {d.name: download_counters(d) for d in c.daemons}
     peer = sum(v["peer"] for v in per.values())
     seed = sum(v["seed"] for v in per.values())
+    print(f"origin sent {sent} of {size}; daemons got {peer} from peers, {seed} from the seed")
     assert peer + seed > 0, f"no bytes from seed or peers in any daemon's /metrics: {per}"
     assert peer >= 0.5 * (peer + seed), \
         f"only {peer} of {peer + seed} bytes came from other daemons (not the seed): {per}"

@@ -39,6 +39,7 @@ def test_parent_killed_mid_download(tmp_path, origin, need_binary):
 
     victim = wait_until(pick_victim, scaled(60), interval=0.05,
                         what="a daemon that uploads while still downloading")
+    print(f"killing {victim.name} (uploaded {victim.upload_bytes():.0f} bytes)")
     victim.kill9()
 
     others = [d for d in c.daemons if d is not victim]
@@ -110,6 +111,8 @@ def test_corrupting_parent_detected_and_excluded(tmp_path, origin, need_binary):
             if len(reporters) >= 2:
                 break
 
+        print(f"detected by {reporters}; fetched from the liar: {used}; "
+              f"liar requests: {fake.request_count()}")
         assert len(reporters) >= 2, \
             f"fewer than two daemons detected the corrupt parent (detected: {reporters}; " \
             f"fetched from it: {used}; it got {fake.request_count()} requests)"

@@ -47,6 +47,7 @@ def test_restarted_daemon_resumes(tmp_path, origin, need_binary):
     assert sha256_file(out) == sha
     total = origin.sent("/resume.bin")
     second = total - sent_first
+    print(f"origin sent {sent_first} before the kill, {second} after, of {size}")
     assert second < size, f"the second run fetched {second} bytes: the whole file again"
     assert total < size + 8 * piece, \
         f"origin sent {total} bytes over both runs for a {size}-byte file " \
