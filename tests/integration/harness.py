@@ -282,8 +282,11 @@ def stop_all():
     procs = list(reversed(_live))
     del _live[:]
     for p in procs:
-        p.stop()
+        p.stop(grace=scaled(5.0))
     for p in procs:
+        if p.needed_sigkill:
+            problems.append(f"{p.name} (pid {p.pid}) did not exit within "
+                            f"{scaled(5.0):.0f}s of SIGTERM (killed)\n{p.log_tail()}")
         if p.exited_alone and p.returncode != 0 and not p.reported:
             problems.append(f"{p.name} (pid {p.pid}) exited by itself with status "
                             f"{p.returncode}\n{p.log_tail()}")
