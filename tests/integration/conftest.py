@@ -42,13 +42,30 @@ def pytest_runtest_call(item):
         signal.signal(signal.SIGALRM, old)
 
 
+KEEP_SUFFIXES = (".log", ".stderr", ".stdout")
+BIG_FILE = 256 << 10
+
+
+def _drop_big_files(root):
+    """Deletes the test's large files (origin content, outputs, piece stores), keeping logs
+    for a post-mortem: pytest keeps the last runs' temp dirs, and they add up to gigabytes."""
+    for p in root.rglob("*"):
+        try:
+            if (p.is_file() and not p.is_symlink() and not p.name.endswith(KEEP_SUFFIXES)
+                    and p.stat().st_blocks * 512 >= BIG_FILE):
+                p.unlink()
+        except OSError:
+            pass
+
+
 @pytest.fixture(autouse=True)
-def _stop_everything():
-    """Stops every process the test started (by PID) and fails on crashes and sanitizer
-    reports."""
+def _stop_everything(tmp_path):
+    """Stops every process the test started (by PID), fails on crashes and sanitizer
+    reports, then deletes the test's large files."""
     yield
     harness.kill_gets()
     problems = harness.stop_all()
+    _drop_big_files(tmp_path)
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
