@@ -12,6 +12,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -198,8 +199,16 @@ struct event_base *dmf_rpc_event_base_new(void)
     return base;
 }
 
+/* gRPC's own log lines go through ours, at debug level: the errors that matter to a user
+ * come back to the caller, who words them. */
+static void grpc_log_to_ours(gpr_log_func_args *args)
+{
+    dmf_debug("grpc: %s:%d: %s", args->file, args->line, args->message);
+}
+
 dmf_rpc_t *dmf_rpc_new(struct event_base *base)
 {
+    gpr_set_log_function(grpc_log_to_ours);
     dmf_rpc_t *rpc = dmf_xcalloc(1, sizeof(*rpc));
     grpc_init();
     rpc->base = base;
@@ -237,7 +246,7 @@ void dmf_rpc_free(dmf_rpc_t *rpc)
 
 static grpc_channel_args *message_size_args(void)
 {
-    static grpc_arg args[2];
+    static grpc_arg args[3];
     static grpc_channel_args cargs;
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -245,7 +254,12 @@ static grpc_channel_args *message_size_args(void)
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = (int)DMF_RPC_MAX_MESSAGE;
-    cargs.num_args = 2;
+    /* Without SO_REUSEPORT a second process on the same port fails to bind instead of
+     * silently sharing the port. */
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
+    args[2].value.integer = 0;
+    cargs.num_args = 3;
     cargs.args = args;
     return &cargs;
 }
@@ -524,7 +538,8 @@ void dmf_rpc_call_release(dmf_rpc_call_t *c)
     if (c == NULL || c->released)
         return;
     c->released = true;
-    if (!c->status_done)
+    /* A server call whose status is queued is let finish: cancelling would lose it. */
+    if (!c->status_done && !(c->server_side && c->close_pending && !c->send_broken))
         grpc_call_cancel(c->call, NULL);
     call_unref(c);
 }
