@@ -632,4 +632,6 @@ const struct dmf_cmd dmf_cmd_get = {
     .name = "get",
     .summary = "download a URL through the local daemon",
     .run = run,
+    .options = options,
+    .noptions = DMF_ARRAY_SIZE(options),
 };

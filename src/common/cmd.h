@@ -2,9 +2,15 @@
 #ifndef DMF_CMD_H
 #define DMF_CMD_H
 
+#include <stddef.h>
+
+struct dmf_option;
+
 struct dmf_cmd {
     const char *name;
-    const char *summary; /* one line for `damselfly --help` */
+    const char *summary;              /* one line for `damselfly --help` */
+    const struct dmf_option *options; /* its option table (docs/configuration.md) */
+    size_t noptions;
     /* Runs the subcommand with argv[0] = its name; returns the process exit code. */
     int (*run)(int argc, char **argv);
 };

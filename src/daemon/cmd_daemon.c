@@ -255,4 +255,6 @@ const struct dmf_cmd dmf_cmd_daemon = {
     .name = "daemon",
     .summary = "run a daemon (or a seed peer with --seed) on this host",
     .run = run,
+    .options = options,
+    .noptions = DMF_ARRAY_SIZE(options),
 };

@@ -229,4 +229,6 @@ const struct dmf_cmd dmf_cmd_scheduler = {
     .name = "scheduler",
     .summary = "run the scheduler (knows hosts and tasks, picks each peer's parents)",
     .run = run,
+    .options = options,
+    .noptions = DMF_ARRAY_SIZE(options),
 };
