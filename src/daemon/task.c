@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,24 +450,52 @@ void dmf_task_fail(struct dmf_task *t, const char *fmt, ...)
     dmf_task_kick(t);
 }
 
-static void verify_content(struct dmf_task *t)
+/* The whole-content digest: the pieces are each verified already; this checks that they
+ * add up to what the user (or the OCI digest) promised. Hashing gigabytes takes a while,
+ * so it runs on a thread of its own and the result comes back to the loop. */
+struct verify_job {
+    struct dmf_task *t;
+    int fd;
+    uint64_t len;
+    uint8_t got[DMF_SHA256_LEN];
+    int err;
+    pthread_t thread;
+    struct event *done;
+};
+
+static void *verify_main(void *arg)
 {
-    /* The whole-content digest: the pieces are each verified already; this checks that
-     * they add up to what the user (or the OCI digest) promised. */
-    uint8_t want[DMF_SHA256_LEN], got[DMF_SHA256_LEN];
+    struct verify_job *job = arg;
+    job->err = dmf_sha256_fd(job->fd, 0, job->len, job->got);
+    event_active(job->done, 0, 0);
+    return NULL;
+}
+
+static void verify_job_free(struct verify_job *job)
+{
+    pthread_join(job->thread, NULL);
+    close(job->fd);
+    event_free(job->done);
+    free(job);
+}
+
+static void on_verified(evutil_socket_t fd, short what, void *arg)
+{
+    struct verify_job *job = arg;
+    struct dmf_task *t = job->t;
+    uint8_t want[DMF_SHA256_LEN];
     char err[128];
-    dmf_task_set_state(t, DMF_TASK_VERIFYING);
-    if (dmf_digest_parse(t->expected_digest, want, err, sizeof(err)) != 0) {
-        t->error = dmf_xstrdup(err);
-        finish(t, false);
-        return;
-    }
-    int e = dmf_sha256_fd(t->fd, 0, (uint64_t)t->content_length, got);
-    if (e == 0 && memcmp(want, got, DMF_SHA256_LEN) != 0)
+    t->verify = NULL;
+    int e = job->err;
+    if (e == 0 && dmf_digest_parse(t->expected_digest, want, err, sizeof(err)) == 0 &&
+        memcmp(want, job->got, DMF_SHA256_LEN) != 0)
         e = -EBADMSG;
+    char gots[DMF_DIGEST_STR_LEN + 1];
+    dmf_digest_format(job->got, gots);
+    verify_job_free(job);
+    if (t->state != DMF_TASK_VERIFYING)
+        return;
     if (e != 0) {
-        char gots[DMF_DIGEST_STR_LEN + 1];
-        dmf_digest_format(got, gots);
         /* The pieces are consistent with each other but not with the digest asked for:
          * drop them so that nobody is served this content under this task. */
         for (uint32_t n = 0; n < t->total_pieces; n++)
@@ -474,6 +503,7 @@ static void verify_content(struct dmf_task *t)
         dmf_bitmap_free(&t->have);
         dmf_bitmap_init(&t->have);
         dmf_bitmap_resize(&t->have, t->total_pieces);
+        free(t->error);
         t->error = e == -EBADMSG
                        ? dmf_xasprintf("content digest mismatch: expected %s, got %s",
                                        t->expected_digest, gots)
@@ -485,10 +515,37 @@ static void verify_content(struct dmf_task *t)
     finish(t, true);
 }
 
+static void verify_content(struct dmf_task *t)
+{
+    uint8_t want[DMF_SHA256_LEN];
+    char err[128];
+    dmf_task_set_state(t, DMF_TASK_VERIFYING);
+    if (dmf_digest_parse(t->expected_digest, want, err, sizeof(err)) != 0) {
+        t->error = dmf_xstrdup(err);
+        finish(t, false);
+        return;
+    }
+    struct verify_job *job = dmf_xcalloc(1, sizeof(*job));
+    job->t = t;
+    job->fd = dup(t->fd);
+    job->len = (uint64_t)t->content_length;
+    job->done = event_new(t->d->base, -1, 0, on_verified, job);
+    if (job->fd < 0 || pthread_create(&job->thread, NULL, verify_main, job) != 0) {
+        if (job->fd >= 0)
+            close(job->fd);
+        event_free(job->done);
+        free(job);
+        t->error = dmf_xstrdup("cannot start verifying the content");
+        finish(t, false);
+        return;
+    }
+    t->verify = job;
+}
+
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct dmf_task *t = arg;
-    if (running(t) && t->error) {
+    if (running(t) && t->error && t->state != DMF_TASK_VERIFYING) {
         finish(t, false);
         return;
     }
@@ -546,6 +603,12 @@ void dmf_task_back_to_source(struct dmf_task *t, const char *why)
 
 static void task_free(struct dmf_task *t)
 {
+    if (t->verify) {
+        /* Let the hash finish (bounded by the content's size), then drop its answer. */
+        struct verify_job *job = t->verify;
+        t->verify = NULL;
+        verify_job_free(job);
+    }
     stop_transfers(t);
     dmf_sched_peer_free(t);
     event_free(t->kick);

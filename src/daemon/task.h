@@ -55,6 +55,7 @@ struct dmf_task_sub {
 struct dmf_parent;
 struct dmf_source;
 struct dmf_sched_peer;
+struct verify_job;
 
 struct dmf_task {
     struct dmf_daemon *d;
@@ -93,8 +94,9 @@ struct dmf_task {
     struct dmf_sched_peer *sched_peer; /* the AnnouncePeer stream, when registered */
     struct dmf_parent *parents;
     struct dmf_source *source;
-    struct event *kick;  /* deferred: dispatch work and tell subscribers */
-    struct event *stall; /* no usable parent for a while: go to the origin */
+    struct event *kick;        /* deferred: dispatch work and tell subscribers */
+    struct event *stall;       /* no usable parent for a while: go to the origin */
+    struct verify_job *verify; /* whole-content digest being computed on a thread */
 
     uint64_t bytes_origin, bytes_seed, bytes_peer;
     uint64_t started_ms;
