@@ -2,7 +2,6 @@
  * verified content to FILE (atomically: a temp file in the same directory, then rename)
  * or to stdout in order. Without a reachable daemon it downloads from the origin itself
  * (unless --no-back-to-source). */
-#include <curl/curl.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -16,6 +15,7 @@
 
 #include "common/cmd.h"
 #include "common/config.h"
+#include "common/curl_dl.h"
 #include "common/digest.h"
 #include "common/log.h"
 #include "common/pieces.h"
@@ -450,6 +450,8 @@ static size_t direct_write(char *data, size_t size, size_t n, void *arg)
 static int direct_download(struct get *g)
 {
     struct get_config *cfg = g->cfg;
+    if (dmf_curl_load(g->error, sizeof(g->error)) != 0)
+        return -ENOENT;
     struct direct dw = {.o = &g->out, .sha = dmf_sha256_new()};
     CURL *e = curl_easy_init();
     struct curl_slist *hl = NULL;

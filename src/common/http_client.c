@@ -3,7 +3,6 @@
  * readiness back with curl_multi_socket_action. */
 #include "common/http_client.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
@@ -13,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/curl_dl.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -119,10 +119,10 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 dmf_http_t *dmf_http_new(struct event_base *base)
 {
-    static bool curl_ready;
-    if (!curl_ready) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
-        curl_ready = true;
+    char err[256];
+    if (dmf_curl_load(err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly: %s\n", err);
+        abort();
     }
     dmf_http_t *h = dmf_xcalloc(1, sizeof(*h));
     h->base = base;
