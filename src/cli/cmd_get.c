@@ -3,14 +3,17 @@
  * or to stdout in order. Without a reachable daemon it downloads from the origin itself
  * (unless --no-back-to-source). */
 #include <errno.h>
-#include <event2/event.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/cmd.h"
@@ -19,7 +22,6 @@
 #include "common/digest.h"
 #include "common/log.h"
 #include "common/pieces.h"
-#include "common/rpc.h"
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
 
@@ -79,11 +81,7 @@ struct output {
 struct get {
     struct get_config *cfg;
     const char *url;
-    struct event_base *base;
     struct output out;
-    bool connected; /* a response came from the daemon */
-    bool finished;
-    int status;
     char error[512];
     char content_digest[DMF_DIGEST_STR_LEN + 1];
     uint64_t start_ms, last_draw_ms;
@@ -299,28 +297,24 @@ static void draw_progress(struct get *g, bool final)
 
 /* ---------------------------------------------------------------- via the daemon */
 
-static void on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+/* One DownloadTaskResponse: copy its new pieces to the output. Returns 0 or a negative
+ * code with g->error filled. */
+static int on_response(struct get *g, const uint8_t *data, size_t len)
 {
-    struct get *g = arg;
-    if (data == NULL || g->status != 0)
-        return;
     Damselfly__V1__DownloadTaskResponse *r =
         damselfly__v1__download_task_response__unpack(NULL, len, data);
     if (r == NULL) {
-        g->status = -EPROTO;
         snprintf(g->error, sizeof(g->error), "undecodable answer from the daemon");
-        dmf_rpc_call_cancel(call);
-        return;
+        return -EPROTO;
     }
-    g->connected = true;
+    int e = 0;
     struct output *o = &g->out;
     if (o->src_fd < 0 && r->data_path && r->data_path[0]) {
         o->src_fd = open(r->data_path, O_RDONLY | O_CLOEXEC);
         if (o->src_fd < 0) {
-            g->status = -errno;
+            e = -errno;
             snprintf(g->error, sizeof(g->error), "cannot read the daemon's data file %s: %s",
                      r->data_path, strerror(errno));
-            dmf_rpc_call_cancel(call);
             goto out;
         }
     }
@@ -329,16 +323,13 @@ static void on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, siz
     if (r->content_length >= 0)
         o->content_length = r->content_length;
     if (r->n_new_pieces && (o->src_fd < 0 || o->piece_length == 0)) {
-        g->status = -EPROTO;
+        e = -EPROTO;
         snprintf(g->error, sizeof(g->error), "the daemon sent pieces without a layout");
-        dmf_rpc_call_cancel(call);
         goto out;
     }
-    int e = output_pieces(o, r->new_pieces, r->n_new_pieces);
+    e = output_pieces(o, r->new_pieces, r->n_new_pieces);
     if (e != 0) {
-        g->status = e;
         snprintf(g->error, sizeof(g->error), "cannot write the output: %s", dmf_strerror(e));
-        dmf_rpc_call_cancel(call);
         goto out;
     }
     g->completed = r->completed_length;
@@ -349,30 +340,156 @@ static void on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, siz
     draw_progress(g, false);
 out:
     damselfly__v1__download_task_response__free_unpacked(r, NULL);
+    return e;
 }
 
-static void on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status, const char *details)
+/* The local API's frames (src/daemon/local_api.h) arrive inside HTTP chunks. */
+struct reader {
+    int fd;
+    int timeout_ms; /* per read; -1 none */
+    char buf[65536];
+    size_t off, len;
+};
+
+static int rd_fill(struct reader *r)
 {
-    struct get *g = arg;
-    g->finished = true;
-    if (g->status == 0 && status != GRPC_STATUS_OK) {
-        g->status = status == GRPC_STATUS_UNAVAILABLE && !g->connected ? -ECONNREFUSED : -EIO;
-        snprintf(g->error, sizeof(g->error), "%s", details && details[0] ? details : "failed");
+    if (r->off > 0 && r->off == r->len)
+        r->off = r->len = 0;
+    if (r->len == sizeof(r->buf)) {
+        memmove(r->buf, r->buf + r->off, r->len - r->off);
+        r->len -= r->off;
+        r->off = 0;
     }
-    event_base_loopbreak(g->base);
+    struct pollfd p = {.fd = r->fd, .events = POLLIN};
+    int pr = poll(&p, 1, r->timeout_ms);
+    if (pr == 0)
+        return -ETIMEDOUT;
+    ssize_t n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    if (n == 0)
+        return -ECONNRESET;
+    r->len += (size_t)n;
+    return 0;
 }
 
-static const struct dmf_rpc_call_handler handler = {.on_message = on_message, .on_end = on_end};
+/* Reads exactly n bytes into out. */
+static int rd_exact(struct reader *r, void *out, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        if (r->off == r->len) {
+            int e = rd_fill(r);
+            if (e)
+                return e;
+            continue;
+        }
+        size_t take = DMF_MIN(n - got, r->len - r->off);
+        memcpy((char *)out + got, r->buf + r->off, take);
+        r->off += take;
+        got += take;
+    }
+    return 0;
+}
 
-static int via_daemon(struct get *g)
+/* Reads one line (CRLF-terminated, at most max-1 bytes) into out. */
+static int rd_line(struct reader *r, char *out, size_t max)
+{
+    size_t n = 0;
+    for (;;) {
+        char c;
+        int e = rd_exact(r, &c, 1);
+        if (e)
+            return e;
+        if (c == '\n')
+            break;
+        if (n + 1 >= max)
+            return -EPROTO;
+        out[n++] = c;
+    }
+    if (n && out[n - 1] == '\r')
+        n--;
+    out[n] = '\0';
+    return 0;
+}
+
+/* The chunked body as a byte stream: fills out with exactly n body bytes. */
+struct chunks {
+    struct reader *r;
+    uint64_t left; /* in the current chunk */
+    bool eof;
+};
+
+static int body_read(struct chunks *c, uint8_t *out, size_t n)
+{
+    while (n > 0) {
+        if (c->left == 0) {
+            char line[64];
+            int e;
+            if (c->eof)
+                return -ECONNRESET;
+            if ((e = rd_line(c->r, line, sizeof(line))) != 0)
+                return e;
+            if (line[0] == '\0' && (e = rd_line(c->r, line, sizeof(line))) != 0)
+                return e; /* the CRLF closing the previous chunk */
+            char *end;
+            unsigned long long v = strtoull(line, &end, 16);
+            if (end == line || v > (1ull << 32))
+                return -EPROTO;
+            if (v == 0) {
+                c->eof = true;
+                return -ECONNRESET;
+            }
+            c->left = v;
+        }
+        size_t take = (size_t)DMF_MIN((uint64_t)n, c->left);
+        int e = rd_exact(c->r, out, take);
+        if (e)
+            return e;
+        c->left -= take;
+        out += take;
+        n -= take;
+    }
+    return 0;
+}
+
+static int connect_daemon(const char *path, int *fd_out)
+{
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -errno;
+        p = (const char *)p + w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int build_request(struct get *g, uint8_t **out, size_t *outlen)
 {
     struct get_config *cfg = g->cfg;
-    g->base = dmf_rpc_event_base_new();
-    dmf_rpc_t *rpc = dmf_rpc_new(g->base);
-    char *target = dmf_xasprintf("unix:%s", cfg->socket);
-    dmf_rpc_channel_t *ch = dmf_rpc_channel_new(rpc, target);
-    free(target);
-
     Damselfly__V1__DownloadTaskRequest req = DAMSELFLY__V1__DOWNLOAD_TASK_REQUEST__INIT;
     req.url = (char *)g->url;
     size_t nh = cfg->headers.n;
@@ -398,25 +515,111 @@ static int via_daemon(struct get *g)
     req.n_filter_query = cfg->filter_query.n;
     req.disable_back_to_source = cfg->no_back_to_source;
     req.timeout_ms = (uint32_t)DMF_MIN(cfg->timeout, UINT32_MAX);
-
-    dmf_rpc_call_t *call = dmf_rpc_call_start(ch, "/damselfly.v1.Daemon/DownloadTask",
-                                              cfg->timeout ? cfg->timeout + 5000 : 0, false);
-    dmf_rpc_call_set_handler(call, &handler, g);
-    dmf_rpc_call_send(call, &req.base);
-    dmf_rpc_call_close_send(call);
+    size_t blen = damselfly__v1__download_task_request__get_packed_size(&req);
+    char head[256];
+    int hl = snprintf(head, sizeof(head),
+                      "POST /damselfly.v1.Daemon/DownloadTask HTTP/1.1\r\nHost: localhost\r\n"
+                      "Content-Type: application/x-protobuf\r\nContent-Length: %zu\r\n"
+                      "Connection: close\r\n\r\n",
+                      blen);
+    *out = dmf_xmalloc((size_t)hl + blen);
+    memcpy(*out, head, (size_t)hl);
+    damselfly__v1__download_task_request__pack(&req, *out + hl);
+    *outlen = (size_t)hl + blen;
     for (size_t i = 0; i < nh; i++)
         free(names[i]);
     free(names);
     free(hs);
     free(hp);
+    return 0;
+}
 
-    while (!g->finished)
-        event_base_loop(g->base, EVLOOP_ONCE);
-    dmf_rpc_call_release(call);
-    dmf_rpc_channel_free(ch);
-    dmf_rpc_free(rpc);
-    event_base_free(g->base);
-    return g->status;
+/* Returns 0 on success, -ECONNREFUSED when no daemon answers on the socket, else a
+ * negative code with g->error filled. */
+static int via_daemon(struct get *g)
+{
+    int fd = -1, e = connect_daemon(g->cfg->socket, &fd);
+    if (e != 0) {
+        snprintf(g->error, sizeof(g->error), "%s", dmf_strerror(e));
+        return -ECONNREFUSED;
+    }
+    uint8_t *req;
+    size_t reqlen;
+    build_request(g, &req, &reqlen);
+    e = write_all(fd, req, reqlen);
+    free(req);
+    struct reader *r = dmf_xcalloc(1, sizeof(*r));
+    r->fd = fd;
+    /* The daemon enforces --timeout; this only guards against a daemon that hangs. */
+    r->timeout_ms = g->cfg->timeout ? (int)DMF_MIN(g->cfg->timeout + 10000, INT32_MAX) : -1;
+    char line[1024];
+    if (e == 0)
+        e = rd_line(r, line, sizeof(line));
+    if (e != 0) {
+        /* Nothing came back: as good as no daemon. */
+        snprintf(g->error, sizeof(g->error), "the daemon closed the connection (%s)",
+                 dmf_strerror(e));
+        e = -ECONNREFUSED;
+        goto out;
+    }
+    int status = 0;
+    if (sscanf(line, "HTTP/1.%*d %d", &status) != 1 || status != 200) {
+        snprintf(g->error, sizeof(g->error), "the daemon answered '%.100s'", line);
+        e = -EPROTO;
+        goto out;
+    }
+    bool chunked = false;
+    for (int i = 0; i < 64; i++) {
+        if ((e = rd_line(r, line, sizeof(line))) != 0)
+            break;
+        if (line[0] == '\0')
+            break;
+        if (strncasecmp(line, "transfer-encoding:", 18) == 0 && strcasestr(line, "chunked"))
+            chunked = true;
+    }
+    if (e == 0 && !chunked)
+        e = -EPROTO;
+    struct chunks c = {.r = r};
+    uint8_t *frame = NULL;
+    while (e == 0) {
+        uint8_t hdr[5];
+        if ((e = body_read(&c, hdr, sizeof(hdr))) != 0)
+            break;
+        uint32_t len =
+            (uint32_t)hdr[1] << 24 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 8 | hdr[4];
+        if (len > (16u << 20)) {
+            e = -EPROTO;
+            break;
+        }
+        frame = dmf_xrealloc(frame, len ? len : 1);
+        if ((e = body_read(&c, frame, len)) != 0)
+            break;
+        if (hdr[0] == 'M') {
+            e = on_response(g, frame, len);
+            if (e != 0)
+                goto out_frame;
+        } else if (hdr[0] == 'S' && len >= 4) {
+            uint32_t st = (uint32_t)frame[0] << 24 | (uint32_t)frame[1] << 16 |
+                          (uint32_t)frame[2] << 8 | frame[3];
+            if (st != 0) {
+                snprintf(g->error, sizeof(g->error), "%.*s", (int)(len - 4), frame + 4);
+                if (g->error[0] == '\0')
+                    snprintf(g->error, sizeof(g->error), "failed (status %u)", st);
+                e = -EIO;
+            }
+            goto out_frame;
+        } else {
+            e = -EPROTO;
+        }
+    }
+    if (e != 0)
+        snprintf(g->error, sizeof(g->error), "lost the daemon mid-download (%s)", dmf_strerror(e));
+out_frame:
+    free(frame);
+out:
+    free(r);
+    close(fd);
+    return e;
 }
 
 /* ---------------------------------------------------------------- directly */

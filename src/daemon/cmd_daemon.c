@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
+#include "daemon/local_api.h"
 #include "daemon/local_service.h"
 #include "daemon/sched_client.h"
 #include "daemon/task.h"
@@ -206,15 +207,11 @@ static int run(int argc, char **argv)
     }
 
     /* The socket comes last: once it exists, the daemon is ready for `get`. */
-    char *sockaddr = dmf_xasprintf("unix:%s", cfg->socket);
-    d.local_server = dmf_rpc_server_new(d.rpc, dmf_local_service_on_call, &d);
-    e = dmf_rpc_server_listen(d.local_server, sockaddr, NULL, err, sizeof(err));
-    free(sockaddr);
-    if (e != 0) {
+    d.local_api = dmf_local_api_new(&d, cfg->socket, err, sizeof(err));
+    if (d.local_api == NULL) {
         fprintf(stderr, "damselfly daemon: --socket: %s\n", err);
         goto out_servers;
     }
-    dmf_rpc_server_start(d.local_server);
 
     sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
     sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
@@ -227,7 +224,7 @@ static int run(int argc, char **argv)
     rc = d.stopping ? 0 : 1;
 
 out_servers:
-    dmf_rpc_server_free(d.local_server);
+    dmf_local_api_free(d.local_api);
     dmf_rpc_server_free(d.rpc_server);
     dmf_tasks_free_all(&d);
     dmf_sched_client_free(d.sched);
@@ -240,7 +237,7 @@ out_loop:
     dmf_http_free(d.http);
     dmf_rpc_free(d.rpc);
     event_base_free(d.base);
-    if (d.local_server)
+    if (d.local_api)
         unlink(cfg->socket);
 out_store:
     dmf_store_close(d.store);

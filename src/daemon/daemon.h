@@ -43,9 +43,9 @@ struct dmf_daemon {
     dmf_http_t *http;
     dmf_store_t *store;
     dmf_piece_server_t *pieces;
-    dmf_rpc_server_t *local_server; /* unix socket */
-    dmf_rpc_server_t *rpc_server;   /* TCP, for the scheduler */
-    int rpc_port;                   /* bound TCP port of rpc_server */
+    struct dmf_local_api *local_api; /* unix socket (local_api.h) */
+    dmf_rpc_server_t *rpc_server;    /* TCP, for the scheduler */
+    int rpc_port;                    /* bound TCP port of rpc_server */
     uint16_t piece_port;
     struct dmf_sched_client *sched; /* NULL without --scheduler */
     struct dmf_task *tasks;         /* every task in memory (a list; see task.c) */

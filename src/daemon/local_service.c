@@ -20,27 +20,34 @@
 #define HEADER_LEN_MAX 8192
 #define FILTERS_MAX    64
 
-struct download {
+struct dmf_download {
     struct dmf_daemon *d;
-    dmf_rpc_call_t *call;
+    const struct dmf_download_transport *tr;
+    void *ctx; /* the transport's */
     struct dmf_task *t;
     struct dmf_task_sub sub;
     struct event *timeout;
     uint64_t timeout_ms;
-    bool got_request, done;
+    bool done;
 };
 
-static void download_free(struct download *dl)
+void dmf_download_abandon(struct dmf_download *dl)
 {
     if (dl->t && !dl->done)
         dmf_task_unsubscribe(dl->t, &dl->sub);
     if (dl->timeout)
         event_free(dl->timeout);
-    dmf_rpc_call_release(dl->call);
     free(dl);
 }
 
-static void send_progress(struct download *dl, const uint32_t *pieces, size_t n,
+/* The last thing any path does with dl: the transport may free it inside. */
+static void finish(struct dmf_download *dl, grpc_status_code status, const char *details)
+{
+    dl->done = true;
+    dl->tr->finish(dl->ctx, status, details);
+}
+
+static void send_progress(struct dmf_download *dl, const uint32_t *pieces, size_t n,
                           Damselfly__V1__TaskState state)
 {
     struct dmf_task *t = dl->t;
@@ -58,11 +65,11 @@ static void send_progress(struct download *dl, const uint32_t *pieces, size_t n,
     r.bytes_from_origin = t->bytes_origin;
     r.bytes_from_peers = t->bytes_seed + t->bytes_peer;
     r.content_digest = t->content_digest;
-    dmf_rpc_call_send(dl->call, &r.base);
+    dl->tr->send(dl->ctx, &r);
 }
 
 /* Every piece held, for a client that joins a task in progress or done. */
-static void send_held(struct download *dl, Damselfly__V1__TaskState state)
+static void send_held(struct dmf_download *dl, Damselfly__V1__TaskState state)
 {
     struct dmf_task *t = dl->t;
     uint32_t *held = dmf_xmalloc(((size_t)t->have.count + 1) * sizeof(*held));
@@ -77,7 +84,7 @@ static void send_held(struct download *dl, Damselfly__V1__TaskState state)
 static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces, size_t n,
                            bool end)
 {
-    struct download *dl = arg;
+    struct dmf_download *dl = arg;
     if (!end) {
         if (n)
             send_progress(dl, pieces, n, DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING);
@@ -88,15 +95,15 @@ static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces
         evtimer_del(dl->timeout);
     if (t->state == DMF_TASK_SUCCEEDED) {
         send_progress(dl, pieces, n, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
-        dmf_rpc_call_finish(dl->call, GRPC_STATUS_OK, NULL);
+        finish(dl, GRPC_STATUS_OK, NULL);
     } else {
-        dmf_rpc_call_finish(dl->call, GRPC_STATUS_ABORTED, t->error ? t->error : "download failed");
+        finish(dl, GRPC_STATUS_ABORTED, t->error ? t->error : "download failed");
     }
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
-    struct download *dl = arg;
+    struct dmf_download *dl = arg;
     if (dl->done)
         return;
     dl->done = true;
@@ -105,7 +112,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     snprintf(msg, sizeof(msg), "timed out after %.1f s with %llu bytes of %lld",
              (double)dl->timeout_ms / 1000.0, (unsigned long long)dmf_task_completed_length(dl->t),
              (long long)dl->t->content_length);
-    dmf_rpc_call_finish(dl->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
+    finish(dl, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
 }
 
 /* A header is "Name: value": a token name and a value without CR or LF. */
@@ -123,9 +130,11 @@ static bool header_ok(const char *name, const char *value)
     return true;
 }
 
-static void start_download(struct download *dl, const Damselfly__V1__DownloadTaskRequest *req)
+static void start_download(struct dmf_download *dl, const Damselfly__V1__DownloadTaskRequest *req)
 {
     struct dmf_daemon *d = dl->d;
+    dl->sub.on_update = on_task_update;
+    dl->sub.arg = dl;
     char err[256], id[DMF_TASK_ID_LEN + 1];
     struct dmf_strlist headers = {0}, filter = {0};
     grpc_status_code status = GRPC_STATUS_INVALID_ARGUMENT;
@@ -194,17 +203,14 @@ static void start_download(struct download *dl, const Damselfly__V1__DownloadTas
         dl->t = NULL;
         goto fail_nofree;
     }
-    dl->sub.on_update = on_task_update;
-    dl->sub.arg = dl;
     if (dmf_task_complete(t) && t->state != DMF_TASK_FAILED) {
         /* Already here: the local cache answers, nobody else is asked. */
         dmf_info("task %s: served from the local cache (%lld bytes)", t->id,
                  (long long)t->content_length);
         dmf_metric_add(&dmf_m_bytes_local, t->content_length);
         t->bytes_origin = t->bytes_seed = t->bytes_peer = 0;
-        dl->done = true;
         send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
-        dmf_rpc_call_finish(dl->call, GRPC_STATUS_OK, NULL);
+        finish(dl, GRPC_STATUS_OK, NULL);
         return;
     }
     dmf_task_subscribe(t, &dl->sub);
@@ -224,31 +230,68 @@ fail:
     dmf_strlist_free(&headers);
     dmf_strlist_free(&filter);
 fail_nofree:
-    dl->done = true;
-    dmf_rpc_call_finish(dl->call, status, err);
+    finish(dl, status, err);
 }
+
+struct dmf_download *dmf_download_start(struct dmf_daemon *d,
+                                        const Damselfly__V1__DownloadTaskRequest *req,
+                                        const struct dmf_download_transport *tr, void *ctx)
+{
+    struct dmf_download *dl = dmf_xcalloc(1, sizeof(*dl));
+    dl->d = d;
+    dl->tr = tr;
+    dl->ctx = ctx;
+    start_download(dl, req);
+    return dl;
+}
+
+/* ---------------------------------------------------------------- over gRPC */
+
+struct grpc_download {
+    dmf_rpc_call_t *call;
+    struct dmf_daemon *d;
+    struct dmf_download *dl;
+    bool got_request;
+};
+
+static void grpc_send(void *ctx, const Damselfly__V1__DownloadTaskResponse *r)
+{
+    struct grpc_download *gd = ctx;
+    dmf_rpc_call_send(gd->call, &r->base);
+}
+
+static void grpc_finish(void *ctx, int status, const char *details)
+{
+    struct grpc_download *gd = ctx;
+    dmf_rpc_call_finish(gd->call, (grpc_status_code)status, details);
+}
+
+static const struct dmf_download_transport grpc_transport = {grpc_send, grpc_finish};
 
 static void download_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
 {
-    struct download *dl = arg;
-    if (data == NULL || dl->got_request)
+    struct grpc_download *gd = arg;
+    if (data == NULL || gd->got_request)
         return;
-    dl->got_request = true;
+    gd->got_request = true;
     Damselfly__V1__DownloadTaskRequest *req =
         damselfly__v1__download_task_request__unpack(NULL, len, data);
     if (req == NULL) {
-        dl->done = true;
         dmf_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "undecodable request");
         return;
     }
-    start_download(dl, req);
+    gd->dl = dmf_download_start(gd->d, req, &grpc_transport, gd);
     damselfly__v1__download_task_request__free_unpacked(req, NULL);
 }
 
 static void download_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status,
                             const char *details)
 {
-    download_free(arg);
+    struct grpc_download *gd = arg;
+    if (gd->dl)
+        dmf_download_abandon(gd->dl);
+    dmf_rpc_call_release(call);
+    free(gd);
 }
 
 static const struct dmf_rpc_call_handler download_handler = {
@@ -306,10 +349,10 @@ void dmf_local_service_on_call(void *arg, dmf_rpc_call_t *call, const char *meth
 {
     struct dmf_daemon *d = arg;
     if (strcmp(method, "/damselfly.v1.Daemon/DownloadTask") == 0) {
-        struct download *dl = dmf_xcalloc(1, sizeof(*dl));
-        dl->d = d;
-        dl->call = call;
-        dmf_rpc_call_set_handler(call, &download_handler, dl);
+        struct grpc_download *gd = dmf_xcalloc(1, sizeof(*gd));
+        gd->d = d;
+        gd->call = call;
+        dmf_rpc_call_set_handler(call, &download_handler, gd);
     } else if (strcmp(method, "/damselfly.v1.Daemon/StatTask") == 0) {
         dmf_rpc_call_set_handler(call, &stat_handler, d);
     } else {

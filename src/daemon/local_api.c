@@ -1,0 +1,168 @@
+/* The local API on the daemon's unix socket; see local_api.h and docs/internals/LOCAL-API.md. */
+#include "daemon/local_api.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/daemon.h"
+#include "daemon/local_service.h"
+
+#define REQUEST_MAX (1u << 20)
+
+struct dmf_local_api {
+    struct dmf_daemon *d;
+    struct evhttp *http;
+};
+
+/* One DownloadTask over HTTP: the reply is chunked, one frame per chunk. */
+struct http_download {
+    struct evhttp_request *req;
+    struct evhttp_connection *conn;
+    struct dmf_download *dl;
+    bool finished;
+};
+
+static void send_frame(struct evhttp_request *req, char type, const void *a, size_t alen,
+                       const void *b, size_t blen)
+{
+    struct evbuffer *buf = evbuffer_new();
+    uint32_t len = htonl((uint32_t)(alen + blen));
+    evbuffer_add(buf, &type, 1);
+    evbuffer_add(buf, &len, 4);
+    if (alen)
+        evbuffer_add(buf, a, alen);
+    if (blen)
+        evbuffer_add(buf, b, blen);
+    evhttp_send_reply_chunk(req, buf);
+    evbuffer_free(buf);
+}
+
+static void http_send(void *ctx, const Damselfly__V1__DownloadTaskResponse *r)
+{
+    struct http_download *hd = ctx;
+    size_t len = damselfly__v1__download_task_response__get_packed_size(r);
+    uint8_t *p = dmf_xmalloc(len ? len : 1);
+    damselfly__v1__download_task_response__pack(r, p);
+    send_frame(hd->req, 'M', p, len, NULL, 0);
+    free(p);
+}
+
+static void http_finish(void *ctx, int status, const char *details)
+{
+    struct http_download *hd = ctx;
+    uint32_t st = htonl((uint32_t)status);
+    const char *msg = details ? details : "";
+    send_frame(hd->req, 'S', &st, 4, msg, strlen(msg));
+    /* The connection must not call us back after this. */
+    evhttp_connection_set_closecb(hd->conn, NULL, NULL);
+    evhttp_send_reply_end(hd->req);
+    if (hd->dl)
+        dmf_download_abandon(hd->dl);
+    hd->finished = true;
+    if (hd->dl) /* started: nobody else holds hd */
+        free(hd);
+}
+
+static const struct dmf_download_transport http_transport = {http_send, http_finish};
+
+static void on_client_gone(struct evhttp_connection *conn, void *arg)
+{
+    struct http_download *hd = arg;
+    dmf_download_abandon(hd->dl);
+    free(hd);
+}
+
+static void on_download(struct evhttp_request *req, void *arg)
+{
+    struct dmf_local_api *api = arg;
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_send_error(req, 405, "POST a DownloadTaskRequest");
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    uint8_t *body = evbuffer_pullup(in, (ev_ssize_t)len);
+    Damselfly__V1__DownloadTaskRequest *dreq =
+        damselfly__v1__download_task_request__unpack(NULL, len, len ? body : (uint8_t *)"");
+    if (dreq == NULL) {
+        evhttp_send_error(req, 400, "undecodable DownloadTaskRequest");
+        return;
+    }
+    struct http_download *hd = dmf_xcalloc(1, sizeof(*hd));
+    hd->req = req;
+    hd->conn = evhttp_request_get_connection(req);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/x-damselfly-frames");
+    evhttp_send_reply_start(req, 200, "OK");
+    evhttp_connection_set_closecb(hd->conn, on_client_gone, hd);
+    struct dmf_download *dl = dmf_download_start(api->d, dreq, &http_transport, hd);
+    damselfly__v1__download_task_request__free_unpacked(dreq, NULL);
+    if (hd->finished) {
+        /* Answered at once (cache hit or bad request): finish could not free dl yet. */
+        dmf_download_abandon(dl);
+        free(hd);
+        return;
+    }
+    hd->dl = dl;
+}
+
+static void on_other(struct evhttp_request *req, void *arg)
+{
+    evhttp_send_error(req, 404, "unknown path (see docs/internals/LOCAL-API.md)");
+}
+
+struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path, char *err,
+                                        size_t errlen)
+{
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen, "socket path too long: %s", path);
+        return NULL;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    struct evconnlistener *l =
+        evconnlistener_new_bind(d->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                128, (struct sockaddr *)&sa, sizeof(sa));
+    if (l == NULL) {
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct dmf_local_api *api = dmf_xcalloc(1, sizeof(*api));
+    api->d = d;
+    api->http = evhttp_new(d->base);
+    evhttp_set_max_headers_size(api->http, 16384);
+    evhttp_set_max_body_size(api->http, REQUEST_MAX);
+    evhttp_set_allowed_methods(api->http, EVHTTP_REQ_POST | EVHTTP_REQ_GET);
+    evhttp_set_cb(api->http, "/damselfly.v1.Daemon/DownloadTask", on_download, api);
+    evhttp_set_gencb(api->http, on_other, api);
+    if (evhttp_bind_listener(api->http, l) == NULL) {
+        snprintf(err, errlen, "cannot serve HTTP on %s", path);
+        evconnlistener_free(l);
+        evhttp_free(api->http);
+        free(api);
+        return NULL;
+    }
+    return api;
+}
+
+void dmf_local_api_free(struct dmf_local_api *api)
+{
+    if (api == NULL)
+        return;
+    evhttp_free(api->http); /* closes connections: their close callbacks abandon downloads */
+    free(api);
+}

@@ -1,0 +1,24 @@
+/* The local API on the daemon's unix socket (--socket), used by `damselfly get`.
+ *
+ * It is the Daemon service's DownloadTask without gRPC: HTTP/1.1, request
+ *   POST /damselfly.v1.Daemon/DownloadTask   body: a DownloadTaskRequest (protobuf)
+ * answered 200 with a chunked body of frames, each 1 type byte + 4-byte big-endian length
+ * + payload: 'M' a DownloadTaskResponse, 'S' (last) a 4-byte gRPC status code + reason.
+ * A client needs no gRPC runtime (measured: initialising gRPC core, connecting and
+ * shutting it down cost a `get` ~6 ms of its ~11 ms). The gRPC Daemon service stays on
+ * the TCP rpc port. See docs/internals/LOCAL-API.md. */
+#ifndef DMF_LOCAL_API_H
+#define DMF_LOCAL_API_H
+
+#include <stddef.h>
+
+struct dmf_daemon;
+struct dmf_local_api;
+
+/* Listens on the unix socket path (which must not exist). NULL with a reason in err. */
+struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path, char *err,
+                                        size_t errlen);
+/* Closes the socket and every connection (abandoning their downloads). */
+void dmf_local_api_free(struct dmf_local_api *api);
+
+#endif
