@@ -108,7 +108,7 @@ for h in "${hosts[@]}"; do
     [ "$h" = seed ] && seedflag=(--seed)
     "$bin" daemon --scheduler "127.0.0.1:$sched_port" --data-dir "$work/$h" --ip 127.0.0.1 \
         --piece-listen "127.0.0.1:${piece_port[$h]}" --rpc-listen "127.0.0.1:$rpc" \
-        --socket "${sock[$h]}" --host-id "$h" "${seedflag[@]}" >"$logs/$h.log" 2>&1 &
+        --socket "${sock[$h]}" --host-id "$h" --proxy-listen off "${seedflag[@]}" >"$logs/$h.log" 2>&1 &
     pids+=($!)
 done
 for h in "${hosts[@]}"; do

@@ -296,6 +296,9 @@ static int set_value(const struct dmf_option *o, void *cfg, const char *value, b
         *(uint64_t *)field(o, cfg) = v;
         return 0;
     }
+    case DMF_OPT_YAML:
+        snprintf(err, errlen, "%s: set in the config file only (see docs/operations.md)", what);
+        return -EINVAL;
     case DMF_OPT_LIST: {
         struct dmf_strlist *l = field(o, cfg);
         if (!*fresh) {
@@ -437,6 +440,23 @@ static int yaml_set(struct yaml_reader *r, const struct dmf_option *o, void *cfg
 }
 
 /* Reads the value of key o (the next event onward) into cfg. */
+/* Skips a value of any shape that starts with ev (a DMF_OPT_YAML option's). */
+static int yaml_skip(struct yaml_reader *r, const yaml_event_t *first)
+{
+    int depth = first->type == YAML_SEQUENCE_START_EVENT || first->type == YAML_MAPPING_START_EVENT;
+    while (depth > 0) {
+        yaml_event_t ev;
+        if (yaml_next(r, &ev) != 0)
+            return -EINVAL;
+        if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT)
+            depth++;
+        else if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT)
+            depth--;
+        yaml_event_delete(&ev);
+    }
+    return 0;
+}
+
 static int yaml_value(struct yaml_reader *r, const struct dmf_option *o, void *cfg)
 {
     yaml_event_t ev;
@@ -444,6 +464,12 @@ static int yaml_value(struct yaml_reader *r, const struct dmf_option *o, void *c
     int rc = yaml_next(r, &ev);
     if (rc != 0)
         return rc;
+    if (o->type == DMF_OPT_YAML) {
+        *(unsigned long *)field(o, cfg) = mark_line(ev.start_mark);
+        rc = yaml_skip(r, &ev);
+        yaml_event_delete(&ev);
+        return rc;
+    }
     switch (ev.type) {
     case YAML_SCALAR_EVENT:
         if (!scalar_is_null(&ev))
@@ -813,6 +839,8 @@ static const char *type_name(enum dmf_opt_type t)
         return "address";
     case DMF_OPT_LIST:
         return "list";
+    case DMF_OPT_YAML:
+        return "YAML";
     }
     return "?";
 }
@@ -842,6 +870,10 @@ static void usage_line(FILE *out, const struct dmf_option *o)
 {
     char flags[96], range[80];
     const char *mv = type_metavar(o);
+    if (o->type == DMF_OPT_YAML) {
+        fprintf(out, "  %-28s %s [config file only]\n", o->name, o->help ? o->help : "");
+        return;
+    }
     if (o->short_name != 0)
         snprintf(flags, sizeof(flags), "-%c, --%s%s%s", o->short_name, o->name, mv[0] ? " " : "",
                  mv);

@@ -18,6 +18,9 @@ enum dmf_opt_type {
                        * bounded; a plain number is SECONDS */
     DMF_OPT_ADDR,     /* char * "HOST:PORT", validated with dmf_parse_hostport */
     DMF_OPT_LIST,     /* struct dmf_strlist: repeatable flag, or a YAML sequence */
+    DMF_OPT_YAML,     /* a structured value (any YAML shape) in the config file only, read by
+                       * the module that owns it (it re-reads the file); the table only
+                       * skips it, and records its line (unsigned long, 0 = absent) */
 };
 
 /* Inputs are bounded: one option value, and the whole YAML file. */

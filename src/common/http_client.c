@@ -6,6 +6,10 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +26,8 @@ struct dmf_http {
     struct event *timer;
     struct dmf_http_req *reqs; /* every request not yet done */
     struct event *reap;        /* runs check_done outside curl callbacks */
+    struct event *resume;      /* unpauses requests outside our callers' callbacks */
+    STACK_OF(X509) * extra_ca; /* trusted for HTTPS besides the system's, or NULL */
 };
 
 enum { HDR_CONTENT_LENGTH, HDR_CONTENT_RANGE, HDR_ACCEPT_RANGES, HDR_CONTENT_TYPE, HDR_COUNT };
@@ -39,6 +45,11 @@ struct dmf_http_req {
     int abort_err; /* set when a callback aborted */
     bool failed_early;
     bool cancelled; /* no more callbacks; freed on the next reap */
+    bool keep_all;
+    bool paused, want_resume;
+    struct dmf_strlist all; /* every header line of the final response (keep_all) */
+    size_t all_len;
+    int all_truncated;
     char reason[CURL_ERROR_SIZE];
     struct dmf_http_req *prev, *next;
 };
@@ -63,6 +74,27 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     dmf_http_t *h = arg;
+    int running;
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(h);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    dmf_http_t *h = arg;
+    for (dmf_http_req_t *r = h->reqs; r; r = r->next) {
+        if (!r->want_resume || r->cancelled)
+            continue;
+        r->want_resume = false;
+        r->paused = false;
+        curl_easy_pause(r->easy, CURLPAUSE_CONT);
+        break; /* the callbacks may have changed the list: go on next pass */
+    }
+    for (dmf_http_req_t *r = h->reqs; r; r = r->next)
+        if (r->want_resume && !r->cancelled) {
+            event_active(h->resume, 0, 0);
+            break;
+        }
     int running;
     curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(h);
@@ -129,6 +161,7 @@ dmf_http_t *dmf_http_new(struct event_base *base)
     h->multi = curl_multi_init();
     h->timer = evtimer_new(base, on_timer, h);
     h->reap = event_new(base, -1, 0, on_reap, h);
+    h->resume = event_new(base, -1, 0, on_resume, h);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -149,6 +182,7 @@ static void req_free(dmf_http_req_t *r)
     curl_multi_remove_handle(h->multi, r->easy);
     curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
+    dmf_strlist_free(&r->all);
     for (int i = 0; i < HDR_COUNT; i++)
         free(r->hdr[i]);
     free(r);
@@ -163,6 +197,9 @@ void dmf_http_free(dmf_http_t *h)
     curl_multi_cleanup(h->multi);
     event_free(h->timer);
     event_free(h->reap);
+    event_free(h->resume);
+    if (h->extra_ca)
+        sk_X509_pop_free(h->extra_ca, X509_free);
     free(h);
 }
 
@@ -191,6 +228,10 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
         return 0;
     if (r->ops->on_data) {
         int e = r->ops->on_data(r->arg, r, data, len);
+        if (e == DMF_HTTP_PAUSE && !r->cancelled) {
+            r->paused = true;
+            return CURL_WRITEFUNC_PAUSE;
+        }
         if (e < 0 || r->cancelled) {
             r->abort_err = e < 0 ? e : -ECANCELED;
             return 0;
@@ -209,10 +250,29 @@ static size_t header_cb(char *data, size_t size, size_t n, void *arg)
             free(r->hdr[i]);
             r->hdr[i] = NULL;
         }
+        dmf_strlist_free(&r->all);
+        r->all_len = 0;
+        r->all_truncated = 0;
         return len;
     }
     const char *colon = memchr(data, ':', len);
-    if (colon == NULL || len > 8192)
+    if (colon == NULL || colon == data)
+        return len;
+    if (r->keep_all) {
+        size_t l = len;
+        while (l > 0 && (data[l - 1] == '\r' || data[l - 1] == '\n'))
+            l--;
+        if (r->all.n >= DMF_HTTP_ALL_HEADERS_MAX || r->all_len + l > DMF_HTTP_ALL_HEADERS_MAX_LEN ||
+            memchr(data, '\0', l) != NULL) {
+            r->all_truncated = 1;
+        } else {
+            char *line = dmf_xstrndup(data, l);
+            dmf_strlist_push(&r->all, line);
+            free(line);
+            r->all_len += l;
+        }
+    }
+    if (len > 8192)
         return len;
     size_t nl = (size_t)(colon - data);
     for (int i = 0; i < HDR_COUNT; i++) {
@@ -272,6 +332,39 @@ static void check_done(dmf_http_t *h)
     }
 }
 
+static CURLcode add_extra_ca(CURL *curl, void *ssl_ctx, void *arg)
+{
+    dmf_http_t *h = arg;
+    X509_STORE *st = SSL_CTX_get_cert_store(ssl_ctx);
+    for (int i = 0; h->extra_ca && i < sk_X509_num(h->extra_ca); i++)
+        X509_STORE_add_cert(st, sk_X509_value(h->extra_ca, i)); /* a duplicate is harmless */
+    return CURLE_OK;
+}
+
+int dmf_http_set_extra_ca(dmf_http_t *h, const char *pem_path)
+{
+    if (h->extra_ca)
+        sk_X509_pop_free(h->extra_ca, X509_free);
+    h->extra_ca = NULL;
+    if (pem_path == NULL)
+        return 0;
+    FILE *f = fopen(pem_path, "r");
+    if (f == NULL)
+        return -errno;
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    X509 *x;
+    while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL)
+        sk_X509_push(sk, x);
+    ERR_clear_error(); /* the end of the file reads as an error */
+    fclose(f);
+    if (sk_X509_num(sk) == 0) {
+        sk_X509_free(sk);
+        return -EINVAL;
+    }
+    h->extra_ca = sk;
+    return 0;
+}
+
 dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_http_opts *opts,
                              const struct dmf_http_req_ops *ops, void *arg)
 {
@@ -309,6 +402,24 @@ dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_ht
     }
     if (opts && opts->range)
         curl_easy_setopt(e, CURLOPT_RANGE, opts->range);
+    const char *method = opts && opts->method ? opts->method : "GET";
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (opts && opts->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)opts->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, opts->body);
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if (opts && opts->http11)
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    r->keep_all = opts && opts->keep_all_headers;
+    if (h->extra_ca) {
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, add_extra_ca);
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, h);
+    }
     if (opts && opts->headers) {
         for (size_t i = 0; i < opts->headers->n; i++)
             r->headers = curl_slist_append(r->headers, opts->headers->v[i]);
@@ -330,6 +441,21 @@ void dmf_http_cancel(dmf_http_req_t *req)
         return;
     req->cancelled = true;
     event_active(req->h->reap, 0, 0);
+}
+
+void dmf_http_resume(dmf_http_req_t *req)
+{
+    if (req == NULL || req->cancelled || !req->paused)
+        return;
+    req->want_resume = true;
+    event_active(req->h->resume, 0, 0);
+}
+
+const struct dmf_strlist *dmf_http_all_headers(const dmf_http_req_t *req, int *truncated)
+{
+    if (truncated)
+        *truncated = req->all_truncated;
+    return &req->all;
 }
 
 const char *dmf_http_header(const dmf_http_req_t *req, const char *name)

@@ -20,6 +20,8 @@
 #include "daemon/daemon.h"
 #include "daemon/local_api.h"
 #include "daemon/local_service.h"
+#include "daemon/proxy.h"
+#include "daemon/registry.h"
 #include "daemon/sched_client.h"
 #include "daemon/task.h"
 
@@ -60,6 +62,25 @@ static const struct dmf_option options[] = {
         "piece requests in flight per parent"),
     OPT("log-level", 0, DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
+    OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
+        "read options from this YAML file (flags override it)"),
+    OPT("proxy-listen", 0, DMF_OPT_STRING, proxy_listen, 0, 0, "0.0.0.0:65001", "ADDR:PORT",
+        "HTTP proxy and registry mirror for local clients; 'off' for none"),
+    OPT("registry-mirror", 0, DMF_OPT_STRING, registry_mirror, 0, 0, NULL, "URL",
+        "default upstream registry of mirror requests without ?ns= (e.g. https://registry:5000)"),
+    OPT("registry-map", 0, DMF_OPT_LIST, registry_map, 0, 0, NULL, "HOST=URL",
+        "upstream URL of the registry a mirror request names in ?ns=HOST"),
+    OPT("proxy-intercept", 0, DMF_OPT_LIST, proxy_intercept, 0, 0, NULL, "HOST[:PORT]",
+        "CONNECT target whose TLS the proxy terminates with --proxy-ca-cert ('*' for all)"),
+    OPT("proxy-ca-cert", 0, DMF_OPT_STRING, proxy_ca_cert, 0, 0, NULL, "FILE",
+        "PEM CA certificate that signs the proxy's per-host certificates"),
+    OPT("proxy-ca-key", 0, DMF_OPT_STRING, proxy_ca_key, 0, 0, NULL, "FILE",
+        "PEM private key of --proxy-ca-cert"),
+    OPT("origin-ca-file", 0, DMF_OPT_STRING, origin_ca_file, 0, 0, NULL, "FILE",
+        "PEM CA certificates trusted for HTTPS origins and registries, besides the system's"),
+    OPT("proxy-rules", 0, DMF_OPT_YAML, proxy_rules_line, 0, 0, NULL, NULL,
+        "forward-proxy rules: a list of {regex, p2p}; the first match decides (see "
+        "docs/operations.md)"),
 };
 
 static const char usage[] =
@@ -125,6 +146,8 @@ static int run(int argc, char **argv)
     bool help = false;
     int rc = 1;
     struct event *sigint = NULL, *sigterm = NULL;
+    struct dmf_proxy_rules rules = {0};
+    size_t nrules = 0;
 
     if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), cfg, argc, argv, NULL, &help, err,
                          sizeof(err)) != 0) {
@@ -142,6 +165,34 @@ static int run(int argc, char **argv)
     if (dmf_log_set_level(cfg->log_level) != 0) {
         fprintf(stderr, "damselfly daemon: --log-level: '%s' is not debug, info, warn or error\n",
                 cfg->log_level);
+        goto out_cfg;
+    }
+    bool proxy_on =
+        cfg->proxy_listen && cfg->proxy_listen[0] && strcmp(cfg->proxy_listen, "off") != 0;
+    if (proxy_on) {
+        char h[256];
+        uint16_t pp;
+        if (dmf_parse_hostport(cfg->proxy_listen, h, sizeof(h), &pp, err, sizeof(err)) != 0) {
+            fprintf(stderr, "damselfly daemon: --proxy-listen: %s\n", err);
+            goto out_cfg;
+        }
+    }
+    if (cfg->registry_mirror && strncmp(cfg->registry_mirror, "http://", 7) != 0 &&
+        strncmp(cfg->registry_mirror, "https://", 8) != 0) {
+        fprintf(stderr, "damselfly daemon: --registry-mirror: '%s' is not an http(s) URL\n",
+                cfg->registry_mirror);
+        goto out_cfg;
+    }
+    for (size_t i = 0; i < cfg->registry_map.n; i++) {
+        if (dmf_registry_map_check(cfg->registry_map.v[i], err, sizeof(err)) != 0) {
+            fprintf(stderr, "damselfly daemon: --registry-map: %s\n", err);
+            goto out_cfg;
+        }
+    }
+    if (cfg->config && cfg->proxy_rules_line &&
+        dmf_proxy_rules_load_yaml(&rules, cfg->config, "proxy-rules", err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly daemon: %s\n", err);
+        dmf_proxy_rules_free(&rules);
         goto out_cfg;
     }
     char host[256];
@@ -179,9 +230,20 @@ static int run(int argc, char **argv)
     dmf_metric_register(&dmf_m_tasks_succeeded);
     dmf_metric_register(&dmf_m_tasks_failed);
 
+    dmf_proxy_metrics_register();
+
     d.base = dmf_rpc_event_base_new();
     d.rpc = dmf_rpc_new(d.base);
     d.http = dmf_http_new(d.base);
+    if (cfg->origin_ca_file) {
+        e = dmf_http_set_extra_ca(d.http, cfg->origin_ca_file);
+        if (e != 0) {
+            fprintf(stderr,
+                    "damselfly daemon: --origin-ca-file: cannot read certificates from %s\n",
+                    cfg->origin_ca_file);
+            goto out_loop;
+        }
+    }
     d.pieces =
         dmf_piece_server_new(d.base, host, piece_port, dmf_task_piece_lookup, &d, err, sizeof(err));
     if (d.pieces == NULL) {
@@ -206,6 +268,15 @@ static int run(int argc, char **argv)
         dmf_sched_client_announce_sync(d.sched, 2000);
     }
 
+    if (proxy_on) {
+        nrules = rules.n;
+        d.proxy = dmf_proxy_new(&d, cfg->proxy_listen, &rules, err, sizeof(err));
+        if (d.proxy == NULL) {
+            fprintf(stderr, "damselfly daemon: --proxy-listen: %s\n", err);
+            goto out_servers;
+        }
+    }
+
     /* The socket comes last: once it exists, the daemon is ready for `get`. */
     d.local_api = dmf_local_api_new(&d, cfg->socket, err, sizeof(err));
     if (d.local_api == NULL) {
@@ -220,6 +291,11 @@ static int run(int argc, char **argv)
     dmf_info("%s ready: host %s, pieces on %s:%u, rpc on port %d, socket %s, scheduler %s",
              cfg->seed ? "seed peer" : "daemon", cfg->host_id, host, d.piece_port, d.rpc_port,
              cfg->socket, cfg->scheduler ? cfg->scheduler : "none (origin only)");
+    if (d.proxy)
+        dmf_info("proxy on %s (port %u), registry mirror %s, %zu rules, %zu intercepted hosts",
+                 cfg->proxy_listen, dmf_proxy_port(d.proxy),
+                 cfg->registry_mirror ? cfg->registry_mirror : "none", nrules,
+                 cfg->proxy_intercept.n);
     event_base_dispatch(d.base);
     rc = d.stopping ? 0 : 1;
 
@@ -242,6 +318,7 @@ out_loop:
 out_store:
     dmf_store_close(d.store);
 out_cfg:
+    dmf_proxy_rules_free(&rules);
     free(cfg->hostname);
     cfg->hostname = NULL;
     dmf_config_free(options, DMF_ARRAY_SIZE(options), cfg);

@@ -31,10 +31,21 @@ struct dmf_daemon_config {
     int64_t source_concurrency;    /* parallel range requests to the origin */
     int64_t parent_concurrency;    /* piece requests in flight per parent */
     char *log_level;
+    char *config; /* the YAML file given with --config, or NULL */
+
+    /* The HTTP proxy (proxy.h). */
+    char *proxy_listen;                 /* "ADDR:PORT", or "off"/"" for no proxy */
+    char *registry_mirror;              /* default upstream registry URL, or NULL */
+    struct dmf_strlist registry_map;    /* "HOST=URL": upstream for a registry name (?ns=) */
+    struct dmf_strlist proxy_intercept; /* CONNECT hosts whose TLS is terminated */
+    char *proxy_ca_cert, *proxy_ca_key; /* the operator's CA for interception (PEM) */
+    char *origin_ca_file;               /* extra CAs trusted for HTTPS origins (PEM) */
+    unsigned long proxy_rules_line;     /* line of proxy-rules in the config file, 0 = none */
 };
 
 struct dmf_task;
 struct dmf_sched_client;
+struct dmf_proxy;
 
 struct dmf_daemon {
     struct dmf_daemon_config cfg;
@@ -49,6 +60,7 @@ struct dmf_daemon {
     uint16_t piece_port;
     struct dmf_sched_client *sched; /* NULL without --scheduler */
     struct dmf_task *tasks;         /* every task in memory (a list; see task.c) */
+    struct dmf_proxy *proxy;        /* NULL with --proxy-listen off */
     bool stopping;
 };
 

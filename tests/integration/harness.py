@@ -460,6 +460,7 @@ class Daemon:
         self.scheduler = scheduler
         self.extra = extra
         self.proc = None
+        self.proxy_port = None  # set by start_daemon
 
     def _start(self, ready_timeout):
         require_binary()
@@ -525,9 +526,14 @@ def start_daemon(tmp_path, name, scheduler=None, seed=False, host_id=None, ready
     d.mkdir(parents=True, exist_ok=True)
     data = d / "data"
     data.mkdir(exist_ok=True)
+    # Every daemon gets its own proxy port (the default 65001 would collide between the
+    # daemons of one test); proxy_listen="off" runs without a proxy.
+    flags.setdefault("proxy_listen", f"127.0.0.1:{free_port()}")
     dm = Daemon(name=name, dir=d, data_dir=data, socket_path=_short_socket_path(d, name),
                 piece_port=free_port(), rpc_port=free_port(), log_path=Path(tmp_path) / f"{name}.log",
                 host_id=host_id or name, seed=seed, scheduler=scheduler, extra=flags)
+    pl = str(flags["proxy_listen"])
+    dm.proxy_port = int(pl.rsplit(":", 1)[1]) if ":" in pl else None
     return dm._start(ready_timeout)
 
 

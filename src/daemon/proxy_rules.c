@@ -1,0 +1,266 @@
+/* Forward-proxy URL rules; see proxy_rules.h. */
+#include "daemon/proxy_rules.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+#include "common/config.h"
+#include "common/util.h"
+
+int dmf_proxy_rules_add(struct dmf_proxy_rules *r, const char *regex, bool p2p, char *err,
+                        size_t errlen)
+{
+    if (r->n >= DMF_PROXY_RULES_MAX) {
+        snprintf(err, errlen, "more than %d proxy rules", DMF_PROXY_RULES_MAX);
+        return -EINVAL;
+    }
+    regex_t re;
+    int e = regcomp(&re, regex, REG_EXTENDED | REG_NOSUB);
+    if (e != 0) {
+        char why[128];
+        regerror(e, &re, why, sizeof(why));
+        snprintf(err, errlen, "invalid regex '%.80s': %s", regex, why);
+        return -EINVAL;
+    }
+    r->v = dmf_xrealloc(r->v, (r->n + 1) * sizeof(*r->v));
+    struct dmf_proxy_rule *x = &r->v[r->n++];
+    x->regex = dmf_xstrdup(regex);
+    x->re = re;
+    x->p2p = p2p;
+    x->line = 0;
+    return 0;
+}
+
+int dmf_proxy_rules_match(const struct dmf_proxy_rules *r, const char *url)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (regexec(&r->v[i].re, url, 0, NULL, 0) == 0)
+            return r->v[i].p2p ? 1 : 0;
+    return -1;
+}
+
+void dmf_proxy_rules_free(struct dmf_proxy_rules *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        regfree(&r->v[i].re);
+        free(r->v[i].regex);
+    }
+    free(r->v);
+    r->v = NULL;
+    r->n = 0;
+}
+
+/* ---- YAML ---- */
+
+struct reader {
+    yaml_parser_t p;
+    const char *path;
+    char *err;
+    size_t errlen;
+};
+
+static unsigned long line_of(yaml_mark_t m)
+{
+    return (unsigned long)m.line + 1;
+}
+
+static int next(struct reader *rd, yaml_event_t *ev)
+{
+    if (yaml_parser_parse(&rd->p, ev))
+        return 0;
+    snprintf(rd->err, rd->errlen, "%s:%lu: invalid YAML: %s", rd->path, line_of(rd->p.problem_mark),
+             rd->p.problem ? rd->p.problem : "syntax error");
+    memset(ev, 0, sizeof(*ev));
+    return -EINVAL;
+}
+
+static bool key_eq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        char x = *a == '_' ? '-' : *a, y = *b == '_' ? '-' : *b;
+        if (x != y)
+            return false;
+    }
+    return *a == *b;
+}
+
+/* Skips the value whose first event is ev (already read and deleted by the caller only
+ * after this returns). */
+static int skip_value(struct reader *rd, const yaml_event_t *first)
+{
+    int depth = first->type == YAML_SEQUENCE_START_EVENT || first->type == YAML_MAPPING_START_EVENT;
+    while (depth > 0) {
+        yaml_event_t ev;
+        if (next(rd, &ev) != 0)
+            return -EINVAL;
+        if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT)
+            depth++;
+        else if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT)
+            depth--;
+        yaml_event_delete(&ev);
+    }
+    return 0;
+}
+
+static int fail_at(struct reader *rd, const yaml_event_t *ev, const char *what)
+{
+    snprintf(rd->err, rd->errlen, "%s:%lu: %s", rd->path, line_of(ev->start_mark), what);
+    return -EINVAL;
+}
+
+/* One rule: a mapping {regex: ..., p2p: ...}; the mapping-start event is consumed. */
+static int read_rule(struct reader *rd, struct dmf_proxy_rules *r, const yaml_event_t *start)
+{
+    char *regex = NULL;
+    bool p2p = true, seen_p2p = false;
+    int rc = 0;
+    for (;;) {
+        yaml_event_t k, v;
+        if (next(rd, &k) != 0)
+            return -EINVAL;
+        if (k.type == YAML_MAPPING_END_EVENT) {
+            yaml_event_delete(&k);
+            break;
+        }
+        if (k.type != YAML_SCALAR_EVENT) {
+            rc = fail_at(rd, &k, "a rule's keys are 'regex' and 'p2p'");
+            yaml_event_delete(&k);
+            goto out;
+        }
+        if (next(rd, &v) != 0) {
+            yaml_event_delete(&k);
+            rc = -EINVAL;
+            goto out;
+        }
+        const char *key = (const char *)k.data.scalar.value;
+        if (v.type != YAML_SCALAR_EVENT) {
+            rc = fail_at(rd, &v, "a rule's values are plain scalars");
+        } else if (strcmp(key, "regex") == 0) {
+            if (regex != NULL)
+                rc = fail_at(rd, &k, "'regex' set twice");
+            else if (strlen((const char *)v.data.scalar.value) != v.data.scalar.length ||
+                     v.data.scalar.length > DMF_CONFIG_VALUE_MAX)
+                rc = fail_at(rd, &v, "regex too long or contains a NUL byte");
+            else
+                regex = dmf_xstrdup((const char *)v.data.scalar.value);
+        } else if (strcmp(key, "p2p") == 0) {
+            if (seen_p2p || dmf_parse_bool((const char *)v.data.scalar.value, &p2p) != 0)
+                rc = fail_at(rd, &v, "'p2p' must be true or false, once");
+            seen_p2p = true;
+        } else {
+            char why[160];
+            snprintf(why, sizeof(why), "unknown key '%.64s' in a proxy rule (regex, p2p)", key);
+            rc = fail_at(rd, &k, why);
+        }
+        yaml_event_delete(&k);
+        yaml_event_delete(&v);
+        if (rc != 0)
+            goto out;
+    }
+    if (regex == NULL) {
+        rc = fail_at(rd, start, "a proxy rule needs a 'regex'");
+        goto out;
+    }
+    char why[256];
+    if (dmf_proxy_rules_add(r, regex, p2p, why, sizeof(why)) != 0) {
+        rc = fail_at(rd, start, why);
+        goto out;
+    }
+    r->v[r->n - 1].line = line_of(start->start_mark);
+out:
+    free(regex);
+    return rc;
+}
+
+static int read_rules(struct reader *rd, struct dmf_proxy_rules *r)
+{
+    yaml_event_t ev;
+    if (next(rd, &ev) != 0)
+        return -EINVAL;
+    int rc = 0;
+    if (ev.type == YAML_SCALAR_EVENT && ev.data.scalar.length == 0) {
+        yaml_event_delete(&ev); /* "proxy-rules:" with nothing: no rules */
+        return 0;
+    }
+    if (ev.type != YAML_SEQUENCE_START_EVENT) {
+        rc = fail_at(rd, &ev, "proxy-rules must be a list of {regex, p2p} mappings");
+        yaml_event_delete(&ev);
+        return rc;
+    }
+    yaml_event_delete(&ev);
+    for (;;) {
+        if (next(rd, &ev) != 0)
+            return -EINVAL;
+        if (ev.type == YAML_SEQUENCE_END_EVENT)
+            break;
+        if (ev.type != YAML_MAPPING_START_EVENT) {
+            rc = fail_at(rd, &ev, "each proxy rule is a mapping {regex: ..., p2p: ...}");
+            break;
+        }
+        rc = read_rule(rd, r, &ev);
+        if (rc != 0)
+            break;
+        yaml_event_delete(&ev);
+    }
+    yaml_event_delete(&ev);
+    return rc;
+}
+
+int dmf_proxy_rules_load_yaml(struct dmf_proxy_rules *r, const char *path, const char *key,
+                              char *err, size_t errlen)
+{
+    struct reader rd = {.path = path, .err = err, .errlen = errlen};
+    struct stat st;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL || fstat(fileno(f), &st) != 0 || st.st_size > DMF_CONFIG_FILE_MAX) {
+        snprintf(err, errlen, "cannot read %s: %s", path,
+                 f == NULL ? strerror(errno) : "too large or unreadable");
+        if (f)
+            fclose(f);
+        return -EINVAL;
+    }
+    if (!yaml_parser_initialize(&rd.p)) {
+        fprintf(stderr, "damselfly: out of memory initialising the YAML parser\n");
+        abort();
+    }
+    yaml_parser_set_input_file(&rd.p, f);
+    int rc = 0, depth = 0;
+    bool expect_key = false;
+    for (;;) {
+        yaml_event_t ev;
+        if (next(&rd, &ev) != 0) {
+            rc = -EINVAL;
+            break;
+        }
+        if (ev.type == YAML_STREAM_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (ev.type == YAML_MAPPING_START_EVENT && depth == 0) {
+            depth = 1;
+            expect_key = true;
+        } else if (ev.type == YAML_MAPPING_END_EVENT && depth == 1) {
+            depth = 0;
+        } else if (depth == 1 && expect_key && ev.type == YAML_SCALAR_EVENT) {
+            if (key_eq((const char *)ev.data.scalar.value, key)) {
+                rc = read_rules(&rd, r);
+            } else {
+                yaml_event_t v;
+                rc = next(&rd, &v);
+                if (rc == 0)
+                    rc = skip_value(&rd, &v);
+                yaml_event_delete(&v);
+            }
+        }
+        yaml_event_delete(&ev);
+        if (rc != 0)
+            break;
+    }
+    yaml_parser_delete(&rd.p);
+    fclose(f);
+    return rc;
+}
