@@ -207,7 +207,13 @@ def pull_image(tmp_path, registry, out, mirror_port, repo="test/img", tag="v1", 
                            mirror_port)
     args = ["copy", "--src-tls-verify=false"]
     if creds:
-        args += ["--src-creds", creds]
+        # containers/image gives --src-creds to the primary registry only; a mirror's
+        # credentials come from the auth file, under the mirror's own host name.
+        auth = base64.b64encode(creds.encode()).decode()
+        authfile = Path(tmp_path) / f"auth-{mirror_port}.json"
+        authfile.write_text(json.dumps({"auths": {registry.host: {"auth": auth},
+                                                  f"127.0.0.1:{mirror_port}": {"auth": auth}}}))
+        args += ["--src-authfile", str(authfile)]
     args += [f"docker://{registry.host}/{repo}:{tag}", f"oci:{out}:{tag}"]
     return skopeo(tmp_path, args, registries=conf, check=check)
 
