@@ -100,9 +100,11 @@ class Procs:
 
     def __init__(self):
         self.live = []
+        self.labels = {}  # pid -> label of every process ever started
 
-    def start(self, args, log=None, ns=None, env=None, cwd=None, stdout=None):
+    def start(self, args, log=None, ns=None, env=None, cwd=None, stdout=None, label=None):
         args = [str(a) for a in args]
+        label = label or Path(args[0]).name
         if ns:
             args = ["ip", "netns", "exec", ns] + args
         out = stdout
@@ -122,6 +124,8 @@ class Procs:
         if logf is not None:
             logf.close()  # the child holds its own descriptor
         p.bench_args = args
+        p.label = label
+        self.labels[p.pid] = label
         self.live.append(p)
         return p
 
@@ -237,6 +241,46 @@ def nginx_args(conf):
 
 # ---- CPU ---------------------------------------------------------------------------------
 
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def read_cpu_fields():
+    """{field: jiffies} of the whole machine's first /proc/stat line."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    return dict(zip(CPU_FIELDS, (int(x) for x in parts[1:9])))
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """(comm, user+system seconds) of a live process (all its threads), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    comm = data[data.index("(") + 1:data.rindex(")")]
+    fields = data[data.rindex(")") + 2:].split()
+    return comm, (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wait_rusage(p, deadline, interval=0.005):
+    """Waits for Popen p until the monotonic deadline with wait4, so the child's own CPU
+    time is known: returns (exit time (time.time()), user+sys seconds) or None on timeout.
+    Sets p.returncode."""
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            t = time.time()
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return t, ru.ru_utime + ru.ru_stime
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
 def read_cpu():
     """(busy, total) jiffies of the whole machine from /proc/stat."""
     with open("/proc/stat") as f:
@@ -259,6 +303,7 @@ class CpuSampler:
         self._t = None
 
     def start(self):
+        self.f0 = read_cpu_fields()
         self.first = read_cpu()
         self.samples = [(time.monotonic(), self.first)]
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -275,6 +320,11 @@ class CpuSampler:
         if self._t:
             self._t.join(timeout=5)
         self.samples.append((time.monotonic(), read_cpu()))
+        f1 = read_cpu_fields()
+        tot = sum(f1.values()) - sum(self.f0.values())
+        self.breakdown = {k: (100.0 * (f1[k] - self.f0[k]) / tot if tot else 0.0) for k in f1}
+        self.busy_seconds = sum(f1[k] - self.f0[k] for k in f1 if k not in ("idle", "iowait")) \
+            / CLK_TCK
         (b0, t0), (b1, t1) = self.samples[0][1], self.samples[-1][1]
         avg = 100.0 * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
         peak = 0.0
