@@ -20,6 +20,7 @@
 #include <event2/listener.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,7 @@ static void conn_close(struct conn *c, bool abort_conn)
 {
     if (c->dead)
         return;
+    dmf_debug("proxy conn %lu: closed%s", c->id, abort_conn ? " (reset)" : "");
     c->dead = true;
     reset_request(c);
     if (c->bev) {
@@ -1076,13 +1078,19 @@ static void on_client_write(struct bufferevent *bev, void *arg)
 static void on_client_event(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
-    if (c->dead)
+    if (c->dead || what == BEV_EVENT_CONNECTED) /* a TLS handshake completed */
         return;
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & BEV_EVENT_TIMEOUT) {
         dmf_debug("proxy conn %lu: idle, closed", c->id);
-    else if (what & BEV_EVENT_ERROR)
-        dmf_debug("proxy conn %lu: %s", c->id,
-                  bufferevent_get_underlying(bev) ? "TLS error or reset" : "connection error");
+    } else if (what & BEV_EVENT_ERROR) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        char buf[160] = "";
+        if (e)
+            ERR_error_string_n(e, buf, sizeof(buf));
+        dmf_debug("proxy conn %lu: %s %s", c->id, e ? "TLS error" : "connection error", buf);
+    } else if (what & BEV_EVENT_EOF) {
+        dmf_debug("proxy conn %lu: the client closed", c->id);
+    }
     if (c->state == C_TUNNEL && (what & BEV_EVENT_EOF) && c->up) {
         relay(c->bev, c->up);
         c->close_after = true;

@@ -434,3 +434,172 @@ class Containerd:
             raise AssertionError(f"{' '.join(cmd)} exited {cp.returncode}: "
                                  f"{cp.stderr.decode(errors='replace')[-2000:]}")
         return cp
+
+
+# ---- certificates and an HTTPS origin ----------------------------------------------------
+
+def make_ca(directory, name):
+    """A CA certificate and key (PEM files); returns (cert_path, key_path, ca) where ca is a
+    (cert, key) pair for issue_cert."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import datetime
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                         False), True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256()))
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cp, kp = d / f"{name.replace(' ', '-')}.crt", d / f"{name.replace(' ', '-')}.key"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.TraditionalOpenSSL,
+                                     serialization.NoEncryption()))
+    return cp, kp, (cert, key)
+
+
+def issue_cert(directory, ca, ip="127.0.0.1"):
+    """A server certificate for ip signed by ca; returns (cert_path, key_path)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import datetime
+    import ipaddress
+    ca_cert, ca_key = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+                           False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+            .sign(ca_key, hashes.SHA256()))
+    d = Path(directory)
+    cp, kp = d / "server.crt", d / "server.key"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.TraditionalOpenSSL,
+                                     serialization.NoEncryption()))
+    return cp, kp
+
+
+class HttpsOrigin:
+    """An HTTPS file server on 127.0.0.1 (single byte ranges supported) that records the
+    requests it gets as (method, path, range header)."""
+
+    def __init__(self, cert, key):
+        self.cert, self.key = cert, key
+        self.files = {}
+        self.requests = []
+        self.lock = threading.Lock()
+
+    def add(self, path, data):
+        self.files[path] = data
+
+    def start(self):
+        import ssl
+        org = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                with org.lock:
+                    org.requests.append(("GET", self.path, rng))
+                data = org.files.get(self.path)
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
+                if m:
+                    a = int(m.group(1))
+                    b = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
+                    body = data[a:b + 1]
+                else:
+                    self.send_response(200)
+                    body = data
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class S(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+        self._srv = S(("127.0.0.1", 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(self.cert), str(self.key))
+        self._srv.socket = ctx.wrap_socket(self._srv.socket, server_side=True)
+        self.port = self._srv.server_address[1]
+        threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.1},
+                         daemon=True).start()
+        return self
+
+    def url(self, path):
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def stop(self):
+        self._srv.shutdown()
+        self._srv.server_close()
+
+
+class EchoServer:
+    """A TCP server on 127.0.0.1 that sends back every byte it receives."""
+
+    def __init__(self):
+        import socket as so
+        self.sock = so.socket(so.AF_INET, so.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    def _echo(self, c):
+        c.settimeout(30)
+        with c:
+            try:
+                while True:
+                    b = c.recv(65536)
+                    if not b:
+                        return
+                    c.sendall(b)
+            except OSError:
+                return
+
+    def stop(self):
+        self._stop.set()
+        self.t.join(timeout=5)
+        self.sock.close()
