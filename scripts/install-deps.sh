@@ -10,6 +10,8 @@ PACKAGES=(
     libcmocka-dev
     python3 python3-pytest python3-grpcio python3-grpc-tools python3-protobuf
     curl iproute2 procps
+    # bench/: nginx (origin), aria2c + opentracker + mktorrent (the BitTorrent scenario)
+    nginx aria2 opentracker mktorrent
 )
 
 missing=()
