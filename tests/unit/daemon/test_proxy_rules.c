@@ -1,0 +1,87 @@
+/* Forward-proxy rules: order, regex errors, the YAML list with file:line errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "daemon/proxy_rules.h"
+
+static char path[64];
+
+static void write_file(const char *text)
+{
+    strcpy(path, "/tmp/dmf-rules-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static void test_first_match_wins(void **state)
+{
+    struct dmf_proxy_rules r = {0};
+    char err[256];
+    assert_int_equal(dmf_proxy_rules_match(&r, "http://a/x"), -1);
+    assert_int_equal(dmf_proxy_rules_add(&r, "\\.tar$", true, err, sizeof(err)), 0);
+    assert_int_equal(dmf_proxy_rules_add(&r, "^http://a/", false, err, sizeof(err)), 0);
+    assert_int_equal(dmf_proxy_rules_match(&r, "http://a/x.tar"), 1);
+    assert_int_equal(dmf_proxy_rules_match(&r, "http://a/x.zip"), 0);
+    assert_int_equal(dmf_proxy_rules_match(&r, "http://b/x.zip"), -1);
+    assert_int_not_equal(dmf_proxy_rules_add(&r, "(unclosed", true, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "invalid regex"));
+    dmf_proxy_rules_free(&r);
+}
+
+static void test_yaml(void **state)
+{
+    struct dmf_proxy_rules r = {0};
+    char err[256];
+    write_file("log-level: debug\nother:\n  nested: [1, 2]\nproxy_rules:\n"
+               "  - regex: '/blobs/sha256:'\n  - regex: '.*'\n    p2p: false\n");
+    assert_int_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)), 0);
+    assert_int_equal(r.n, 2);
+    assert_true(r.v[0].p2p);
+    assert_false(r.v[1].p2p);
+    assert_int_equal(r.v[0].line, 5);
+    assert_int_equal(dmf_proxy_rules_match(&r, "http://x/v2/a/blobs/sha256:00"), 1);
+    assert_int_equal(dmf_proxy_rules_match(&r, "http://x/y"), 0);
+    dmf_proxy_rules_free(&r);
+    unlink(path);
+
+    write_file("proxy-rules:\n  - regex: 'a'\n    p2p: maybe\n");
+    assert_int_not_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)), 0);
+    assert_non_null(strstr(err, ":3:"));
+    dmf_proxy_rules_free(&r);
+    unlink(path);
+
+    write_file("proxy-rules:\n  - p2p: true\n");
+    assert_int_not_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)), 0);
+    assert_non_null(strstr(err, ":2:"));
+    assert_non_null(strstr(err, "regex"));
+    unlink(path);
+
+    write_file("proxy-rules:\n  - regex: '('\n");
+    assert_int_not_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)), 0);
+    assert_non_null(strstr(err, ":2:"));
+    unlink(path);
+
+    write_file("proxy-rules: 'x'\n");
+    assert_int_not_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)), 0);
+    assert_non_null(strstr(err, ":1:"));
+    dmf_proxy_rules_free(&r);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_match_wins),
+        cmocka_unit_test(test_yaml),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
