@@ -1153,15 +1153,25 @@ dmf_proxy_t *dmf_proxy_new(struct dmf_daemon *d, const char *listen, struct dmf_
             goto fail;
         }
     }
-    struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
-    if (evutil_parse_sockaddr_port(listen, (struct sockaddr *)&ss, &sslen) != 0) {
-        snprintf(err, errlen, "cannot parse the address %s", listen);
+    char host[256], why[256], port[8];
+    uint16_t pn;
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC,
+                                    .ai_socktype = SOCK_STREAM,
+                                    .ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG},
+                           *ai = NULL;
+    if (dmf_parse_hostport(listen, host, sizeof(host), &pn, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s", why);
+        goto fail;
+    }
+    snprintf(port, sizeof(port), "%u", pn);
+    if (evutil_getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL) {
+        snprintf(err, errlen, "cannot resolve %s", host);
         goto fail;
     }
     p->listener = evconnlistener_new_bind(
         d->base, on_accept, p, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        256, (struct sockaddr *)&ss, sslen);
+        256, ai->ai_addr, (int)ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
     if (p->listener == NULL) {
         snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno));
         goto fail;
