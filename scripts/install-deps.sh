@@ -12,6 +12,8 @@ PACKAGES=(
     curl iproute2 procps
     # bench/: nginx (origin), aria2c + opentracker + mktorrent (the BitTorrent scenario)
     nginx aria2 opentracker mktorrent
+    # the proxy's tests: a real registry, pull clients, htpasswd, test certificates
+    docker-registry skopeo containerd apache2-utils python3-cryptography
 )
 
 missing=()
