@@ -946,6 +946,12 @@ static void markdown_row(FILE *out, const struct dmf_option *o)
 {
     char range[80];
     const char *mv = type_metavar(o);
+    if (o->type == DMF_OPT_YAML) {
+        fprintf(out, "| `%s` (config file only) | YAML |  |  | ", o->name);
+        md_cell(out, o->help);
+        fputs(" |\n", out);
+        return;
+    }
     fprintf(out, "| `--%s%s%s`", o->name, mv[0] ? " " : "", mv);
     if (o->short_name != 0)
         fprintf(out, ", `-%c`", o->short_name);
