@@ -339,8 +339,7 @@ void dmf_parents_dispatch(struct dmf_task *t)
     while (progress) {
         progress = false;
         for (struct dmf_parent *p = t->parents; p; p = p->next) {
-            if (p->state != PARENT_ACTIVE ||
-                p->inflight >= (p->is_seed ? DMF_MAX(1, limit / 2) : limit))
+            if (p->state != PARENT_ACTIVE || p->inflight >= (p->is_seed ? 1 : limit))
                 continue;
             uint32_t n;
             if (pick(t, p, count, npieces, &n)) {

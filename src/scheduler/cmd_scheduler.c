@@ -26,6 +26,7 @@ struct scheduler_opts {
     int64_t candidate_limit;
     uint64_t host_timeout;
     int64_t bad_parent_threshold;
+    char *parent_graph;
     char *log_level;
 };
 
@@ -34,6 +35,9 @@ static const struct dmf_option options[] = {
      "ADDR:PORT", "Address of the gRPC Scheduler service."},
     {"metrics-listen", 0, DMF_OPT_ADDR, offsetof(struct scheduler_opts, metrics_listen), 0, 0,
      "127.0.0.1:8003", "ADDR:PORT", "Address of the Prometheus endpoint (GET /metrics)."},
+    {"parent-graph", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, parent_graph), 0, 0, "mesh",
+     "mesh|dag",
+     "mesh: peers exchange pieces both ways; dag: no peer is offered one of its descendants."},
     {"candidate-limit", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, candidate_limit), 1,
      DMF_SCHED_CANDIDATES_MAX, "4", "N", "Most parents a peer is given to download from."},
     {"host-timeout", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, host_timeout), 1000,
@@ -153,6 +157,12 @@ static int run(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    if (strcmp(o.parent_graph, "mesh") != 0 && strcmp(o.parent_graph, "dag") != 0) {
+        fprintf(stderr, "damselfly scheduler: --parent-graph: '%s' is not mesh or dag\n",
+                o.parent_graph);
+        rc = 2;
+        goto out;
+    }
     dmf_log_set_component("scheduler");
     signal(SIGPIPE, SIG_IGN);
 
@@ -176,6 +186,7 @@ static int run(int argc, char **argv)
         .candidate_limit = (uint32_t)o.candidate_limit,
         .host_timeout_ms = o.host_timeout,
         .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
+        .mesh = strcmp(o.parent_graph, "mesh") == 0,
     };
     svc = dmf_scheduler_service_new(base, rpc, &cfg);
     int port = 0;

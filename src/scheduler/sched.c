@@ -761,7 +761,13 @@ static size_t pick_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, struc
                               size_t limit)
 {
     uint64_t now = now_ms(s);
-    uint64_t epoch = mark_descendants(s, p);
+    uint64_t epoch;
+    if (s->cfg.mesh) {
+        epoch = ++s->epoch;
+        p->mark = epoch;
+    } else {
+        epoch = mark_descendants(s, p);
+    }
     size_t n = 0, nseed = 0, normal_in_use = 0;
     bool seed_in_use = false;
     struct ranked seed;
@@ -786,8 +792,9 @@ static size_t pick_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, struc
         else
             rank_insert(best, &n, limit, r);
     }
-    if (nseed && !seed_in_use && n < limit && normal_in_use + n < SEED_FALLBACK_BELOW)
+    if (nseed && !seed_in_use && n < limit && normal_in_use + n < SEED_FALLBACK_BELOW) {
         best[n++] = seed;
+    }
     return n;
 }
 
@@ -913,6 +920,37 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     peer_set_state(p, DMF_PEER_RUNNING);
     send_meta_update(p, &meta);
     s->sink.candidates(s->sink_arg, p->stream, parents, n, seed_triggered, &meta);
+}
+
+/* Mesh: a newly registered peer p becomes a parent of every running peer of the task that
+ * still has room for one (earlier registrants would otherwise never learn of p). */
+static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
+{
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &p->task->peers, in_task)
+    {
+        if (q == p || q->stream == NULL || q->state != DMF_PEER_RUNNING ||
+            q->nparents >= s->cfg.candidate_limit || peer_blocked(q, p->host->id) ||
+            host_excluded(s, p->host) || q->host->leaving)
+            continue;
+        struct edge *e;
+        bool already = false;
+        LIST_FOREACH(e, &q->parents, in_child)
+        already |= e->parent == p;
+        if (already)
+            continue;
+        edge_add(q, p);
+        struct dmf_scheduler_parent parent = {
+            .peer_id = p->peer_id,
+            .host_id = p->host->id,
+            .ip = p->host->ip,
+            .piece_port = p->host->piece_port,
+            .is_seed = is_seed_host(p->host),
+        };
+        struct dmf_scheduler_meta meta;
+        send_meta_update(q, &meta);
+        s->sink.candidates(s->sink_arg, q->stream, &parent, 1, false, &meta);
+    }
 }
 
 /* A peer that lost a parent (or asked for others) gets a new set, when it still needs one. */
@@ -1068,6 +1106,8 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         return 0;
     }
     schedule(s, p);
+    if (s->cfg.mesh && p->state == DMF_PEER_RUNNING)
+        offer_to_others(s, p);
     return 0;
 }
 

@@ -127,9 +127,16 @@ struct dmf_scheduler_config {
     uint32_t candidate_limit;      /* 1..DMF_SCHED_CANDIDATES_MAX; 0 = 4 */
     uint64_t host_timeout_ms;      /* 0 = 10 s */
     uint32_t bad_parent_threshold; /* 0 = 2 */
-    size_t max_hosts;              /* 0 = 100,000 */
-    size_t max_tasks;              /* 0 = 100,000 */
-    size_t max_peers;              /* 0 = 1,000,000 */
+    /* false: the parent graph of a task is a DAG (Dragonfly's rule: nobody is offered one
+     * of its descendants), seeds are parents of last resort. true ("mesh"): peers of a
+     * task may exchange pieces both ways (each piece still travels a tree: a peer fetches
+     * a piece once, from a holder that verified it), and a newly registered peer is
+     * offered to running peers that still have room, so that every uplink works until the
+     * end. Either way seeds are parents of last resort. */
+    bool mesh;
+    size_t max_hosts; /* 0 = 100,000 */
+    size_t max_tasks; /* 0 = 100,000 */
+    size_t max_peers; /* 0 = 1,000,000 */
     /* Monotonic milliseconds; NULL = dmf_now_ms. */
     uint64_t (*now)(void *arg);
     void *now_arg;

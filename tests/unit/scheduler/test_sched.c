@@ -462,6 +462,48 @@ static void test_no_cycles_through_grandchildren(void **state)
     dmf_scheduler_free(s);
 }
 
+/* Mesh: a peer that registers later is offered to earlier ones, and two peers may be each
+ * other's parents (each piece still travels one way), where the DAG rule forbids it. */
+static void test_mesh_offers_new_peers_to_earlier_ones(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s =
+        new_sched_cfg((struct dmf_scheduler_config){.candidate_limit = 4, .mesh = true});
+    host(s, "h0");
+    host(s, "h1");
+    host(s, "h2");
+    holder(s, "h0", "p0");
+    dmf_scheduler_peer_t *p1 = reg(s, T1, "h1", "p1");
+    assert_candidates("p1", 1, (const char *[]){"p0"});
+    reg(s, T1, "h2", "p2");
+    /* p2 gets both; p1, which registered first, is now offered p2. */
+    assert_candidates("p2", 2, (const char *[]){NULL, NULL});
+    assert_true(has_parent(last_for("p2"), "p1"));
+    assert_candidates("p1", 1, (const char *[]){"p2"});
+    /* p1 loses p0: p2 (its child too) stays its parent; no back-to-source. */
+    assert_int_equal(
+        dmf_scheduler_parent_failure(s, p1, "p0", "h0", DMF_PARENT_UNREACHABLE, err, sizeof(err)),
+        0);
+    assert_int_not_equal(last_for("p1")->kind, EV_BTS);
+    dmf_scheduler_free(s);
+}
+
+/* The same sequence under the DAG rule: p1 is never offered its child p2. */
+static void test_dag_never_offers_a_descendant(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "h0");
+    host(s, "h1");
+    host(s, "h2");
+    holder(s, "h0", "p0");
+    reg(s, T1, "h1", "p1");
+    assert_candidates("p1", 1, (const char *[]){"p0"});
+    reg(s, T1, "h2", "p2");
+    assert_true(has_parent(last_for("p2"), "p1"));
+    assert_candidates("p1", 1, (const char *[]){"p0"}); /* nothing new was pushed to p1 */
+    dmf_scheduler_free(s);
+}
+
 /* ------------------------------------------------------------ seeds and the origin */
 
 static void test_back_to_source_without_seed(void **state)
@@ -979,6 +1021,8 @@ int main(void)
         cmocka_unit_test(test_candidate_limit),
         cmocka_unit_test(test_no_cycles),
         cmocka_unit_test(test_no_cycles_through_grandchildren),
+        cmocka_unit_test(test_mesh_offers_new_peers_to_earlier_ones),
+        cmocka_unit_test(test_dag_never_offers_a_descendant),
         cmocka_unit_test(test_back_to_source_without_seed),
         cmocka_unit_test(test_seed_triggered_when_nobody_has_the_task),
         cmocka_unit_test(test_seed_trigger_failure_reschedules_children),
