@@ -300,6 +300,7 @@ static int run(int argc, char **argv)
     rc = d.stopping ? 0 : 1;
 
 out_servers:
+    dmf_proxy_free(d.proxy); /* before the tasks its connections watch */
     dmf_local_api_free(d.local_api);
     dmf_rpc_server_free(d.rpc_server);
     dmf_tasks_free_all(&d);

@@ -92,6 +92,7 @@ struct dmf_proxy {
     struct dmf_proxy_rules rules;
     dmf_proxy_tls_t *tls;
     struct conn *conns;
+    struct conn *zombies; /* closed, freed on the next loop pass (or by dmf_proxy_free) */
     size_t nconns;
     unsigned long next_id;
 };
@@ -159,6 +160,12 @@ static struct evbuffer *out(struct conn *c)
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->p->zombies = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     event_free(c->reap);
     event_free(c->kick);
     free(c);
@@ -231,6 +238,11 @@ static void conn_close(struct conn *c, bool abort_conn)
     if (c->next)
         c->next->prev = c->prev;
     p->nconns--;
+    c->prev = NULL;
+    c->next = p->zombies;
+    if (p->zombies)
+        p->zombies->prev = c;
+    p->zombies = c;
     event_active(c->reap, 0, 0);
 }
 
@@ -1202,13 +1214,10 @@ void dmf_proxy_free(dmf_proxy_t *p)
 {
     if (p == NULL)
         return;
-    while (p->conns) {
-        struct conn *c = p->conns;
-        conn_close(c, false);
-        /* Not back on the loop: free now. */
-        event_del(c->reap);
-        on_reap(-1, 0, c);
-    }
+    while (p->conns)
+        conn_close(p->conns, false);
+    while (p->zombies) /* the loop will not run their reap events: free them now */
+        on_reap(-1, 0, p->zombies);
     if (p->listener)
         evconnlistener_free(p->listener);
     if (p->dns)
