@@ -37,6 +37,22 @@ def find_damselfly(explicit=None):
     return p
 
 
+_daemon_help = {}
+
+
+def daemon_defaults(binary):
+    """Daemon flags every benchmark adds: the HTTP proxy off where the binary has one (it
+    listens on 0.0.0.0:65001 by default, which two daemons on one host cannot share)."""
+    b = str(binary)
+    if b not in _daemon_help:
+        try:
+            _daemon_help[b] = subprocess.run([b, "daemon", "--help"], capture_output=True,
+                                             text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            _daemon_help[b] = ""
+    return ["--proxy-listen", "off"] if "--proxy-listen" in _daemon_help[b] else []
+
+
 def which(name):
     for d in os.environ.get("PATH", "/usr/bin:/bin").split(":") + ["/usr/sbin", "/sbin"]:
         p = Path(d) / name
