@@ -573,6 +573,44 @@ static void print_markdown(FILE *f)
     dmf_config_markdown(f, table, NOPTS);
 }
 
+/* DMF_OPT_YAML: a structured value owned by another module; the table skips it and
+ * records its line, and refuses it as a flag. */
+struct ycfg {
+    char *tag;
+    unsigned long rules_line;
+};
+static const struct dmf_option ytable[] = {
+    {"tag", 0, DMF_OPT_STRING, offsetof(struct ycfg, tag), 0, 0, NULL, NULL, "Task tag."},
+    {"proxy-rules", 0, DMF_OPT_YAML, offsetof(struct ycfg, rules_line), 0, 0, NULL, NULL, "Rules."},
+};
+
+static void test_yaml_only_option(void **state)
+{
+    struct ycfg c;
+    char err[512];
+    const char *path = write_file("yamlonly.yaml", "tag: a\nproxy_rules:\n  - regex: x\n"
+                                                   "    p2p: true\n  - {regex: [y, z]}\n"
+                                                   "# end\n");
+    char *argv[] = {"test", "--config", (char *)path};
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(dmf_config_parse(ytable, 2, &c, 3, argv, NULL, NULL, err, sizeof(err)), 0);
+    assert_string_equal(c.tag, "a");
+    assert_int_equal(c.rules_line, 3);
+    dmf_config_free(ytable, 2, &c);
+
+    char *argv2[] = {"test", "--proxy-rules", "x"};
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(dmf_config_parse(ytable, 2, &c, 3, argv2, NULL, NULL, err, sizeof(err)),
+                     -EINVAL);
+    assert_non_null(strstr(err, "config file only"));
+
+    char *argv3[] = {"test"};
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(dmf_config_parse(ytable, 2, &c, 1, argv3, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(c.rules_line, 0);
+    dmf_config_free(ytable, 2, &c);
+}
+
 static void test_usage(void **state)
 {
     char *text = capture(print_usage);
@@ -620,6 +658,7 @@ int main(void)
         cmocka_unit_test(test_declared_config),
         cmocka_unit_test(test_bad_default_reported),
         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_yaml_only_option),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
