@@ -560,8 +560,10 @@ static void pump(struct conn *c)
             status = 206;
         c->off = start;
         c->end = end;
-        if (total > 0 && !done && !sendable(t, start))
-            return; /* the response starts with its first verified piece */
+        /* The response starts with its first verified piece; an empty content only once
+         * it is verified (its digest is all there is to check). */
+        if (!done && (total == 0 || !sendable(t, start)))
+            return;
         send_blob_headers(c, status, total);
         dmf_info("proxy conn %lu: %s: streaming %s task %s (%" PRId64 " bytes%s)", c->id, c->what,
                  c->from_cache ? "cached" : "P2P", t->id, end - start + 1,
