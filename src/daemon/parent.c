@@ -17,6 +17,7 @@
 #define HAVE_RETRIES  50 /* a parent that does not know the task yet: retry this often */
 #define HAVE_RETRY_MS 200
 #define HAVE_LINE_MAX 64
+#define SEED_SLOTS    2 /* piece requests in flight to a seed: its upload is shared */
 
 enum parent_state {
     PARENT_CONNECTING, /* /have requested, not answered yet */
@@ -51,7 +52,6 @@ struct dmf_parent {
     struct event *retry;
     struct slot slots[MAX_SLOTS];
     int inflight;
-    uint32_t scan_start; /* where rarest-first ties start: spreads children over pieces */
 };
 
 static void have_connect(struct dmf_parent *p);
@@ -284,15 +284,15 @@ static void piece_request(struct dmf_parent *p, uint32_t n)
     s->req = dmf_http_get(t->d->http, url, &o, &piece_ops, s);
 }
 
-/* Rarest-first: among pieces this parent has and we still need, the one the fewest of
- * our parents hold; ties broken from a per-parent starting point. */
+/* Rarest-first: among pieces this parent has and we still need, one that the fewest of
+ * our parents hold, chosen at random among those (reservoir sampling), so that children
+ * of the same parent do not all ask for the same pieces in the same order. */
 static bool pick(struct dmf_task *t, struct dmf_parent *p, const uint16_t *count, uint32_t npieces,
                  uint32_t *out)
 {
-    uint32_t best = UINT32_MAX;
+    uint32_t best = UINT32_MAX, ties = 0;
     uint16_t best_count = UINT16_MAX;
-    for (uint32_t k = 0; k < npieces; k++) {
-        uint32_t n = (p->scan_start + k) % npieces;
+    for (uint32_t n = 0; n < npieces; n++) {
         if (!dmf_bitmap_get(&p->has, n) || dmf_bitmap_get(&t->have, n) ||
             dmf_bitmap_get(&t->inflight, n) || !dmf_bitmap_get(&t->digest_known, n))
             continue;
@@ -302,8 +302,9 @@ static bool pick(struct dmf_task *t, struct dmf_parent *p, const uint16_t *count
         if (count[n] < best_count) {
             best = n;
             best_count = count[n];
-            if (best_count <= 1)
-                break;
+            ties = 1;
+        } else if (count[n] == best_count && (uint32_t)random() % ++ties == 0) {
+            best = n;
         }
     }
     if (best == UINT32_MAX)
@@ -339,7 +340,7 @@ void dmf_parents_dispatch(struct dmf_task *t)
     while (progress) {
         progress = false;
         for (struct dmf_parent *p = t->parents; p; p = p->next) {
-            if (p->state != PARENT_ACTIVE || p->inflight >= (p->is_seed ? 1 : limit))
+            if (p->state != PARENT_ACTIVE || p->inflight >= (p->is_seed ? SEED_SLOTS : limit))
                 continue;
             uint32_t n;
             if (pick(t, p, count, npieces, &n)) {
@@ -378,7 +379,6 @@ void dmf_parents_add(struct dmf_task *t, const struct dmf_parent_info *info)
         snprintf(p->base_url, sizeof(p->base_url), "http://%s:%u", info->ip, info->port);
     dmf_bitmap_init(&p->has);
     p->retry = evtimer_new(t->d->base, on_have_retry, p);
-    p->scan_start = (uint32_t)random();
     p->state = PARENT_CONNECTING;
     p->next = t->parents;
     t->parents = p;
