@@ -17,6 +17,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/workq.h"
 #include "daemon/daemon.h"
 #include "daemon/local_api.h"
 #include "daemon/local_service.h"
@@ -235,6 +236,7 @@ static int run(int argc, char **argv)
     d.base = dmf_rpc_event_base_new();
     d.rpc = dmf_rpc_new(d.base);
     d.http = dmf_http_new(d.base);
+    d.workq = dmf_workq_new(d.base, 2);
     if (cfg->origin_ca_file) {
         e = dmf_http_set_extra_ca(d.http, cfg->origin_ca_file);
         if (e != 0) {
@@ -303,10 +305,13 @@ out_servers:
     dmf_proxy_free(d.proxy); /* before the tasks its connections watch */
     dmf_local_api_free(d.local_api);
     dmf_rpc_server_free(d.rpc_server);
+    dmf_workq_free(d.workq); /* pieces being written land before their tasks go */
+    d.workq = NULL;
     dmf_tasks_free_all(&d);
     dmf_sched_client_free(d.sched);
     dmf_piece_server_free(d.pieces);
 out_loop:
+    dmf_workq_free(d.workq);
     if (sigint)
         event_free(sigint);
     if (sigterm)

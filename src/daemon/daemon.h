@@ -52,6 +52,7 @@ struct dmf_daemon {
     struct event_base *base;
     dmf_rpc_t *rpc;
     dmf_http_t *http;
+    struct dmf_workq *workq; /* hashes and writes pieces off the loop */
     dmf_store_t *store;
     dmf_piece_server_t *pieces;
     struct dmf_local_api *local_api; /* unix socket (local_api.h) */

@@ -229,7 +229,8 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     uint32_t n = s->n;
     s->req = NULL;
     p->inflight--;
-    dmf_bitmap_clear(&t->inflight, n);
+    if (err != 0)
+        dmf_bitmap_clear(&t->inflight, n);
     if (err == -ENOENT) {
         /* It no longer has the piece (or never had): ask someone else. */
         dmf_bitmap_clear(&p->has, n);
@@ -242,17 +243,28 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
         parent_drop(p, PARENT_FAILED, false, n);
         return;
     }
-    int e = dmf_task_piece_done(t, n, s->buf, s->len, p->is_seed ? DMF_FROM_SEED : DMF_FROM_PEER);
-    free(s->buf);
+    /* The task checks the bytes against the piece digest off the loop, and calls
+     * dmf_parents_bad_piece() if they do not match. */
+    uint8_t *buf = s->buf;
     s->buf = NULL;
-    if (e == -EBADMSG) {
+    int e = dmf_task_piece_submit(t, n, buf, s->len, p->is_seed ? DMF_FROM_SEED : DMF_FROM_PEER,
+                                  p->host_id);
+    if (e == -EINVAL) /* a short piece */
+        dmf_parents_bad_piece(t, p->host_id, n);
+    dmf_task_kick(t);
+}
+
+void dmf_parents_bad_piece(struct dmf_task *t, const char *host_id, uint32_t n)
+{
+    for (struct dmf_parent *p = t->parents; p; p = p->next) {
+        if (host_id == NULL || strcmp(p->host_id, host_id) != 0 || !usable(p))
+            continue;
         dmf_warn("task %s peer %s: piece %u from parent %s (%s) does not match its digest; "
                  "excluding that parent",
                  t->id, t->peer_id, n, p->peer_id, p->host_id);
         parent_drop(p, PARENT_EXCLUDED, true, n);
         return;
     }
-    dmf_task_kick(t);
 }
 
 static const struct dmf_http_req_ops piece_ops = {
@@ -315,7 +327,7 @@ static bool pick(struct dmf_task *t, struct dmf_parent *p, const uint16_t *count
 
 void dmf_parents_dispatch(struct dmf_task *t)
 {
-    if (t->piece_length == 0 || t->parents == NULL)
+    if (t->piece_length == 0 || t->parents == NULL || dmf_task_workers_busy(t))
         return;
     uint32_t npieces = 0;
     for (struct dmf_parent *p = t->parents; p; p = p->next)

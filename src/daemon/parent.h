@@ -25,6 +25,9 @@ void dmf_parents_add(struct dmf_task *t, const struct dmf_parent_info *p);
 void dmf_parents_dispatch(struct dmf_task *t);
 /* Parents that are connected or connecting (not failed or excluded). */
 int dmf_parents_usable(const struct dmf_task *t);
+/* The parent on host_id sent piece n with bytes that do not match its digest: it is
+ * excluded for this task and reported to the scheduler. */
+void dmf_parents_bad_piece(struct dmf_task *t, const char *host_id, uint32_t n);
 /* Cancels every request and frees the parents. */
 void dmf_parents_free_all(struct dmf_task *t);
 

@@ -36,6 +36,7 @@ struct dmf_source {
     /* Range mode. */
     struct range ranges[MAX_RANGES];
     int failures; /* consecutive failed range requests */
+    bool paused;  /* stream mode: waiting for the workers */
 };
 
 static struct dmf_http_opts request_opts(struct dmf_task *t, const char *range)
@@ -56,7 +57,10 @@ static int stream_commit(struct dmf_source *src, size_t len)
     uint32_t n = src->next_piece++;
     if (dmf_bitmap_get(&t->have, n)) /* resumed: already verified */
         return 0;
-    int e = dmf_task_piece_done(t, n, src->buf, len, DMF_FROM_ORIGIN);
+    /* The buffer goes with the piece; the stream continues into a new one. */
+    uint8_t *buf = src->buf;
+    src->buf = dmf_xmalloc(t->piece_length);
+    int e = dmf_task_piece_submit(t, n, buf, len, DMF_FROM_ORIGIN, NULL);
     if (e == -ECANCELED)
         return e;
     if (e != 0) {
@@ -69,6 +73,11 @@ static int stream_commit(struct dmf_source *src, size_t len)
 static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
 {
     struct dmf_task *t = src->t;
+    if (dmf_task_workers_busy(t)) {
+        /* Pieces wait for the workers: hold the stream (and the origin) back. */
+        src->paused = true;
+        return DMF_HTTP_PAUSE;
+    }
     uint32_t pl = t->piece_length;
     src->received += len;
     if (t->content_length >= 0 && src->received > (uint64_t)t->content_length) {
@@ -232,7 +241,9 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     struct dmf_task *t = src->t;
     r->req = NULL;
     if (err == 0 && r->len == r->want) {
-        int e = dmf_task_piece_done(t, r->n, r->buf, r->len, DMF_FROM_ORIGIN);
+        uint8_t *buf = r->buf;
+        r->buf = NULL;
+        int e = dmf_task_piece_submit(t, r->n, buf, r->len, DMF_FROM_ORIGIN, NULL);
         if (e != 0 && e != -ECANCELED)
             dmf_task_fail(t, "cannot take piece %u from the origin: %s", r->n, dmf_strerror(e));
         src->failures = 0;
@@ -258,7 +269,11 @@ static const struct dmf_http_req_ops range_ops = {
 void dmf_source_dispatch(struct dmf_task *t)
 {
     struct dmf_source *src = t->source;
-    if (src == NULL || src->mode != SRC_RANGES || t->error)
+    if (src && src->paused && src->probe && !dmf_task_workers_busy(t)) {
+        src->paused = false;
+        dmf_http_resume(src->probe);
+    }
+    if (src == NULL || src->mode != SRC_RANGES || t->error || dmf_task_workers_busy(t))
         return;
     int limit = (int)DMF_MIN(t->d->cfg.source_concurrency, MAX_RANGES);
     uint32_t next = 0;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/workq.h"
 #include "common/util.h"
 #include "daemon/parent.h"
 #include "daemon/sched_client.h"
@@ -313,77 +314,147 @@ static void push_fresh(struct dmf_task *t, uint32_t n)
     t->fresh[t->nfresh++] = n;
 }
 
-int dmf_task_piece_done(struct dmf_task *t, uint32_t n, const uint8_t *data, size_t len,
-                        enum dmf_piece_origin from)
-{
-    dmf_bitmap_clear(&t->inflight, n);
-    if (!running(t) || t->error)
-        return -ECANCELED;
-    if (!piece_in_range(t, n) || t->piece_length == 0)
-        return -EINVAL;
-    size_t want = t->content_length >= 0 ? dmf_piece_size(t->content_length, t->piece_length, n)
-                                         : t->piece_length;
-    if (len != want)
-        return -EBADMSG;
-    if (dmf_bitmap_get(&t->have, n))
-        return 0;
+/* A piece being checked and written on a worker thread. */
+struct piece_job {
+    struct dmf_task *t;
+    uint32_t n;
+    uint8_t *buf;
+    size_t len;
+    enum dmf_piece_origin from;
+    char *parent_host_id; /* who sent it (NULL from the origin) */
+    int fd;
+    uint64_t offset;
+    bool have_expected;
+    uint8_t expected[DMF_SHA256_LEN];
     uint8_t digest[DMF_SHA256_LEN];
-    dmf_sha256(data, len, digest);
-    if (from != DMF_FROM_ORIGIN) {
-        if (!dmf_bitmap_get(&t->digest_known, n) ||
-            memcmp(digest, t->digests[n], DMF_SHA256_LEN) != 0) {
-            dmf_metric_add(&dmf_m_verify_failures, 1);
-            return -EBADMSG;
-        }
-    } else if (dmf_bitmap_get(&t->digest_known, n) &&
-               memcmp(digest, t->digests[n], DMF_SHA256_LEN) != 0) {
-        dmf_task_fail(t,
-                      "piece %u from the origin differs from the one the cluster holds "
-                      "(did the content change?)",
-                      n);
-        return -EBADMSG;
+    int err;
+};
+
+/* On a worker: hash, compare, write. Nothing of the task is touched here but its fd. */
+static void piece_work(void *arg)
+{
+    struct piece_job *j = arg;
+    dmf_sha256(j->buf, j->len, j->digest);
+    if (j->have_expected && memcmp(j->digest, j->expected, DMF_SHA256_LEN) != 0) {
+        j->err = -EBADMSG;
+        return;
     }
-    int e = dmf_task_ensure_data(t);
     size_t off = 0;
-    while (e == 0 && off < len) {
-        ssize_t w = pwrite(t->fd, data + off, len - off,
-                           (off_t)(dmf_piece_offset(t->piece_length, n) + off));
+    while (off < j->len) {
+        ssize_t w = pwrite(j->fd, j->buf + off, j->len - off, (off_t)(j->offset + off));
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
-            e = w < 0 ? -errno : -EIO;
-        else
-            off += (size_t)w;
+        if (w <= 0) {
+            j->err = w < 0 ? -errno : -EIO;
+            return;
+        }
+        off += (size_t)w;
     }
-    if (e == 0)
-        e = dmf_store_piece_put(t->d->store, t->id, n, digest);
+}
+
+static void piece_job_free(struct piece_job *j)
+{
+    free(j->buf);
+    free(j->parent_host_id);
+    free(j);
+}
+
+/* Back on the loop: record the piece, or deal with a bad one. */
+static void piece_done(void *arg)
+{
+    struct piece_job *j = arg;
+    struct dmf_task *t = j->t;
+    uint32_t n = j->n;
+    dmf_bitmap_clear(&t->inflight, n);
+    if (!running(t) || t->error || dmf_bitmap_get(&t->have, n)) {
+        dmf_task_kick(t);
+        goto out;
+    }
+    if (j->err == -EBADMSG) {
+        dmf_metric_add(&dmf_m_verify_failures, 1);
+        if (j->from == DMF_FROM_ORIGIN)
+            dmf_task_fail(t,
+                          "piece %u from the origin differs from the one the cluster holds "
+                          "(did the content change?)",
+                          n);
+        else
+            dmf_parents_bad_piece(t, j->parent_host_id, n);
+        dmf_task_kick(t);
+        goto out;
+    }
+    int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
     if (e != 0) {
         dmf_task_fail(t, "cannot store piece %u: %s", n, dmf_strerror(e));
-        return -EIO;
+        goto out;
     }
     ensure_digest_cap(t, n);
-    memcpy(t->digests[n], digest, DMF_SHA256_LEN);
+    memcpy(t->digests[n], j->digest, DMF_SHA256_LEN);
     dmf_bitmap_set(&t->digest_known, n);
     dmf_bitmap_set(&t->have, n);
-    switch (from) {
+    int64_t len = (int64_t)j->len;
+    switch (j->from) {
     case DMF_FROM_ORIGIN:
-        t->bytes_origin += len;
-        dmf_metric_add(&dmf_m_bytes_origin, (int64_t)len);
+        t->bytes_origin += (uint64_t)len;
+        dmf_metric_add(&dmf_m_bytes_origin, len);
         break;
     case DMF_FROM_SEED:
-        t->bytes_seed += len;
-        dmf_metric_add(&dmf_m_bytes_seed, (int64_t)len);
+        t->bytes_seed += (uint64_t)len;
+        dmf_metric_add(&dmf_m_bytes_seed, len);
         break;
     case DMF_FROM_PEER:
-        t->bytes_peer += len;
-        dmf_metric_add(&dmf_m_bytes_peer, (int64_t)len);
+        t->bytes_peer += (uint64_t)len;
+        dmf_metric_add(&dmf_m_bytes_peer, len);
         break;
     }
     dmf_piece_server_notify_piece(t->d->pieces, t->id, n);
-    dmf_sched_report_piece(t, n, from == DMF_FROM_ORIGIN ? digest : NULL);
+    dmf_sched_report_piece(t, n, j->from == DMF_FROM_ORIGIN ? j->digest : NULL);
     push_fresh(t, n);
     dmf_task_kick(t);
+out:
+    piece_job_free(j);
+}
+
+int dmf_task_piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t len,
+                          enum dmf_piece_origin from, const char *parent_host_id)
+{
+    int e = 0;
+    if (!running(t) || t->error)
+        e = -ECANCELED;
+    else if (!piece_in_range(t, n) || t->piece_length == 0)
+        e = -EINVAL;
+    else if (len != (t->content_length >= 0 ? dmf_piece_size(t->content_length, t->piece_length, n)
+                                            : t->piece_length))
+        e = -EINVAL;
+    else if (from != DMF_FROM_ORIGIN && !dmf_bitmap_get(&t->digest_known, n))
+        e = -EINVAL; /* nothing to check it against: it should not have been asked for */
+    else
+        e = dmf_task_ensure_data(t);
+    if (e != 0 || dmf_bitmap_get(&t->have, n)) {
+        dmf_bitmap_clear(&t->inflight, n);
+        free(buf);
+        return e;
+    }
+    struct piece_job *j = dmf_xcalloc(1, sizeof(*j));
+    j->t = t;
+    j->n = n;
+    j->buf = buf;
+    j->len = len;
+    j->from = from;
+    j->parent_host_id = parent_host_id ? dmf_xstrdup(parent_host_id) : NULL;
+    j->fd = t->fd;
+    j->offset = dmf_piece_offset(t->piece_length, n);
+    if (dmf_bitmap_get(&t->digest_known, n)) {
+        j->have_expected = true;
+        memcpy(j->expected, t->digests[n], DMF_SHA256_LEN);
+    }
+    dmf_bitmap_set(&t->inflight, n);
+    dmf_workq_submit(t->d->workq, piece_work, piece_done, j);
     return 0;
+}
+
+bool dmf_task_workers_busy(const struct dmf_task *t)
+{
+    return dmf_workq_pending(t->d->workq) >= DMF_PIECE_JOBS_MAX;
 }
 
 void dmf_task_kick(struct dmf_task *t)

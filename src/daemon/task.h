@@ -127,12 +127,18 @@ int dmf_task_set_layout(struct dmf_task *t, int64_t content_length, uint32_t pie
 /* A piece digest from the scheduler (computed by whoever fetched it from the origin). */
 void dmf_task_set_digest(struct dmf_task *t, uint32_t n, const uint8_t digest[DMF_SHA256_LEN]);
 
-/* Piece n's bytes arrived. From a parent they must match the known digest; from the
- * origin the digest is computed here (and reported to the scheduler). Then they are
- * written, recorded, announced to children and subscribers. Returns 0, -EBADMSG on a
- * digest mismatch (nothing stored), or -EIO. */
-int dmf_task_piece_done(struct dmf_task *t, uint32_t n, const uint8_t *data, size_t len,
-                        enum dmf_piece_origin from);
+/* Piece n's bytes arrived; buf (malloc'd) is taken over. They are hashed and written on a
+ * worker thread, then recorded, announced to children, the scheduler and subscribers.
+ * From a parent (parent_host_id) they must match the known digest, else the piece is
+ * dropped and that parent excluded (dmf_parents_bad_piece); from the origin the digest is
+ * computed there and becomes the reference. n stays in t->inflight until then. Returns 0
+ * when the piece was queued (or already held), or a negative code (buf freed). */
+int dmf_task_piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t len,
+                          enum dmf_piece_origin from, const char *parent_host_id);
+/* True when enough pieces wait for the workers: no new transfer should start. */
+bool dmf_task_workers_busy(const struct dmf_task *t);
+
+#define DMF_PIECE_JOBS_MAX 32 /* pieces waiting to be checked and written, per daemon */
 
 /* Work to do on the next loop pass (dispatch requests, tell subscribers, check done). */
 void dmf_task_kick(struct dmf_task *t);
