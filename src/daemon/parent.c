@@ -44,6 +44,8 @@ struct dmf_parent {
     bool is_seed;
     enum parent_state state;
     dmf_bitmap_t has;
+    dmf_bitmap_t deferred; /* a seed said "served already": not asked again for 1 s */
+    struct event *undefer;
     bool complete;
     dmf_http_req_t *have_req;
     char line[HAVE_LINE_MAX];
@@ -208,7 +210,15 @@ static void have_connect(struct dmf_parent *p)
 
 static int piece_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
-    return status == 200 ? 0 : status == 404 ? -ENOENT : -EPROTO;
+    return status == 200 ? 0 : status == 404 ? -ENOENT : status == 503 ? -EAGAIN : -EPROTO;
+}
+
+static void on_undefer(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_parent *p = arg;
+    dmf_bitmap_free(&p->deferred);
+    dmf_bitmap_init(&p->deferred);
+    dmf_task_kick(p->t);
 }
 
 static int piece_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t len)
@@ -231,6 +241,17 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     p->inflight--;
     if (err != 0)
         dmf_bitmap_clear(&t->inflight, n);
+    if (err == -EAGAIN) {
+        /* A seed that already served this piece to someone: it will come from a peer;
+         * ask the seed again only after a while. */
+        dmf_bitmap_set(&p->deferred, n);
+        if (!evtimer_pending(p->undefer, NULL)) {
+            struct timeval tv = {1, 0};
+            evtimer_add(p->undefer, &tv);
+        }
+        dmf_task_kick(t);
+        return;
+    }
     if (err == -ENOENT) {
         /* It no longer has the piece (or never had): ask someone else. */
         dmf_bitmap_clear(&p->has, n);
@@ -305,8 +326,9 @@ static bool pick(struct dmf_task *t, struct dmf_parent *p, const uint16_t *count
     uint32_t best = UINT32_MAX, ties = 0;
     uint16_t best_count = UINT16_MAX;
     for (uint32_t n = 0; n < npieces; n++) {
-        if (!dmf_bitmap_get(&p->has, n) || dmf_bitmap_get(&t->have, n) ||
-            dmf_bitmap_get(&t->inflight, n) || !dmf_bitmap_get(&t->digest_known, n))
+        if (!dmf_bitmap_get(&p->has, n) || dmf_bitmap_get(&p->deferred, n) ||
+            dmf_bitmap_get(&t->have, n) || dmf_bitmap_get(&t->inflight, n) ||
+            !dmf_bitmap_get(&t->digest_known, n))
             continue;
         /* A seed's upload is for pieces nobody else can give us. */
         if (p->is_seed && count[n] > 1)
@@ -390,7 +412,9 @@ void dmf_parents_add(struct dmf_task *t, const struct dmf_parent_info *info)
     else
         snprintf(p->base_url, sizeof(p->base_url), "http://%s:%u", info->ip, info->port);
     dmf_bitmap_init(&p->has);
+    dmf_bitmap_init(&p->deferred);
     p->retry = evtimer_new(t->d->base, on_have_retry, p);
+    p->undefer = evtimer_new(t->d->base, on_undefer, p);
     p->state = PARENT_CONNECTING;
     p->next = t->parents;
     t->parents = p;
@@ -408,7 +432,9 @@ void dmf_parents_free_all(struct dmf_task *t)
         cancel_slots(p);
         dmf_http_cancel(p->have_req);
         event_free(p->retry);
+        event_free(p->undefer);
         dmf_bitmap_free(&p->has);
+        dmf_bitmap_free(&p->deferred);
         free(p->peer_id);
         free(p->host_id);
         free(p);

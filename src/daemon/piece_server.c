@@ -228,6 +228,17 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
         return;
     }
 
+    if (v.served) {
+        if (dmf_bitmap_get(v.served, n) && v.served->count < v.have->count) {
+            struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+            evhttp_add_header(h, "Retry-After", "1");
+            reply_text(req, 503, "Service Unavailable",
+                       "seed: piece already served, fetch it from a peer");
+            return;
+        }
+        dmf_bitmap_set(v.served, n);
+    }
+
     /* With the length unknown (streamed origin) every held piece is a full one. */
     uint32_t size = v.content_length >= 0 ? dmf_piece_size(v.content_length, v.piece_length, n)
                                           : v.piece_length;

@@ -2,7 +2,8 @@
  *
  *   GET /pieces/<task-id>/<n>  200 with the piece's bytes (sendfile from the data file);
  *                              404 when the task or piece is not held here; 400 when the
- *                              path is malformed.
+ *                              path is malformed; 503 from a seed for a piece it
+ *                              already served while others never were (see served).
  *   GET /have/<task-id>        200, chunked text/plain, one line per verified piece
  *                              "have <n>\n" (first every piece held now, then each new one
  *                              as it is verified), then "done <total_pieces>\n" once the
@@ -38,6 +39,10 @@ struct dmf_piece_view {
     uint32_t piece_length;    /* 0 while unknown */
     const dmf_bitmap_t *have; /* verified pieces */
     bool complete;            /* every piece held; total is dmf_piece_count(...) */
+    /* A seed's pieces uploaded at least once, or NULL. When set, a piece already served
+     * is refused (503, "Retry-After: 1") while some held piece has never been served: a
+     * seed's upload carries each piece into the swarm once before it sends any twice. */
+    dmf_bitmap_t *served;
 };
 
 /* Looks a task up on the loop thread: 0 with *view filled, or -ENOENT. */
@@ -45,9 +50,9 @@ typedef int (*dmf_piece_lookup_cb)(void *arg, const char *task_id, struct dmf_pi
 
 /* Binds addr:port (port 0 = any; see dmf_piece_server_port). Returns NULL with a reason
  * in err ("cannot listen on 127.0.0.1:65002: Address already in use"). */
-dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *addr,
-                                         uint16_t port, dmf_piece_lookup_cb lookup, void *arg,
-                                         char *err, size_t errlen);
+dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *addr, uint16_t port,
+                                         dmf_piece_lookup_cb lookup, void *arg, char *err,
+                                         size_t errlen);
 uint16_t dmf_piece_server_port(const dmf_piece_server_t *ps);
 
 /* Piece n of task_id was just verified and stored: tell the /have watchers. */

@@ -93,6 +93,7 @@ static struct dmf_task *task_new(struct dmf_daemon *d, const char *id)
     dmf_bitmap_init(&t->have);
     dmf_bitmap_init(&t->inflight);
     dmf_bitmap_init(&t->digest_known);
+    dmf_bitmap_init(&t->served);
     t->kick = event_new(d->base, -1, 0, on_kick, t);
     t->stall = evtimer_new(d->base, on_stall, t);
     snprintf(t->peer_id, sizeof(t->peer_id), "%s-%.12s-%06x", d->cfg.host_id, id,
@@ -697,6 +698,7 @@ static void task_free(struct dmf_task *t)
     dmf_bitmap_free(&t->have);
     dmf_bitmap_free(&t->inflight);
     dmf_bitmap_free(&t->digest_known);
+    dmf_bitmap_free(&t->served);
     free(t);
 }
 
@@ -725,5 +727,6 @@ int dmf_task_piece_lookup(void *daemon, const char *task_id, struct dmf_piece_vi
     view->piece_length = t->piece_length;
     view->have = &t->have;
     view->complete = t->state == DMF_TASK_SUCCEEDED && dmf_task_complete(t);
+    view->served = d->cfg.seed ? &t->served : NULL;
     return 0;
 }

@@ -100,6 +100,7 @@ struct dmf_scheduler_peer {
     size_t nblocked;
     uint64_t mark;     /* traversal epoch */
     uint32_t nparents; /* parents in use (pushed candidates add up) */
+    uint32_t nchildren;
     LIST_HEAD(, edge) parents;
     LIST_HEAD(, edge) children;
     TAILQ_ENTRY(dmf_scheduler_peer) in_task;
@@ -560,11 +561,13 @@ static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
     LIST_INSERT_HEAD(&child->parents, e, in_child);
     LIST_INSERT_HEAD(&parent->children, e, in_parent);
     child->nparents++;
+    parent->nchildren++;
 }
 
 static void edge_remove(struct edge *e)
 {
     e->child->nparents--;
+    e->parent->nchildren--;
     LIST_REMOVE(e, in_child);
     LIST_REMOVE(e, in_parent);
     free(e);
@@ -701,7 +704,8 @@ static double peer_progress(const dmf_scheduler_peer_t *p)
 }
 
 /* The candidate's score for this child, in [0, 1]; see docs/internals/SCHEDULER.md. */
-static double score(const dmf_scheduler_peer_t *child, const dmf_scheduler_peer_t *c, uint64_t now)
+static double score(const dmf_scheduler_t *s, const dmf_scheduler_peer_t *child,
+                    const dmf_scheduler_peer_t *c, uint64_t now)
 {
     const struct host *h = c->host;
     const struct host *me = child->host;
@@ -711,6 +715,11 @@ static double score(const dmf_scheduler_peer_t *child, const dmf_scheduler_peer_
                           ? 0.0
                           : 1.0 - (double)h->upload_rate / (double)h->upload_capacity;
     double capacity = 0.5 * free_upload + 0.5 / (1.0 + h->active_uploads);
+    /* Mesh: the children the scheduler already gave this peer are its upload's future load
+     * (host announces lag by seconds; a burst of registrations would otherwise all pick the
+     * same few parents and leave the other uplinks idle). */
+    if (s->cfg.mesh)
+        capacity = 0.5 * capacity + 0.5 / (1.0 + c->nchildren);
     double idc = *me->idc && strcmp(me->idc, h->idc) == 0 ? 1.0 : 0.0;
     double locality = 0.5 * idc + 0.5 * location_affinity(me->location, h->location);
     double health = 1.0 / (1.0 + host_recent_unreachable(h, now));
@@ -726,12 +735,32 @@ static bool peer_can_serve(const dmf_scheduler_peer_t *c)
 struct ranked {
     dmf_scheduler_peer_t *peer;
     double score;
+    uint64_t tiebreak;
 };
+
+static uint64_t fnv1a(uint64_t h, const char *str)
+{
+    for (const char *c = str; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    return (h ^ 0xff) * 1099511628211ull;
+}
+
+/* Equal scores: by peer id under the DAG rule (reproducible); in a mesh by a hash of both
+ * peers, so that different children order equal candidates differently. */
+static uint64_t tiebreak(const dmf_scheduler_t *s, const dmf_scheduler_peer_t *child,
+                         const dmf_scheduler_peer_t *c)
+{
+    if (!s->cfg.mesh)
+        return 0;
+    return fnv1a(fnv1a(1469598103934665603ull, child->peer_id), c->peer_id);
+}
 
 static bool ranks_before(const struct ranked *a, const struct ranked *b)
 {
     if (a->score != b->score)
         return a->score > b->score;
+    if (a->tiebreak != b->tiebreak)
+        return a->tiebreak < b->tiebreak;
     return strcmp(a->peer->peer_id, b->peer->peer_id) < 0;
 }
 
@@ -786,13 +815,21 @@ static size_t pick_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, struc
         if (c->mark == epoch || !peer_can_serve(c) || host_excluded(s, c->host) ||
             peer_blocked(p, c->host->id))
             continue;
-        struct ranked r = {c, score(p, c, now)};
+        struct ranked r = {c, score(s, p, c, now), tiebreak(s, p, c)};
         if (is_seed_host(c->host))
             rank_insert(&seed, &nseed, 1, r);
         else
             rank_insert(best, &n, limit, r);
     }
-    if (nseed && !seed_in_use && n < limit && normal_in_use + n < SEED_FALLBACK_BELOW) {
+    if (s->cfg.mesh && nseed && !seed_in_use) {
+        /* Mesh: every peer has the seed among its parents. The daemon asks a seed only
+         * for pieces no other parent holds, and the seed serves each piece once before
+         * it serves any twice, so its upload carries new pieces to whoever can take
+         * them (a peer whose own uplink is full receives slowly: its ACKs queue). */
+        if (n == limit)
+            n--;
+        best[n++] = seed;
+    } else if (nseed && !seed_in_use && n < limit && normal_in_use + n < SEED_FALLBACK_BELOW) {
         best[n++] = seed;
     }
     return n;
