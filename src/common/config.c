@@ -1,6 +1,7 @@
 /* Declarative options: one table drives defaults, the YAML file, flags, --help and the
  * Markdown docs. See docs/internals/CONFIG.md. */
 #include "common/config.h"
+#include "common/yaml_reader.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -382,29 +383,6 @@ static int apply_defaults(const struct dmf_option *opts, size_t nopts, void *cfg
 
 /* ---- YAML ---- */
 
-struct yaml_reader {
-    yaml_parser_t parser;
-    const char *path;
-    char *err;
-    size_t errlen;
-};
-
-static unsigned long mark_line(yaml_mark_t m)
-{
-    return (unsigned long)m.line + 1;
-}
-
-static int yaml_next(struct yaml_reader *r, yaml_event_t *ev)
-{
-    if (yaml_parser_parse(&r->parser, ev))
-        return 0;
-    snprintf(r->err, r->errlen, "%s:%lu: invalid YAML: %s", r->path,
-             mark_line(r->parser.problem_mark),
-             r->parser.problem != NULL ? r->parser.problem : "syntax error");
-    memset(ev, 0, sizeof(*ev)); /* nothing to delete */
-    return -EINVAL;
-}
-
 static bool scalar_is_null(const yaml_event_t *ev)
 {
     const char *v = (const char *)ev->data.scalar.value;
@@ -414,18 +392,18 @@ static bool scalar_is_null(const yaml_event_t *ev)
 }
 
 /* Checks that a scalar event's value is one C string (no embedded NUL). */
-static int scalar_ok(struct yaml_reader *r, const yaml_event_t *ev, const char *key)
+static int scalar_ok(struct dmf_yaml_reader *r, const yaml_event_t *ev, const char *key)
 {
     if (strlen((const char *)ev->data.scalar.value) != ev->data.scalar.length) {
         snprintf(r->err, r->errlen, "%s:%lu: %s: value contains a NUL byte", r->path,
-                 mark_line(ev->start_mark), key);
+                 dmf_yaml_line(ev->start_mark), key);
         return -EINVAL;
     }
     return 0;
 }
 
 /* Applies a scalar value to an option, prefixing errors with "file:line: ". */
-static int yaml_set(struct yaml_reader *r, const struct dmf_option *o, void *cfg,
+static int yaml_set(struct dmf_yaml_reader *r, const struct dmf_option *o, void *cfg,
                     const yaml_event_t *ev, bool *fresh)
 {
     char why[512];
@@ -433,40 +411,23 @@ static int yaml_set(struct yaml_reader *r, const struct dmf_option *o, void *cfg
         return -EINVAL;
     if (set_value(o, cfg, (const char *)ev->data.scalar.value, fresh, o->name, why, sizeof(why)) !=
         0) {
-        snprintf(r->err, r->errlen, "%s:%lu: %s", r->path, mark_line(ev->start_mark), why);
+        snprintf(r->err, r->errlen, "%s:%lu: %s", r->path, dmf_yaml_line(ev->start_mark), why);
         return -EINVAL;
     }
     return 0;
 }
 
 /* Reads the value of key o (the next event onward) into cfg. */
-/* Skips a value of any shape that starts with ev (a DMF_OPT_YAML option's). */
-static int yaml_skip(struct yaml_reader *r, const yaml_event_t *first)
-{
-    int depth = first->type == YAML_SEQUENCE_START_EVENT || first->type == YAML_MAPPING_START_EVENT;
-    while (depth > 0) {
-        yaml_event_t ev;
-        if (yaml_next(r, &ev) != 0)
-            return -EINVAL;
-        if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT)
-            depth++;
-        else if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT)
-            depth--;
-        yaml_event_delete(&ev);
-    }
-    return 0;
-}
-
-static int yaml_value(struct yaml_reader *r, const struct dmf_option *o, void *cfg)
+static int yaml_value(struct dmf_yaml_reader *r, const struct dmf_option *o, void *cfg)
 {
     yaml_event_t ev;
     bool fresh = false;
-    int rc = yaml_next(r, &ev);
+    int rc = dmf_yaml_next(r, &ev);
     if (rc != 0)
         return rc;
     if (o->type == DMF_OPT_YAML) {
-        *(unsigned long *)field(o, cfg) = mark_line(ev.start_mark);
-        rc = yaml_skip(r, &ev);
+        *(unsigned long *)field(o, cfg) = dmf_yaml_line(ev.start_mark);
+        rc = dmf_yaml_skip(r, &ev);
         yaml_event_delete(&ev);
         return rc;
     }
@@ -478,7 +439,7 @@ static int yaml_value(struct yaml_reader *r, const struct dmf_option *o, void *c
     case YAML_SEQUENCE_START_EVENT:
         if (o->type != DMF_OPT_LIST) {
             snprintf(r->err, r->errlen, "%s:%lu: option '%s' takes one value, not a list", r->path,
-                     mark_line(ev.start_mark), o->name);
+                     dmf_yaml_line(ev.start_mark), o->name);
             rc = -EINVAL;
             break;
         }
@@ -486,12 +447,12 @@ static int yaml_value(struct yaml_reader *r, const struct dmf_option *o, void *c
         fresh = true;
         for (;;) {
             yaml_event_delete(&ev);
-            rc = yaml_next(r, &ev);
+            rc = dmf_yaml_next(r, &ev);
             if (rc != 0 || ev.type == YAML_SEQUENCE_END_EVENT)
                 break;
             if (ev.type != YAML_SCALAR_EVENT) {
                 snprintf(r->err, r->errlen, "%s:%lu: items of '%s' must be plain values", r->path,
-                         mark_line(ev.start_mark), o->name);
+                         dmf_yaml_line(ev.start_mark), o->name);
                 rc = -EINVAL;
                 break;
             }
@@ -502,12 +463,12 @@ static int yaml_value(struct yaml_reader *r, const struct dmf_option *o, void *c
         break;
     case YAML_ALIAS_EVENT:
         snprintf(r->err, r->errlen, "%s:%lu: YAML aliases are not supported", r->path,
-                 mark_line(ev.start_mark));
+                 dmf_yaml_line(ev.start_mark));
         rc = -EINVAL;
         break;
     default:
         snprintf(r->err, r->errlen, "%s:%lu: option '%s' takes a value, not a mapping", r->path,
-                 mark_line(ev.start_mark), o->name);
+                 dmf_yaml_line(ev.start_mark), o->name);
         rc = -EINVAL;
         break;
     }
@@ -516,7 +477,7 @@ static int yaml_value(struct yaml_reader *r, const struct dmf_option *o, void *c
 }
 
 /* Reads the top-level mapping of option: value pairs. */
-static int yaml_mapping(struct yaml_reader *r, const struct dmf_option *opts, size_t nopts,
+static int yaml_mapping(struct dmf_yaml_reader *r, const struct dmf_option *opts, size_t nopts,
                         void *cfg)
 {
     bool *seen = dmf_xcalloc(nopts + 1, sizeof(*seen));
@@ -524,12 +485,12 @@ static int yaml_mapping(struct yaml_reader *r, const struct dmf_option *opts, si
     int rc;
 
     for (;;) {
-        rc = yaml_next(r, &ev);
+        rc = dmf_yaml_next(r, &ev);
         if (rc != 0 || ev.type == YAML_MAPPING_END_EVENT)
             break;
         if (ev.type != YAML_SCALAR_EVENT) {
             snprintf(r->err, r->errlen, "%s:%lu: expected an option name", r->path,
-                     mark_line(ev.start_mark));
+                     dmf_yaml_line(ev.start_mark));
             rc = -EINVAL;
             break;
         }
@@ -537,14 +498,14 @@ static int yaml_mapping(struct yaml_reader *r, const struct dmf_option *opts, si
         const struct dmf_option *o = find_option(opts, nopts, key, ev.data.scalar.length);
         if (o == NULL || o == &implicit_config) {
             snprintf(r->err, r->errlen, "%s:%lu: unknown option '%.64s'", r->path,
-                     mark_line(ev.start_mark), key);
+                     dmf_yaml_line(ev.start_mark), key);
             rc = -EINVAL;
             break;
         }
         size_t idx = (size_t)(o - opts);
         if (seen[idx]) {
             snprintf(r->err, r->errlen, "%s:%lu: option '%s' is set twice", r->path,
-                     mark_line(ev.start_mark), o->name);
+                     dmf_yaml_line(ev.start_mark), o->name);
             rc = -EINVAL;
             break;
         }
@@ -612,7 +573,7 @@ out:
 int dmf_config_load_yaml(const struct dmf_option *opts, size_t nopts, void *cfg, const char *path,
                          char *err, size_t errlen)
 {
-    struct yaml_reader r = {.path = path, .err = err, .errlen = errlen};
+    struct dmf_yaml_reader r = {.path = path, .err = err, .errlen = errlen};
     yaml_event_t ev;
     char *buf = NULL;
     size_t len = 0;
@@ -627,15 +588,15 @@ int dmf_config_load_yaml(const struct dmf_option *opts, size_t nopts, void *cfg,
     yaml_parser_set_input_string(&r.parser, (const unsigned char *)buf, len);
 
     /* stream-start, then an optional document holding one mapping (or nothing). */
-    rc = yaml_next(&r, &ev);
+    rc = dmf_yaml_next(&r, &ev);
     if (rc != 0)
         goto out;
     yaml_event_delete(&ev);
-    rc = yaml_next(&r, &ev);
+    rc = dmf_yaml_next(&r, &ev);
     if (rc != 0 || ev.type == YAML_STREAM_END_EVENT)
         goto out_event;     /* an empty file sets nothing */
     yaml_event_delete(&ev); /* document-start */
-    rc = yaml_next(&r, &ev);
+    rc = dmf_yaml_next(&r, &ev);
     if (rc != 0)
         goto out;
     if (ev.type == YAML_MAPPING_START_EVENT) {
@@ -645,20 +606,20 @@ int dmf_config_load_yaml(const struct dmf_option *opts, size_t nopts, void *cfg,
             goto out;
     } else if (!(ev.type == YAML_SCALAR_EVENT && scalar_is_null(&ev))) {
         snprintf(err, errlen, "%s:%lu: the config file must be a mapping of option: value", path,
-                 mark_line(ev.start_mark));
+                 dmf_yaml_line(ev.start_mark));
         rc = -EINVAL;
         goto out_event;
     } else {
         yaml_event_delete(&ev);
     }
-    rc = yaml_next(&r, &ev); /* document-end */
+    rc = dmf_yaml_next(&r, &ev); /* document-end */
     if (rc != 0)
         goto out;
     yaml_event_delete(&ev);
-    rc = yaml_next(&r, &ev);
+    rc = dmf_yaml_next(&r, &ev);
     if (rc == 0 && ev.type != YAML_STREAM_END_EVENT) {
         snprintf(err, errlen, "%s:%lu: only one YAML document is allowed", path,
-                 mark_line(ev.start_mark));
+                 dmf_yaml_line(ev.start_mark));
         rc = -EINVAL;
     }
 out_event:

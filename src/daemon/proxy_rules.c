@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/util.h"
+#include "common/yaml_reader.h"
 
 int dmf_proxy_rules_add(struct dmf_proxy_rules *r, const char *regex, bool p2p, char *err,
                         size_t errlen)
@@ -56,71 +57,22 @@ void dmf_proxy_rules_free(struct dmf_proxy_rules *r)
 
 /* ---- YAML ---- */
 
-struct reader {
-    yaml_parser_t p;
-    const char *path;
-    char *err;
-    size_t errlen;
-};
-
-static unsigned long line_of(yaml_mark_t m)
+static int fail_at(struct dmf_yaml_reader *rd, const yaml_event_t *ev, const char *what)
 {
-    return (unsigned long)m.line + 1;
-}
-
-static int next(struct reader *rd, yaml_event_t *ev)
-{
-    if (yaml_parser_parse(&rd->p, ev))
-        return 0;
-    snprintf(rd->err, rd->errlen, "%s:%lu: invalid YAML: %s", rd->path, line_of(rd->p.problem_mark),
-             rd->p.problem ? rd->p.problem : "syntax error");
-    memset(ev, 0, sizeof(*ev));
-    return -EINVAL;
-}
-
-static bool key_eq(const char *a, const char *b)
-{
-    for (; *a && *b; a++, b++) {
-        char x = *a == '_' ? '-' : *a, y = *b == '_' ? '-' : *b;
-        if (x != y)
-            return false;
-    }
-    return *a == *b;
-}
-
-/* Skips the value whose first event is ev (already read and deleted by the caller only
- * after this returns). */
-static int skip_value(struct reader *rd, const yaml_event_t *first)
-{
-    int depth = first->type == YAML_SEQUENCE_START_EVENT || first->type == YAML_MAPPING_START_EVENT;
-    while (depth > 0) {
-        yaml_event_t ev;
-        if (next(rd, &ev) != 0)
-            return -EINVAL;
-        if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT)
-            depth++;
-        else if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT)
-            depth--;
-        yaml_event_delete(&ev);
-    }
-    return 0;
-}
-
-static int fail_at(struct reader *rd, const yaml_event_t *ev, const char *what)
-{
-    snprintf(rd->err, rd->errlen, "%s:%lu: %s", rd->path, line_of(ev->start_mark), what);
+    snprintf(rd->err, rd->errlen, "%s:%lu: %s", rd->path, dmf_yaml_line(ev->start_mark), what);
     return -EINVAL;
 }
 
 /* One rule: a mapping {regex: ..., p2p: ...}; the mapping-start event is consumed. */
-static int read_rule(struct reader *rd, struct dmf_proxy_rules *r, const yaml_event_t *start)
+static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
+                     const yaml_event_t *start)
 {
     char *regex = NULL;
     bool p2p = true, seen_p2p = false;
     int rc = 0;
     for (;;) {
         yaml_event_t k, v;
-        if (next(rd, &k) != 0)
+        if (dmf_yaml_next(rd, &k) != 0)
             return -EINVAL;
         if (k.type == YAML_MAPPING_END_EVENT) {
             yaml_event_delete(&k);
@@ -131,7 +83,7 @@ static int read_rule(struct reader *rd, struct dmf_proxy_rules *r, const yaml_ev
             yaml_event_delete(&k);
             goto out;
         }
-        if (next(rd, &v) != 0) {
+        if (dmf_yaml_next(rd, &v) != 0) {
             yaml_event_delete(&k);
             rc = -EINVAL;
             goto out;
@@ -170,16 +122,16 @@ static int read_rule(struct reader *rd, struct dmf_proxy_rules *r, const yaml_ev
         rc = fail_at(rd, start, why);
         goto out;
     }
-    r->v[r->n - 1].line = line_of(start->start_mark);
+    r->v[r->n - 1].line = dmf_yaml_line(start->start_mark);
 out:
     free(regex);
     return rc;
 }
 
-static int read_rules(struct reader *rd, struct dmf_proxy_rules *r)
+static int read_rules(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r)
 {
     yaml_event_t ev;
-    if (next(rd, &ev) != 0)
+    if (dmf_yaml_next(rd, &ev) != 0)
         return -EINVAL;
     int rc = 0;
     if (ev.type == YAML_SCALAR_EVENT && ev.data.scalar.length == 0) {
@@ -193,7 +145,7 @@ static int read_rules(struct reader *rd, struct dmf_proxy_rules *r)
     }
     yaml_event_delete(&ev);
     for (;;) {
-        if (next(rd, &ev) != 0)
+        if (dmf_yaml_next(rd, &ev) != 0)
             return -EINVAL;
         if (ev.type == YAML_SEQUENCE_END_EVENT)
             break;
@@ -213,7 +165,7 @@ static int read_rules(struct reader *rd, struct dmf_proxy_rules *r)
 int dmf_proxy_rules_load_yaml(struct dmf_proxy_rules *r, const char *path, const char *key,
                               char *err, size_t errlen)
 {
-    struct reader rd = {.path = path, .err = err, .errlen = errlen};
+    struct dmf_yaml_reader rd = {.path = path, .err = err, .errlen = errlen};
     struct stat st;
     FILE *f = fopen(path, "rb");
     if (f == NULL || fstat(fileno(f), &st) != 0 || st.st_size > DMF_CONFIG_FILE_MAX) {
@@ -223,16 +175,16 @@ int dmf_proxy_rules_load_yaml(struct dmf_proxy_rules *r, const char *path, const
             fclose(f);
         return -EINVAL;
     }
-    if (!yaml_parser_initialize(&rd.p)) {
+    if (!yaml_parser_initialize(&rd.parser)) {
         fprintf(stderr, "damselfly: out of memory initialising the YAML parser\n");
         abort();
     }
-    yaml_parser_set_input_file(&rd.p, f);
+    yaml_parser_set_input_file(&rd.parser, f);
     int rc = 0, depth = 0;
     bool expect_key = false;
     for (;;) {
         yaml_event_t ev;
-        if (next(&rd, &ev) != 0) {
+        if (dmf_yaml_next(&rd, &ev) != 0) {
             rc = -EINVAL;
             break;
         }
@@ -246,13 +198,13 @@ int dmf_proxy_rules_load_yaml(struct dmf_proxy_rules *r, const char *path, const
         } else if (ev.type == YAML_MAPPING_END_EVENT && depth == 1) {
             depth = 0;
         } else if (depth == 1 && expect_key && ev.type == YAML_SCALAR_EVENT) {
-            if (key_eq((const char *)ev.data.scalar.value, key)) {
+            if (dmf_yaml_key_eq((const char *)ev.data.scalar.value, key)) {
                 rc = read_rules(&rd, r);
             } else {
                 yaml_event_t v;
-                rc = next(&rd, &v);
+                rc = dmf_yaml_next(&rd, &v);
                 if (rc == 0)
-                    rc = skip_value(&rd, &v);
+                    rc = dmf_yaml_skip(&rd, &v);
                 yaml_event_delete(&v);
             }
         }
@@ -260,7 +212,7 @@ int dmf_proxy_rules_load_yaml(struct dmf_proxy_rules *r, const char *path, const
         if (rc != 0)
             break;
     }
-    yaml_parser_delete(&rd.p);
+    yaml_parser_delete(&rd.parser);
     fclose(f);
     return rc;
 }
