@@ -88,7 +88,7 @@ void dmf_hex_encode(const uint8_t *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-static int hexval(char c)
+int dmf_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -102,8 +102,8 @@ static int hexval(char c)
 int dmf_hex_decode(const char *hex, uint8_t *out, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
-        int hi = hexval(hex[2 * i]);
-        int lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        int hi = dmf_hex_digit(hex[2 * i]);
+        int lo = hi < 0 ? -1 : dmf_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);

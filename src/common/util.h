@@ -33,6 +33,8 @@ uint64_t dmf_now_ms(void);
 
 /* Lower-case hex of len bytes into out (2*len+1 bytes). */
 void dmf_hex_encode(const uint8_t *in, size_t len, char *out);
+/* The value of one hex digit (either case), or -1. */
+int dmf_hex_digit(char c);
 /* Decodes exactly 2*len hex characters; returns 0 or -EINVAL. */
 int dmf_hex_decode(const char *hex, uint8_t *out, size_t len);
 

@@ -200,6 +200,26 @@ static void upload_on_close(struct evhttp_connection *evcon, void *arg)
     upload_finish(u, UPLOAD_ABORTED);
 }
 
+/* Looks the task up; on failure answers the request (404 or 503) and returns -1. */
+static int lookup_or_reply(dmf_piece_server_t *ps, struct evhttp_request *req, const char *id,
+                           struct dmf_piece_view *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->fd = -1;
+    v->content_length = -1;
+    int r = ps->lookup(ps->lookup_arg, id, v);
+    if (r == -ENOENT) {
+        reply_text(req, 404, "Not Found", "task not held here");
+        return -1;
+    }
+    if (r != 0) {
+        dmf_error("piece server: looking up task %s: %s", id, dmf_strerror(r));
+        reply_text(req, 503, "Service Unavailable", "task lookup failed");
+        return -1;
+    }
+    return 0;
+}
+
 static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const char *rest)
 {
     char id[DMF_TASK_ID_LEN + 1], peer[80];
@@ -211,17 +231,9 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
         reply_text(req, 400, "Bad Request", "expected /pieces/<64 hex task id>/<piece number>");
         return;
     }
-    struct dmf_piece_view v = {.fd = -1, .content_length = -1};
-    int r = ps->lookup(ps->lookup_arg, id, &v);
-    if (r == -ENOENT) {
-        reply_text(req, 404, "Not Found", "task not held here");
+    struct dmf_piece_view v;
+    if (lookup_or_reply(ps, req, id, &v) != 0)
         return;
-    }
-    if (r != 0) {
-        dmf_error("piece server: looking up task %s: %s", id, dmf_strerror(r));
-        reply_text(req, 503, "Service Unavailable", "task lookup failed");
-        return;
-    }
     if (v.piece_length == 0 || (v.content_length >= 0 && n >= task_total(&v)) || v.have == NULL ||
         !dmf_bitmap_get(v.have, n)) {
         reply_text(req, 404, "Not Found", "piece not held here");
@@ -369,17 +381,9 @@ static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const
         reply_text(req, 400, "Bad Request", "expected /have/<64 hex task id>");
         return;
     }
-    struct dmf_piece_view v = {.fd = -1, .content_length = -1};
-    int r = ps->lookup(ps->lookup_arg, id, &v);
-    if (r == -ENOENT) {
-        reply_text(req, 404, "Not Found", "task not held here");
+    struct dmf_piece_view v;
+    if (lookup_or_reply(ps, req, id, &v) != 0)
         return;
-    }
-    if (r != 0) {
-        dmf_error("piece server: looking up task %s: %s", id, dmf_strerror(r));
-        reply_text(req, 503, "Service Unavailable", "task lookup failed");
-        return;
-    }
     if (!v.complete && ps->nwatchers >= DMF_PIECE_SERVER_MAX_WATCHERS) {
         dmf_warn("piece server: %u /have watchers already; refusing %s for task %s", ps->nwatchers,
                  peer_of(req, peer, sizeof(peer)), id);

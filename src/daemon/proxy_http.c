@@ -307,17 +307,6 @@ enum {
     CH_DONE,
 };
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int dmf_proxy_chunked_decode(struct dmf_proxy_chunked *c, const char *in, size_t inlen, char *out,
                              size_t *outlen, size_t *consumed)
 {
@@ -327,7 +316,7 @@ int dmf_proxy_chunked_decode(struct dmf_proxy_chunked *c, const char *in, size_t
         char ch = in[i];
         switch (c->state) {
         case CH_SIZE: {
-            int v = hexval(ch);
+            int v = dmf_hex_digit(ch);
             if (v >= 0) {
                 if (++c->size_digits > 15) {
                     rc = -EBADMSG;
