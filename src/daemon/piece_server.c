@@ -220,6 +220,35 @@ static int lookup_or_reply(dmf_piece_server_t *ps, struct evhttp_request *req, c
     return 0;
 }
 
+/* See struct dmf_seed_ledger. Records the upload when it is allowed. */
+static bool seed_refuses(struct dmf_seed_ledger *l, const dmf_bitmap_t *have, uint32_t n)
+{
+    uint64_t now = dmf_now_ms();
+    if (dmf_bitmap_get(&l->served, n) &&
+        (l->served.count < have->count ||
+         (n < l->nlast && now - l->last_ms[n] < DMF_SEED_REPEAT_MS)))
+        return true;
+    if (n >= l->nlast) {
+        uint32_t cap = l->nlast ? l->nlast : 64;
+        while (cap <= n)
+            cap *= 2;
+        l->last_ms = dmf_xrealloc(l->last_ms, cap * sizeof(*l->last_ms));
+        memset(l->last_ms + l->nlast, 0, (cap - l->nlast) * sizeof(*l->last_ms));
+        l->nlast = cap;
+    }
+    l->last_ms[n] = now;
+    dmf_bitmap_set(&l->served, n);
+    return false;
+}
+
+void dmf_seed_ledger_free(struct dmf_seed_ledger *l)
+{
+    dmf_bitmap_free(&l->served);
+    free(l->last_ms);
+    l->last_ms = NULL;
+    l->nlast = 0;
+}
+
 static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const char *rest)
 {
     char id[DMF_TASK_ID_LEN + 1], peer[80];
@@ -240,15 +269,12 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
         return;
     }
 
-    if (v.served) {
-        if (dmf_bitmap_get(v.served, n) && v.served->count < v.have->count) {
-            struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-            evhttp_add_header(h, "Retry-After", "1");
-            reply_text(req, 503, "Service Unavailable",
-                       "seed: piece already served, fetch it from a peer");
-            return;
-        }
-        dmf_bitmap_set(v.served, n);
+    if (v.ledger && seed_refuses(v.ledger, v.have, n)) {
+        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+        evhttp_add_header(h, "Retry-After", "1");
+        reply_text(req, 503, "Service Unavailable",
+                   "seed: piece sent recently, fetch it from a peer");
+        return;
     }
 
     /* With the length unknown (streamed origin) every held piece is a full one. */

@@ -3,7 +3,7 @@
  *   GET /pieces/<task-id>/<n>  200 with the piece's bytes (sendfile from the data file);
  *                              404 when the task or piece is not held here; 400 when the
  *                              path is malformed; 503 from a seed for a piece it
- *                              already served while others never were (see served).
+ *                              sent recently (see struct dmf_seed_ledger).
  *   GET /have/<task-id>        200, chunked text/plain, one line per verified piece
  *                              "have <n>\n" (first every piece held now, then each new one
  *                              as it is verified), then "done <total_pieces>\n" once the
@@ -39,11 +39,22 @@ struct dmf_piece_view {
     uint32_t piece_length;    /* 0 while unknown */
     const dmf_bitmap_t *have; /* verified pieces */
     bool complete;            /* every piece held; total is dmf_piece_count(...) */
-    /* A seed's pieces uploaded at least once, or NULL. When set, a piece already served
-     * is refused (503, "Retry-After: 1") while some held piece has never been served: a
-     * seed's upload carries each piece into the swarm once before it sends any twice. */
-    dmf_bitmap_t *served;
+    /* A seed's record of its uploads, or NULL (see struct dmf_seed_ledger). */
+    struct dmf_seed_ledger *ledger;
 };
+
+/* A seed sends each piece into the swarm once before it sends any twice, and after that
+ * sends a piece again only when it has not sent it for DMF_SEED_REPEAT_MS: the peers are
+ * expected to pass it on. Otherwise the request gets 503 with "Retry-After: 1" (the
+ * child defers that piece and takes it from a peer). */
+struct dmf_seed_ledger {
+    dmf_bitmap_t served; /* pieces uploaded at least once */
+    uint64_t *last_ms;   /* when each was last uploaded (monotonic ms) */
+    uint32_t nlast;      /* entries in last_ms */
+};
+#define DMF_SEED_REPEAT_MS 3000
+
+void dmf_seed_ledger_free(struct dmf_seed_ledger *l);
 
 /* Looks a task up on the loop thread: 0 with *view filled, or -ENOENT. */
 typedef int (*dmf_piece_lookup_cb)(void *arg, const char *task_id, struct dmf_piece_view *view);

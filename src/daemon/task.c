@@ -93,7 +93,7 @@ static struct dmf_task *task_new(struct dmf_daemon *d, const char *id)
     dmf_bitmap_init(&t->have);
     dmf_bitmap_init(&t->inflight);
     dmf_bitmap_init(&t->digest_known);
-    dmf_bitmap_init(&t->served);
+    dmf_bitmap_init(&t->ledger.served);
     t->kick = event_new(d->base, -1, 0, on_kick, t);
     t->stall = evtimer_new(d->base, on_stall, t);
     snprintf(t->peer_id, sizeof(t->peer_id), "%s-%.12s-%06x", d->cfg.host_id, id,
@@ -698,7 +698,7 @@ static void task_free(struct dmf_task *t)
     dmf_bitmap_free(&t->have);
     dmf_bitmap_free(&t->inflight);
     dmf_bitmap_free(&t->digest_known);
-    dmf_bitmap_free(&t->served);
+    dmf_seed_ledger_free(&t->ledger);
     free(t);
 }
 
@@ -727,6 +727,6 @@ int dmf_task_piece_lookup(void *daemon, const char *task_id, struct dmf_piece_vi
     view->piece_length = t->piece_length;
     view->have = &t->have;
     view->complete = t->state == DMF_TASK_SUCCEEDED && dmf_task_complete(t);
-    view->served = d->cfg.seed ? &t->served : NULL;
+    view->ledger = d->cfg.seed ? &t->ledger : NULL;
     return 0;
 }

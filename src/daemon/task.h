@@ -80,7 +80,7 @@ struct dmf_task {
     dmf_bitmap_t have;      /* verified and stored */
     dmf_bitmap_t inflight;  /* being fetched (from a parent or the origin) */
     dmf_bitmap_t digest_known;
-    dmf_bitmap_t served; /* a seed's pieces uploaded at least once (piece_server.h) */
+    struct dmf_seed_ledger ledger; /* a seed's uploads of this task (piece_server.h) */
     uint8_t (*digests)[DMF_SHA256_LEN];
     uint32_t ndigests;
     int fd;

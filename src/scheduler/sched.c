@@ -961,14 +961,13 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 
 /* Mesh: a newly registered peer p becomes a parent of every running peer of the task that
  * still has room for one (earlier registrants would otherwise never learn of p). */
-static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
+static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, uint32_t room)
 {
     dmf_scheduler_peer_t *q;
     TAILQ_FOREACH(q, &p->task->peers, in_task)
     {
-        if (q == p || q->stream == NULL || q->state != DMF_PEER_RUNNING ||
-            q->nparents >= s->cfg.candidate_limit || peer_blocked(q, p->host->id) ||
-            host_excluded(s, p->host) || q->host->leaving)
+        if (q == p || q->stream == NULL || q->state != DMF_PEER_RUNNING || q->nparents >= room ||
+            peer_blocked(q, p->host->id) || host_excluded(s, p->host) || q->host->leaving)
             continue;
         struct edge *e;
         bool already = false;
@@ -1144,7 +1143,7 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     }
     schedule(s, p);
     if (s->cfg.mesh && p->state == DMF_PEER_RUNNING)
-        offer_to_others(s, p);
+        offer_to_others(s, p, s->cfg.candidate_limit);
     return 0;
 }
 
@@ -1224,6 +1223,11 @@ int dmf_scheduler_finished(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, int64_t 
     peer_set_state(p, DMF_PEER_SUCCEEDED);
     if (layout_changed)
         push_meta(s, t, p, true);
+    /* Mesh: a peer that holds everything can serve any peer still downloading; without
+     * this its uplink would idle while peers whose parents lack pieces wait on the seed.
+     * Up to twice the candidate limit of parents per peer. */
+    if (s->cfg.mesh)
+        offer_to_others(s, p, 2 * s->cfg.candidate_limit);
     return 0;
 }
 

@@ -488,6 +488,25 @@ static void test_mesh_offers_new_peers_to_earlier_ones(void **state)
     dmf_scheduler_free(s);
 }
 
+/* Mesh: a peer that finishes is offered to peers still downloading, beyond the limit. */
+static void test_mesh_offers_a_finished_peer_to_running_ones(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s =
+        new_sched_cfg((struct dmf_scheduler_config){.candidate_limit = 1, .mesh = true});
+    host(s, "h0");
+    host(s, "h1");
+    host(s, "h2");
+    holder(s, "h0", "p0");
+    reg(s, T1, "h1", "p1");
+    assert_candidates("p1", 1, (const char *[]){"p0"});
+    dmf_scheduler_peer_t *p2 = reg(s, T1, "h2", "p2");
+    assert_candidates("p2", 1, (const char *[]){"p0"});
+    assert_int_equal(dmf_scheduler_finished(s, p2, 10 * MIB, 10, err, sizeof(err)), 0);
+    assert_candidates("p1", 1, (const char *[]){"p2"});
+    dmf_scheduler_free(s);
+}
+
 /* The same sequence under the DAG rule: p1 is never offered its child p2. */
 static void test_dag_never_offers_a_descendant(void **state)
 {
@@ -1023,6 +1042,7 @@ int main(void)
         cmocka_unit_test(test_no_cycles_through_grandchildren),
         cmocka_unit_test(test_mesh_offers_new_peers_to_earlier_ones),
         cmocka_unit_test(test_dag_never_offers_a_descendant),
+        cmocka_unit_test(test_mesh_offers_a_finished_peer_to_running_ones),
         cmocka_unit_test(test_back_to_source_without_seed),
         cmocka_unit_test(test_seed_triggered_when_nobody_has_the_task),
         cmocka_unit_test(test_seed_trigger_failure_reschedules_children),
