@@ -287,7 +287,10 @@ def wait_rusage(p, deadline, interval=0.005):
     time is known: returns (exit time (time.time()), user+sys seconds) or None on timeout.
     Sets p.returncode."""
     while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        try:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (teardown after Ctrl-C)
+            return None
         if pid == p.pid:
             t = time.time()
             p.returncode = os.waitstatus_to_exitcode(status)
