@@ -320,8 +320,20 @@ static void piece_request(struct dmf_parent *p, uint32_t n)
 /* Rarest-first: among pieces this parent has and we still need, one that the fewest of
  * our parents hold, chosen at random among those (reservoir sampling), so that children
  * of the same parent do not all ask for the same pieces in the same order. */
+/* True when a parent that is not a seed holds piece n and has a request slot free. When
+ * every such holder is busy (late in a download, everyone asks the few finished peers),
+ * the seed's otherwise idle upload is used instead. */
+static bool peer_could_serve(const struct dmf_task *t, uint32_t n, int limit)
+{
+    for (const struct dmf_parent *q = t->parents; q; q = q->next)
+        if (!q->is_seed && q->state == PARENT_ACTIVE && q->inflight < limit &&
+            dmf_bitmap_get(&q->has, n))
+            return true;
+    return false;
+}
+
 static bool pick(struct dmf_task *t, struct dmf_parent *p, const uint16_t *count, uint32_t npieces,
-                 uint32_t *out)
+                 int limit, uint32_t *out)
 {
     uint32_t best = UINT32_MAX, ties = 0;
     uint16_t best_count = UINT16_MAX;
@@ -330,8 +342,8 @@ static bool pick(struct dmf_task *t, struct dmf_parent *p, const uint16_t *count
             dmf_bitmap_get(&t->have, n) || dmf_bitmap_get(&t->inflight, n) ||
             !dmf_bitmap_get(&t->digest_known, n))
             continue;
-        /* A seed's upload is for pieces nobody else can give us. */
-        if (p->is_seed && count[n] > 1)
+        /* A seed's upload is for pieces no other parent can give us now. */
+        if (p->is_seed && count[n] > 1 && peer_could_serve(t, n, limit))
             continue;
         if (count[n] < best_count) {
             best = n;
@@ -377,7 +389,7 @@ void dmf_parents_dispatch(struct dmf_task *t)
             if (p->state != PARENT_ACTIVE || p->inflight >= (p->is_seed ? SEED_SLOTS : limit))
                 continue;
             uint32_t n;
-            if (pick(t, p, count, npieces, &n)) {
+            if (pick(t, p, count, npieces, limit, &n)) {
                 piece_request(p, n);
                 progress = true;
             }
