@@ -265,11 +265,6 @@ static int run(int argc, char **argv)
     }
     dmf_rpc_server_start(d.rpc_server);
 
-    if (cfg->scheduler) {
-        d.sched = dmf_sched_client_new(&d);
-        dmf_sched_client_announce_sync(d.sched, 2000);
-    }
-
     if (proxy_on) {
         nrules = rules.n;
         d.proxy = dmf_proxy_new(&d, cfg->proxy_listen, &rules, err, sizeof(err));
@@ -277,6 +272,13 @@ static int run(int argc, char **argv)
             fprintf(stderr, "damselfly daemon: --proxy-listen: %s\n", err);
             goto out_servers;
         }
+    }
+
+    /* Announce only once every listener is bound: a daemon that is about to fail must not
+     * be offered to others as a parent. */
+    if (cfg->scheduler) {
+        d.sched = dmf_sched_client_new(&d);
+        dmf_sched_client_announce_sync(d.sched, 2000);
     }
 
     /* The socket comes last: once it exists, the daemon is ready for `get`. */

@@ -52,7 +52,7 @@ struct dmf_seed_ledger {
     uint64_t *last_ms;   /* when each was last uploaded (monotonic ms) */
     uint32_t nlast;      /* entries in last_ms */
 };
-#define DMF_SEED_REPEAT_MS 10000
+#define DMF_SEED_REPEAT_MS 3000
 
 void dmf_seed_ledger_free(struct dmf_seed_ledger *l);
 
