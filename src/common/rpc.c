@@ -239,7 +239,7 @@ void dmf_rpc_free(dmf_rpc_t *rpc)
     pthread_mutex_destroy(&rpc->lock);
     pthread_cond_destroy(&rpc->cond);
     free(rpc);
-    grpc_shutdown();
+    grpc_shutdown_blocking(); /* gRPC's own threads are gone when this returns */
 }
 
 /* ---------------------------------------------------------------- calls */
