@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DMF_SHA256_LEN      32
-#define DMF_DIGEST_STR_LEN  (7 + 64) /* "sha256:" + 64 hex, without NUL */
+#define DMF_SHA256_LEN     32
+#define DMF_DIGEST_STR_LEN (7 + 64) /* "sha256:" + 64 hex, without NUL */
 
 /* Incremental SHA-256 (OpenSSL EVP underneath; uses the CPU's SHA extensions). */
 typedef struct dmf_sha256_ctx dmf_sha256_ctx_t;

@@ -8,8 +8,8 @@
 struct evhttp_request;
 
 struct dmf_metric {
-    const char *name;   /* e.g. "damselfly_download_bytes_total" */
-    const char *type;   /* "counter" or "gauge" */
+    const char *name; /* e.g. "damselfly_download_bytes_total" */
+    const char *type; /* "counter" or "gauge" */
     const char *help;
     const char *labels; /* e.g. "source=\"origin\"", or NULL */
     int64_t value;      /* accessed with __atomic builtins only */

@@ -26,9 +26,9 @@ struct dmf_store_task {
     uint32_t total_pieces;  /* valid when content_length >= 0 */
     bool complete;          /* every piece verified (and the content digest, if known) */
     char content_digest[DMF_DIGEST_STR_LEN + 1]; /* "sha256:hex" or "" */
-    dmf_bitmap_t have;      /* verified pieces */
-    uint8_t (*digests)[DMF_SHA256_LEN]; /* digests[n] valid where have has bit n */
-    uint32_t ndigests;      /* entries allocated in digests */
+    dmf_bitmap_t have;                           /* verified pieces */
+    uint8_t (*digests)[DMF_SHA256_LEN];          /* digests[n] valid where have has bit n */
+    uint32_t ndigests;                           /* entries allocated in digests */
 };
 
 /* Opens (creating) the store under data_dir. Returns 0 or -errno with a reason in err
