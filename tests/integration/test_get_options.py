@@ -46,3 +46,22 @@ def test_unfiltered_query_and_tags_make_different_tasks(tmp_path, origin, need_b
         assert sha256_file(out) == sha
     # Two tags, two tasks: the origin served the file twice.
     assert origin.sent("/tagged.bin") >= 2 * size
+
+
+def test_output_replaces_a_file_but_never_a_directory(tmp_path, origin, need_binary):
+    sha = origin.add_random("/over.bin", 300 * 1024 + 3, tmp_path / "origin")
+    d = start_daemon(tmp_path, "d1")
+    out = tmp_path / "existing"
+    out.write_bytes(b"old content")
+    cp = run_get(d, origin.url("/over.bin"), out, timeout=60)
+    assert cp.returncode == 0, describe(cp)
+    assert sha256_file(out) == sha
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".existing")] == [], \
+        "a temporary file was left next to the output"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "keep").write_text("x")
+    cp = run_get(d, origin.url("/over.bin"), folder, timeout=60)
+    assert cp.returncode != 0, f"get -O <directory> succeeded: {describe(cp)}"
+    assert folder.is_dir() and (folder / "keep").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".folder")] == []
