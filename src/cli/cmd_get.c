@@ -21,6 +21,7 @@
 #include "common/curl_dl.h"
 #include "common/digest.h"
 #include "common/log.h"
+#include "common/pb_headers.h"
 #include "common/pieces.h"
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
@@ -511,23 +512,10 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
     struct get_config *cfg = g->cfg;
     Damselfly__V1__DownloadTaskRequest req = DAMSELFLY__V1__DOWNLOAD_TASK_REQUEST__INIT;
     req.url = (char *)g->url;
-    size_t nh = cfg->headers.n;
-    Damselfly__V1__Header *hs = dmf_xcalloc(nh ? nh : 1, sizeof(*hs));
-    Damselfly__V1__Header **hp = dmf_xcalloc(nh ? nh : 1, sizeof(*hp));
-    char **names = dmf_xcalloc(nh ? nh : 1, sizeof(*names));
-    for (size_t i = 0; i < nh; i++) {
-        const char *line = cfg->headers.v[i], *colon = strchr(line, ':');
-        damselfly__v1__header__init(&hs[i]);
-        names[i] = dmf_xstrndup(line, (size_t)(colon - line));
-        const char *v = colon + 1;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        hs[i].name = names[i];
-        hs[i].value = (char *)v;
-        hp[i] = &hs[i];
-    }
-    req.headers = hp;
-    req.n_headers = nh;
+    struct dmf_pb_headers hdrs;
+    dmf_pb_headers_init(&hdrs, &cfg->headers);
+    req.headers = hdrs.ptrs;
+    req.n_headers = hdrs.n;
     req.digest = cfg->digest ? cfg->digest : "";
     req.tag = cfg->tag ? cfg->tag : "";
     req.filter_query = cfg->filter_query.v;
@@ -545,11 +533,7 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
     memcpy(*out, head, (size_t)hl);
     damselfly__v1__download_task_request__pack(&req, *out + hl);
     *outlen = (size_t)hl + blen;
-    for (size_t i = 0; i < nh; i++)
-        free(names[i]);
-    free(names);
-    free(hs);
-    free(hp);
+    dmf_pb_headers_free(&hdrs);
     return 0;
 }
 

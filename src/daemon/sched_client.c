@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/pb_headers.h"
 #include "common/util.h"
 #include "daemon/parent.h"
 #include "daemon/task.h"
@@ -347,22 +348,10 @@ void dmf_sched_register(struct dmf_task *t)
     reg.peer_id = t->peer_id;
     reg.host_id = d->cfg.host_id;
     reg.url = t->url;
-    Damselfly__V1__Header *hs = dmf_xcalloc(t->headers.n ? t->headers.n : 1, sizeof(*hs));
-    Damselfly__V1__Header **hp = dmf_xcalloc(t->headers.n ? t->headers.n : 1, sizeof(*hp));
-    char **names = dmf_xcalloc(t->headers.n ? t->headers.n : 1, sizeof(*names));
-    for (size_t i = 0; i < t->headers.n; i++) {
-        const char *line = t->headers.v[i], *colon = strchr(line, ':');
-        damselfly__v1__header__init(&hs[i]);
-        names[i] = dmf_xstrndup(line, colon ? (size_t)(colon - line) : strlen(line));
-        const char *v = colon ? colon + 1 : "";
-        while (*v == ' ' || *v == '\t')
-            v++;
-        hs[i].name = names[i];
-        hs[i].value = (char *)v;
-        hp[i] = &hs[i];
-    }
-    reg.headers = hp;
-    reg.n_headers = t->headers.n;
+    struct dmf_pb_headers hdrs;
+    dmf_pb_headers_init(&hdrs, &t->headers);
+    reg.headers = hdrs.ptrs;
+    reg.n_headers = hdrs.n;
     reg.tag = t->tag ? t->tag : "";
     reg.digest = t->expected_digest;
     reg.filter_query = t->filter_query.v;
@@ -373,11 +362,7 @@ void dmf_sched_register(struct dmf_task *t)
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_REGISTER;
     req.register_ = &reg;
     send_request(sp, &req);
-    for (size_t i = 0; i < t->headers.n; i++)
-        free(names[i]);
-    free(names);
-    free(hs);
-    free(hp);
+    dmf_pb_headers_free(&hdrs);
 
     /* A resumed download tells the scheduler what it already holds. */
     for (uint32_t n = 0; n < t->have.nbits; n++)

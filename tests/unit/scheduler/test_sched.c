@@ -263,6 +263,21 @@ static bool has_parent(const struct ev *e, const char *peer_id)
     return false;
 }
 
+/* A parent failure report that must be accepted. */
+static void report(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *parent,
+                   const char *parent_host, int reason)
+{
+    char err[256];
+    assert_int_equal(
+        dmf_scheduler_parent_failure(s, p, parent, parent_host, reason, err, sizeof(err)), 0);
+}
+
+static void unreachable(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *parent,
+                        const char *parent_host)
+{
+    report(s, p, parent, parent_host, DMF_PARENT_UNREACHABLE);
+}
+
 static void assert_candidates(const char *stream, size_t n, const char *const *want)
 {
     const struct ev *e = last_for(stream);
@@ -352,7 +367,6 @@ static void test_rank_by_locality(void **state)
 
 static void test_rank_by_health(void **state)
 {
-    char err[256];
     dmf_scheduler_t *s = new_sched(4);
     host(s, "a");
     host(s, "b");
@@ -363,9 +377,7 @@ static void test_rank_by_health(void **state)
     holder(s, "b", "pb");
     dmf_scheduler_peer_t *px = reg(s, T1, "x", "px");
     assert_candidates("px", 2, (const char *[]){"pa", "pb"}); /* equal: by peer id */
-    assert_int_equal(
-        dmf_scheduler_parent_failure(s, px, "pa", "a", DMF_PARENT_UNREACHABLE, err, sizeof(err)),
-        0);
+    report(s, px, "pa", "a", DMF_PARENT_UNREACHABLE);
     reg(s, T1, "y", "py");
     const struct ev *e = last_for("py");
     assert_int_equal(e->kind, EV_CANDIDATES);
@@ -403,7 +415,6 @@ static void test_candidate_limit(void **state)
 
 static void test_no_cycles(void **state)
 {
-    char err[256];
     dmf_scheduler_t *s = new_sched(4);
     host(s, "h1");
     host(s, "h2");
@@ -417,22 +428,11 @@ static void test_no_cycles(void **state)
     assert_true(has_parent(last_for("p3"), "p2"));
     /* p2 loses p1. p3 is running and is the only other peer, but p2 is p3's parent:
      * offering p3 to p2 would make a cycle, so p2 goes to the origin instead. */
-    assert_int_equal(
-        dmf_scheduler_parent_failure(s, p2, "p1", "h1", DMF_PARENT_UNREACHABLE, err, sizeof(err)),
-        0);
+    report(s, p2, "p1", "h1", DMF_PARENT_UNREACHABLE);
     const struct ev *e = last_for("p2");
     assert_int_equal(e->kind, EV_BTS);
     assert_int_equal(dmf_scheduler_peer_state(p2), DMF_PEER_BACK_TO_SOURCE);
     dmf_scheduler_free(s);
-}
-
-static void unreachable(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *parent,
-                        const char *parent_host)
-{
-    char err[256];
-    assert_int_equal(dmf_scheduler_parent_failure(s, p, parent, parent_host, DMF_PARENT_UNREACHABLE,
-                                                  err, sizeof(err)),
-                     0);
 }
 
 /* A chain p3 -> p2 -> p1 -> p0: when p1 loses p0, neither its child p2 nor its grandchild
@@ -466,7 +466,6 @@ static void test_no_cycles_through_grandchildren(void **state)
  * other's parents (each piece still travels one way), where the DAG rule forbids it. */
 static void test_mesh_offers_new_peers_to_earlier_ones(void **state)
 {
-    char err[256];
     dmf_scheduler_t *s =
         new_sched_cfg((struct dmf_scheduler_config){.candidate_limit = 4, .mesh = true});
     host(s, "h0");
@@ -481,9 +480,7 @@ static void test_mesh_offers_new_peers_to_earlier_ones(void **state)
     assert_true(has_parent(last_for("p2"), "p1"));
     assert_candidates("p1", 1, (const char *[]){"p2"});
     /* p1 loses p0: p2 (its child too) stays its parent; no back-to-source. */
-    assert_int_equal(
-        dmf_scheduler_parent_failure(s, p1, "p0", "h0", DMF_PARENT_UNREACHABLE, err, sizeof(err)),
-        0);
+    report(s, p1, "p0", "h0", DMF_PARENT_UNREACHABLE);
     assert_int_not_equal(last_for("p1")->kind, EV_BTS);
     dmf_scheduler_free(s);
 }
@@ -647,7 +644,6 @@ static void test_seed_is_parent_of_last_resort(void **state)
 
 static void test_bad_parent_excluded_after_threshold(void **state)
 {
-    char err[256];
     dmf_scheduler_t *s = new_sched(4);
     host(s, "a");
     host(s, "b");
@@ -658,15 +654,12 @@ static void test_bad_parent_excluded_after_threshold(void **state)
     holder(s, "b", "pb");
     dmf_scheduler_peer_t *c1 = reg(s, T1, "c1", "q1");
     assert_true(has_parent(last_for("q1"), "pa"));
-    assert_int_equal(
-        dmf_scheduler_parent_failure(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE, err, sizeof(err)), 0);
+    report(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE);
     /* The same reporter again does not count twice. */
-    assert_int_equal(
-        dmf_scheduler_parent_failure(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE, err, sizeof(err)), 0);
+    report(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE);
     dmf_scheduler_peer_t *c2 = reg(s, T1, "c2", "q2");
     assert_true(has_parent(last_for("q2"), "pa")); /* one report: still offered */
-    assert_int_equal(
-        dmf_scheduler_parent_failure(s, c2, "pa", "a", DMF_PARENT_BAD_PIECE, err, sizeof(err)), 0);
+    report(s, c2, "pa", "a", DMF_PARENT_BAD_PIECE);
     reg(s, T1, "c3", "q3");
     const struct ev *e = last_for("q3");
     assert_int_equal(e->kind, EV_CANDIDATES);
@@ -689,9 +682,7 @@ static void test_parent_failure_pushes_new_candidates_without_that_parent(void *
     assert_candidates("px", 2, (const char *[]){"pa", "pb"});
     holder(s, "c", "pc");
     size_t before = nevs;
-    assert_int_equal(
-        dmf_scheduler_parent_failure(s, px, "pa", "a", DMF_PARENT_UNREACHABLE, err, sizeof(err)),
-        0);
+    report(s, px, "pa", "a", DMF_PARENT_UNREACHABLE);
     assert_true(nevs > before);
     /* Pushed candidates add to the parents in use: pc replaces pa, pb stays in use. */
     assert_candidates("px", 1, (const char *[]){"pc"});
