@@ -15,6 +15,7 @@ Environment:
 import atexit
 import functools
 import hashlib
+import http.server
 import importlib
 import os
 import re
@@ -94,6 +95,22 @@ def wait_until(pred, timeout, interval=0.05, what="condition"):
 _port_lock = threading.Lock()
 _ports_given = set()
 
+
+
+def serve_http(handler, ssl_context=None):
+    """A test's own HTTP server on 127.0.0.1 (any free port), each request on a thread, served
+    from a daemon thread. Returns the server; its port is server.server_address[1]; stop it
+    with server.shutdown() and server.server_close()."""
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+    srv = Server(("127.0.0.1", 0), handler)
+    if ssl_context is not None:
+        srv.socket = ssl_context.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
+                     daemon=True).start()
+    return srv
 
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on now (and that this process has not
@@ -880,15 +897,8 @@ class FakeParent:
                 self.end_headers()
                 self.wfile.write(body)
 
-        class S(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-        self._http = S(("127.0.0.1", 0), H)
+        self._http = serve_http(H)
         self.piece_port = self._http.server_address[1]
-        t = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
-                             daemon=True)
-        t.start()
-        self._threads.append(t)
 
         pb = proto_modules()
         import grpc

@@ -367,13 +367,8 @@ class TokenService:
                     return self._deny()
                 self._answer(user, scope, grant)
 
-        class S(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-        self._srv = S(("127.0.0.1", 0), H)
+        self._srv = harness.serve_http(H)
         self.port = self._srv.server_address[1]
-        threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
         return self
 
     def stop(self):
@@ -545,16 +540,10 @@ class HttpsOrigin:
                 self.end_headers()
                 self.wfile.write(body)
 
-        class S(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-        self._srv = S(("127.0.0.1", 0), H)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(self.cert), str(self.key))
-        self._srv.socket = ctx.wrap_socket(self._srv.socket, server_side=True)
+        self._srv = harness.serve_http(H, ctx)
         self.port = self._srv.server_address[1]
-        threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
         return self
 
     def url(self, path):

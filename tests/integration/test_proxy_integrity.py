@@ -7,11 +7,10 @@ import http.server
 import os
 import re
 import socket
-import threading
 
 import pytest
 
-from harness import (MiB, FakeParent, scaled, start_daemon, start_scheduler, task_id,
+from harness import (MiB, FakeParent, scaled, serve_http, start_daemon, start_scheduler, task_id,
                      wait_hosts, wait_until)
 from proxy_support import Registry, build_oci_image, push_image
 from test_proxy_mirror import raw_get
@@ -73,13 +72,8 @@ class LyingRegistry:
             def do_HEAD(self):
                 self._blob(True)
 
-        class S(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-        self._srv = S(("127.0.0.1", 0), H)
+        self._srv = serve_http(H)
         self.port = self._srv.server_address[1]
-        threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.1},
-                         daemon=True).start()
         return self
 
     def stop(self):
