@@ -60,6 +60,7 @@ struct sock_ctx {
 };
 
 static void check_done(dmf_http_t *h);
+static void reap_failed_early(dmf_http_t *h);
 static void req_free(dmf_http_req_t *r);
 
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
@@ -109,6 +110,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
             req_free(r);
     }
     check_done(h);
+    reap_failed_early(h);
 }
 
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -321,7 +323,11 @@ static void check_done(dmf_http_t *h)
             r->ops->on_done(r->arg, r, err, reason);
         req_free(r);
     }
-    /* Requests that could not even start. */
+}
+
+/* Requests that could not even start (dmf_http_get made the reap event active). */
+static void reap_failed_early(dmf_http_t *h)
+{
     for (dmf_http_req_t *r = h->reqs, *next; r; r = next) {
         next = r->next;
         if (!r->failed_early || r->cancelled)

@@ -102,6 +102,11 @@ bool dmf_bitmap_get(const dmf_bitmap_t *b, uint32_t i)
     return (b->bits[i / 8] >> (i % 8)) & 1;
 }
 
+uint8_t dmf_bitmap_byte(const dmf_bitmap_t *b, uint32_t i)
+{
+    return i < (b->nbits + 7) / 8 ? b->bits[i] : 0;
+}
+
 bool dmf_bitmap_set(dmf_bitmap_t *b, uint32_t i)
 {
     if (i >= DMF_PIECES_MAX)

@@ -43,6 +43,8 @@ void dmf_bitmap_free(dmf_bitmap_t *b);
  * (larger values are clamped to it). */
 void dmf_bitmap_resize(dmf_bitmap_t *b, uint32_t nbits);
 bool dmf_bitmap_get(const dmf_bitmap_t *b, uint32_t i); /* false beyond nbits */
+/* Bits 8*i .. 8*i+7 (bit 0 = piece 8*i); 0 beyond nbits. For scans that skip empty bytes. */
+uint8_t dmf_bitmap_byte(const dmf_bitmap_t *b, uint32_t i);
 /* Sets bit i (growing as needed); returns true when it was not set before. An index at or
  * past DMF_PIECES_MAX is ignored (returns false). Clearing a bit past nbits does nothing. */
 bool dmf_bitmap_set(dmf_bitmap_t *b, uint32_t i);

@@ -59,8 +59,11 @@ static const struct dmf_option options[] = {
         "DURATION", "with no usable parent this long, fetch from the origin"),
     OPT("source-concurrency", 0, DMF_OPT_INT, source_concurrency, 1, 16, "4", "N",
         "parallel range requests to an origin"),
-    OPT("parent-concurrency", 0, DMF_OPT_INT, parent_concurrency, 1, 16, "4", "N",
+    OPT("parent-concurrency", 0, DMF_OPT_INT, parent_concurrency, 1, 16, "2", "N",
         "piece requests in flight per parent"),
+    OPT("upload-slots", 0, DMF_OPT_INT, upload_slots, 1, 256, "4", "N",
+        "piece uploads at once; further requests wait, those of the children furthest behind "
+        "first"),
     OPT("log-level", 0, DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
@@ -252,6 +255,7 @@ static int run(int argc, char **argv)
         fprintf(stderr, "damselfly daemon: %s\n", err);
         goto out_loop;
     }
+    dmf_piece_server_set_upload_slots(d.pieces, (uint32_t)cfg->upload_slots);
     d.piece_port = dmf_piece_server_port(d.pieces);
     if (cfg->host_id == NULL)
         cfg->host_id = dmf_xasprintf("%s-%s-%u", hostname, cfg->ip, d.piece_port);

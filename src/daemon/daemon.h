@@ -30,6 +30,7 @@ struct dmf_daemon_config {
     uint64_t parent_stall_timeout; /* ms without any usable parent before going to the origin */
     int64_t source_concurrency;    /* parallel range requests to the origin */
     int64_t parent_concurrency;    /* piece requests in flight per parent */
+    int64_t upload_slots;          /* piece uploads at once; more requests wait */
     char *log_level;
     char *config; /* the YAML file given with --config, or NULL */
 

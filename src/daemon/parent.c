@@ -10,6 +10,7 @@
 #include "common/http_client.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/piece_server.h"
 #include "daemon/sched_client.h"
 #include "daemon/task.h"
 
@@ -17,7 +18,11 @@
 #define HAVE_RETRIES  50 /* a parent that does not know the task yet: retry this often */
 #define HAVE_RETRY_MS 200
 #define HAVE_LINE_MAX 64
-#define SEED_SLOTS    2 /* piece requests in flight to a seed: its upload is shared */
+#define SEED_SLOTS    1 /* piece requests in flight to a seed: its upload is shared */
+/* Pacing: a child may be this far ahead of the other downloaders among its parents
+ * (in pieces: npieces / DIVISOR, at least MIN) before it keeps one request per parent. */
+#define PACE_LEAD_DIVISOR 64
+#define PACE_LEAD_MIN     4
 
 enum parent_state {
     PARENT_CONNECTING, /* /have requested, not answered yet */
@@ -311,52 +316,83 @@ static void piece_request(struct dmf_parent *p, uint32_t n)
     s->buf = dmf_xrealloc(s->buf, s->want ? s->want : 1);
     char url[256];
     snprintf(url, sizeof(url), "%s/pieces/%s/%u", p->base_url, t->id, n);
-    struct dmf_http_opts o = {.connect_timeout_ms = 3000, .low_speed_time_s = 10};
+    /* How far along we are, so that a busy parent serves those behind first. */
+    char progress[48];
+    char *lines[] = {progress};
+    struct dmf_strlist headers = {.v = lines, .n = 0};
+    if (t->content_length >= 0 && t->total_pieces > 0) {
+        snprintf(progress, sizeof(progress), DMF_PROGRESS_HEADER ": %u",
+                 (unsigned)((uint64_t)t->have.count * 1000 / t->total_pieces));
+        headers.n = 1;
+    }
+    struct dmf_http_opts o = {
+        .headers = &headers, .connect_timeout_ms = 3000, .low_speed_time_s = 10};
     dmf_bitmap_set(&t->inflight, n);
     p->inflight++;
     s->req = dmf_http_get(t->d->http, url, &o, &piece_ops, s);
 }
 
-/* Rarest-first: among pieces this parent has and we still need, one that the fewest of
- * our parents hold, chosen at random among those (reservoir sampling), so that children
- * of the same parent do not all ask for the same pieces in the same order. */
-/* True when a parent that is not a seed holds piece n and has a request slot free. When
- * every such holder is busy (late in a download, everyone asks the few finished peers),
- * the seed's otherwise idle upload is used instead. */
-static bool peer_could_serve(const struct dmf_task *t, uint32_t n, int limit)
+/* Pieces worth asking p for, in bits 8*i .. 8*i+7: p holds them, we neither hold nor
+ * fetch them, their digests are known and p has not deferred them. */
+static uint8_t wanted_byte(const struct dmf_task *t, const struct dmf_parent *p, uint32_t i)
 {
-    for (const struct dmf_parent *q = t->parents; q; q = q->next)
-        if (!q->is_seed && q->state == PARENT_ACTIVE && q->inflight < limit &&
-            dmf_bitmap_get(&q->has, n))
-            return true;
-    return false;
+    return dmf_bitmap_byte(&p->has, i) & (uint8_t)~dmf_bitmap_byte(&p->deferred, i) &
+           (uint8_t)~dmf_bitmap_byte(&t->have, i) & (uint8_t)~dmf_bitmap_byte(&t->inflight, i) &
+           dmf_bitmap_byte(&t->digest_known, i);
 }
 
-static bool pick(struct dmf_task *t, struct dmf_parent *p, const uint16_t *count, uint32_t npieces,
-                 int limit, uint32_t *out)
+/* Rarest-first: among the pieces worth asking p for, one that the fewest of our parents
+ * hold, chosen at random among those (reservoir sampling), so that children of the same
+ * parent do not all ask for the same pieces in the same order. A seed is asked only for
+ * pieces no other parent holds: the peers pass on what the seed sent once, which keeps
+ * the origin's uplink to about one copy of the file. */
+static bool pick(const struct dmf_task *t, const struct dmf_parent *p, const uint16_t *count,
+                 uint32_t npieces, uint32_t *out)
 {
     uint32_t best = UINT32_MAX, ties = 0;
     uint16_t best_count = UINT16_MAX;
-    for (uint32_t n = 0; n < npieces; n++) {
-        if (!dmf_bitmap_get(&p->has, n) || dmf_bitmap_get(&p->deferred, n) ||
-            dmf_bitmap_get(&t->have, n) || dmf_bitmap_get(&t->inflight, n) ||
-            !dmf_bitmap_get(&t->digest_known, n))
-            continue;
-        /* A seed's upload is for pieces no other parent can give us now. */
-        if (p->is_seed && count[n] > 1 && peer_could_serve(t, n, limit))
-            continue;
-        if (count[n] < best_count) {
-            best = n;
-            best_count = count[n];
-            ties = 1;
-        } else if (count[n] == best_count && (uint32_t)random() % ++ties == 0) {
-            best = n;
+    for (uint32_t i = 0; i * 8 < npieces; i++) {
+        for (unsigned want = wanted_byte(t, p, i); want != 0; want &= want - 1) {
+            uint32_t n = i * 8 + (uint32_t)__builtin_ctz(want);
+            if (n >= npieces)
+                break;
+            if (p->is_seed && count[n] > 1)
+                continue;
+            if (count[n] < best_count) {
+                best = n;
+                best_count = count[n];
+                ties = 1;
+            } else if (count[n] == best_count && (uint32_t)random() % ++ties == 0) {
+                best = n;
+            }
         }
     }
     if (best == UINT32_MAX)
         return false;
     *out = best;
     return true;
+}
+
+/* Requests a child keeps in flight to each parent. A child that is ahead of the other
+ * downloaders among its parents keeps one, so that the uplinks they share go to those
+ * behind: everyone finishes at about the same time, and every uplink has someone to
+ * serve until the end (docs/internals/PIECE-PROTOCOL.md, "Pacing"). */
+static int request_limit(const struct dmf_task *t, uint32_t npieces)
+{
+    int limit = (int)DMF_MIN(t->d->cfg.parent_concurrency, MAX_SLOTS);
+    uint64_t sum = 0;
+    uint32_t downloaders = 0;
+    for (const struct dmf_parent *p = t->parents; p; p = p->next) {
+        if (p->is_seed || p->complete || p->state != PARENT_ACTIVE)
+            continue;
+        sum += p->has.count;
+        downloaders++;
+    }
+    if (downloaders == 0)
+        return limit;
+    uint32_t lead_allowed = DMF_MAX(npieces / PACE_LEAD_DIVISOR, PACE_LEAD_MIN);
+    uint64_t avg = sum / downloaders;
+    return t->have.count > avg + lead_allowed ? 1 : limit;
 }
 
 void dmf_parents_dispatch(struct dmf_task *t)
@@ -371,17 +407,20 @@ void dmf_parents_dispatch(struct dmf_task *t)
         npieces = DMF_MIN(npieces, t->total_pieces);
     if (npieces == 0)
         return;
-    /* How many usable parents hold each piece; seeds count once more so that a piece
-     * held by a seed and a peer counts 2 and the seed is skipped for it. */
+    /* How many usable parents hold each piece (a seed counts like any other: a piece held
+     * by a seed and a peer counts 2, and pick() leaves the seed out for it). */
     uint16_t *count = dmf_xcalloc(npieces, sizeof(*count));
     for (struct dmf_parent *p = t->parents; p; p = p->next) {
         if (!usable(p))
             continue;
-        for (uint32_t n = 0; n < npieces; n++)
-            if (dmf_bitmap_get(&p->has, n) && count[n] < UINT16_MAX)
-                count[n]++;
+        for (uint32_t i = 0; i * 8 < npieces; i++)
+            for (unsigned b = dmf_bitmap_byte(&p->has, i); b != 0; b &= b - 1) {
+                uint32_t n = i * 8 + (uint32_t)__builtin_ctz(b);
+                if (n < npieces && count[n] < UINT16_MAX)
+                    count[n]++;
+            }
     }
-    int limit = (int)DMF_MIN(t->d->cfg.parent_concurrency, MAX_SLOTS);
+    int limit = request_limit(t, npieces);
     bool progress = true;
     while (progress) {
         progress = false;
@@ -389,7 +428,7 @@ void dmf_parents_dispatch(struct dmf_task *t)
             if (p->state != PARENT_ACTIVE || p->inflight >= (p->is_seed ? SEED_SLOTS : limit))
                 continue;
             uint32_t n;
-            if (pick(t, p, count, npieces, limit, &n)) {
+            if (pick(t, p, count, npieces, &n)) {
                 piece_request(p, n);
                 progress = true;
             }

@@ -29,26 +29,36 @@
 #define WATCHER_BUCKETS   256
 #define WATCHER_INPUT_MAX 16384 /* bytes a watcher may send us before we stop reading */
 #define LISTEN_BACKLOG    511
-#define HAVE_LINE_MAX     32 /* "have 4294967295\n" and "done 4294967295\n" fit */
+#define HAVE_LINE_MAX     32   /* "have 4294967295\n" and "done 4294967295\n" fit */
+#define QUEUE_MAX         1024 /* piece requests waiting for a slot; more get 503 */
+#define AGING_MS          5    /* waiting this long counts as one permille less progress */
 
 static DMF_METRIC_COUNTER(m_upload_bytes, "damselfly_upload_bytes_total", NULL,
                           "Bytes of pieces sent to other peers by the piece server.");
 static DMF_METRIC_GAUGE(m_uploads_active, "damselfly_uploads_active", NULL,
                         "Piece uploads in progress.");
+static DMF_METRIC_GAUGE(m_uploads_queued, "damselfly_uploads_queued", NULL,
+                        "Piece requests waiting for an upload slot.");
 static DMF_METRIC_GAUGE(m_have_watchers, "damselfly_have_watchers", NULL,
                         "Open /have streams (children watching a task).");
 
-/* One piece reply, from the moment its headers are queued until the last byte has left
- * (SENT) or the connection has dropped first (ABORTED). */
-enum upload_state { UPLOAD_SENDING, UPLOAD_SENT, UPLOAD_ABORTED };
-static const char *const upload_state_names[] = {"sending", "sent", "aborted"};
+/* One piece request, from its arrival until the last byte of the reply has left (SENT)
+ * or the connection has dropped first (ABORTED). While every upload slot is taken it
+ * waits (QUEUED); the next to go is the one whose child has the least of the task, aged
+ * by its wait, so that the children behind catch up and all finish together. */
+enum upload_state { UPLOAD_QUEUED, UPLOAD_SENDING, UPLOAD_SENT, UPLOAD_ABORTED };
+static const char *const upload_state_names[] = {"queued", "sending", "sent", "aborted"};
 
 struct upload {
     dmf_piece_server_t *ps;
+    struct upload *next;        /* in ps->queue while QUEUED */
+    struct evhttp_request *req; /* while QUEUED (evhttp owns it) */
     struct evhttp_connection *evcon;
     enum upload_state state;
     uint32_t n;
     uint32_t size;
+    uint32_t progress; /* the child's share of the task, in permille (X-Dmf-Progress) */
+    uint64_t queued_ms;
     char task_id[DMF_TASK_ID_LEN + 1];
 };
 
@@ -81,6 +91,10 @@ struct dmf_piece_server {
     struct watcher *watchers[WATCHER_BUCKETS];
     uint32_t nwatchers;
     uint32_t active_uploads;
+    uint32_t upload_slots;
+    struct upload *queue; /* QUEUED uploads, oldest first */
+    uint32_t nqueued;
+    bool stopping;
     uint64_t uploaded_bytes;
 };
 
@@ -170,10 +184,30 @@ static void upload_set_state(struct upload *u, enum upload_state to)
     u->state = to;
 }
 
-/* Ends an upload (SENT or ABORTED): updates the load counters and frees u. */
+static void upload_next(dmf_piece_server_t *ps);
+
+static void queue_remove(dmf_piece_server_t *ps, struct upload *u)
+{
+    for (struct upload **pp = &ps->queue; *pp; pp = &(*pp)->next)
+        if (*pp == u) {
+            *pp = u->next;
+            ps->nqueued--;
+            dmf_metric_add(&m_uploads_queued, -1);
+            return;
+        }
+}
+
+/* Ends an upload (SENT or ABORTED): updates the load counters, frees u and gives its
+ * slot to the next queued request. */
 static void upload_finish(struct upload *u, enum upload_state to)
 {
     dmf_piece_server_t *ps = u->ps;
+    if (u->state == UPLOAD_QUEUED) {
+        queue_remove(ps, u);
+        upload_set_state(u, to);
+        free(u);
+        return;
+    }
     upload_set_state(u, to);
     ps->active_uploads--;
     dmf_metric_add(&m_uploads_active, -1);
@@ -182,6 +216,7 @@ static void upload_finish(struct upload *u, enum upload_state to)
         dmf_metric_add(&m_upload_bytes, u->size);
     }
     free(u);
+    upload_next(ps);
 }
 
 /* The last byte of the reply was written to the socket. */
@@ -249,24 +284,30 @@ void dmf_seed_ledger_free(struct dmf_seed_ledger *l)
     l->nlast = 0;
 }
 
-static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const char *rest)
+/* The child's share of the task in permille, from its X-Dmf-Progress header; a request
+ * without one (or with a bad one) queues as if its child were done. */
+static uint32_t request_progress(struct evhttp_request *req)
 {
-    char id[DMF_TASK_ID_LEN + 1], peer[80];
-    const char *slash = strchr(rest, '/');
-    uint32_t n;
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), DMF_PROGRESS_HEADER);
+    uint32_t p;
+    if (v == NULL || parse_index(v, &p) != 0 || p > 1000)
+        return 1000;
+    return p;
+}
 
-    if (slash == NULL || parse_task_id(rest, (size_t)(slash - rest), id) != 0 ||
-        parse_index(slash + 1, &n) != 0) {
-        reply_text(req, 400, "Bad Request", "expected /pieces/<64 hex task id>/<piece number>");
-        return;
-    }
+/* Answers piece n of task id: 404 unless it is held, 503 from a seed that sent it
+ * recently, else the bytes (sendfile). Returns true when an upload started. */
+static bool send_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const char *id,
+                       uint32_t n)
+{
+    char peer[80];
     struct dmf_piece_view v;
     if (lookup_or_reply(ps, req, id, &v) != 0)
-        return;
+        return false;
     if (v.piece_length == 0 || (v.content_length >= 0 && n >= task_total(&v)) || v.have == NULL ||
         !dmf_bitmap_get(v.have, n)) {
         reply_text(req, 404, "Not Found", "piece not held here");
-        return;
+        return false;
     }
 
     if (v.ledger && seed_refuses(v.ledger, v.have, n)) {
@@ -274,9 +315,8 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
         evhttp_add_header(h, "Retry-After", "1");
         reply_text(req, 503, "Service Unavailable",
                    "seed: piece sent recently, fetch it from a peer");
-        return;
+        return false;
     }
-
     /* With the length unknown (streamed origin) every held piece is a full one. */
     uint32_t size = v.content_length >= 0 ? dmf_piece_size(v.content_length, v.piece_length, n)
                                           : v.piece_length;
@@ -286,7 +326,7 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
         dmf_error("piece server: data file of task %s is shorter than piece %u (%llu+%u)", id, n,
                   (unsigned long long)offset, size);
         reply_text(req, 500, "Internal Server Error", "piece data missing");
-        return;
+        return false;
     }
     /* Our own descriptor, closed by libevent when the segment is released: the daemon may
      * close or replace its fd while the piece is still being sent. */
@@ -294,7 +334,7 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
     if (fd < 0) {
         dmf_error("piece server: dup of the data file of task %s: %s", id, strerror(errno));
         reply_text(req, 503, "Service Unavailable", "out of file descriptors");
-        return;
+        return false;
     }
     struct evbuffer_file_segment *seg =
         evbuffer_file_segment_new(fd, (ev_off_t)offset, size, EVBUF_FS_CLOSE_ON_FREE);
@@ -302,7 +342,7 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
         close(fd);
         dmf_error("piece server: cannot map piece %u of task %s", n, id);
         reply_text(req, 500, "Internal Server Error", "cannot read piece");
-        return;
+        return false;
     }
     /* Without DRAINS_TO_FD libevent maps the file into memory instead of keeping a
      * sendfile chain; the chain then moves as is into the socket's output buffer. */
@@ -313,7 +353,7 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
     if (added != 0) {
         evbuffer_free(body);
         reply_text(req, 500, "Internal Server Error", "cannot read piece");
-        return;
+        return false;
     }
 
     struct upload *u = dmf_xcalloc(1, sizeof(*u));
@@ -322,7 +362,7 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
     u->state = UPLOAD_SENDING;
     u->n = n;
     u->size = size;
-    memcpy(u->task_id, id, sizeof(id));
+    memcpy(u->task_id, id, sizeof(u->task_id));
     ps->active_uploads++;
     dmf_metric_add(&m_uploads_active, 1);
     dmf_debug("piece server: piece %u of task %s to %s: %u bytes", n, id,
@@ -337,6 +377,72 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
     evhttp_connection_set_closecb(u->evcon, upload_on_close, u);
     evhttp_send_reply(req, 200, "OK", body);
     evbuffer_free(body);
+    return true;
+}
+
+/* Starts queued uploads while slots are free. */
+static void upload_next(dmf_piece_server_t *ps)
+{
+    while (!ps->stopping && ps->queue != NULL && ps->active_uploads < ps->upload_slots) {
+        uint64_t now = dmf_now_ms();
+        struct upload *best = NULL;
+        int64_t best_score = INT64_MAX;
+        for (struct upload *u = ps->queue; u; u = u->next) {
+            int64_t score = (int64_t)u->progress - (int64_t)((now - u->queued_ms) / AGING_MS);
+            if (score < best_score) {
+                best = u;
+                best_score = score;
+            }
+        }
+        queue_remove(ps, best);
+        evhttp_connection_set_closecb(best->evcon, NULL, NULL);
+        upload_set_state(best, UPLOAD_SENDING);
+        struct evhttp_request *req = best->req;
+        char id[DMF_TASK_ID_LEN + 1];
+        uint32_t n = best->n;
+        memcpy(id, best->task_id, sizeof(id));
+        free(best);
+        send_piece(ps, req, id, n);
+    }
+}
+
+static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const char *rest)
+{
+    char id[DMF_TASK_ID_LEN + 1];
+    const char *slash = strchr(rest, '/');
+    uint32_t n;
+
+    if (slash == NULL || parse_task_id(rest, (size_t)(slash - rest), id) != 0 ||
+        parse_index(slash + 1, &n) != 0) {
+        reply_text(req, 400, "Bad Request", "expected /pieces/<64 hex task id>/<piece number>");
+        return;
+    }
+    if (ps->active_uploads < ps->upload_slots) {
+        send_piece(ps, req, id, n);
+        return;
+    }
+    if (ps->nqueued >= QUEUE_MAX) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        reply_text(req, 503, "Service Unavailable", "too many piece requests waiting");
+        return;
+    }
+    /* Wait for a slot. Whether the piece is still here is checked when it starts. */
+    struct upload *u = dmf_xcalloc(1, sizeof(*u));
+    u->ps = ps;
+    u->req = req;
+    u->evcon = evhttp_request_get_connection(req);
+    u->state = UPLOAD_QUEUED;
+    u->n = n;
+    u->progress = request_progress(req);
+    u->queued_ms = dmf_now_ms();
+    memcpy(u->task_id, id, sizeof(id));
+    struct upload **tail = &ps->queue;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = u;
+    ps->nqueued++;
+    dmf_metric_add(&m_uploads_queued, 1);
+    evhttp_connection_set_closecb(u->evcon, upload_on_close, u);
 }
 
 /* ---- GET /have/<id> ---- */
@@ -527,6 +633,7 @@ dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *ad
         return NULL;
 
     dmf_piece_server_t *ps = dmf_xcalloc(1, sizeof(*ps));
+    ps->upload_slots = DMF_PIECE_SERVER_UPLOAD_SLOTS;
     ps->base = base;
     ps->lookup = lookup;
     ps->lookup_arg = arg;
@@ -630,6 +737,12 @@ void dmf_piece_server_notify_gone(dmf_piece_server_t *ps, const char *task_id)
     end_watchers(ps, task_id, NULL, WATCHER_GONE);
 }
 
+void dmf_piece_server_set_upload_slots(dmf_piece_server_t *ps, uint32_t slots)
+{
+    ps->upload_slots = slots ? slots : DMF_PIECE_SERVER_UPLOAD_SLOTS;
+    upload_next(ps);
+}
+
 uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps)
 {
     return ps->active_uploads;
@@ -638,6 +751,11 @@ uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps)
 uint64_t dmf_piece_server_uploaded_bytes(const dmf_piece_server_t *ps)
 {
     return ps->uploaded_bytes;
+}
+
+uint32_t dmf_piece_server_queued(const dmf_piece_server_t *ps)
+{
+    return ps->nqueued;
 }
 
 uint32_t dmf_piece_server_watchers(const dmf_piece_server_t *ps)
@@ -652,7 +770,9 @@ void dmf_piece_server_free(dmf_piece_server_t *ps)
     for (unsigned i = 0; i < WATCHER_BUCKETS; i++)
         while (ps->watchers[i] != NULL)
             watcher_end(ps->watchers[i], WATCHER_STOPPED);
-    /* Frees the listener and every connection; uploads in flight end in upload_on_close. */
+    /* Frees the listener and every connection; uploads in flight and queued requests end
+     * in upload_on_close. */
+    ps->stopping = true;
     evhttp_free(ps->http);
     free(ps);
 }

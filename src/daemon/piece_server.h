@@ -73,9 +73,18 @@ void dmf_piece_server_notify_done(dmf_piece_server_t *ps, const char *task_id);
 /* The task is gone (failed, deleted): watchers' responses end without "done". */
 void dmf_piece_server_notify_gone(dmf_piece_server_t *ps, const char *task_id);
 
+/* Piece uploads at once (default DMF_PIECE_SERVER_UPLOAD_SLOTS; 0 = default). Further
+ * requests wait, and the next to start is the one whose child holds the least of the task
+ * (its X-Dmf-Progress header, permille), aged by how long it has waited. */
+#define DMF_PIECE_SERVER_UPLOAD_SLOTS 4
+#define DMF_PROGRESS_HEADER           "X-Dmf-Progress"
+void dmf_piece_server_set_upload_slots(dmf_piece_server_t *ps, uint32_t slots);
+
 /* Pieces being uploaded right now, and bytes uploaded since start (the host's load). */
 uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps);
 uint64_t dmf_piece_server_uploaded_bytes(const dmf_piece_server_t *ps);
+/* Piece requests waiting for an upload slot right now. */
+uint32_t dmf_piece_server_queued(const dmf_piece_server_t *ps);
 /* /have streams open right now. */
 uint32_t dmf_piece_server_watchers(const dmf_piece_server_t *ps);
 

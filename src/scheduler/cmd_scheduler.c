@@ -39,7 +39,7 @@ static const struct dmf_option options[] = {
      "mesh|dag",
      "mesh: peers exchange pieces both ways; dag: no peer is offered one of its descendants."},
     {"candidate-limit", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, candidate_limit), 1,
-     DMF_SCHED_CANDIDATES_MAX, "4", "N", "Most parents a peer is given to download from."},
+     DMF_SCHED_CANDIDATES_MAX, "16", "N", "Most parents a peer is given to download from."},
     {"host-timeout", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, host_timeout), 1000,
      3600000, "10s", "DURATION",
      "A host that has not announced for this long is dropped with its peers."},

@@ -1405,7 +1405,7 @@ dmf_scheduler_t *dmf_scheduler_new(const struct dmf_scheduler_config *cfg,
     dmf_scheduler_t *s = dmf_xcalloc(1, sizeof(*s));
     s->cfg = *cfg;
     if (s->cfg.candidate_limit == 0)
-        s->cfg.candidate_limit = 4;
+        s->cfg.candidate_limit = DMF_SCHED_CANDIDATES_DEFAULT;
     if (s->cfg.candidate_limit > DMF_SCHED_CANDIDATES_MAX)
         s->cfg.candidate_limit = DMF_SCHED_CANDIDATES_MAX;
     if (s->cfg.host_timeout_ms == 0)

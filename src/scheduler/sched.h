@@ -16,18 +16,19 @@
 #include "common/digest.h"
 
 /* Bounds on what the network may make us keep. */
-#define DMF_SCHED_ID_MAX          128 /* host and peer ids, idc */
-#define DMF_SCHED_HOSTNAME_MAX    255
-#define DMF_SCHED_LOCATION_MAX    1024
-#define DMF_SCHED_URL_MAX         (8u << 10)
-#define DMF_SCHED_HEADERS_MAX     64
-#define DMF_SCHED_HEADER_MAX      (8u << 10) /* name + value */
-#define DMF_SCHED_TAG_MAX         1024
-#define DMF_SCHED_FILTERS_MAX     64
-#define DMF_SCHED_FILTER_MAX      256
-#define DMF_SCHED_REASON_MAX      1024
-#define DMF_SCHED_CANDIDATES_MAX  32
-#define DMF_SCHED_UNREACHABLE_WIN 60000 /* ms: how long an unreachable report counts */
+#define DMF_SCHED_ID_MAX             128 /* host and peer ids, idc */
+#define DMF_SCHED_HOSTNAME_MAX       255
+#define DMF_SCHED_LOCATION_MAX       1024
+#define DMF_SCHED_URL_MAX            (8u << 10)
+#define DMF_SCHED_HEADERS_MAX        64
+#define DMF_SCHED_HEADER_MAX         (8u << 10) /* name + value */
+#define DMF_SCHED_TAG_MAX            1024
+#define DMF_SCHED_FILTERS_MAX        64
+#define DMF_SCHED_FILTER_MAX         256
+#define DMF_SCHED_REASON_MAX         1024
+#define DMF_SCHED_CANDIDATES_MAX     32
+#define DMF_SCHED_CANDIDATES_DEFAULT 16
+#define DMF_SCHED_UNREACHABLE_WIN    60000 /* ms: how long an unreachable report counts */
 
 /* Error codes returned by the calls below (negative), and what the service answers:
  *   -EINVAL   INVALID_ARGUMENT     malformed or out-of-bounds input
@@ -124,7 +125,7 @@ struct dmf_scheduler_sink {
 };
 
 struct dmf_scheduler_config {
-    uint32_t candidate_limit;      /* 1..DMF_SCHED_CANDIDATES_MAX; 0 = 4 */
+    uint32_t candidate_limit;      /* 1..DMF_SCHED_CANDIDATES_MAX; 0 = DEFAULT */
     uint64_t host_timeout_ms;      /* 0 = 10 s */
     uint32_t bad_parent_threshold; /* 0 = 2 */
     /* false: the parent graph of a task is a DAG (Dragonfly's rule: nobody is offered one

@@ -39,6 +39,10 @@ def test_five_daemons_one_origin_fetch_bytes_from_peers(tmp_path, origin, need_b
     assert peer + seed > 0, f"no bytes from seed or peers in any daemon's /metrics: {per}"
     assert peer >= 0.5 * (peer + seed), \
         f"only {peer} of {peer + seed} bytes came from other daemons (not the seed): {per}"
+    # The seed's uplink is the origin's: it sends each piece into the swarm once and the
+    # daemons pass it on (a piece is asked of a seed only when no other parent holds it).
+    assert seed <= 1.1 * size, \
+        f"the seed sent {seed} bytes of a {size}-byte file (more than 1.1 copies): {per}"
     for d in c.daemons:
         ok = d.metrics().value("damselfly_tasks_total", result="succeeded")
         assert ok >= 1, f"{d.name}: damselfly_tasks_total{{result=\"succeeded\"}} is {ok}"

@@ -23,6 +23,8 @@
 
 #define ID_A    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define ID_NO   "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+#define ID_BIG  "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"
+#define BIG_LEN ((int64_t)64 << 20) /* one sparse 64 MiB piece: more than socket buffers hold */
 #define PL      (1u << 20)
 #define LEN     (3 * (int64_t)PL + 1000) /* 4 pieces, the last one 1000 bytes */
 #define WAIT_MS 5000
@@ -41,16 +43,19 @@ struct fixture {
     struct event *tick; /* wakes the loop so that run_until can check its condition */
     dmf_piece_server_t *ps;
     struct fake_task task;
+    struct fake_task big; /* ID_BIG */
     uint8_t *content;
-    char path[64];
+    char path[64], big_path[64];
     struct evhttp_connection *conns[8];
     size_t nconns;
+    int completed; /* responses received so far */
 };
 
 /* One client request and what came back. */
 struct fetch {
     struct fixture *f;
     bool done;
+    int order; /* 1 for the first response of the test, 2 for the next... */
     int status;
     char content_type[64];
     char content_length[24];
@@ -60,8 +65,11 @@ struct fetch {
 
 static int lookup(void *arg, const char *task_id, struct dmf_piece_view *view)
 {
-    struct fake_task *t = arg;
-    if (strcmp(task_id, ID_A) != 0 || t->fd < 0)
+    struct fixture *f = arg;
+    struct fake_task *t = strcmp(task_id, ID_A) == 0     ? &f->task
+                          : strcmp(task_id, ID_BIG) == 0 ? &f->big
+                                                         : NULL;
+    if (t == NULL || t->fd < 0)
         return -ENOENT;
     view->fd = t->fd;
     view->content_length = t->content_length;
@@ -98,8 +106,17 @@ static int setup(void **state)
     dmf_bitmap_set(&f->task.have, 1);
     dmf_bitmap_set(&f->task.have, 3); /* piece 2 is missing */
 
+    snprintf(f->big_path, sizeof(f->big_path), "/tmp/dmf-ps-XXXXXX");
+    f->big.fd = mkstemp(f->big_path);
+    assert_true(f->big.fd >= 0);
+    assert_int_equal(ftruncate(f->big.fd, BIG_LEN), 0);
+    f->big.content_length = BIG_LEN;
+    f->big.piece_length = (uint32_t)BIG_LEN;
+    dmf_bitmap_init(&f->big.have);
+    dmf_bitmap_set(&f->big.have, 0);
+
     char err[256] = "";
-    f->ps = dmf_piece_server_new(f->base, "127.0.0.1", 0, lookup, &f->task, err, sizeof(err));
+    f->ps = dmf_piece_server_new(f->base, "127.0.0.1", 0, lookup, f, err, sizeof(err));
     assert_non_null(f->ps);
     assert_true(dmf_piece_server_port(f->ps) != 0);
     *state = f;
@@ -117,6 +134,9 @@ static int teardown(void **state)
     dmf_bitmap_free(&f->task.have);
     close(f->task.fd);
     unlink(f->path);
+    dmf_bitmap_free(&f->big.have);
+    close(f->big.fd);
+    unlink(f->big_path);
     free(f->content);
     free(f);
     return 0;
@@ -149,6 +169,7 @@ static void on_done(struct evhttp_request *req, void *arg)
 {
     struct fetch *fx = arg;
     fx->done = true;
+    fx->order = ++fx->f->completed;
     if (req == NULL || evhttp_request_get_response_code(req) == 0) {
         fx->status = -1;
         return;
@@ -169,15 +190,24 @@ static struct evhttp_connection *connect_client(struct fixture *f)
     return c;
 }
 
-static void start(struct fixture *f, struct evhttp_connection *c, enum evhttp_cmd_type cmd,
-                  const char *path, struct fetch *fx)
+/* Starts a request; progress, when not NULL, is sent as the child's X-Dmf-Progress. */
+static void start_as(struct fixture *f, struct evhttp_connection *c, enum evhttp_cmd_type cmd,
+                     const char *path, const char *progress, struct fetch *fx)
 {
     memset(fx, 0, sizeof(*fx));
     fx->f = f;
     struct evhttp_request *req = evhttp_request_new(on_done, fx);
     evhttp_request_set_chunked_cb(req, on_chunk);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    if (progress != NULL)
+        evhttp_add_header(evhttp_request_get_output_headers(req), DMF_PROGRESS_HEADER, progress);
     assert_int_equal(evhttp_make_request(c, req, cmd, path), 0);
+}
+
+static void start(struct fixture *f, struct evhttp_connection *c, enum evhttp_cmd_type cmd,
+                  const char *path, struct fetch *fx)
+{
+    start_as(f, c, cmd, path, NULL, fx);
 }
 
 typedef bool (*cond_fn)(struct fixture *f, void *arg);
@@ -430,6 +460,103 @@ static void test_upload_abort(void **state)
     }
 }
 
+static bool queued_are(struct fixture *f, void *arg)
+{
+    return dmf_piece_server_queued(f->ps) == *(uint32_t *)arg;
+}
+
+static bool all_done(struct fixture *f, void *arg)
+{
+    struct fetch *fx = arg;
+    return fx[0].done && fx[1].done && fx[2].done;
+}
+
+/* A raw connection asking for a 64 MiB piece that reads nothing: its upload holds a
+ * slot until the connection closes. */
+static int occupy_slot(struct fixture *f)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int rcvbuf = 4096;
+    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(dmf_piece_server_port(f->ps)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char req[] = "GET /pieces/" ID_BIG "/0 HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(write(s, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    while (dmf_piece_server_active_uploads(f->ps) == 0)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    return s;
+}
+
+/* With every upload slot taken, requests wait; when the slot frees, the child furthest
+ * behind (lowest X-Dmf-Progress) is served first, then the others in that order. */
+static void test_upload_queue_serves_children_behind_first(void **state)
+{
+    struct fixture *f = *state;
+    dmf_piece_server_set_upload_slots(f->ps, 1);
+    int busy = occupy_slot(f);
+
+    struct fetch fx[3];
+    const char *progress[3] = {"900", "100", "500"};
+    for (int i = 0; i < 3; i++)
+        start_as(f, connect_client(f), EVHTTP_REQ_GET, "/pieces/" ID_A "/1", progress[i], &fx[i]);
+    uint32_t three = 3;
+    assert_true(run_until(f, queued_are, &three));
+    assert_int_equal(dmf_piece_server_active_uploads(f->ps), 1);
+    assert_int_equal(f->completed, 0);
+
+    close(busy); /* the upload aborts and gives its slot to the queue */
+    assert_true(run_until(f, all_done, fx));
+    assert_int_equal(fx[1].order, 1); /* progress 100 */
+    assert_int_equal(fx[2].order, 2); /* 500 */
+    assert_int_equal(fx[0].order, 3); /* 900 */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(fx[i].status, 200);
+        assert_int_equal(fx[i].len, PL);
+        assert_memory_equal(fx[i].body, f->content + PL, PL);
+        fetch_free(&fx[i]);
+    }
+    assert_int_equal(dmf_piece_server_queued(f->ps), 0);
+}
+
+/* A queued request whose child hangs up costs nothing but its turn (evhttp notices the
+ * hang-up when the reply is written); a request for a piece this server does not hold is
+ * answered 404 when its turn comes. */
+static void test_upload_queue_hangup_and_missing_piece(void **state)
+{
+    struct fixture *f = *state;
+    dmf_piece_server_set_upload_slots(f->ps, 1);
+    int busy = occupy_slot(f);
+
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(dmf_piece_server_port(f->ps)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char req[] = "GET /pieces/" ID_A "/3 HTTP/1.1\r\nX-Dmf-Progress: 0\r\n\r\n";
+    assert_int_equal(write(s, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    uint32_t one = 1, two = 2, zero = 0;
+    assert_true(run_until(f, queued_are, &one));
+    close(s);
+
+    struct fetch missing;
+    start_as(f, connect_client(f), EVHTTP_REQ_GET, "/pieces/" ID_A "/2", "10", &missing);
+    assert_true(run_until(f, queued_are, &two));
+    close(busy);
+    assert_true(run_until(f, fetch_done, &missing));
+    assert_int_equal(missing.status, 404);
+    fetch_free(&missing);
+    assert_true(run_until(f, queued_are, &zero));
+    assert_true(run_until(f, no_uploads, NULL));
+
+    struct fetch again; /* and the server goes on serving */
+    get(f, "/pieces/" ID_A "/3", &again);
+    assert_int_equal(again.status, 200);
+    assert_int_equal(again.len, 1000);
+    fetch_free(&again);
+}
+
 static void test_metrics(void **state)
 {
     struct fixture *f = *state;
@@ -455,12 +582,11 @@ static void test_bind_error(void **state)
     char err[256] = "", want[128];
     uint16_t port = dmf_piece_server_port(f->ps);
     dmf_piece_server_t *ps =
-        dmf_piece_server_new(f->base, "127.0.0.1", port, lookup, &f->task, err, sizeof(err));
+        dmf_piece_server_new(f->base, "127.0.0.1", port, lookup, f, err, sizeof(err));
     assert_null(ps);
     snprintf(want, sizeof(want), "cannot listen on 127.0.0.1:%u: Address already in use", port);
     assert_string_equal(err, want);
-    ps = dmf_piece_server_new(f->base, "no-such-host.invalid", 0, lookup, &f->task, err,
-                              sizeof(err));
+    ps = dmf_piece_server_new(f->base, "no-such-host.invalid", 0, lookup, f, err, sizeof(err));
     assert_null(ps);
     assert_non_null(strstr(err, "cannot listen on no-such-host.invalid:0"));
 }
@@ -475,6 +601,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_have_complete_task, setup, teardown),
         cmocka_unit_test_setup_teardown(test_have_gone_and_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_queue_serves_children_behind_first, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_upload_queue_hangup_and_missing_piece, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_error, setup, teardown),
     };
