@@ -31,7 +31,7 @@
 #define LISTEN_BACKLOG    511
 #define HAVE_LINE_MAX     32   /* "have 4294967295\n" and "done 4294967295\n" fit */
 #define QUEUE_MAX         1024 /* piece requests waiting for a slot; more get 503 */
-#define AGING_MS          5    /* waiting this long counts as one permille less progress */
+#define AGING_MS          20   /* waiting this long counts as one permille less progress */
 
 static DMF_METRIC_COUNTER(m_upload_bytes, "damselfly_upload_bytes_total", NULL,
                           "Bytes of pieces sent to other peers by the piece server.");
