@@ -23,6 +23,7 @@
  * (in pieces: npieces / DIVISOR, at least MIN) before it keeps one request per parent. */
 #define PACE_LEAD_DIVISOR 64
 #define PACE_LEAD_MIN     4
+#define MIN_IN_FLIGHT     4 /* requests to the (non-seed) parents together, at least */
 
 enum parent_state {
     PARENT_CONNECTING, /* /have requested, not answered yet */
@@ -379,15 +380,23 @@ static bool pick(const struct dmf_task *t, const struct dmf_parent *p, const uin
  * serve until the end (docs/internals/PIECE-PROTOCOL.md, "Pacing"). */
 static int request_limit(const struct dmf_task *t, uint32_t npieces)
 {
-    int limit = (int)DMF_MIN(t->d->cfg.parent_concurrency, MAX_SLOTS);
+    int limit = (int)t->d->cfg.parent_concurrency;
     uint64_t sum = 0;
-    uint32_t downloaders = 0;
+    uint32_t downloaders = 0, peers = 0;
     for (const struct dmf_parent *p = t->parents; p; p = p->next) {
-        if (p->is_seed || p->complete || p->state != PARENT_ACTIVE)
+        if (p->is_seed || p->state != PARENT_ACTIVE)
             continue;
-        sum += p->has.count;
-        downloaders++;
+        peers++;
+        if (!p->complete) {
+            sum += p->has.count;
+            downloaders++;
+        }
     }
+    /* With one or two parents, per-parent requests alone would leave a fast link idle
+     * between pieces: keep MIN_IN_FLIGHT in flight over all of them. */
+    if (peers > 0)
+        limit = DMF_MAX(limit, (int)((MIN_IN_FLIGHT + peers - 1) / peers));
+    limit = DMF_MIN(limit, MAX_SLOTS);
     if (downloaders == 0)
         return limit;
     uint32_t lead_allowed = DMF_MAX(npieces / PACE_LEAD_DIVISOR, PACE_LEAD_MIN);
