@@ -2,6 +2,7 @@
 #include "daemon/parent.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -404,6 +405,19 @@ static int request_limit(const struct dmf_task *t, uint32_t npieces)
     return t->have.count > avg + lead_allowed ? 1 : limit;
 }
 
+/* Requests to non-seed parents together: unbounded (INT_MAX), or, for a child that is
+ * ahead (request_limit gave 1), half its parents, so that it does not keep a flow going
+ * from every uplink while the others are behind. */
+static int request_total(const struct dmf_task *t, int limit)
+{
+    if (limit != 1)
+        return INT_MAX;
+    int peers = 0;
+    for (const struct dmf_parent *p = t->parents; p; p = p->next)
+        peers += !p->is_seed && p->state == PARENT_ACTIVE;
+    return DMF_MAX(2, peers / 2);
+}
+
 void dmf_parents_dispatch(struct dmf_task *t)
 {
     if (t->piece_length == 0 || t->parents == NULL || dmf_task_workers_busy(t))
@@ -430,15 +444,21 @@ void dmf_parents_dispatch(struct dmf_task *t)
             }
     }
     int limit = request_limit(t, npieces);
+    int total = request_total(t, limit), inflight = 0;
+    for (struct dmf_parent *p = t->parents; p; p = p->next)
+        if (!p->is_seed)
+            inflight += p->inflight;
     bool progress = true;
     while (progress) {
         progress = false;
         for (struct dmf_parent *p = t->parents; p; p = p->next) {
-            if (p->state != PARENT_ACTIVE || p->inflight >= (p->is_seed ? SEED_SLOTS : limit))
+            if (p->state != PARENT_ACTIVE || p->inflight >= (p->is_seed ? SEED_SLOTS : limit) ||
+                (!p->is_seed && inflight >= total))
                 continue;
             uint32_t n;
             if (pick(t, p, count, npieces, &n)) {
                 piece_request(p, n);
+                inflight += !p->is_seed;
                 progress = true;
             }
         }

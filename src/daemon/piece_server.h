@@ -76,7 +76,7 @@ void dmf_piece_server_notify_gone(dmf_piece_server_t *ps, const char *task_id);
 /* Piece uploads at once (default DMF_PIECE_SERVER_UPLOAD_SLOTS; 0 = default). Further
  * requests wait, and the next to start is the one whose child holds the least of the task
  * (its X-Dmf-Progress header, permille), aged by how long it has waited. */
-#define DMF_PIECE_SERVER_UPLOAD_SLOTS 4
+#define DMF_PIECE_SERVER_UPLOAD_SLOTS 2
 #define DMF_PROGRESS_HEADER           "X-Dmf-Progress"
 void dmf_piece_server_set_upload_slots(dmf_piece_server_t *ps, uint32_t slots);
 
