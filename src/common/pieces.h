@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DMF_PIECE_LENGTH_MIN     (1u << 17)  /* 128 KiB */
+#define DMF_PIECE_LENGTH_MIN     (1u << 18)  /* 256 KiB */
 #define DMF_PIECE_LENGTH_MAX     (16u << 20) /* 16 MiB */
 #define DMF_PIECE_LENGTH_DEFAULT (4u << 20)  /* when the length is unknown (streamed origin) */
 #define DMF_PIECES_MAX           (1u << 20)  /* a task has at most this many pieces */

@@ -713,10 +713,10 @@ def task_id(url=None, tag="", application="", piece_length=0, filter_query=(), d
 
 
 def piece_length_for(content_length):
-    """Smallest power of two >= 128 KiB with at most 1024 pieces; unknown length -> 4 MiB."""
+    """Smallest power of two >= 256 KiB with at most 1024 pieces; unknown length -> 4 MiB."""
     if content_length is None or content_length < 0:
         return 4 * MiB
-    pl = 128 * 1024
+    pl = 256 * 1024
     while (content_length + pl - 1) // pl > 1024:
         pl *= 2
     return pl

@@ -52,13 +52,12 @@ def test_reimplementation_follows_the_contract():
         "http://example.com/p?a=1&b=2"
     assert normalize_url("https://h:443/p?a=2&a=1") == "https://h/p?a=1&a=2"
     assert normalize_url("https://h:8443/P") == "https://h:8443/P"
-    assert piece_length_for(64 * MiB) == 128 * 1024
-    assert piece_length_for(128 * MiB + 1) == 256 * 1024
+    assert piece_length_for(64 * MiB) == 256 * 1024
     assert piece_length_for(256 * MiB) == 256 * 1024
     assert piece_length_for(256 * MiB + 1) == 512 * 1024
     assert piece_length_for(1024 * MiB) == MiB
     assert piece_length_for(1024 * MiB + 1) == 2 * MiB
-    assert piece_length_for(0) == 128 * 1024
+    assert piece_length_for(0) == 256 * 1024
     assert piece_length_for(-1) == 4 * MiB
 
 
