@@ -557,6 +557,22 @@ static void test_upload_queue_hangup_and_missing_piece(void **state)
     fetch_free(&again);
 }
 
+/* A server stopped with requests still queued frees them (ASan and valgrind check this). */
+static void test_upload_queue_freed_on_stop(void **state)
+{
+    struct fixture *f = *state;
+    dmf_piece_server_set_upload_slots(f->ps, 1);
+    int busy = occupy_slot(f);
+    struct fetch fx;
+    start_as(f, connect_client(f), EVHTTP_REQ_GET, "/pieces/" ID_A "/1", "5", &fx);
+    uint32_t one = 1;
+    assert_true(run_until(f, queued_are, &one));
+    dmf_piece_server_free(f->ps); /* teardown must not free it again */
+    f->ps = NULL;
+    close(busy);
+    fetch_free(&fx);
+}
+
 static void test_metrics(void **state)
 {
     struct fixture *f = *state;
@@ -605,6 +621,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_upload_queue_hangup_and_missing_piece, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_upload_queue_freed_on_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_error, setup, teardown),
     };
