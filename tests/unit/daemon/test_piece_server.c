@@ -557,6 +557,39 @@ static void test_upload_queue_hangup_and_missing_piece(void **state)
     fetch_free(&again);
 }
 
+static bool uploads_are(struct fixture *f, void *arg)
+{
+    return dmf_piece_server_active_uploads(f->ps) == *(uint32_t *)arg;
+}
+
+/* One upload slot per 4 children watching, at least: with 5 watchers and --upload-slots 1,
+ * two uploads run at once and nothing waits. */
+static void test_upload_slots_grow_with_children(void **state)
+{
+    struct fixture *f = *state;
+    dmf_piece_server_set_upload_slots(f->ps, 1);
+    struct fetch w[5];
+    for (int i = 0; i < 5; i++)
+        start(f, connect_client(f), EVHTTP_REQ_GET, "/have/" ID_A, &w[i]);
+    uint32_t five = 5, two = 2, zero = 0;
+    assert_true(run_until(f, watchers_are, &five));
+    int a = occupy_slot(f);
+    int b = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(dmf_piece_server_port(f->ps)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(b, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char req[] = "GET /pieces/" ID_BIG "/0 HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(write(b, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    assert_true(run_until(f, uploads_are, &two));
+    assert_int_equal(dmf_piece_server_queued(f->ps), 0);
+    close(a);
+    close(b);
+    assert_true(run_until(f, uploads_are, &zero));
+    for (int i = 0; i < 5; i++)
+        fetch_free(&w[i]);
+}
+
 /* A server stopped with requests still queued frees them (ASan and valgrind check this). */
 static void test_upload_queue_freed_on_stop(void **state)
 {
@@ -622,6 +655,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upload_queue_hangup_and_missing_piece, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_upload_queue_freed_on_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_slots_grow_with_children, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bind_error, setup, teardown),
     };
