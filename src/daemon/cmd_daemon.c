@@ -62,8 +62,8 @@ static const struct dmf_option options[] = {
     OPT("parent-concurrency", 0, DMF_OPT_INT, parent_concurrency, 1, 16, "2", "N",
         "piece requests in flight per parent"),
     OPT("upload-slots", 0, DMF_OPT_INT, upload_slots, 1, 256, "2", "N",
-        "piece uploads at once; further requests wait, those of the children furthest behind "
-        "first"),
+        "piece uploads at once (or one per 4 children watching, if more); further requests "
+        "wait, those of the children furthest behind first"),
     OPT("log-level", 0, DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
