@@ -100,6 +100,24 @@ static void test_layout_check(void **state)
     assert_int_equal(dmf_piece_layout_check(INT64_MAX, DMF_PIECE_LENGTH_MIN, UINT32_MAX), -EINVAL);
 }
 
+/* dmf_bitmap_byte: eight pieces at a time, piece 8*i in bit 0, nothing beyond nbits. */
+static void test_bitmap_byte(void **state)
+{
+    dmf_bitmap_t b;
+    dmf_bitmap_init(&b);
+    assert_int_equal(dmf_bitmap_byte(&b, 0), 0); /* nothing allocated yet */
+    dmf_bitmap_set(&b, 0);
+    dmf_bitmap_set(&b, 9);
+    dmf_bitmap_set(&b, 15);
+    assert_int_equal(dmf_bitmap_byte(&b, 0), 0x01);
+    assert_int_equal(dmf_bitmap_byte(&b, 1), 0x82);
+    assert_int_equal(dmf_bitmap_byte(&b, 2), 0);
+    assert_int_equal(dmf_bitmap_byte(&b, 1000), 0);
+    dmf_bitmap_clear(&b, 9);
+    assert_int_equal(dmf_bitmap_byte(&b, 1), 0x80);
+    dmf_bitmap_free(&b);
+}
+
 static void test_bitmap(void **state)
 {
     dmf_bitmap_t b;
@@ -158,7 +176,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_piece_length_for), cmocka_unit_test(test_count_and_sizes_at_edges),
         cmocka_unit_test(test_huge_sizes),       cmocka_unit_test(test_layout_check),
-        cmocka_unit_test(test_bitmap),
+        cmocka_unit_test(test_bitmap),           cmocka_unit_test(test_bitmap_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
