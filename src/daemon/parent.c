@@ -375,17 +375,26 @@ static bool pick(const struct dmf_task *t, const struct dmf_parent *p, const uin
     return true;
 }
 
-/* Requests a child keeps in flight to each parent. A child that is ahead of the other
- * downloaders among its parents keeps one, so that the uplinks they share go to those
- * behind: everyone finishes at about the same time, and every uplink has someone to
- * serve until the end (docs/internals/PIECE-PROTOCOL.md, "Pacing"). */
-static int request_limit(const struct dmf_task *t, uint32_t npieces)
+/* How many requests a child may have in flight to its non-seed parents: per_parent to
+ * each, total over all of them, in_flight now. A child that is ahead of the other
+ * downloaders among its parents keeps one per parent and at most half its parents busy,
+ * so that the uplinks they share go to those behind: everyone finishes at about the same
+ * time, and every uplink has someone to serve until the end
+ * (docs/internals/PIECE-PROTOCOL.md, "Pacing"). */
+struct request_budget {
+    int per_parent, total, in_flight;
+};
+
+static struct request_budget request_budget(const struct dmf_task *t, uint32_t npieces)
 {
-    int limit = (int)t->d->cfg.parent_concurrency;
+    struct request_budget b = {.per_parent = (int)t->d->cfg.parent_concurrency, .total = INT_MAX};
     uint64_t sum = 0;
-    uint32_t downloaders = 0, peers = 0;
+    int downloaders = 0, peers = 0;
     for (const struct dmf_parent *p = t->parents; p; p = p->next) {
-        if (p->is_seed || p->state != PARENT_ACTIVE)
+        if (p->is_seed)
+            continue;
+        b.in_flight += p->inflight;
+        if (p->state != PARENT_ACTIVE)
             continue;
         peers++;
         if (!p->complete) {
@@ -396,26 +405,14 @@ static int request_limit(const struct dmf_task *t, uint32_t npieces)
     /* With one or two parents, per-parent requests alone would leave a fast link idle
      * between pieces: keep MIN_IN_FLIGHT in flight over all of them. */
     if (peers > 0)
-        limit = DMF_MAX(limit, (int)((MIN_IN_FLIGHT + peers - 1) / peers));
-    limit = DMF_MIN(limit, MAX_SLOTS);
-    if (downloaders == 0)
-        return limit;
+        b.per_parent = DMF_MAX(b.per_parent, (MIN_IN_FLIGHT + peers - 1) / peers);
+    b.per_parent = DMF_MIN(b.per_parent, MAX_SLOTS);
     uint32_t lead_allowed = DMF_MAX(npieces / PACE_LEAD_DIVISOR, PACE_LEAD_MIN);
-    uint64_t avg = sum / downloaders;
-    return t->have.count > avg + lead_allowed ? 1 : limit;
-}
-
-/* Requests to non-seed parents together: unbounded (INT_MAX), or, for a child that is
- * ahead (request_limit gave 1), half its parents, so that it does not keep a flow going
- * from every uplink while the others are behind. */
-static int request_total(const struct dmf_task *t, int limit)
-{
-    if (limit != 1)
-        return INT_MAX;
-    int peers = 0;
-    for (const struct dmf_parent *p = t->parents; p; p = p->next)
-        peers += !p->is_seed && p->state == PARENT_ACTIVE;
-    return DMF_MAX(2, peers / 2);
+    if (downloaders > 0 && t->have.count > sum / (uint64_t)downloaders + lead_allowed) {
+        b.per_parent = 1;
+        b.total = DMF_MAX(2, peers / 2);
+    }
+    return b;
 }
 
 void dmf_parents_dispatch(struct dmf_task *t)
@@ -443,24 +440,20 @@ void dmf_parents_dispatch(struct dmf_task *t)
                     count[n]++;
             }
     }
-    int limit = request_limit(t, npieces);
-    int total = request_total(t, limit), inflight = 0;
-    for (struct dmf_parent *p = t->parents; p; p = p->next)
-        if (!p->is_seed)
-            inflight += p->inflight;
+    struct request_budget budget = request_budget(t, npieces);
     bool progress = true;
     while (progress) {
         progress = false;
         for (struct dmf_parent *p = t->parents; p; p = p->next) {
-            if (p->state != PARENT_ACTIVE || p->inflight >= (p->is_seed ? SEED_SLOTS : limit) ||
-                (!p->is_seed && inflight >= total))
-                continue;
+            bool full = p->is_seed
+                            ? p->inflight >= SEED_SLOTS
+                            : p->inflight >= budget.per_parent || budget.in_flight >= budget.total;
             uint32_t n;
-            if (pick(t, p, count, npieces, &n)) {
-                piece_request(p, n);
-                inflight += !p->is_seed;
-                progress = true;
-            }
+            if (p->state != PARENT_ACTIVE || full || !pick(t, p, count, npieces, &n))
+                continue;
+            piece_request(p, n);
+            budget.in_flight += !p->is_seed;
+            progress = true;
         }
     }
     free(count);

@@ -439,20 +439,31 @@ static void test_have_gone_and_close(void **state)
     fetch_free(&a);
 }
 
+/* Sends request (a whole HTTP/1.1 request head) on a new raw connection that reads
+ * nothing back (a 4 KiB receive buffer) and returns its descriptor. */
+static int raw_request(struct fixture *f, const char *request)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    int rcvbuf = 4096;
+    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(dmf_piece_server_port(f->ps)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    size_t len = strlen(request);
+    assert_int_equal(write(s, request, len), (ssize_t)len);
+    return s;
+}
+
+#define BIG_PIECE_REQUEST "GET /pieces/" ID_BIG "/0 HTTP/1.1\r\nHost: x\r\n\r\n"
+
 /* A child that asks for a piece and hangs up at once: the upload ends either way. */
 static void test_upload_abort(void **state)
 {
     struct fixture *f = *state;
     for (int i = 0; i < 4; i++) {
-        int s = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET,
-                                 .sin_port = htons(dmf_piece_server_port(f->ps)),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        int rcvbuf = 4096;
-        setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-        const char req[] = "GET /pieces/" ID_A "/0 HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_int_equal(write(s, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+        int s = raw_request(f, "GET /pieces/" ID_A "/0 HTTP/1.1\r\nHost: x\r\n\r\n");
         while (dmf_piece_server_active_uploads(f->ps) == 0)
             event_base_loop(f->base, EVLOOP_ONCE);
         close(s);
@@ -475,15 +486,7 @@ static bool all_done(struct fixture *f, void *arg)
  * slot until the connection closes. */
 static int occupy_slot(struct fixture *f)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    int rcvbuf = 4096;
-    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(dmf_piece_server_port(f->ps)),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    const char req[] = "GET /pieces/" ID_BIG "/0 HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(write(s, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    int s = raw_request(f, BIG_PIECE_REQUEST);
     while (dmf_piece_server_active_uploads(f->ps) == 0)
         event_base_loop(f->base, EVLOOP_ONCE);
     return s;
@@ -529,13 +532,7 @@ static void test_upload_queue_hangup_and_missing_piece(void **state)
     dmf_piece_server_set_upload_slots(f->ps, 1);
     int busy = occupy_slot(f);
 
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(dmf_piece_server_port(f->ps)),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    const char req[] = "GET /pieces/" ID_A "/3 HTTP/1.1\r\nX-Dmf-Progress: 0\r\n\r\n";
-    assert_int_equal(write(s, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    int s = raw_request(f, "GET /pieces/" ID_A "/3 HTTP/1.1\r\nX-Dmf-Progress: 0\r\n\r\n");
     uint32_t one = 1, two = 2, zero = 0;
     assert_true(run_until(f, queued_are, &one));
     close(s);
@@ -574,13 +571,7 @@ static void test_upload_slots_grow_with_children(void **state)
     uint32_t five = 5, two = 2, zero = 0;
     assert_true(run_until(f, watchers_are, &five));
     int a = occupy_slot(f);
-    int b = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(dmf_piece_server_port(f->ps)),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(b, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    const char req[] = "GET /pieces/" ID_BIG "/0 HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(write(b, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    int b = raw_request(f, BIG_PIECE_REQUEST);
     assert_true(run_until(f, uploads_are, &two));
     assert_int_equal(dmf_piece_server_queued(f->ps), 0);
     close(a);
