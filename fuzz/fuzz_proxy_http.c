@@ -7,7 +7,7 @@
 #include <strings.h>
 
 #include "common/util.h"
-#include "daemon/proxy_http.h"
+#include "daemon/proxy/proxy_http.h"
 
 static void check_request(const struct dmf_proxy_request *r)
 {

@@ -19,12 +19,12 @@
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/daemon.h"
-#include "daemon/local_api.h"
-#include "daemon/local_service.h"
-#include "daemon/proxy.h"
-#include "daemon/registry.h"
-#include "daemon/sched_client.h"
-#include "daemon/task.h"
+#include "daemon/api/local_api.h"
+#include "daemon/api/local_service.h"
+#include "daemon/proxy/proxy.h"
+#include "daemon/proxy/registry.h"
+#include "daemon/peer/announce.h"
+#include "daemon/peer/task.h"
 
 #define OPT(n, s, t, f, lo, hi, def, mv, h)                                                        \
     {                                                                                              \

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/proxy_rules.h"
+#include "daemon/proxy/proxy_rules.h"
 
 static char path[64];
 

@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "common/util.h"
-#include "daemon/proxy_http.h"
+#include "daemon/proxy/proxy_http.h"
 
 static int parse(const char *s, struct dmf_proxy_request *r)
 {

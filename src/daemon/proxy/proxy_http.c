@@ -1,5 +1,5 @@
 /* HTTP/1.1 request heads, chunked bodies and header rules for the proxy; see proxy_http.h. */
-#include "daemon/proxy_http.h"
+#include "daemon/proxy/proxy_http.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* Registry-mirror helpers; see registry.h. */
-#include "daemon/registry.h"
+#include "daemon/proxy/registry.h"
 
 #include <errno.h>
 #include <stdio.h>

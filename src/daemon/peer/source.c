@@ -1,5 +1,5 @@
 /* Back-to-source; see source.h. */
-#include "daemon/source.h"
+#include "daemon/peer/source.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -10,7 +10,7 @@
 #include "common/http_client.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/task.h"
+#include "daemon/peer/task.h"
 
 #define MAX_RANGES 16
 

@@ -1,5 +1,5 @@
 /* Tasks: state machine, layout, piece commit, subscribers. See task.h. */
-#include "daemon/task.h"
+#include "daemon/peer/task.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -14,9 +14,9 @@
 #include "common/log.h"
 #include "common/workq.h"
 #include "common/util.h"
-#include "daemon/parent.h"
-#include "daemon/sched_client.h"
-#include "daemon/source.h"
+#include "daemon/peer/parent.h"
+#include "daemon/peer/announce.h"
+#include "daemon/peer/source.h"
 
 DMF_METRIC_COUNTER(dmf_m_bytes_origin, "damselfly_download_bytes_total", "source=\"origin\"",
                    "Bytes of verified pieces received, by where they came from.");

@@ -1,5 +1,5 @@
 /* Forward-proxy URL rules; see proxy_rules.h. */
-#include "daemon/proxy_rules.h"
+#include "daemon/proxy/proxy_rules.h"
 
 #include <errno.h>
 #include <stdio.h>

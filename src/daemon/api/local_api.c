@@ -1,5 +1,5 @@
 /* The local API on the daemon's unix socket; see local_api.h and docs/internals/LOCAL-API.md. */
-#include "daemon/local_api.h"
+#include "daemon/api/local_api.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,7 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
-#include "daemon/local_service.h"
+#include "daemon/api/local_service.h"
 
 #define REQUEST_MAX (1u << 20)
 

@@ -9,7 +9,7 @@
  *
  * A connection is freed on the loop pass after conn_close (it may be closed from inside
  * any of its callbacks); every callback first checks c->dead. */
-#include "daemon/proxy.h"
+#include "daemon/proxy/proxy.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -33,10 +33,10 @@
 #include "common/log.h"
 #include "common/taskid.h"
 #include "common/util.h"
-#include "daemon/proxy_http.h"
-#include "daemon/proxy_tls.h"
-#include "daemon/registry.h"
-#include "daemon/task.h"
+#include "daemon/proxy/proxy_http.h"
+#include "daemon/proxy/proxy_tls.h"
+#include "daemon/proxy/registry.h"
+#include "daemon/peer/task.h"
 
 DMF_METRIC_COUNTER(m_req_p2p, "damselfly_proxy_requests_total", "path=\"p2p\"",
                    "Requests the proxy handled, by path taken.");

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/registry.h"
+#include "daemon/proxy/registry.h"
 
 #define HEX "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 

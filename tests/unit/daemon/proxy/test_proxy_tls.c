@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/proxy_tls.h"
+#include "daemon/proxy/proxy_tls.h"
 
 static char dir[64];
 static char crt[128], key[128];

@@ -1,5 +1,5 @@
 /* Leaf certificates minted per host, signed by the operator's CA; see proxy_tls.h. */
-#include "daemon/proxy_tls.h"
+#include "daemon/proxy/proxy_tls.h"
 
 #include <arpa/inet.h>
 #include <openssl/err.h>

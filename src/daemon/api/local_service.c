@@ -1,6 +1,6 @@
 /* The Daemon gRPC service: DownloadTask (server streaming) and StatTask, served on the
  * unix socket for local clients and on the TCP rpc port for the scheduler. */
-#include "daemon/local_service.h"
+#include "daemon/api/local_service.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "common/taskid.h"
 #include "common/util.h"
-#include "daemon/task.h"
+#include "daemon/peer/task.h"
 #include "damselfly/v1/daemon.pb-c.h"
 
 #define URL_MAX        8192

@@ -1,5 +1,5 @@
 /* Parents of a task; see parent.h. */
-#include "daemon/parent.h"
+#include "daemon/peer/parent.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -12,8 +12,8 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/piece_server.h"
-#include "daemon/sched_client.h"
-#include "daemon/task.h"
+#include "daemon/peer/announce.h"
+#include "daemon/peer/task.h"
 
 #define MAX_SLOTS     16
 #define HAVE_RETRIES  50 /* a parent that does not know the task yet: retry this often */

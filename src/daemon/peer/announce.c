@@ -1,5 +1,5 @@
 /* The daemon's side of the scheduler; see sched_client.h. */
-#include "daemon/sched_client.h"
+#include "daemon/peer/announce.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -11,8 +11,8 @@
 #include "common/log.h"
 #include "common/pb_headers.h"
 #include "common/util.h"
-#include "daemon/parent.h"
-#include "daemon/task.h"
+#include "daemon/peer/parent.h"
+#include "daemon/peer/task.h"
 #include "damselfly/v1/scheduler.pb-c.h"
 
 #define REPORT_BATCH    32 /* pieces per progress message at most */

@@ -25,7 +25,7 @@
 
 #include "common/metrics.h"
 #include "daemon/daemon.h"
-#include "daemon/proxy_rules.h"
+#include "daemon/proxy/proxy_rules.h"
 
 #define DMF_PROXY_BODY_MAX   (16u << 20)  /* request body buffered for pass-through */
 #define DMF_PROXY_OUT_HIGH   (1u << 20)   /* client output above this: stop producing */

@@ -18,7 +18,7 @@
 
 #include "common/util.h"
 #include "daemon/daemon.h"
-#include "daemon/proxy.h"
+#include "daemon/proxy/proxy.h"
 
 struct fixture {
     struct dmf_daemon d;
