@@ -20,6 +20,7 @@
 #include "common/pieces.h"
 #include "common/taskid.h"
 #include "daemon/daemon.h"
+#include "daemon/peer/engine.h"
 
 enum dmf_task_state {
     DMF_TASK_IDLE,
@@ -32,25 +33,6 @@ enum dmf_task_state {
 };
 
 enum dmf_piece_origin { DMF_FROM_ORIGIN, DMF_FROM_SEED, DMF_FROM_PEER };
-
-/* What a download asks for (all borrowed by dmf_task_open, which copies). */
-struct dmf_task_request {
-    const char *url;
-    const struct dmf_strlist *headers; /* "Name: value" */
-    const char *tag;
-    const char *digest; /* "sha256:HEX" or NULL */
-    const struct dmf_strlist *filter_query;
-    bool disable_back_to_source;
-};
-
-/* A local watcher of a task (a DownloadTask call). on_update gets the pieces verified
- * since the previous call (borrowed) and end = true once the task succeeded or failed
- * (then the subscription is already removed). */
-struct dmf_task_sub {
-    void (*on_update)(void *arg, struct dmf_task *t, const uint32_t *pieces, size_t n, bool end);
-    void *arg;
-    struct dmf_task_sub *next;
-};
 
 struct dmf_parent;
 struct dmf_source;
@@ -110,10 +92,6 @@ struct dmf_task *dmf_task_open(struct dmf_daemon *d, const char *id,
                                const struct dmf_task_request *req);
 /* Opens the task's data file (creating it) if it is not open: 0 or -errno. */
 int dmf_task_ensure_data(struct dmf_task *t);
-/* Starts downloading unless the task is complete or already running. */
-void dmf_task_start(struct dmf_task *t);
-void dmf_task_subscribe(struct dmf_task *t, struct dmf_task_sub *sub);
-void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 /* True when every piece is held (and the content digest checked, if one was asked). */
 bool dmf_task_complete(const struct dmf_task *t);
 /* Bytes held (verified pieces). */
