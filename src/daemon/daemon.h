@@ -44,8 +44,7 @@ struct dmf_daemon_config {
     unsigned long proxy_rules_line;     /* line of proxy-rules in the config file, 0 = none */
 };
 
-struct dmf_task;
-struct dmf_sched_client;
+struct dmf_engine;
 struct dmf_proxy;
 
 struct dmf_daemon {
@@ -60,14 +59,9 @@ struct dmf_daemon {
     dmf_rpc_server_t *rpc_server;    /* TCP, for the scheduler */
     int rpc_port;                    /* bound TCP port of rpc_server */
     uint16_t piece_port;
-    struct dmf_sched_client *sched; /* NULL without --scheduler */
-    struct dmf_task *tasks;         /* every task in memory (a list; see task.c) */
+    struct dmf_engine *engine;      /* the download engine (peer/engine.h) */
     struct dmf_proxy *proxy;        /* NULL with --proxy-listen off */
     bool stopping;
 };
-
-/* Metrics every daemon module updates (defined in task.c). */
-extern struct dmf_metric dmf_m_bytes_origin, dmf_m_bytes_seed, dmf_m_bytes_peer, dmf_m_bytes_local,
-    dmf_m_verify_failures, dmf_m_tasks_succeeded, dmf_m_tasks_failed;
 
 #endif

@@ -1,4 +1,4 @@
-/* The daemon's side of the scheduler; see sched_client.h. */
+/* The daemon's side of the scheduler; see announce.h. */
 #include "daemon/peer/announce.h"
 
 #include <errno.h>
@@ -10,15 +10,16 @@
 
 #include "common/log.h"
 #include "common/pb_headers.h"
+#include "common/rpc.h"
 #include "common/util.h"
-#include "daemon/peer/parent.h"
-#include "daemon/peer/task.h"
+#include "daemon/daemon.h"
 #include "damselfly/v1/scheduler.pb-c.h"
 
 #define REPORT_BATCH    32 /* pieces per progress message at most */
 #define REPORT_DELAY_MS 30 /* how long a verified piece may wait for company */
+#define PARENT_IP_MAX   64
 
-struct dmf_sched_client {
+struct dmf_announce_client {
     struct dmf_daemon *d;
     dmf_rpc_channel_t *ch;
     struct event *timer;
@@ -26,27 +27,26 @@ struct dmf_sched_client {
     bool announced;
     int answers; /* announce answers received (success or not) */
     uint64_t last_uploaded, last_ms, upload_rate;
-    struct dmf_sched_peer *lingering; /* finished streams the scheduler has not closed yet */
+    struct dmf_announce_peer *lingering; /* finished streams the scheduler has not closed yet */
 };
 
-struct dmf_sched_peer {
-    struct dmf_task *t; /* NULL once detached from its task */
+struct dmf_announce_peer {
+    struct dmf_announce_peer_env env; /* env.sink is NULL once the task let go */
+    struct dmf_announce_client *c;
     dmf_rpc_call_t *call;
-    struct dmf_sched_client *c;
-    bool answered;
     struct event *flush;
     uint32_t *pieces;
     size_t npieces;
     Damselfly__V1__PieceDigest *digests; /* for pieces fetched from the origin */
     uint8_t (*digest_bytes)[DMF_SHA256_LEN];
     size_t ndigests;
-    struct dmf_sched_peer *prev, *next; /* in c->lingering */
+    struct dmf_announce_peer *prev, *next; /* in c->lingering */
     bool lingering;
 };
 
-static void peer_free(struct dmf_sched_peer *sp);
+static void peer_free(struct dmf_announce_peer *sp);
 
-static void linger_remove(struct dmf_sched_peer *sp)
+static void linger_remove(struct dmf_announce_peer *sp)
 {
     if (!sp->lingering)
         return;
@@ -64,7 +64,7 @@ static void linger_remove(struct dmf_sched_peer *sp)
 static void on_announced(void *arg, grpc_status_code status, const char *details,
                          const uint8_t *resp, size_t len)
 {
-    struct dmf_sched_client *c = arg;
+    struct dmf_announce_client *c = arg;
     c->in_flight = false;
     c->answers++;
     if (status == GRPC_STATUS_OK) {
@@ -80,7 +80,7 @@ static void on_announced(void *arg, grpc_status_code status, const char *details
     }
 }
 
-static void announce(struct dmf_sched_client *c)
+static void announce(struct dmf_announce_client *c)
 {
     struct dmf_daemon *d = c->d;
     if (c->in_flight)
@@ -115,9 +115,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     announce(arg);
 }
 
-struct dmf_sched_client *dmf_sched_client_new(struct dmf_daemon *d)
+struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d)
 {
-    struct dmf_sched_client *c = dmf_xcalloc(1, sizeof(*c));
+    struct dmf_announce_client *c = dmf_xcalloc(1, sizeof(*c));
     c->d = d;
     c->ch = dmf_rpc_channel_new(d->rpc, d->cfg.scheduler);
     c->timer = event_new(d->base, -1, EV_PERSIST, on_timer, c);
@@ -127,7 +127,7 @@ struct dmf_sched_client *dmf_sched_client_new(struct dmf_daemon *d)
     return c;
 }
 
-bool dmf_sched_client_announce_sync(struct dmf_sched_client *c, uint64_t timeout_ms)
+bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms)
 {
     int before = c->answers;
     announce(c);
@@ -143,13 +143,13 @@ static void on_left(void *arg, grpc_status_code status, const char *details, con
     *(bool *)arg = true;
 }
 
-void dmf_sched_client_free(struct dmf_sched_client *c)
+void dmf_announce_client_free(struct dmf_announce_client *c)
 {
     if (c == NULL)
         return;
     event_free(c->timer);
     while (c->lingering) {
-        struct dmf_sched_peer *sp = c->lingering;
+        struct dmf_announce_peer *sp = c->lingering;
         linger_remove(sp);
         dmf_rpc_call_release(sp->call);
         peer_free(sp);
@@ -171,90 +171,100 @@ void dmf_sched_client_free(struct dmf_sched_client *c)
     free(c);
 }
 
-/* ---------------------------------------------------------------- AnnouncePeer */
+/* ---------------------------------------------------------------- AnnouncePeer: answers */
 
-static void apply_meta(struct dmf_task *t, const Damselfly__V1__TaskMeta *m)
+static void decode_meta(const Damselfly__V1__TaskMeta *m, struct dmf_announce_meta *out,
+                        struct dmf_announce_digest *digests)
 {
+    *out = (struct dmf_announce_meta){.content_length = -1, .digests = digests};
     if (m == NULL)
         return;
-    if (m->piece_length > 0 || m->content_length == 0) {
-        if (dmf_task_set_layout(t, m->content_length < 0 ? -1 : m->content_length,
-                                m->piece_length) != 0) {
-            dmf_task_fail(t, "the scheduler sent an invalid layout (%lld bytes, pieces of %u)",
-                          (long long)m->content_length, m->piece_length);
-            return;
-        }
-    }
+    out->has_layout = m->piece_length > 0 || m->content_length == 0;
+    out->content_length = m->content_length < 0 ? -1 : m->content_length;
+    out->piece_length = m->piece_length;
     for (size_t i = 0; i < m->n_digests; i++) {
         const Damselfly__V1__PieceDigest *pd = m->digests[i];
         if (pd->sha256.len == DMF_SHA256_LEN)
-            dmf_task_set_digest(t, pd->number, pd->sha256.data);
+            digests[out->ndigests++] = (struct dmf_announce_digest){pd->number, pd->sha256.data};
     }
 }
 
-static void apply_candidates(struct dmf_task *t, const Damselfly__V1__Candidates *cand)
+static bool parent_ok(const Damselfly__V1__Parent *p, const char *self_host_id)
 {
-    apply_meta(t, cand->task);
+    return p->ip != NULL && p->ip[0] != '\0' && p->piece_port != 0 && p->piece_port <= 65535 &&
+           strlen(p->ip) <= PARENT_IP_MAX && p->host_id != NULL && p->host_id[0] != '\0' &&
+           strcmp(p->host_id, self_host_id) != 0;
+}
+
+static void decode_candidates(const Damselfly__V1__Candidates *cand, const char *self_host_id,
+                              const struct dmf_announce_sink *sink, void *arg)
+{
+    const Damselfly__V1__TaskMeta *m = cand->task;
+    struct dmf_announce_digest *digests = dmf_xcalloc(m ? m->n_digests + 1 : 1, sizeof(*digests));
+    struct dmf_parent_info *parents = dmf_xcalloc(cand->n_parents + 1, sizeof(*parents));
+    struct dmf_announce_meta meta;
+    decode_meta(m, &meta, digests);
+    size_t n = 0;
     for (size_t i = 0; i < cand->n_parents; i++) {
         const Damselfly__V1__Parent *p = cand->parents[i];
-        if (p->ip == NULL || p->ip[0] == '\0' || p->piece_port == 0 || p->piece_port > 65535 ||
-            strlen(p->ip) > 64 || p->host_id == NULL || p->host_id[0] == '\0' ||
-            strcmp(p->host_id, t->d->cfg.host_id) == 0)
+        if (!parent_ok(p, self_host_id))
             continue;
-        struct dmf_parent_info info = {
+        parents[n++] = (struct dmf_parent_info){
             .peer_id = p->peer_id ? p->peer_id : "",
             .host_id = p->host_id,
             .ip = p->ip,
             .port = (uint16_t)p->piece_port,
             .is_seed = p->is_seed,
         };
-        dmf_parents_add(t, &info);
     }
-    if (t->state == DMF_TASK_REGISTERING) {
-        dmf_info("task %s peer %s: scheduler offers %zu parent(s)%s", t->id, t->peer_id,
-                 cand->n_parents, cand->seed_triggered ? " (a seed is fetching it)" : "");
-        dmf_task_set_state(t, DMF_TASK_P2P);
-    }
-    dmf_task_kick(t);
+    sink->candidates(arg, parents, n, cand->seed_triggered, &meta);
+    free(parents);
+    free(digests);
 }
 
-static void peer_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+int dmf_announce_decode(const uint8_t *data, size_t len, const char *self_host_id,
+                        const struct dmf_announce_sink *sink, void *arg)
 {
-    struct dmf_sched_peer *sp = arg;
-    struct dmf_task *t = sp->t;
-    if (data == NULL || t == NULL)
-        return;
     Damselfly__V1__AnnouncePeerResponse *resp =
         damselfly__v1__announce_peer_response__unpack(NULL, len, data);
-    if (resp == NULL) {
-        dmf_warn("task %s: undecodable message from the scheduler", t->id);
-        return;
-    }
-    sp->answered = true;
+    if (resp == NULL)
+        return -EBADMSG;
     switch (resp->msg_case) {
     case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_CANDIDATES:
-        if (t->state == DMF_TASK_REGISTERING || t->state == DMF_TASK_P2P)
-            apply_candidates(t, resp->candidates);
+        decode_candidates(resp->candidates, self_host_id, sink, arg);
         break;
-    case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_BACK_TO_SOURCE:
-        if (t->state == DMF_TASK_REGISTERING || t->state == DMF_TASK_P2P) {
-            char why[300];
-            snprintf(why, sizeof(why), "the scheduler says: %.256s",
-                     resp->back_to_source->reason ? resp->back_to_source->reason : "");
-            dmf_task_back_to_source(t, why);
-        }
+    case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_BACK_TO_SOURCE: {
+        const char *reason = resp->back_to_source->reason;
+        sink->back_to_source(arg, reason ? reason : "");
         break;
-    case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_META:
-        if (t->state == DMF_TASK_REGISTERING || t->state == DMF_TASK_P2P)
-            apply_meta(t, resp->task_meta);
+    }
+    case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_META: {
+        const Damselfly__V1__TaskMeta *m = resp->task_meta;
+        struct dmf_announce_digest *digests =
+            dmf_xcalloc(m->n_digests + 1, sizeof(*digests));
+        struct dmf_announce_meta meta;
+        decode_meta(m, &meta, digests);
+        sink->meta(arg, &meta);
+        free(digests);
         break;
+    }
     default:
         break;
     }
     damselfly__v1__announce_peer_response__free_unpacked(resp, NULL);
+    return 0;
 }
 
-static void peer_free(struct dmf_sched_peer *sp)
+static void peer_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+{
+    struct dmf_announce_peer *sp = arg;
+    if (data == NULL || sp->env.sink == NULL)
+        return;
+    if (dmf_announce_decode(data, len, sp->c->d->cfg.host_id, sp->env.sink, sp->env.arg) != 0)
+        dmf_warn("task %s: undecodable message from the scheduler", sp->env.task_id);
+}
+
+static void peer_free(struct dmf_announce_peer *sp)
 {
     event_free(sp->flush);
     free(sp->pieces);
@@ -266,24 +276,12 @@ static void peer_free(struct dmf_sched_peer *sp)
 static void peer_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status,
                         const char *details)
 {
-    struct dmf_sched_peer *sp = arg;
-    struct dmf_task *t = sp->t;
+    struct dmf_announce_peer *sp = arg;
     dmf_rpc_call_release(call);
     sp->call = NULL;
     linger_remove(sp);
-    if (t != NULL) {
-        t->sched_peer = NULL;
-        sp->t = NULL;
-        if (t->state == DMF_TASK_REGISTERING) {
-            char why[300];
-            snprintf(why, sizeof(why), "scheduler at %s unreachable (%.200s)", t->d->cfg.scheduler,
-                     details && details[0] ? details : "no answer");
-            dmf_task_back_to_source(t, why);
-        } else if (t->state == DMF_TASK_P2P) {
-            dmf_warn("task %s peer %s: lost the scheduler (%s); going on with current parents",
-                     t->id, t->peer_id, details && details[0] ? details : "stream closed");
-        }
-    }
+    if (sp->env.sink != NULL)
+        sp->env.sink->lost(sp->env.arg, details ? details : "");
     peer_free(sp);
 }
 
@@ -292,17 +290,19 @@ static const struct dmf_rpc_call_handler peer_handler = {
     .on_end = peer_on_end,
 };
 
-static void send_request(struct dmf_sched_peer *sp, Damselfly__V1__AnnouncePeerRequest *req)
+/* ---------------------------------------------------------------- AnnouncePeer: reports */
+
+static void send_request(struct dmf_announce_peer *sp, Damselfly__V1__AnnouncePeerRequest *req)
 {
     if (sp->call)
         dmf_rpc_call_send(sp->call, &req->base);
 }
 
-static void flush_progress(struct dmf_sched_peer *sp)
+static void flush_progress(struct dmf_announce_peer *sp)
 {
-    struct dmf_task *t = sp->t;
-    if (sp->npieces == 0 || t == NULL)
+    if (sp->npieces == 0 || sp->env.sink == NULL)
         return;
+    const struct dmf_piece_book *book = sp->env.book;
     Damselfly__V1__PieceProgress pp = DAMSELFLY__V1__PIECE_PROGRESS__INIT;
     pp.pieces = sp->pieces;
     pp.n_pieces = sp->npieces;
@@ -311,10 +311,10 @@ static void flush_progress(struct dmf_sched_peer *sp)
         ptrs[i] = &sp->digests[i];
     pp.digests = ptrs;
     pp.n_digests = sp->ndigests;
-    pp.content_length = t->content_length;
-    pp.piece_length = t->piece_length;
-    pp.bytes_from_parents = t->bytes_seed + t->bytes_peer;
-    pp.bytes_from_origin = t->bytes_origin;
+    pp.content_length = book->content_length;
+    pp.piece_length = book->piece_length;
+    pp.bytes_from_parents = sp->env.bytes->seed + sp->env.bytes->peer;
+    pp.bytes_from_origin = sp->env.bytes->origin;
     Damselfly__V1__AnnouncePeerRequest req = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__INIT;
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_PROGRESS;
     req.progress = &pp;
@@ -328,36 +328,37 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     flush_progress(arg);
 }
 
-void dmf_sched_register(struct dmf_task *t)
+struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
+                                            const struct dmf_announce_peer_env *env,
+                                            const struct dmf_announce_register *r)
 {
-    struct dmf_daemon *d = t->d;
-    dmf_sched_peer_free(t);
-    struct dmf_sched_peer *sp = dmf_xcalloc(1, sizeof(*sp));
-    sp->t = t;
-    sp->c = d->sched;
+    struct dmf_daemon *d = c->d;
+    struct dmf_announce_peer *sp = dmf_xcalloc(1, sizeof(*sp));
+    sp->env = *env;
+    sp->c = c;
     sp->flush = evtimer_new(d->base, on_flush, sp);
     sp->pieces = dmf_xmalloc(REPORT_BATCH * sizeof(*sp->pieces));
     sp->digests = dmf_xmalloc(REPORT_BATCH * sizeof(*sp->digests));
     sp->digest_bytes = dmf_xmalloc(REPORT_BATCH * DMF_SHA256_LEN);
-    t->sched_peer = sp;
-    sp->call = dmf_rpc_call_start(d->sched->ch, "/damselfly.v1.Scheduler/AnnouncePeer", 0, false);
+    sp->call = dmf_rpc_call_start(c->ch, "/damselfly.v1.Scheduler/AnnouncePeer", 0, false);
     dmf_rpc_call_set_handler(sp->call, &peer_handler, sp);
 
+    const dmf_bitmap_t *have = &env->book->have;
     Damselfly__V1__RegisterPeer reg = DAMSELFLY__V1__REGISTER_PEER__INIT;
-    reg.task_id = t->id;
-    reg.peer_id = t->peer_id;
+    reg.task_id = (char *)env->task_id;
+    reg.peer_id = (char *)env->peer_id;
     reg.host_id = d->cfg.host_id;
-    reg.url = t->url;
+    reg.url = (char *)r->url;
     struct dmf_pb_headers hdrs;
-    dmf_pb_headers_init(&hdrs, &t->headers);
+    dmf_pb_headers_init(&hdrs, r->headers);
     reg.headers = hdrs.ptrs;
     reg.n_headers = hdrs.n;
-    reg.tag = t->tag ? t->tag : "";
-    reg.digest = t->expected_digest;
-    reg.filter_query = t->filter_query.v;
-    reg.n_filter_query = t->filter_query.n;
-    reg.disable_back_to_source = t->disable_back_to_source;
-    reg.held_pieces = t->have.count;
+    reg.tag = (char *)(r->tag ? r->tag : "");
+    reg.digest = (char *)r->digest;
+    reg.filter_query = r->filter_query->v;
+    reg.n_filter_query = r->filter_query->n;
+    reg.disable_back_to_source = r->disable_back_to_source;
+    reg.held_pieces = have->count;
     Damselfly__V1__AnnouncePeerRequest req = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__INIT;
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_REGISTER;
     req.register_ = &reg;
@@ -365,14 +366,14 @@ void dmf_sched_register(struct dmf_task *t)
     dmf_pb_headers_free(&hdrs);
 
     /* A resumed download tells the scheduler what it already holds. */
-    for (uint32_t n = 0; n < t->have.nbits; n++)
-        if (dmf_bitmap_get(&t->have, n))
-            dmf_sched_report_piece(t, n, NULL);
+    for (uint32_t n = 0; n < have->nbits; n++)
+        if (dmf_bitmap_get(have, n))
+            dmf_announce_report_piece(sp, n, NULL);
+    return sp;
 }
 
-void dmf_sched_report_piece(struct dmf_task *t, uint32_t n, const uint8_t *digest)
+void dmf_announce_report_piece(struct dmf_announce_peer *sp, uint32_t n, const uint8_t *digest)
 {
-    struct dmf_sched_peer *sp = t->sched_peer;
     if (sp == NULL)
         return;
     if (sp->npieces == REPORT_BATCH)
@@ -395,10 +396,9 @@ void dmf_sched_report_piece(struct dmf_task *t, uint32_t n, const uint8_t *diges
     }
 }
 
-void dmf_sched_report_parent_failure(struct dmf_task *t, const char *peer_id, const char *host_id,
-                                     bool bad_piece, uint32_t piece)
+void dmf_announce_report_parent_failure(struct dmf_announce_peer *sp, const char *peer_id,
+                                        const char *host_id, bool bad_piece, uint32_t piece)
 {
-    struct dmf_sched_peer *sp = t->sched_peer;
     if (sp == NULL)
         return;
     Damselfly__V1__ParentFailure pf = DAMSELFLY__V1__PARENT_FAILURE__INIT;
@@ -413,9 +413,8 @@ void dmf_sched_report_parent_failure(struct dmf_task *t, const char *peer_id, co
     send_request(sp, &req);
 }
 
-void dmf_sched_finish(struct dmf_task *t, bool ok, const char *reason)
+void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason)
 {
-    struct dmf_sched_peer *sp = t->sched_peer;
     if (sp == NULL)
         return;
     flush_progress(sp);
@@ -424,8 +423,8 @@ void dmf_sched_finish(struct dmf_task *t, bool ok, const char *reason)
     Damselfly__V1__PeerFinished fin = DAMSELFLY__V1__PEER_FINISHED__INIT;
     Damselfly__V1__PeerFailed failed = DAMSELFLY__V1__PEER_FAILED__INIT;
     if (ok) {
-        fin.content_length = t->content_length;
-        fin.total_pieces = t->total_pieces;
+        fin.content_length = sp->env.book->content_length;
+        fin.total_pieces = sp->env.book->total_pieces;
         req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_FINISHED;
         req.finished = &fin;
     } else {
@@ -437,8 +436,7 @@ void dmf_sched_finish(struct dmf_task *t, bool ok, const char *reason)
     if (sp->call)
         dmf_rpc_call_close_send(sp->call);
     /* The stream lives on until the scheduler closes it; the task no longer listens. */
-    sp->t = NULL;
-    t->sched_peer = NULL;
+    sp->env.sink = NULL;
     if (sp->call == NULL) {
         peer_free(sp);
         return;
@@ -451,13 +449,11 @@ void dmf_sched_finish(struct dmf_task *t, bool ok, const char *reason)
     sp->c->lingering = sp;
 }
 
-void dmf_sched_peer_free(struct dmf_task *t)
+void dmf_announce_peer_free(struct dmf_announce_peer *sp)
 {
-    struct dmf_sched_peer *sp = t->sched_peer;
     if (sp == NULL)
         return;
-    t->sched_peer = NULL;
-    sp->t = NULL;
+    sp->env.sink = NULL;
     if (sp->call) {
         dmf_rpc_call_release(sp->call); /* no callback after this */
         sp->call = NULL;

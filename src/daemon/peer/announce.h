@@ -1,37 +1,97 @@
-/* The daemon's side of the scheduler: AnnounceHost every announce_interval, and one
- * AnnouncePeer stream per download (register, batched progress, parent failures,
- * finished/failed). Answers drive the task: candidates become parents, "back to source"
- * sends it to the origin, TaskMeta brings piece digests. A scheduler that cannot be
- * reached sends the download to the origin. */
-#ifndef DMF_SCHED_CLIENT_H
-#define DMF_SCHED_CLIENT_H
+/* The daemon's side of the scheduler: AnnounceHost every announce_interval (the client),
+ * and one AnnouncePeer stream per download (register, batched progress, parent failures,
+ * finished/failed). What the scheduler answers is decoded and checked here and reported
+ * to the task through the sink; the task decides what it means for its state. */
+#ifndef DMF_ANNOUNCE_H
+#define DMF_ANNOUNCE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "common/config.h"
 #include "common/digest.h"
+#include "daemon/peer/parent.h"
+#include "daemon/peer/piece_book.h"
 
 struct dmf_daemon;
-struct dmf_task;
-struct dmf_parent_info;
+struct dmf_announce_client;
+struct dmf_announce_peer;
 
-struct dmf_sched_client *dmf_sched_client_new(struct dmf_daemon *d);
+/* ---- the host: AnnounceHost, LeaveHost ---- */
+
+/* Starts announcing daemon d every d->cfg.announce_interval. */
+struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d);
 /* Announces now and runs the loop until that answer (or timeout_ms) — used once at
  * startup so the first download finds this host known. Returns true when announced. */
-bool dmf_sched_client_announce_sync(struct dmf_sched_client *c, uint64_t timeout_ms);
-/* Says LeaveHost (best effort) and frees. */
-void dmf_sched_client_free(struct dmf_sched_client *c);
+bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms);
+/* Says LeaveHost (best effort) and frees. NULL is ignored. */
+void dmf_announce_client_free(struct dmf_announce_client *c);
 
-/* Opens the task's AnnouncePeer stream and registers. */
-void dmf_sched_register(struct dmf_task *t);
+/* ---- a download: AnnouncePeer ---- */
+
+struct dmf_announce_digest {
+    uint32_t number;
+    const uint8_t *sha256; /* DMF_SHA256_LEN bytes */
+};
+
+/* What the scheduler says of the task's content (borrowed for the callback). */
+struct dmf_announce_meta {
+    bool has_layout;        /* content_length and piece_length are meant to be applied */
+    int64_t content_length; /* -1 unknown */
+    uint32_t piece_length;
+    const struct dmf_announce_digest *digests; /* only well-formed ones */
+    size_t ndigests;
+};
+
+/* How a stream reports to its task (everything borrowed for the callback). */
+struct dmf_announce_sink {
+    /* Candidate parents (only well-formed ones, never this host), with the task's meta. */
+    void (*candidates)(void *arg, const struct dmf_parent_info *parents, size_t n,
+                       bool seed_triggered, const struct dmf_announce_meta *meta);
+    void (*meta)(void *arg, const struct dmf_announce_meta *meta);
+    /* The scheduler says: fetch it from the origin. */
+    void (*back_to_source)(void *arg, const char *reason);
+    /* The stream ended (details may be ""): it is freed after this call, forget it. */
+    void (*lost)(void *arg, const char *details);
+};
+
+/* What a download registers with (borrowed for dmf_announce_open). */
+struct dmf_announce_register {
+    const char *url;
+    const struct dmf_strlist *headers; /* secrets: to the scheduler only, never logged */
+    const char *tag;                   /* or NULL */
+    const char *digest;                /* "sha256:HEX" or "" */
+    const struct dmf_strlist *filter_query;
+    bool disable_back_to_source;
+};
+
+struct dmf_announce_peer_env {
+    const char *task_id, *peer_id;           /* borrowed: outlive the stream */
+    const struct dmf_piece_book *book;       /* the task's, read for progress */
+    const struct dmf_transfer_bytes *bytes;  /* the task's, read for progress */
+    const struct dmf_announce_sink *sink;
+    void *arg;
+};
+
+/* Opens the AnnouncePeer stream, registers, and reports the pieces already held. */
+struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
+                                            const struct dmf_announce_peer_env *env,
+                                            const struct dmf_announce_register *reg);
 /* Piece n verified; digest is non-NULL when we fetched it from the origin. Batched. */
-void dmf_sched_report_piece(struct dmf_task *t, uint32_t n, const uint8_t *digest);
+void dmf_announce_report_piece(struct dmf_announce_peer *sp, uint32_t n, const uint8_t *digest);
 /* A parent failed (bad_piece: its bytes did not match the digest). */
-void dmf_sched_report_parent_failure(struct dmf_task *t, const char *peer_id, const char *host_id,
-                                     bool bad_piece, uint32_t piece);
-/* Sends finished or failed and closes the stream. */
-void dmf_sched_finish(struct dmf_task *t, bool ok, const char *reason);
-/* Drops the stream without a word (daemon shutdown). */
-void dmf_sched_peer_free(struct dmf_task *t);
+void dmf_announce_report_parent_failure(struct dmf_announce_peer *sp, const char *peer_id,
+                                        const char *host_id, bool bad_piece, uint32_t piece);
+/* Sends finished or failed and half-closes; the stream lingers (owned by the client) until
+ * the scheduler closes it, and reports nothing more: forget it. */
+void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason);
+/* Drops the stream without a word (daemon shutdown). NULL is ignored. */
+void dmf_announce_peer_free(struct dmf_announce_peer *sp);
+
+/* Decodes one AnnouncePeerResponse and reports it to sink; self_host_id's own entry is
+ * never a candidate. Returns 0, or -EBADMSG when it does not decode (nothing reported). */
+int dmf_announce_decode(const uint8_t *data, size_t len, const char *self_host_id,
+                        const struct dmf_announce_sink *sink, void *arg);
 
 #endif

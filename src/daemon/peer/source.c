@@ -3,18 +3,15 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/http_client.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "daemon/peer/task.h"
 
 #define MAX_RANGES 16
-
-enum source_mode { SRC_PROBING, SRC_RANGES, SRC_STREAM, SRC_DONE };
 
 struct range {
     struct dmf_source *src;
@@ -25,8 +22,9 @@ struct range {
 };
 
 struct dmf_source {
-    struct dmf_task *t;
-    enum source_mode mode;
+    struct dmf_source_env env;
+    enum dmf_source_mode mode;
+    bool failed; /* reported to the task: nothing more to start */
     dmf_http_req_t *probe;
     /* Stream mode: the probe's response is the whole body, cut into pieces here. */
     uint8_t *buf;
@@ -39,32 +37,105 @@ struct dmf_source {
     bool paused;  /* stream mode: waiting for the workers */
 };
 
-static struct dmf_http_opts request_opts(struct dmf_task *t, const char *range)
+static void fail(struct dmf_source *src, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(struct dmf_source *src, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    src->failed = true;
+    src->env.sink->failed(src->env.arg, buf);
+}
+
+static void changed(struct dmf_source *src)
+{
+    src->env.sink->changed(src->env.arg);
+}
+
+static bool busy(struct dmf_source *src)
+{
+    return src->env.sink->busy(src->env.arg);
+}
+
+static struct dmf_http_opts request_opts(struct dmf_source *src, const char *range)
 {
     struct dmf_http_opts o = {
-        .headers = &t->headers,
+        .headers = src->env.headers,
         .range = range,
         .follow_redirects = 1,
     };
     return o;
 }
 
+/* ---------------------------------------------------------------- decisions */
+
+int dmf_source_probe_answer(long status, const char *content_range, const char *content_length,
+                            uint32_t known_piece_length, enum dmf_source_mode *mode,
+                            int64_t *total, uint32_t *piece_length, char *err, size_t errlen)
+{
+    int64_t start, end, len = -1;
+    if (status == 206) {
+        if (dmf_http_parse_content_range(content_range, &start, &end, &len) != 0 || len < 0 ||
+            start != 0) {
+            snprintf(err, errlen, "the origin sent an invalid Content-Range");
+            return -EPROTO;
+        }
+        *mode = DMF_SOURCE_RANGES;
+    } else if (status == 200) {
+        if (content_length) {
+            char *endp;
+            errno = 0;
+            long long v = strtoll(content_length, &endp, 10);
+            if (errno || *endp || v < 0) {
+                snprintf(err, errlen, "the origin sent an invalid Content-Length");
+                return -EPROTO;
+            }
+            len = v;
+        }
+        *mode = DMF_SOURCE_STREAM;
+    } else if (status == 416 &&
+               dmf_http_parse_content_range(content_range, &start, &end, &len) == 0 && len == 0) {
+        *mode = DMF_SOURCE_DONE;
+        *total = 0;
+        *piece_length = DMF_PIECE_LENGTH_MIN;
+        return 0;
+    } else {
+        snprintf(err, errlen, "the origin answered HTTP %ld", status);
+        return -EPROTO;
+    }
+    *total = len;
+    *piece_length = known_piece_length ? known_piece_length : dmf_piece_length_for(len);
+    return 0;
+}
+
+bool dmf_source_range_matches(const struct dmf_piece_book *book, uint32_t n,
+                              const char *content_range)
+{
+    int64_t start, end, total;
+    return dmf_http_parse_content_range(content_range, &start, &end, &total) == 0 &&
+           start == (int64_t)dmf_piece_offset(book->piece_length, n) &&
+           (uint64_t)(end - start + 1) == dmf_book_piece_size(book, n) &&
+           total == book->content_length;
+}
+
 /* ---------------------------------------------------------------- stream mode */
 
 static int stream_commit(struct dmf_source *src, size_t len)
 {
-    struct dmf_task *t = src->t;
+    const struct dmf_piece_book *book = src->env.book;
     uint32_t n = src->next_piece++;
-    if (dmf_bitmap_get(&t->have, n)) /* resumed: already verified */
+    if (dmf_bitmap_get(&book->have, n)) /* resumed: already verified */
         return 0;
     /* The buffer goes with the piece; the stream continues into a new one. */
     uint8_t *buf = src->buf;
-    src->buf = dmf_xmalloc(t->piece_length);
-    int e = dmf_task_piece_submit(t, n, buf, len, DMF_FROM_ORIGIN, NULL);
+    src->buf = dmf_xmalloc(book->piece_length);
+    int e = src->env.sink->piece(src->env.arg, n, buf, len, DMF_FROM_ORIGIN, NULL);
     if (e == -ECANCELED)
         return e;
     if (e != 0) {
-        dmf_task_fail(t, "cannot take piece %u from the origin: %s", n, dmf_strerror(e));
+        fail(src, "cannot take piece %u from the origin: %s", n, dmf_strerror(e));
         return e;
     }
     return 0;
@@ -72,16 +143,16 @@ static int stream_commit(struct dmf_source *src, size_t len)
 
 static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
 {
-    struct dmf_task *t = src->t;
-    if (dmf_task_workers_busy(t)) {
+    const struct dmf_piece_book *book = src->env.book;
+    if (busy(src)) {
         /* Pieces wait for the workers: hold the stream (and the origin) back. */
         src->paused = true;
         return DMF_HTTP_PAUSE;
     }
-    uint32_t pl = t->piece_length;
+    uint32_t pl = book->piece_length;
     src->received += len;
-    if (t->content_length >= 0 && src->received > (uint64_t)t->content_length) {
-        dmf_task_fail(t, "the origin sent more bytes than its Content-Length");
+    if (book->content_length >= 0 && src->received > (uint64_t)book->content_length) {
+        fail(src, "the origin sent more bytes than its Content-Length");
         return -EPROTO;
     }
     while (len > 0) {
@@ -97,7 +168,7 @@ static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
                 return e;
         }
         if (src->next_piece >= DMF_PIECES_MAX) {
-            dmf_task_fail(t, "the origin's content is too large");
+            fail(src, "the origin's content is too large");
             return -EFBIG;
         }
     }
@@ -106,21 +177,21 @@ static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
 
 static void stream_on_end(struct dmf_source *src)
 {
-    struct dmf_task *t = src->t;
+    const struct dmf_piece_book *book = src->env.book;
     /* Now the length is known, even when the origin did not say it. */
-    if (t->content_length < 0 &&
-        dmf_task_set_layout(t, (int64_t)src->received, t->piece_length) != 0)
+    if (book->content_length < 0 &&
+        src->env.sink->layout(src->env.arg, (int64_t)src->received, book->piece_length) != 0)
         return;
-    if (src->received != (uint64_t)t->content_length) {
-        dmf_task_fail(t, "the origin closed after %" PRIu64 " of %lld bytes", src->received,
-                      (long long)t->content_length);
+    if (src->received != (uint64_t)book->content_length) {
+        fail(src, "the origin closed after %" PRIu64 " of %lld bytes", src->received,
+             (long long)book->content_length);
         return;
     }
     if (src->len > 0)
         stream_commit(src, src->len);
     src->len = 0;
-    src->mode = SRC_DONE;
-    dmf_task_kick(t);
+    src->mode = DMF_SOURCE_DONE;
+    changed(src);
 }
 
 /* ---------------------------------------------------------------- probe */
@@ -128,60 +199,35 @@ static void stream_on_end(struct dmf_source *src)
 static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     struct dmf_source *src = arg;
-    struct dmf_task *t = src->t;
-    int64_t start, end, total = -1;
-    const char *cr = dmf_http_header(req, "content-range");
-
-    if (status == 206) {
-        if (dmf_http_parse_content_range(cr, &start, &end, &total) != 0 || total < 0 ||
-            start != 0) {
-            dmf_task_fail(t, "the origin sent an invalid Content-Range");
-            return -EPROTO;
-        }
-        uint32_t pl = t->piece_length ? t->piece_length : dmf_piece_length_for(total);
-        if (dmf_task_set_layout(t, total, pl) != 0)
-            return -EINVAL;
-        src->mode = SRC_RANGES;
-        dmf_info("task %s: origin supports ranges, %lld bytes in %u pieces", t->id,
-                 (long long)total, t->total_pieces);
-        return 0;
+    const struct dmf_piece_book *book = src->env.book;
+    char err[128];
+    enum dmf_source_mode mode;
+    int64_t total;
+    uint32_t pl;
+    if (dmf_source_probe_answer(status, dmf_http_header(req, "content-range"),
+                                dmf_http_header(req, "content-length"), book->piece_length, &mode,
+                                &total, &pl, err, sizeof(err)) != 0) {
+        fail(src, "%s", err);
+        return -EPROTO;
     }
-    if (status == 200) {
-        const char *cl = dmf_http_header(req, "content-length");
-        if (cl) {
-            char *endp;
-            errno = 0;
-            long long v = strtoll(cl, &endp, 10);
-            if (errno || *endp || v < 0) {
-                dmf_task_fail(t, "the origin sent an invalid Content-Length");
-                return -EPROTO;
-            }
-            total = v;
-        }
-        uint32_t pl = t->piece_length ? t->piece_length : dmf_piece_length_for(total);
-        if (dmf_task_set_layout(t, total, pl) != 0)
-            return -EINVAL;
-        src->mode = SRC_STREAM;
-        src->buf = dmf_xmalloc(t->piece_length);
-        dmf_info("task %s: origin has no range support, streaming %s%lld bytes", t->id,
+    if (src->env.sink->layout(src->env.arg, total, pl) != 0)
+        return -EINVAL;
+    src->mode = mode;
+    if (mode == DMF_SOURCE_RANGES)
+        dmf_info("task %s: origin supports ranges, %lld bytes in %u pieces", src->env.task_id,
+                 (long long)total, book->total_pieces);
+    if (mode == DMF_SOURCE_STREAM) {
+        src->buf = dmf_xmalloc(book->piece_length);
+        dmf_info("task %s: origin has no range support, streaming %s%lld bytes", src->env.task_id,
                  total < 0 ? "an unknown number of " : "", (long long)(total < 0 ? 0 : total));
-        return 0;
     }
-    if (status == 416 && dmf_http_parse_content_range(cr, &start, &end, &total) == 0 &&
-        total == 0) {
-        if (dmf_task_set_layout(t, 0, DMF_PIECE_LENGTH_MIN) != 0)
-            return -EINVAL;
-        src->mode = SRC_DONE;
-        return 0;
-    }
-    dmf_task_fail(t, "the origin answered HTTP %ld", status);
-    return -EPROTO;
+    return 0;
 }
 
 static int probe_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t len)
 {
     struct dmf_source *src = arg;
-    if (src->mode == SRC_STREAM)
+    if (src->mode == DMF_SOURCE_STREAM)
         return stream_on_data(src, data, len);
     return 0; /* the probe's byte, or a 416 body */
 }
@@ -189,17 +235,16 @@ static int probe_on_data(void *arg, dmf_http_req_t *req, const char *data, size_
 static void probe_on_done(void *arg, dmf_http_req_t *req, int err, const char *reason)
 {
     struct dmf_source *src = arg;
-    struct dmf_task *t = src->t;
     src->probe = NULL;
     if (err != 0) {
-        if (t->error == NULL)
-            dmf_task_fail(t, "cannot fetch from the origin: %s", reason);
+        if (!src->failed)
+            fail(src, "cannot fetch from the origin: %s", reason);
         return;
     }
-    if (src->mode == SRC_STREAM)
+    if (src->mode == DMF_SOURCE_STREAM)
         stream_on_end(src);
     else
-        dmf_task_kick(t);
+        changed(src);
 }
 
 static const struct dmf_http_req_ops probe_ops = {
@@ -213,13 +258,8 @@ static const struct dmf_http_req_ops probe_ops = {
 static int range_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     struct range *r = arg;
-    if (status != 206)
-        return -EPROTO;
-    int64_t start, end, total;
-    if (dmf_http_parse_content_range(dmf_http_header(req, "content-range"), &start, &end, &total) !=
-            0 ||
-        start != (int64_t)dmf_piece_offset(r->src->t->piece_length, r->n) ||
-        (uint64_t)(end - start + 1) != r->want || total != r->src->t->content_length)
+    if (status != 206 ||
+        !dmf_source_range_matches(r->src->env.book, r->n, dmf_http_header(req, "content-range")))
         return -EPROTO;
     return 0;
 }
@@ -238,26 +278,26 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
 {
     struct range *r = arg;
     struct dmf_source *src = r->src;
-    struct dmf_task *t = src->t;
     r->req = NULL;
     if (err == 0 && r->len == r->want) {
+        /* The claim goes with the piece to the task, which gives it back once stored. */
         uint8_t *buf = r->buf;
         r->buf = NULL;
-        int e = dmf_task_piece_submit(t, r->n, buf, r->len, DMF_FROM_ORIGIN, NULL);
+        int e = src->env.sink->piece(src->env.arg, r->n, buf, r->len, DMF_FROM_ORIGIN, NULL);
         if (e != 0 && e != -ECANCELED)
-            dmf_task_fail(t, "cannot take piece %u from the origin: %s", r->n, dmf_strerror(e));
+            fail(src, "cannot take piece %u from the origin: %s", r->n, dmf_strerror(e));
         src->failures = 0;
     } else {
-        dmf_bitmap_clear(&t->inflight, r->n);
+        dmf_book_release(src->env.book, r->n);
         if (++src->failures >= 5) {
-            dmf_task_fail(t, "the origin failed 5 times in a row (last: %s)",
-                          err == -EPROTO ? "unexpected range response" : reason);
+            fail(src, "the origin failed 5 times in a row (last: %s)",
+                 err == -EPROTO ? "unexpected range response" : reason);
             return;
         }
-        dmf_warn("task %s: piece %u from the origin failed (%s); retrying", t->id, r->n,
+        dmf_warn("task %s: piece %u from the origin failed (%s); retrying", src->env.task_id, r->n,
                  err == -EPROTO ? "unexpected range response" : reason);
     }
-    dmf_task_kick(t);
+    changed(src);
 }
 
 static const struct dmf_http_req_ops range_ops = {
@@ -266,67 +306,64 @@ static const struct dmf_http_req_ops range_ops = {
     .on_done = range_on_done,
 };
 
-void dmf_source_dispatch(struct dmf_task *t)
+void dmf_source_dispatch(struct dmf_source *src)
 {
-    struct dmf_source *src = t->source;
-    if (src && src->paused && src->probe && !dmf_task_workers_busy(t)) {
+    if (src == NULL)
+        return;
+    if (src->paused && src->probe && !busy(src)) {
         src->paused = false;
         dmf_http_resume(src->probe);
     }
-    if (src == NULL || src->mode != SRC_RANGES || t->error || dmf_task_workers_busy(t))
+    if (src->mode != DMF_SOURCE_RANGES || src->failed || busy(src))
         return;
-    int limit = (int)DMF_MIN(t->d->cfg.source_concurrency, MAX_RANGES);
+    struct dmf_piece_book *book = src->env.book;
+    int limit = DMF_MIN(src->env.concurrency, MAX_RANGES);
     uint32_t next = 0;
     for (int i = 0; i < limit; i++) {
         struct range *r = &src->ranges[i];
         if (r->req)
             continue;
-        while (next < t->total_pieces &&
-               (dmf_bitmap_get(&t->have, next) || dmf_bitmap_get(&t->inflight, next)))
+        while (next < book->total_pieces && !dmf_book_claim(book, next))
             next++;
-        if (next >= t->total_pieces)
+        if (next >= book->total_pieces)
             return;
         r->src = src;
         r->n = next;
-        r->want = dmf_piece_size(t->content_length, t->piece_length, next);
+        r->want = dmf_book_piece_size(book, next);
         r->len = 0;
         r->buf = dmf_xrealloc(r->buf, r->want ? r->want : 1);
         char range[64];
-        uint64_t off = dmf_piece_offset(t->piece_length, next);
+        uint64_t off = dmf_piece_offset(book->piece_length, next);
         snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, off, off + r->want - 1);
-        struct dmf_http_opts o = request_opts(t, range);
-        dmf_bitmap_set(&t->inflight, next);
-        r->req = dmf_http_get(t->d->http, t->url, &o, &range_ops, r);
+        struct dmf_http_opts o = request_opts(src, range);
+        r->req = dmf_http_get(src->env.http, src->env.url, &o, &range_ops, r);
     }
 }
 
-void dmf_source_start(struct dmf_task *t)
+struct dmf_source *dmf_source_start(const struct dmf_source_env *env)
 {
-    dmf_source_free(t);
     struct dmf_source *src = dmf_xcalloc(1, sizeof(*src));
-    src->t = t;
-    t->source = src;
-    if (t->content_length >= 0 && t->piece_length > 0 && t->have.count == t->total_pieces) {
-        src->mode = SRC_DONE;
-        dmf_task_kick(t);
-        return;
+    src->env = *env;
+    if (dmf_book_all_held(env->book)) {
+        src->mode = DMF_SOURCE_DONE;
+        changed(src);
+        return src;
     }
-    src->mode = SRC_PROBING;
-    struct dmf_http_opts o = request_opts(t, "0-0");
-    src->probe = dmf_http_get(t->d->http, t->url, &o, &probe_ops, src);
+    src->mode = DMF_SOURCE_PROBING;
+    struct dmf_http_opts o = request_opts(src, "0-0");
+    src->probe = dmf_http_get(env->http, env->url, &o, &probe_ops, src);
+    return src;
 }
 
-void dmf_source_free(struct dmf_task *t)
+void dmf_source_free(struct dmf_source *src)
 {
-    struct dmf_source *src = t->source;
     if (src == NULL)
         return;
-    t->source = NULL;
     dmf_http_cancel(src->probe);
     for (int i = 0; i < MAX_RANGES; i++) {
         dmf_http_cancel(src->ranges[i].req);
         if (src->ranges[i].req)
-            dmf_bitmap_clear(&t->inflight, src->ranges[i].n);
+            dmf_book_release(src->env.book, src->ranges[i].n);
         free(src->ranges[i].buf);
     }
     free(src->buf);

@@ -1,4 +1,4 @@
-/* Tasks: state machine, layout, piece commit, subscribers. See task.h. */
+/* Tasks: the state machine applied, piece commit, subscribers. See task.h. */
 #include "daemon/peer/task.h"
 
 #include <errno.h>
@@ -12,10 +12,10 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "common/workq.h"
 #include "common/util.h"
-#include "daemon/peer/parent.h"
+#include "common/workq.h"
 #include "daemon/peer/announce.h"
+#include "daemon/peer/parent.h"
 #include "daemon/peer/source.h"
 
 DMF_METRIC_COUNTER(dmf_m_bytes_origin, "damselfly_download_bytes_total", "source=\"origin\"",
@@ -33,86 +33,51 @@ DMF_METRIC_COUNTER(dmf_m_tasks_succeeded, "damselfly_tasks_total", "result=\"suc
 DMF_METRIC_COUNTER(dmf_m_tasks_failed, "damselfly_tasks_total", "result=\"failed\"",
                    "Downloads finished, by result.");
 
-static const char *const state_names[] = {
-    [DMF_TASK_IDLE] = "IDLE",
-    [DMF_TASK_REGISTERING] = "REGISTERING",
-    [DMF_TASK_P2P] = "P2P",
-    [DMF_TASK_BACK_TO_SOURCE] = "BACK_TO_SOURCE",
-    [DMF_TASK_VERIFYING] = "VERIFYING",
-    [DMF_TASK_SUCCEEDED] = "SUCCEEDED",
-    [DMF_TASK_FAILED] = "FAILED",
-};
-
-const char *dmf_task_state_name(enum dmf_task_state s)
-{
-    return state_names[s];
-}
-
 static void on_kick(evutil_socket_t fd, short what, void *arg);
 static void on_stall(evutil_socket_t fd, short what, void *arg);
+static void handle(struct dmf_task *t, enum dmf_task_event ev, const char *why);
 
-void dmf_task_set_state(struct dmf_task *t, enum dmf_task_state s)
+/* The one place a task's state changes. */
+static void task_set_state(struct dmf_task *t, enum dmf_task_state s)
 {
     if (t->state == s)
         return;
-    dmf_info("task %s peer %s: %s -> %s", t->id, t->peer_id, state_names[t->state], state_names[s]);
+    dmf_info("task %s peer %s: %s -> %s", t->id, t->peer_id, dmf_task_state_name(t->state),
+             dmf_task_state_name(s));
     t->state = s;
 }
 
 static bool running(const struct dmf_task *t)
 {
-    return t->state == DMF_TASK_REGISTERING || t->state == DMF_TASK_P2P ||
-           t->state == DMF_TASK_BACK_TO_SOURCE || t->state == DMF_TASK_VERIFYING;
+    return dmf_task_state_running(t->state);
 }
 
-bool dmf_task_complete(const struct dmf_task *t)
+static void kick(struct dmf_task *t)
 {
-    return t->content_length >= 0 && t->piece_length > 0 && t->have.count == t->total_pieces &&
-           t->state != DMF_TASK_VERIFYING;
+    event_active(t->kick, 0, 0);
 }
 
-uint64_t dmf_task_completed_length(const struct dmf_task *t)
+/* Every piece held and, if a content digest was asked for, checked. */
+static bool complete(const struct dmf_task *t)
 {
-    if (t->piece_length == 0)
-        return 0;
-    uint64_t n = (uint64_t)t->have.count * t->piece_length;
-    if (t->content_length >= 0 && t->total_pieces > 0 &&
-        dmf_bitmap_get(&t->have, t->total_pieces - 1))
-        n -= t->piece_length -
-             dmf_piece_size(t->content_length, t->piece_length, t->total_pieces - 1);
-    return n;
+    return dmf_book_all_held(&t->book) && t->state != DMF_TASK_VERIFYING;
 }
 
-static struct dmf_task *task_new(struct dmf_daemon *d, const char *id)
+struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *announcer,
+                              const char *id)
 {
     struct dmf_task *t = dmf_xcalloc(1, sizeof(*t));
     t->d = d;
+    t->announcer = announcer;
     memcpy(t->id, id, DMF_TASK_ID_LEN);
     t->fd = -1;
-    t->content_length = -1;
-    dmf_bitmap_init(&t->have);
-    dmf_bitmap_init(&t->inflight);
-    dmf_bitmap_init(&t->digest_known);
+    dmf_book_init(&t->book);
     dmf_bitmap_init(&t->ledger.served);
     t->kick = event_new(d->base, -1, 0, on_kick, t);
     t->stall = evtimer_new(d->base, on_stall, t);
     snprintf(t->peer_id, sizeof(t->peer_id), "%s-%.12s-%06x", d->cfg.host_id, id,
              (unsigned)(random() & 0xffffff));
-    t->next = d->tasks;
-    d->tasks = t;
     return t;
-}
-
-static void ensure_digest_cap(struct dmf_task *t, uint32_t n)
-{
-    if (n < t->ndigests)
-        return;
-    uint32_t cap = t->ndigests ? t->ndigests : 64;
-    while (cap <= n)
-        cap *= 2;
-    t->digests = dmf_xrealloc(t->digests, (size_t)cap * DMF_SHA256_LEN);
-    memset(t->digests + t->ndigests, 0, (size_t)(cap - t->ndigests) * DMF_SHA256_LEN);
-    t->ndigests = cap;
 }
 
 static void save(struct dmf_task *t)
@@ -121,55 +86,44 @@ static void save(struct dmf_task *t)
     memset(&st, 0, sizeof(st));
     memcpy(st.id, t->id, sizeof(st.id));
     st.url = t->url;
-    st.content_length = t->content_length;
-    st.piece_length = t->piece_length;
-    st.total_pieces = t->total_pieces;
+    st.content_length = t->book.content_length;
+    st.piece_length = t->book.piece_length;
+    st.total_pieces = t->book.total_pieces;
     st.complete = t->state == DMF_TASK_SUCCEEDED;
     memcpy(st.content_digest, t->content_digest, sizeof(st.content_digest));
     if (dmf_store_task_save(t->d->store, &st) != 0)
         dmf_warn("task %s: cannot save its metadata", t->id);
 }
 
-struct dmf_task *dmf_task_find(struct dmf_daemon *d, const char *id)
+struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client *announcer,
+                               const char *id)
 {
-    for (struct dmf_task *t = d->tasks; t; t = t->next)
-        if (strcmp(t->id, id) == 0)
-            return t;
-    if (!dmf_task_id_valid(id))
-        return NULL;
     struct dmf_store_task *st;
     if (dmf_store_task_load(d->store, id, &st) != 0)
         return NULL;
-    struct dmf_task *t = task_new(d, id);
+    struct dmf_task *t = dmf_task_new(d, announcer, id);
+    struct dmf_piece_book *b = &t->book;
     t->url = st->url ? dmf_xstrdup(st->url) : NULL;
-    t->content_length = st->content_length;
-    t->piece_length = st->piece_length;
-    t->total_pieces = st->total_pieces;
+    /* The store's layout was checked when it was learnt; taken as it is. */
+    b->content_length = st->content_length;
+    b->piece_length = st->piece_length;
+    b->total_pieces = st->total_pieces;
     memcpy(t->content_digest, st->content_digest, sizeof(t->content_digest));
-    for (uint32_t n = 0; n < st->have.nbits; n++) {
-        if (!dmf_bitmap_get(&st->have, n) || n >= st->ndigests)
-            continue;
-        ensure_digest_cap(t, n);
-        memcpy(t->digests[n], st->digests[n], DMF_SHA256_LEN);
-        dmf_bitmap_set(&t->have, n);
-        dmf_bitmap_set(&t->digest_known, n);
-    }
+    for (uint32_t n = 0; n < st->have.nbits; n++)
+        if (dmf_bitmap_get(&st->have, n) && n < st->ndigests)
+            dmf_book_commit(b, n, st->digests[n]);
     dmf_store_task_free(st);
-    if (dmf_task_complete(t))
-        t->state = DMF_TASK_SUCCEEDED;
-    dmf_debug("task %s: loaded from the store with %u of %u pieces", t->id, t->have.count,
-              t->total_pieces);
+    if (complete(t))
+        task_set_state(t, DMF_TASK_SUCCEEDED);
+    dmf_debug("task %s: loaded from the store with %u of %u pieces", t->id, b->have.count,
+              b->total_pieces);
     return t;
 }
 
-struct dmf_task *dmf_task_open(struct dmf_daemon *d, const char *id,
-                               const struct dmf_task_request *req)
+void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req)
 {
-    struct dmf_task *t = dmf_task_find(d, id);
-    if (t == NULL)
-        t = task_new(d, id);
     if (running(t))
-        return t; /* the download in progress keeps the request that started it */
+        return; /* the download in progress keeps the request that started it */
     free(t->url);
     t->url = dmf_xstrdup(req->url);
     dmf_strlist_free(&t->headers);
@@ -182,7 +136,6 @@ struct dmf_task *dmf_task_open(struct dmf_daemon *d, const char *id,
     for (size_t i = 0; req->filter_query && i < req->filter_query->n; i++)
         dmf_strlist_push(&t->filter_query, req->filter_query->v[i]);
     t->disable_back_to_source = req->disable_back_to_source;
-    return t;
 }
 
 int dmf_task_ensure_data(struct dmf_task *t)
@@ -198,112 +151,52 @@ int dmf_task_ensure_data(struct dmf_task *t)
     return 0;
 }
 
-void dmf_task_start(struct dmf_task *t)
-{
-    if (running(t))
-        return;
-    if (dmf_task_complete(t)) {
-        dmf_task_set_state(t, DMF_TASK_SUCCEEDED);
-        dmf_task_kick(t);
-        return;
-    }
-    free(t->error);
-    t->error = NULL;
-    t->bytes_origin = t->bytes_seed = t->bytes_peer = 0;
-    t->started_ms = dmf_now_ms();
-    int e = dmf_task_ensure_data(t);
-    if (e < 0) {
-        dmf_task_fail(t, "cannot open the task's data file: %s", dmf_strerror(e));
-        return;
-    }
-    save(t);
-    if (t->d->sched) {
-        dmf_task_set_state(t, DMF_TASK_REGISTERING);
-        dmf_sched_register(t);
-    } else {
-        dmf_task_back_to_source(t, "no scheduler configured");
-    }
-}
+/* ---------------------------------------------------------------- layout and digests */
 
-void dmf_task_subscribe(struct dmf_task *t, struct dmf_task_sub *sub)
+/* Learns the layout (from the scheduler or the origin). A layout that contradicts one
+ * already known fails the task. Returns 0 or -EINVAL. */
+static int set_layout(struct dmf_task *t, int64_t content_length, uint32_t piece_length)
 {
-    sub->next = t->subs;
-    t->subs = sub;
-}
-
-void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub)
-{
-    for (struct dmf_task_sub **p = &t->subs; *p; p = &(*p)->next) {
-        if (*p == sub) {
-            *p = sub->next;
-            return;
-        }
-    }
-}
-
-int dmf_task_set_layout(struct dmf_task *t, int64_t content_length, uint32_t piece_length)
-{
-    if (content_length == 0 && piece_length == 0)
-        piece_length = DMF_PIECE_LENGTH_MIN;
-    if (piece_length < DMF_PIECE_LENGTH_MIN || piece_length > DMF_PIECE_LENGTH_MAX)
-        return -EINVAL;
-    if (t->piece_length != 0 && t->piece_length != piece_length) {
-        dmf_task_fail(t, "piece length changed from %u to %u", t->piece_length, piece_length);
-        return -EINVAL;
-    }
-    if (content_length >= 0 && t->content_length >= 0 && content_length != t->content_length) {
-        dmf_task_fail(t, "content length changed from %lld to %lld", (long long)t->content_length,
-                      (long long)content_length);
-        return -EINVAL;
-    }
-    bool changed =
-        t->piece_length != piece_length || (content_length >= 0 && t->content_length < 0);
-    t->piece_length = piece_length;
-    if (content_length >= 0 && t->content_length < 0) {
-        uint32_t total = dmf_piece_count(content_length, piece_length);
-        if (dmf_piece_layout_check(content_length, piece_length, total) != 0 ||
-            t->have.nbits > total + 0u || (t->have.count && dmf_bitmap_get(&t->have, total))) {
-            dmf_task_fail(t, "invalid layout: %lld bytes in pieces of %u",
-                          (long long)content_length, piece_length);
-            return -EINVAL;
-        }
-        t->content_length = content_length;
-        t->total_pieces = total;
-        dmf_bitmap_resize(&t->have, total);
-        dmf_bitmap_resize(&t->inflight, total);
-        dmf_bitmap_resize(&t->digest_known, total);
-        if (total)
-            ensure_digest_cap(t, total - 1);
-        if (t->fd >= 0 && ftruncate(t->fd, content_length) != 0)
+    struct dmf_piece_book *b = &t->book;
+    int64_t old_length = b->content_length;
+    uint32_t old_piece = b->piece_length;
+    char why[160];
+    switch (dmf_book_set_layout(b, content_length, piece_length)) {
+    case DMF_BOOK_LAYOUT_SAME:
+        return 0;
+    case DMF_BOOK_LAYOUT_CHANGED:
+        if (old_length < 0 && b->content_length >= 0 && t->fd >= 0 &&
+            ftruncate(t->fd, b->content_length) != 0)
             dmf_warn("task %s: cannot size the data file: %s", t->id, strerror(errno));
-    }
-    if (changed) {
         save(t);
-        dmf_task_kick(t);
+        kick(t);
+        return 0;
+    case DMF_BOOK_LAYOUT_BAD_LENGTH:
+        return -EINVAL;
+    case DMF_BOOK_LAYOUT_PIECE_CHANGED:
+        snprintf(why, sizeof(why), "piece length changed from %u to %u", old_piece, piece_length);
+        break;
+    case DMF_BOOK_LAYOUT_CONTENT_CHANGED:
+        snprintf(why, sizeof(why), "content length changed from %lld to %lld",
+                 (long long)old_length, (long long)content_length);
+        break;
+    case DMF_BOOK_LAYOUT_INVALID:
+        snprintf(why, sizeof(why), "invalid layout: %lld bytes in pieces of %u",
+                 (long long)content_length, piece_length);
+        break;
     }
-    return 0;
+    handle(t, DMF_TASK_EV_ERROR, why);
+    return -EINVAL;
 }
 
-static bool piece_in_range(const struct dmf_task *t, uint32_t n)
+/* A piece digest from the scheduler (computed by whoever fetched it from the origin). */
+static void set_digest(struct dmf_task *t, uint32_t n, const uint8_t digest[DMF_SHA256_LEN])
 {
-    if (n >= DMF_PIECES_MAX)
-        return false;
-    return t->content_length < 0 || n < t->total_pieces;
-}
-
-void dmf_task_set_digest(struct dmf_task *t, uint32_t n, const uint8_t digest[DMF_SHA256_LEN])
-{
-    if (!piece_in_range(t, n))
-        return;
-    ensure_digest_cap(t, n);
-    if (dmf_bitmap_get(&t->digest_known, n)) {
-        if (memcmp(t->digests[n], digest, DMF_SHA256_LEN) != 0)
-            dmf_warn("task %s: piece %u: conflicting digest from the scheduler ignored", t->id, n);
-        return;
-    }
-    memcpy(t->digests[n], digest, DMF_SHA256_LEN);
-    dmf_bitmap_set(&t->digest_known, n);
-    dmf_task_kick(t);
+    int r = dmf_book_set_digest(&t->book, n, digest);
+    if (r == -EEXIST)
+        dmf_warn("task %s: piece %u: conflicting digest from the scheduler ignored", t->id, n);
+    else if (r == 1)
+        kick(t);
 }
 
 static void push_fresh(struct dmf_task *t, uint32_t n)
@@ -314,6 +207,8 @@ static void push_fresh(struct dmf_task *t, uint32_t n)
     }
     t->fresh[t->nfresh++] = n;
 }
+
+/* ---------------------------------------------------------------- piece commit */
 
 /* A piece being checked and written on a worker thread. */
 struct piece_job {
@@ -360,78 +255,94 @@ static void piece_job_free(struct piece_job *j)
     free(j);
 }
 
-/* Back on the loop: record the piece, or deal with a bad one. */
+static void count_bytes(struct dmf_task *t, enum dmf_piece_origin from, int64_t len)
+{
+    switch (from) {
+    case DMF_FROM_ORIGIN:
+        t->bytes.origin += (uint64_t)len;
+        dmf_metric_add(&dmf_m_bytes_origin, len);
+        break;
+    case DMF_FROM_SEED:
+        t->bytes.seed += (uint64_t)len;
+        dmf_metric_add(&dmf_m_bytes_seed, len);
+        break;
+    case DMF_FROM_PEER:
+        t->bytes.peer += (uint64_t)len;
+        dmf_metric_add(&dmf_m_bytes_peer, len);
+        break;
+    }
+}
+
+/* Back on the loop: record the piece, or deal with a bad one. The claim ends here. */
 static void piece_done(void *arg)
 {
     struct piece_job *j = arg;
     struct dmf_task *t = j->t;
     uint32_t n = j->n;
-    dmf_bitmap_clear(&t->inflight, n);
-    if (!running(t) || t->error || dmf_bitmap_get(&t->have, n)) {
-        dmf_task_kick(t);
+    char why[160];
+    dmf_book_release(&t->book, n);
+    if (!running(t) || t->error || dmf_bitmap_get(&t->book.have, n)) {
+        kick(t);
         goto out;
     }
     if (j->err == -EBADMSG) {
         dmf_metric_add(&dmf_m_verify_failures, 1);
-        if (j->from == DMF_FROM_ORIGIN)
-            dmf_task_fail(t,
-                          "piece %u from the origin differs from the one the cluster holds "
-                          "(did the content change?)",
-                          n);
-        else
-            dmf_parents_bad_piece(t, j->parent_host_id, n);
-        dmf_task_kick(t);
+        if (j->from == DMF_FROM_ORIGIN) {
+            snprintf(why, sizeof(why),
+                     "piece %u from the origin differs from the one the cluster holds "
+                     "(did the content change?)",
+                     n);
+            handle(t, DMF_TASK_EV_ERROR, why);
+        } else {
+            dmf_parents_bad_piece(t->parents, j->parent_host_id, n);
+        }
+        kick(t);
         goto out;
     }
     int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
     if (e != 0) {
-        dmf_task_fail(t, "cannot store piece %u: %s", n, dmf_strerror(e));
+        snprintf(why, sizeof(why), "cannot store piece %u: %s", n, dmf_strerror(e));
+        handle(t, DMF_TASK_EV_ERROR, why);
         goto out;
     }
-    ensure_digest_cap(t, n);
-    memcpy(t->digests[n], j->digest, DMF_SHA256_LEN);
-    dmf_bitmap_set(&t->digest_known, n);
-    dmf_bitmap_set(&t->have, n);
-    int64_t len = (int64_t)j->len;
-    switch (j->from) {
-    case DMF_FROM_ORIGIN:
-        t->bytes_origin += (uint64_t)len;
-        dmf_metric_add(&dmf_m_bytes_origin, len);
-        break;
-    case DMF_FROM_SEED:
-        t->bytes_seed += (uint64_t)len;
-        dmf_metric_add(&dmf_m_bytes_seed, len);
-        break;
-    case DMF_FROM_PEER:
-        t->bytes_peer += (uint64_t)len;
-        dmf_metric_add(&dmf_m_bytes_peer, len);
-        break;
-    }
+    dmf_book_commit(&t->book, n, j->digest);
+    count_bytes(t, j->from, (int64_t)j->len);
     dmf_piece_server_notify_piece(t->d->pieces, t->id, n);
-    dmf_sched_report_piece(t, n, j->from == DMF_FROM_ORIGIN ? j->digest : NULL);
+    dmf_announce_report_piece(t->announce, n, j->from == DMF_FROM_ORIGIN ? j->digest : NULL);
     push_fresh(t, n);
-    dmf_task_kick(t);
+    kick(t);
 out:
     piece_job_free(j);
 }
 
-int dmf_task_piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t len,
-                          enum dmf_piece_origin from, const char *parent_host_id)
+static bool workers_busy(const struct dmf_task *t)
 {
+    return dmf_workq_pending(t->d->workq) >= DMF_PIECE_JOBS_MAX;
+}
+
+/* Piece n's bytes arrived; buf (malloc'd) is taken over. They are hashed and written on a
+ * worker thread, then recorded, announced to children, the scheduler and subscribers.
+ * From a parent they must match the known digest, else the piece is dropped and that
+ * parent excluded; from the origin the digest is computed there and becomes the
+ * reference. n stays claimed until then. Returns 0 when the piece was queued (or already
+ * held), or a negative code (buf freed). */
+static int piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t len,
+                        enum dmf_piece_origin from, const char *parent_host_id)
+{
+    const struct dmf_piece_book *b = &t->book;
     int e = 0;
     if (!running(t) || t->error)
         e = -ECANCELED;
-    else if (!piece_in_range(t, n) || t->piece_length == 0)
+    else if (!dmf_book_in_range(b, n) || b->piece_length == 0)
         e = -EINVAL;
-    else if (len != (t->content_length >= 0 ? dmf_piece_size(t->content_length, t->piece_length, n)
-                                            : t->piece_length))
+    else if (len != dmf_book_piece_size(b, n))
         e = -EINVAL;
-    else if (from != DMF_FROM_ORIGIN && !dmf_bitmap_get(&t->digest_known, n))
+    else if (from != DMF_FROM_ORIGIN && dmf_book_digest(b, n) == NULL)
         e = -EINVAL; /* nothing to check it against: it should not have been asked for */
     else
         e = dmf_task_ensure_data(t);
-    if (e != 0 || dmf_bitmap_get(&t->have, n)) {
-        dmf_bitmap_clear(&t->inflight, n);
+    if (e != 0 || dmf_bitmap_get(&b->have, n)) {
+        dmf_book_release(&t->book, n);
         free(buf);
         return e;
     }
@@ -443,33 +354,140 @@ int dmf_task_piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t l
     j->from = from;
     j->parent_host_id = parent_host_id ? dmf_xstrdup(parent_host_id) : NULL;
     j->fd = t->fd;
-    j->offset = dmf_piece_offset(t->piece_length, n);
-    if (dmf_bitmap_get(&t->digest_known, n)) {
+    j->offset = dmf_piece_offset(b->piece_length, n);
+    const uint8_t *want = dmf_book_digest(b, n);
+    if (want) {
         j->have_expected = true;
-        memcpy(j->expected, t->digests[n], DMF_SHA256_LEN);
+        memcpy(j->expected, want, DMF_SHA256_LEN);
     }
-    dmf_bitmap_set(&t->inflight, n);
+    dmf_book_claim(&t->book, n); /* a streamed piece was not claimed before */
     dmf_workq_submit(t->d->workq, piece_work, piece_done, j);
     return 0;
 }
 
-bool dmf_task_workers_busy(const struct dmf_task *t)
+/* ---------------------------------------------------------------- what the parts report */
+
+static int on_piece(void *arg, uint32_t n, uint8_t *buf, size_t len, enum dmf_piece_origin from,
+                    const char *host_id)
 {
-    return dmf_workq_pending(t->d->workq) >= DMF_PIECE_JOBS_MAX;
+    return piece_submit(arg, n, buf, len, from, host_id);
 }
 
-void dmf_task_kick(struct dmf_task *t)
+static void on_changed(void *arg)
 {
-    event_active(t->kick, 0, 0);
+    kick(arg);
 }
+
+static bool on_busy(void *arg)
+{
+    return workers_busy(arg);
+}
+
+static void on_parent_failed(void *arg, const char *peer_id, const char *host_id, bool bad_piece,
+                             uint32_t piece)
+{
+    struct dmf_task *t = arg;
+    dmf_announce_report_parent_failure(t->announce, peer_id, host_id, bad_piece, piece);
+}
+
+static const struct dmf_parents_sink parents_sink = {
+    .piece = on_piece,
+    .parent_failed = on_parent_failed,
+    .changed = on_changed,
+    .busy = on_busy,
+};
+
+static int on_source_layout(void *arg, int64_t content_length, uint32_t piece_length)
+{
+    return set_layout(arg, content_length, piece_length);
+}
+
+static void on_source_failed(void *arg, const char *reason)
+{
+    handle(arg, DMF_TASK_EV_ERROR, reason);
+}
+
+static const struct dmf_source_sink source_sink = {
+    .piece = on_piece,
+    .layout = on_source_layout,
+    .failed = on_source_failed,
+    .changed = on_changed,
+    .busy = on_busy,
+};
+
+/* The candidates and meta an event carries to handle() (borrowed). */
+struct sched_news {
+    const struct dmf_parent_info *parents;
+    size_t nparents;
+    bool seed_triggered;
+    const struct dmf_announce_meta *meta;
+};
+
+static void apply_meta(struct dmf_task *t, const struct dmf_announce_meta *m)
+{
+    if (m->has_layout && set_layout(t, m->content_length, m->piece_length) != 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "the scheduler sent an invalid layout (%lld bytes, pieces of %u)",
+                 (long long)m->content_length, m->piece_length);
+        handle(t, DMF_TASK_EV_ERROR, why);
+        return;
+    }
+    for (size_t i = 0; i < m->ndigests; i++)
+        set_digest(t, m->digests[i].number, m->digests[i].sha256);
+}
+
+static void handle_news(struct dmf_task *t, enum dmf_task_event ev, const struct sched_news *news);
+
+static void on_candidates(void *arg, const struct dmf_parent_info *parents, size_t n,
+                          bool seed_triggered, const struct dmf_announce_meta *meta)
+{
+    struct sched_news news = {parents, n, seed_triggered, meta};
+    handle_news(arg, DMF_TASK_EV_CANDIDATES, &news);
+}
+
+static void on_meta(void *arg, const struct dmf_announce_meta *meta)
+{
+    struct sched_news news = {.meta = meta};
+    handle_news(arg, DMF_TASK_EV_META, &news);
+}
+
+static void on_back_to_source(void *arg, const char *reason)
+{
+    char why[300];
+    snprintf(why, sizeof(why), "the scheduler says: %.256s", reason);
+    handle(arg, DMF_TASK_EV_SCHED_BACK_TO_SOURCE, why);
+}
+
+static void on_lost(void *arg, const char *details)
+{
+    struct dmf_task *t = arg;
+    t->announce = NULL; /* freed by announce.c after this call */
+    char why[300];
+    if (t->state == DMF_TASK_REGISTERING)
+        snprintf(why, sizeof(why), "scheduler at %s unreachable (%.200s)", t->d->cfg.scheduler,
+                 details[0] ? details : "no answer");
+    else
+        snprintf(why, sizeof(why), "%.200s", details[0] ? details : "stream closed");
+    handle(t, DMF_TASK_EV_SCHED_LOST, why);
+}
+
+static const struct dmf_announce_sink announce_sink = {
+    .candidates = on_candidates,
+    .meta = on_meta,
+    .back_to_source = on_back_to_source,
+    .lost = on_lost,
+};
+
+/* ---------------------------------------------------------------- applying a step */
 
 static void stop_transfers(struct dmf_task *t)
 {
-    dmf_parents_free_all(t);
-    dmf_source_free(t);
+    dmf_parents_free(t->parents);
+    t->parents = NULL;
+    dmf_source_free(t->source);
+    t->source = NULL;
     evtimer_del(t->stall);
-    dmf_bitmap_free(&t->inflight);
-    dmf_bitmap_init(&t->inflight);
+    dmf_book_release_all(&t->book);
 }
 
 static void tell_subscribers(struct dmf_task *t, bool end)
@@ -484,47 +502,215 @@ static void tell_subscribers(struct dmf_task *t, bool end)
     t->nfresh = 0;
 }
 
-static void finish(struct dmf_task *t, bool ok)
+static void finish(struct dmf_task *t)
 {
+    bool ok = t->state == DMF_TASK_SUCCEEDED;
     stop_transfers(t);
     uint64_t ms = dmf_now_ms() - t->started_ms;
     if (ok) {
-        dmf_task_set_state(t, DMF_TASK_SUCCEEDED);
         save(t);
         dmf_metric_add(&dmf_m_tasks_succeeded, 1);
         dmf_piece_server_notify_done(t->d->pieces, t->id);
         dmf_info("task %s peer %s: %lld bytes in %llu ms (origin %llu, seed %llu, peers %llu)",
-                 t->id, t->peer_id, (long long)t->content_length, (unsigned long long)ms,
-                 (unsigned long long)t->bytes_origin, (unsigned long long)t->bytes_seed,
-                 (unsigned long long)t->bytes_peer);
+                 t->id, t->peer_id, (long long)t->book.content_length, (unsigned long long)ms,
+                 (unsigned long long)t->bytes.origin, (unsigned long long)t->bytes.seed,
+                 (unsigned long long)t->bytes.peer);
     } else {
-        dmf_task_set_state(t, DMF_TASK_FAILED);
         dmf_metric_add(&dmf_m_tasks_failed, 1);
         dmf_piece_server_notify_gone(t->d->pieces, t->id);
         dmf_warn("task %s peer %s: failed: %s", t->id, t->peer_id, t->error);
     }
-    dmf_sched_finish(t, ok, t->error);
+    dmf_announce_finish(t->announce, ok, t->error);
+    t->announce = NULL;
     tell_subscribers(t, true);
 }
 
-void dmf_task_fail(struct dmf_task *t, const char *fmt, ...)
+static void start_verify(struct dmf_task *t);
+
+static void drop_pieces(struct dmf_task *t)
 {
-    /* Deferred to the next loop pass: callers are often inside a transfer's callback,
-     * and failing tears the transfers down. The first reason wins. */
-    if (!running(t) || t->error != NULL)
-        return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    t->error = dmf_xstrdup(buf);
-    dmf_task_kick(t);
+    /* The pieces are consistent with each other but not with the digest asked for: drop
+     * them so that nobody is served this content under this task. */
+    for (uint32_t n = 0; n < t->book.total_pieces; n++)
+        dmf_store_piece_drop(t->d->store, t->id, n);
+    dmf_book_drop_all(&t->book);
 }
 
-/* The whole-content digest: the pieces are each verified already; this checks that they
- * add up to what the user (or the OCI digest) promised. Hashing gigabytes takes a while,
- * so it runs on a thread of its own and the result comes back to the loop. */
+static void set_error(struct dmf_task *t, const char *why)
+{
+    free(t->error);
+    t->error = dmf_xstrdup(why ? why : "failed");
+}
+
+static void register_peer(struct dmf_task *t)
+{
+    dmf_announce_peer_free(t->announce);
+    struct dmf_announce_peer_env env = {
+        .task_id = t->id,
+        .peer_id = t->peer_id,
+        .book = &t->book,
+        .bytes = &t->bytes,
+        .sink = &announce_sink,
+        .arg = t,
+    };
+    struct dmf_announce_register reg = {
+        .url = t->url,
+        .headers = &t->headers,
+        .tag = t->tag,
+        .digest = t->expected_digest,
+        .filter_query = &t->filter_query,
+        .disable_back_to_source = t->disable_back_to_source,
+    };
+    t->announce = dmf_announce_open(t->announcer, &env, &reg);
+}
+
+static void start_source(struct dmf_task *t, const char *why)
+{
+    dmf_info("task %s peer %s: back to source: %s", t->id, t->peer_id, why);
+    dmf_parents_free(t->parents);
+    t->parents = NULL;
+    evtimer_del(t->stall);
+    dmf_source_free(t->source);
+    struct dmf_source_env env = {
+        .http = t->d->http,
+        .book = &t->book,
+        .task_id = t->id,
+        .url = t->url,
+        .headers = &t->headers,
+        .concurrency = (int)t->d->cfg.source_concurrency,
+        .sink = &source_sink,
+        .arg = t,
+    };
+    t->source = dmf_source_start(&env);
+}
+
+static void add_parents(struct dmf_task *t, const struct sched_news *news, bool first)
+{
+    if (t->parents == NULL) {
+        struct dmf_parents_env env = {
+            .base = t->d->base,
+            .http = t->d->http,
+            .book = &t->book,
+            .task_id = t->id,
+            .peer_id = t->peer_id,
+            .parent_concurrency = (int)t->d->cfg.parent_concurrency,
+            .sink = &parents_sink,
+            .arg = t,
+        };
+        t->parents = dmf_parents_new(&env);
+    }
+    for (size_t i = 0; i < news->nparents; i++)
+        dmf_parents_add(t->parents, &news->parents[i]);
+    if (first)
+        dmf_info("task %s peer %s: scheduler offers %zu parent(s)%s", t->id, t->peer_id,
+                 news->nparents, news->seed_triggered ? " (a seed is fetching it)" : "");
+}
+
+static void dispatch_parents(struct dmf_task *t)
+{
+    dmf_parents_dispatch(t->parents);
+    if (dmf_parents_usable(t->parents) == 0) {
+        if (!evtimer_pending(t->stall, NULL)) {
+            uint64_t ms = t->d->cfg.parent_stall_timeout;
+            struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+                                 .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+            evtimer_add(t->stall, &tv);
+        }
+    } else {
+        evtimer_del(t->stall);
+    }
+}
+
+static struct dmf_task_facts facts(const struct dmf_task *t)
+{
+    return (struct dmf_task_facts){
+        .all_held = dmf_book_all_held(&t->book),
+        .has_scheduler = t->announcer != NULL,
+        .back_to_source_disabled = t->disable_back_to_source,
+        .expect_digest = t->expected_digest[0] != '\0',
+        .has_error = t->error != NULL,
+        .usable_parents = dmf_parents_usable(t->parents),
+    };
+}
+
+/* Decides (task_fsm.c) and applies: the one way a task reacts to anything. why is the
+ * reason the event carries (an error, the way to the origin), news what the scheduler
+ * sent. */
+static void apply(struct dmf_task *t, enum dmf_task_event ev, const char *why,
+                  const struct sched_news *news)
+{
+    struct dmf_task_facts f = facts(t);
+    enum dmf_task_state from = t->state;
+    struct dmf_task_step s = dmf_task_next(from, ev, &f);
+    if (s.actions == 0 && s.to == from)
+        return;
+    dmf_debug("task %s: %s in %s", t->id, dmf_task_event_name(ev), dmf_task_state_name(from));
+    if (s.actions & DMF_TASK_DO_RECORD_ERROR)
+        set_error(t, why);
+    if (s.actions & DMF_TASK_DO_FAIL_NO_SOURCE) {
+        char buf[512];
+        snprintf(buf, sizeof(buf), "%s, and back-to-source is disabled (--no-back-to-source)",
+                 why);
+        if (t->error == NULL)
+            set_error(t, buf);
+    }
+    if (s.actions & DMF_TASK_DO_WARN_LOST)
+        dmf_warn("task %s peer %s: lost the scheduler (%s); going on with current parents", t->id,
+                 t->peer_id, why);
+    task_set_state(t, s.to);
+    if (s.actions & DMF_TASK_DO_REGISTER)
+        register_peer(t);
+    if (s.actions & DMF_TASK_DO_START_SOURCE)
+        start_source(t, why);
+    if ((s.actions & DMF_TASK_DO_APPLY_META) && news && news->meta)
+        apply_meta(t, news->meta);
+    if ((s.actions & DMF_TASK_DO_ADD_PARENTS) && news)
+        add_parents(t, news, from == DMF_TASK_REGISTERING);
+    if (s.actions & DMF_TASK_DO_DISPATCH_PARENTS)
+        dispatch_parents(t);
+    if (s.actions & DMF_TASK_DO_DISPATCH_SOURCE)
+        dmf_source_dispatch(t->source);
+    if (s.actions & DMF_TASK_DO_VERIFY)
+        start_verify(t);
+    if (s.actions & DMF_TASK_DO_DROP_PIECES)
+        drop_pieces(t);
+    if (s.actions & DMF_TASK_DO_FINISH)
+        finish(t);
+    if (s.actions & DMF_TASK_DO_TELL) {
+        if (t->state == DMF_TASK_SUCCEEDED || t->state == DMF_TASK_FAILED)
+            tell_subscribers(t, true);
+        else if (t->nfresh || t->subs)
+            tell_subscribers(t, false);
+    }
+    if (s.actions & DMF_TASK_DO_KICK)
+        kick(t);
+}
+
+static void handle(struct dmf_task *t, enum dmf_task_event ev, const char *why)
+{
+    apply(t, ev, why, NULL);
+}
+
+static void handle_news(struct dmf_task *t, enum dmf_task_event ev, const struct sched_news *news)
+{
+    apply(t, ev, NULL, news);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    handle(arg, DMF_TASK_EV_KICK, NULL);
+}
+
+static void on_stall(evutil_socket_t fd, short what, void *arg)
+{
+    handle(arg, DMF_TASK_EV_STALLED, "no parent left to fetch from");
+}
+
+/* ---------------------------------------------------------------- whole-content digest */
+
+/* The pieces are each verified already; this checks that they add up to what the user
+ * (or the OCI digest) promised. Hashing gigabytes takes a while, so it runs on a thread
+ * of its own and the result comes back to the loop. */
 struct verify_job {
     struct dmf_task *t;
     int fd;
@@ -568,113 +754,174 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
     if (t->state != DMF_TASK_VERIFYING)
         return;
     if (e != 0) {
-        /* The pieces are consistent with each other but not with the digest asked for:
-         * drop them so that nobody is served this content under this task. */
-        for (uint32_t n = 0; n < t->total_pieces; n++)
-            dmf_store_piece_drop(t->d->store, t->id, n);
-        dmf_bitmap_free(&t->have);
-        dmf_bitmap_init(&t->have);
-        dmf_bitmap_resize(&t->have, t->total_pieces);
-        free(t->error);
-        t->error = e == -EBADMSG
-                       ? dmf_xasprintf("content digest mismatch: expected %s, got %s",
-                                       t->expected_digest, gots)
-                       : dmf_xasprintf("cannot read the content to verify it: %s", dmf_strerror(e));
-        finish(t, false);
+        char *why = e == -EBADMSG ? dmf_xasprintf("content digest mismatch: expected %s, got %s",
+                                                  t->expected_digest, gots)
+                                  : dmf_xasprintf("cannot read the content to verify it: %s",
+                                                  dmf_strerror(e));
+        set_error(t, why);
+        free(why);
+        handle(t, DMF_TASK_EV_VERIFY_FAILED, NULL);
         return;
     }
     memcpy(t->content_digest, t->expected_digest, sizeof(t->content_digest));
-    finish(t, true);
+    handle(t, DMF_TASK_EV_VERIFIED, NULL);
 }
 
-static void verify_content(struct dmf_task *t)
+static void start_verify(struct dmf_task *t)
 {
     uint8_t want[DMF_SHA256_LEN];
     char err[128];
-    dmf_task_set_state(t, DMF_TASK_VERIFYING);
     if (dmf_digest_parse(t->expected_digest, want, err, sizeof(err)) != 0) {
-        t->error = dmf_xstrdup(err);
-        finish(t, false);
+        set_error(t, err);
+        handle(t, DMF_TASK_EV_VERIFY_FAILED, NULL);
         return;
     }
     struct verify_job *job = dmf_xcalloc(1, sizeof(*job));
     job->t = t;
     job->fd = dup(t->fd);
-    job->len = (uint64_t)t->content_length;
+    job->len = (uint64_t)t->book.content_length;
     job->done = event_new(t->d->base, -1, 0, on_verified, job);
     if (job->fd < 0 || pthread_create(&job->thread, NULL, verify_main, job) != 0) {
         if (job->fd >= 0)
             close(job->fd);
         event_free(job->done);
         free(job);
-        t->error = dmf_xstrdup("cannot start verifying the content");
-        finish(t, false);
+        set_error(t, "cannot start verifying the content");
+        handle(t, DMF_TASK_EV_VERIFY_FAILED, NULL);
         return;
     }
     t->verify = job;
 }
 
-static void on_kick(evutil_socket_t fd, short what, void *arg)
+/* ---------------------------------------------------------------- the façade (engine.h) */
+
+void dmf_task_start(struct dmf_task *t)
 {
-    struct dmf_task *t = arg;
-    if (running(t) && t->error && t->state != DMF_TASK_VERIFYING) {
-        finish(t, false);
+    if (running(t))
         return;
-    }
-    if (t->state == DMF_TASK_P2P) {
-        dmf_parents_dispatch(t);
-        if (dmf_parents_usable(t) == 0) {
-            if (!evtimer_pending(t->stall, NULL)) {
-                uint64_t ms = t->d->cfg.parent_stall_timeout;
-                struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
-                                     .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-                evtimer_add(t->stall, &tv);
-            }
-        } else {
-            evtimer_del(t->stall);
+    if (!dmf_book_all_held(&t->book)) {
+        free(t->error);
+        t->error = NULL;
+        t->bytes = (struct dmf_transfer_bytes){0};
+        t->started_ms = dmf_now_ms();
+        int e = dmf_task_ensure_data(t);
+        if (e < 0) {
+            char why[160];
+            snprintf(why, sizeof(why), "cannot open the task's data file: %s", dmf_strerror(e));
+            set_error(t, why);
+            task_set_state(t, DMF_TASK_FAILED);
+            finish(t);
+            return;
         }
-    } else if (t->state == DMF_TASK_BACK_TO_SOURCE) {
-        dmf_source_dispatch(t);
+        save(t);
     }
-    bool done = t->content_length >= 0 && t->piece_length > 0 && t->have.count == t->total_pieces;
-    if (done && (t->state == DMF_TASK_P2P || t->state == DMF_TASK_BACK_TO_SOURCE ||
-                 t->state == DMF_TASK_REGISTERING)) {
-        if (t->expected_digest[0])
-            verify_content(t);
-        else
-            finish(t, true);
-        return;
+    handle(t, DMF_TASK_EV_START, "no scheduler configured");
+}
+
+void dmf_task_subscribe(struct dmf_task *t, struct dmf_task_sub *sub)
+{
+    sub->next = t->subs;
+    t->subs = sub;
+}
+
+void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub)
+{
+    for (struct dmf_task_sub **p = &t->subs; *p; p = &(*p)->next) {
+        if (*p == sub) {
+            *p = sub->next;
+            return;
+        }
     }
-    if (t->state == DMF_TASK_SUCCEEDED || t->state == DMF_TASK_FAILED)
+}
+
+static enum dmf_task_phase phase(enum dmf_task_state s)
+{
+    switch (s) {
+    case DMF_TASK_IDLE:
+        return DMF_TASK_PHASE_PENDING;
+    case DMF_TASK_SUCCEEDED:
+        return DMF_TASK_PHASE_SUCCEEDED;
+    case DMF_TASK_FAILED:
+        return DMF_TASK_PHASE_FAILED;
+    default:
+        return DMF_TASK_PHASE_RUNNING;
+    }
+}
+
+void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
+{
+    *info = (struct dmf_task_info){
+        .id = t->id,
+        .peer_id = t->peer_id,
+        .url = t->url ? t->url : "",
+        .data_path = t->data_path ? t->data_path : "",
+        .content_digest = t->content_digest,
+        .error = t->error,
+        .phase = phase(t->state),
+        .content_length = t->book.content_length,
+        .piece_length = t->book.piece_length,
+        .total_pieces = t->book.total_pieces,
+        .held_pieces = t->book.have.count,
+        .completed_length = dmf_book_held_bytes(&t->book),
+        .bytes_from_origin = t->bytes.origin,
+        .bytes_from_peers = t->bytes.seed + t->bytes.peer,
+    };
+}
+
+bool dmf_task_cached(const struct dmf_task *t)
+{
+    return complete(t) && t->state != DMF_TASK_FAILED;
+}
+
+void dmf_task_serve_cached(struct dmf_task *t)
+{
+    if (t->state != DMF_TASK_SUCCEEDED)
+        dmf_task_start(t); /* complete: marks it SUCCEEDED */
+    t->bytes = (struct dmf_transfer_bytes){0};
+}
+
+bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n)
+{
+    return dmf_bitmap_get(&t->book.have, n);
+}
+
+size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out)
+{
+    const dmf_bitmap_t *have = &t->book.have;
+    uint32_t *held = dmf_xmalloc(((size_t)have->count + 1) * sizeof(*held));
+    size_t n = 0;
+    for (uint32_t i = 0; i < have->nbits && n < have->count; i++)
+        if (dmf_bitmap_get(have, i))
+            held[n++] = i;
+    *out = held;
+    return n;
+}
+
+ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t off)
+{
+    if (t->fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    return pread(t->fd, buf, len, (off_t)off);
+}
+
+void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
+{
+    view->fd = t->fd;
+    view->content_length = t->book.content_length;
+    view->piece_length = t->book.piece_length;
+    view->have = &t->book.have;
+    view->complete = t->state == DMF_TASK_SUCCEEDED && complete(t);
+    view->ledger = t->d->cfg.seed ? &t->ledger : NULL;
+}
+
+void dmf_task_free(struct dmf_task *t, const char *why)
+{
+    if (t->subs) {
+        set_error(t, why);
         tell_subscribers(t, true);
-    else if (t->nfresh || t->subs)
-        tell_subscribers(t, false);
-}
-
-static void on_stall(evutil_socket_t fd, short what, void *arg)
-{
-    struct dmf_task *t = arg;
-    if (t->state == DMF_TASK_P2P && dmf_parents_usable(t) == 0)
-        dmf_task_back_to_source(t, "no parent left to fetch from");
-}
-
-void dmf_task_back_to_source(struct dmf_task *t, const char *why)
-{
-    if (t->disable_back_to_source) {
-        if (t->state == DMF_TASK_IDLE)
-            dmf_task_set_state(t, DMF_TASK_REGISTERING);
-        dmf_task_fail(t, "%s, and back-to-source is disabled (--no-back-to-source)", why);
-        return;
     }
-    dmf_info("task %s peer %s: back to source: %s", t->id, t->peer_id, why);
-    dmf_parents_free_all(t);
-    evtimer_del(t->stall);
-    dmf_task_set_state(t, DMF_TASK_BACK_TO_SOURCE);
-    dmf_source_start(t);
-}
-
-static void task_free(struct dmf_task *t)
-{
     if (t->verify) {
         /* Let the hash finish (bounded by the content's size), then drop its answer. */
         struct verify_job *job = t->verify;
@@ -682,7 +929,7 @@ static void task_free(struct dmf_task *t)
         verify_job_free(job);
     }
     stop_transfers(t);
-    dmf_sched_peer_free(t);
+    dmf_announce_peer_free(t->announce);
     event_free(t->kick);
     event_free(t->stall);
     if (t->fd >= 0)
@@ -692,41 +939,9 @@ static void task_free(struct dmf_task *t)
     free(t->tag);
     free(t->error);
     free(t->fresh);
-    free(t->digests);
     dmf_strlist_free(&t->headers);
     dmf_strlist_free(&t->filter_query);
-    dmf_bitmap_free(&t->have);
-    dmf_bitmap_free(&t->inflight);
-    dmf_bitmap_free(&t->digest_known);
+    dmf_book_free(&t->book);
     dmf_seed_ledger_free(&t->ledger);
     free(t);
-}
-
-void dmf_tasks_free_all(struct dmf_daemon *d)
-{
-    while (d->tasks) {
-        struct dmf_task *t = d->tasks;
-        d->tasks = t->next;
-        if (t->subs) {
-            free(t->error);
-            t->error = dmf_xstrdup("the daemon is shutting down");
-            tell_subscribers(t, true);
-        }
-        task_free(t);
-    }
-}
-
-int dmf_task_piece_lookup(void *daemon, const char *task_id, struct dmf_piece_view *view)
-{
-    struct dmf_daemon *d = daemon;
-    struct dmf_task *t = dmf_task_find(d, task_id);
-    if (t == NULL || dmf_task_ensure_data(t) != 0)
-        return -ENOENT;
-    view->fd = t->fd;
-    view->content_length = t->content_length;
-    view->piece_length = t->piece_length;
-    view->have = &t->have;
-    view->complete = t->state == DMF_TASK_SUCCEEDED && dmf_task_complete(t);
-    view->ledger = d->cfg.seed ? &t->ledger : NULL;
-    return 0;
 }
