@@ -23,8 +23,7 @@
 #include "daemon/api/local_service.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/registry.h"
-#include "daemon/peer/announce.h"
-#include "daemon/peer/task.h"
+#include "daemon/peer/engine.h"
 
 #define OPT(n, s, t, f, lo, hi, def, mv, h)                                                        \
     {                                                                                              \
@@ -141,71 +140,68 @@ static int prepare_socket_path(const char *path, char *err, size_t errlen)
     return 0;
 }
 
-static int run(int argc, char **argv)
-{
-    struct dmf_daemon d;
-    memset(&d, 0, sizeof(d));
-    struct dmf_daemon_config *cfg = &d.cfg;
-    char err[512];
-    bool help = false;
-    int rc = 1;
-    struct event *sigint = NULL, *sigterm = NULL;
-    struct dmf_proxy_rules rules = {0};
-    size_t nrules = 0;
+/* What this file keeps beside struct dmf_daemon, from check_config() to daemon_stop(). */
+struct daemon_run {
+    char piece_host[256]; /* of --piece-listen */
+    uint16_t piece_port;
+    bool proxy_on;
+    struct dmf_proxy_rules rules; /* from --config, until the proxy takes them */
+    bool engine_started;
+    struct event *sigint, *sigterm;
+};
 
-    if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), cfg, argc, argv, NULL, &help, err,
-                         sizeof(err)) != 0) {
-        fprintf(stderr, "damselfly daemon: %s\n", err);
-        return 2;
-    }
-    if (help) {
-        dmf_config_usage(stdout, usage,
-                         "Run a daemon: download, store and upload pieces for this host.", options,
-                         DMF_ARRAY_SIZE(options));
-        dmf_config_free(options, DMF_ARRAY_SIZE(options), cfg);
-        return 0;
-    }
+/* Fills err with "flag: why" and returns -1. */
+static int flag_error(char *err, size_t errlen, const char *flag, const char *why)
+{
+    snprintf(err, errlen, "%s: %s", flag, why);
+    return -1;
+}
+
+/* Every check of cfg that needs no resource: 0, or -1 with the message in err. Parses
+ * --piece-listen into r and loads --config's proxy-rules into r->rules. */
+static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *r, char *err,
+                        size_t errlen)
+{
+    char why[512];
     dmf_log_set_component(cfg->seed ? "seed" : "daemon");
     if (dmf_log_set_level(cfg->log_level) != 0) {
-        fprintf(stderr, "damselfly daemon: --log-level: '%s' is not debug, info, warn or error\n",
-                cfg->log_level);
-        goto out_cfg;
+        snprintf(err, errlen, "--log-level: '%s' is not debug, info, warn or error",
+                 cfg->log_level);
+        return -1;
     }
-    bool proxy_on =
+    r->proxy_on =
         cfg->proxy_listen && cfg->proxy_listen[0] && strcmp(cfg->proxy_listen, "off") != 0;
-    if (proxy_on) {
+    if (r->proxy_on) {
         char h[256];
         uint16_t pp;
-        if (dmf_parse_hostport(cfg->proxy_listen, h, sizeof(h), &pp, err, sizeof(err)) != 0) {
-            fprintf(stderr, "damselfly daemon: --proxy-listen: %s\n", err);
-            goto out_cfg;
-        }
+        if (dmf_parse_hostport(cfg->proxy_listen, h, sizeof(h), &pp, why, sizeof(why)) != 0)
+            return flag_error(err, errlen, "--proxy-listen", why);
     }
     if (cfg->registry_mirror && strncmp(cfg->registry_mirror, "http://", 7) != 0 &&
         strncmp(cfg->registry_mirror, "https://", 8) != 0) {
-        fprintf(stderr, "damselfly daemon: --registry-mirror: '%s' is not an http(s) URL\n",
-                cfg->registry_mirror);
-        goto out_cfg;
+        snprintf(err, errlen, "--registry-mirror: '%s' is not an http(s) URL",
+                 cfg->registry_mirror);
+        return -1;
     }
-    for (size_t i = 0; i < cfg->registry_map.n; i++) {
-        if (dmf_registry_map_check(cfg->registry_map.v[i], err, sizeof(err)) != 0) {
-            fprintf(stderr, "damselfly daemon: --registry-map: %s\n", err);
-            goto out_cfg;
-        }
-    }
+    for (size_t i = 0; i < cfg->registry_map.n; i++)
+        if (dmf_registry_map_check(cfg->registry_map.v[i], why, sizeof(why)) != 0)
+            return flag_error(err, errlen, "--registry-map", why);
     if (cfg->config && cfg->proxy_rules_line &&
-        dmf_proxy_rules_load_yaml(&rules, cfg->config, "proxy-rules", err, sizeof(err)) != 0) {
-        fprintf(stderr, "damselfly daemon: %s\n", err);
-        dmf_proxy_rules_free(&rules);
-        goto out_cfg;
-    }
-    char host[256];
-    uint16_t piece_port;
-    if (dmf_parse_hostport(cfg->piece_listen, host, sizeof(host), &piece_port, err, sizeof(err)) !=
-        0) {
-        fprintf(stderr, "damselfly daemon: --piece-listen: %s\n", err);
-        goto out_cfg;
-    }
+        dmf_proxy_rules_load_yaml(&r->rules, cfg->config, "proxy-rules", err, errlen) != 0)
+        return -1;
+    if (dmf_parse_hostport(cfg->piece_listen, r->piece_host, sizeof(r->piece_host), &r->piece_port,
+                           why, sizeof(why)) != 0)
+        return flag_error(err, errlen, "--piece-listen", why);
+    return 0;
+}
+
+/* Acquires the daemon's resources in order, the local API socket last: once it exists the
+ * daemon is ready for `get`. 0, or -1 with the message in err; either way daemon_stop()
+ * releases what was made. */
+static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, size_t errlen)
+{
+    struct dmf_daemon_config *cfg = &d->cfg;
+    char why[512];
     char hostname[256] = "localhost";
     gethostname(hostname, sizeof(hostname) - 1);
     cfg->hostname = dmf_xstrdup(hostname);
@@ -214,126 +210,132 @@ static int run(int argc, char **argv)
 
     int e = dmf_mkdir_p(cfg->data_dir);
     if (e != 0) {
-        fprintf(stderr, "damselfly daemon: cannot create %s: %s\n", cfg->data_dir, dmf_strerror(e));
-        goto out_cfg;
+        snprintf(err, errlen, "cannot create %s: %s", cfg->data_dir, dmf_strerror(e));
+        return -1;
     }
-    if (dmf_store_open(cfg->data_dir, &d.store, err, sizeof(err)) != 0) {
-        fprintf(stderr, "damselfly daemon: %s\n", err);
-        goto out_cfg;
-    }
-    if (prepare_socket_path(cfg->socket, err, sizeof(err)) != 0) {
-        fprintf(stderr, "damselfly daemon: %s\n", err);
-        goto out_store;
-    }
+    if (dmf_store_open(cfg->data_dir, &d->store, err, errlen) != 0)
+        return -1;
+    if (prepare_socket_path(cfg->socket, err, errlen) != 0)
+        return -1;
 
-    dmf_metric_register(&dmf_m_bytes_origin);
-    dmf_metric_register(&dmf_m_bytes_seed);
-    dmf_metric_register(&dmf_m_bytes_peer);
-    dmf_metric_register(&dmf_m_bytes_local);
-    dmf_metric_register(&dmf_m_verify_failures);
-    dmf_metric_register(&dmf_m_tasks_succeeded);
-    dmf_metric_register(&dmf_m_tasks_failed);
-
+    dmf_engine_metrics_register();
     dmf_proxy_metrics_register();
 
-    d.base = dmf_rpc_event_base_new();
-    d.rpc = dmf_rpc_new(d.base);
-    d.http = dmf_http_new(d.base);
-    d.workq = dmf_workq_new(d.base, 2);
-    if (cfg->origin_ca_file) {
-        e = dmf_http_set_extra_ca(d.http, cfg->origin_ca_file);
-        if (e != 0) {
-            fprintf(stderr,
-                    "damselfly daemon: --origin-ca-file: cannot read certificates from %s\n",
-                    cfg->origin_ca_file);
-            goto out_loop;
-        }
+    d->base = dmf_rpc_event_base_new();
+    d->rpc = dmf_rpc_new(d->base);
+    d->http = dmf_http_new(d->base);
+    d->workq = dmf_workq_new(d->base, 2);
+    if (cfg->origin_ca_file && dmf_http_set_extra_ca(d->http, cfg->origin_ca_file) != 0) {
+        snprintf(err, errlen, "--origin-ca-file: cannot read certificates from %s",
+                 cfg->origin_ca_file);
+        return -1;
     }
-    d.pieces =
-        dmf_piece_server_new(d.base, host, piece_port, dmf_task_piece_lookup, &d, err, sizeof(err));
-    if (d.pieces == NULL) {
-        fprintf(stderr, "damselfly daemon: %s\n", err);
-        goto out_loop;
-    }
-    dmf_piece_server_set_upload_slots(d.pieces, (uint32_t)cfg->upload_slots);
-    d.piece_port = dmf_piece_server_port(d.pieces);
+    d->pieces = dmf_piece_server_new(d->base, r->piece_host, r->piece_port, dmf_engine_piece_lookup,
+                                     d, err, errlen);
+    if (d->pieces == NULL)
+        return -1;
+    dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);
+    d->piece_port = dmf_piece_server_port(d->pieces);
     if (cfg->host_id == NULL)
-        cfg->host_id = dmf_xasprintf("%s-%s-%u", hostname, cfg->ip, d.piece_port);
+        cfg->host_id = dmf_xasprintf("%s-%s-%u", hostname, cfg->ip, d->piece_port);
     if (cfg->rpc_listen == NULL)
         cfg->rpc_listen = dmf_xasprintf("%s:0", cfg->ip);
 
-    d.rpc_server = dmf_rpc_server_new(d.rpc, dmf_local_service_on_call, &d);
-    if (dmf_rpc_server_listen(d.rpc_server, cfg->rpc_listen, &d.rpc_port, err, sizeof(err)) != 0) {
-        fprintf(stderr, "damselfly daemon: --rpc-listen: %s\n", err);
-        goto out_servers;
-    }
-    dmf_rpc_server_start(d.rpc_server);
+    d->rpc_server = dmf_rpc_server_new(d->rpc, dmf_local_service_on_call, d);
+    if (dmf_rpc_server_listen(d->rpc_server, cfg->rpc_listen, &d->rpc_port, why, sizeof(why)) != 0)
+        return flag_error(err, errlen, "--rpc-listen", why);
+    dmf_rpc_server_start(d->rpc_server);
 
-    if (proxy_on) {
-        nrules = rules.n;
-        d.proxy = dmf_proxy_new(&d, cfg->proxy_listen, &rules, err, sizeof(err));
-        if (d.proxy == NULL) {
-            fprintf(stderr, "damselfly daemon: --proxy-listen: %s\n", err);
-            goto out_servers;
-        }
+    size_t nrules = r->rules.n;
+    if (r->proxy_on) {
+        d->proxy = dmf_proxy_new(d, cfg->proxy_listen, &r->rules, why, sizeof(why));
+        if (d->proxy == NULL)
+            return flag_error(err, errlen, "--proxy-listen", why);
     }
 
     /* Announce only once every listener is bound: a daemon that is about to fail must not
      * be offered to others as a parent. */
-    if (cfg->scheduler) {
-        d.sched = dmf_sched_client_new(&d);
-        dmf_sched_client_announce_sync(d.sched, 2000);
-    }
+    dmf_engine_start(d);
+    r->engine_started = true;
 
-    /* The socket comes last: once it exists, the daemon is ready for `get`. */
-    d.local_api = dmf_local_api_new(&d, cfg->socket, err, sizeof(err));
-    if (d.local_api == NULL) {
-        fprintf(stderr, "damselfly daemon: --socket: %s\n", err);
-        goto out_servers;
-    }
+    d->local_api = dmf_local_api_new(d, cfg->socket, why, sizeof(why));
+    if (d->local_api == NULL)
+        return flag_error(err, errlen, "--socket", why);
 
-    sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
-    sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
-    event_add(sigint, NULL);
-    event_add(sigterm, NULL);
+    r->sigint = evsignal_new(d->base, SIGINT, on_signal, d);
+    r->sigterm = evsignal_new(d->base, SIGTERM, on_signal, d);
+    event_add(r->sigint, NULL);
+    event_add(r->sigterm, NULL);
     dmf_info("%s ready: host %s, pieces on %s:%u, rpc on port %d, socket %s, scheduler %s",
-             cfg->seed ? "seed peer" : "daemon", cfg->host_id, host, d.piece_port, d.rpc_port,
-             cfg->socket, cfg->scheduler ? cfg->scheduler : "none (origin only)");
-    if (d.proxy)
+             cfg->seed ? "seed peer" : "daemon", cfg->host_id, r->piece_host, d->piece_port,
+             d->rpc_port, cfg->socket, cfg->scheduler ? cfg->scheduler : "none (origin only)");
+    if (d->proxy)
         dmf_info("proxy on %s (port %u), registry mirror %s, %zu rules, %zu intercepted hosts",
-                 cfg->proxy_listen, dmf_proxy_port(d.proxy),
+                 cfg->proxy_listen, dmf_proxy_port(d->proxy),
                  cfg->registry_mirror ? cfg->registry_mirror : "none", nrules,
                  cfg->proxy_intercept.n);
-    event_base_dispatch(d.base);
-    rc = d.stopping ? 0 : 1;
+    return 0;
+}
 
-out_servers:
-    dmf_proxy_free(d.proxy); /* before the tasks its connections watch */
-    dmf_local_api_free(d.local_api);
-    dmf_rpc_server_free(d.rpc_server);
-    dmf_workq_free(d.workq); /* pieces being written land before their tasks go */
-    d.workq = NULL;
-    dmf_tasks_free_all(&d);
-    dmf_sched_client_free(d.sched);
-    dmf_piece_server_free(d.pieces);
-out_loop:
-    dmf_workq_free(d.workq);
-    if (sigint)
-        event_free(sigint);
-    if (sigterm)
-        event_free(sigterm);
-    dmf_http_free(d.http);
-    dmf_rpc_free(d.rpc);
-    event_base_free(d.base);
-    if (d.local_api)
-        unlink(cfg->socket);
-out_store:
-    dmf_store_close(d.store);
-out_cfg:
-    dmf_proxy_rules_free(&rules);
-    free(cfg->hostname);
-    cfg->hostname = NULL;
-    dmf_config_free(options, DMF_ARRAY_SIZE(options), cfg);
+/* Releases what daemon_start() made, in the one order that is safe, skipping what it
+ * never got to. */
+static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
+{
+    bool socket_made = d->local_api != NULL;
+    dmf_proxy_free(d->proxy); /* before the tasks its connections watch */
+    dmf_local_api_free(d->local_api);
+    dmf_rpc_server_free(d->rpc_server);
+    dmf_workq_free(d->workq); /* pieces being written land before their tasks go */
+    d->workq = NULL;
+    if (r->engine_started)
+        dmf_engine_stop(d);
+    dmf_piece_server_free(d->pieces);
+    if (r->sigint)
+        event_free(r->sigint);
+    if (r->sigterm)
+        event_free(r->sigterm);
+    dmf_http_free(d->http);
+    dmf_rpc_free(d->rpc);
+    if (d->base)
+        event_base_free(d->base);
+    if (socket_made)
+        unlink(d->cfg.socket);
+    dmf_store_close(d->store);
+    dmf_proxy_rules_free(&r->rules);
+    free(d->cfg.hostname);
+    d->cfg.hostname = NULL;
+}
+
+static int run(int argc, char **argv)
+{
+    struct dmf_daemon d;
+    memset(&d, 0, sizeof(d));
+    struct daemon_run r = {0};
+    char err[1024];
+    bool help = false;
+    int rc = 1;
+
+    if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &d.cfg, argc, argv, NULL, &help, err,
+                         sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly daemon: %s\n", err);
+        return 2;
+    }
+    if (help) {
+        dmf_config_usage(stdout, usage,
+                         "Run a daemon: download, store and upload pieces for this host.", options,
+                         DMF_ARRAY_SIZE(options));
+        dmf_config_free(options, DMF_ARRAY_SIZE(options), &d.cfg);
+        return 0;
+    }
+    if (check_config(&d.cfg, &r, err, sizeof(err)) != 0 ||
+        daemon_start(&d, &r, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly daemon: %s\n", err);
+    } else {
+        event_base_dispatch(d.base);
+        rc = d.stopping ? 0 : 1;
+    }
+    daemon_stop(&d, &r);
+    dmf_config_free(options, DMF_ARRAY_SIZE(options), &d.cfg);
     return rc;
 }
 

@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "common/taskid.h"
 #include "common/util.h"
-#include "daemon/peer/task.h"
+#include "daemon/peer/engine.h"
 #include "damselfly/v1/daemon.pb-c.h"
 
 #define URL_MAX        8192
@@ -47,36 +47,48 @@ static void finish(struct dmf_download *dl, grpc_status_code status, const char 
     dl->tr->finish(dl->ctx, status, details);
 }
 
+/* The TaskState a client sees for a task in this phase. */
+static Damselfly__V1__TaskState task_state(enum dmf_task_phase phase)
+{
+    switch (phase) {
+    case DMF_TASK_PHASE_PENDING:
+        return DAMSELFLY__V1__TASK_STATE__TASK_STATE_PENDING;
+    case DMF_TASK_PHASE_SUCCEEDED:
+        return DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED;
+    case DMF_TASK_PHASE_FAILED:
+        return DAMSELFLY__V1__TASK_STATE__TASK_STATE_FAILED;
+    default:
+        return DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING;
+    }
+}
+
 static void send_progress(struct dmf_download *dl, const uint32_t *pieces, size_t n,
                           Damselfly__V1__TaskState state)
 {
-    struct dmf_task *t = dl->t;
+    struct dmf_task_info info;
+    dmf_task_info(dl->t, &info);
     Damselfly__V1__DownloadTaskResponse r = DAMSELFLY__V1__DOWNLOAD_TASK_RESPONSE__INIT;
-    r.task_id = t->id;
-    r.peer_id = t->peer_id;
+    r.task_id = (char *)info.id;
+    r.peer_id = (char *)info.peer_id;
     r.state = state;
-    r.data_path = t->data_path ? t->data_path : "";
-    r.content_length = t->content_length;
-    r.piece_length = t->piece_length;
-    r.total_pieces = t->total_pieces;
+    r.data_path = (char *)info.data_path;
+    r.content_length = info.content_length;
+    r.piece_length = info.piece_length;
+    r.total_pieces = info.total_pieces;
     r.new_pieces = (uint32_t *)pieces;
     r.n_new_pieces = n;
-    r.completed_length = dmf_task_completed_length(t);
-    r.bytes_from_origin = t->bytes_origin;
-    r.bytes_from_peers = t->bytes_seed + t->bytes_peer;
-    r.content_digest = t->content_digest;
+    r.completed_length = info.completed_length;
+    r.bytes_from_origin = info.bytes_from_origin;
+    r.bytes_from_peers = info.bytes_from_peers;
+    r.content_digest = (char *)info.content_digest;
     dl->tr->send(dl->ctx, &r);
 }
 
 /* Every piece held, for a client that joins a task in progress or done. */
 static void send_held(struct dmf_download *dl, Damselfly__V1__TaskState state)
 {
-    struct dmf_task *t = dl->t;
-    uint32_t *held = dmf_xmalloc(((size_t)t->have.count + 1) * sizeof(*held));
-    size_t n = 0;
-    for (uint32_t i = 0; i < t->have.nbits && n < t->have.count; i++)
-        if (dmf_bitmap_get(&t->have, i))
-            held[n++] = i;
+    uint32_t *held;
+    size_t n = dmf_task_held_pieces(dl->t, &held);
     send_progress(dl, held, n, state);
     free(held);
 }
@@ -93,11 +105,13 @@ static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces
     dl->done = true;
     if (dl->timeout)
         evtimer_del(dl->timeout);
-    if (t->state == DMF_TASK_SUCCEEDED) {
+    struct dmf_task_info info;
+    dmf_task_info(t, &info);
+    if (info.phase == DMF_TASK_PHASE_SUCCEEDED) {
         send_progress(dl, pieces, n, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
         finish(dl, GRPC_STATUS_OK, NULL);
     } else {
-        finish(dl, GRPC_STATUS_ABORTED, t->error ? t->error : "download failed");
+        finish(dl, GRPC_STATUS_ABORTED, info.error ? info.error : "download failed");
     }
 }
 
@@ -108,10 +122,12 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
         return;
     dl->done = true;
     dmf_task_unsubscribe(dl->t, &dl->sub);
+    struct dmf_task_info info;
+    dmf_task_info(dl->t, &info);
     char msg[160];
     snprintf(msg, sizeof(msg), "timed out after %.1f s with %llu bytes of %lld",
-             (double)dl->timeout_ms / 1000.0, (unsigned long long)dmf_task_completed_length(dl->t),
-             (long long)dl->t->content_length);
+             (double)dl->timeout_ms / 1000.0, (unsigned long long)info.completed_length,
+             (long long)info.content_length);
     finish(dl, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
 }
 
@@ -193,22 +209,24 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         .filter_query = &filter,
         .disable_back_to_source = req->disable_back_to_source,
     };
-    struct dmf_task *t = dmf_task_open(d, id, &treq);
+    struct dmf_task *t;
+    int e = dmf_engine_open(d, id, &treq, &t);
     dl->t = t;
     dmf_strlist_free(&headers);
     dmf_strlist_free(&filter);
-    if (dmf_task_ensure_data(t) != 0) {
+    if (e != 0) {
         status = GRPC_STATUS_INTERNAL;
         snprintf(err, sizeof(err), "cannot open the task's data file");
-        dl->t = NULL;
         goto fail_nofree;
     }
-    if (dmf_task_complete(t) && t->state != DMF_TASK_FAILED) {
+    if (dmf_task_cached(t)) {
         /* Already here: the local cache answers, nobody else is asked. */
-        dmf_info("task %s: served from the local cache (%lld bytes)", t->id,
-                 (long long)t->content_length);
-        dmf_metric_add(&dmf_m_bytes_local, t->content_length);
-        t->bytes_origin = t->bytes_seed = t->bytes_peer = 0;
+        struct dmf_task_info info;
+        dmf_task_info(t, &info);
+        dmf_info("task %s: served from the local cache (%lld bytes)", info.id,
+                 (long long)info.content_length);
+        dmf_metric_add(&dmf_m_bytes_local, info.content_length);
+        dmf_task_serve_cached(t);
         send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
         finish(dl, GRPC_STATUS_OK, NULL);
         return;
@@ -312,21 +330,20 @@ static void stat_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data
         dmf_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "a valid task_id is required");
         goto out;
     }
-    struct dmf_task *t = dmf_task_find(d, req->task_id);
+    struct dmf_task *t = dmf_engine_find(d, req->task_id);
     if (t == NULL) {
         dmf_rpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "no such task on this daemon");
         goto out;
     }
+    struct dmf_task_info info;
+    dmf_task_info(t, &info);
     Damselfly__V1__StatLocalTaskResponse r = DAMSELFLY__V1__STAT_LOCAL_TASK_RESPONSE__INIT;
-    r.task_id = t->id;
-    r.state = t->state == DMF_TASK_SUCCEEDED ? DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED
-              : t->state == DMF_TASK_FAILED  ? DAMSELFLY__V1__TASK_STATE__TASK_STATE_FAILED
-              : t->state == DMF_TASK_IDLE    ? DAMSELFLY__V1__TASK_STATE__TASK_STATE_PENDING
-                                             : DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING;
-    r.content_length = t->content_length;
-    r.total_pieces = t->total_pieces;
-    r.held_pieces = t->have.count;
-    r.url = t->url ? t->url : "";
+    r.task_id = (char *)info.id;
+    r.state = task_state(info.phase);
+    r.content_length = info.content_length;
+    r.total_pieces = info.total_pieces;
+    r.held_pieces = info.held_pieces;
+    r.url = (char *)info.url;
     dmf_rpc_call_send(call, &r.base);
     dmf_rpc_call_finish(call, GRPC_STATUS_OK, NULL);
 out:

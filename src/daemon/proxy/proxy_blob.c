@@ -1,0 +1,252 @@
+/* Content from a task, through P2P or from the local cache (states AUTH and BLOB): a
+ * blob of a registry after the registry's HEAD accepted the client's own headers, or a
+ * URL the rules send through P2P; see proxy_conn.h. The task is the engine's
+ * (daemon/peer/engine.h), seen through its façade only. */
+#include "daemon/proxy/proxy_conn.h"
+
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/pieces.h"
+#include "common/taskid.h"
+
+#define READ_CHUNK (256u << 10)
+
+static void send_blob_headers(struct conn *c, long status, int64_t total)
+{
+    struct evbuffer *o = proxy_out(c);
+    int64_t len = c->end - c->off + 1;
+    evbuffer_add_printf(o, "HTTP/1.1 %ld %s\r\n", status, dmf_proxy_status_reason(status));
+    evbuffer_add_printf(o, "Content-Length: %" PRId64 "\r\n", len < 0 ? 0 : len);
+    evbuffer_add_printf(o, "Content-Type: application/octet-stream\r\n");
+    evbuffer_add_printf(o, "Accept-Ranges: bytes\r\n");
+    if (status == 206)
+        evbuffer_add_printf(o, "Content-Range: bytes %" PRId64 "-%" PRId64 "/%" PRId64 "\r\n",
+                            c->off, c->end, total);
+    if (c->digest[0]) {
+        evbuffer_add_printf(o, "Docker-Content-Digest: %s\r\n", c->digest);
+        evbuffer_add_printf(o, "Etag: \"%s\"\r\n", c->digest);
+    }
+    if (!c->req.keep_alive) {
+        evbuffer_add_printf(o, "Connection: close\r\n");
+        c->close_after = true;
+    }
+    evbuffer_add(o, "\r\n", 2);
+    c->headers_sent = true;
+    c->resp_started = true;
+}
+
+/* May byte offset off of task t (info: its snapshot) be sent? Its piece is verified, and
+ * the last piece only once the whole task is (the content digest is checked before the
+ * last byte leaves). */
+static bool sendable(const struct dmf_task *t, const struct dmf_task_info *info, int64_t off)
+{
+    uint32_t n = (uint32_t)((uint64_t)off / info->piece_length);
+    if (!dmf_task_has_piece(t, n))
+        return false;
+    return n + 1 < info->total_pieces || info->phase == DMF_TASK_PHASE_SUCCEEDED;
+}
+
+void proxy_blob_pump(struct conn *c)
+{
+    struct dmf_task *t = c->t;
+    if (c->dead || c->state != C_BLOB || t == NULL)
+        return;
+    /* Nothing below gives control back to the loop, so the snapshot holds throughout. */
+    struct dmf_task_info info;
+    dmf_task_info(t, &info);
+    if (!c->headers_sent) {
+        if (info.content_length < 0 || info.piece_length == 0)
+            return;
+        int64_t total = info.content_length;
+        bool done = info.phase == DMF_TASK_PHASE_SUCCEEDED;
+        int64_t start = 0, end = total - 1;
+        long status = 200;
+        const char *range = dmf_proxy_request_header(&c->req, "range");
+        int r = range ? dmf_proxy_parse_range(range, total, &start, &end) : 0;
+        if (r < 0) {
+            evbuffer_add_printf(proxy_out(c),
+                                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes "
+                                "*/%" PRId64 "\r\nContent-Length: 0\r\n\r\n",
+                                total);
+            proxy_request_done(c);
+            return;
+        }
+        if (r > 0)
+            status = 206;
+        c->off = start;
+        c->end = end;
+        /* The response starts with its first verified piece; an empty content only once
+         * it is verified (its digest is all there is to check). */
+        if (!done && (total == 0 || !sendable(t, &info, start)))
+            return;
+        send_blob_headers(c, status, total);
+        dmf_info("proxy conn %lu: %s: streaming %s task %s (%" PRId64 " bytes%s)", c->id, c->what,
+                 c->from_cache ? "cached" : "P2P", info.id, end - start + 1,
+                 status == 206 ? ", a range" : "");
+        if (c->head_only) {
+            proxy_request_done(c);
+            return;
+        }
+    }
+    while (c->off <= c->end && evbuffer_get_length(proxy_out(c)) < DMF_PROXY_OUT_HIGH) {
+        if (!sendable(t, &info, c->off))
+            return; /* more on the next update */
+        uint32_t n = (uint32_t)((uint64_t)c->off / info.piece_length);
+        uint64_t piece_end = dmf_piece_offset(info.piece_length, n) +
+                             dmf_piece_size(info.content_length, info.piece_length, n);
+        size_t want = (size_t)DMF_MIN(DMF_MIN((uint64_t)(c->end + 1), piece_end) - (uint64_t)c->off,
+                                      (uint64_t)READ_CHUNK);
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(proxy_out(c), (ev_ssize_t)want, &v, 1) < 1) {
+            proxy_conn_close(c, true);
+            return;
+        }
+        ssize_t got = dmf_task_read(t, v.iov_base, want, (uint64_t)c->off);
+        if (got <= 0) {
+            dmf_warn("proxy conn %lu: task %s: cannot read its data file", c->id, info.id);
+            proxy_conn_close(c, true);
+            return;
+        }
+        v.iov_len = (size_t)got;
+        evbuffer_commit_space(proxy_out(c), &v, 1);
+        c->off += got;
+        dmf_metric_add(&proxy_m_bytes_p2p, got);
+        if (c->from_cache)
+            dmf_metric_add(&dmf_m_bytes_local, got);
+    }
+    if (c->off > c->end)
+        proxy_request_done(c);
+}
+
+static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces, size_t n,
+                           bool end)
+{
+    struct conn *c = arg;
+    if (c->dead)
+        return;
+    if (end)
+        c->subscribed = false;
+    struct dmf_task_info info;
+    dmf_task_info(t, &info);
+    if (!end || info.phase == DMF_TASK_PHASE_SUCCEEDED) {
+        proxy_blob_pump(c);
+        return;
+    }
+    const char *why = info.error ? info.error : "unknown";
+    if (!c->headers_sent) {
+        /* Nothing sent yet: the client can still get the content from the origin. */
+        dmf_warn("proxy conn %lu: %s: task %s failed (%s)", c->id, c->what, info.id, why);
+        c->t = NULL;
+        proxy_pass_start(c, true);
+        return;
+    }
+    dmf_warn("proxy conn %lu: %s: task %s failed after %" PRId64 " bytes were sent (%s): "
+             "connection aborted",
+             c->id, c->what, info.id, c->off, why);
+    if (info.error && strstr(info.error, "digest"))
+        dmf_metric_add(&proxy_m_aborts, 1);
+    proxy_conn_close(c, true);
+}
+
+static void start_task(struct conn *c)
+{
+    struct dmf_daemon *d = c->p->d;
+    char id[DMF_TASK_ID_LEN + 1], err[256];
+    struct dmf_task_id_input in = {.url = c->url, .digest = c->digest[0] ? c->digest : NULL};
+    if (dmf_task_id(&in, id, err, sizeof(err)) != 0) {
+        proxy_pass_start(c, false);
+        return;
+    }
+    proxy_forward_headers(c, true);
+    struct dmf_task_request treq = {
+        .url = c->url,
+        .headers = &c->fwd,
+        .digest = c->digest[0] ? c->digest : NULL,
+    };
+    struct dmf_task *t;
+    if (dmf_engine_open(d, id, &treq, &t) != 0) {
+        proxy_pass_start(c, true); /* no data file: the origin directly */
+        return;
+    }
+    dmf_metric_add(&proxy_m_req_p2p, 1);
+    c->t = t;
+    proxy_conn_set_state(c, C_BLOB);
+    if (dmf_task_cached(t)) {
+        c->from_cache = true;
+        dmf_task_serve_cached(t);
+        proxy_blob_pump(c);
+        return;
+    }
+    c->sub.on_update = on_task_update;
+    c->sub.arg = c;
+    dmf_task_subscribe(t, &c->sub);
+    c->subscribed = true;
+    dmf_task_start(t);
+    proxy_blob_pump(c);
+}
+
+/* The registry's verdict on this client reading this blob. */
+static int auth_on_headers(void *arg, dmf_http_req_t *req, long status)
+{
+    struct conn *c = arg;
+    c->passed = (uint64_t)status; /* kept for on_done */
+    return 0;
+}
+
+static void auth_on_done(void *arg, dmf_http_req_t *req, int err, const char *reason)
+{
+    struct conn *c = arg;
+    c->hreq = NULL;
+    if (c->dead)
+        return;
+    long status = (long)c->passed;
+    c->passed = 0;
+    if (err != 0) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "cannot ask the registry whether this client may read the blob: %s", reason);
+        proxy_respond_error(c, 502, msg);
+        return;
+    }
+    if (status >= 200 && status < 400) {
+        start_task(c);
+        return;
+    }
+    /* Not allowed (or not there): the client gets the registry's own answer to its GET. */
+    dmf_info("proxy conn %lu: %s: the registry answered %ld to this client's credentials", c->id,
+             c->what, status);
+    dmf_metric_add(&proxy_m_auth_denied, 1);
+    proxy_pass_start(c, false);
+}
+
+static const struct dmf_http_req_ops auth_ops = {
+    .on_headers = auth_on_headers,
+    .on_done = auth_on_done,
+};
+
+static void start_auth(struct conn *c)
+{
+    proxy_forward_headers(c, true);
+    dmf_strlist_push(&c->fwd, "Accept:");
+    struct dmf_http_opts o = {
+        .headers = &c->fwd,
+        .method = "HEAD",
+        .http11 = 1,
+    };
+    proxy_conn_set_state(c, C_AUTH);
+    c->passed = 0;
+    c->hreq = dmf_http_get(c->p->d->http, c->url, &o, &auth_ops, c);
+}
+
+void proxy_blob_start(struct conn *c)
+{
+    if (c->is_blob)
+        start_auth(c); /* a registry's blob: may this client read it? */
+    else
+        start_task(c);
+}
