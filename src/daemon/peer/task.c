@@ -793,7 +793,7 @@ static void start_verify(struct dmf_task *t)
     t->verify = job;
 }
 
-/* ---------------------------------------------------------------- the façade (engine.h) */
+/* ---------------------------------------------------------------- what other wings may do (task_view.h) */
 
 void dmf_task_start(struct dmf_task *t)
 {

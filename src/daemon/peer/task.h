@@ -2,7 +2,7 @@
  * them. The task owns its state (task_fsm.h decides the transitions; task.c applies them
  * and logs each one), its piece book, and the parts that fetch: parents, the AnnouncePeer
  * stream and back-to-source, which report back through their sinks and never write the
- * task's fields. Engine-private: other wings see a task through engine.h only. */
+ * task's fields. Engine-private: other wings see a task through engine.h (task_view.h) only. */
 #ifndef DMF_TASK_H
 #define DMF_TASK_H
 
@@ -14,11 +14,11 @@
 #include "common/pieces.h"
 #include "common/taskid.h"
 #include "daemon/daemon.h"
-#include "daemon/peer/engine.h"
 #include "daemon/peer/piece_book.h"
 #include "daemon/peer/task_fsm.h"
+#include "daemon/peer/task_view.h"
 
-/* The engine's metrics (defined in task.c; dmf_m_bytes_local is in engine.h). */
+/* The engine's metrics (defined in task.c; dmf_m_bytes_local is in task_view.h). */
 extern struct dmf_metric dmf_m_bytes_origin, dmf_m_bytes_seed, dmf_m_bytes_peer,
     dmf_m_verify_failures, dmf_m_tasks_succeeded, dmf_m_tasks_failed;
 

@@ -1,0 +1,89 @@
+/* A task as the daemon's other wings see it: the request that opens it, the watcher
+ * that follows it, the snapshot of what is known, and what a watcher may do with it
+ * (start, watch, read its verified bytes). Implemented by task.c; reached by other wings
+ * through engine.h, which includes this header. The task's fields stay private. */
+#ifndef DMF_TASK_VIEW_H
+#define DMF_TASK_VIEW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/config.h"
+#include "common/metrics.h"
+
+struct dmf_task;
+
+/* A task's state as its watchers see it (the engine's finer states map onto these). */
+enum dmf_task_phase {
+    DMF_TASK_PHASE_PENDING,   /* known, nothing running */
+    DMF_TASK_PHASE_RUNNING,   /* downloading or verifying */
+    DMF_TASK_PHASE_SUCCEEDED, /* every piece held and verified */
+    DMF_TASK_PHASE_FAILED,
+};
+
+/* What a download asks for (all borrowed by dmf_engine_open, which copies). Headers are
+ * secrets: never logged, never stored. */
+struct dmf_task_request {
+    const char *url;
+    const struct dmf_strlist *headers; /* "Name: value" */
+    const char *tag;
+    const char *digest; /* "sha256:HEX" or NULL */
+    const struct dmf_strlist *filter_query;
+    bool disable_back_to_source;
+};
+
+/* A snapshot of a task. Strings are borrowed from the task: valid until control returns
+ * to the event loop. */
+struct dmf_task_info {
+    const char *id;
+    const char *peer_id;
+    const char *url;            /* "" when unknown */
+    const char *data_path;      /* "" when the data file is not open */
+    const char *content_digest; /* "sha256:HEX" once verified against one, else "" */
+    const char *error;          /* why it failed, or NULL */
+    enum dmf_task_phase phase;
+    int64_t content_length; /* -1 unknown */
+    uint32_t piece_length;  /* 0 unknown */
+    uint32_t total_pieces;  /* valid when content_length >= 0 */
+    uint32_t held_pieces;
+    uint64_t completed_length; /* bytes of verified pieces */
+    uint64_t bytes_from_origin, bytes_from_peers; /* of the current download */
+};
+
+/* A local watcher of a task (a DownloadTask call, a proxy connection). on_update gets the
+ * pieces verified since the previous call (borrowed) and end = true once the task
+ * succeeded or failed (then the subscription is already removed). */
+struct dmf_task_sub {
+    void (*on_update)(void *arg, struct dmf_task *t, const uint32_t *pieces, size_t n, bool end);
+    void *arg;
+    struct dmf_task_sub *next;
+};
+
+/* Fills *info (see struct dmf_task_info for how long its strings live). */
+void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info);
+/* True when the task can be served from the local cache now: every piece held, verified,
+ * and it has not failed. */
+bool dmf_task_cached(const struct dmf_task *t);
+/* A cached task is about to be served whole from this host: it is marked SUCCEEDED if it
+ * was not, and its per-download byte counters are zeroed (nothing came from elsewhere). */
+void dmf_task_serve_cached(struct dmf_task *t);
+/* Starts downloading unless the task is complete or already running. */
+void dmf_task_start(struct dmf_task *t);
+void dmf_task_subscribe(struct dmf_task *t, struct dmf_task_sub *sub);
+void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub);
+
+/* True when piece n is held and verified. */
+bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n);
+/* Every held piece's number, ascending, into a malloc'd array the caller frees (*out is
+ * never NULL); returns how many. */
+size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out);
+/* Reads up to len bytes at offset off of the task's data file: what pread returns. Only
+ * bytes of held pieces are meaningful. */
+ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t off);
+
+/* Bytes handed out from this host's cache (the local API and the proxy add to it). */
+extern struct dmf_metric dmf_m_bytes_local;
+
+#endif
