@@ -50,7 +50,7 @@ static struct dmf_task_step step(enum dmf_task_state to, unsigned actions)
 static struct dmf_task_step to_origin(enum dmf_task_state from, const struct dmf_task_facts *f)
 {
     if (f->back_to_source_disabled)
-        return step(from == DMF_TASK_IDLE ? DMF_TASK_REGISTERING : from,
+        return step(dmf_task_state_running(from) ? from : DMF_TASK_REGISTERING,
                     DMF_TASK_DO_FAIL_NO_SOURCE | DMF_TASK_DO_KICK);
     return step(DMF_TASK_BACK_TO_SOURCE, DMF_TASK_DO_START_SOURCE);
 }
