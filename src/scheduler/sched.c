@@ -1,9 +1,10 @@
-/* The scheduler's state and decisions; see sched.h and docs/internals/SCHEDULER.md. */
+/* The scheduler's state and decisions; see sched.h and docs/internals/SCHEDULER.md. The
+ * bounds checks of network input are in sched_check.c, the scoring and choice of parents
+ * and seeds in sched_rank.c; this file owns the tables and the parent graph and makes
+ * every change to them. */
 #include "scheduler/sched.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,110 +14,21 @@
 #include "common/pieces.h"
 #include "common/taskid.h"
 #include "common/util.h"
+#include "scheduler/sched_check.h"
+#include "scheduler/sched_rank.h"
+#include "scheduler/sched_state.h"
 #include "scheduler/strmap.h"
-
-#define UNREACHABLE_RING    8  /* recent unreachable reports remembered per host */
-#define BLOCKED_MAX         16 /* parent hosts a peer asked not to be offered again */
-#define SEED_FALLBACK_BELOW 2  /* a seed parent only for peers with fewer normal parents */
-
-#define PEER_KEY_LEN (DMF_TASK_ID_LEN + DMF_SCHED_ID_MAX + 1)
-
-struct host {
-    char *id;
-    char *hostname;
-    char *ip;
-    char *idc;
-    char *location;
-    uint32_t piece_port;
-    uint32_t rpc_port;
-    int type;
-    uint64_t upload_capacity;
-    uint64_t upload_rate;
-    uint32_t active_uploads;
-    uint64_t last_seen;
-    uint32_t bad_reports;
-    uint64_t last_bad_at;
-    uint32_t unreachable_reports;
-    uint64_t unreachable_at[UNREACHABLE_RING]; /* ring, indexed by count % size */
-    bool leaving;                              /* being removed: offer nothing on it */
-    LIST_HEAD(, dmf_scheduler_peer) peers;
-    TAILQ_ENTRY(host) by_seen; /* oldest announce first */
-    LIST_ENTRY(host) seeds;    /* on the seed list when type is seed */
-};
-
-struct header {
-    char *name;
-    char *value;
-};
-
-struct task {
-    char id[DMF_TASK_ID_LEN + 1];
-    /* The latest registrant's request, kept to trigger a seed; headers never logged. */
-    char *url;
-    struct header *headers;
-    size_t nheaders;
-    char *tag;
-    char *digest;
-    char **filter_query;
-    size_t nfilter_query;
-
-    int64_t content_length; /* -1 unknown */
-    uint32_t piece_length;  /* 0 unknown */
-    uint32_t total_pieces;  /* valid when content_length >= 0 */
-
-    /* Piece digests in arrival order, and where each piece's digest sits (index + 1). */
-    struct dmf_scheduler_digest *digests;
-    size_t ndigests, digests_cap;
-    uint32_t *digest_at;
-    uint32_t digest_at_len;
-
-    bool seed_failed; /* a seed trigger failed: ask none again for this task */
-    size_t npeers;
-    TAILQ_HEAD(, dmf_scheduler_peer) peers;
-    TAILQ_ENTRY(task) link;
-};
-
-/* child -> parent in a task's parent graph (a DAG). */
-struct edge {
-    struct dmf_scheduler_peer *child, *parent;
-    LIST_ENTRY(edge) in_child;
-    LIST_ENTRY(edge) in_parent;
-};
-
-struct dmf_scheduler_peer {
-    char key[PEER_KEY_LEN + 1]; /* task id then host id: the peer table's key */
-    char *peer_id;
-    struct task *task;
-    struct host *host;
-    enum dmf_scheduler_peer_state state;
-    uint32_t held_base;  /* pieces held at register (a resumed download) */
-    dmf_bitmap_t held;   /* pieces reported since */
-    bool placeholder;    /* a seed asked to fetch; no stream has taken it over yet */
-    bool triggered_seed; /* this peer exists because the scheduler triggered a seed */
-    uint64_t trigger_id;
-    void *stream;     /* the service's stream, or NULL when detached */
-    size_t meta_sent; /* task digests already sent on the stream */
-    char *blocked[BLOCKED_MAX];
-    size_t nblocked;
-    uint64_t mark;     /* traversal epoch */
-    uint32_t nparents; /* parents in use (pushed candidates add up) */
-    uint32_t nchildren;
-    LIST_HEAD(, edge) parents;
-    LIST_HEAD(, edge) children;
-    TAILQ_ENTRY(dmf_scheduler_peer) in_task;
-    LIST_ENTRY(dmf_scheduler_peer) in_host;
-};
 
 struct dmf_scheduler {
     struct dmf_scheduler_config cfg;
     struct dmf_scheduler_sink sink;
     void *sink_arg;
-    dmf_strmap_t hosts; /* id -> struct host */
-    dmf_strmap_t tasks; /* id -> struct task */
+    dmf_strmap_t hosts; /* id -> struct dmf_sched_host */
+    dmf_strmap_t tasks; /* id -> struct dmf_sched_task */
     dmf_strmap_t peers; /* task id + host id -> peer */
-    TAILQ_HEAD(, host) hosts_by_seen;
-    LIST_HEAD(, host) seeds;
-    TAILQ_HEAD(, task) all_tasks;
+    TAILQ_HEAD(, dmf_sched_host) hosts_by_seen;
+    struct dmf_sched_host_list seeds;
+    TAILQ_HEAD(, dmf_sched_task) all_tasks;
     size_t nhosts, ntasks, npeers;
     uint64_t epoch;
     uint64_t next_trigger_id;
@@ -137,136 +49,14 @@ static uint64_t now_ms(const dmf_scheduler_t *s)
     return s->cfg.now ? s->cfg.now(s->cfg.now_arg) : dmf_now_ms();
 }
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen)
-        vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-/* ------------------------------------------------------------ input checks */
-
-/* An identifier: 1..max bytes of printable ASCII without spaces (it goes into logs). */
-static int check_id(const char *what, const char *v, size_t max, char *err, size_t errlen)
-{
-    size_t n = v ? strlen(v) : 0;
-    if (n == 0)
-        return fail(err, errlen, -EINVAL, "%s is empty", what);
-    if (n > max)
-        return fail(err, errlen, -EINVAL, "%s is longer than %zu bytes", what, max);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
-            return fail(err, errlen, -EINVAL, "%s contains a space or a non-printable byte", what);
-    return 0;
-}
-
-/* Free text: 0..max bytes, no control characters. */
-static int check_text(const char *what, const char *v, size_t max, char *err, size_t errlen)
-{
-    size_t n = v ? strlen(v) : 0;
-    if (n > max)
-        return fail(err, errlen, -EINVAL, "%s is longer than %zu bytes", what, max);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-            return fail(err, errlen, -EINVAL, "%s contains a control character", what);
-    return 0;
-}
-
-static int check_task_id(const char *id, char *err, size_t errlen)
-{
-    if (id == NULL || !dmf_task_id_valid(id))
-        return fail(err, errlen, -EINVAL, "task_id must be 64 lower-case hex digits");
-    return 0;
-}
-
-static int check_host_info(const dmf_scheduler_t *s, const struct dmf_scheduler_host_info *h,
-                           char *err, size_t errlen)
-{
-    int rc;
-    if ((rc = check_id("host id", h->id, DMF_SCHED_ID_MAX, err, errlen)) != 0 ||
-        (rc = check_text("hostname", h->hostname, DMF_SCHED_HOSTNAME_MAX, err, errlen)) != 0 ||
-        (rc = check_text("idc", h->idc, DMF_SCHED_ID_MAX, err, errlen)) != 0 ||
-        (rc = check_text("location", h->location, DMF_SCHED_LOCATION_MAX, err, errlen)) != 0)
-        return rc;
-    unsigned char addr[16];
-    if (h->ip == NULL || strlen(h->ip) > 64 ||
-        (inet_pton(AF_INET, h->ip, addr) != 1 && inet_pton(AF_INET6, h->ip, addr) != 1))
-        return fail(err, errlen, -EINVAL, "host %s: ip is not an IPv4 or IPv6 address", h->id);
-    if (h->piece_port == 0 || h->piece_port > 65535)
-        return fail(err, errlen, -EINVAL, "host %s: piece_port %u is not in 1..65535", h->id,
-                    h->piece_port);
-    if (h->rpc_port > 65535)
-        return fail(err, errlen, -EINVAL, "host %s: rpc_port %u is not in 0..65535", h->id,
-                    h->rpc_port);
-    if (h->type != DMF_SCHED_HOST_NORMAL && h->type != DMF_SCHED_HOST_SEED)
-        return fail(err, errlen, -EINVAL, "host %s: unknown host type %d", h->id, h->type);
-    if (h->type == DMF_SCHED_HOST_SEED && h->rpc_port == 0)
-        return fail(err, errlen, -EINVAL, "seed host %s needs an rpc_port", h->id);
-    return 0;
-}
-
-static int check_register(const struct dmf_scheduler_register *r, char *err, size_t errlen)
-{
-    int rc;
-    if ((rc = check_task_id(r->task_id, err, errlen)) != 0 ||
-        (rc = check_id("peer_id", r->peer_id, DMF_SCHED_ID_MAX, err, errlen)) != 0 ||
-        (rc = check_id("host_id", r->host_id, DMF_SCHED_ID_MAX, err, errlen)) != 0 ||
-        (rc = check_text("tag", r->tag, DMF_SCHED_TAG_MAX, err, errlen)) != 0)
-        return rc;
-    /* The URL may carry signed-query secrets: it is checked, never echoed. */
-    size_t ul = r->url ? strlen(r->url) : 0;
-    if (ul == 0)
-        return fail(err, errlen, -EINVAL, "url is empty");
-    if (ul > DMF_SCHED_URL_MAX)
-        return fail(err, errlen, -EINVAL, "url is longer than %u bytes", DMF_SCHED_URL_MAX);
-    if ((rc = check_text("url", r->url, DMF_SCHED_URL_MAX, err, errlen)) != 0)
-        return rc;
-    if (r->nheaders > DMF_SCHED_HEADERS_MAX)
-        return fail(err, errlen, -EINVAL, "more than %u headers", DMF_SCHED_HEADERS_MAX);
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const char *n = r->headers[i].name ? r->headers[i].name : "";
-        const char *v = r->headers[i].value ? r->headers[i].value : "";
-        if (*n == '\0')
-            return fail(err, errlen, -EINVAL, "header %zu has an empty name", i);
-        if (strlen(n) + strlen(v) > DMF_SCHED_HEADER_MAX)
-            return fail(err, errlen, -EINVAL, "header %zu is longer than %u bytes", i,
-                        DMF_SCHED_HEADER_MAX);
-        if (strpbrk(n, "\r\n:") != NULL || strpbrk(v, "\r\n") != NULL)
-            return fail(err, errlen, -EINVAL, "header %zu contains CR, LF or ':' in its name", i);
-    }
-    if (r->nfilter_query > DMF_SCHED_FILTERS_MAX)
-        return fail(err, errlen, -EINVAL, "more than %u filter_query entries",
-                    DMF_SCHED_FILTERS_MAX);
-    for (size_t i = 0; i < r->nfilter_query; i++)
-        if ((rc = check_text("filter_query entry", r->filter_query[i], DMF_SCHED_FILTER_MAX, err,
-                             errlen)) != 0)
-            return rc;
-    if (r->digest && *r->digest) {
-        uint8_t d[DMF_SHA256_LEN];
-        char why[128];
-        if (dmf_digest_parse(r->digest, d, why, sizeof(why)) != 0)
-            return fail(err, errlen, -EINVAL, "digest: %s", why);
-    }
-    if (r->held_pieces > DMF_PIECES_MAX)
-        return fail(err, errlen, -EINVAL, "held_pieces %u is more than %u", r->held_pieces,
-                    DMF_PIECES_MAX);
-    return 0;
-}
-
 /* ------------------------------------------------------------ hosts */
 
-static struct host *host_get(const dmf_scheduler_t *s, const char *id)
+static struct dmf_sched_host *host_get(const dmf_scheduler_t *s, const char *id)
 {
     return dmf_strmap_get(&s->hosts, id);
 }
 
-static void host_free(struct host *h)
+static void host_free(struct dmf_sched_host *h)
 {
     free(h->id);
     free(h->hostname);
@@ -274,21 +64,6 @@ static void host_free(struct host *h)
     free(h->idc);
     free(h->location);
     free(h);
-}
-
-static uint32_t host_recent_unreachable(const struct host *h, uint64_t now)
-{
-    uint32_t n = 0;
-    uint32_t kept = DMF_MIN(h->unreachable_reports, (uint32_t)UNREACHABLE_RING);
-    for (uint32_t i = 0; i < kept; i++)
-        if (now - h->unreachable_at[i] < DMF_SCHED_UNREACHABLE_WIN)
-            n++;
-    return n;
-}
-
-static bool host_excluded(const dmf_scheduler_t *s, const struct host *h)
-{
-    return h->leaving || h->bad_reports >= s->cfg.bad_parent_threshold;
 }
 
 static void replace_str(char **dst, const char *src)
@@ -300,14 +75,14 @@ static void replace_str(char **dst, const char *src)
 int dmf_scheduler_announce_host(dmf_scheduler_t *s, const struct dmf_scheduler_host_info *in,
                                 char *err, size_t errlen)
 {
-    int rc = check_host_info(s, in, err, errlen);
+    int rc = dmf_sched_check_host_info(in, err, errlen);
     if (rc != 0)
         return rc;
-    struct host *h = host_get(s, in->id);
+    struct dmf_sched_host *h = host_get(s, in->id);
     if (h == NULL) {
         if (s->nhosts >= s->cfg.max_hosts)
-            return fail(err, errlen, -ENOSPC, "too many hosts (%zu): host %s refused",
-                        s->cfg.max_hosts, in->id);
+            return dmf_sched_fail(err, errlen, -ENOSPC, "too many hosts (%zu): host %s refused",
+                                  s->cfg.max_hosts, in->id);
         h = dmf_xcalloc(1, sizeof(*h));
         h->id = dmf_xstrdup(in->id);
         LIST_INIT(&h->peers);
@@ -343,7 +118,7 @@ int dmf_scheduler_announce_host(dmf_scheduler_t *s, const struct dmf_scheduler_h
 
 /* ------------------------------------------------------------ tasks */
 
-static void task_clear_request(struct task *t)
+static void task_clear_request(struct dmf_sched_task *t)
 {
     free(t->url);
     for (size_t i = 0; i < t->nheaders; i++) {
@@ -366,7 +141,7 @@ static void task_clear_request(struct task *t)
     t->nfilter_query = 0;
 }
 
-static void task_set_request(struct task *t, const struct dmf_scheduler_register *r)
+static void task_set_request(struct dmf_sched_task *t, const struct dmf_scheduler_register *r)
 {
     task_clear_request(t);
     t->url = dmf_xstrdup(r->url);
@@ -384,9 +159,9 @@ static void task_set_request(struct task *t, const struct dmf_scheduler_register
     t->nfilter_query = r->nfilter_query;
 }
 
-static struct task *task_new(dmf_scheduler_t *s, const char *id)
+static struct dmf_sched_task *task_new(dmf_scheduler_t *s, const char *id)
 {
-    struct task *t = dmf_xcalloc(1, sizeof(*t));
+    struct dmf_sched_task *t = dmf_xcalloc(1, sizeof(*t));
     memcpy(t->id, id, DMF_TASK_ID_LEN);
     t->content_length = -1;
     TAILQ_INIT(&t->peers);
@@ -396,7 +171,7 @@ static struct task *task_new(dmf_scheduler_t *s, const char *id)
     return t;
 }
 
-static void task_free(struct task *t)
+static void task_free(struct dmf_sched_task *t)
 {
     task_clear_request(t);
     free(t->digests);
@@ -404,7 +179,7 @@ static void task_free(struct task *t)
     free(t);
 }
 
-static void task_remove(dmf_scheduler_t *s, struct task *t)
+static void task_remove(dmf_scheduler_t *s, struct dmf_sched_task *t)
 {
     dmf_strmap_del(&s->tasks, t->id);
     TAILQ_REMOVE(&s->all_tasks, t, link);
@@ -413,7 +188,7 @@ static void task_remove(dmf_scheduler_t *s, struct task *t)
     task_free(t);
 }
 
-static void task_meta(const struct task *t, size_t from, struct dmf_scheduler_meta *m)
+static void task_meta(const struct dmf_sched_task *t, size_t from, struct dmf_scheduler_meta *m)
 {
     m->task_id = t->id;
     m->content_length = t->content_length;
@@ -424,14 +199,14 @@ static void task_meta(const struct task *t, size_t from, struct dmf_scheduler_me
 }
 
 /* The stored digest of piece n, or NULL. */
-static const struct dmf_scheduler_digest *task_digest(const struct task *t, uint32_t n)
+static const struct dmf_scheduler_digest *task_digest(const struct dmf_sched_task *t, uint32_t n)
 {
     if (n >= t->digest_at_len || t->digest_at[n] == 0)
         return NULL;
     return &t->digests[t->digest_at[n] - 1];
 }
 
-static void task_add_digest(struct task *t, const struct dmf_scheduler_digest *d)
+static void task_add_digest(struct dmf_sched_task *t, const struct dmf_scheduler_digest *d)
 {
     if (d->number >= t->digest_at_len) {
         uint32_t len = t->digest_at_len ? t->digest_at_len : 64;
@@ -458,7 +233,7 @@ struct layout {
     uint32_t total_pieces;
 };
 
-static struct layout task_layout(const struct task *t)
+static struct layout task_layout(const struct dmf_sched_task *t)
 {
     return (struct layout){t->content_length, t->piece_length, t->total_pieces};
 }
@@ -472,20 +247,23 @@ static int layout_merge(const struct layout *cur, int64_t cl, uint32_t pl, uint3
     struct layout n = *cur;
 
     if (cl < -1)
-        return fail(err, errlen, -EINVAL, "content_length %lld is negative", (long long)cl);
+        return dmf_sched_fail(err, errlen, -EINVAL, "content_length %lld is negative",
+                              (long long)cl);
     if (pl != 0) {
         if (pl < DMF_PIECE_LENGTH_MIN || pl > DMF_PIECE_LENGTH_MAX)
-            return fail(err, errlen, -EINVAL, "piece_length %u is not in [%u, %u]", pl,
-                        DMF_PIECE_LENGTH_MIN, DMF_PIECE_LENGTH_MAX);
+            return dmf_sched_fail(err, errlen, -EINVAL, "piece_length %u is not in [%u, %u]", pl,
+                                  DMF_PIECE_LENGTH_MIN, DMF_PIECE_LENGTH_MAX);
         if (n.piece_length != 0 && n.piece_length != pl)
-            return fail(err, errlen, -EINVAL, "piece_length %u conflicts with the task's %u", pl,
-                        n.piece_length);
+            return dmf_sched_fail(err, errlen, -EINVAL,
+                                  "piece_length %u conflicts with the task's %u", pl,
+                                  n.piece_length);
         n.piece_length = pl;
     }
     if (cl >= 0) {
         if (n.content_length >= 0 && n.content_length != cl)
-            return fail(err, errlen, -EINVAL, "content_length %lld conflicts with the task's %lld",
-                        (long long)cl, (long long)n.content_length);
+            return dmf_sched_fail(err, errlen, -EINVAL,
+                                  "content_length %lld conflicts with the task's %lld",
+                                  (long long)cl, (long long)n.content_length);
         n.content_length = cl;
     }
     if (n.content_length == 0) {
@@ -493,35 +271,36 @@ static int layout_merge(const struct layout *cur, int64_t cl, uint32_t pl, uint3
     } else if (n.content_length > 0 && n.piece_length != 0) {
         n.total_pieces = dmf_piece_count(n.content_length, n.piece_length);
         if (dmf_piece_layout_check(n.content_length, n.piece_length, n.total_pieces) != 0)
-            return fail(err, errlen, -EINVAL,
-                        "content_length %lld with piece_length %u is not a valid layout "
-                        "(at most %u pieces)",
-                        (long long)n.content_length, n.piece_length, DMF_PIECES_MAX);
+            return dmf_sched_fail(err, errlen, -EINVAL,
+                                  "content_length %lld with piece_length %u is not a valid layout "
+                                  "(at most %u pieces)",
+                                  (long long)n.content_length, n.piece_length, DMF_PIECES_MAX);
         if (cur->content_length > 0 && cur->piece_length == 0 &&
             n.total_pieces != cur->total_pieces)
-            return fail(err, errlen, -EINVAL,
-                        "piece_length %u gives %u pieces, but the task has %u", n.piece_length,
-                        n.total_pieces, cur->total_pieces);
+            return dmf_sched_fail(err, errlen, -EINVAL,
+                                  "piece_length %u gives %u pieces, but the task has %u",
+                                  n.piece_length, n.total_pieces, cur->total_pieces);
     } else if (n.content_length > 0 && cur->content_length < 0) {
         /* The length without the piece length: only a finished peer may say how many. */
         if (total == UINT32_MAX)
-            return fail(err, errlen, -EINVAL, "content_length without piece_length");
+            return dmf_sched_fail(err, errlen, -EINVAL, "content_length without piece_length");
         if (total == 0 || total > DMF_PIECES_MAX)
-            return fail(err, errlen, -EINVAL, "total_pieces %u is not in 1..%u", total,
-                        DMF_PIECES_MAX);
+            return dmf_sched_fail(err, errlen, -EINVAL, "total_pieces %u is not in 1..%u", total,
+                                  DMF_PIECES_MAX);
         n.total_pieces = total;
     } else if (n.content_length < 0) {
         n.total_pieces = 0;
     }
     if (total != UINT32_MAX && n.content_length >= 0 && total != n.total_pieces)
-        return fail(err, errlen, -EINVAL, "total_pieces %u does not match the layout (%u)", total,
-                    n.total_pieces);
+        return dmf_sched_fail(err, errlen, -EINVAL,
+                              "total_pieces %u does not match the layout (%u)", total,
+                              n.total_pieces);
     *out = n;
     return 0;
 }
 
 /* Stores a merged layout; true when the task learnt something. */
-static bool task_set_layout(struct task *t, const struct layout *l)
+static bool task_set_layout(struct dmf_sched_task *t, const struct layout *l)
 {
     bool changed = l->content_length != t->content_length || l->piece_length != t->piece_length ||
                    l->total_pieces != t->total_pieces;
@@ -542,20 +321,9 @@ static void peer_set_state(dmf_scheduler_peer_t *p, enum dmf_scheduler_peer_stat
     p->state = st;
 }
 
-static uint32_t peer_held(const dmf_scheduler_peer_t *p)
-{
-    const struct task *t = p->task;
-    if (p->state == DMF_PEER_SUCCEEDED && t->content_length >= 0)
-        return t->total_pieces;
-    uint64_t n = (uint64_t)p->held_base + p->held.count;
-    if (t->content_length >= 0 && n > t->total_pieces)
-        n = t->total_pieces;
-    return (uint32_t)DMF_MIN(n, (uint64_t)DMF_PIECES_MAX);
-}
-
 static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
 {
-    struct edge *e = dmf_xmalloc(sizeof(*e));
+    struct dmf_sched_edge *e = dmf_xmalloc(sizeof(*e));
     e->child = child;
     e->parent = parent;
     LIST_INSERT_HEAD(&child->parents, e, in_child);
@@ -564,7 +332,7 @@ static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
     parent->nchildren++;
 }
 
-static void edge_remove(struct edge *e)
+static void edge_remove(struct dmf_sched_edge *e)
 {
     e->child->nparents--;
     e->parent->nchildren--;
@@ -579,36 +347,19 @@ static void peer_drop_parents(dmf_scheduler_peer_t *p)
         edge_remove(LIST_FIRST(&p->parents));
 }
 
-/* Whether the peer reported this host as a parent that failed it. */
-static bool peer_blocked(const dmf_scheduler_peer_t *p, const char *host_id)
-{
-    for (size_t i = 0; i < p->nblocked && i < BLOCKED_MAX; i++)
-        if (strcmp(p->blocked[i], host_id) == 0)
-            return true;
-    return false;
-}
-
 /* Remembers a parent host the peer must not be offered again (the oldest is forgotten
  * when the list is full). */
 static void peer_block(dmf_scheduler_peer_t *p, const char *host_id)
 {
-    size_t i = p->nblocked % BLOCKED_MAX;
-    if (p->nblocked >= BLOCKED_MAX)
+    size_t i = p->nblocked % DMF_SCHED_BLOCKED_MAX;
+    if (p->nblocked >= DMF_SCHED_BLOCKED_MAX)
         free(p->blocked[i]);
     p->blocked[i] = dmf_xstrdup(host_id);
     p->nblocked++;
 }
 
-static dmf_scheduler_peer_t *peer_get(const dmf_scheduler_t *s, const char *task_id,
-                                      const char *host_id)
-{
-    char key[PEER_KEY_LEN + 1];
-    snprintf(key, sizeof(key), "%s%s", task_id, host_id);
-    return dmf_strmap_get(&s->peers, key);
-}
-
-static dmf_scheduler_peer_t *peer_new(dmf_scheduler_t *s, struct task *t, struct host *h,
-                                      const char *peer_id)
+static dmf_scheduler_peer_t *peer_new(dmf_scheduler_t *s, struct dmf_sched_task *t,
+                                      struct dmf_sched_host *h, const char *peer_id)
 {
     dmf_scheduler_peer_t *p = dmf_xcalloc(1, sizeof(*p));
     snprintf(p->key, sizeof(p->key), "%s%s", t->id, h->id);
@@ -630,7 +381,7 @@ static dmf_scheduler_peer_t *peer_new(dmf_scheduler_t *s, struct task *t, struct
 
 static void peer_free(dmf_scheduler_peer_t *p)
 {
-    for (size_t i = 0; i < DMF_MIN(p->nblocked, (size_t)BLOCKED_MAX); i++)
+    for (size_t i = 0; i < DMF_MIN(p->nblocked, (size_t)DMF_SCHED_BLOCKED_MAX); i++)
         free(p->blocked[i]);
     dmf_bitmap_free(&p->held);
     free(p->peer_id);
@@ -652,7 +403,7 @@ static uint64_t mark_descendants(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     s->scratch[top++] = p;
     while (top > 0) {
         dmf_scheduler_peer_t *q = s->scratch[--top];
-        struct edge *e;
+        struct dmf_sched_edge *e;
         LIST_FOREACH(e, &q->children, in_parent)
         {
             if (e->child->mark != epoch) {
@@ -664,132 +415,10 @@ static uint64_t mark_descendants(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     return epoch;
 }
 
-/* How close two '|'-separated locations are: shared leading elements over the longer. */
-static double location_affinity(const char *a, const char *b)
+/* Marks with a fresh epoch the peers p may not get as new parents: itself, the parents it
+ * uses and, under the DAG rule, its descendants. */
+static uint64_t mark_not_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 {
-    if (*a == '\0' || *b == '\0')
-        return 0.0;
-    unsigned na = 1, nb = 1, common = 0;
-    for (const char *c = a; *c; c++)
-        na += *c == '|';
-    for (const char *c = b; *c; c++)
-        nb += *c == '|';
-    while (*a && *b) {
-        size_t la = strcspn(a, "|"), lb = strcspn(b, "|");
-        if (la != lb || memcmp(a, b, la) != 0)
-            break;
-        common++;
-        a += la;
-        b += lb;
-        if (*a != *b)
-            break;
-        if (*a == '|') {
-            a++;
-            b++;
-        }
-    }
-    return (double)common / (double)DMF_MAX(na, nb);
-}
-
-/* How much of the task the candidate holds, in [0, 1]. */
-static double peer_progress(const dmf_scheduler_peer_t *p)
-{
-    if (p->state == DMF_PEER_SUCCEEDED)
-        return 1.0;
-    uint32_t held = peer_held(p);
-    if (p->task->content_length >= 0)
-        return p->task->total_pieces ? (double)held / p->task->total_pieces : 1.0;
-    /* Total unknown: saturate, so more pieces still rank higher. */
-    return (double)held / (held + 16.0);
-}
-
-/* The candidate's score for this child, in [0, 1]; see docs/internals/SCHEDULER.md. */
-static double score(const dmf_scheduler_t *s, const dmf_scheduler_peer_t *child,
-                    const dmf_scheduler_peer_t *c, uint64_t now)
-{
-    const struct host *h = c->host;
-    const struct host *me = child->host;
-    double free_upload = 0.5;
-    if (h->upload_capacity > 0)
-        free_upload = h->upload_rate >= h->upload_capacity
-                          ? 0.0
-                          : 1.0 - (double)h->upload_rate / (double)h->upload_capacity;
-    double capacity = 0.5 * free_upload + 0.5 / (1.0 + h->active_uploads);
-    /* Mesh: the children the scheduler already gave this peer are its upload's future load
-     * (host announces lag by seconds; a burst of registrations would otherwise all pick the
-     * same few parents and leave the other uplinks idle). */
-    if (s->cfg.mesh)
-        capacity = 0.5 * capacity + 0.5 / (1.0 + c->nchildren);
-    double idc = *me->idc && strcmp(me->idc, h->idc) == 0 ? 1.0 : 0.0;
-    double locality = 0.5 * idc + 0.5 * location_affinity(me->location, h->location);
-    double health = 1.0 / (1.0 + host_recent_unreachable(h, now));
-    return 0.3 * capacity + 0.3 * peer_progress(c) + 0.2 * locality + 0.2 * health;
-}
-
-static bool peer_can_serve(const dmf_scheduler_peer_t *c)
-{
-    return c->state == DMF_PEER_RUNNING || c->state == DMF_PEER_BACK_TO_SOURCE ||
-           c->state == DMF_PEER_SUCCEEDED || c->placeholder;
-}
-
-struct ranked {
-    dmf_scheduler_peer_t *peer;
-    double score;
-    uint64_t tiebreak;
-};
-
-static uint64_t fnv1a(uint64_t h, const char *str)
-{
-    for (const char *c = str; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ull;
-    return (h ^ 0xff) * 1099511628211ull;
-}
-
-/* Equal scores: by peer id under the DAG rule (reproducible); in a mesh by a hash of both
- * peers, so that different children order equal candidates differently. */
-static uint64_t tiebreak(const dmf_scheduler_t *s, const dmf_scheduler_peer_t *child,
-                         const dmf_scheduler_peer_t *c)
-{
-    if (!s->cfg.mesh)
-        return 0;
-    return fnv1a(fnv1a(1469598103934665603ull, child->peer_id), c->peer_id);
-}
-
-static bool ranks_before(const struct ranked *a, const struct ranked *b)
-{
-    if (a->score != b->score)
-        return a->score > b->score;
-    if (a->tiebreak != b->tiebreak)
-        return a->tiebreak < b->tiebreak;
-    return strcmp(a->peer->peer_id, b->peer->peer_id) < 0;
-}
-
-/* Keeps the best `limit` candidates in best[0..*n), best first. */
-static void rank_insert(struct ranked *best, size_t *n, size_t limit, struct ranked r)
-{
-    if (limit == 0 || (*n == limit && !ranks_before(&r, &best[*n - 1])))
-        return;
-    size_t i = *n < limit ? (*n)++ : *n - 1;
-    while (i > 0 && ranks_before(&r, &best[i - 1])) {
-        best[i] = best[i - 1];
-        i--;
-    }
-    best[i] = r;
-}
-
-static bool is_seed_host(const struct host *h)
-{
-    return h->type == DMF_SCHED_HOST_SEED;
-}
-
-/* The best new parents for p, at most limit, best first: not p's descendants (the graph
- * stays a DAG), not parents it already uses. Seeds are parents of last resort: one is
- * added only while p would have fewer than SEED_FALLBACK_BELOW normal parents, so the
- * seed's upload goes to the peers that have nobody else. */
-static size_t pick_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, struct ranked *best,
-                              size_t limit)
-{
-    uint64_t now = now_ms(s);
     uint64_t epoch;
     if (s->cfg.mesh) {
         epoch = ++s->epoch;
@@ -797,76 +426,26 @@ static size_t pick_candidates(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, struc
     } else {
         epoch = mark_descendants(s, p);
     }
-    size_t n = 0, nseed = 0, normal_in_use = 0;
-    bool seed_in_use = false;
-    struct ranked seed;
-    dmf_scheduler_peer_t *c;
-    struct edge *e;
+    struct dmf_sched_edge *e;
     LIST_FOREACH(e, &p->parents, in_child)
     {
         e->parent->mark = epoch;
-        if (is_seed_host(e->parent->host))
-            seed_in_use = true;
-        else
-            normal_in_use++;
     }
-    TAILQ_FOREACH(c, &p->task->peers, in_task)
-    {
-        if (c->mark == epoch || !peer_can_serve(c) || host_excluded(s, c->host) ||
-            peer_blocked(p, c->host->id))
-            continue;
-        struct ranked r = {c, score(s, p, c, now), tiebreak(s, p, c)};
-        if (is_seed_host(c->host))
-            rank_insert(&seed, &nseed, 1, r);
-        else
-            rank_insert(best, &n, limit, r);
-    }
-    if (s->cfg.mesh && nseed && !seed_in_use) {
-        /* Mesh: every peer has the seed among its parents. The daemon asks a seed only
-         * for pieces no other parent holds, and the seed serves each piece once before
-         * it serves any twice, so its upload carries new pieces to whoever can take
-         * them (a peer whose own uplink is full receives slowly: its ACKs queue). */
-        if (n == limit)
-            n--;
-        best[n++] = seed;
-    } else if (nseed && !seed_in_use && n < limit && normal_in_use + n < SEED_FALLBACK_BELOW) {
-        best[n++] = seed;
-    }
-    return n;
+    return epoch;
 }
 
-static uint64_t rendezvous(const char *task_id, const char *host_id)
+/* What the ranking rules read besides the peers, as of now (sched_rank.h). */
+static struct dmf_sched_view rank_view(const dmf_scheduler_t *s, uint64_t epoch)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (const char *c = task_id; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ull;
-    h = (h ^ 0xff) * 1099511628211ull;
-    for (const char *c = host_id; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ull;
-    return h;
-}
-
-/* A seed host that could fetch p's task: alive, not excluded, holding no peer of the task.
- * Rendezvous hashing on the task id sends the same task to the same seed. */
-static struct host *pick_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
-{
-    if (p->task->seed_failed)
-        return NULL;
-    uint64_t now = now_ms(s);
-    struct host *best = NULL, *h;
-    uint64_t best_w = 0;
-    LIST_FOREACH(h, &s->seeds, seeds)
-    {
-        if (host_excluded(s, h) || peer_blocked(p, h->id) ||
-            now - h->last_seen >= s->cfg.host_timeout_ms || peer_get(s, p->task->id, h->id))
-            continue;
-        uint64_t w = rendezvous(p->task->id, h->id);
-        if (best == NULL || w > best_w) {
-            best = h;
-            best_w = w;
-        }
-    }
-    return best;
+    return (struct dmf_sched_view){
+        .now = now_ms(s),
+        .mesh = s->cfg.mesh,
+        .bad_parent_threshold = s->cfg.bad_parent_threshold,
+        .host_timeout_ms = s->cfg.host_timeout_ms,
+        .epoch = epoch,
+        .seeds = &s->seeds,
+        .peers = &s->peers,
+    };
 }
 
 static void send_meta_update(dmf_scheduler_peer_t *p, struct dmf_scheduler_meta *m)
@@ -877,7 +456,7 @@ static void send_meta_update(dmf_scheduler_peer_t *p, struct dmf_scheduler_meta 
 
 static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph)
 {
-    struct task *t = ph->task;
+    struct dmf_sched_task *t = ph->task;
     const char **filters = dmf_xcalloc(t->nfilter_query, sizeof(char *));
     struct dmf_scheduler_header *headers = dmf_xcalloc(t->nheaders, sizeof(*headers));
     for (size_t i = 0; i < t->nfilter_query; i++)
@@ -913,21 +492,26 @@ static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph)
  * attached. */
 static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 {
-    struct ranked best[DMF_SCHED_CANDIDATES_MAX];
+    struct dmf_sched_ranked best[DMF_SCHED_CANDIDATES_MAX];
     struct dmf_scheduler_parent parents[DMF_SCHED_CANDIDATES_MAX];
     struct dmf_scheduler_meta meta;
     bool seed_triggered = false;
 
     size_t limit = s->cfg.candidate_limit;
     size_t want = p->nparents < limit ? limit - p->nparents : 0;
-    size_t n = want ? pick_candidates(s, p, best, want) : 0;
+    size_t n = 0;
+    if (want) {
+        struct dmf_sched_view v = rank_view(s, mark_not_candidates(s, p));
+        n = dmf_sched_pick_candidates(&v, p, best, want);
+    }
     if (n == 0 && p->nparents > 0) {
         dmf_debug("task %s peer %s host %s: no new parent; keeps its %u", p->task->id, p->peer_id,
                   p->host->id, p->nparents);
         return;
     }
     if (n == 0) {
-        struct host *seed = pick_seed(s, p);
+        struct dmf_sched_view v = rank_view(s, 0); /* marks do not matter to a seed */
+        struct dmf_sched_host *seed = dmf_sched_pick_seed(&v, p);
         if (seed == NULL || s->npeers >= s->cfg.max_peers) {
             peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
             s->sink.back_to_source(s->sink_arg, p->stream,
@@ -951,7 +535,7 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
         parents[i].host_id = c->host->id;
         parents[i].ip = c->host->ip;
         parents[i].piece_port = c->host->piece_port;
-        parents[i].is_seed = is_seed_host(c->host);
+        parents[i].is_seed = dmf_sched_host_is_seed(c->host);
         seed_triggered |= c->triggered_seed;
     }
     peer_set_state(p, DMF_PEER_RUNNING);
@@ -967,9 +551,10 @@ static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, uint32_
     TAILQ_FOREACH(q, &p->task->peers, in_task)
     {
         if (q == p || q->stream == NULL || q->state != DMF_PEER_RUNNING || q->nparents >= room ||
-            peer_blocked(q, p->host->id) || host_excluded(s, p->host) || q->host->leaving)
+            dmf_sched_peer_blocked(q, p->host->id) ||
+            dmf_sched_host_excluded(p->host, s->cfg.bad_parent_threshold) || q->host->leaving)
             continue;
-        struct edge *e;
+        struct dmf_sched_edge *e;
         bool already = false;
         LIST_FOREACH(e, &q->parents, in_child)
         already |= e->parent == p;
@@ -981,7 +566,7 @@ static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, uint32_
             .host_id = p->host->id,
             .ip = p->host->ip,
             .piece_port = p->host->piece_port,
-            .is_seed = is_seed_host(p->host),
+            .is_seed = dmf_sched_host_is_seed(p->host),
         };
         struct dmf_scheduler_meta meta;
         send_meta_update(q, &meta);
@@ -1003,7 +588,7 @@ static void reschedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *why,
                         bool tell_stream)
 {
-    struct task *t = p->task;
+    struct dmf_sched_task *t = p->task;
     dmf_info("task %s peer %s host %s: %s -> (removed: %s)", t->id, p->peer_id, p->host->id,
              dmf_scheduler_peer_state_name(p->state), why);
     if (p->stream && tell_stream && s->sink.peer_gone)
@@ -1014,7 +599,7 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
     size_t nkids = 0, cap = 0;
     dmf_scheduler_peer_t **kids = NULL;
     while (!LIST_EMPTY(&p->children)) {
-        struct edge *e = LIST_FIRST(&p->children);
+        struct dmf_sched_edge *e = LIST_FIRST(&p->children);
         if (nkids == cap) {
             cap = cap ? cap * 2 : 8;
             kids = dmf_xrealloc(kids, cap * sizeof(*kids));
@@ -1036,7 +621,7 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
         task_remove(s, t);
 }
 
-static void host_remove(dmf_scheduler_t *s, struct host *h, const char *why)
+static void host_remove(dmf_scheduler_t *s, struct dmf_sched_host *h, const char *why)
 {
     char reason[DMF_SCHED_ID_MAX + 64];
     snprintf(reason, sizeof(reason), "host %s %s", h->id, why);
@@ -1057,12 +642,12 @@ static void host_remove(dmf_scheduler_t *s, struct host *h, const char *why)
 
 int dmf_scheduler_leave_host(dmf_scheduler_t *s, const char *host_id, char *err, size_t errlen)
 {
-    int rc = check_id("host_id", host_id, DMF_SCHED_ID_MAX, err, errlen);
+    int rc = dmf_sched_check_id("host_id", host_id, DMF_SCHED_ID_MAX, err, errlen);
     if (rc != 0)
         return rc;
-    struct host *h = host_get(s, host_id);
+    struct dmf_sched_host *h = host_get(s, host_id);
     if (h == NULL)
-        return fail(err, errlen, -ENOENT, "host %s is not known", host_id);
+        return dmf_sched_fail(err, errlen, -ENOENT, "host %s is not known", host_id);
     host_remove(s, h, "left");
     return 0;
 }
@@ -1071,7 +656,7 @@ size_t dmf_scheduler_expire_hosts(dmf_scheduler_t *s)
 {
     uint64_t now = now_ms(s);
     size_t n = 0;
-    struct host *h;
+    struct dmf_sched_host *h;
     while ((h = TAILQ_FIRST(&s->hosts_by_seen)) != NULL &&
            now - h->last_seen >= s->cfg.host_timeout_ms) {
         host_remove(s, h, "expired (no announce)");
@@ -1085,29 +670,30 @@ size_t dmf_scheduler_expire_hosts(dmf_scheduler_t *s)
 int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_register *r, void *stream,
                            dmf_scheduler_peer_t **out, char *err, size_t errlen)
 {
-    int rc = check_register(r, err, errlen);
+    int rc = dmf_sched_check_register(r, err, errlen);
     if (rc != 0)
         return rc;
-    struct host *h = host_get(s, r->host_id);
+    struct dmf_sched_host *h = host_get(s, r->host_id);
     if (h == NULL || h->leaving)
-        return fail(err, errlen, -ESRCH, "host %s has not announced", r->host_id);
-    struct task *t = dmf_strmap_get(&s->tasks, r->task_id);
-    dmf_scheduler_peer_t *p = t ? peer_get(s, t->id, h->id) : NULL;
+        return dmf_sched_fail(err, errlen, -ESRCH, "host %s has not announced", r->host_id);
+    struct dmf_sched_task *t = dmf_strmap_get(&s->tasks, r->task_id);
+    dmf_scheduler_peer_t *p = t ? dmf_sched_peer_find(&s->peers, t->id, h->id) : NULL;
     if (t) {
         dmf_scheduler_peer_t *q;
         TAILQ_FOREACH(q, &t->peers, in_task)
         {
             if (q != p && strcmp(q->peer_id, r->peer_id) == 0)
-                return fail(err, errlen, -EEXIST, "peer %s is already registered from host %s",
-                            r->peer_id, q->host->id);
+                return dmf_sched_fail(err, errlen, -EEXIST,
+                                      "peer %s is already registered from host %s", r->peer_id,
+                                      q->host->id);
         }
     } else if (s->ntasks >= s->cfg.max_tasks) {
-        return fail(err, errlen, -ENOSPC, "too many tasks (%zu): task %s refused", s->cfg.max_tasks,
-                    r->task_id);
+        return dmf_sched_fail(err, errlen, -ENOSPC, "too many tasks (%zu): task %s refused",
+                              s->cfg.max_tasks, r->task_id);
     }
     if (p == NULL && s->npeers >= s->cfg.max_peers)
-        return fail(err, errlen, -ENOSPC, "too many peers (%zu): peer %s refused", s->cfg.max_peers,
-                    r->peer_id);
+        return dmf_sched_fail(err, errlen, -ENOSPC, "too many peers (%zu): peer %s refused",
+                              s->cfg.max_peers, r->peer_id);
 
     if (t == NULL)
         t = task_new(s, r->task_id);
@@ -1148,7 +734,8 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
 }
 
 /* Sends what the task learnt to every attached peer but `except` (already up to date). */
-static void push_meta(dmf_scheduler_t *s, struct task *t, dmf_scheduler_peer_t *except, bool layout)
+static void push_meta(dmf_scheduler_t *s, struct dmf_sched_task *t, dmf_scheduler_peer_t *except,
+                      bool layout)
 {
     dmf_scheduler_peer_t *q;
     TAILQ_FOREACH(q, &t->peers, in_task)
@@ -1164,7 +751,7 @@ static void push_meta(dmf_scheduler_t *s, struct task *t, dmf_scheduler_peer_t *
 int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                            const struct dmf_scheduler_progress *pr, char *err, size_t errlen)
 {
-    struct task *t = p->task;
+    struct dmf_sched_task *t = p->task;
     struct layout cur = task_layout(t), l;
 
     /* Check everything first: a bad message changes nothing. */
@@ -1174,12 +761,13 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
     uint32_t limit = l.content_length >= 0 ? l.total_pieces : DMF_PIECES_MAX;
     for (size_t i = 0; i < pr->npieces; i++)
         if (pr->pieces[i] >= limit)
-            return fail(err, errlen, -EINVAL, "piece %u is out of range (task has %u)",
-                        pr->pieces[i], limit);
+            return dmf_sched_fail(err, errlen, -EINVAL, "piece %u is out of range (task has %u)",
+                                  pr->pieces[i], limit);
     for (size_t i = 0; i < pr->ndigests; i++)
         if (pr->digests[i].number >= limit)
-            return fail(err, errlen, -EINVAL, "digest of piece %u is out of range (task has %u)",
-                        pr->digests[i].number, limit);
+            return dmf_sched_fail(err, errlen, -EINVAL,
+                                  "digest of piece %u is out of range (task has %u)",
+                                  pr->digests[i].number, limit);
 
     bool layout_changed = task_set_layout(t, &l);
     for (size_t i = 0; i < pr->npieces; i++)
@@ -1211,10 +799,10 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
 int dmf_scheduler_finished(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, int64_t content_length,
                            uint32_t total_pieces, char *err, size_t errlen)
 {
-    struct task *t = p->task;
+    struct dmf_sched_task *t = p->task;
     struct layout cur = task_layout(t), l;
     if (content_length < 0)
-        return fail(err, errlen, -EINVAL, "a finished peer must know the content_length");
+        return dmf_sched_fail(err, errlen, -EINVAL, "a finished peer must know the content_length");
     int rc = layout_merge(&cur, content_length, 0, total_pieces, &l, err, errlen);
     if (rc != 0)
         return rc;
@@ -1254,18 +842,19 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                  const char *parent_peer_id, const char *parent_host_id, int reason,
                                  char *err, size_t errlen)
 {
-    int rc = check_id("parent_host_id", parent_host_id, DMF_SCHED_ID_MAX, err, errlen);
+    int rc = dmf_sched_check_id("parent_host_id", parent_host_id, DMF_SCHED_ID_MAX, err, errlen);
     if (rc != 0)
         return rc;
     if (parent_peer_id && *parent_peer_id &&
-        (rc = check_id("parent_peer_id", parent_peer_id, DMF_SCHED_ID_MAX, err, errlen)) != 0)
+        (rc = dmf_sched_check_id("parent_peer_id", parent_peer_id, DMF_SCHED_ID_MAX, err,
+                                 errlen)) != 0)
         return rc;
     if (reason != DMF_PARENT_UNREACHABLE && reason != DMF_PARENT_BAD_PIECE)
-        return fail(err, errlen, -EINVAL, "unknown parent failure reason %d", reason);
+        return dmf_sched_fail(err, errlen, -EINVAL, "unknown parent failure reason %d", reason);
 
-    struct host *h = host_get(s, parent_host_id);
+    struct dmf_sched_host *h = host_get(s, parent_host_id);
     /* One report per (peer, parent host) counts: a peer cannot exclude a host alone. */
-    if (h && !peer_blocked(p, parent_host_id)) {
+    if (h && !dmf_sched_peer_blocked(p, parent_host_id)) {
         uint64_t now = now_ms(s);
         if (reason == DMF_PARENT_BAD_PIECE) {
             h->bad_reports++;
@@ -1275,15 +864,15 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                      p->task->id, p->peer_id, p->host->id, h->id, h->bad_reports,
                      s->cfg.bad_parent_threshold);
         } else {
-            h->unreachable_at[h->unreachable_reports % UNREACHABLE_RING] = now;
+            h->unreachable_at[h->unreachable_reports % DMF_SCHED_UNREACHABLE_RING] = now;
             h->unreachable_reports++;
             dmf_info("task %s peer %s host %s: parent host %s unreachable", p->task->id, p->peer_id,
                      p->host->id, h->id);
         }
     }
-    if (!peer_blocked(p, parent_host_id))
+    if (!dmf_sched_peer_blocked(p, parent_host_id))
         peer_block(p, parent_host_id);
-    struct edge *e, *next;
+    struct dmf_sched_edge *e, *next;
     for (e = LIST_FIRST(&p->parents); e != NULL; e = next) {
         next = LIST_NEXT(e, in_child);
         if (strcmp(e->parent->host->id, parent_host_id) == 0)
@@ -1297,15 +886,16 @@ int dmf_scheduler_leave_peer(dmf_scheduler_t *s, const char *task_id, const char
                              char *err, size_t errlen)
 {
     int rc;
-    if ((rc = check_task_id(task_id, err, errlen)) != 0 ||
-        (rc = check_id("peer_id", peer_id, DMF_SCHED_ID_MAX, err, errlen)) != 0)
+    if ((rc = dmf_sched_check_task_id(task_id, err, errlen)) != 0 ||
+        (rc = dmf_sched_check_id("peer_id", peer_id, DMF_SCHED_ID_MAX, err, errlen)) != 0)
         return rc;
-    struct task *t = dmf_strmap_get(&s->tasks, task_id);
+    struct dmf_sched_task *t = dmf_strmap_get(&s->tasks, task_id);
     dmf_scheduler_peer_t *p = t ? TAILQ_FIRST(&t->peers) : NULL;
     while (p != NULL && strcmp(p->peer_id, peer_id) != 0)
         p = TAILQ_NEXT(p, in_task);
     if (p == NULL)
-        return fail(err, errlen, -ENOENT, "peer %s of task %s is not known", peer_id, task_id);
+        return dmf_sched_fail(err, errlen, -ENOENT, "peer %s of task %s is not known", peer_id,
+                              task_id);
     peer_remove(s, p, "left", true);
     return 0;
 }
@@ -1313,7 +903,7 @@ int dmf_scheduler_leave_peer(dmf_scheduler_t *s, const char *task_id, const char
 void dmf_scheduler_seed_result(dmf_scheduler_t *s, const char *task_id, const char *host_id,
                                uint64_t trigger_id, bool ok, const char *reason)
 {
-    dmf_scheduler_peer_t *p = peer_get(s, task_id, host_id);
+    dmf_scheduler_peer_t *p = dmf_sched_peer_find(&s->peers, task_id, host_id);
     if (p == NULL || p->trigger_id != trigger_id)
         return;
     if (ok) {
@@ -1360,12 +950,12 @@ int dmf_scheduler_stat_task(dmf_scheduler_t *s, const char *task_id,
                             struct dmf_scheduler_task_stat *st, char *err, size_t errlen)
 {
     memset(st, 0, sizeof(*st));
-    int rc = check_task_id(task_id, err, errlen);
+    int rc = dmf_sched_check_task_id(task_id, err, errlen);
     if (rc != 0)
         return rc;
-    struct task *t = dmf_strmap_get(&s->tasks, task_id);
+    struct dmf_sched_task *t = dmf_strmap_get(&s->tasks, task_id);
     if (t == NULL)
-        return fail(err, errlen, -ENOENT, "task %s is not known", task_id);
+        return dmf_sched_fail(err, errlen, -ENOENT, "task %s is not known", task_id);
     task_meta(t, t->ndigests, &st->meta);
     st->url = t->url ? t->url : "";
     st->peers = dmf_xcalloc(t->npeers, sizeof(*st->peers));
@@ -1376,7 +966,7 @@ int dmf_scheduler_stat_task(dmf_scheduler_t *s, const char *task_id,
         ps->peer_id = p->peer_id;
         ps->host_id = p->host->id;
         ps->state = p->state;
-        ps->finished_pieces = peer_held(p);
+        ps->finished_pieces = dmf_sched_peer_held(p);
     }
     return 0;
 }
@@ -1433,7 +1023,7 @@ void dmf_scheduler_free(dmf_scheduler_t *s)
 {
     if (s == NULL)
         return;
-    struct task *t;
+    struct dmf_sched_task *t;
     dmf_scheduler_peer_t *p;
     /* Every edge first (each is on its child's list), then the peers they linked. */
     TAILQ_FOREACH(t, &s->all_tasks, link)
@@ -1451,7 +1041,7 @@ void dmf_scheduler_free(dmf_scheduler_t *s)
         TAILQ_REMOVE(&s->all_tasks, t, link);
         task_free(t);
     }
-    struct host *h;
+    struct dmf_sched_host *h;
     while ((h = TAILQ_FIRST(&s->hosts_by_seen)) != NULL) {
         TAILQ_REMOVE(&s->hosts_by_seen, h, by_seen);
         host_free(h);

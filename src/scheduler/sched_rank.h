@@ -1,0 +1,55 @@
+/* Candidate scoring and selection: which peers of its task a peer should get as parents,
+ * best first, and which seed host should fetch a task nobody holds. The formula and the
+ * rules are in docs/internals/SCHEDULER.md ("Scoring", "Decisions").
+ *
+ * Pure functions over the state they are given: they read hosts, tasks and peers
+ * (sched_state.h) and a struct dmf_sched_view, and change nothing. The clock, the traversal
+ * marks that keep a DAG acyclic, and the tables are sched.c's; it fills the view. */
+#ifndef DMF_SCHED_RANK_H
+#define DMF_SCHED_RANK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "scheduler/sched_state.h"
+
+/* What the rules read besides the peers (all borrowed for the call). */
+struct dmf_sched_view {
+    uint64_t now;                  /* monotonic ms, for recent failures and host liveness */
+    bool mesh;                     /* dmf_scheduler_config.mesh */
+    uint32_t bad_parent_threshold; /* hosts with this many bad-piece reports are excluded */
+    uint64_t host_timeout_ms;      /* a seed that has not announced within it is dead */
+    uint64_t epoch;                /* pick_candidates skips peers marked with it */
+    const struct dmf_sched_host_list *seeds; /* the seed hosts */
+    const dmf_strmap_t *peers;               /* the peer table (dmf_sched_peer_find) */
+};
+
+/* A candidate with its score for one child; tiebreak orders equal scores. */
+struct dmf_sched_ranked {
+    dmf_scheduler_peer_t *peer; /* borrowed */
+    double score;
+    uint64_t tiebreak;
+};
+
+/* How close two '|'-separated locations are, in [0, 1]: shared leading elements over the
+ * element count of the longer ("" shares nothing). */
+double dmf_sched_location_affinity(const char *a, const char *b);
+/* Candidate c's score as a parent of child, in [0, 1]: free upload capacity, progress in
+ * the task, locality and health (recent unreachable reports). */
+double dmf_sched_score(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *child,
+                       const dmf_scheduler_peer_t *c);
+/* Fills best[0..n) with p's best new parents, at most limit, best first; returns n. The
+ * caller has marked with v->epoch the peers that may not be offered (p, its parents and,
+ * under the DAG rule, its descendants). See SCHEDULER.md for the seed rule. */
+size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
+                                 struct dmf_sched_ranked *best, size_t limit);
+/* The rendezvous weight of a host for a task: the seed with the highest weight gets it. */
+uint64_t dmf_sched_rendezvous(const char *task_id, const char *host_id);
+/* The seed host (borrowed) that should fetch p's task: alive, not excluded, not blocked by
+ * p, holding no peer of the task, highest rendezvous weight; NULL when there is none or a
+ * seed trigger already failed for the task. */
+struct dmf_sched_host *dmf_sched_pick_seed(const struct dmf_sched_view *v,
+                                           const dmf_scheduler_peer_t *p);
+
+#endif

@@ -1,0 +1,164 @@
+/* The scheduler's in-memory state, shared by its own modules: hosts, tasks, peers and the
+ * edges of the parent graph. sched.c owns and changes it (the tables, the lists, every
+ * allocation and free); sched_rank.c only reads it to score and pick parents.
+ *
+ * Private to src/scheduler/ (and its unit tests): service.c and everything else use the
+ * public contract in sched.h, where dmf_scheduler_peer_t stays opaque. */
+#ifndef DMF_SCHED_STATE_H
+#define DMF_SCHED_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "common/pieces.h"
+#include "common/taskid.h"
+#include "common/util.h"
+#include "scheduler/sched.h"
+#include "scheduler/strmap.h"
+
+#define DMF_SCHED_UNREACHABLE_RING 8  /* recent unreachable reports remembered per host */
+#define DMF_SCHED_BLOCKED_MAX      16 /* parent hosts a peer asked not to be offered again */
+
+/* The peer table's key: task id then host id. */
+#define DMF_SCHED_PEER_KEY_LEN (DMF_TASK_ID_LEN + DMF_SCHED_ID_MAX + 1)
+
+struct dmf_sched_host {
+    char *id;
+    char *hostname;
+    char *ip;
+    char *idc;
+    char *location;
+    uint32_t piece_port;
+    uint32_t rpc_port;
+    int type;
+    uint64_t upload_capacity;
+    uint64_t upload_rate;
+    uint32_t active_uploads;
+    uint64_t last_seen;
+    uint32_t bad_reports;
+    uint64_t last_bad_at;
+    uint32_t unreachable_reports;
+    uint64_t unreachable_at[DMF_SCHED_UNREACHABLE_RING]; /* ring, indexed by count % size */
+    bool leaving;                                        /* being removed: offer nothing on it */
+    LIST_HEAD(, dmf_scheduler_peer) peers;
+    TAILQ_ENTRY(dmf_sched_host) by_seen; /* oldest announce first */
+    LIST_ENTRY(dmf_sched_host) seeds;    /* on the seed list when type is seed */
+};
+
+/* The list of seed hosts (struct dmf_sched_host.seeds). */
+LIST_HEAD(dmf_sched_host_list, dmf_sched_host);
+
+/* A request header kept to trigger a seed (owned copies; the value is a secret). */
+struct dmf_sched_req_header {
+    char *name;
+    char *value;
+};
+
+struct dmf_sched_task {
+    char id[DMF_TASK_ID_LEN + 1];
+    /* The latest registrant's request, kept to trigger a seed; headers never logged. */
+    char *url;
+    struct dmf_sched_req_header *headers;
+    size_t nheaders;
+    char *tag;
+    char *digest;
+    char **filter_query;
+    size_t nfilter_query;
+
+    int64_t content_length; /* -1 unknown */
+    uint32_t piece_length;  /* 0 unknown */
+    uint32_t total_pieces;  /* valid when content_length >= 0 */
+
+    /* Piece digests in arrival order, and where each piece's digest sits (index + 1). */
+    struct dmf_scheduler_digest *digests;
+    size_t ndigests, digests_cap;
+    uint32_t *digest_at;
+    uint32_t digest_at_len;
+
+    bool seed_failed; /* a seed trigger failed: ask none again for this task */
+    size_t npeers;
+    TAILQ_HEAD(, dmf_scheduler_peer) peers;
+    TAILQ_ENTRY(dmf_sched_task) link;
+};
+
+/* child -> parent in a task's parent graph (a DAG unless the scheduler runs a mesh). */
+struct dmf_sched_edge {
+    struct dmf_scheduler_peer *child, *parent;
+    LIST_ENTRY(dmf_sched_edge) in_child;
+    LIST_ENTRY(dmf_sched_edge) in_parent;
+};
+
+struct dmf_scheduler_peer {
+    char key[DMF_SCHED_PEER_KEY_LEN + 1]; /* task id then host id: the peer table's key */
+    char *peer_id;
+    struct dmf_sched_task *task;
+    struct dmf_sched_host *host;
+    enum dmf_scheduler_peer_state state;
+    uint32_t held_base;  /* pieces held at register (a resumed download) */
+    dmf_bitmap_t held;   /* pieces reported since */
+    bool placeholder;    /* a seed asked to fetch; no stream has taken it over yet */
+    bool triggered_seed; /* this peer exists because the scheduler triggered a seed */
+    uint64_t trigger_id;
+    void *stream;     /* the service's stream, or NULL when detached */
+    size_t meta_sent; /* task digests already sent on the stream */
+    char *blocked[DMF_SCHED_BLOCKED_MAX];
+    size_t nblocked;
+    uint64_t mark;     /* traversal epoch */
+    uint32_t nparents; /* parents in use (pushed candidates add up) */
+    uint32_t nchildren;
+    LIST_HEAD(, dmf_sched_edge) parents;
+    LIST_HEAD(, dmf_sched_edge) children;
+    TAILQ_ENTRY(dmf_scheduler_peer) in_task;
+    LIST_ENTRY(dmf_scheduler_peer) in_host;
+};
+
+/* Reads of the state that both sched.c and sched_rank.c make; none changes anything. */
+
+/* Whether the host is a seed. */
+static inline bool dmf_sched_host_is_seed(const struct dmf_sched_host *h)
+{
+    return h->type == DMF_SCHED_HOST_SEED;
+}
+
+/* Whether no peer may be offered on the host: it is leaving, or has `threshold` or more
+ * bad-piece reports. */
+static inline bool dmf_sched_host_excluded(const struct dmf_sched_host *h, uint32_t threshold)
+{
+    return h->leaving || h->bad_reports >= threshold;
+}
+
+/* How many pieces the peer holds (the whole task once it SUCCEEDED and the layout is
+ * known), at most the task's total and DMF_PIECES_MAX. */
+static inline uint32_t dmf_sched_peer_held(const dmf_scheduler_peer_t *p)
+{
+    const struct dmf_sched_task *t = p->task;
+    if (p->state == DMF_PEER_SUCCEEDED && t->content_length >= 0)
+        return t->total_pieces;
+    uint64_t n = (uint64_t)p->held_base + p->held.count;
+    if (t->content_length >= 0 && n > t->total_pieces)
+        n = t->total_pieces;
+    return (uint32_t)DMF_MIN(n, (uint64_t)DMF_PIECES_MAX);
+}
+
+/* Whether the peer reported this host as a parent that failed it. */
+static inline bool dmf_sched_peer_blocked(const dmf_scheduler_peer_t *p, const char *host_id)
+{
+    for (size_t i = 0; i < p->nblocked && i < DMF_SCHED_BLOCKED_MAX; i++)
+        if (strcmp(p->blocked[i], host_id) == 0)
+            return true;
+    return false;
+}
+
+/* The peer of the task on the host in the peer table, or NULL (borrowed). */
+static inline dmf_scheduler_peer_t *dmf_sched_peer_find(const dmf_strmap_t *peers,
+                                                        const char *task_id, const char *host_id)
+{
+    char key[DMF_SCHED_PEER_KEY_LEN + 1];
+    snprintf(key, sizeof(key), "%s%s", task_id, host_id);
+    return dmf_strmap_get(peers, key);
+}
+
+#endif
