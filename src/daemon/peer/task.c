@@ -870,7 +870,9 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
 
 bool dmf_task_cached(const struct dmf_task *t)
 {
-    return complete(t) && t->state != DMF_TASK_FAILED;
+    /* Not while a download runs: between its last piece and the next KICK pass every piece
+     * is held but the content digest asked for is not checked yet. */
+    return complete(t) && (t->state == DMF_TASK_IDLE || t->state == DMF_TASK_SUCCEEDED);
 }
 
 void dmf_task_serve_cached(struct dmf_task *t)

@@ -63,8 +63,9 @@ struct dmf_task_sub {
 
 /* Fills *info (see struct dmf_task_info for how long its strings live). */
 void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info);
-/* True when the task can be served from the local cache now: every piece held, verified,
- * and it has not failed. */
+/* True when the task can be served from the local cache now: every piece held and
+ * verified, and no download running or failed (a running one is watched instead: its
+ * content digest may not be checked yet). */
 bool dmf_task_cached(const struct dmf_task *t);
 /* A cached task is about to be served whole from this host: it is marked SUCCEEDED if it
  * was not, and its per-download byte counters are zeroed (nothing came from elsewhere). */
