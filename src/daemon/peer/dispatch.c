@@ -17,11 +17,11 @@ static uint8_t wanted_byte(const struct dmf_dispatch_in *in, const struct dmf_di
            dmf_book_wanted_byte(in->book, i);
 }
 
-/* Rarest-first with reservoir sampling among the rarest; a seed only for pieces no other
- * parent holds. */
+/* Rarest-first with reservoir sampling among the rarest; a seed only for pieces no
+ * (non-seed) peer holds: count[n] counts every usable holder, peers[n] the non-seeds. */
 static bool pick(const struct dmf_dispatch_in *in, const struct dmf_dispatch_parent *p,
-                 const dmf_bitmap_t *planned, const uint16_t *count, uint32_t npieces,
-                 uint32_t *out)
+                 const dmf_bitmap_t *planned, const uint16_t *count, const uint16_t *peers,
+                 uint32_t npieces, uint32_t *out)
 {
     uint32_t best = UINT32_MAX, ties = 0;
     uint16_t best_count = UINT16_MAX;
@@ -30,7 +30,7 @@ static bool pick(const struct dmf_dispatch_in *in, const struct dmf_dispatch_par
             uint32_t n = i * 8 + (uint32_t)__builtin_ctz(want);
             if (n >= npieces)
                 break;
-            if (p->is_seed && count[n] > 1)
+            if (p->is_seed && peers[n] > 0)
                 continue;
             if (count[n] < best_count) {
                 best = n;
@@ -92,8 +92,10 @@ size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_r
     if (npieces == 0)
         return 0;
     /* How many usable parents hold each piece (a seed counts like any other: a piece held
-     * by a seed and a peer counts 2, and pick() leaves the seed out for it). */
+     * by a seed and a peer counts 2), and how many of them are not seeds (pick() leaves the
+     * seeds out for a piece a peer holds; two seeds alone share the pieces). */
     uint16_t *count = dmf_xcalloc(npieces, sizeof(*count));
+    uint16_t *peers = dmf_xcalloc(npieces, sizeof(*peers));
     for (size_t k = 0; k < in->nparents; k++) {
         const struct dmf_dispatch_parent *p = &in->parents[k];
         if (!p->usable)
@@ -101,8 +103,10 @@ size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_r
         for (uint32_t i = 0; i * 8 < npieces; i++)
             for (unsigned b = dmf_bitmap_byte(p->has, i); b != 0; b &= b - 1) {
                 uint32_t n = i * 8 + (uint32_t)__builtin_ctz(b);
-                if (n < npieces && count[n] < UINT16_MAX)
+                if (n < npieces && count[n] < UINT16_MAX) {
                     count[n]++;
+                    peers[n] += !p->is_seed;
+                }
             }
     }
     int *inflight = dmf_xcalloc(in->nparents, sizeof(*inflight));
@@ -121,7 +125,7 @@ size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_r
                                    : inflight[k] >= budget.per_parent ||
                                          budget.in_flight >= budget.total;
             uint32_t n;
-            if (!p->active || full || !pick(in, p, &planned, count, npieces, &n))
+            if (!p->active || full || !pick(in, p, &planned, count, peers, npieces, &n))
                 continue;
             dmf_bitmap_set(&planned, n);
             out[nout++] = (struct dmf_dispatch_req){.parent = k, .piece = n};
@@ -132,6 +136,7 @@ size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_r
     }
     dmf_bitmap_free(&planned);
     free(inflight);
+    free(peers);
     free(count);
     return nout;
 }

@@ -4,8 +4,9 @@
  *  - rarest first: among the pieces worth asking a parent for, one that the fewest usable
  *    parents hold, chosen at random among those, so that children of one parent do not
  *    all ask for the same pieces in the same order;
- *  - seed last: a seed is asked only for pieces no other parent holds, and for one at a
- *    time, so the peers pass on what it sent once and its uplink goes to new pieces;
+ *  - seed last: a seed is asked only for pieces no peer (non-seed parent) holds, and for
+ *    one at a time, so the peers pass on what it sent once and its uplink goes to new
+ *    pieces (two seeds and no peer share the pieces between them);
  *  - pacing: parent_concurrency requests per (non-seed) parent, at least MIN_IN_FLIGHT over
  *    all of them; a child ahead of the other downloaders among its parents keeps one per
  *    parent and at most half its parents busy. */

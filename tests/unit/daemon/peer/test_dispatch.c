@@ -99,18 +99,19 @@ static size_t add_seed(struct fixture *fx, uint32_t from, uint32_t to)
     return k;
 }
 
-/* Usable parents holding piece n. */
-static int holders(const struct fixture *fx, uint32_t n)
+/* Usable peers (parents that are not seeds) holding piece n. */
+static int peer_holders(const struct fixture *fx, uint32_t n)
 {
     int c = 0;
     for (size_t k = 0; k < fx->in.nparents; k++)
-        c += fx->parents[k].usable && dmf_bitmap_get(fx->parents[k].has, n);
+        c += fx->parents[k].usable && !fx->parents[k].is_seed &&
+             dmf_bitmap_get(fx->parents[k].has, n);
     return c;
 }
 
 /* Plans, and checks what every plan must respect: a piece at most once, only one the
  * book wants (digest known, neither held nor claimed), held by an active parent that has
- * not deferred it, a seed only for pieces nobody else holds and only SEED_SLOTS at once. */
+ * not deferred it, a seed only for pieces no peer holds and only SEED_SLOTS at once. */
 static size_t plan(struct fixture *fx, size_t max)
 {
     assert_true(max <= MAXREQS);
@@ -131,7 +132,7 @@ static size_t plan(struct fixture *fx, size_t max)
         assert_true(dmf_bitmap_get(p->has, r->piece));
         assert_false(p->deferred && dmf_bitmap_get(p->deferred, r->piece));
         if (p->is_seed) {
-            assert_int_equal(holders(fx, r->piece), 1);
+            assert_int_equal(peer_holders(fx, r->piece), 0);
             assert_true(++seed_reqs[r->parent] + p->inflight <= DMF_DISPATCH_SEED_SLOTS);
         }
     }
@@ -233,6 +234,18 @@ static void test_seed_last(void **state)
     /* A peer still connecting counts as a holder too. */
     fx->parents[peer].active = false;
     assert_int_equal(plan(fx, MAXREQS), 0);
+}
+
+/* Two seeds and no peer (a cluster whose peers all left): the seeds share the pieces
+ * instead of each leaving them to the other, which planned nothing, for ever. */
+static void test_two_seeds_alone_share(void **state)
+{
+    struct fixture *fx = *state;
+    fx_init(fx, 16);
+    size_t s1 = add_seed(fx, 0, 16), s2 = add_seed(fx, 0, 16);
+    assert_int_equal(plan(fx, MAXREQS), 2);
+    assert_int_equal(reqs_to(fx, s1), DMF_DISPATCH_SEED_SLOTS);
+    assert_int_equal(reqs_to(fx, s2), DMF_DISPATCH_SEED_SLOTS);
 }
 
 static void test_seed_slots_do_not_count_for_peers(void **state)
@@ -442,6 +455,7 @@ int main(void)
         FX_TEST(test_rarest_first),
         FX_TEST(test_ties_broken_at_random),
         FX_TEST(test_seed_last),
+        FX_TEST(test_two_seeds_alone_share),
         FX_TEST(test_seed_slots_do_not_count_for_peers),
         FX_TEST(test_per_parent_budget),
         FX_TEST(test_min_in_flight),
