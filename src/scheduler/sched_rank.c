@@ -166,7 +166,7 @@ size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_sched
     }
     if (v->mesh && nseed && !seed_in_use) {
         /* Mesh: every peer has the seed among its parents. The daemon asks a seed only
-         * for pieces no other parent holds, and the seed serves each piece once before
+         * for pieces no peer among its parents holds, and the seed serves each piece once before
          * it serves any twice, so its upload carries new pieces to whoever can take
          * them (a peer whose own uplink is full receives slowly: its ACKs queue). */
         if (n == limit)
