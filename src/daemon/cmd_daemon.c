@@ -146,7 +146,6 @@ struct daemon_run {
     uint16_t piece_port;
     bool proxy_on;
     struct dmf_proxy_rules rules; /* from --config, until the proxy takes them */
-    bool engine_started;
     struct event *sigint, *sigterm;
 };
 
@@ -241,6 +240,9 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     if (cfg->rpc_listen == NULL)
         cfg->rpc_listen = dmf_xasprintf("%s:0", cfg->ip);
 
+    /* The engine exists before any listener that can open a task: the rpc server and the
+     * proxy serve calls during the announce below. */
+    dmf_engine_new(d);
     d->rpc_server = dmf_rpc_server_new(d->rpc, dmf_local_service_on_call, d);
     if (dmf_rpc_server_listen(d->rpc_server, cfg->rpc_listen, &d->rpc_port, why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--rpc-listen", why);
@@ -256,7 +258,6 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     /* Announce only once every listener is bound: a daemon that is about to fail must not
      * be offered to others as a parent. */
     dmf_engine_start(d);
-    r->engine_started = true;
 
     d->local_api = dmf_local_api_new(d, cfg->socket, why, sizeof(why));
     if (d->local_api == NULL)
@@ -287,8 +288,7 @@ static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
     dmf_rpc_server_free(d->rpc_server);
     dmf_workq_free(d->workq); /* pieces being written land before their tasks go */
     d->workq = NULL;
-    if (r->engine_started)
-        dmf_engine_stop(d);
+    dmf_engine_stop(d);
     dmf_piece_server_free(d->pieces);
     if (r->sigint)
         event_free(r->sigint);

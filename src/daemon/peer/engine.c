@@ -16,14 +16,18 @@ struct dmf_engine {
     struct dmf_announce_client *announcer; /* NULL without --scheduler */
 };
 
-void dmf_engine_start(struct dmf_daemon *d)
+void dmf_engine_new(struct dmf_daemon *d)
 {
     struct dmf_engine *e = dmf_xcalloc(1, sizeof(*e));
     d->engine = e;
-    if (d->cfg.scheduler) {
+    if (d->cfg.scheduler)
         e->announcer = dmf_announce_client_new(d);
-        dmf_announce_client_announce_sync(e->announcer, 2000);
-    }
+}
+
+void dmf_engine_start(struct dmf_daemon *d)
+{
+    if (d->engine->announcer)
+        dmf_announce_client_announce_sync(d->engine->announcer, 2000);
 }
 
 void dmf_engine_stop(struct dmf_daemon *d)

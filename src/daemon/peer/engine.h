@@ -19,12 +19,17 @@
 
 struct dmf_task;
 
-/* Creates the engine of daemon d (its tasks, and the scheduler's client when
- * d->cfg.scheduler is set) and announces this host, waiting up to 2 s for the answer so
- * that the first download finds the host known. Call once every listener is bound. */
+/* Creates the engine of daemon d: its tasks, and the scheduler's client when
+ * d->cfg.scheduler is set (it announces nothing yet). Call once d->cfg.host_id is known
+ * and before any listener that can open a task (rpc server, proxy, local API) starts. */
+void dmf_engine_new(struct dmf_daemon *d);
+/* Announces this host, waiting up to 2 s for the answer so that the first download finds
+ * the host known. Call once every listener is bound: a daemon about to fail must not be
+ * offered to others as a parent. */
 void dmf_engine_start(struct dmf_daemon *d);
 /* Tells every watcher the daemon is shutting down, frees every task, then says LeaveHost
- * (best effort). Pieces still on the worker queue must have landed (dmf_workq_free). */
+ * (best effort). Pieces still on the worker queue must have landed (dmf_workq_free).
+ * Nothing happens when the engine was never made. */
 void dmf_engine_stop(struct dmf_daemon *d);
 /* Registers the engine's metrics (bytes by source, verify failures, tasks by result). */
 void dmf_engine_metrics_register(void);
