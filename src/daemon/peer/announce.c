@@ -241,7 +241,7 @@ int dmf_announce_decode(const uint8_t *data, size_t len, const char *self_host_i
     case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_META: {
         const Damselfly__V1__TaskMeta *m = resp->task_meta;
         struct dmf_announce_digest *digests =
-            dmf_xcalloc(m->n_digests + 1, sizeof(*digests));
+            dmf_xcalloc(m ? m->n_digests + 1 : 1, sizeof(*digests));
         struct dmf_announce_meta meta;
         decode_meta(m, &meta, digests);
         sink->meta(arg, &meta);
