@@ -763,6 +763,9 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
         handle(t, DMF_TASK_EV_VERIFY_FAILED, NULL);
         return;
     }
+    /* The content matched: whatever a part reported while it was hashed is moot. */
+    free(t->error);
+    t->error = NULL;
     memcpy(t->content_digest, t->expected_digest, sizeof(t->content_digest));
     handle(t, DMF_TASK_EV_VERIFIED, NULL);
 }
