@@ -59,8 +59,8 @@ struct dmf_daemon {
     dmf_rpc_server_t *rpc_server;    /* TCP, for the scheduler */
     int rpc_port;                    /* bound TCP port of rpc_server */
     uint16_t piece_port;
-    struct dmf_engine *engine;      /* the download engine (peer/engine.h) */
-    struct dmf_proxy *proxy;        /* NULL with --proxy-listen off */
+    struct dmf_engine *engine; /* the download engine (peer/engine.h) */
+    struct dmf_proxy *proxy;   /* NULL with --proxy-listen off */
     bool stopping;
 };
 

@@ -67,9 +67,9 @@ struct dmf_announce_register {
 };
 
 struct dmf_announce_peer_env {
-    const char *task_id, *peer_id;           /* borrowed: outlive the stream */
-    const struct dmf_piece_book *book;       /* the task's, read for progress */
-    const struct dmf_transfer_bytes *bytes;  /* the task's, read for progress */
+    const char *task_id, *peer_id;          /* borrowed: outlive the stream */
+    const struct dmf_piece_book *book;      /* the task's, read for progress */
+    const struct dmf_transfer_bytes *bytes; /* the task's, read for progress */
     const struct dmf_announce_sink *sink;
     void *arg;
 };

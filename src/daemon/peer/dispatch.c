@@ -121,9 +121,9 @@ size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_r
         progress = false;
         for (size_t k = 0; k < in->nparents && nout < max; k++) {
             const struct dmf_dispatch_parent *p = &in->parents[k];
-            bool full = p->is_seed ? inflight[k] >= DMF_DISPATCH_SEED_SLOTS
-                                   : inflight[k] >= budget.per_parent ||
-                                         budget.in_flight >= budget.total;
+            bool full = p->is_seed
+                            ? inflight[k] >= DMF_DISPATCH_SEED_SLOTS
+                            : inflight[k] >= budget.per_parent || budget.in_flight >= budget.total;
             uint32_t n;
             if (!p->active || full || !pick(in, p, &planned, count, peers, npieces, &n))
                 continue;

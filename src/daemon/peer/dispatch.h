@@ -32,8 +32,8 @@
 struct dmf_dispatch_parent {
     const dmf_bitmap_t *has;      /* pieces it holds */
     const dmf_bitmap_t *deferred; /* pieces not to ask it for now (may be NULL) */
-    bool usable;   /* connected or connecting: counts for rarity */
-    bool active;   /* its /have stream is open: may be asked */
+    bool usable;                  /* connected or connecting: counts for rarity */
+    bool active;                  /* its /have stream is open: may be asked */
     bool is_seed;
     bool complete; /* it holds everything */
     int inflight;  /* requests to it now */
@@ -43,8 +43,8 @@ struct dmf_dispatch_in {
     const struct dmf_piece_book *book;
     const struct dmf_dispatch_parent *parents;
     size_t nparents;
-    int parent_concurrency;             /* requests per parent (configured) */
-    uint32_t (*random)(void *arg);      /* tie-breaks among equally rare pieces */
+    int parent_concurrency;        /* requests per parent (configured) */
+    uint32_t (*random)(void *arg); /* tie-breaks among equally rare pieces */
     void *random_arg;
 };
 
@@ -63,6 +63,7 @@ struct dmf_dispatch_budget dmf_dispatch_budget(const struct dmf_dispatch_in *in,
 /* Plans new requests, round-robin over the parents (one per parent per round) until no
  * parent can take one more: up to max into out, returns how many. Each piece appears at
  * most once, and never one the book holds, has claimed, or has no digest for. */
-size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_req *out, size_t max);
+size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_req *out,
+                         size_t max);
 
 #endif

@@ -191,8 +191,8 @@ static void have_on_done(void *arg, dmf_http_req_t *req, int err, const char *re
     }
     if (err == 0 && p->complete)
         return; /* it holds everything: nothing more to learn */
-    dmf_warn("task %s peer %s: parent %s at %s: %s", p->ps->env.task_id, p->ps->env.peer_id, p->peer_id,
-             p->base_url,
+    dmf_warn("task %s peer %s: parent %s at %s: %s", p->ps->env.task_id, p->ps->env.peer_id,
+             p->peer_id, p->base_url,
              err == 0         ? "stopped the task"
              : err == -ENOENT ? "never had the task"
                               : reason);

@@ -34,12 +34,12 @@ struct dmf_piece_book {
 
 /* Results of dmf_book_set_layout. */
 enum dmf_book_layout {
-    DMF_BOOK_LAYOUT_SAME,         /* nothing new */
-    DMF_BOOK_LAYOUT_CHANGED,      /* piece length or content length learnt */
-    DMF_BOOK_LAYOUT_BAD_LENGTH,   /* piece length out of bounds */
+    DMF_BOOK_LAYOUT_SAME,            /* nothing new */
+    DMF_BOOK_LAYOUT_CHANGED,         /* piece length or content length learnt */
+    DMF_BOOK_LAYOUT_BAD_LENGTH,      /* piece length out of bounds */
     DMF_BOOK_LAYOUT_PIECE_CHANGED,   /* contradicts the piece length already known */
     DMF_BOOK_LAYOUT_CONTENT_CHANGED, /* contradicts the content length already known */
-    DMF_BOOK_LAYOUT_INVALID,      /* too many pieces, or pieces held past the end */
+    DMF_BOOK_LAYOUT_INVALID,         /* too many pieces, or pieces held past the end */
 };
 
 void dmf_book_init(struct dmf_piece_book *b);

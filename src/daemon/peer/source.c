@@ -37,7 +37,8 @@ struct dmf_source {
     bool paused;  /* stream mode: waiting for the workers */
 };
 
-static void fail(struct dmf_source *src, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(struct dmf_source *src, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void fail(struct dmf_source *src, const char *fmt, ...)
 {
     char buf[512];
@@ -72,8 +73,8 @@ static struct dmf_http_opts request_opts(struct dmf_source *src, const char *ran
 /* ---------------------------------------------------------------- decisions */
 
 int dmf_source_probe_answer(long status, const char *content_range, const char *content_length,
-                            uint32_t known_piece_length, enum dmf_source_mode *mode,
-                            int64_t *total, uint32_t *piece_length, char *err, size_t errlen)
+                            uint32_t known_piece_length, enum dmf_source_mode *mode, int64_t *total,
+                            uint32_t *piece_length, char *err, size_t errlen)
 {
     int64_t start, end, len = -1;
     if (status == 206) {

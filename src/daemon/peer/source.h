@@ -59,8 +59,8 @@ enum dmf_source_mode { DMF_SOURCE_PROBING, DMF_SOURCE_RANGES, DMF_SOURCE_STREAM,
  * length to use (known_piece_length when the task has one). Returns 0, or -EPROTO with
  * the reason in err. */
 int dmf_source_probe_answer(long status, const char *content_range, const char *content_length,
-                            uint32_t known_piece_length, enum dmf_source_mode *mode,
-                            int64_t *total, uint32_t *piece_length, char *err, size_t errlen);
+                            uint32_t known_piece_length, enum dmf_source_mode *mode, int64_t *total,
+                            uint32_t *piece_length, char *err, size_t errlen);
 /* True when a range response (its Content-Range) is exactly piece n of the book. */
 bool dmf_source_range_matches(const struct dmf_piece_book *book, uint32_t n,
                               const char *content_range);

@@ -427,7 +427,8 @@ static void apply_meta(struct dmf_task *t, const struct dmf_announce_meta *m)
 {
     if (m->has_layout && set_layout(t, m->content_length, m->piece_length) != 0) {
         char why[160];
-        snprintf(why, sizeof(why), "the scheduler sent an invalid layout (%lld bytes, pieces of %u)",
+        snprintf(why, sizeof(why),
+                 "the scheduler sent an invalid layout (%lld bytes, pieces of %u)",
                  (long long)m->content_length, m->piece_length);
         handle(t, DMF_TASK_EV_ERROR, why);
         return;
@@ -649,8 +650,7 @@ static void apply(struct dmf_task *t, enum dmf_task_event ev, const char *why,
         set_error(t, why);
     if (s.actions & DMF_TASK_DO_FAIL_NO_SOURCE) {
         char buf[512];
-        snprintf(buf, sizeof(buf), "%s, and back-to-source is disabled (--no-back-to-source)",
-                 why);
+        snprintf(buf, sizeof(buf), "%s, and back-to-source is disabled (--no-back-to-source)", why);
         if (t->error == NULL)
             set_error(t, buf);
     }
@@ -796,7 +796,8 @@ static void start_verify(struct dmf_task *t)
     t->verify = job;
 }
 
-/* ---------------------------------------------------------------- what other wings may do (task_view.h) */
+/* ---------------------------------------------------------------- what other wings may do
+ * (task_view.h) */
 
 void dmf_task_start(struct dmf_task *t)
 {

@@ -68,8 +68,8 @@ static struct dmf_task_step on_kick(enum dmf_task_state from, const struct dmf_t
     unsigned dispatch = from == DMF_TASK_P2P              ? DMF_TASK_DO_DISPATCH_PARENTS
                         : from == DMF_TASK_BACK_TO_SOURCE ? DMF_TASK_DO_DISPATCH_SOURCE
                                                           : 0;
-    if (f->all_held && (from == DMF_TASK_REGISTERING || from == DMF_TASK_P2P ||
-                        from == DMF_TASK_BACK_TO_SOURCE)) {
+    if (f->all_held &&
+        (from == DMF_TASK_REGISTERING || from == DMF_TASK_P2P || from == DMF_TASK_BACK_TO_SOURCE)) {
         if (f->expect_digest)
             return step(DMF_TASK_VERIFYING, dispatch | DMF_TASK_DO_VERIFY);
         return step(DMF_TASK_SUCCEEDED, dispatch | DMF_TASK_DO_FINISH);
@@ -93,7 +93,8 @@ struct dmf_task_step dmf_task_next(enum dmf_task_state from, enum dmf_task_event
     case DMF_TASK_EV_CANDIDATES:
         if (!asking_scheduler(from))
             return step(from, 0);
-        return step(DMF_TASK_P2P, DMF_TASK_DO_APPLY_META | DMF_TASK_DO_ADD_PARENTS | DMF_TASK_DO_KICK);
+        return step(DMF_TASK_P2P,
+                    DMF_TASK_DO_APPLY_META | DMF_TASK_DO_ADD_PARENTS | DMF_TASK_DO_KICK);
     case DMF_TASK_EV_META:
         return step(from, asking_scheduler(from) ? DMF_TASK_DO_APPLY_META : 0);
     case DMF_TASK_EV_SCHED_BACK_TO_SOURCE:

@@ -29,16 +29,16 @@ enum dmf_task_state {
 #define DMF_TASK_NSTATES (DMF_TASK_FAILED + 1)
 
 enum dmf_task_event {
-    DMF_TASK_EV_START,              /* a watcher wants the content */
-    DMF_TASK_EV_CANDIDATES,         /* the scheduler offered parents */
-    DMF_TASK_EV_META,               /* the scheduler sent layout or digests */
+    DMF_TASK_EV_START,                /* a watcher wants the content */
+    DMF_TASK_EV_CANDIDATES,           /* the scheduler offered parents */
+    DMF_TASK_EV_META,                 /* the scheduler sent layout or digests */
     DMF_TASK_EV_SCHED_BACK_TO_SOURCE, /* the scheduler says: fetch it from the origin */
-    DMF_TASK_EV_SCHED_LOST,         /* the AnnouncePeer stream ended */
-    DMF_TASK_EV_STALLED,            /* no usable parent for parent_stall_timeout */
-    DMF_TASK_EV_ERROR,              /* a part of the download failed for good */
-    DMF_TASK_EV_KICK,               /* the deferred pass: something changed */
-    DMF_TASK_EV_VERIFIED,           /* the content matched the digest asked for */
-    DMF_TASK_EV_VERIFY_FAILED,      /* it did not, or could not be read */
+    DMF_TASK_EV_SCHED_LOST,           /* the AnnouncePeer stream ended */
+    DMF_TASK_EV_STALLED,              /* no usable parent for parent_stall_timeout */
+    DMF_TASK_EV_ERROR,                /* a part of the download failed for good */
+    DMF_TASK_EV_KICK,                 /* the deferred pass: something changed */
+    DMF_TASK_EV_VERIFIED,             /* the content matched the digest asked for */
+    DMF_TASK_EV_VERIFY_FAILED,        /* it did not, or could not be read */
 };
 #define DMF_TASK_NEVENTS (DMF_TASK_EV_VERIFY_FAILED + 1)
 

@@ -48,7 +48,7 @@ struct dmf_task_info {
     uint32_t piece_length;  /* 0 unknown */
     uint32_t total_pieces;  /* valid when content_length >= 0 */
     uint32_t held_pieces;
-    uint64_t completed_length; /* bytes of verified pieces */
+    uint64_t completed_length;                    /* bytes of verified pieces */
     uint64_t bytes_from_origin, bytes_from_peers; /* of the current download */
 };
 
