@@ -224,6 +224,9 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     d->rpc = dmf_rpc_new(d->base);
     d->http = dmf_http_new(d->base);
     d->workq = dmf_workq_new(d->base, 2);
+    /* The engine exists before any listener that can reach a task: the piece server, the
+     * rpc server and the proxy serve requests during the announce below. */
+    dmf_engine_new(d);
     if (cfg->origin_ca_file && dmf_http_set_extra_ca(d->http, cfg->origin_ca_file) != 0) {
         snprintf(err, errlen, "--origin-ca-file: cannot read certificates from %s",
                  cfg->origin_ca_file);
@@ -240,9 +243,6 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     if (cfg->rpc_listen == NULL)
         cfg->rpc_listen = dmf_xasprintf("%s:0", cfg->ip);
 
-    /* The engine exists before any listener that can open a task: the rpc server and the
-     * proxy serve calls during the announce below. */
-    dmf_engine_new(d);
     d->rpc_server = dmf_rpc_server_new(d->rpc, dmf_local_service_on_call, d);
     if (dmf_rpc_server_listen(d->rpc_server, cfg->rpc_listen, &d->rpc_port, why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--rpc-listen", why);

@@ -93,8 +93,6 @@ int dmf_engine_open(struct dmf_daemon *d, const char *id, const struct dmf_task_
 int dmf_engine_piece_lookup(void *daemon, const char *task_id, struct dmf_piece_view *view)
 {
     struct dmf_daemon *d = daemon;
-    if (d->engine == NULL)
-        return -ENOENT;
     struct dmf_task *t = dmf_engine_find(d, task_id);
     if (t == NULL || dmf_task_ensure_data(t) != 0)
         return -ENOENT;

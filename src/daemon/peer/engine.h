@@ -20,8 +20,8 @@
 struct dmf_task;
 
 /* Creates the engine of daemon d: its tasks, and the scheduler's client when
- * d->cfg.scheduler is set (it announces nothing yet). Call once d->cfg.host_id is known
- * and before any listener that can open a task (rpc server, proxy, local API) starts. */
+ * d->cfg.scheduler is set; it announces nothing yet). Call before any listener that can
+ * reach a task (piece server, rpc server, proxy, local API) is made. */
 void dmf_engine_new(struct dmf_daemon *d);
 /* Announces this host, waiting up to 2 s for the answer so that the first download finds
  * the host known. Call once every listener is bound: a daemon about to fail must not be

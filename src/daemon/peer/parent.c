@@ -29,8 +29,7 @@ struct slot {
     struct dmf_parent *p;
     dmf_http_req_t *req; /* NULL when free */
     uint32_t n;
-    uint8_t *buf;
-    size_t len, want;
+    struct dmf_piece_buf piece;
 };
 
 struct dmf_parent {
@@ -98,8 +97,7 @@ static void cancel_slots(struct dmf_parent *p)
             s->req = NULL;
             dmf_book_release(p->ps->env.book, s->n);
         }
-        free(s->buf);
-        s->buf = NULL;
+        dmf_piece_buf_free(&s->piece);
     }
     p->inflight = 0;
 }
@@ -232,11 +230,7 @@ static void on_undefer(evutil_socket_t fd, short what, void *arg)
 static int piece_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t len)
 {
     struct slot *s = arg;
-    if (len > s->want - s->len)
-        return -EPROTO;
-    memcpy(s->buf + s->len, data, len);
-    s->len += len;
-    return 0;
+    return dmf_piece_buf_append(&s->piece, data, len);
 }
 
 static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *reason)
@@ -274,9 +268,8 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     }
     /* The task checks the bytes against the piece digest off the loop (the claim stays
      * with the piece until then), and calls dmf_parents_bad_piece() if they do not match. */
-    uint8_t *buf = s->buf;
-    s->buf = NULL;
-    int e = ps->env.sink->piece(ps->env.arg, n, buf, s->len,
+    size_t got = s->piece.len;
+    int e = ps->env.sink->piece(ps->env.arg, n, dmf_piece_buf_take(&s->piece), got,
                                 p->is_seed ? DMF_FROM_SEED : DMF_FROM_PEER, p->host_id);
     if (e == -EINVAL) /* a short piece */
         dmf_parents_bad_piece(ps, p->host_id, n);
@@ -314,9 +307,7 @@ static void piece_request(struct dmf_parent *p, uint32_t n)
         return;
     s->p = p;
     s->n = n;
-    s->len = 0;
-    s->want = dmf_book_piece_size(book, n);
-    s->buf = dmf_xrealloc(s->buf, s->want ? s->want : 1);
+    dmf_piece_buf_start(&s->piece, dmf_book_piece_size(book, n));
     char url[256];
     snprintf(url, sizeof(url), "%s/pieces/%s/%u", p->base_url, ps->env.task_id, n);
     /* How far along we are, so that a busy parent serves those behind first. */

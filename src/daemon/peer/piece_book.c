@@ -161,3 +161,38 @@ void dmf_book_drop_all(struct dmf_piece_book *b)
     dmf_bitmap_init(&b->have);
     dmf_bitmap_resize(&b->have, b->total_pieces);
 }
+
+void dmf_piece_buf_start(struct dmf_piece_buf *b, size_t want)
+{
+    b->len = 0;
+    b->want = want;
+    b->buf = dmf_xrealloc(b->buf, want ? want : 1);
+}
+
+int dmf_piece_buf_append(struct dmf_piece_buf *b, const char *data, size_t len)
+{
+    if (len > b->want - b->len)
+        return -EPROTO;
+    memcpy(b->buf + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+bool dmf_piece_buf_full(const struct dmf_piece_buf *b)
+{
+    return b->len == b->want;
+}
+
+uint8_t *dmf_piece_buf_take(struct dmf_piece_buf *b)
+{
+    uint8_t *buf = b->buf;
+    b->buf = NULL;
+    return buf;
+}
+
+void dmf_piece_buf_free(struct dmf_piece_buf *b)
+{
+    free(b->buf);
+    b->buf = NULL;
+    b->len = b->want = 0;
+}

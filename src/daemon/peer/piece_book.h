@@ -8,6 +8,7 @@
 #define DMF_PIECE_BOOK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/digest.h"
@@ -79,5 +80,21 @@ int dmf_book_set_digest(struct dmf_piece_book *b, uint32_t n, const uint8_t dige
 void dmf_book_commit(struct dmf_piece_book *b, uint32_t n, const uint8_t digest[DMF_SHA256_LEN]);
 /* Forgets every held piece (they did not add up to the content digest). */
 void dmf_book_drop_all(struct dmf_piece_book *b);
+
+/* The bytes of one piece as a transfer receives them: never more than the piece's size. */
+struct dmf_piece_buf {
+    uint8_t *buf;
+    size_t len, want;
+};
+
+/* Starts receiving a piece of want bytes (the buffer is reused across pieces). */
+void dmf_piece_buf_start(struct dmf_piece_buf *b, size_t want);
+/* Appends what arrived: 0, or -EPROTO when it would pass the piece's size. */
+int dmf_piece_buf_append(struct dmf_piece_buf *b, const char *data, size_t len);
+/* True when exactly the piece's size arrived. */
+bool dmf_piece_buf_full(const struct dmf_piece_buf *b);
+/* Hands the bytes over (the caller frees them); the buffer is empty after. */
+uint8_t *dmf_piece_buf_take(struct dmf_piece_buf *b);
+void dmf_piece_buf_free(struct dmf_piece_buf *b);
 
 #endif

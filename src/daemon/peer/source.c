@@ -17,8 +17,7 @@ struct range {
     struct dmf_source *src;
     dmf_http_req_t *req; /* NULL when the slot is free */
     uint32_t n;
-    uint8_t *buf;
-    size_t len, want;
+    struct dmf_piece_buf piece;
 };
 
 struct dmf_source {
@@ -268,11 +267,7 @@ static int range_on_headers(void *arg, dmf_http_req_t *req, long status)
 static int range_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t len)
 {
     struct range *r = arg;
-    if (len > r->want - r->len)
-        return -EPROTO;
-    memcpy(r->buf + r->len, data, len);
-    r->len += len;
-    return 0;
+    return dmf_piece_buf_append(&r->piece, data, len);
 }
 
 static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *reason)
@@ -280,11 +275,11 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     struct range *r = arg;
     struct dmf_source *src = r->src;
     r->req = NULL;
-    if (err == 0 && r->len == r->want) {
+    if (err == 0 && dmf_piece_buf_full(&r->piece)) {
         /* The claim goes with the piece to the task, which gives it back once stored. */
-        uint8_t *buf = r->buf;
-        r->buf = NULL;
-        int e = src->env.sink->piece(src->env.arg, r->n, buf, r->len, DMF_FROM_ORIGIN, NULL);
+        size_t got = r->piece.len;
+        int e = src->env.sink->piece(src->env.arg, r->n, dmf_piece_buf_take(&r->piece), got,
+                                     DMF_FROM_ORIGIN, NULL);
         if (e != 0 && e != -ECANCELED)
             fail(src, "cannot take piece %u from the origin: %s", r->n, dmf_strerror(e));
         src->failures = 0;
@@ -330,12 +325,10 @@ void dmf_source_dispatch(struct dmf_source *src)
             return;
         r->src = src;
         r->n = next;
-        r->want = dmf_book_piece_size(book, next);
-        r->len = 0;
-        r->buf = dmf_xrealloc(r->buf, r->want ? r->want : 1);
+        dmf_piece_buf_start(&r->piece, dmf_book_piece_size(book, next));
         char range[64];
         uint64_t off = dmf_piece_offset(book->piece_length, next);
-        snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, off, off + r->want - 1);
+        snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, off, off + r->piece.want - 1);
         struct dmf_http_opts o = request_opts(src, range);
         r->req = dmf_http_get(src->env.http, src->env.url, &o, &range_ops, r);
     }
@@ -365,7 +358,7 @@ void dmf_source_free(struct dmf_source *src)
         dmf_http_cancel(src->ranges[i].req);
         if (src->ranges[i].req)
             dmf_book_release(src->env.book, src->ranges[i].n);
-        free(src->ranges[i].buf);
+        dmf_piece_buf_free(&src->ranges[i].piece);
     }
     free(src->buf);
     free(src);

@@ -1,6 +1,7 @@
 /* A task's piece book (src/daemon/peer/piece_book.c): claims, layout, digests, held
  * bytes. */
 #include <errno.h>
+#include <stdlib.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -299,12 +300,37 @@ static void test_drop_all(void **state)
     assert_int_equal(dmf_book_wanted_byte(b, 1), 0x03);
 }
 
+/* A piece's buffer takes exactly its size: a parent or an origin that sends one byte too
+ * many is refused, and a short piece is not full. */
+static void test_piece_buf_bounds(void **state)
+{
+    struct dmf_piece_buf b = {0};
+    dmf_piece_buf_start(&b, 5);
+    assert_int_equal(dmf_piece_buf_append(&b, "abc", 3), 0);
+    assert_false(dmf_piece_buf_full(&b));
+    assert_int_equal(dmf_piece_buf_append(&b, "def", 3), -EPROTO);
+    assert_int_equal(b.len, 3);
+    assert_int_equal(dmf_piece_buf_append(&b, "de", 2), 0);
+    assert_true(dmf_piece_buf_full(&b));
+    uint8_t *got = dmf_piece_buf_take(&b);
+    assert_memory_equal(got, "abcde", 5);
+    assert_null(b.buf);
+    free(got);
+    /* Started again after a take, and for an empty piece. */
+    dmf_piece_buf_start(&b, 0);
+    assert_true(dmf_piece_buf_full(&b));
+    assert_int_equal(dmf_piece_buf_append(&b, "x", 1), -EPROTO);
+    dmf_piece_buf_free(&b);
+    assert_null(b.buf);
+}
+
 #define BOOK_TEST(f) cmocka_unit_test_setup_teardown(f, setup_book, teardown_book)
 #define TEN_TEST(f)  cmocka_unit_test_setup_teardown(f, setup_ten, teardown_book)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_piece_buf_bounds),
         TEN_TEST(test_claim_once),
         TEN_TEST(test_release_all),
         BOOK_TEST(test_claim_range),
