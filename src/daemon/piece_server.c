@@ -312,6 +312,10 @@ static bool send_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const
         return false;
     }
 
+    if (v.verify && !v.verify(v.verify_arg, n)) {
+        reply_text(req, 404, "Not Found", "piece not held here (it failed verification)");
+        return false;
+    }
     if (v.ledger && seed_refuses(v.ledger, v.have, n)) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
         evhttp_add_header(h, "Retry-After", "1");

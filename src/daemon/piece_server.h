@@ -41,6 +41,11 @@ struct dmf_piece_view {
     bool complete;            /* every piece held; total is dmf_piece_count(...) */
     /* A seed's record of its uploads, or NULL (see struct dmf_seed_ledger). */
     struct dmf_seed_ledger *ledger;
+    /* Called before a held piece is sent: true when its bytes may go out (verified now,
+     * hashing them first if they were not verified since a restart or a change of the data
+     * file); false drops it and the request gets 404. NULL: every held piece may go. */
+    bool (*verify)(void *arg, uint32_t n);
+    void *verify_arg;
 };
 
 /* A seed sends each piece into the swarm once before it sends any twice, and after that

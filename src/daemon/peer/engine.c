@@ -10,6 +10,7 @@
 #include "common/util.h"
 #include "daemon/peer/announce.h"
 #include "daemon/peer/task.h"
+#include "daemon/peer/task_cache.h"
 
 struct dmf_engine {
     struct dmf_task *tasks;                /* every task in memory (a list) */
@@ -52,6 +53,8 @@ void dmf_engine_metrics_register(void)
     dmf_metric_register(&dmf_m_bytes_peer);
     dmf_metric_register(&dmf_m_bytes_local);
     dmf_metric_register(&dmf_m_verify_failures);
+    dmf_metric_register(&dmf_m_cache_verified);
+    dmf_metric_register(&dmf_m_cache_failures);
     dmf_metric_register(&dmf_m_tasks_succeeded);
     dmf_metric_register(&dmf_m_tasks_failed);
 }

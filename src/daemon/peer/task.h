@@ -14,6 +14,7 @@
 #include "common/pieces.h"
 #include "common/taskid.h"
 #include "daemon/daemon.h"
+#include "daemon/peer/cache_check.h"
 #include "daemon/peer/piece_book.h"
 #include "daemon/peer/task_fsm.h"
 #include "daemon/peer/task_view.h"
@@ -51,6 +52,7 @@ struct dmf_task {
     struct dmf_seed_ledger ledger; /* a seed's uploads of this task (piece_server.h) */
     int fd;
     char *data_path;
+    struct dmf_cache_state cache; /* which held pieces are verified now (task_cache.h) */
     char content_digest[DMF_DIGEST_STR_LEN + 1];
     char *error; /* why it failed */
 
@@ -81,6 +83,8 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
 void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req);
 /* Opens the task's data file (creating it) if it is not open: 0 or -errno. */
 int dmf_task_ensure_data(struct dmf_task *t);
+/* Piece n was verified (again): watchers are told with the next update. */
+void dmf_task_note_verified(struct dmf_task *t, uint32_t n);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
 /* Frees the task; watchers first get the end with reason why (daemon shutdown). */

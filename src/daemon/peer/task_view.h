@@ -66,7 +66,7 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info);
 /* True when the task can be served from the local cache now: every piece held and
  * verified, and no download running or failed (a running one is watched instead: its
  * content digest may not be checked yet). */
-bool dmf_task_cached(const struct dmf_task *t);
+bool dmf_task_cached(struct dmf_task *t);
 /* A cached task is about to be served whole from this host: it is marked SUCCEEDED if it
  * was not, and its per-download byte counters are zeroed (nothing came from elsewhere). */
 void dmf_task_serve_cached(struct dmf_task *t);
@@ -75,9 +75,10 @@ void dmf_task_start(struct dmf_task *t);
 void dmf_task_subscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 
-/* True when piece n is held and verified. */
+/* True when piece n is held and verified in this session (a piece loaded from the store
+ * after a restart counts once it was hashed again). */
 bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n);
-/* Every held piece's number, ascending, into a malloc'd array the caller frees (*out is
+/* Every held piece's number (held and verified, as dmf_task_has_piece), ascending, into a malloc'd array the caller frees (*out is
  * never NULL); returns how many. */
 size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out);
 /* Reads up to len bytes at offset off of the task's data file: what pread returns. Only
