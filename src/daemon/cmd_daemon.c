@@ -21,6 +21,7 @@
 #include "daemon/daemon.h"
 #include "daemon/api/local_api.h"
 #include "daemon/api/local_service.h"
+#include "daemon/api/socket_perms.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/registry.h"
 #include "daemon/peer/engine.h"
@@ -43,6 +44,11 @@ static const struct dmf_option options[] = {
         "gRPC Daemon service for the scheduler (default: --ip with any free port)"),
     OPT("socket", 0, DMF_OPT_STRING, socket, 0, 0, "/run/damselfly/daemon.sock", "PATH",
         "unix socket of the local API used by `damselfly get`"),
+    OPT("socket-group", 0, DMF_OPT_STRING, socket_group, 0, 0, NULL, "GROUP|GID",
+        "group whose members may use the socket (get through P2P without reading the data "
+        "dir, which stays 0700)"),
+    OPT("socket-mode", 0, DMF_OPT_STRING, socket_mode, 0, 0, NULL, "MODE",
+        "permission bits of the socket (default 0660 with --socket-group, else 0600)"),
     OPT("seed", 0, DMF_OPT_BOOL, seed, 0, 0, "false", NULL,
         "be a seed peer: fetch from origins when the scheduler asks, and cache"),
     OPT("host-id", 0, DMF_OPT_STRING, host_id, 0, 0, NULL, "ID",
@@ -146,6 +152,7 @@ struct daemon_run {
     uint16_t piece_port;
     bool proxy_on;
     struct dmf_proxy_rules rules; /* from --config, until the proxy takes them */
+    struct dmf_socket_perms socket_perms;
     struct event *sigint, *sigterm;
 };
 
@@ -191,6 +198,9 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
     if (dmf_parse_hostport(cfg->piece_listen, r->piece_host, sizeof(r->piece_host), &r->piece_port,
                            why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--piece-listen", why);
+    if (dmf_socket_perms_parse(cfg->socket_group, cfg->socket_mode, &r->socket_perms, err,
+                               errlen) != 0)
+        return -1;
     return 0;
 }
 
@@ -259,7 +269,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
      * be offered to others as a parent. */
     dmf_engine_start(d);
 
-    d->local_api = dmf_local_api_new(d, cfg->socket, why, sizeof(why));
+    d->local_api = dmf_local_api_new(d, cfg->socket, &r->socket_perms, why, sizeof(why));
     if (d->local_api == NULL)
         return flag_error(err, errlen, "--socket", why);
 

@@ -20,6 +20,8 @@ struct dmf_daemon_config {
     char *piece_listen; /* "ADDR:PORT" of the piece server */
     char *rpc_listen;   /* "ADDR:PORT" of the Daemon gRPC service for the scheduler */
     char *socket;       /* unix socket of the local Daemon gRPC service */
+    char *socket_group; /* group (name or GID) allowed to use it, or NULL */
+    char *socket_mode;  /* its permission bits (octal), or NULL for the default */
     bool seed;
     char *host_id;
     char *hostname;

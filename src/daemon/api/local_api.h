@@ -15,8 +15,12 @@
 struct dmf_daemon;
 struct dmf_local_api;
 
-/* Listens on the unix socket path (which must not exist). NULL with a reason in err. */
-struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path, char *err,
+struct dmf_socket_perms;
+
+/* Listens on the unix socket path (which must not exist), with the group and mode of
+ * perms. NULL with a reason in err. */
+struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path,
+                                        const struct dmf_socket_perms *perms, char *err,
                                         size_t errlen);
 /* Closes the socket and every connection (abandoning their downloads). */
 void dmf_local_api_free(struct dmf_local_api *api);

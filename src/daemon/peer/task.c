@@ -151,6 +151,7 @@ int dmf_task_ensure_data(struct dmf_task *t)
     if (fd < 0)
         return fd;
     t->fd = fd;
+    t->data_gen++;
     dmf_task_cache_opened(t, found);
     return 0;
 }
@@ -883,6 +884,7 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
         .peer_id = t->peer_id,
         .url = t->url ? t->url : "",
         .data_path = t->data_path ? t->data_path : "",
+        .data_gen = t->fd >= 0 ? t->data_gen : 0,
         .content_digest = t->content_digest,
         .error = t->error,
         .phase = phase(t->state),

@@ -53,6 +53,7 @@ struct dmf_task {
     int fd;
     char *data_path;
     struct dmf_cache_state cache; /* which held pieces are verified now (task_cache.h) */
+    uint32_t data_gen;            /* data files opened so far (a fresh one after a detach) */
     char content_digest[DMF_DIGEST_STR_LEN + 1];
     char *error; /* why it failed */
 
