@@ -214,6 +214,16 @@ static void have_connect(struct dmf_parent *p)
 
 /* ---------------------------------------------------------------- pieces */
 
+/* True when p lists a piece this task does not hold yet. */
+static bool offers_wanted(const struct dmf_parent *p)
+{
+    const dmf_bitmap_t *held = &p->ps->env.book->have;
+    for (uint32_t n = 0; n < p->has.nbits; n++)
+        if (dmf_bitmap_get(&p->has, n) && !dmf_bitmap_get(held, n))
+            return true;
+    return false;
+}
+
 static int piece_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     return status == 200 ? 0 : status == 404 ? -ENOENT : status == 503 ? -EAGAIN : -EPROTO;
@@ -257,6 +267,14 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     if (err == -ENOENT) {
         /* It no longer has the piece (or never had): ask someone else. */
         dmf_bitmap_clear(&p->has, n);
+        if (p->have_req == NULL && !offers_wanted(p)) {
+            /* Its /have stream is over and it holds nothing we lack (it dropped cached
+             * pieces): it cannot help, and keeping it would hold off the stall timeout. */
+            dmf_warn("task %s peer %s: parent %s no longer holds the pieces we lack",
+                     ps->env.task_id, ps->env.peer_id, p->peer_id);
+            parent_drop(p, PARENT_FAILED, false, 0);
+            return;
+        }
         changed(ps);
         return;
     }

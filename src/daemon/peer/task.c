@@ -762,7 +762,10 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
         return;
     }
     int e = job->scan.err;
-    if (e == 0 && dmf_task_cache_apply_scan(t, &job->scan) > 0) {
+    /* Pieces may also have been dropped while the scan ran (a child's request found one
+     * bad): then too they are fetched again. */
+    if (e == 0 &&
+        (dmf_task_cache_apply_scan(t, &job->scan) > 0 || !dmf_book_all_held(&t->book))) {
         verify_job_free(job);
         /* The bad pieces are dropped: fetch them again, as a download. */
         free(t->error);
@@ -985,7 +988,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     dmf_strlist_free(&t->headers);
     dmf_strlist_free(&t->filter_query);
     dmf_book_free(&t->book);
-    dmf_cache_free(&t->cache);
+    dmf_task_cache_free(t);
     dmf_seed_ledger_free(&t->ledger);
     free(t);
 }

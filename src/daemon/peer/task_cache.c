@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/peer/task.h"
@@ -16,6 +18,34 @@
 static bool running(const struct dmf_task *t)
 {
     return dmf_task_state_running(t->state);
+}
+
+void dmf_task_cache_free(struct dmf_task *t)
+{
+    if (t->cache.refetch)
+        event_free(t->cache.refetch);
+    dmf_cache_free(&t->cache);
+}
+
+static void on_refetch(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_task *t = arg;
+    if (!running(t) && !dmf_book_all_held(&t->book) && t->url) {
+        dmf_info("task %s: fetching the dropped cached pieces again", t->id);
+        dmf_task_start(t);
+    }
+}
+
+/* Pieces of a task nobody is downloading were dropped: fetch them again (on the next loop
+ * pass, not inside the piece server's request), so that the cache heals and children that
+ * count on this host get them. */
+static void refetch_later(struct dmf_task *t)
+{
+    if (running(t) || t->url == NULL)
+        return;
+    if (t->cache.refetch == NULL)
+        t->cache.refetch = event_new(t->d->base, -1, 0, on_refetch, t);
+    event_active(t->cache.refetch, 0, 0);
 }
 
 void dmf_task_cache_mark(struct dmf_task *t)
@@ -32,6 +62,7 @@ void dmf_task_cache_mark(struct dmf_task *t)
 /* Forgets held piece n (it failed, or is not in the file any more). */
 static void drop_piece(struct dmf_task *t, uint32_t n)
 {
+    refetch_later(t);
     dmf_store_piece_drop(t->d->store, t->id, n);
     dmf_book_drop(&t->book, n);
     dmf_bitmap_clear(&t->cache.verified, n);
@@ -52,6 +83,7 @@ static void detach(struct dmf_task *t, const char *why)
     dmf_warn("task %s: %s: its data file is left alone and every piece fetched again", t->id,
              why);
     drop_held(t);
+    dmf_piece_server_notify_gone(t->d->pieces, t->id); /* children stop counting on it */
     if (t->fd >= 0) {
         dmf_store_detach_data(t->d->store, t->id, t->fd);
         close(t->fd);

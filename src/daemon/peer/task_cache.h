@@ -14,6 +14,8 @@
 
 struct dmf_task;
 
+/* Frees the task's cache state (dmf_task_free). */
+void dmf_task_cache_free(struct dmf_task *t);
 /* Records the data file as the daemon left it (after its own last write). */
 void dmf_task_cache_mark(struct dmf_task *t);
 /* Unless a download runs (which writes the file), compares the data file with its mark:
