@@ -70,8 +70,9 @@ static const struct dmf_option options[] = {
     OPT("quiet", 'q', DMF_OPT_BOOL, quiet, 0, 0, "false", NULL, "no progress and no summary"),
 };
 
-static const char usage[] = "damselfly get URL -O FILE|DIR/|- [--socket PATH] [-H 'Name: value']... "
-                            "[--digest sha256:HEX] [--overwrite] [options]";
+static const char usage[] =
+    "damselfly get URL -O FILE|DIR/|- [--socket PATH] [-H 'Name: value']... "
+    "[--digest sha256:HEX] [--overwrite] [options]";
 
 /* One download's output: the file (output.h) or stdout, and the pieces copied into it
  * from the daemon's data (src_fd, the descriptor the daemon passed). */
@@ -326,8 +327,9 @@ static int on_response(struct get *g, const uint8_t *data, size_t len)
         o->content_length = r->content_length;
     if (r->n_new_pieces && (o->src_fd < 0 || o->piece_length == 0)) {
         e = -EPROTO;
-        snprintf(g->error, sizeof(g->error), "the daemon sent pieces without a layout or a "
-                                             "descriptor of its data");
+        snprintf(g->error, sizeof(g->error),
+                 "the daemon sent pieces without a layout or a "
+                 "descriptor of its data");
         goto out;
     }
     e = output_pieces(o, r->new_pieces, r->n_new_pieces);

@@ -23,8 +23,8 @@ enum dmf_get_exit dmf_get_exit_for_daemon(int status, const char *msg)
         return DMF_GET_EXIT_INTEGRITY;
     if (has(msg, "answered HTTP") || has(msg, "returned error"))
         return DMF_GET_EXIT_HTTP;
-    if (has(msg, "resolve") || has(msg, "connect") || has(msg, "unreachable") ||
-        has(msg, "SSL") || has(msg, "TLS"))
+    if (has(msg, "resolve") || has(msg, "connect") || has(msg, "unreachable") || has(msg, "SSL") ||
+        has(msg, "TLS"))
         return DMF_GET_EXIT_NETWORK;
     if (has(msg, "No space left") || has(msg, "quota"))
         return DMF_GET_EXIT_DISK_FULL;

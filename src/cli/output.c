@@ -20,8 +20,8 @@ int dmf_output_name_from_url(const char *url, char **name)
     *name = NULL;
     const char *p = strstr(url, "://");
     p = p ? p + 3 : url;
-    p = strchr(p, '/'); /* past the authority */
-    if (p == NULL)
+    p += strcspn(p, "/?#"); /* past the authority */
+    if (*p != '/')
         return -EINVAL;
     size_t end = strcspn(p, "?#");
     const char *last = p;
@@ -35,8 +35,8 @@ int dmf_output_name_from_url(const char *url, char **name)
     return 0;
 }
 
-int dmf_output_check(const char *path, const struct dmf_output_found *f, bool overwrite,
-                     char *err, size_t errlen)
+int dmf_output_check(const char *path, const struct dmf_output_found *f, bool overwrite, char *err,
+                     size_t errlen)
 {
     if (!f->exists)
         return 0;

@@ -23,10 +23,10 @@
 
 /* What is at the output path now (from lstat and, for a symlink, stat). */
 struct dmf_output_found {
-    bool exists;      /* lstat succeeded */
-    bool symlink;     /* it is a symlink */
-    bool target_ok;   /* a symlink's target exists (stat succeeded) */
-    mode_t mode;      /* the file's (a symlink's target's) st_mode */
+    bool exists;    /* lstat succeeded */
+    bool symlink;   /* it is a symlink */
+    bool target_ok; /* a symlink's target exists (stat succeeded) */
+    mode_t mode;    /* the file's (a symlink's target's) st_mode */
 };
 
 /* The file name -O DIR/ takes from url: the last segment of its path, without query or
@@ -36,8 +36,8 @@ int dmf_output_name_from_url(const char *url, char **name);
 /* Whether path may be written, given what is there (pure). 0, or -errno with the one-line
  * reason in err: -EISDIR, -ENODEV (device), -EINVAL (FIFO, socket, dangling symlink),
  * -EEXIST (a file, without overwrite). */
-int dmf_output_check(const char *path, const struct dmf_output_found *f, bool overwrite,
-                     char *err, size_t errlen);
+int dmf_output_check(const char *path, const struct dmf_output_found *f, bool overwrite, char *err,
+                     size_t errlen);
 
 /* One output file being written. */
 struct dmf_output {

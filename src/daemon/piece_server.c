@@ -552,6 +552,14 @@ static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const
         evbuffer_free(b);
         return;
     }
+    if (!v.downloading) {
+        /* Part of the task, and nothing coming (a failed download, dropped cached pieces):
+         * what is held, then the end without "done". */
+        evhttp_send_reply_chunk(req, b);
+        evhttp_send_reply_end(req);
+        evbuffer_free(b);
+        return;
+    }
     evhttp_send_reply_chunk(req, b);
     evbuffer_free(b);
 

@@ -39,6 +39,7 @@ struct dmf_piece_view {
     uint32_t piece_length;    /* 0 while unknown */
     const dmf_bitmap_t *have; /* verified pieces */
     bool complete;            /* every piece held; total is dmf_piece_count(...) */
+    bool downloading;         /* more pieces may come (a /have stream stays open for them) */
     /* A seed's record of its uploads, or NULL (see struct dmf_seed_ledger). */
     struct dmf_seed_ledger *ledger;
     /* Called before a held piece is sent: true when its bytes may go out (verified now,

@@ -145,8 +145,7 @@ static int http_send_fd(void *ctx, int fd)
     return 0;
 }
 
-static const struct dmf_download_transport http_transport = {http_send, http_finish,
-                                                             http_send_fd};
+static const struct dmf_download_transport http_transport = {http_send, http_finish, http_send_fd};
 
 static void on_client_gone(struct evhttp_connection *conn, void *arg)
 {

@@ -61,8 +61,8 @@ bool dmf_cache_piece_within(int64_t content_length, uint32_t piece_length, uint3
 {
     if (piece_length == 0)
         return false;
-    uint64_t len = content_length >= 0 ? dmf_piece_size(content_length, piece_length, n)
-                                       : piece_length;
+    uint64_t len =
+        content_length >= 0 ? dmf_piece_size(content_length, piece_length, n) : piece_length;
     return dmf_piece_offset(piece_length, n) + len <= size;
 }
 
@@ -74,8 +74,8 @@ bool dmf_cache_must_detach(nlink_t nlink)
 int dmf_cache_hash_piece(int fd, int64_t content_length, uint32_t piece_length, uint32_t n,
                          const uint8_t digest[DMF_SHA256_LEN])
 {
-    uint64_t len = content_length >= 0 ? dmf_piece_size(content_length, piece_length, n)
-                                       : piece_length;
+    uint64_t len =
+        content_length >= 0 ? dmf_piece_size(content_length, piece_length, n) : piece_length;
     uint8_t got[DMF_SHA256_LEN];
     int e = dmf_sha256_fd(fd, dmf_piece_offset(piece_length, n), len, got);
     if (e != 0)

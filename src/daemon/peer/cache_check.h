@@ -18,8 +18,6 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-struct event;
-
 #include "common/digest.h"
 #include "common/metrics.h"
 #include "common/pieces.h"
@@ -38,7 +36,6 @@ struct dmf_cache_state {
     dmf_bitmap_t verified; /* held pieces hashed against their digest in this session */
     bool marked;           /* mark is valid */
     struct dmf_file_mark mark;
-    struct event *refetch; /* deferred start after pieces were dropped (task_cache.c) */
 };
 
 /* Pieces hashed against their digest, and those that failed (the task drops them). */

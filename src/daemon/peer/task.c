@@ -764,8 +764,7 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
     int e = job->scan.err;
     /* Pieces may also have been dropped while the scan ran (a child's request found one
      * bad): then too they are fetched again. */
-    if (e == 0 &&
-        (dmf_task_cache_apply_scan(t, &job->scan) > 0 || !dmf_book_all_held(&t->book))) {
+    if (e == 0 && (dmf_task_cache_apply_scan(t, &job->scan) > 0 || !dmf_book_all_held(&t->book))) {
         verify_job_free(job);
         /* The bad pieces are dropped: fetch them again, as a download. */
         free(t->error);
@@ -957,6 +956,7 @@ void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
     view->piece_length = t->book.piece_length;
     view->have = &t->book.have;
     view->complete = t->state == DMF_TASK_SUCCEEDED && complete(t);
+    view->downloading = running(t);
     view->ledger = t->d->cfg.seed ? &t->ledger : NULL;
     view->verify = piece_view_verify;
     view->verify_arg = t;

@@ -8,8 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <event2/event.h>
-
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/peer/task.h"
@@ -22,30 +20,7 @@ static bool running(const struct dmf_task *t)
 
 void dmf_task_cache_free(struct dmf_task *t)
 {
-    if (t->cache.refetch)
-        event_free(t->cache.refetch);
     dmf_cache_free(&t->cache);
-}
-
-static void on_refetch(evutil_socket_t fd, short what, void *arg)
-{
-    struct dmf_task *t = arg;
-    if (!running(t) && !dmf_book_all_held(&t->book) && t->url) {
-        dmf_info("task %s: fetching the dropped cached pieces again", t->id);
-        dmf_task_start(t);
-    }
-}
-
-/* Pieces of a task nobody is downloading were dropped: fetch them again (on the next loop
- * pass, not inside the piece server's request), so that the cache heals and children that
- * count on this host get them. */
-static void refetch_later(struct dmf_task *t)
-{
-    if (running(t) || t->url == NULL)
-        return;
-    if (t->cache.refetch == NULL)
-        t->cache.refetch = event_new(t->d->base, -1, 0, on_refetch, t);
-    event_active(t->cache.refetch, 0, 0);
 }
 
 void dmf_task_cache_mark(struct dmf_task *t)
@@ -62,7 +37,10 @@ void dmf_task_cache_mark(struct dmf_task *t)
 /* Forgets held piece n (it failed, or is not in the file any more). */
 static void drop_piece(struct dmf_task *t, uint32_t n)
 {
-    refetch_later(t);
+    /* Nothing refetches a task nobody downloads: its children's /have streams end, so that
+     * they take the rest elsewhere (the next local request fetches it again here). */
+    if (!running(t))
+        dmf_piece_server_notify_gone(t->d->pieces, t->id);
     dmf_store_piece_drop(t->d->store, t->id, n);
     dmf_book_drop(&t->book, n);
     dmf_bitmap_clear(&t->cache.verified, n);
@@ -80,8 +58,7 @@ static void drop_held(struct dmf_task *t)
  * is dropped, and the task gets a fresh, empty data file. */
 static void detach(struct dmf_task *t, const char *why)
 {
-    dmf_warn("task %s: %s: its data file is left alone and every piece fetched again", t->id,
-             why);
+    dmf_warn("task %s: %s: its data file is left alone and every piece fetched again", t->id, why);
     drop_held(t);
     dmf_piece_server_notify_gone(t->d->pieces, t->id); /* children stop counting on it */
     if (t->fd >= 0) {
@@ -180,9 +157,9 @@ bool dmf_task_cache_verify_piece(struct dmf_task *t, uint32_t n)
     if (dmf_bitmap_get(&t->cache.verified, n))
         return true;
     const uint8_t *want = dmf_book_digest(&t->book, n);
-    int e = want ? dmf_cache_hash_piece(t->fd, t->book.content_length, t->book.piece_length, n,
-                                        want)
-                 : -ENOENT;
+    int e = want
+                ? dmf_cache_hash_piece(t->fd, t->book.content_length, t->book.piece_length, n, want)
+                : -ENOENT;
     if (e == 0) {
         dmf_bitmap_set(&t->cache.verified, n);
         dmf_metric_add(&dmf_m_cache_verified, 1);

@@ -12,8 +12,8 @@
  * Without a scheduler the task goes IDLE -> BACK_TO_SOURCE. A task whose pieces are all
  * held is SUCCEEDED at once (served from the local cache), unless a content digest was
  * asked for or a held piece is not verified in this session (after a restart, or the data
- * file changed): then it is VERIFYING first, and pieces that fail are fetched again. With back-to-source disabled,
- * every way to the origin becomes a failure instead. */
+ * file changed): then it is VERIFYING first, and pieces that fail are fetched again. With
+ * back-to-source disabled, every way to the origin becomes a failure instead. */
 #ifndef DMF_TASK_FSM_H
 #define DMF_TASK_FSM_H
 

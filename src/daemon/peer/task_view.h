@@ -79,8 +79,8 @@ void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 /* True when piece n is held and verified in this session (a piece loaded from the store
  * after a restart counts once it was hashed again). */
 bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n);
-/* Every held piece's number (held and verified, as dmf_task_has_piece), ascending, into a malloc'd array the caller frees (*out is
- * never NULL); returns how many. */
+/* Every held piece's number (held and verified, as dmf_task_has_piece), ascending, into a malloc'd
+ * array the caller frees (*out is never NULL); returns how many. */
 size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out);
 /* Reads up to len bytes at offset off of the task's data file: what pread returns. Only
  * bytes of held pieces are meaningful. */
