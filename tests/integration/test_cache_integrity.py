@@ -6,13 +6,13 @@ output shares the cache's blocks instead of being a second copy."""
 
 import hashlib
 import os
-import re
-import socket
 
 import pytest
 
-from harness import (MiB, describe, piece_count, piece_length_for, run_get, scaled, sha256_file,
+from harness import (MiB, describe, piece_count, piece_length_for, run_get, sha256_file,
                      start_daemon, start_scheduler, task_id, wait_hosts)
+from test_proxy_integrity import read_response
+from test_proxy_mirror import raw_get
 
 RULES = """proxy-rules:
   - regex: '.*'
@@ -32,38 +32,14 @@ def flip_byte(path, offset):
         f.write(bytes([b[0] ^ 0xFF]))
 
 
-def proxy_get(port, url, timeout=60):
-    """GET url through the forward proxy: (status, declared length, body received)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout)) as s:
-        s.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            try:
-                b = s.recv(1 << 16)
-            except ConnectionResetError:
-                break
-            if not b:
-                break
-            data += b
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split()[1]) if head else 0
-    m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-    return status, int(m.group(1)) if m else None, body
-
-
-def piece_get(port, tid, n, timeout=20):
-    """GET /pieces/<tid>/<n> from a piece server: (status, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout)) as s:
-        s.sendall(f"GET /pieces/{tid}/{n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                  .encode())
-        data = b""
-        while True:
-            b = s.recv(1 << 16)
-            if not b:
-                break
-            data += b
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+def two_daemons(tmp_path, origin, name, size):
+    """A scheduler, d1 and d2, and a file of size random bytes at /name: (d1, d2, url, sha)."""
+    sha = origin.add_random(f"/{name}", size, tmp_path / "origin")
+    s = start_scheduler(tmp_path)
+    d1 = start_daemon(tmp_path, "d1", scheduler=s)
+    d2 = start_daemon(tmp_path, "d2", scheduler=s)
+    wait_hosts(s, 2)
+    return s, d1, d2, origin.url(f"/{name}"), sha
 
 
 def assert_original_or_failed(what, got_sha, sha, complete):
@@ -108,7 +84,7 @@ def test_tampered_cache_never_reaches_get_or_proxy(tmp_path, origin, need_binary
         cp = run_get(d, url, out, timeout=60)
         assert cp.returncode == 0, f"get of {url} after tampering: {describe(cp)}"
         assert sha256_file(out) == sha, f"get of {url}: altered bytes after tampering"
-        status, length, body = proxy_get(d.proxy_port, url)
+        status, length, body = read_response(d.proxy_port, url)  # a forward-proxy GET
         assert_original_or_failed(f"proxy {url}", hashlib.sha256(body).hexdigest(), sha,
                                   status == 200 and len(body) == length)
         assert status == 200 and hashlib.sha256(body).hexdigest() == sha, \
@@ -128,13 +104,8 @@ def test_tampered_cache_never_reaches_get_or_proxy(tmp_path, origin, need_binary
 @pytest.mark.parametrize("restart", [True, False], ids=["restart", "no-restart"])
 def test_peer_never_receives_tampered_pieces(tmp_path, origin, need_binary, restart):
     size = 4 * MiB + 77
-    sha = origin.add_random("/shared.bin", size, tmp_path / "origin")
-    url = origin.url("/shared.bin")
+    s, d1, d2, url, sha = two_daemons(tmp_path, origin, "shared.bin", size)
     tid = task_id(url)
-    s = start_scheduler(tmp_path)
-    d1 = start_daemon(tmp_path, "d1", scheduler=s)
-    d2 = start_daemon(tmp_path, "d2", scheduler=s)
-    wait_hosts(s, 2)
     # To stdout: d1's data file is not shared with an output (see the hard-link test).
     cp = run_get(d1, url, "-", timeout=60)
     assert cp.returncode == 0 and hashlib.sha256(cp.stdout).hexdigest() == sha, describe(cp)
@@ -152,7 +123,7 @@ def test_peer_never_receives_tampered_pieces(tmp_path, origin, need_binary, rest
     plen = piece_length_for(size)
     refused = []
     for n in range(piece_count(size)):
-        status, body = piece_get(d1.piece_port, tid, n)
+        status, _, body = raw_get(d1.piece_port, f"/pieces/{tid}/{n}")
         if status == 404:
             refused.append(n)
             continue
@@ -215,13 +186,8 @@ def files_under(root):
 @pytest.mark.deadline(90)
 def test_output_shares_blocks_and_user_edits_never_leak(tmp_path, origin, need_binary):
     size = 8 * MiB + 5
-    sha = origin.add_random("/linked.bin", size, tmp_path / "origin")
-    url = origin.url("/linked.bin")
+    s, d1, d2, url, sha = two_daemons(tmp_path, origin, "linked.bin", size)
     tid = task_id(url)
-    s = start_scheduler(tmp_path)
-    d1 = start_daemon(tmp_path, "d1", scheduler=s)
-    d2 = start_daemon(tmp_path, "d2", scheduler=s)
-    wait_hosts(s, 2)
     out = tmp_path / "out"   # on the data dir's filesystem
     cp = run_get(d1, url, out, timeout=60)
     assert cp.returncode == 0, describe(cp)
