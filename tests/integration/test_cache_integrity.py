@@ -226,3 +226,22 @@ def current_umask():
     u = os.umask(0)
     os.umask(u)
     return u
+
+
+@pytest.mark.deadline(90)
+def test_blob_digest_checked_on_every_proxy_cache_hit(tmp_path, need_binary):
+    from proxy_support import Registry, build_oci_image, push_image
+    reg = Registry(tmp_path).start()
+    img = build_oci_image(tmp_path / "layout", layer_sizes=(2 << 20,), seed=b"cache")
+    push_image(tmp_path, img, reg)
+    layer = img.layers[0]
+    content = (img.layout / "blobs" / "sha256" / layer["digest"][7:]).read_bytes()
+    d = start_daemon(tmp_path, "d1", registry_mirror=reg.url)
+    path = f"/v2/test/img/blobs/{layer['digest']}"
+    status, _, body = raw_get(d.proxy_port, path)
+    assert status == 200 and body == content
+    # Altered in place, no restart: the next pull gets the blob's true bytes.
+    flip_byte(data_file(d, task_id(digest=layer["digest"])), len(content) // 2)
+    status, _, body = raw_get(d.proxy_port, path)
+    assert status == 200 and body == content, "the proxy served altered cached bytes"
+    assert d.metric("damselfly_cache_verify_failures_total") >= 1
