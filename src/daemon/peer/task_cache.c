@@ -39,7 +39,7 @@ static void drop_piece(struct dmf_task *t, uint32_t n)
 {
     /* Nothing refetches a task nobody downloads: its children's /have streams end, so that
      * they take the rest elsewhere (the next local request fetches it again here). */
-    if (!running(t))
+    if (!running(t) && t->d->pieces)
         dmf_piece_server_notify_gone(t->d->pieces, t->id);
     dmf_store_piece_drop(t->d->store, t->id, n);
     dmf_book_drop(&t->book, n);
@@ -60,7 +60,8 @@ static void detach(struct dmf_task *t, const char *why)
 {
     dmf_warn("task %s: %s: its data file is left alone and every piece fetched again", t->id, why);
     drop_held(t);
-    dmf_piece_server_notify_gone(t->d->pieces, t->id); /* children stop counting on it */
+    if (t->d->pieces)
+        dmf_piece_server_notify_gone(t->d->pieces, t->id); /* children stop counting on it */
     if (t->fd >= 0) {
         dmf_store_detach_data(t->d->store, t->id, t->fd);
         close(t->fd);
