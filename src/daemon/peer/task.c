@@ -518,7 +518,10 @@ static void finish(struct dmf_task *t)
 {
     bool ok = t->state == DMF_TASK_SUCCEEDED;
     stop_transfers(t);
-    dmf_task_cache_mark(t); /* the daemon's last write to the data file */
+    /* The file as the daemon's writes left it. A check of the cache alone (no piece came)
+     * keeps the mark taken before it hashed: a change during the hash stays visible. */
+    if (t->bytes.origin + t->bytes.seed + t->bytes.peer > 0 || !t->cache.marked)
+        dmf_task_cache_mark(t);
     uint64_t ms = dmf_now_ms() - t->started_ms;
     if (ok) {
         save(t);
