@@ -151,6 +151,11 @@ static void on_client_gone(struct evhttp_connection *conn, void *arg)
 {
     struct http_download *hd = arg;
     dmf_download_abandon(hd->dl);
+    /* A connection that failed under an unfinished reply (the client went away) leaves
+     * its request to us, detached: ending the reply frees it. At shutdown the request is
+     * still attached and goes with its connection. */
+    if (evhttp_request_get_connection(hd->req) == NULL)
+        evhttp_send_reply_end(hd->req);
     free(hd);
 }
 
