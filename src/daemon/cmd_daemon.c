@@ -84,6 +84,9 @@ static const struct dmf_option options[] = {
     OPT("proxy-rules", 0, DMF_OPT_YAML, proxy_rules_line, 0, 0, NULL, NULL,
         "forward-proxy rules: a list of {regex, p2p}; the first match decides (see "
         "docs/operations.md)"),
+    OPT("proxy-header-timeout", 0, DMF_OPT_DURATION, proxy_header_timeout, 100, 600000, "30s",
+        "DURATION",
+        "a proxy request head must be complete this long after its first byte (else 408)"),
 };
 
 static const char usage[] =

@@ -27,7 +27,8 @@ void dmf_proxy_metrics_register(void)
 {
     struct dmf_metric *all[] = {&proxy_m_req_p2p,       &proxy_m_req_direct, &proxy_m_req_tunnel,
                                 &proxy_m_req_intercept, &proxy_m_fallbacks,  &proxy_m_auth_denied,
-                                &proxy_m_aborts,        &proxy_m_bytes_p2p,  &proxy_m_bytes_direct};
+                                &proxy_m_aborts,        &proxy_m_bytes_p2p,  &proxy_m_bytes_direct,
+                                &proxy_m_head_timeouts};
     for (size_t i = 0; i < DMF_ARRAY_SIZE(all); i++)
         dmf_metric_register(all[i]);
 }
@@ -213,10 +214,13 @@ static void process_input(struct conn *c)
     size_t len = evbuffer_get_length(in);
     if (len == 0)
         return;
+    proxy_head_begin(c);
     size_t look = DMF_MIN(len, (size_t)DMF_PROXY_HEAD_MAX);
     const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
     char err[128];
-    int r = dmf_proxy_request_parse(buf, look, &c->req, err, sizeof(err));
+    int r = dmf_proxy_request_parse_from(buf, look, &c->head_scanned, &c->req, err, sizeof(err));
+    if (r > 0)
+        proxy_head_done(c);
     if (r == 0) {
         if (len >= DMF_PROXY_HEAD_MAX)
             proxy_respond_error(c, 431, "request head too large");
@@ -317,6 +321,8 @@ dmf_proxy_t *dmf_proxy_new(struct dmf_daemon *d, const char *listen, struct dmf_
     p->rules = *rules;
     memset(rules, 0, sizeof(*rules));
     const struct dmf_daemon_config *cfg = &d->cfg;
+    p->head_timeout.tv_sec = (time_t)(cfg->proxy_header_timeout / 1000);
+    p->head_timeout.tv_usec = (suseconds_t)(cfg->proxy_header_timeout % 1000) * 1000;
     if (cfg->proxy_ca_cert || cfg->proxy_ca_key) {
         if (!cfg->proxy_ca_cert || !cfg->proxy_ca_key) {
             snprintf(err, errlen, "--proxy-ca-cert and --proxy-ca-key go together");
@@ -359,8 +365,12 @@ dmf_proxy_t *dmf_proxy_new(struct dmf_daemon *d, const char *listen, struct dmf_
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     p->dns = evdns_base_new(d->base,
                             EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-    if (p->dns == NULL) {
+    if (p->dns == NULL) { /* no resolv.conf: /etc/hosts alone */
         p->dns = evdns_base_new(d->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (p->dns == NULL) {
+            snprintf(err, errlen, "cannot create a DNS resolver for CONNECT targets");
+            goto fail;
+        }
         evdns_base_load_hosts(p->dns, NULL);
     }
     return p;

@@ -30,6 +30,8 @@ DMF_METRIC_COUNTER(proxy_m_bytes_p2p, "damselfly_proxy_bytes_total", "path=\"p2p
                    "Body bytes the proxy sent to clients, by path.");
 DMF_METRIC_COUNTER(proxy_m_bytes_direct, "damselfly_proxy_bytes_total", "path=\"direct\"",
                    "Body bytes the proxy sent to clients, by path.");
+DMF_METRIC_COUNTER(proxy_m_head_timeouts, "damselfly_proxy_head_timeouts_total", NULL,
+                   "Connections closed because a request head did not arrive in time.");
 
 static const char *const state_names[] = {"HEAD", "BODY",       "PASS",  "AUTH",
                                           "BLOB", "CONNECTING", "TUNNEL"};
@@ -58,6 +60,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
         c->next->prev = c->prev;
     event_free(c->reap);
     event_free(c->kick);
+    event_free(c->head_timer);
     free(c);
 }
 
@@ -93,6 +96,28 @@ void proxy_reset_request(struct conn *c)
     c->framing = F_NONE;
     c->passed = 0;
     c->off = c->end = 0;
+    c->head_scanned = 0;
+}
+
+static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->dead || c->state != C_HEAD)
+        return;
+    proxy_m_head_timeouts.value++;
+    proxy_respond_error(c, 408, "request head not complete in time");
+}
+
+void proxy_head_begin(struct conn *c)
+{
+    if (!evtimer_pending(c->head_timer, NULL))
+        evtimer_add(c->head_timer, &c->p->head_timeout);
+}
+
+void proxy_head_done(struct conn *c)
+{
+    evtimer_del(c->head_timer);
+    c->head_scanned = 0;
 }
 
 void proxy_conn_close(struct conn *c, bool abort_conn)
@@ -101,6 +126,7 @@ void proxy_conn_close(struct conn *c, bool abort_conn)
         return;
     dmf_debug("proxy conn %lu: closed%s", c->id, abort_conn ? " (reset)" : "");
     c->dead = true;
+    evtimer_del(c->head_timer);
     proxy_reset_request(c);
     if (c->bev) {
         if (abort_conn) {
@@ -188,6 +214,7 @@ struct conn *proxy_conn_new(dmf_proxy_t *p, struct event_base *base, event_callb
     c->id = ++p->next_id;
     c->reap = event_new(base, -1, 0, on_reap, c);
     c->kick = event_new(base, -1, 0, on_kick, c);
+    c->head_timer = evtimer_new(base, on_head_timeout, c);
     c->framing = F_NONE;
     c->next = p->conns;
     if (p->conns)

@@ -68,6 +68,8 @@ struct dmf_proxy {
     dmf_proxy_tls_t *tls;
     struct conn *conns;
     struct conn *zombies; /* closed, freed on the next loop pass (or by dmf_proxy_free) */
+    struct timeval
+        head_timeout; /* a request head must be complete this long after its first byte */
     size_t nconns;
     unsigned long next_id;
 };
@@ -79,10 +81,12 @@ struct conn {
     enum conn_state state;
     bool dead;
     struct event *reap, *kick;
-    struct bufferevent *bev; /* the client (a TLS filter when intercepted) */
-    struct bufferevent *up;  /* CONNECT tunnel: the target */
-    bool close_after;        /* close once the output is flushed */
-    char *tls_host;          /* intercepted: requests go to https://tls_host[:tls_port] */
+    struct event *head_timer; /* armed by a head's first byte, not reset by later ones */
+    size_t head_scanned;      /* how far the head parser looked for the head's end */
+    struct bufferevent *bev;  /* the client (a TLS filter when intercepted) */
+    struct bufferevent *up;   /* CONNECT tunnel: the target */
+    bool close_after;         /* close once the output is flushed */
+    char *tls_host;           /* intercepted: requests go to https://tls_host[:tls_port] */
     uint16_t tls_port;
 
     /* The request being served. */
@@ -115,9 +119,16 @@ struct conn {
 /* The proxy's metrics (defined in proxy_conn.c, registered by dmf_proxy_metrics_register). */
 extern struct dmf_metric proxy_m_req_p2p, proxy_m_req_direct, proxy_m_req_tunnel,
     proxy_m_req_intercept, proxy_m_fallbacks, proxy_m_auth_denied, proxy_m_aborts,
-    proxy_m_bytes_p2p, proxy_m_bytes_direct;
+    proxy_m_bytes_p2p, proxy_m_bytes_direct, proxy_m_head_timeouts;
 
 /* ---- proxy_conn.c: the connection */
+
+/* A request head's clock: proxy_head_begin arms the header timeout when the first byte of
+ * a head is in (a no-op when armed); proxy_head_done disarms it once the head is parsed.
+ * A head not complete in time is answered 408 and the connection closed, however often
+ * bytes trickle in (the idle timeout alone would be reset by each of them). */
+void proxy_head_begin(struct conn *c);
+void proxy_head_done(struct conn *c);
 
 /* A new connection of p (owned by p's list until proxy_conn_close), with no client side
  * yet; on_kick (arg: the connection) runs on the loop pass after a keep-alive response
