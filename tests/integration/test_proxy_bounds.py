@@ -55,8 +55,7 @@ def test_head_one_byte_per_packet_costs_linear_cpu(tmp_path, need_binary):
     t0 = time.monotonic()
     for i in range(len(head)):
         s.send(head[i:i + 1])
-        if i % 64 == 0:
-            time.sleep(0)  # let the daemon read: the point is many small reads
+        time.sleep(0.00005)  # paced, so that the daemon reads about one byte at a time
     reply = read_reply(s, scaled(20))
     s.close()
     elapsed = time.monotonic() - t0
@@ -64,9 +63,9 @@ def test_head_one_byte_per_packet_costs_linear_cpu(tmp_path, need_binary):
     print(f"60 KiB head one byte per send: daemon CPU {used:.3f} s over {elapsed:.2f} s")
     # The request reached the dispatch (port 9 is closed: 502), so the whole head was read.
     assert reply.startswith(b"HTTP/1.1 502"), reply[:200]
-    # Linear work is ~60k small reads; the quadratic rescan of the head on every read that
-    # this guards against cost several CPU-seconds here.
-    assert used < scaled(1.5), f"daemon used {used:.2f} CPU-s for one slow head"
+    # Linear work is ~60k small reads (1.8 CPU-s here, nearly all in the kernel); the
+    # quadratic rescan of the head on every read that this guards against added ~4 s.
+    assert used < scaled(3.5), f"daemon used {used:.2f} CPU-s for one slow head"
 
 
 @pytest.mark.deadline(60)
