@@ -55,7 +55,8 @@ def test_head_one_byte_per_packet_costs_linear_cpu(tmp_path, need_binary):
     t0 = time.monotonic()
     for i in range(len(head)):
         s.send(head[i:i + 1])
-        time.sleep(0.00005)  # paced, so that the daemon reads about one byte at a time
+        if i % 16 == 0:
+            time.sleep(0)  # let the daemon read: the point is many small reads
     reply = read_reply(s, scaled(20))
     s.close()
     elapsed = time.monotonic() - t0
@@ -63,9 +64,10 @@ def test_head_one_byte_per_packet_costs_linear_cpu(tmp_path, need_binary):
     print(f"60 KiB head one byte per send: daemon CPU {used:.3f} s over {elapsed:.2f} s")
     # The request reached the dispatch (port 9 is closed: 502), so the whole head was read.
     assert reply.startswith(b"HTTP/1.1 502"), reply[:200]
-    # Linear work is ~60k small reads (1.8 CPU-s here, nearly all in the kernel); the
-    # quadratic rescan of the head on every read that this guards against added ~4 s.
-    assert used < scaled(3.5), f"daemon used {used:.2f} CPU-s for one slow head"
+    # About 0.6 CPU-s here, most of it in the kernel's side of the many small reads. A bound
+    # on the whole cost; the parser's own resumption is pinned by its unit test (a rescan
+    # from byte 0 on every read took 12.9 G instructions for this head, against 11.9 M).
+    assert used < scaled(2.0), f"daemon used {used:.2f} CPU-s for one slow head"
 
 
 @pytest.mark.deadline(60)
