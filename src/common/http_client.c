@@ -151,6 +151,11 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+int dmf_http_load(char *err, size_t errlen)
+{
+    return dmf_curl_load(err, errlen);
+}
+
 dmf_http_t *dmf_http_new(struct event_base *base)
 {
     char err[256];

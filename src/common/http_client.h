@@ -51,6 +51,9 @@ struct dmf_http_opts {
     int http11;           /* force HTTP/1.1 (no HTTP/2 over TLS) */
 };
 
+/* Loads libcurl (curl_dl.h): 0, or -ENOENT with the reason in err. dmf_http_new needs it
+ * to have succeeded; a program calls it first to report a missing or unfit libcurl. */
+int dmf_http_load(char *err, size_t errlen);
 dmf_http_t *dmf_http_new(struct event_base *base);
 /* Cancels every request (without callbacks) and frees. */
 void dmf_http_free(dmf_http_t *h);

@@ -223,6 +223,10 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     dmf_engine_metrics_register();
     dmf_proxy_metrics_register();
 
+    if (dmf_http_load(why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
     d->base = dmf_rpc_event_base_new();
     d->rpc = dmf_rpc_new(d->base);
     d->http = dmf_http_new(d->base);
