@@ -87,6 +87,12 @@ static const struct dmf_option options[] = {
     OPT("proxy-header-timeout", 0, DMF_OPT_DURATION, proxy_header_timeout, 100, 600000, "30s",
         "DURATION",
         "a proxy request head must be complete this long after its first byte (else 408)"),
+    OPT("proxy-idle-timeout", 0, DMF_OPT_DURATION, proxy_idle_timeout, 100, 3600000, "120s",
+        "DURATION",
+        "close a proxy connection idle between requests, or whose client reads nothing of a "
+        "response this long; also bounds a CONNECT's connect"),
+    OPT("proxy-tunnel-timeout", 0, DMF_OPT_DURATION, proxy_tunnel_timeout, 100, 86400000, "10m",
+        "DURATION", "close a CONNECT tunnel with no byte in either direction this long"),
 };
 
 static const char usage[] =

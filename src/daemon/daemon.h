@@ -43,6 +43,8 @@ struct dmf_daemon_config {
     char *origin_ca_file;               /* extra CAs trusted for HTTPS origins (PEM) */
     unsigned long proxy_rules_line;     /* line of proxy-rules in the config file, 0 = none */
     uint64_t proxy_header_timeout;      /* ms from a request head's first byte to its end */
+    uint64_t proxy_idle_timeout;        /* ms: keep-alive idle, a client not reading, a connect */
+    uint64_t proxy_tunnel_timeout;      /* ms without a byte either way in a CONNECT tunnel */
 };
 
 struct dmf_engine;

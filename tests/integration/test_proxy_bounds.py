@@ -105,3 +105,95 @@ def test_dripping_head_is_closed_by_the_header_timeout(tmp_path, need_binary):
     s.sendall(b"GET http://127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n")
     assert read_reply(s, scaled(10)).startswith(b"HTTP/1.1 502")
     s.close()
+
+
+def proxy_request(port, raw, timeout):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(raw)
+    return s
+
+
+@pytest.mark.deadline(90)
+def test_a_client_that_stops_reading_is_closed(tmp_path, origin, need_binary):
+    """A response the client reads nothing of, for the idle timeout while output waits, ends
+    the connection (and whatever it held) instead of holding it forever."""
+    size = 64 * 1024 * 1024
+    origin.add_random("/big.bin", size, tmp_path / "origin")
+    d = start_daemon(tmp_path, "d1", proxy_idle_timeout="2s")
+    url = origin.url("/big.bin")
+    s = proxy_request(d.proxy_port, f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                      scaled(10))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    time.sleep(scaled(6))  # read nothing: the daemon's output stalls
+    got = 0
+    s.settimeout(scaled(10))
+    try:
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            got += len(b)
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert got < size, "the whole file arrived: the stalled connection was never closed"
+    assert b"the client read nothing for 2 s, closed" in d.log_bytes()
+
+
+@pytest.mark.deadline(60)
+def test_tunnels_close_when_idle_and_live_while_used(tmp_path, need_binary):
+    from proxy_support import EchoServer
+    echo = EchoServer()
+    try:
+        d = start_daemon(tmp_path, "d1", proxy_tunnel_timeout="2s")
+        connect = f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        s = proxy_request(d.proxy_port, connect, scaled(10))
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        # In use (a byte every 0.5 s for 4 s, twice the timeout): stays open.
+        for i in range(8):
+            s.sendall(b"x")
+            assert s.recv(16) == b"x"
+            time.sleep(0.5)
+        # Idle: closed after about 2 s.
+        t0 = time.monotonic()
+        s.settimeout(scaled(10))
+        assert s.recv(16) == b""
+        assert 1.5 < time.monotonic() - t0 < scaled(5)
+        s.close()
+        assert b"tunnel idle for 2 s, closed" in d.log_bytes()
+    finally:
+        echo.stop()
+
+
+@pytest.mark.deadline(60)
+def test_connect_to_a_target_that_never_accepts_times_out(tmp_path, need_binary):
+    # A listener whose accept queue is full: the kernel drops further SYNs, so a connect
+    # to it hangs (on loopback, with no traffic leaving the machine).
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(lst.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    try:
+        d = start_daemon(tmp_path, "d1", proxy_idle_timeout="2s")
+        port = lst.getsockname()[1]
+        t0 = time.monotonic()
+        s = proxy_request(d.proxy_port,
+                          f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                          scaled(10))
+        reply = read_reply(s, scaled(15))
+        s.close()
+        assert reply.startswith(b"HTTP/1.1 504"), reply[:200]
+        assert b"no answer in 2 s" in reply
+        assert 1.5 < time.monotonic() - t0 < scaled(6)
+    finally:
+        for f in fillers:
+            f.close()
+        lst.close()

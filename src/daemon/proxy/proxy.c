@@ -89,7 +89,7 @@ static void dispatch(struct conn *c)
 
 static void on_body_complete(struct conn *c)
 {
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    proxy_conn_responding(c);
     dispatch(c);
 }
 
@@ -277,7 +277,12 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     if (c->dead || what == BEV_EVENT_CONNECTED) /* a TLS handshake completed */
         return;
-    if (what & BEV_EVENT_TIMEOUT) {
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        dmf_info("proxy conn %lu: %s: the client read nothing for %ld s, closed", c->id,
+                 c->what ? c->what : "response", (long)c->p->idle_timeout.tv_sec);
+        proxy_conn_close(c, true);
+        return;
+    } else if (what & BEV_EVENT_TIMEOUT) {
         dmf_debug("proxy conn %lu: idle, closed", c->id);
     } else if (what & BEV_EVENT_ERROR) {
         unsigned long e = bufferevent_get_openssl_error(bev);
@@ -321,8 +326,9 @@ dmf_proxy_t *dmf_proxy_new(struct dmf_daemon *d, const char *listen, struct dmf_
     p->rules = *rules;
     memset(rules, 0, sizeof(*rules));
     const struct dmf_daemon_config *cfg = &d->cfg;
-    p->head_timeout.tv_sec = (time_t)(cfg->proxy_header_timeout / 1000);
-    p->head_timeout.tv_usec = (suseconds_t)(cfg->proxy_header_timeout % 1000) * 1000;
+    p->head_timeout = dmf_timeval_ms(cfg->proxy_header_timeout);
+    p->idle_timeout = dmf_timeval_ms(cfg->proxy_idle_timeout);
+    p->tunnel_timeout = dmf_timeval_ms(cfg->proxy_tunnel_timeout);
     if (cfg->proxy_ca_cert || cfg->proxy_ca_key) {
         if (!cfg->proxy_ca_cert || !cfg->proxy_ca_key) {
             snprintf(err, errlen, "--proxy-ca-cert and --proxy-ca-key go together");

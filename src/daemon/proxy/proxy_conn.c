@@ -10,8 +10,6 @@
 
 #include "common/log.h"
 
-#define IDLE_TIMEOUT_S 120
-
 DMF_METRIC_COUNTER(proxy_m_req_p2p, "damselfly_proxy_requests_total", "path=\"p2p\"",
                    "Requests the proxy handled, by path taken.");
 DMF_METRIC_COUNTER(proxy_m_req_direct, "damselfly_proxy_requests_total", "path=\"direct\"",
@@ -61,6 +59,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     event_free(c->reap);
     event_free(c->kick);
     event_free(c->head_timer);
+    if (c->tunnel_timer)
+        event_free(c->tunnel_timer);
     free(c);
 }
 
@@ -120,6 +120,11 @@ void proxy_head_done(struct conn *c)
     c->head_scanned = 0;
 }
 
+void proxy_conn_responding(struct conn *c)
+{
+    bufferevent_set_timeouts(c->bev, NULL, &c->p->idle_timeout);
+}
+
 void proxy_conn_close(struct conn *c, bool abort_conn)
 {
     if (c->dead)
@@ -127,6 +132,8 @@ void proxy_conn_close(struct conn *c, bool abort_conn)
     dmf_debug("proxy conn %lu: closed%s", c->id, abort_conn ? " (reset)" : "");
     c->dead = true;
     evtimer_del(c->head_timer);
+    if (c->tunnel_timer)
+        evtimer_del(c->tunnel_timer);
     proxy_reset_request(c);
     if (c->bev) {
         if (abort_conn) {
@@ -179,8 +186,7 @@ void proxy_request_done(struct conn *c)
             proxy_conn_close(c, false);
         return;
     }
-    struct timeval tv = {.tv_sec = IDLE_TIMEOUT_S};
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_set_timeouts(c->bev, &c->p->idle_timeout, NULL);
     event_active(c->kick, 0, 0); /* a pipelined request may be waiting */
 }
 
@@ -202,8 +208,7 @@ void proxy_conn_attach(struct conn *c, struct bufferevent *bev, bufferevent_data
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(bev, EV_READ, 0, DMF_PROXY_INPUT_HIGH);
     bufferevent_setwatermark(bev, EV_WRITE, DMF_PROXY_OUT_HIGH / 2, 0);
-    struct timeval tv = {.tv_sec = IDLE_TIMEOUT_S};
-    bufferevent_set_timeouts(bev, &tv, NULL);
+    bufferevent_set_timeouts(bev, &c->p->idle_timeout, NULL);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 

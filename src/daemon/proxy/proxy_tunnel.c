@@ -34,11 +34,30 @@ static void relay(struct bufferevent *from, struct bufferevent *to)
         bufferevent_disable(from, EV_READ);
 }
 
+/* A tunnel is idle when no byte has gone either way for the tunnel timeout; every relay
+ * re-arms the clock. */
+static void on_tunnel_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->dead || c->state != C_TUNNEL)
+        return;
+    dmf_info("proxy conn %lu: tunnel idle for %ld s, closed", c->id,
+             (long)c->p->tunnel_timeout.tv_sec);
+    proxy_conn_close(c, false);
+}
+
+static void tunnel_touch(struct conn *c)
+{
+    evtimer_add(c->tunnel_timer, &c->p->tunnel_timeout);
+}
+
 static void on_up_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
-    if (!c->dead && c->state == C_TUNNEL)
+    if (!c->dead && c->state == C_TUNNEL) {
+        tunnel_touch(c);
         relay(c->up, c->bev);
+    }
 }
 
 static void on_up_write(struct bufferevent *bev, void *arg)
@@ -64,9 +83,19 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
         evbuffer_add_printf(proxy_out(c), "HTTP/1.1 200 Connection established\r\n\r\n");
         proxy_reset_request(c);
         bufferevent_set_timeouts(c->bev, NULL, NULL);
+        bufferevent_set_timeouts(c->up, NULL, NULL);
+        c->tunnel_timer = evtimer_new(bufferevent_get_base(c->bev), on_tunnel_idle, c);
+        tunnel_touch(c);
         bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
         bufferevent_enable(c->up, EV_READ | EV_WRITE);
         relay(c->bev, c->up);
+        return;
+    }
+    if (c->state == C_CONNECTING && (what & BEV_EVENT_TIMEOUT)) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "cannot connect: no answer in %ld s",
+                 (long)c->p->idle_timeout.tv_sec);
+        proxy_respond_error(c, 504, msg);
         return;
     }
     if (c->state == C_CONNECTING) {
@@ -140,6 +169,7 @@ void proxy_tunnel_start(struct conn *c)
                                    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     bufferevent_setcb(c->up, on_up_read, on_up_write, on_up_event, c);
     bufferevent_setwatermark(c->up, EV_WRITE, DMF_PROXY_OUT_HIGH / 2, 0);
+    bufferevent_set_timeouts(c->up, NULL, &p->idle_timeout); /* bounds the connect */
     if (bufferevent_socket_connect_hostname(c->up, p->dns, AF_UNSPEC, host, port) != 0) {
         /* on_up_event may have answered already */
         if (!c->dead && c->state == C_CONNECTING)
@@ -149,6 +179,7 @@ void proxy_tunnel_start(struct conn *c)
 
 void proxy_tunnel_on_client_read(struct conn *c)
 {
+    tunnel_touch(c);
     relay(c->bev, c->up);
 }
 
