@@ -15,6 +15,7 @@
 
 #include "common/cmd.h"
 #include "common/config.h"
+#include "common/fdlimit.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/workq.h"
@@ -39,6 +40,9 @@ static const struct dmf_option options[] = {
         "address other hosts and the scheduler reach this host at"),
     OPT("piece-listen", 0, DMF_OPT_ADDR, piece_listen, 0, 0, "0.0.0.0:65002", "ADDR:PORT",
         "piece server (data plane between daemons, and /metrics)"),
+    OPT("piece-idle-timeout", 0, DMF_OPT_DURATION, piece_idle_timeout, 100, 3600000, "60s",
+        "DURATION",
+        "close a piece server connection idle, or whose peer stalls reading or sending, this long"),
     OPT("rpc-listen", 0, DMF_OPT_ADDR, rpc_listen, 0, 0, NULL, "ADDR:PORT",
         "gRPC Daemon service for the scheduler (default: --ip with any free port)"),
     OPT("socket", 0, DMF_OPT_STRING, socket, 0, 0, "/run/damselfly/daemon.sock", "PATH",
@@ -214,6 +218,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     gethostname(hostname, sizeof(hostname) - 1);
     cfg->hostname = dmf_xstrdup(hostname);
     signal(SIGPIPE, SIG_IGN);
+    dmf_fd_limit_raise();
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     int e = dmf_mkdir_p(cfg->data_dir);
@@ -247,6 +252,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     }
     d->pieces = dmf_piece_server_new(d->base, r->piece_host, r->piece_port, dmf_engine_piece_lookup,
                                      d, err, errlen);
+    if (d->pieces != NULL)
+        dmf_piece_server_set_timeout(d->pieces, cfg->piece_idle_timeout);
     if (d->pieces == NULL)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);

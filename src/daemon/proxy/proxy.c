@@ -364,6 +364,7 @@ dmf_proxy_t *dmf_proxy_new(struct dmf_daemon *d, const char *listen, struct dmf_
         snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno));
         goto fail;
     }
+    p->guard = dmf_listener_guard_new(p->listener, "proxy");
     struct sockaddr_storage bound;
     socklen_t bl = sizeof(bound);
     getsockname(evconnlistener_get_fd(p->listener), (struct sockaddr *)&bound, &bl);
@@ -395,6 +396,7 @@ void dmf_proxy_free(dmf_proxy_t *p)
     if (p == NULL)
         return;
     proxy_conn_close_all(p);
+    dmf_listener_guard_free(p->guard);
     if (p->listener)
         evconnlistener_free(p->listener);
     if (p->dns)

@@ -37,6 +37,7 @@
 #include <event2/event.h>
 
 #include "common/digest.h"
+#include "common/fdlimit.h"
 #include "common/http_client.h"
 #include "common/metrics.h"
 #include "common/util.h"
@@ -62,6 +63,7 @@ enum framing { F_LENGTH, F_CHUNKED, F_CLOSE, F_NONE };
 struct dmf_proxy {
     struct dmf_daemon *d;
     struct evconnlistener *listener;
+    struct dmf_listener_guard *guard; /* accept errors pause, not spin (fdlimit.h) */
     struct evdns_base *dns;
     uint16_t port;
     struct dmf_proxy_rules rules;
