@@ -71,8 +71,16 @@ static const struct dmf_option options[] = {
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
         "read options from this YAML file (flags override it)"),
-    OPT("proxy-listen", 0, DMF_OPT_STRING, proxy_listen, 0, 0, "0.0.0.0:65001", "ADDR:PORT",
-        "HTTP proxy and registry mirror for local clients; 'off' for none"),
+    OPT("proxy-listen", 0, DMF_OPT_STRING, proxy_listen, 0, 0, "127.0.0.1:65001", "ADDR:PORT",
+        "HTTP proxy and registry mirror for local clients; 'off' for none (a wider address "
+        "needs --proxy-allow-clients)"),
+    OPT("proxy-allow-clients", 0, DMF_OPT_LIST, proxy_allow_clients, 0, 0, NULL, "CIDR",
+        "networks whose clients may use the proxy (default: loopback only)"),
+    OPT("proxy-allow-targets", 0, DMF_OPT_LIST, proxy_allow_targets, 0, 0, NULL, "CIDR",
+        "networks the proxy may reach even where its policy refuses (link-local, this "
+        "daemon's own ports, the scheduler)"),
+    OPT("proxy-connect-ports", 0, DMF_OPT_LIST, proxy_connect_ports, 0, 0, NULL, "PORT",
+        "ports CONNECT may reach (default 443; '*' for any)"),
     OPT("registry-mirror", 0, DMF_OPT_STRING, registry_mirror, 0, 0, NULL, "URL",
         "default upstream registry of mirror requests without ?ns= (e.g. https://registry:5000)"),
     OPT("registry-map", 0, DMF_OPT_LIST, registry_map, 0, 0, NULL, "HOST=URL",

@@ -145,7 +145,8 @@ def test_tunnels_close_when_idle_and_live_while_used(tmp_path, need_binary):
     from proxy_support import EchoServer
     echo = EchoServer()
     try:
-        d = start_daemon(tmp_path, "d1", proxy_tunnel_timeout="2s")
+        d = start_daemon(tmp_path, "d1", proxy_tunnel_timeout="2s",
+                         proxy_connect_ports=[echo.port])
         connect = f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         s = proxy_request(d.proxy_port, connect, scaled(10))
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
@@ -182,8 +183,8 @@ def test_connect_to_a_target_that_never_accepts_times_out(tmp_path, need_binary)
             pass
         fillers.append(f)
     try:
-        d = start_daemon(tmp_path, "d1", proxy_idle_timeout="2s")
         port = lst.getsockname()[1]
+        d = start_daemon(tmp_path, "d1", proxy_idle_timeout="2s", proxy_connect_ports=[port])
         t0 = time.monotonic()
         s = proxy_request(d.proxy_port,
                           f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),

@@ -28,6 +28,10 @@ DMF_METRIC_COUNTER(proxy_m_bytes_p2p, "damselfly_proxy_bytes_total", "path=\"p2p
                    "Body bytes the proxy sent to clients, by path.");
 DMF_METRIC_COUNTER(proxy_m_bytes_direct, "damselfly_proxy_bytes_total", "path=\"direct\"",
                    "Body bytes the proxy sent to clients, by path.");
+DMF_METRIC_COUNTER(proxy_m_refused_client, "damselfly_proxy_refused_total", "what=\"client\"",
+                   "Connections and requests the proxy's policy refused (proxy_policy.h).");
+DMF_METRIC_COUNTER(proxy_m_refused_target, "damselfly_proxy_refused_total", "what=\"target\"",
+                   "Connections and requests the proxy's policy refused (proxy_policy.h).");
 DMF_METRIC_COUNTER(proxy_m_head_timeouts, "damselfly_proxy_head_timeouts_total", NULL,
                    "Connections closed because a request head did not arrive in time.");
 
@@ -104,7 +108,7 @@ static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     if (c->dead || c->state != C_HEAD)
         return;
-    proxy_m_head_timeouts.value++;
+    dmf_metric_add(&proxy_m_head_timeouts, 1);
     proxy_respond_error(c, 408, "request head not complete in time");
 }
 

@@ -44,6 +44,7 @@
 #include "daemon/peer/engine.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/proxy_http.h"
+#include "daemon/proxy/proxy_policy.h"
 #include "daemon/proxy/proxy_rules.h"
 #include "daemon/proxy/proxy_tls.h"
 
@@ -67,6 +68,7 @@ struct dmf_proxy {
     struct evdns_base *dns;
     uint16_t port;
     struct dmf_proxy_rules rules;
+    struct dmf_proxy_policy policy; /* who may use the proxy, where it may connect */
     dmf_proxy_tls_t *tls;
     struct conn *conns;
     struct conn *zombies;          /* closed, freed on the next loop pass (or by dmf_proxy_free) */
@@ -123,7 +125,8 @@ struct conn {
 /* The proxy's metrics (defined in proxy_conn.c, registered by dmf_proxy_metrics_register). */
 extern struct dmf_metric proxy_m_req_p2p, proxy_m_req_direct, proxy_m_req_tunnel,
     proxy_m_req_intercept, proxy_m_fallbacks, proxy_m_auth_denied, proxy_m_aborts,
-    proxy_m_bytes_p2p, proxy_m_bytes_direct, proxy_m_head_timeouts;
+    proxy_m_bytes_p2p, proxy_m_bytes_direct, proxy_m_head_timeouts, proxy_m_refused_client,
+    proxy_m_refused_target;
 
 /* ---- proxy_conn.c: the connection */
 

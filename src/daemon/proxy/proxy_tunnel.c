@@ -3,6 +3,7 @@
  * CA (proxy_tls.h), after which the connection reads requests again; see proxy_conn.h. */
 #include "daemon/proxy/proxy_conn.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
@@ -51,6 +52,33 @@ static void tunnel_touch(struct conn *c)
     evtimer_add(c->tunnel_timer, &c->p->tunnel_timeout);
 }
 
+/* host as an address (IPv4, or IPv6 with or without brackets) with port, or false. */
+static bool literal_address(const char *host, uint16_t port, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        return true;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        return true;
+    }
+    return false;
+}
+
+static void refuse(struct conn *c, const char *why)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "refused: %s", why);
+    dmf_metric_add(&proxy_m_refused_target, 1);
+    proxy_respond_error(c, 403, msg);
+}
+
 static void on_up_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -78,6 +106,17 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
     if (c->dead)
         return;
     if (what & BEV_EVENT_CONNECTED) {
+        /* The name is resolved by now: check the address it led to before a byte goes. */
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof(peer);
+        const char *why =
+            getpeername(bufferevent_getfd(bev), (struct sockaddr *)&peer, &pl) != 0
+                ? "the target's address is unknown"
+                : dmf_proxy_policy_target(&c->p->policy, (struct sockaddr *)&peer, true);
+        if (why != NULL) {
+            refuse(c, why);
+            return;
+        }
         dmf_info("proxy conn %lu: %s: tunnel open", c->id, c->what);
         proxy_conn_set_state(c, C_TUNNEL);
         evbuffer_add_printf(proxy_out(c), "HTTP/1.1 200 Connection established\r\n\r\n");
@@ -160,6 +199,16 @@ void proxy_tunnel_start(struct conn *c)
         proxy_conn_attach(c, tls, on_read, on_write, on_event);
         proxy_reset_request(c);
         proxy_conn_set_state(c, C_HEAD);
+        return;
+    }
+    /* The port is known before any lookup, and so is an address given as such; a name's
+     * address is checked once connected. */
+    const char *why = dmf_proxy_policy_connect_port(&p->policy, port);
+    struct sockaddr_storage lit;
+    if (why == NULL && literal_address(host, port, &lit))
+        why = dmf_proxy_policy_target(&p->policy, (struct sockaddr *)&lit, true);
+    if (why != NULL) {
+        refuse(c, why);
         return;
     }
     dmf_metric_add(&proxy_m_req_tunnel, 1);
