@@ -9,6 +9,7 @@ import time
 import pytest
 
 from harness import scaled, start_daemon
+from proxy_support import read_reply
 
 HEAD_BYTES = 60 * 1024
 
@@ -28,20 +29,6 @@ def slow_head(total):
         head += b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000)
         i += 1
     return head + b"\r\n"
-
-
-def read_reply(s, timeout):
-    s.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-    except (socket.timeout, ConnectionResetError):
-        pass
-    return data
 
 
 @pytest.mark.deadline(120)

@@ -9,23 +9,15 @@ import subprocess
 import pytest
 
 from harness import binary, free_port, scaled, start_daemon, start_scheduler
+from proxy_support import read_reply
 
 
 def via_proxy(proxy_port, raw, timeout=10):
+    """Sends raw to the proxy and reads its answer until it closes the connection (every
+    request here ends in a closing answer)."""
     with socket.create_connection(("127.0.0.1", proxy_port), timeout=scaled(timeout)) as s:
         s.sendall(raw)
-        data = b""
-        try:
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
-                if b"\r\n\r\n" in data and b"Connection: close" not in data:
-                    break
-        except (socket.timeout, ConnectionResetError):
-            pass
-    return data
+        return read_reply(s, scaled(timeout))
 
 
 def get(proxy_port, url):
