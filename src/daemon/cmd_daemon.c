@@ -15,6 +15,7 @@
 
 #include "common/cmd.h"
 #include "common/config.h"
+#include "common/fdlimit.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/workq.h"
@@ -40,6 +41,9 @@ static const struct dmf_option options[] = {
         "address other hosts and the scheduler reach this host at"),
     OPT("piece-listen", 0, DMF_OPT_ADDR, piece_listen, 0, 0, "0.0.0.0:65002", "ADDR:PORT",
         "piece server (data plane between daemons, and /metrics)"),
+    OPT("piece-idle-timeout", 0, DMF_OPT_DURATION, piece_idle_timeout, 100, 3600000, "60s",
+        "DURATION",
+        "close a piece server connection idle, or whose peer stalls reading or sending, this long"),
     OPT("rpc-listen", 0, DMF_OPT_ADDR, rpc_listen, 0, 0, NULL, "ADDR:PORT",
         "gRPC Daemon service for the scheduler (default: --ip with any free port)"),
     OPT("socket", 0, DMF_OPT_STRING, socket, 0, 0, "/run/damselfly/daemon.sock", "PATH",
@@ -73,8 +77,16 @@ static const struct dmf_option options[] = {
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
         "read options from this YAML file (flags override it)"),
-    OPT("proxy-listen", 0, DMF_OPT_STRING, proxy_listen, 0, 0, "0.0.0.0:65001", "ADDR:PORT",
-        "HTTP proxy and registry mirror for local clients; 'off' for none"),
+    OPT("proxy-listen", 0, DMF_OPT_STRING, proxy_listen, 0, 0, "127.0.0.1:65001", "ADDR:PORT",
+        "HTTP proxy and registry mirror for local clients; 'off' for none (a wider address "
+        "needs --proxy-allow-clients)"),
+    OPT("proxy-allow-clients", 0, DMF_OPT_LIST, proxy_allow_clients, 0, 0, NULL, "CIDR",
+        "networks whose clients may use the proxy (default: loopback only)"),
+    OPT("proxy-allow-targets", 0, DMF_OPT_LIST, proxy_allow_targets, 0, 0, NULL, "CIDR",
+        "networks the proxy may reach even where its policy refuses (link-local, this "
+        "daemon's own ports, the scheduler)"),
+    OPT("proxy-connect-ports", 0, DMF_OPT_LIST, proxy_connect_ports, 0, 0, NULL, "PORT",
+        "ports CONNECT may reach (default 443; '*' for any)"),
     OPT("registry-mirror", 0, DMF_OPT_STRING, registry_mirror, 0, 0, NULL, "URL",
         "default upstream registry of mirror requests without ?ns= (e.g. https://registry:5000)"),
     OPT("registry-map", 0, DMF_OPT_LIST, registry_map, 0, 0, NULL, "HOST=URL",
@@ -90,6 +102,15 @@ static const struct dmf_option options[] = {
     OPT("proxy-rules", 0, DMF_OPT_YAML, proxy_rules_line, 0, 0, NULL, NULL,
         "forward-proxy rules: a list of {regex, p2p}; the first match decides (see "
         "docs/operations.md)"),
+    OPT("proxy-header-timeout", 0, DMF_OPT_DURATION, proxy_header_timeout, 100, 600000, "30s",
+        "DURATION",
+        "a proxy request head must be complete this long after its first byte (else 408)"),
+    OPT("proxy-idle-timeout", 0, DMF_OPT_DURATION, proxy_idle_timeout, 100, 3600000, "120s",
+        "DURATION",
+        "close a proxy connection idle between requests, or whose client reads nothing of a "
+        "response this long; also bounds a CONNECT's connect"),
+    OPT("proxy-tunnel-timeout", 0, DMF_OPT_DURATION, proxy_tunnel_timeout, 100, 86400000, "10m",
+        "DURATION", "close a CONNECT tunnel with no byte in either direction this long"),
 };
 
 static const char usage[] =
@@ -215,6 +236,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     gethostname(hostname, sizeof(hostname) - 1);
     cfg->hostname = dmf_xstrdup(hostname);
     signal(SIGPIPE, SIG_IGN);
+    dmf_fd_limit_raise();
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     int e = dmf_mkdir_p(cfg->data_dir);
@@ -230,6 +252,10 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     dmf_engine_metrics_register();
     dmf_proxy_metrics_register();
 
+    if (dmf_http_load(why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
     d->base = dmf_rpc_event_base_new();
     d->rpc = dmf_rpc_new(d->base);
     d->http = dmf_http_new(d->base);
@@ -244,6 +270,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     }
     d->pieces = dmf_piece_server_new(d->base, r->piece_host, r->piece_port, dmf_engine_piece_lookup,
                                      d, err, errlen);
+    if (d->pieces != NULL)
+        dmf_piece_server_set_timeout(d->pieces, cfg->piece_idle_timeout);
     if (d->pieces == NULL)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);

@@ -37,13 +37,20 @@ struct dmf_daemon_config {
     char *config; /* the YAML file given with --config, or NULL */
 
     /* The HTTP proxy (proxy.h). */
-    char *proxy_listen;                 /* "ADDR:PORT", or "off"/"" for no proxy */
-    char *registry_mirror;              /* default upstream registry URL, or NULL */
-    struct dmf_strlist registry_map;    /* "HOST=URL": upstream for a registry name (?ns=) */
-    struct dmf_strlist proxy_intercept; /* CONNECT hosts whose TLS is terminated */
-    char *proxy_ca_cert, *proxy_ca_key; /* the operator's CA for interception (PEM) */
-    char *origin_ca_file;               /* extra CAs trusted for HTTPS origins (PEM) */
-    unsigned long proxy_rules_line;     /* line of proxy-rules in the config file, 0 = none */
+    char *proxy_listen;                     /* "ADDR:PORT", or "off"/"" for no proxy */
+    char *registry_mirror;                  /* default upstream registry URL, or NULL */
+    struct dmf_strlist registry_map;        /* "HOST=URL": upstream for a registry name (?ns=) */
+    struct dmf_strlist proxy_intercept;     /* CONNECT hosts whose TLS is terminated */
+    char *proxy_ca_cert, *proxy_ca_key;     /* the operator's CA for interception (PEM) */
+    char *origin_ca_file;                   /* extra CAs trusted for HTTPS origins (PEM) */
+    struct dmf_strlist proxy_allow_clients; /* CIDRs of clients; empty = loopback only */
+    struct dmf_strlist proxy_allow_targets; /* CIDRs reachable despite the target policy */
+    struct dmf_strlist proxy_connect_ports; /* CONNECT ports ("*" any); empty = 443 */
+    unsigned long proxy_rules_line;         /* line of proxy-rules in the config file, 0 = none */
+    uint64_t piece_idle_timeout;            /* ms: piece server connection idle or stalled */
+    uint64_t proxy_header_timeout;          /* ms from a request head's first byte to its end */
+    uint64_t proxy_idle_timeout;   /* ms: keep-alive idle, a client not reading, a connect */
+    uint64_t proxy_tunnel_timeout; /* ms without a byte either way in a CONNECT tunnel */
 };
 
 struct dmf_engine;

@@ -66,10 +66,13 @@ void dmf_seed_ledger_free(struct dmf_seed_ledger *l);
 typedef int (*dmf_piece_lookup_cb)(void *arg, const char *task_id, struct dmf_piece_view *view);
 
 /* Binds addr:port (port 0 = any; see dmf_piece_server_port). Returns NULL with a reason
- * in err ("cannot listen on 127.0.0.1:65002: Address already in use"). */
+ * in err ("cannot listen on 127.0.0.1:65002: Address already in use"). Connections idle
+ * for 60 s, or whose peer stops reading or sending for that long, are closed. */
 dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *addr, uint16_t port,
                                          dmf_piece_lookup_cb lookup, void *arg, char *err,
                                          size_t errlen);
+/* Changes that idle/stall timeout (ms) for connections accepted from now on. */
+void dmf_piece_server_set_timeout(dmf_piece_server_t *ps, uint64_t ms);
 uint16_t dmf_piece_server_port(const dmf_piece_server_t *ps);
 
 /* Piece n of task_id was just verified and stored: tell the /have watchers. */

@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/fdlimit.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
@@ -29,6 +30,7 @@
 struct dmf_local_api {
     struct dmf_daemon *d;
     struct evhttp *http;
+    struct dmf_listener_guard *guard; /* accept errors pause, not spin (fdlimit.h) */
 };
 
 /* One DownloadTask over HTTP: the reply is chunked, one frame per chunk. */
@@ -241,6 +243,7 @@ struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path,
         free(api);
         return NULL;
     }
+    api->guard = dmf_listener_guard_new(l, "local API");
     return api;
 }
 
@@ -248,6 +251,7 @@ void dmf_local_api_free(struct dmf_local_api *api)
 {
     if (api == NULL)
         return;
+    dmf_listener_guard_free(api->guard);
     evhttp_free(api->http); /* closes connections: their close callbacks abandon downloads */
     free(api);
 }

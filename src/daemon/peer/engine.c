@@ -15,6 +15,7 @@
 struct dmf_engine {
     struct dmf_task *tasks;                /* every task in memory (a list) */
     struct dmf_announce_client *announcer; /* NULL without --scheduler */
+    bool closing; /* dmf_engine_stop has begun: no task is loaded or made any more */
 };
 
 void dmf_engine_new(struct dmf_daemon *d)
@@ -36,6 +37,9 @@ void dmf_engine_stop(struct dmf_daemon *d)
     struct dmf_engine *e = d->engine;
     if (e == NULL)
         return;
+    /* The announce client's goodbye below runs the loop, and the piece server still
+     * listens then: a request in that window must not load a task that nobody frees. */
+    e->closing = true;
     while (e->tasks) {
         struct dmf_task *t = e->tasks;
         e->tasks = t->next;
@@ -71,7 +75,7 @@ struct dmf_task *dmf_engine_find(struct dmf_daemon *d, const char *id)
     for (struct dmf_task *t = e->tasks; t; t = t->next)
         if (strcmp(t->id, id) == 0)
             return t;
-    if (!dmf_task_id_valid(id))
+    if (e->closing || !dmf_task_id_valid(id))
         return NULL;
     struct dmf_task *t = dmf_task_load(d, e->announcer, id);
     if (t)
@@ -82,6 +86,8 @@ struct dmf_task *dmf_engine_find(struct dmf_daemon *d, const char *id)
 int dmf_engine_open(struct dmf_daemon *d, const char *id, const struct dmf_task_request *req,
                     struct dmf_task **out)
 {
+    if (d->engine->closing)
+        return -ESHUTDOWN;
     struct dmf_task *t = dmf_engine_find(d, id);
     if (t == NULL) {
         t = dmf_task_new(d, d->engine->announcer, id);
