@@ -212,6 +212,13 @@ def test_socket_group_gives_a_user_p2p_but_not_the_data_dir(tmp_path, origin, ne
         assert not (outdir / "denied").exists()
         assert origin.sent("/shared.bin") == 0
 
+        # In the group, but the output directory is not writable for the user: refused
+        # before anything is downloaded.
+        cp = as_user(NOBODY, [group], [binary(), "get", url, "-O", ddir / "not-mine",
+                                       "--socket", d1.socket])
+        assert cp.returncode == 3 and "cannot write in" in cp.stderr.decode(), describe(cp)
+        assert origin.sent("/shared.bin") == 0 and not (ddir / "not-mine").exists()
+
         # In the group: P2P through the daemon (the seed's bytes), the user's umask.
         out = outdir / "out"
         cp = as_user(NOBODY, [group], [binary(), "get", url, "-O", out, "--socket", d1.socket],
