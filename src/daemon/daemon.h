@@ -42,10 +42,13 @@ struct dmf_daemon_config {
     char *proxy_ca_cert, *proxy_ca_key; /* the operator's CA for interception (PEM) */
     char *origin_ca_file;               /* extra CAs trusted for HTTPS origins (PEM) */
     unsigned long proxy_rules_line;     /* line of proxy-rules in the config file, 0 = none */
+
+    struct dmf_strlist manager; /* managers giving the schedulers (manager_link.h) */
 };
 
 struct dmf_engine;
 struct dmf_proxy;
+struct dmf_daemon_manager_link;
 
 struct dmf_daemon {
     struct dmf_daemon_config cfg;
@@ -61,6 +64,7 @@ struct dmf_daemon {
     uint16_t piece_port;
     struct dmf_engine *engine; /* the download engine (peer/engine.h) */
     struct dmf_proxy *proxy;   /* NULL with --proxy-listen off */
+    struct dmf_daemon_manager_link *manager_link; /* NULL without --manager */
     bool stopping;
 };
 

@@ -633,7 +633,7 @@ static int check_config(struct api_req *r, json_t *cfg)
         const char *key;
         json_int_t min, max, def;
     } ints[] = {
-        {"candidate_limit", 1, 64, 4},
+        {"candidate_limit", 0, 64, 0}, /* 0 = the scheduler's own --candidate-limit */
         {"download_rate_limit", 0, (json_int_t)1 << 50, 0}, /* bytes/s, 0 = unlimited */
         {"upload_rate_limit", 0, (json_int_t)1 << 50, 0},
         {"cache_limit", 0, (json_int_t)1 << 60, 0}, /* bytes, 0 = unlimited */
@@ -1361,7 +1361,7 @@ int dmf_api_bootstrap_root(struct dmf_manager *m, const char *password_file, cha
                          "INSERT INTO clusters (name, bio, scopes, config, is_default, created_at,"
                          " updated_at) VALUES ('default', 'made at first start', '{}',"
                          " '{\"block_applications\":[],\"block_urls\":[],\"cache_limit\":0,"
-                         "\"candidate_limit\":4,\"download_rate_limit\":0,"
+                         "\"candidate_limit\":0,\"download_rate_limit\":0,"
                          "\"upload_rate_limit\":0}', 1, $1, $1)",
                          p, 1, NULL, e, sizeof(e)) != 0 &&
             dmf_mdb_exec(m->db, "SELECT 1", NULL, 0, NULL, NULL, 0) != 0) {

@@ -773,6 +773,11 @@ int dmf_scheduler_service_listen(dmf_scheduler_service_t *svc, const char *addr,
     return dmf_rpc_server_listen(svc->server, addr, bound_port, err, errlen);
 }
 
+dmf_scheduler_t *dmf_scheduler_service_sched(dmf_scheduler_service_t *svc)
+{
+    return svc->sched;
+}
+
 void dmf_scheduler_service_start(dmf_scheduler_service_t *svc)
 {
     dmf_rpc_server_start(svc->server);
