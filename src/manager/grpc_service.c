@@ -485,9 +485,15 @@ static void keepalive_message(struct call *c, const uint8_t *data, size_t len)
 static void list_message(struct call *c, const uint8_t *data, size_t len)
 {
     if (!data) {
-        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+        if (!c->registered) /* reused as "a request arrived" */
+            call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
         return;
     }
+    if (c->registered) {
+        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "one request per call");
+        return;
+    }
+    c->registered = true;
     Damselfly__V1__ListSchedulersRequest *req =
         damselfly__v1__list_schedulers_request__unpack(NULL, len, data);
     if (!req) {
