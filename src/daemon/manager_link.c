@@ -113,6 +113,8 @@ static void ask(struct dmf_daemon_manager_link *l, uint64_t timeout_ms)
     req.idc = d->cfg.idc ? d->cfg.idc : "";
     req.location = d->cfg.location ? d->cfg.location : "";
     req.seed = d->cfg.seed;
+    req.rpc_port = d->rpc_port > 0 ? (uint32_t)d->rpc_port : 0;
+    req.piece_port = d->piece_port;
     l->in_flight = true;
     dmf_manager_list_schedulers(d->rpc, &d->cfg.manager, &req, timeout_ms, on_list, l);
 }

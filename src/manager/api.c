@@ -892,8 +892,8 @@ static int h_seeds_delete(struct api_req *r)
 static int h_hosts_list(struct api_req *r)
 {
     return paged(r,
-                 "SELECT id, host_id, hostname, ip, idc, location, type, cluster_id,"
-                 " last_seen_at, created_at FROM hosts",
+                 "SELECT id, host_id, hostname, ip, rpc_port, piece_port, idc, location, type,"
+                 " cluster_id, last_seen_at, created_at FROM hosts",
                  "id", NULL);
 }
 
@@ -909,13 +909,25 @@ static const char *const JOB_JSON[] = {"args", "result", NULL};
 static const char JOB_COLS[] = "id, type, state, args, result, reason, user_id, created_at, "
                                "updated_at";
 
+/* Job args as the API shows them: no passwords, secret headers redacted. */
+static void job_row_public(json_t *row)
+{
+    json_t *a = json_object_get(row, "args");
+    if (a)
+        json_object_set_new(row, "args", dmf_job_args_public(a));
+}
+
 static int h_jobs_list(struct api_req *r)
 {
     char sql[160];
     snprintf(sql, sizeof(sql), "SELECT %s FROM jobs", JOB_COLS);
     int st = paged(r, sql, "id DESC", NULL);
-    if (st == 200)
+    if (st == 200) {
         parse_json_rows(r->resp, JOB_JSON);
+        size_t i;
+        json_t *row;
+        json_array_foreach(r->resp, i, row) job_row_public(row);
+    }
     return st;
 }
 
@@ -923,7 +935,10 @@ static int h_jobs_get(struct api_req *r)
 {
     char sql[160];
     snprintf(sql, sizeof(sql), "SELECT %s FROM jobs WHERE id = $1", JOB_COLS);
-    return get_one(r, sql, "job", JOB_JSON);
+    int st = get_one(r, sql, "job", JOB_JSON);
+    if (st == 200)
+        job_row_public(r->resp);
+    return st;
 }
 
 static int create_job(struct api_req *r, bool oapi)
@@ -956,6 +971,7 @@ static int create_job(struct api_req *r, bool oapi)
     json_t *row = json_incref(json_array_get(rows, 0));
     json_decref(rows);
     parse_json_members(row, JOB_JSON);
+    job_row_public(row);
     dmf_info("job %lld: created (%s) by '%s'",
              (long long)json_integer_value(json_object_get(row, "id")), type, r->user_name);
     r->kick_jobs = true;
@@ -1001,6 +1017,7 @@ static int h_jobs_cancel(struct api_req *r)
     }
     dmf_info("job %lld: -> failed (cancelled by '%s')", (long long)r->ids[0], r->user_name);
     parse_json_members(row, JOB_JSON);
+    job_row_public(row);
     r->kick_jobs = true;
     return ok(r, 200, row);
 }

@@ -509,6 +509,8 @@ static void list_message(struct call *c, const uint8_t *data, size_t len)
     j->list.idc = bounded_dup(req->idc);
     j->list.location = bounded_dup(req->location);
     j->list.seed = req->seed;
+    j->list.rpc_port = req->rpc_port <= 65535 ? req->rpc_port : 0;
+    j->list.piece_port = req->piece_port <= 65535 ? req->piece_port : 0;
     damselfly__v1__list_schedulers_request__free_unpacked(req, NULL);
     submit(c, j);
 }

@@ -49,9 +49,17 @@ static const char *const v2[] = {
     NULL,
 };
 
+/* Hosts can be reached for all_peers preheats. */
+static const char *const v3[] = {
+    "ALTER TABLE hosts ADD COLUMN rpc_port BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE hosts ADD COLUMN piece_port BIGINT NOT NULL DEFAULT 0",
+    NULL,
+};
+
 static const struct dmf_migration migrations[] = {
     {1, "users, tokens, clusters, schedulers, seed peers, hosts, jobs, audit log", v1},
     {2, "job claims", v2},
+    {3, "hosts' rpc and piece ports", v3},
 };
 
 const struct dmf_migration *dmf_migrations(size_t *n)
