@@ -947,7 +947,7 @@ static int create_job(struct api_req *r, bool oapi)
     json_t *b = body_object(r, &st);
     if (!b)
         return st;
-    char e[300];
+    char e[300] = "invalid job";
     json_t *norm = NULL;
     if (dmf_job_validate(b, oapi, &norm, e, sizeof(e)) != 0) {
         st = fail(r, 400, "%s", e);

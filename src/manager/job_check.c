@@ -152,8 +152,12 @@ int dmf_job_validate(const json_t *body, int oapi, json_t **norm, char *err, siz
         }
     } else if (strcmp(type, "delete_task") == 0 || strcmp(type, "get_task") == 0) {
         const json_t *tid = json_object_get(args, "task_id");
-        if (check_string(tid, "args.task_id", 64, err, errlen) || json_string_length(tid) != 64)
+        if (check_string(tid, "args.task_id", 64, err, errlen))
             goto out;
+        if (json_string_length(tid) != 64) {
+            rc = bad(err, errlen, "%s must be 64 lowercase hex digits", "args.task_id");
+            goto out;
+        }
         for (const char *p = json_string_value(tid); *p; p++)
             if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
                 rc = bad(err, errlen, "%s must be 64 lowercase hex digits", "args.task_id");

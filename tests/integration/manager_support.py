@@ -146,7 +146,8 @@ class Manager:
 
 
 def start_manager(tmp_path, database=None, name="manager", root_password=ROOT_PASSWORD,
-                  port=None, grpc_port=None, metrics_port=None, ready_timeout=30, **flags):
+                  port=None, grpc_port=None, metrics_port=None, ready_timeout=30, data="manager",
+                  **flags):
     harness.require_binary()
     tmp_path = Path(tmp_path)
     port = port or harness.free_port()
@@ -156,7 +157,7 @@ def start_manager(tmp_path, database=None, name="manager", root_password=ROOT_PA
     args = [harness.binary(), "manager", "--listen", f"127.0.0.1:{port}",
             "--grpc-listen", f"127.0.0.1:{grpc_port}",
             "--metrics-listen", f"127.0.0.1:{metrics_port}",
-            "--data-dir", tmp_path / f"{name}-data"]
+            "--data-dir", tmp_path / f"{data}-data"]
     if database:
         args += ["--database", database]
     if root_password is not None:
