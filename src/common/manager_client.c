@@ -177,8 +177,8 @@ struct list_call {
 
 static void list_try(struct list_call *l);
 
-static void list_on_answer(void *arg, grpc_status_code st, const char *details,
-                           const uint8_t *resp, size_t len)
+static void list_on_answer(void *arg, grpc_status_code st, const char *details, const uint8_t *resp,
+                           size_t len)
 {
     struct list_call *l = arg;
     dmf_rpc_channel_free(l->ch);
@@ -193,7 +193,9 @@ static void list_on_answer(void *arg, grpc_status_code st, const char *details,
     }
     size_t o = strlen(l->err);
     snprintf(l->err + o, sizeof(l->err) - o, "%s%s: %s", o ? "; " : "", l->managers.v[l->idx],
-             st == GRPC_STATUS_OK ? "malformed answer" : details ? details : "failed");
+             st == GRPC_STATUS_OK ? "malformed answer"
+             : details            ? details
+                                  : "failed");
     if (++l->idx < l->managers.n) {
         list_try(l);
         return;
@@ -222,8 +224,8 @@ void dmf_manager_list_schedulers(dmf_rpc_t *rpc, const struct dmf_strlist *manag
     size_t n = protobuf_c_message_get_packed_size(&req->base);
     uint8_t *buf = dmf_xmalloc(n ? n : 1);
     protobuf_c_message_pack(&req->base, buf);
-    l->msg = protobuf_c_message_unpack(&damselfly__v1__list_schedulers_request__descriptor, NULL,
-                                       n, buf);
+    l->msg = protobuf_c_message_unpack(&damselfly__v1__list_schedulers_request__descriptor, NULL, n,
+                                       buf);
     free(buf);
     l->timeout_ms = timeout_ms;
     l->cb = cb;

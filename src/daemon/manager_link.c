@@ -89,10 +89,8 @@ static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp
             h = h * 33 + (unsigned char)*p;
         pick = h % resp->n_schedulers;
     }
-    snprintf(addr, sizeof(addr), "%s:%u", resp->schedulers[pick]->ip,
-             resp->schedulers[pick]->port);
-    dmf_info("manager: scheduler %s (was %s)", addr,
-             d->cfg.scheduler ? d->cfg.scheduler : "none");
+    snprintf(addr, sizeof(addr), "%s:%u", resp->schedulers[pick]->ip, resp->schedulers[pick]->port);
+    dmf_info("manager: scheduler %s (was %s)", addr, d->cfg.scheduler ? d->cfg.scheduler : "none");
     if (d->engine) {
         dmf_engine_set_scheduler(d, addr);
     } else {

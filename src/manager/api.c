@@ -20,6 +20,7 @@
 #include "common/cmd.h"
 #include "common/metrics.h"
 #include "common/util.h"
+#include "damselfly/v1/manager.pb-c.h"
 #include "manager/jobs.h"
 #include "manager/scope.h"
 
@@ -56,7 +57,9 @@ struct api_req {
     enum dmf_token_kind token_kind;
     int status;
     json_t *resp;
-    bool kick_jobs; /* a job was created or cancelled: tell the runner */
+    bool kick_jobs;  /* a job was created or cancelled: tell the runner */
+    char *live_addr; /* the live view: ask this scheduler on the loop, then reply */
+    dmf_rpc_channel_t *live_ch;
 };
 
 typedef int (*handler_fn)(struct api_req *r);
@@ -877,6 +880,20 @@ static int h_schedulers_delete(struct api_req *r)
 {
     return delete_one(r, "schedulers", "scheduler");
 }
+/* The live view: the answer comes from the scheduler itself (req_done asks it). */
+static int h_schedulers_live(struct api_req *r)
+{
+    int st = get_component(r, "schedulers", SCHED_COLS, "scheduler");
+    if (st != 200)
+        return st;
+    json_t *s = r->resp;
+    if (strcmp(json_string_value(json_object_get(s, "state")) ?: "", "active") != 0)
+        return fail(r, 409, "scheduler %lld is inactive", (long long)r->ids[0]);
+    r->live_addr = dmf_xasprintf("%s:%lld", json_string_value(json_object_get(s, "ip")),
+                                 (long long)json_integer_value(json_object_get(s, "port")));
+    return 200;
+}
+
 static int h_seeds_list(struct api_req *r)
 {
     return list_components(r, "seed_peers", SEED_COLS);
@@ -1064,6 +1081,8 @@ static const struct route routes[] = {
     R(GET, "/api/v1/schedulers", V, RD, h_schedulers_list, "List schedulers with their state."),
     R(GET, "/api/v1/schedulers/{id}", V, RD, h_schedulers_get, "One scheduler."),
     R(DELETE, "/api/v1/schedulers/{id}", O, WR, h_schedulers_delete, "Forget a scheduler."),
+    R(GET, "/api/v1/schedulers/{id}/live", V, RD, h_schedulers_live,
+      "The scheduler's hosts, tasks and peers now (asked of the scheduler)."),
     R(GET, "/api/v1/seed-peers", V, RD, h_seeds_list, "List seed peers with their state."),
     R(GET, "/api/v1/seed-peers/{id}", V, RD, h_seeds_get, "One seed peer."),
     R(DELETE, "/api/v1/seed-peers/{id}", O, WR, h_seeds_delete, "Forget a seed peer."),
@@ -1184,9 +1203,21 @@ static void req_work(void *arg)
     dmf_mdb_unlock(r->m->db);
 }
 
+static void reply(struct api_req *r);
+static void live_ask(struct api_req *r);
+
 static void req_done(void *arg)
 {
     struct api_req *r = arg;
+    if (r->live_addr && r->status == 200 && r->req) {
+        live_ask(r);
+        return;
+    }
+    reply(r);
+}
+
+static void reply(struct api_req *r)
+{
     dmf_metric_add(&m_requests, 1);
     dmf_log(r->status >= 500 ? DMF_LOG_WARN : DMF_LOG_DEBUG, "api: %s %s from %s: %d%s%s",
             dmf_api_method_name(r->route->info.method), r->path, r->peer, r->status,
@@ -1209,9 +1240,83 @@ static void req_done(void *arg)
         evbuffer_free(out);
     }
     json_decref(r->resp);
+    free(r->live_addr);
     free(r->body);
     free(r->auth);
     free(r);
+}
+
+/* ListLive's answer as the API shows it: hosts with their load and peers, and the same
+ * peers grouped by task. */
+static json_t *live_json(const Damselfly__V1__ListLiveResponse *l, json_int_t id)
+{
+    json_t *hosts = json_array(), *tasks = json_object();
+    for (size_t i = 0; i < l->n_hosts; i++) {
+        const Damselfly__V1__LiveHost *h = l->hosts[i];
+        json_t *peers = json_array();
+        for (size_t k = 0; k < h->n_peers; k++) {
+            const Damselfly__V1__LivePeer *p = h->peers[k];
+            json_array_append_new(peers,
+                                  json_pack("{s:s, s:s, s:s, s:I, s:I}", "task_id", p->task_id,
+                                            "peer_id", p->peer_id, "state", p->state, "held_pieces",
+                                            (json_int_t)p->held_pieces, "total_pieces",
+                                            (json_int_t)p->total_pieces));
+            json_t *t = json_object_get(tasks, p->task_id);
+            if (!t) {
+                t = json_pack("{s:s, s:s, s:I, s:I, s:[]}", "task_id", p->task_id, "url", p->url,
+                              "content_length", (json_int_t)p->content_length, "total_pieces",
+                              (json_int_t)p->total_pieces, "peers");
+                json_object_set_new(tasks, p->task_id, t);
+            }
+            json_array_append_new(json_object_get(t, "peers"),
+                                  json_pack("{s:s, s:s, s:s, s:I}", "host_id", h->id, "peer_id",
+                                            p->peer_id, "state", p->state, "held_pieces",
+                                            (json_int_t)p->held_pieces));
+        }
+        json_array_append_new(hosts,
+                              json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:o}",
+                                        "id", h->id, "hostname", h->hostname, "ip", h->ip, "seed",
+                                        h->seed, "idc", h->idc, "location", h->location,
+                                        "upload_capacity", (json_int_t)h->upload_capacity,
+                                        "upload_rate", (json_int_t)h->upload_rate, "active_uploads",
+                                        (json_int_t)h->active_uploads, "last_seen_ms_ago",
+                                        (json_int_t)h->last_seen_ms_ago, "peers", peers));
+    }
+    json_t *tl = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(tasks, k, v) json_array_append(tl, v);
+    json_decref(tasks);
+    return json_pack("{s:I, s:I, s:I, s:I, s:o, s:o}", "scheduler_id", id, "total_hosts",
+                     (json_int_t)l->total_hosts, "total_tasks", (json_int_t)l->total_tasks,
+                     "total_peers", (json_int_t)l->total_peers, "hosts", hosts, "tasks", tl);
+}
+
+static void on_live(void *arg, grpc_status_code st, const char *details, const uint8_t *resp,
+                    size_t len)
+{
+    struct api_req *r = arg;
+    dmf_rpc_channel_free(r->live_ch);
+    r->live_ch = NULL;
+    Damselfly__V1__ListLiveResponse *l =
+        st == GRPC_STATUS_OK ? damselfly__v1__list_live_response__unpack(NULL, len, resp) : NULL;
+    json_decref(r->resp);
+    if (l) {
+        r->resp = live_json(l, (json_int_t)r->ids[0]);
+        damselfly__v1__list_live_response__free_unpacked(l, NULL);
+    } else {
+        r->status = 502;
+        r->resp = json_pack("{s:s, s:s}", "error", "the scheduler did not answer", "detail",
+                            details ? details : "");
+    }
+    reply(r);
+}
+
+static void live_ask(struct api_req *r)
+{
+    Damselfly__V1__ListLiveRequest q = DAMSELFLY__V1__LIST_LIVE_REQUEST__INIT;
+    r->live_ch = dmf_rpc_channel_new(r->m->rpc, r->live_addr);
+    dmf_rpc_unary(r->live_ch, "/damselfly.v1.SchedulerView/ListLive", &q.base, 5000, on_live, r);
 }
 
 static void reply_now(struct evhttp_request *req, int status, const char *msg)

@@ -15,9 +15,9 @@
 #include "common/util.h"
 
 #define ACCEPT                                                                                     \
-    "Accept: application/vnd.oci.image.index.v1+json, "                                           \
-    "application/vnd.docker.distribution.manifest.list.v2+json, "                                 \
-    "application/vnd.oci.image.manifest.v1+json, "                                                \
+    "Accept: application/vnd.oci.image.index.v1+json, "                                            \
+    "application/vnd.docker.distribution.manifest.list.v2+json, "                                  \
+    "application/vnd.oci.image.manifest.v1+json, "                                                 \
     "application/vnd.docker.distribution.manifest.v2+json"
 
 struct dmf_image_resolver {
@@ -132,10 +132,10 @@ char *dmf_image_token_url(const char *c)
     (void)challenge_param(c, "service", service, sizeof(service));
     (void)challenge_param(c, "scope", scope, sizeof(scope));
     char *es = escape(service), *sc = escape(scope);
-    char *u = dmf_xasprintf("%s%s%s%s%s%s", realm, strchr(realm, '?') ? "&" : "?",
-                            service[0] ? "service=" : "", service[0] ? es : "",
-                            scope[0] ? (service[0] ? "&scope=" : "scope=") : "",
-                            scope[0] ? sc : "");
+    char *u =
+        dmf_xasprintf("%s%s%s%s%s%s", realm, strchr(realm, '?') ? "&" : "?",
+                      service[0] ? "service=" : "", service[0] ? es : "",
+                      scope[0] ? (service[0] ? "&scope=" : "scope=") : "", scope[0] ? sc : "");
     free(es);
     free(sc);
     return u;
@@ -243,7 +243,8 @@ static void next_platform(struct resolve *z)
         finish(z, json_array_size(z->layers) ? NULL : "no layers to preheat");
         return;
     }
-    char *url = dmf_xasprintf("%s/manifests/%s", z->base, json_string_value(json_array_get(z->todo, 0)));
+    char *url =
+        dmf_xasprintf("%s/manifests/%s", z->base, json_string_value(json_array_get(z->todo, 0)));
     json_array_remove(z->todo, 0);
     z->step = STEP_PLATFORM;
     fetch(z, url, true);

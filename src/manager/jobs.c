@@ -22,10 +22,11 @@
 #include "common/util.h"
 #include "damselfly/v1/common.pb-c.h"
 #include "damselfly/v1/daemon.pb-c.h"
+#include "damselfly/v1/scheduler.pb-c.h"
 #include "manager/image.h"
 
-#define LEASE_S      5  /* a running job whose lease is older than this is claimed again */
-#define MAX_RUNS     8  /* jobs one manager runs at once */
+#define LEASE_S      5 /* a running job whose lease is older than this is claimed again */
+#define MAX_RUNS     8 /* jobs one manager runs at once */
 #define ITEM_TIMEOUT (30 * 60 * 1000)
 
 static DMF_METRIC_COUNTER(m_jobs_ok, "damselfly_manager_jobs_total", "result=\"succeeded\"",
@@ -49,6 +50,7 @@ struct item {
     enum item_state state;
     char *reason;
     uint64_t completed;
+    json_t *peers; /* get_task: the peers this scheduler knows of the task */
     dmf_rpc_channel_t *ch;
     dmf_rpc_call_t *call;
 };
@@ -99,13 +101,15 @@ static json_t *result_json(const struct run *r)
     size_t ok = 0, failed = 0;
     for (size_t i = 0; i < r->nitems; i++) {
         const struct item *it = &r->items[i];
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "url", it->url, "host", it->host,
-                              "addr", it->addr, "state", item_state_names[it->state],
-                              "completed_length", (json_int_t)it->completed);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "url", it->url, "host", it->host, "addr",
+                              it->addr, "state", item_state_names[it->state], "completed_length",
+                              (json_int_t)it->completed);
         if (it->digest)
             json_object_set_new(o, "digest", json_string(it->digest));
         if (it->reason)
             json_object_set_new(o, "reason", json_string(it->reason));
+        if (it->peers)
+            json_object_set(o, "peers", it->peers);
         json_array_append_new(items, o);
         ok += it->state == ITEM_SUCCEEDED;
         failed += it->state == ITEM_FAILED;
@@ -153,11 +157,11 @@ static void op_tick(struct op *o)
     i64s(dmf_manager_now(), now);
     i64s(dmf_manager_now() - LEASE_S, stale);
     const char *p[] = {me, now};
-    (void)dmf_mdb_exec(db,
-                       "UPDATE jobs SET claimed_at = $2 WHERE claimed_by = $1 AND state = 'running'",
-                       p, 2, NULL, e, sizeof(e));
-    (void)dmf_mdb_exec(db, "SELECT id FROM jobs WHERE claimed_by = $1 AND state = 'running'", p,
-                       1, &o->still, e, sizeof(e));
+    (void)dmf_mdb_exec(
+        db, "UPDATE jobs SET claimed_at = $2 WHERE claimed_by = $1 AND state = 'running'", p, 2,
+        NULL, e, sizeof(e));
+    (void)dmf_mdb_exec(db, "SELECT id FROM jobs WHERE claimed_by = $1 AND state = 'running'", p, 1,
+                       &o->still, e, sizeof(e));
     for (size_t n = 0; n < o->want; n++) {
         const char *cp[] = {me, now, stale};
         json_t *rows = NULL;
@@ -221,6 +225,7 @@ static void op_targets(struct op *o)
 {
     struct dmf_manager *m = o->jobs->m;
     json_t *args = o->run->args;
+    bool get_task = strcmp(o->run->type, "get_task") == 0;
     const char *scope = json_string_value(json_object_get(args, "scope")) ?: "single_seed_peer";
     char since[24], hsince[24], e[256];
     i64s(dmf_manager_now() - (int64_t)(m->keepalive_timeout_ms + 999) / 1000, since);
@@ -232,14 +237,14 @@ static void op_targets(struct op *o)
     json_array_foreach(clusters, i, c)
     {
         size_t n = strlen(in);
-        snprintf(in + n, sizeof(in) - n, "%s%lld", n ? "," : "",
-                 (long long)json_integer_value(c));
+        snprintf(in + n, sizeof(in) - n, "%s%lld", n ? "," : "", (long long)json_integer_value(c));
     }
     char sql[700];
     snprintf(sql, sizeof(sql),
-             "SELECT hostname AS host, ip, port, cluster_id FROM seed_peers"
+             "SELECT hostname AS host, ip, port, cluster_id FROM %s"
              " WHERE state = 'active' AND last_keepalive_at >= $1%s%s%s ORDER BY cluster_id, id",
-             in[0] ? " AND cluster_id IN (" : "", in, in[0] ? ")" : "");
+             get_task ? "schedulers" : "seed_peers", in[0] ? " AND cluster_id IN (" : "", in,
+             in[0] ? ")" : "");
     const char *p[] = {since};
     json_t *seeds = NULL;
     o->targets = json_array();
@@ -251,19 +256,18 @@ static void op_targets(struct op *o)
     json_array_foreach(seeds, i, c)
     {
         int64_t cl = json_integer_value(json_object_get(c, "cluster_id"));
-        if (strcmp(scope, "single_seed_peer") == 0 && cl == last_cluster)
+        if (!get_task && strcmp(scope, "single_seed_peer") == 0 && cl == last_cluster)
             continue;
         last_cluster = cl;
         char addr[128];
         snprintf(addr, sizeof(addr), "%s:%lld", json_string_value(json_object_get(c, "ip")),
                  (long long)json_integer_value(json_object_get(c, "port")));
-        json_array_append_new(o->targets,
-                              json_pack("{s:s, s:s}", "host",
-                                        json_string_value(json_object_get(c, "host")), "addr",
-                                        addr));
+        json_array_append_new(o->targets, json_pack("{s:s, s:s}", "host",
+                                                    json_string_value(json_object_get(c, "host")),
+                                                    "addr", addr));
     }
     json_decref(seeds);
-    if (strcmp(scope, "all_peers") == 0) {
+    if (!get_task && strcmp(scope, "all_peers") == 0) {
         snprintf(sql, sizeof(sql),
                  "SELECT host_id AS host, ip, rpc_port FROM hosts WHERE type = 'normal'"
                  " AND rpc_port > 0 AND last_seen_at >= $1%s%s%s ORDER BY id",
@@ -274,20 +278,21 @@ static void op_targets(struct op *o)
             json_array_foreach(hosts, i, c)
             {
                 char addr[128];
-                snprintf(addr, sizeof(addr), "%s:%lld",
-                         json_string_value(json_object_get(c, "ip")),
+                snprintf(addr, sizeof(addr), "%s:%lld", json_string_value(json_object_get(c, "ip")),
                          (long long)json_integer_value(json_object_get(c, "rpc_port")));
-                json_array_append_new(
-                    o->targets, json_pack("{s:s, s:s}", "host",
-                                          json_string_value(json_object_get(c, "host")), "addr",
-                                          addr));
+                json_array_append_new(o->targets,
+                                      json_pack("{s:s, s:s}", "host",
+                                                json_string_value(json_object_get(c, "host")),
+                                                "addr", addr));
             }
         }
         json_decref(hosts);
     }
     if (json_array_size(o->targets) == 0)
         snprintf(o->reason, sizeof(o->reason), "no active %s in the job's clusters",
-                 strcmp(scope, "all_peers") == 0 ? "seed peer or host" : "seed peer");
+                 get_task                          ? "scheduler"
+                 : strcmp(scope, "all_peers") == 0 ? "seed peer or host"
+                                                   : "seed peer");
 }
 
 static void op_work(void *arg)
@@ -324,8 +329,7 @@ static void op_submit(struct dmf_manager_jobs *j, struct op *o)
 
 static void set_state_log(struct run *r, const char *state, const char *reason)
 {
-    dmf_info("job %lld: running -> %s%s%s", (long long)r->id, state, reason[0] ? ": " : "",
-             reason);
+    dmf_info("job %lld: running -> %s%s%s", (long long)r->id, state, reason[0] ? ": " : "", reason);
 }
 
 static void run_finish(struct run *r, const char *state, const char *reason)
@@ -399,8 +403,7 @@ static void item_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code st, co
         it->state = ITEM_FAILED;
         free(it->reason);
         it->reason = dmf_xasprintf("%s (%d)", details && details[0] ? details : "failed", (int)st);
-        dmf_warn("job %lld: %s on %s: failed: %s", (long long)r->id, it->url, it->host,
-                 it->reason);
+        dmf_warn("job %lld: %s on %s: failed: %s", (long long)r->id, it->url, it->host, it->reason);
     }
     run_save(r);
     run_step(r);
@@ -411,11 +414,57 @@ static const struct dmf_rpc_call_handler item_handler = {
     .on_end = item_on_end,
 };
 
+/* get_task: the scheduler's StatTask answer (NOT_FOUND: it knows no peer of the task). */
+static void item_on_stat(void *arg, grpc_status_code st, const char *details, const uint8_t *resp,
+                         size_t len)
+{
+    struct item *it = arg;
+    struct run *r = it->run;
+    dmf_rpc_channel_free(it->ch);
+    it->ch = NULL;
+    r->running--;
+    json_decref(it->peers);
+    it->peers = json_array();
+    Damselfly__V1__StatTaskResponse *sr =
+        st == GRPC_STATUS_OK ? damselfly__v1__stat_task_response__unpack(NULL, len, resp) : NULL;
+    static const char *const names[] = {"PENDING", "RUNNING", "BACK_TO_SOURCE", "SUCCEEDED",
+                                        "FAILED"};
+    if (sr) {
+        for (size_t i = 0; i < sr->n_peers; i++) {
+            const Damselfly__V1__PeerStat *p = sr->peers[i];
+            json_array_append_new(it->peers,
+                                  json_pack("{s:s, s:s, s:s, s:I}", "host_id", p->host_id,
+                                            "peer_id", p->peer_id, "state",
+                                            (unsigned)p->state < 5 ? names[p->state] : "?",
+                                            "finished_pieces", (json_int_t)p->finished_pieces));
+        }
+        damselfly__v1__stat_task_response__free_unpacked(sr, NULL);
+    }
+    if (sr || st == GRPC_STATUS_NOT_FOUND) {
+        it->state = ITEM_SUCCEEDED;
+        dmf_info("job %lld: scheduler %s knows %zu peers of the task", (long long)r->id, it->host,
+                 json_array_size(it->peers));
+    } else {
+        it->state = ITEM_FAILED;
+        free(it->reason);
+        it->reason = dmf_xasprintf("%s (%d)", details && details[0] ? details : "failed", (int)st);
+    }
+    run_save(r);
+    run_step(r);
+}
+
 static void item_start(struct item *it)
 {
     struct run *r = it->run;
     it->state = ITEM_RUNNING;
     r->running++;
+    if (strcmp(r->type, "get_task") == 0) {
+        Damselfly__V1__StatTaskRequest q = DAMSELFLY__V1__STAT_TASK_REQUEST__INIT;
+        q.task_id = it->url;
+        it->ch = dmf_rpc_channel_new(r->jobs->m->rpc, it->addr);
+        dmf_rpc_unary(it->ch, "/damselfly.v1.Scheduler/StatTask", &q.base, 10000, item_on_stat, it);
+        return;
+    }
     json_t *hd = json_object_get(r->args, "headers");
     size_t nh = json_object_size(hd), k = 0;
     Damselfly__V1__Header *hv = dmf_xcalloc(nh + 1, sizeof(*hv));
@@ -496,6 +545,7 @@ static void run_free(struct run *r)
         free(r->items[i].host);
         free(r->items[i].addr);
         free(r->items[i].reason);
+        json_decref(r->items[i].peers);
     }
     free(r->items);
     json_decref(r->args);
@@ -547,15 +597,22 @@ static void build_items(struct run *r, json_t *targets, json_t *layers)
     size_t i, t;
     json_t *u, *tg;
     json_t *urls = layers ? layers : json_object_get(r->args, "urls");
+    json_t *one = NULL;
+    if (strcmp(r->type, "get_task") == 0) {
+        one = json_pack("[O]", json_object_get(r->args, "task_id"));
+        urls = one;
+    }
     json_array_foreach(urls, i, u)
     {
-        const char *url = json_is_string(u) ? json_string_value(u)
-                                            : json_string_value(json_object_get(u, "url"));
-        const char *digest = json_is_string(u) ? NULL : json_string_value(json_object_get(u, "digest"));
+        const char *url =
+            json_is_string(u) ? json_string_value(u) : json_string_value(json_object_get(u, "url"));
+        const char *digest =
+            json_is_string(u) ? NULL : json_string_value(json_object_get(u, "digest"));
         json_array_foreach(targets, t, tg)
             add_item(r, url, digest, json_string_value(json_object_get(tg, "host")),
                      json_string_value(json_object_get(tg, "addr")));
     }
+    json_decref(one);
 }
 
 struct image_wait {
@@ -606,8 +663,9 @@ static void op_done(void *arg)
             bool still = false;
             size_t i;
             json_t *row;
-            json_array_foreach(o->still, i, row) if (json_integer_value(json_object_get(row, "id")) ==
-                                                     r->id) still = true;
+            json_array_foreach(o->still, i,
+                               row) if (json_integer_value(json_object_get(row, "id")) == r->id)
+                still = true;
             if (!still && !r->done && !r->cancelled) {
                 dmf_info("job %lld: no longer running here (cancelled)", (long long)r->id);
                 r->cancelled = true;
@@ -631,7 +689,7 @@ static void op_done(void *arg)
                      resumed ? "running" : "pending", c->type, resumed ? ", resumed" : "");
             free(c->type);
             json_decref(c->result);
-            if (strcmp(nr->type, "preheat") != 0) {
+            if (strcmp(nr->type, "preheat") != 0 && strcmp(nr->type, "get_task") != 0) {
                 set_state_log(nr, "failed", "this job type is not carried out yet");
                 run_finish(nr, "failed", "this job type is not carried out yet");
             } else if (resumed) {

@@ -180,6 +180,19 @@ def test_cluster_with_manager_only(tmp_path, origin, need_binary):
     assert p2p >= 2 * size, f"only {p2p} bytes came from peers and the seed"
     assert sum(d.download_bytes("origin") for d in ds) == 0
 
+    # The live view comes from the scheduler now: every host, its peers and their progress.
+    sid = m.ok("GET", "/api/v1/schedulers", token=root)[0]["id"]
+    live = m.ok("GET", f"/api/v1/schedulers/{sid}/live", token=root)
+    assert live["total_hosts"] == 4 and live["total_tasks"] == 1
+    assert {h["id"] for h in live["hosts"]} == {"seed", "d1", "d2", "d3"}
+    assert [h["seed"] for h in live["hosts"] if h["id"] == "seed"] == [True]
+    (task,) = live["tasks"]
+    assert task["url"] == url and task["content_length"] == size
+    peer_states = {p["host_id"]: p["state"] for p in task["peers"]}
+    assert {peer_states[d.name] for d in ds} == {"SUCCEEDED"}, peer_states
+    assert all(p["held_pieces"] == task["total_pieces"] for p in task["peers"]
+               if p["state"] == "SUCCEEDED")
+
     # Dynamic config: the cluster's candidate limit reaches the scheduler, no restart.
     m.ok("PATCH", "/api/v1/clusters/1", {"config": {"candidate_limit": 2}}, root)
     ms.wait_for(lambda: b"candidate limit 16 -> 2" in s1.proc.log_bytes(), 5,
@@ -197,6 +210,7 @@ def test_cluster_with_manager_only(tmp_path, origin, need_binary):
                 "the killed scheduler inactive")
     inactive_after = time.monotonic() - t0
     assert [s.port for s in list_schedulers(m, ip="127.0.0.1").schedulers] == [s2.port]
+    assert m.call("GET", f"/api/v1/schedulers/{sid}/live", token=root)[0] == 409
     # Every daemon moves to the second scheduler at its next poll.
     ms.wait_for(lambda: all(f"scheduler 127.0.0.1:{s2.port}".encode() in d.log_bytes()
                             for d in [seed] + ds), 10, "daemons on the second scheduler")

@@ -86,6 +86,14 @@ def test_preheat_file_then_gets_skip_the_origin(tmp_path, origin, need_binary, d
         assert sha256_file(tmp_path / f"out-{d.name}") == sha
     assert origin.request_count("/pre.bin") == n_before, "a get after the preheat hit the origin"
     assert sum(d.download_bytes("origin") for d in ds) == 0
+    # Where is this task: every host that holds it, from the scheduler.
+    tid = harness.task_id(url)
+    wj = m.ok("POST", "/api/v1/jobs", {"type": "get_task", "args": {"task_id": tid}}, root)
+    w = wait_job(m, root, wj["id"])
+    assert w["state"] == "succeeded", w
+    (where,) = w["result"]["items"]
+    held = {p["host_id"] for p in where["peers"] if p["state"] == "SUCCEEDED"}
+    assert held == {"seed", "d1", "d2", "d3"}, where
     # One log line per state transition; the header's secret is not in the log.
     log = m.log_text()
     assert f"job {job['id']}: created (preheat)" in log
@@ -93,7 +101,7 @@ def test_preheat_file_then_gets_skip_the_origin(tmp_path, origin, need_binary, d
     assert log.count(f"job {job['id']}: running -> succeeded") == 1
     assert "Bearer s3" not in log
     met = harness.fetch_metrics(m.metrics_port)
-    assert met.value("damselfly_manager_jobs_total", result="succeeded") == 1
+    assert met.value("damselfly_manager_jobs_total", result="succeeded") == 2  # preheat, get_task
 
 
 def test_job_inputs_and_failures(tmp_path, need_binary, origin):

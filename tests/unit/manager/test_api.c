@@ -25,10 +25,10 @@ static void test_match(void **state)
     assert_false(dmf_api_path_match("/api/v1/clusters/{id}", "/api/v1/clusters/1a", ids));
     assert_false(dmf_api_path_match("/api/v1/clusters/{id}", "/api/v1/clusters/", ids));
     assert_false(dmf_api_path_match("/api/v1/clusters/{id}", "/api/v1/clusters/1/2", ids));
-    assert_true(dmf_api_path_match("/api/v1/clusters/{id}", "/api/v1/clusters/999999999999999999",
-                                   ids));
-    assert_false(dmf_api_path_match("/api/v1/clusters/{id}",
-                                    "/api/v1/clusters/9999999999999999999", ids));
+    assert_true(
+        dmf_api_path_match("/api/v1/clusters/{id}", "/api/v1/clusters/999999999999999999", ids));
+    assert_false(
+        dmf_api_path_match("/api/v1/clusters/{id}", "/api/v1/clusters/9999999999999999999", ids));
 }
 
 static void test_table(void **state)

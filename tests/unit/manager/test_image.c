@@ -22,18 +22,15 @@ static void test_parse_url(void **state)
                                          sizeof(base), ref, sizeof(ref)),
                      0);
     assert_string_equal(ref, "sha256:abc");
-    assert_int_not_equal(dmf_image_parse_url("ftp://r/v2/a/manifests/1", base, sizeof(base), ref,
-                                             sizeof(ref)),
-                         0);
-    assert_int_not_equal(dmf_image_parse_url("https://r/a/manifests/1", base, sizeof(base), ref,
-                                             sizeof(ref)),
-                         0);
-    assert_int_not_equal(dmf_image_parse_url("https://r/v2/a/manifests/", base, sizeof(base), ref,
-                                             sizeof(ref)),
-                         0);
-    assert_int_not_equal(dmf_image_parse_url("https://r/v2/a/manifests/1/x", base, sizeof(base),
-                                             ref, sizeof(ref)),
-                         0);
+    assert_int_not_equal(
+        dmf_image_parse_url("ftp://r/v2/a/manifests/1", base, sizeof(base), ref, sizeof(ref)), 0);
+    assert_int_not_equal(
+        dmf_image_parse_url("https://r/a/manifests/1", base, sizeof(base), ref, sizeof(ref)), 0);
+    assert_int_not_equal(
+        dmf_image_parse_url("https://r/v2/a/manifests/", base, sizeof(base), ref, sizeof(ref)), 0);
+    assert_int_not_equal(
+        dmf_image_parse_url("https://r/v2/a/manifests/1/x", base, sizeof(base), ref, sizeof(ref)),
+        0);
 }
 
 static void test_platform(void **state)

@@ -39,17 +39,22 @@ static void test_cidr(void **state)
 static void test_validate(void **state)
 {
     char err[300];
-    const char *good[] = {"{}", "{\"idc\":\"a|b\"}",
-                          "{\"cidrs\":[\"10.0.0.0/8\",\"fd00::/8\"],\"hostnames\":[\"^n-[0-9]+$\"]}",
-                          "{\"location\":\"eu|west\"}"};
+    const char *good[] = {
+        "{}", "{\"idc\":\"a|b\"}",
+        "{\"cidrs\":[\"10.0.0.0/8\",\"fd00::/8\"],\"hostnames\":[\"^n-[0-9]+$\"]}",
+        "{\"location\":\"eu|west\"}"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         json_t *j = J(good[i]);
         assert_int_equal(dmf_scope_validate(j, err, sizeof(err)), 0);
         json_decref(j);
     }
-    const char *bad[] = {"[]", "{\"idc\":1}", "{\"cidrs\":\"10.0.0.0/8\"}",
-                         "{\"cidrs\":[\"10.0.0.0/99\"]}", "{\"hostnames\":[\"(\"]}",
-                         "{\"hostnames\":[1]}", "{\"other\":\"x\"}"};
+    const char *bad[] = {"[]",
+                         "{\"idc\":1}",
+                         "{\"cidrs\":\"10.0.0.0/8\"}",
+                         "{\"cidrs\":[\"10.0.0.0/99\"]}",
+                         "{\"hostnames\":[\"(\"]}",
+                         "{\"hostnames\":[1]}",
+                         "{\"other\":\"x\"}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_t *j = J(bad[i]);
         err[0] = '\0';
