@@ -64,7 +64,8 @@ struct dmf_daemon {
     uint16_t piece_port;
     struct dmf_engine *engine; /* the download engine (peer/engine.h) */
     struct dmf_proxy *proxy;   /* NULL with --proxy-listen off */
-    struct dmf_daemon_manager_link *manager_link; /* NULL without --manager */
+    /* The manager's ListSchedulers polls and a seed's KeepAlive; NULL without --manager. */
+    struct dmf_daemon_manager_link *manager_link;
     bool stopping;
 };
 

@@ -994,8 +994,10 @@ void dmf_scheduler_each_host(const dmf_scheduler_t *s,
 {
     const struct dmf_sched_host *h;
     TAILQ_FOREACH(h, &s->hosts_by_seen, by_seen)
-    if (!fn(arg, h))
-        break;
+    {
+        if (!fn(arg, h))
+            break;
+    }
 }
 
 uint32_t dmf_scheduler_set_candidate_limit(dmf_scheduler_t *s, uint32_t n)
