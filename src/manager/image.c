@@ -141,11 +141,11 @@ char *dmf_image_token_url(const char *c)
     return u;
 }
 
-static void finish(struct resolve *z, const char *err)
+static void resolve_free(struct resolve *z)
 {
     LIST_REMOVE(z, link);
-    json_t *layers = err ? NULL : json_incref(z->layers);
-    z->cb(z->arg, layers, err);
+    if (z->req)
+        dmf_http_cancel(z->req);
     json_decref(z->layers);
     json_decref(z->todo);
     free(z->auth);
@@ -153,6 +153,14 @@ static void finish(struct resolve *z, const char *err)
     free(z->body);
     free(z->challenge);
     free(z);
+}
+
+static void finish(struct resolve *z, const char *err)
+{
+    json_t *layers = err ? NULL : json_incref(z->layers);
+    z->req = NULL;
+    z->cb(z->arg, layers, err);
+    resolve_free(z);
 }
 
 static char *basic_auth(json_t *args)
@@ -389,19 +397,8 @@ void dmf_image_resolver_free(dmf_image_resolver_t *r)
 {
     if (!r)
         return;
-    while (!LIST_EMPTY(&r->all)) {
-        struct resolve *z = LIST_FIRST(&r->all);
-        LIST_REMOVE(z, link);
-        if (z->req)
-            dmf_http_cancel(z->req);
-        json_decref(z->layers);
-        json_decref(z->todo);
-        free(z->auth);
-        free(z->retry_url);
-        free(z->body);
-        free(z->challenge);
-        free(z);
-    }
+    while (!LIST_EMPTY(&r->all))
+        resolve_free(LIST_FIRST(&r->all));
     dmf_http_free(r->http);
     free(r);
 }

@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 import harness
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -182,3 +184,23 @@ def manager_pb():
 
 def wait_for(pred, timeout, what):
     return harness.wait_until(pred, harness.scaled(timeout), what=what)
+
+
+# ---- fixtures shared by the manager's test files (imported by name) ----
+
+@pytest.fixture(scope="module")
+def postgres():
+    pg = Postgres().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    """None (the default SQLite under --data-dir) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    pg = request.getfixturevalue("postgres")
+    if pg.why_not:
+        pytest.skip(f"PostgreSQL tests skipped: {pg.why_not}")
+    return pg.new_database()

@@ -10,6 +10,7 @@ import pytest
 
 import harness
 import manager_support as ms
+from manager_support import database, postgres  # noqa: F401 (fixtures)
 
 V, O, R, N = "viewer", "operator", "root", "none"
 
@@ -51,23 +52,6 @@ ROUTES = [
 ]
 RANK = {N: 0, V: 1, O: 2, R: 3}
 
-
-@pytest.fixture(scope="module")
-def postgres():
-    pg = ms.Postgres().start()
-    yield pg
-    pg.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    """None (the default SQLite under --data-dir) or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return None
-    pg = request.getfixturevalue("postgres")
-    if pg.why_not:
-        pytest.skip(f"PostgreSQL tests skipped: {pg.why_not}")
-    return pg.new_database()
 
 
 def _path(p):

@@ -14,25 +14,10 @@ import pytest
 
 import harness
 import manager_support as ms
+from manager_support import database, postgres  # noqa: F401 (fixtures)
 import proxy_support as ps
 from harness import MiB, describe, run_get, sha256_file, start_daemon, start_scheduler
 
-
-@pytest.fixture(scope="module")
-def postgres():
-    pg = ms.Postgres().start()
-    yield pg
-    pg.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        return None
-    pg = request.getfixturevalue("postgres")
-    if pg.why_not:
-        pytest.skip(f"PostgreSQL tests skipped: {pg.why_not}")
-    return pg.new_database()
 
 
 def managed_cluster(tmp_path, m, daemons=3):
