@@ -144,6 +144,12 @@ static int lite_open(dmf_mdb_t *db, const char *path, char *err, size_t errlen)
 static int pg_exec(dmf_mdb_t *db, const char *sql, const char *const *params, size_t n,
                    json_t **rows, char *err, size_t errlen)
 {
+    /* A server that restarted (or a dropped connection): connect again once. */
+    if (PQstatus(db->pg) == CONNECTION_BAD) {
+        PQreset(db->pg);
+        if (PQstatus(db->pg) == CONNECTION_OK)
+            dmf_warn("database: reconnected to postgres");
+    }
     PGresult *r = PQexecParams(db->pg, sql, (int)n, NULL, params, NULL, NULL, 0);
     ExecStatusType s = PQresultStatus(r);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {

@@ -233,3 +233,34 @@ def test_oapi_image_preheat_one_platform(tmp_path, need_binary):
     assert cp.returncode == 0, describe(cp)
     assert reg.blob_bytes_served(l0["digest"]) <= l0["size"] + 1
     assert m.ok("GET", f"/oapi/v1/jobs/{job['id']}", token=root)["state"] == "succeeded"
+
+
+@pytest.mark.deadline(180)
+def test_two_managers_share_one_postgres(tmp_path, origin, need_binary, postgres):
+    """Stateless apart from the database: what one manager learns the other shows, and jobs
+    created on both run exactly once between them."""
+    if postgres.why_not:
+        pytest.skip(f"PostgreSQL tests skipped: {postgres.why_not}")
+    db = postgres.new_database()
+    m1 = ms.start_manager(tmp_path, db, name="m1", data="m1")
+    m2 = ms.start_manager(tmp_path, db, name="m2", data="m2")
+    root1, s, seed, ds = managed_cluster(tmp_path, m1, daemons=0)
+    root2 = m2.signin()
+    assert [x["state"] for x in m2.ok("GET", "/api/v1/seed-peers", token=root2)] == ["active"]
+    urls = []
+    for i in range(4):
+        origin.add_random(f"/both{i}.bin", 512 * 1024 + i, tmp_path / "origin")
+        urls.append(origin.url(f"/both{i}.bin"))
+    jobs = []
+    for i, u in enumerate(urls):
+        mgr, tok = (m1, root1) if i % 2 == 0 else (m2, root2)
+        jobs.append(mgr.ok("POST", "/api/v1/jobs", {"type": "preheat", "args": {"url": u}}, tok))
+    for j in jobs:
+        assert wait_job(m1, root1, j["id"])["state"] == "succeeded"
+    logs = m1.log_text() + m2.log_text()
+    for j in jobs:
+        assert logs.count(f"job {j['id']}: running -> succeeded") == 1, j
+        assert logs.count(f"job {j['id']}: pending -> running") == 1, j
+    for i in range(4):
+        assert origin.sent(f"/both{i}.bin") <= 512 * 1024 + i + 1
+    assert "root password" not in m2.log_text()
