@@ -1115,7 +1115,9 @@ int dmf_api_path_match(const char *pat, const char *path, int64_t ids[2])
         if (strncmp(pat, "{id}", 4) == 0) {
             size_t n = 0;
             int64_t v = 0;
-            while (path[n] >= '0' && path[n] <= '9' && n < 19) {
+            while (path[n] >= '0' && path[n] <= '9') {
+                if (n == 18)
+                    return 0; /* 19 digits may overflow: no id is that long */
                 v = v * 10 + (path[n] - '0');
                 n++;
             }
