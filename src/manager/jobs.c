@@ -633,6 +633,7 @@ static void on_image(void *arg, json_t *layers, const char *err)
         dmf_info("job %lld: image resolved to %zu layers", (long long)r->id,
                  json_array_size(layers));
         build_items(r, w->targets, layers);
+        json_decref(layers);
         run_save(r);
         run_step(r);
     }
