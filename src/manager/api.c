@@ -292,9 +292,12 @@ static int h_signin(struct api_req *r)
                             "SELECT id, name, role, password_hash FROM users"
                             " WHERE name = $1",
                             p, 1, NULL, 0);
+    /* argon2 takes tens of milliseconds: other requests use the database meanwhile. */
+    dmf_mdb_unlock(r->m->db);
     pthread_once(&dummy_once, make_dummy);
     const char *hash = u ? json_string_value(json_object_get(u, "password_hash")) : dummy_hash;
     bool good = dmf_password_verify(hash, pw) && u;
+    dmf_mdb_lock(r->m->db);
     if (!good) {
         json_decref(u);
         dmf_info("api: sign-in refused for '%s' from %s", name, r->peer);
