@@ -161,63 +161,106 @@ void dmf_manager_keepalive_free(dmf_manager_keepalive_t *k)
 
 /* ---- ListSchedulers */
 
-struct list_call {
+struct dmf_manager_list {
     dmf_rpc_t *rpc;
     struct dmf_strlist managers;
     size_t idx;
-    uint8_t *req;
-    size_t req_len;
-    ProtobufCMessage *msg; /* req unpacked again for each try */
+    ProtobufCMessage *msg; /* the request, sent to each manager in turn */
     uint64_t timeout_ms;
     dmf_manager_list_cb cb;
     void *arg;
     dmf_rpc_channel_t *ch;
+    dmf_rpc_call_t *call;
+    uint8_t *resp;
+    size_t resp_len;
+    bool have_resp;
     char err[512];
 };
 
-static void list_try(struct list_call *l);
+static void list_try(dmf_manager_list_t *l);
 
-static void list_on_answer(void *arg, grpc_status_code st, const char *details, const uint8_t *resp,
-                           size_t len)
+static void list_close(dmf_manager_list_t *l)
 {
-    struct list_call *l = arg;
-    dmf_rpc_channel_free(l->ch);
-    l->ch = NULL;
-    Damselfly__V1__ListSchedulersResponse *r =
-        st == GRPC_STATUS_OK ? damselfly__v1__list_schedulers_response__unpack(NULL, len, resp)
-                             : NULL;
-    if (r) {
-        l->cb(l->arg, r, NULL);
-        damselfly__v1__list_schedulers_response__free_unpacked(r, NULL);
-        goto done;
+    if (l->call) {
+        dmf_rpc_call_release(l->call);
+        l->call = NULL;
     }
-    size_t o = strlen(l->err);
-    snprintf(l->err + o, sizeof(l->err) - o, "%s%s: %s", o ? "; " : "", l->managers.v[l->idx],
-             st == GRPC_STATUS_OK ? "malformed answer"
-             : details            ? details
-                                  : "failed");
-    if (++l->idx < l->managers.n) {
-        list_try(l);
-        return;
+    if (l->ch) {
+        dmf_rpc_channel_free(l->ch);
+        l->ch = NULL;
     }
-    l->cb(l->arg, NULL, l->err);
-done:
+    free(l->resp);
+    l->resp = NULL;
+    l->have_resp = false;
+}
+
+static void list_free(dmf_manager_list_t *l)
+{
+    list_close(l);
     dmf_strlist_free(&l->managers);
     protobuf_c_message_free_unpacked(l->msg, NULL);
     free(l);
 }
 
-static void list_try(struct list_call *l)
+static void list_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
 {
-    l->ch = dmf_rpc_channel_new(l->rpc, l->managers.v[l->idx]);
-    dmf_rpc_unary(l->ch, LIST, l->msg, l->timeout_ms, list_on_answer, l);
+    dmf_manager_list_t *l = arg;
+    if (!data || l->have_resp)
+        return;
+    l->resp = dmf_xmalloc(len ? len : 1);
+    memcpy(l->resp, data, len);
+    l->resp_len = len;
+    l->have_resp = true;
 }
 
-void dmf_manager_list_schedulers(dmf_rpc_t *rpc, const struct dmf_strlist *managers,
-                                 const Damselfly__V1__ListSchedulersRequest *req,
-                                 uint64_t timeout_ms, dmf_manager_list_cb cb, void *arg)
+static void list_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code st, const char *details)
 {
-    struct list_call *l = dmf_xcalloc(1, sizeof(*l));
+    dmf_manager_list_t *l = arg;
+    Damselfly__V1__ListSchedulersResponse *r =
+        st == GRPC_STATUS_OK && l->have_resp
+            ? damselfly__v1__list_schedulers_response__unpack(NULL, l->resp_len, l->resp)
+            : NULL;
+    if (r) {
+        list_close(l);
+        l->cb(l->arg, r, NULL);
+        damselfly__v1__list_schedulers_response__free_unpacked(r, NULL);
+        list_free(l);
+        return;
+    }
+    size_t o = strlen(l->err);
+    snprintf(l->err + o, sizeof(l->err) - o, "%s%s: %s", o ? "; " : "", l->managers.v[l->idx],
+             st == GRPC_STATUS_OK  ? "malformed answer"
+             : details && *details ? details
+                                   : "failed");
+    list_close(l);
+    if (++l->idx < l->managers.n) {
+        list_try(l);
+        return;
+    }
+    l->cb(l->arg, NULL, l->err);
+    list_free(l);
+}
+
+static const struct dmf_rpc_call_handler list_handler = {
+    .on_message = list_on_message,
+    .on_end = list_on_end,
+};
+
+static void list_try(dmf_manager_list_t *l)
+{
+    l->ch = dmf_rpc_channel_new(l->rpc, l->managers.v[l->idx]);
+    l->call = dmf_rpc_call_start(l->ch, LIST, l->timeout_ms, false);
+    dmf_rpc_call_set_handler(l->call, &list_handler, l);
+    dmf_rpc_call_send(l->call, l->msg);
+    dmf_rpc_call_close_send(l->call);
+}
+
+dmf_manager_list_t *dmf_manager_list_schedulers(dmf_rpc_t *rpc, const struct dmf_strlist *managers,
+                                                const Damselfly__V1__ListSchedulersRequest *req,
+                                                uint64_t timeout_ms, dmf_manager_list_cb cb,
+                                                void *arg)
+{
+    dmf_manager_list_t *l = dmf_xcalloc(1, sizeof(*l));
     l->rpc = rpc;
     for (size_t i = 0; i < managers->n; i++)
         dmf_strlist_push(&l->managers, managers->v[i]);
@@ -232,10 +275,15 @@ void dmf_manager_list_schedulers(dmf_rpc_t *rpc, const struct dmf_strlist *manag
     l->arg = arg;
     if (l->managers.n == 0) {
         cb(arg, NULL, "no manager given");
-        dmf_strlist_free(&l->managers);
-        protobuf_c_message_free_unpacked(l->msg, NULL);
-        free(l);
-        return;
+        list_free(l);
+        return NULL;
     }
     list_try(l);
+    return l;
+}
+
+void dmf_manager_list_cancel(dmf_manager_list_t *l)
+{
+    if (l)
+        list_free(l);
 }

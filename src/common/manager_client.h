@@ -47,9 +47,15 @@ void dmf_manager_keepalive_free(dmf_manager_keepalive_t *k);
 typedef void (*dmf_manager_list_cb)(void *arg, const Damselfly__V1__ListSchedulersResponse *resp,
                                     const char *err);
 
-/* Asks managers in turn, starting with the first, each with timeout_ms. */
-void dmf_manager_list_schedulers(dmf_rpc_t *rpc, const struct dmf_strlist *managers,
-                                 const Damselfly__V1__ListSchedulersRequest *req,
-                                 uint64_t timeout_ms, dmf_manager_list_cb cb, void *arg);
+typedef struct dmf_manager_list dmf_manager_list_t;
+
+/* Asks managers in turn, starting with the first, each with timeout_ms. The handle is valid
+ * until cb has run (then it is freed) or dmf_manager_list_cancel. */
+dmf_manager_list_t *dmf_manager_list_schedulers(dmf_rpc_t *rpc, const struct dmf_strlist *managers,
+                                                const Damselfly__V1__ListSchedulersRequest *req,
+                                                uint64_t timeout_ms, dmf_manager_list_cb cb,
+                                                void *arg);
+/* Stops asking: cb never runs. */
+void dmf_manager_list_cancel(dmf_manager_list_t *l);
 
 #endif

@@ -17,6 +17,7 @@ struct dmf_daemon_manager_link {
     struct event *poll;
     uint64_t interval_ms;
     bool in_flight;
+    dmf_manager_list_t *list; /* the ListSchedulers call in flight */
     bool answered;
     bool pinned; /* --scheduler given: never moved */
     uint32_t candidate_limit;
@@ -39,6 +40,7 @@ static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp
     struct dmf_daemon_manager_link *l = arg;
     struct dmf_daemon *d = l->d;
     l->in_flight = false;
+    l->list = NULL; /* freed after this returns */
     l->answered = true;
     if (!resp) {
         dmf_warn("manager: no answer from any manager (%s)", err);
@@ -114,7 +116,7 @@ static void ask(struct dmf_daemon_manager_link *l, uint64_t timeout_ms)
     req.rpc_port = d->rpc_port > 0 ? (uint32_t)d->rpc_port : 0;
     req.piece_port = d->piece_port;
     l->in_flight = true;
-    dmf_manager_list_schedulers(d->rpc, &d->cfg.manager, &req, timeout_ms, on_list, l);
+    l->list = dmf_manager_list_schedulers(d->rpc, &d->cfg.manager, &req, timeout_ms, on_list, l);
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -170,6 +172,7 @@ void dmf_daemon_manager_link_free(struct dmf_daemon *d)
     struct dmf_daemon_manager_link *l = d->manager_link;
     if (!l)
         return;
+    dmf_manager_list_cancel(l->list);
     dmf_manager_keepalive_free(l->keepalive);
     if (l->poll)
         event_free(l->poll);
