@@ -9,6 +9,7 @@ static const struct dmf_cmd *const commands[] = {
     &dmf_cmd_scheduler,
     &dmf_cmd_daemon,
     &dmf_cmd_get,
+    &dmf_cmd_manager,
 };
 
 static void usage(FILE *out)

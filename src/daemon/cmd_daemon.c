@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/daemon.h"
+#include "daemon/manager_link.h"
 #include "daemon/api/local_api.h"
 #include "daemon/api/local_service.h"
 #include "daemon/api/socket_perms.h"
@@ -35,6 +36,8 @@
 static const struct dmf_option options[] = {
     OPT("scheduler", 0, DMF_OPT_ADDR, scheduler, 0, 0, NULL, "ADDR:PORT",
         "scheduler to announce to; without one every download goes to the origin"),
+    OPT("manager", 0, DMF_OPT_LIST, manager, 0, 0, NULL, "ADDR:PORT",
+        "manager(s) that give this host its cluster's schedulers and config (repeatable)"),
     OPT("data-dir", 0, DMF_OPT_STRING, data_dir, 0, 0, "/var/lib/damselfly", "DIR",
         "where pieces and their metadata are kept"),
     OPT("ip", 0, DMF_OPT_STRING, ip, 0, 0, "127.0.0.1", "ADDR",
@@ -262,6 +265,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     d->workq = dmf_workq_new(d->base, 2);
     /* The engine exists before any listener that can reach a task: the piece server, the
      * rpc server and the proxy serve requests during the announce below. */
+    dmf_daemon_manager_resolve(d, 3000);
     dmf_engine_new(d);
     if (cfg->origin_ca_file && dmf_http_set_extra_ca(d->http, cfg->origin_ca_file) != 0) {
         snprintf(err, errlen, "--origin-ca-file: cannot read certificates from %s",
@@ -296,6 +300,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     /* Announce only once every listener is bound: a daemon that is about to fail must not
      * be offered to others as a parent. */
     dmf_engine_start(d);
+    dmf_daemon_manager_link_start(d);
 
     d->local_api = dmf_local_api_new(d, cfg->socket, &r->socket_perms, why, sizeof(why));
     if (d->local_api == NULL)
@@ -324,6 +329,7 @@ static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
     dmf_proxy_free(d->proxy); /* before the tasks its connections watch */
     dmf_local_api_free(d->local_api);
     dmf_rpc_server_free(d->rpc_server);
+    dmf_daemon_manager_link_free(d);
     dmf_workq_free(d->workq); /* pieces being written land before their tasks go */
     d->workq = NULL;
     dmf_engine_stop(d);

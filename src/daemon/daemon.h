@@ -51,10 +51,13 @@ struct dmf_daemon_config {
     uint64_t proxy_header_timeout;          /* ms from a request head's first byte to its end */
     uint64_t proxy_idle_timeout;   /* ms: keep-alive idle, a client not reading, a connect */
     uint64_t proxy_tunnel_timeout; /* ms without a byte either way in a CONNECT tunnel */
+
+    struct dmf_strlist manager; /* managers giving the schedulers (manager_link.h) */
 };
 
 struct dmf_engine;
 struct dmf_proxy;
+struct dmf_daemon_manager_link;
 
 struct dmf_daemon {
     struct dmf_daemon_config cfg;
@@ -70,6 +73,8 @@ struct dmf_daemon {
     uint16_t piece_port;
     struct dmf_engine *engine; /* the download engine (peer/engine.h) */
     struct dmf_proxy *proxy;   /* NULL with --proxy-listen off */
+    /* The manager's ListSchedulers polls and a seed's KeepAlive; NULL without --manager. */
+    struct dmf_daemon_manager_link *manager_link;
     bool stopping;
 };
 

@@ -19,6 +19,7 @@
 #include "common/metrics.h"
 #include "common/rpc.h"
 #include "common/util.h"
+#include "scheduler/manager_link.h"
 #include "scheduler/service.h"
 
 struct scheduler_opts {
@@ -29,6 +30,9 @@ struct scheduler_opts {
     int64_t bad_parent_threshold;
     char *parent_graph;
     char *log_level;
+    struct dmf_strlist manager;
+    char *advertise_ip;
+    int64_t cluster_id;
 };
 
 static const struct dmf_option options[] = {
@@ -49,6 +53,12 @@ static const struct dmf_option options[] = {
      "Bad-piece reports (one per reporting peer) after which a host is never a parent again."},
     {"log-level", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, log_level), 0, 0, "info",
      "LEVEL", "debug, info, warn or error."},
+    {"manager", 0, DMF_OPT_LIST, offsetof(struct scheduler_opts, manager), 0, 0, NULL, "ADDR:PORT",
+     "Manager(s) to register with and take dynamic config from (repeatable)."},
+    {"advertise-ip", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, advertise_ip), 0, 0, NULL,
+     "IP", "Address daemons reach this scheduler at, given to the manager (default: --listen's)."},
+    {"cluster-id", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, cluster_id), 0, INT64_MAX, "0",
+     "ID", "Manager cluster to join (0: the default cluster)."},
 };
 
 static const char *bind_reason(int err)
@@ -140,6 +150,7 @@ static int run(int argc, char **argv)
     struct evhttp *http = NULL;
     struct dmf_listener_guard *guard = NULL;
     struct event *sigint = NULL, *sigterm = NULL;
+    dmf_manager_keepalive_t *mlink = NULL;
 
     if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &o, argc, argv, NULL, &help, err,
                          sizeof(err)) != 0) {
@@ -219,12 +230,23 @@ static int run(int argc, char **argv)
     char a[300], m[300];
     bound_addr(o.listen, port, a, sizeof(a));
     bound_addr(o.metrics_listen, metrics_port, m, sizeof(m));
+    if (o.manager.n > 0) {
+        char ip[256];
+        const char *colon = strrchr(o.listen, ':');
+        snprintf(ip, sizeof(ip), "%.*s", colon ? (int)(colon - o.listen) : 0, o.listen);
+        if (!o.advertise_ip && (strcmp(ip, "0.0.0.0") == 0 || strcmp(ip, "[::]") == 0))
+            snprintf(ip, sizeof(ip), "127.0.0.1");
+        mlink = dmf_scheduler_manager_link_new(base, rpc, svc, &o.manager,
+                                               o.advertise_ip ? o.advertise_ip : ip, port,
+                                               (uint64_t)o.cluster_id);
+    }
     printf("scheduler listening on %s (metrics on %s)\n", a, m);
     fflush(stdout);
 
     event_base_dispatch(base);
     rc = 0;
 out:
+    dmf_manager_keepalive_free(mlink);
     dmf_scheduler_service_free(svc);
     dmf_listener_guard_free(guard);
     if (http)

@@ -989,6 +989,24 @@ uint64_t dmf_scheduler_host_timeout_ms(const dmf_scheduler_t *s)
     return s->cfg.host_timeout_ms;
 }
 
+void dmf_scheduler_each_host(const dmf_scheduler_t *s,
+                             bool (*fn)(void *arg, const struct dmf_sched_host *h), void *arg)
+{
+    const struct dmf_sched_host *h;
+    TAILQ_FOREACH(h, &s->hosts_by_seen, by_seen)
+    {
+        if (!fn(arg, h))
+            break;
+    }
+}
+
+uint32_t dmf_scheduler_set_candidate_limit(dmf_scheduler_t *s, uint32_t n)
+{
+    if (n >= 1 && n <= DMF_SCHED_CANDIDATES_MAX)
+        s->cfg.candidate_limit = n;
+    return s->cfg.candidate_limit;
+}
+
 dmf_scheduler_t *dmf_scheduler_new(const struct dmf_scheduler_config *cfg,
                                    const struct dmf_scheduler_sink *sink, void *sink_arg)
 {

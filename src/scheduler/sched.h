@@ -269,6 +269,14 @@ void dmf_scheduler_counts(const dmf_scheduler_t *s, struct dmf_scheduler_counts 
 
 /* The host_timeout in effect (AnnounceHostResponse.host_timeout_ms). */
 uint64_t dmf_scheduler_host_timeout_ms(const dmf_scheduler_t *s);
+/* Changes the most parents a peer is given (the manager's dynamic config); out-of-range
+ * values (0 included) leave it as it is. Returns the limit in effect. */
+uint32_t dmf_scheduler_set_candidate_limit(dmf_scheduler_t *s, uint32_t n);
+/* Calls fn for every host, the most recently announced last, while fn returns true (the
+ * live view, live_view.h; struct dmf_sched_host is in sched_state.h). */
+struct dmf_sched_host;
+void dmf_scheduler_each_host(const dmf_scheduler_t *s,
+                             bool (*fn)(void *arg, const struct dmf_sched_host *h), void *arg);
 
 const char *dmf_scheduler_peer_state_name(enum dmf_scheduler_peer_state st);
 

@@ -14,6 +14,7 @@
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
 #include "damselfly/v1/scheduler.pb-c.h"
+#include "scheduler/live_view.h"
 
 #define METHOD_PREFIX "/damselfly.v1.Scheduler/"
 #define DOWNLOAD_TASK "/damselfly.v1.Daemon/DownloadTask"
@@ -726,6 +727,8 @@ static void on_call(void *arg, dmf_rpc_call_t *rpc_call, const char *method)
             return;
         }
     }
+    if (dmf_scheduler_live_on_call(svc->sched, rpc_call, method))
+        return;
     dmf_debug("unknown method %s from %s", method, dmf_rpc_call_peer(rpc_call));
     dmf_rpc_call_finish(rpc_call, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
     dmf_rpc_call_release(rpc_call);
@@ -771,6 +774,11 @@ int dmf_scheduler_service_listen(dmf_scheduler_service_t *svc, const char *addr,
                                  char *err, size_t errlen)
 {
     return dmf_rpc_server_listen(svc->server, addr, bound_port, err, errlen);
+}
+
+dmf_scheduler_t *dmf_scheduler_service_sched(dmf_scheduler_service_t *svc)
+{
+    return svc->sched;
 }
 
 void dmf_scheduler_service_start(dmf_scheduler_service_t *svc)

@@ -25,6 +25,8 @@ int dmf_scheduler_service_listen(dmf_scheduler_service_t *svc, const char *addr,
                                  char *err, size_t errlen);
 /* Starts serving and the once-a-second host expiry. */
 void dmf_scheduler_service_start(dmf_scheduler_service_t *svc);
+/* The scheduler's state (borrowed), for the manager link's dynamic config. */
+dmf_scheduler_t *dmf_scheduler_service_sched(dmf_scheduler_service_t *svc);
 /* Stops the server (every call is cancelled), ends the seed triggers and frees everything.
  * Must run before dmf_rpc_free(). */
 void dmf_scheduler_service_free(dmf_scheduler_service_t *svc);

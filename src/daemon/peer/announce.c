@@ -127,6 +127,15 @@ struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d)
     return c;
 }
 
+void dmf_announce_client_retarget(struct dmf_announce_client *c)
+{
+    dmf_rpc_channel_free(c->ch);
+    c->ch = dmf_rpc_channel_new(c->d->rpc, c->d->cfg.scheduler);
+    c->announced = false;
+    c->in_flight = false;
+    announce(c);
+}
+
 bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms)
 {
     int before = c->answers;

@@ -27,6 +27,9 @@ struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d);
 bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms);
 /* Says LeaveHost (best effort) and frees. NULL is ignored. */
 void dmf_announce_client_free(struct dmf_announce_client *c);
+/* Moves to the scheduler at d->cfg.scheduler (the manager gave another one): new calls use
+ * it, streams already open stay on the old one until they end. Announces at once. */
+void dmf_announce_client_retarget(struct dmf_announce_client *c);
 
 /* ---- a download: AnnouncePeer ---- */
 

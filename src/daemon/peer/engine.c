@@ -32,6 +32,20 @@ void dmf_engine_start(struct dmf_daemon *d)
         dmf_announce_client_announce_sync(d->engine->announcer, 2000);
 }
 
+void dmf_engine_set_scheduler(struct dmf_daemon *d, const char *addr)
+{
+    if (d->cfg.scheduler && strcmp(d->cfg.scheduler, addr) == 0)
+        return;
+    free(d->cfg.scheduler);
+    d->cfg.scheduler = dmf_xstrdup(addr);
+    if (d->engine->announcer) {
+        dmf_announce_client_retarget(d->engine->announcer);
+    } else {
+        d->engine->announcer = dmf_announce_client_new(d);
+        (void)dmf_announce_client_announce_sync(d->engine->announcer, 0);
+    }
+}
+
 void dmf_engine_stop(struct dmf_daemon *d)
 {
     struct dmf_engine *e = d->engine;

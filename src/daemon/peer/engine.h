@@ -31,6 +31,9 @@ void dmf_engine_start(struct dmf_daemon *d);
  * (best effort). Pieces still on the worker queue must have landed (dmf_workq_free).
  * Nothing happens when the engine was never made. */
 void dmf_engine_stop(struct dmf_daemon *d);
+/* Uses the scheduler at addr from now on (the manager's ListSchedulers moved us); the
+ * first one given to a daemon started without a scheduler makes the scheduler's client. */
+void dmf_engine_set_scheduler(struct dmf_daemon *d, const char *addr);
 /* Registers the engine's metrics (bytes by source, verify failures, tasks by result). */
 void dmf_engine_metrics_register(void);
 

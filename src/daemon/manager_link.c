@@ -1,0 +1,181 @@
+/* The daemon's link to the manager; see manager_link.h. */
+#include "daemon/manager_link.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/manager_client.h"
+#include "common/util.h"
+#include "daemon/peer/engine.h"
+
+struct dmf_daemon_manager_link {
+    struct dmf_daemon *d;
+    dmf_manager_keepalive_t *keepalive; /* seeds only */
+    struct event *poll;
+    uint64_t interval_ms;
+    bool in_flight;
+    dmf_manager_list_t *list; /* the ListSchedulers call in flight */
+    bool answered;
+    bool pinned; /* --scheduler given: never moved */
+    uint32_t candidate_limit;
+    uint64_t download_rate_limit;
+};
+
+static struct dmf_daemon_manager_link *link_of(struct dmf_daemon *d)
+{
+    if (!d->manager_link) {
+        d->manager_link = dmf_xcalloc(1, sizeof(*d->manager_link));
+        d->manager_link->d = d;
+        d->manager_link->interval_ms = 30000;
+        d->manager_link->pinned = d->cfg.scheduler != NULL;
+    }
+    return d->manager_link;
+}
+
+static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp, const char *err)
+{
+    struct dmf_daemon_manager_link *l = arg;
+    struct dmf_daemon *d = l->d;
+    l->in_flight = false;
+    l->list = NULL; /* freed after this returns */
+    l->answered = true;
+    if (!resp) {
+        dmf_warn("manager: no answer from any manager (%s)", err);
+        return;
+    }
+    if (resp->refresh_interval_ms >= 100 && resp->refresh_interval_ms != l->interval_ms &&
+        l->poll) {
+        l->interval_ms = resp->refresh_interval_ms;
+        struct timeval tv = {(time_t)(l->interval_ms / 1000),
+                             (suseconds_t)(l->interval_ms % 1000) * 1000};
+        evtimer_add(l->poll, &tv);
+    } else if (resp->refresh_interval_ms >= 100) {
+        l->interval_ms = resp->refresh_interval_ms;
+    }
+    if (resp->config) {
+        const Damselfly__V1__DynamicConfig *c = resp->config;
+        if (c->candidate_limit != l->candidate_limit ||
+            c->download_rate_limit != l->download_rate_limit)
+            dmf_info("manager: cluster %llu config: candidate limit %u, download limit %llu B/s"
+                     " (the bandwidth limits apply once the daemon has a limiter)",
+                     (unsigned long long)resp->cluster_id, c->candidate_limit,
+                     (unsigned long long)c->download_rate_limit);
+        l->candidate_limit = c->candidate_limit;
+        l->download_rate_limit = c->download_rate_limit;
+    }
+    if (l->pinned)
+        return;
+    char addr[300];
+    bool current = false;
+    for (size_t i = 0; i < resp->n_schedulers && d->cfg.scheduler; i++) {
+        snprintf(addr, sizeof(addr), "%s:%u", resp->schedulers[i]->ip, resp->schedulers[i]->port);
+        if (strcmp(addr, d->cfg.scheduler) == 0)
+            current = true;
+    }
+    if (current)
+        return;
+    if (resp->n_schedulers == 0) {
+        if (d->cfg.scheduler)
+            dmf_warn("manager: no active scheduler in cluster %llu (keeping %s)",
+                     (unsigned long long)resp->cluster_id, d->cfg.scheduler);
+        return;
+    }
+    /* Spread hosts over the cluster's schedulers by host ID. */
+    size_t pick = 0;
+    if (d->cfg.host_id) {
+        unsigned h = 5381;
+        for (const char *p = d->cfg.host_id; *p; p++)
+            h = h * 33 + (unsigned char)*p;
+        pick = h % resp->n_schedulers;
+    }
+    snprintf(addr, sizeof(addr), "%s:%u", resp->schedulers[pick]->ip, resp->schedulers[pick]->port);
+    dmf_info("manager: scheduler %s (was %s)", addr, d->cfg.scheduler ? d->cfg.scheduler : "none");
+    if (d->engine) {
+        dmf_engine_set_scheduler(d, addr);
+    } else {
+        free(d->cfg.scheduler);
+        d->cfg.scheduler = dmf_xstrdup(addr);
+    }
+}
+
+static void ask(struct dmf_daemon_manager_link *l, uint64_t timeout_ms)
+{
+    struct dmf_daemon *d = l->d;
+    if (l->in_flight)
+        return;
+    Damselfly__V1__ListSchedulersRequest req = DAMSELFLY__V1__LIST_SCHEDULERS_REQUEST__INIT;
+    req.host_id = d->cfg.host_id ? d->cfg.host_id : "";
+    req.hostname = d->cfg.hostname ? d->cfg.hostname : "";
+    req.ip = d->cfg.ip ? d->cfg.ip : "";
+    req.idc = d->cfg.idc ? d->cfg.idc : "";
+    req.location = d->cfg.location ? d->cfg.location : "";
+    req.seed = d->cfg.seed;
+    req.rpc_port = d->rpc_port > 0 ? (uint32_t)d->rpc_port : 0;
+    req.piece_port = d->piece_port;
+    l->in_flight = true;
+    l->list = dmf_manager_list_schedulers(d->rpc, &d->cfg.manager, &req, timeout_ms, on_list, l);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+void dmf_daemon_manager_resolve(struct dmf_daemon *d, uint64_t timeout_ms)
+{
+    if (d->cfg.manager.n == 0)
+        return;
+    struct dmf_daemon_manager_link *l = link_of(d);
+    ask(l, timeout_ms);
+    struct event *wake = evtimer_new(d->base, on_wake, NULL);
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+    evtimer_add(wake, &tv);
+    uint64_t deadline = dmf_now_ms() + timeout_ms;
+    while (!l->answered && dmf_now_ms() < deadline)
+        event_base_loop(d->base, EVLOOP_ONCE);
+    event_free(wake);
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    ask(arg, 3000);
+}
+
+void dmf_daemon_manager_link_start(struct dmf_daemon *d)
+{
+    if (d->cfg.manager.n == 0)
+        return;
+    struct dmf_daemon_manager_link *l = link_of(d);
+    l->poll = event_new(d->base, -1, EV_PERSIST, on_poll, l);
+    struct timeval tv = {(time_t)(l->interval_ms / 1000),
+                         (suseconds_t)(l->interval_ms % 1000) * 1000};
+    evtimer_add(l->poll, &tv);
+    ask(l, 3000); /* now with the host ID, so the manager lists this host */
+    if (d->cfg.seed) {
+        struct dmf_manager_component c = {
+            .seed = true,
+            .hostname = d->cfg.hostname,
+            .ip = d->cfg.ip,
+            .port = (uint32_t)d->rpc_port,
+            .piece_port = d->piece_port,
+            .idc = d->cfg.idc,
+            .location = d->cfg.location,
+        };
+        l->keepalive = dmf_manager_keepalive_new(d->base, d->rpc, &d->cfg.manager, &c, NULL, NULL);
+    }
+}
+
+void dmf_daemon_manager_link_free(struct dmf_daemon *d)
+{
+    struct dmf_daemon_manager_link *l = d->manager_link;
+    if (!l)
+        return;
+    dmf_manager_list_cancel(l->list);
+    dmf_manager_keepalive_free(l->keepalive);
+    if (l->poll)
+        event_free(l->poll);
+    free(l);
+    d->manager_link = NULL;
+}

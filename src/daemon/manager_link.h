@@ -1,0 +1,21 @@
+/* `damselfly daemon --manager ADDR` (a list): the daemon asks the managers which schedulers
+ * serve its cluster (ListSchedulers, matched by scopes), uses one of them, asks again every
+ * refresh interval and moves to another when its own is no longer given (inactive). A seed
+ * peer also registers itself (KeepAlive). --scheduler, when given, wins over the manager's
+ * answer. Dead managers are skipped. */
+#ifndef DMF_DAEMON_MANAGER_LINK_H
+#define DMF_DAEMON_MANAGER_LINK_H
+
+#include <stdint.h>
+
+#include "daemon/daemon.h"
+
+/* Before the engine is made: asks the managers (waiting up to timeout_ms) and sets
+ * d->cfg.scheduler to a scheduler of this host's cluster, unless --scheduler was given.
+ * Without an answer the daemon starts without a scheduler and keeps asking. */
+void dmf_daemon_manager_resolve(struct dmf_daemon *d, uint64_t timeout_ms);
+/* Once the listeners are bound: starts the re-polls and, for a seed, the KeepAlive. */
+void dmf_daemon_manager_link_start(struct dmf_daemon *d);
+void dmf_daemon_manager_link_free(struct dmf_daemon *d);
+
+#endif
