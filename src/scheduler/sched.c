@@ -667,6 +667,20 @@ size_t dmf_scheduler_expire_hosts(dmf_scheduler_t *s)
 
 /* ------------------------------------------------------------ peer decisions */
 
+/* True when a peer of t other than p brings new pieces from the origin: one fetching
+ * from it with its stream open, or a triggered seed not heard from yet. */
+static bool task_fetching_from_source(const struct dmf_sched_task *t, const dmf_scheduler_peer_t *p)
+{
+    const dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q != p && ((q->state == DMF_PEER_BACK_TO_SOURCE && q->stream != NULL) ||
+                       (q->placeholder && q->triggered_seed)))
+            return true;
+    }
+    return false;
+}
+
 int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_register *r, void *stream,
                            dmf_scheduler_peer_t **out, char *err, size_t errlen)
 {
@@ -695,9 +709,12 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         return dmf_sched_fail(err, errlen, -ENOSPC, "too many peers (%zu): peer %s refused",
                               s->cfg.max_peers, r->peer_id);
 
+    bool rejoin = r->holds_task || r->from_source;
     if (t == NULL)
         t = task_new(s, r->task_id);
-    task_set_request(t, r);
+    /* A rejoining peer sends no headers: the request of a real registrant stays. */
+    if (!rejoin || t->url == NULL || t->url[0] == '\0')
+        task_set_request(t, r);
     if (p == NULL) {
         p = peer_new(s, t, h, r->peer_id);
     } else {
@@ -719,12 +736,27 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     }
     p->stream = stream;
     p->meta_sent = 0;
-    p->held_base = r->held_pieces;
+    p->held_base = rejoin ? 0 : r->held_pieces; /* a rejoining peer reports each piece */
     *out = p;
 
+    if (rejoin) {
+        dmf_info("task %s peer %s host %s: joins again (%s)", t->id, p->peer_id, h->id,
+                 r->holds_task ? "holds the task" : "fetching from the origin");
+        if (r->from_source)
+            peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
+        return 0;
+    }
     if (h->type == DMF_SCHED_HOST_SEED) {
         peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
         s->sink.back_to_source(s->sink_arg, stream, "seed peer fetches from the origin");
+        return 0;
+    }
+    if (r->stalled && !task_fetching_from_source(t, p)) {
+        /* Its parents hold nothing new (the peer that fetched from the origin is gone):
+         * one peer fetches the rest, the others get it from that peer. */
+        peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
+        s->sink.back_to_source(s->sink_arg, stream,
+                               "no peer fetches the missing pieces from the origin");
         return 0;
     }
     schedule(s, p);

@@ -187,6 +187,14 @@ struct dmf_scheduler_register {
     const char *const *filter_query;
     size_t nfilter_query;
     uint32_t held_pieces;
+    /* Re-registrations: the peer holds every piece (it becomes SUCCEEDED with the finished
+     * that follows), or fetches from the origin already. Either way no parent is chosen,
+     * no seed triggered, and the task's request is kept when one is known. */
+    bool holds_task;
+    bool from_source;
+    /* Registers again because nothing progressed with its parents: it goes back to the
+     * source unless another peer of the task does already (or a seed was triggered). */
+    bool stalled;
 };
 
 /* Registers the peer of an AnnouncePeer stream and decides where it downloads from

@@ -2,6 +2,8 @@
 #include "scheduler/service.h"
 
 #include <errno.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +92,7 @@ struct dmf_scheduler_service {
     LIST_HEAD(, call) calls;
     LIST_HEAD(, seed_channel) channels;
     LIST_HEAD(, trigger) triggers;
+    char id[33]; /* random per process (AnnounceHostResponse.scheduler_id) */
 };
 
 static void update_gauges(dmf_scheduler_service_t *svc)
@@ -425,6 +428,7 @@ static void announce_host(struct call *c, const uint8_t *data, size_t len)
     }
     Damselfly__V1__AnnounceHostResponse resp = DAMSELFLY__V1__ANNOUNCE_HOST_RESPONSE__INIT;
     resp.host_timeout_ms = (uint32_t)dmf_scheduler_host_timeout_ms(svc->sched);
+    resp.scheduler_id = svc->id;
     dmf_rpc_call_send(c->rpc_call, &resp.base);
     call_finish(c, GRPC_STATUS_OK, NULL);
 }
@@ -550,6 +554,9 @@ static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, c
         .filter_query = (const char *const *)m->filter_query,
         .nfilter_query = m->n_filter_query,
         .held_pieces = m->held_pieces,
+        .holds_task = m->holds_task,
+        .from_source = m->from_source,
+        .stalled = m->stalled,
     };
     c->registered = true;
     return dmf_scheduler_register(c->svc->sched, &r, c, &c->peer, err, errlen);
@@ -755,6 +762,13 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
     svc->base = base;
     svc->rpc = rpc;
     svc->sched = dmf_scheduler_new(cfg, &sink, svc);
+    uint8_t rnd[16];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        uint64_t x = dmf_now_ms() ^ ((uint64_t)getpid() << 32);
+        memcpy(rnd, &x, sizeof(x));
+        memcpy(rnd + 8, &svc, sizeof(void *) <= 8 ? sizeof(void *) : 8);
+    }
+    dmf_hex_encode(rnd, sizeof(rnd), svc->id);
     svc->server = dmf_rpc_server_new(rpc, on_call, svc);
     LIST_INIT(&svc->calls);
     LIST_INIT(&svc->channels);

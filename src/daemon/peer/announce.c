@@ -25,7 +25,10 @@ struct dmf_announce_client {
     struct event *timer;
     bool in_flight;
     bool announced;
-    int answers; /* announce answers received (success or not) */
+    int answers;           /* announce answers received (success or not) */
+    char scheduler_id[64]; /* of the last answer: a change means a new scheduler process */
+    dmf_announce_rejoin_cb rejoin;
+    void *rejoin_arg;
     uint64_t last_uploaded, last_ms, upload_rate;
     struct dmf_announce_peer *lingering; /* finished streams the scheduler has not closed yet */
 };
@@ -68,10 +71,22 @@ static void on_announced(void *arg, grpc_status_code status, const char *details
     c->in_flight = false;
     c->answers++;
     if (status == GRPC_STATUS_OK) {
+        Damselfly__V1__AnnounceHostResponse *r =
+            damselfly__v1__announce_host_response__unpack(NULL, len, resp);
+        const char *id = r && r->scheduler_id ? r->scheduler_id : "";
+        bool rejoin = !c->announced || strncmp(id, c->scheduler_id, sizeof(c->scheduler_id)) != 0;
         if (!c->announced)
             dmf_info("announced host %s to the scheduler at %s", c->d->cfg.host_id,
                      c->d->cfg.scheduler);
+        else if (rejoin)
+            dmf_info("the scheduler at %s restarted: registering this host's tasks again",
+                     c->d->cfg.scheduler);
+        snprintf(c->scheduler_id, sizeof(c->scheduler_id), "%s", id);
+        if (r)
+            damselfly__v1__announce_host_response__free_unpacked(r, NULL);
         c->announced = true;
+        if (rejoin && c->rejoin)
+            c->rejoin(c->rejoin_arg);
     } else {
         if (c->announced || c->answers == 1)
             dmf_warn("cannot announce to the scheduler at %s: %s", c->d->cfg.scheduler,
@@ -115,10 +130,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     announce(arg);
 }
 
-struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d)
+struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d,
+                                                    dmf_announce_rejoin_cb rejoin, void *arg)
 {
     struct dmf_announce_client *c = dmf_xcalloc(1, sizeof(*c));
     c->d = d;
+    c->rejoin = rejoin;
+    c->rejoin_arg = arg;
     c->ch = dmf_rpc_channel_new(d->rpc, d->cfg.scheduler);
     c->timer = event_new(d->base, -1, EV_PERSIST, on_timer, c);
     uint64_t ms = d->cfg.announce_interval;
@@ -359,16 +377,20 @@ struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
     reg.n_filter_query = r->filter_query->n;
     reg.disable_back_to_source = r->disable_back_to_source;
     reg.held_pieces = have->count;
+    reg.holds_task = r->holds_task;
+    reg.from_source = r->from_source;
+    reg.stalled = r->stalled;
     Damselfly__V1__AnnouncePeerRequest req = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__INIT;
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_REGISTER;
     req.register_ = &reg;
     send_request(sp, &req);
     dmf_pb_headers_free(&hdrs);
 
-    /* A resumed download tells the scheduler what it already holds. */
+    /* A resumed download, or one joining a restarted scheduler, tells what it holds, with
+     * the digests: they may be the only copy of them the cluster has left. */
     for (uint32_t n = 0; n < have->nbits; n++)
         if (dmf_bitmap_get(have, n))
-            dmf_announce_report_piece(sp, n, NULL);
+            dmf_announce_report_piece(sp, n, dmf_book_digest(env->book, n));
     return sp;
 }
 

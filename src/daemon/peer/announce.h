@@ -20,8 +20,14 @@ struct dmf_announce_peer;
 
 /* ---- the host: AnnounceHost, LeaveHost ---- */
 
-/* Starts announcing daemon d every d->cfg.announce_interval. */
-struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d);
+/* Called when the scheduler is back after announces failed, or is a new process (its
+ * scheduler_id changed, or the first announce): whatever it knew of this host's tasks may
+ * be gone, so the engine registers its running and held tasks again. */
+typedef void (*dmf_announce_rejoin_cb)(void *arg);
+
+/* Starts announcing daemon d every d->cfg.announce_interval; rejoin (may be NULL) as above. */
+struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d,
+                                                    dmf_announce_rejoin_cb rejoin, void *arg);
 /* Announces now and runs the loop until that answer (or timeout_ms) — used once at
  * startup so the first download finds this host known. Returns true when announced. */
 bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms);
@@ -64,6 +70,9 @@ struct dmf_announce_register {
     const char *digest;                /* "sha256:HEX" or "" */
     const struct dmf_strlist *filter_query;
     bool disable_back_to_source;
+    bool holds_task;  /* a held task joins again: no parents wanted (finish follows) */
+    bool from_source; /* already fetching from the origin: no parents wanted */
+    bool stalled;     /* nothing progressed with the parents it has */
 };
 
 struct dmf_announce_peer_env {
@@ -74,7 +83,8 @@ struct dmf_announce_peer_env {
     void *arg;
 };
 
-/* Opens the AnnouncePeer stream, registers, and reports the pieces already held. */
+/* Opens the AnnouncePeer stream, registers, and reports the pieces already held with
+ * their digests (so that a restarted scheduler can relay them again). */
 struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
                                             const struct dmf_announce_peer_env *env,
                                             const struct dmf_announce_register *reg);

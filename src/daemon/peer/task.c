@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/backoff.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/workq.h"
@@ -35,6 +36,7 @@ DMF_METRIC_COUNTER(dmf_m_tasks_failed, "damselfly_tasks_total", "result=\"failed
 
 static void on_kick(evutil_socket_t fd, short what, void *arg);
 static void on_stall(evutil_socket_t fd, short what, void *arg);
+static void on_reconnect(evutil_socket_t fd, short what, void *arg);
 static void handle(struct dmf_task *t, enum dmf_task_event ev, const char *why);
 
 /* The one place a task's state changes. */
@@ -75,6 +77,7 @@ struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *
     dmf_bitmap_init(&t->ledger.served);
     t->kick = event_new(d->base, -1, 0, on_kick, t);
     t->stall = evtimer_new(d->base, on_stall, t);
+    t->reconnect = evtimer_new(d->base, on_reconnect, t);
     snprintf(t->peer_id, sizeof(t->peer_id), "%s-%.12s-%06x", d->cfg.host_id, id,
              (unsigned)(random() & 0xffffff));
     return t;
@@ -306,6 +309,7 @@ static void piece_done(void *arg)
         goto out;
     }
     dmf_book_commit(&t->book, n, j->digest);
+    dmf_watchdog_progress(&t->watchdog, dmf_now_ms(), j->len);
     count_bytes(t, j->from, (int64_t)j->len);
     dmf_piece_server_notify_piece(t->d->pieces, t->id, n);
     dmf_announce_report_piece(t->announce, n, j->from == DMF_FROM_ORIGIN ? j->digest : NULL);
@@ -442,18 +446,21 @@ static void handle_news(struct dmf_task *t, enum dmf_task_event ev, const struct
 static void on_candidates(void *arg, const struct dmf_parent_info *parents, size_t n,
                           bool seed_triggered, const struct dmf_announce_meta *meta)
 {
+    ((struct dmf_task *)arg)->reconnects = 0; /* the scheduler answers again */
     struct sched_news news = {parents, n, seed_triggered, meta};
     handle_news(arg, DMF_TASK_EV_CANDIDATES, &news);
 }
 
 static void on_meta(void *arg, const struct dmf_announce_meta *meta)
 {
+    ((struct dmf_task *)arg)->reconnects = 0; /* the scheduler answers again */
     struct sched_news news = {.meta = meta};
     handle_news(arg, DMF_TASK_EV_META, &news);
 }
 
 static void on_back_to_source(void *arg, const char *reason)
 {
+    ((struct dmf_task *)arg)->reconnects = 0; /* the scheduler answers again */
     char why[300];
     snprintf(why, sizeof(why), "the scheduler says: %.256s", reason);
     handle(arg, DMF_TASK_EV_SCHED_BACK_TO_SOURCE, why);
@@ -488,6 +495,7 @@ static void stop_transfers(struct dmf_task *t)
     dmf_source_free(t->source);
     t->source = NULL;
     evtimer_del(t->stall);
+    evtimer_del(t->reconnect);
     dmf_book_release_all(&t->book);
 }
 
@@ -543,9 +551,10 @@ static void set_error(struct dmf_task *t, const char *why)
     t->error = dmf_xstrdup(why ? why : "failed");
 }
 
-static void register_peer(struct dmf_task *t)
+/* Opens an AnnouncePeer stream for this task; holds: every piece is held (the stream is
+ * finished at once and left to the client). */
+static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, bool stalled)
 {
-    dmf_announce_peer_free(t->announce);
     struct dmf_announce_peer_env env = {
         .task_id = t->id,
         .peer_id = t->peer_id,
@@ -561,8 +570,44 @@ static void register_peer(struct dmf_task *t)
         .digest = t->expected_digest,
         .filter_query = &t->filter_query,
         .disable_back_to_source = t->disable_back_to_source,
+        .holds_task = holds,
+        .from_source = !holds && t->state == DMF_TASK_BACK_TO_SOURCE,
+        .stalled = stalled,
     };
-    t->announce = dmf_announce_open(t->announcer, &env, &reg);
+    return dmf_announce_open(t->announcer, &env, &reg);
+}
+
+static void register_peer(struct dmf_task *t, bool stalled)
+{
+    dmf_announce_peer_free(t->announce);
+    t->announce = open_stream(t, false, stalled);
+}
+
+/* Tells the scheduler this host holds the whole task (layout and digests included). */
+static void announce_held(struct dmf_task *t)
+{
+    if (t->announcer == NULL || t->url == NULL || !complete(t))
+        return;
+    dmf_debug("task %s: telling the scheduler this host holds it", t->id);
+    t->held_announced = true;
+    dmf_announce_finish(open_stream(t, true, false), true, NULL);
+}
+
+void dmf_task_rejoin(struct dmf_task *t)
+{
+    if (t->announcer == NULL)
+        return;
+    if (running(t)) {
+        if (t->announce == NULL && evtimer_pending(t->reconnect, NULL)) {
+            evtimer_del(t->reconnect);
+            t->reconnects = 0;
+            handle(t, DMF_TASK_EV_RECONNECT, NULL);
+        }
+        return;
+    }
+    t->held_announced = false;
+    if (t->state == DMF_TASK_IDLE || t->state == DMF_TASK_SUCCEEDED)
+        announce_held(t);
 }
 
 static void start_source(struct dmf_task *t, const char *why)
@@ -570,7 +615,6 @@ static void start_source(struct dmf_task *t, const char *why)
     dmf_info("task %s peer %s: back to source: %s", t->id, t->peer_id, why);
     dmf_parents_free(t->parents);
     t->parents = NULL;
-    evtimer_del(t->stall);
     dmf_source_free(t->source);
     struct dmf_source_env env = {
         .http = t->d->http,
@@ -610,16 +654,52 @@ static void add_parents(struct dmf_task *t, const struct sched_news *news, bool 
 static void dispatch_parents(struct dmf_task *t)
 {
     dmf_parents_dispatch(t->parents);
-    if (dmf_parents_usable(t->parents) == 0) {
-        if (!evtimer_pending(t->stall, NULL)) {
-            uint64_t ms = t->d->cfg.parent_stall_timeout;
-            struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
-                                 .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-            evtimer_add(t->stall, &tv);
-        }
-    } else {
-        evtimer_del(t->stall);
-    }
+}
+
+/* ---------------------------------------------------------------- the watchdog */
+
+#define WATCHDOG_MIN_MS  2000 /* the shortest stall deadline, whatever the rate */
+#define WATCHDOG_TICK_MS 500  /* how often a running task looks at its watchdog */
+
+/* How long this task may go without a verified piece, in its current state. */
+static uint64_t stall_deadline(const struct dmf_task *t)
+{
+    const struct dmf_daemon_config *cfg = &t->d->cfg;
+    if (t->state == DMF_TASK_BACK_TO_SOURCE)
+        return cfg->progress_timeout; /* the origin is the last resort: only the bound */
+    uint64_t ms = dmf_watchdog_deadline(&t->watchdog, t->book.piece_length, WATCHDOG_MIN_MS,
+                                        cfg->progress_timeout);
+    if (t->state == DMF_TASK_P2P && dmf_parents_usable(t->parents) == 0 &&
+        cfg->parent_stall_timeout < ms)
+        ms = cfg->parent_stall_timeout;
+    return ms;
+}
+
+static void arm_ms(struct event *ev, uint64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
+/* A running task always has the watchdog's timer armed (VERIFYING is bounded by the
+ * content's size and needs none). */
+static void watch(struct dmf_task *t)
+{
+    if (!running(t) || t->state == DMF_TASK_VERIFYING || evtimer_pending(t->stall, NULL))
+        return;
+    arm_ms(t->stall, WATCHDOG_TICK_MS);
+}
+
+/* The stream to the scheduler was lost: reopen it after a capped, jittered backoff. */
+static void reconnect_later(struct dmf_task *t, const char *why)
+{
+    if (t->reconnects == 0)
+        dmf_warn("task %s peer %s: lost the scheduler (%s); going on with %s, reconnecting", t->id,
+                 t->peer_id, why, t->state == DMF_TASK_P2P ? "current parents" : "the origin");
+    uint64_t ms = dmf_backoff_ms(t->reconnects, 250, 5000, (uint32_t)random());
+    t->reconnects++;
+    if (!evtimer_pending(t->reconnect, NULL))
+        arm_ms(t->reconnect, ms);
 }
 
 static struct dmf_task_facts facts(const struct dmf_task *t)
@@ -631,6 +711,8 @@ static struct dmf_task_facts facts(const struct dmf_task *t)
         .expect_digest = t->expected_digest[0] != '\0',
         .has_error = t->error != NULL,
         .usable_parents = dmf_parents_usable(t->parents),
+        .announced = t->announce != NULL,
+        .stalls = t->watchdog.stalls,
     };
 }
 
@@ -654,12 +736,16 @@ static void apply(struct dmf_task *t, enum dmf_task_event ev, const char *why,
         if (t->error == NULL)
             set_error(t, buf);
     }
-    if (s.actions & DMF_TASK_DO_WARN_LOST)
-        dmf_warn("task %s peer %s: lost the scheduler (%s); going on with current parents", t->id,
-                 t->peer_id, why);
     task_set_state(t, s.to);
+    if (s.actions & DMF_TASK_DO_WARN_LOST)
+        reconnect_later(t, why);
     if (s.actions & DMF_TASK_DO_REGISTER)
-        register_peer(t);
+        register_peer(t, false);
+    if (s.actions & DMF_TASK_DO_RESCHEDULE) {
+        dmf_info("task %s peer %s: %s; asking the scheduler for new parents", t->id, t->peer_id,
+                 why);
+        register_peer(t, true);
+    }
     if (s.actions & DMF_TASK_DO_START_SOURCE)
         start_source(t, why);
     if ((s.actions & DMF_TASK_DO_APPLY_META) && news && news->meta)
@@ -684,6 +770,7 @@ static void apply(struct dmf_task *t, enum dmf_task_event ev, const char *why,
     }
     if (s.actions & DMF_TASK_DO_KICK)
         kick(t);
+    watch(t);
 }
 
 static void handle(struct dmf_task *t, enum dmf_task_event ev, const char *why)
@@ -703,7 +790,36 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 static void on_stall(evutil_socket_t fd, short what, void *arg)
 {
-    handle(arg, DMF_TASK_EV_STALLED, "no parent left to fetch from");
+    struct dmf_task *t = arg;
+    if (!running(t) || t->state == DMF_TASK_VERIFYING)
+        return;
+    uint64_t now = dmf_now_ms(), deadline = stall_deadline(t);
+    uint64_t left = dmf_watchdog_left(&t->watchdog, now, deadline);
+    if (left > 0) {
+        arm_ms(t->stall, left < WATCHDOG_TICK_MS ? left : WATCHDOG_TICK_MS);
+        return;
+    }
+    int stalls = dmf_watchdog_stalled(&t->watchdog, now);
+    char why[200];
+    if (t->state == DMF_TASK_REGISTERING)
+        snprintf(why, sizeof(why), "the scheduler did not answer within %llu ms",
+                 (unsigned long long)deadline);
+    else if (t->state == DMF_TASK_P2P && dmf_parents_usable(t->parents) == 0)
+        snprintf(why, sizeof(why), "no parent left to fetch from");
+    else
+        snprintf(why, sizeof(why), "no new piece for %llu ms%s (%u of %u pieces held)",
+                 (unsigned long long)deadline,
+                 t->state == DMF_TASK_BACK_TO_SOURCE ? " from the origin" : "", t->book.have.count,
+                 t->book.total_pieces);
+    dmf_info("task %s peer %s: stalled (%d in a row) in %s: %s", t->id, t->peer_id, stalls,
+             dmf_task_state_name(t->state), why);
+    handle(t, DMF_TASK_EV_STALLED, why);
+    watch(t);
+}
+
+static void on_reconnect(evutil_socket_t fd, short what, void *arg)
+{
+    handle(arg, DMF_TASK_EV_RECONNECT, NULL);
 }
 
 /* ---------------------------------------------------------------- whole-content digest */
@@ -808,6 +924,8 @@ void dmf_task_start(struct dmf_task *t)
         t->error = NULL;
         t->bytes = (struct dmf_transfer_bytes){0};
         t->started_ms = dmf_now_ms();
+        dmf_watchdog_start(&t->watchdog, t->started_ms);
+        t->reconnects = 0;
         int e = dmf_task_ensure_data(t);
         if (e < 0) {
             char why[160];
@@ -884,6 +1002,8 @@ void dmf_task_serve_cached(struct dmf_task *t)
     if (t->state != DMF_TASK_SUCCEEDED)
         dmf_task_start(t); /* complete: marks it SUCCEEDED */
     t->bytes = (struct dmf_transfer_bytes){0};
+    if (t->d->cfg.seed || !t->held_announced)
+        announce_held(t);
 }
 
 bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n)
@@ -938,6 +1058,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     dmf_announce_peer_free(t->announce);
     event_free(t->kick);
     event_free(t->stall);
+    event_free(t->reconnect);
     if (t->fd >= 0)
         close(t->fd);
     free(t->data_path);

@@ -17,6 +17,7 @@
 #include "daemon/peer/piece_book.h"
 #include "daemon/peer/task_fsm.h"
 #include "daemon/peer/task_view.h"
+#include "daemon/peer/watchdog.h"
 
 /* The engine's metrics (defined in task.c; dmf_m_bytes_local is in task_view.h). */
 extern struct dmf_metric dmf_m_bytes_origin, dmf_m_bytes_seed, dmf_m_bytes_peer,
@@ -62,8 +63,12 @@ struct dmf_task {
     struct dmf_parents *parents;        /* while P2P */
     struct dmf_source *source;          /* while BACK_TO_SOURCE */
     struct event *kick;                 /* deferred: the KICK pass */
-    struct event *stall;                /* no usable parent for a while: go to the origin */
-    struct verify_job *verify;          /* whole-content digest being computed on a thread */
+    struct event *stall;                /* the progress watchdog's timer (watchdog.h) */
+    struct event *reconnect;            /* the backoff before reopening a lost stream */
+    struct dmf_watchdog watchdog;
+    unsigned reconnects;       /* stream losses in a row (the backoff's attempt) */
+    bool held_announced;       /* a held task told the scheduler since it joined */
+    struct verify_job *verify; /* whole-content digest being computed on a thread */
 
     struct dmf_transfer_bytes bytes;
     uint64_t started_ms;
@@ -81,6 +86,10 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
 void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req);
 /* Opens the task's data file (creating it) if it is not open: 0 or -errno. */
 int dmf_task_ensure_data(struct dmf_task *t);
+/* The scheduler may have lost what it knew of this task (it restarted, or this host
+ * rejoined it): a running download whose stream is gone reconnects now, a held task tells
+ * it holds every piece (with the digests). */
+void dmf_task_rejoin(struct dmf_task *t);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
 /* Frees the task; watchers first get the end with reason why (daemon shutdown). */
