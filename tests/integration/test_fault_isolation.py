@@ -66,3 +66,46 @@ def test_seed_killed_at_a_third(tmp_path, origin, need_binary):
     assert new.download_bytes("origin") == 0, "the new host went to the origin"
     assert _peer_bytes(new) >= size, "the new host was not served by peers"
     assert origin.sent() == sent_before, "the origin was asked again"
+
+
+@pytest.mark.deadline(180)
+def test_scheduler_killed_and_restarted(tmp_path, origin, need_binary):
+    """SIGKILL the scheduler mid-transfer and restart it on the same address: every download
+    completes with the right bytes, and a new host's get afterwards is served by peers (the
+    restarted scheduler learnt who holds what from the daemons' re-registrations)."""
+    size = 64 * MiB
+    sha = origin.add_random("/s.bin", size, tmp_path / "origin")
+    url = origin.url("/s.bin")
+    origin.throttle = 16 * MiB
+    c = start_cluster(tmp_path, daemons=4, scheduler_flags={"host_timeout": "3s"},
+                      daemon_flags={"announce_interval": "1s"})
+    outs = {d.name: tmp_path / f"out-{d.name}" for d in c.daemons}
+    gets = [spawn_get(d, url, outs[d.name], log_dir=tmp_path, name=f"get-{d.name}")
+            for d in c.daemons]
+    wait_until(lambda: max(_received(d) for d in c.daemons) >= size // 3, scaled(60),
+               interval=0.02, what="a daemon a third of the way")
+    port, mport = c.scheduler.port, c.scheduler.metrics_port
+    c.scheduler.kill9()
+    killed = time.monotonic()
+    time.sleep(1.0)
+    sched = start_scheduler(tmp_path, name="scheduler2", port=port, metrics_port=mport,
+                            host_timeout="3s")
+    results = wait_gets(gets, 90)
+    took = time.monotonic() - killed
+    for d, cp in zip(c.daemons, results):
+        assert cp.returncode == 0, f"get on {d.name} across the restart: {describe(cp)}"
+        assert sha256_file(outs[d.name]) == sha, f"{d.name}: content differs from the origin's"
+    print(f"all 4 finished {took:.2f} s after the scheduler was killed; origin sent "
+          f"{origin.sent() / MiB:.1f} MiB; from origin per daemon: "
+          f"{[round(d.download_bytes('origin') / MiB, 1) for d in c.daemons]} MiB")
+
+    wait_hosts(sched, 5)
+    new = start_daemon(tmp_path, "d5", scheduler=sched, announce_interval="1s")
+    wait_hosts(sched, 6)
+    sent_before = origin.sent()
+    cp = run_get(new, url, tmp_path / "out-d5", timeout=60)
+    assert cp.returncode == 0, f"get on a new host after the restart: {describe(cp)}"
+    assert sha256_file(tmp_path / "out-d5") == sha
+    assert new.download_bytes("origin") == 0, "the new host went to the origin"
+    assert _peer_bytes(new) >= size, "the new host was not served by peers"
+    assert origin.sent() == sent_before, "the origin was asked again"

@@ -85,8 +85,10 @@ static struct dmf_task_step on_stalled(enum dmf_task_state from, const struct dm
     case DMF_TASK_REGISTERING:
         return to_origin(from, f); /* the scheduler never answered */
     case DMF_TASK_P2P:
-        if (f->usable_parents > 0 && f->announced && f->stalls <= 1)
-            return step(from, DMF_TASK_DO_RESCHEDULE);
+        /* Parents that send nothing: new ones first (or, with the stream lost, one more
+         * deadline for the reconnect to bring the digests that may be missing). */
+        if (f->usable_parents > 0 && f->stalls <= 1)
+            return step(from, f->announced ? DMF_TASK_DO_RESCHEDULE : 0);
         return to_origin(from, f);
     case DMF_TASK_BACK_TO_SOURCE:
         return f->has_error ? step(from, 0)

@@ -221,8 +221,9 @@ static void test_stalled(void **state)
          FACTS(.usable_parents = 2, .announced = true, .stalls = 2,
                .back_to_source_disabled = true),
          DMF_TASK_P2P, FAIL_NO_SOURCE | KICK},
-        /* No scheduler to ask: the origin. */
-        {DMF_TASK_P2P, FACTS(.usable_parents = 2, .stalls = 1), DMF_TASK_BACK_TO_SOURCE,
+        /* The stream is lost: one more deadline for the reconnect, then the origin. */
+        {DMF_TASK_P2P, FACTS(.usable_parents = 2, .stalls = 1), DMF_TASK_P2P, 0},
+        {DMF_TASK_P2P, FACTS(.usable_parents = 2, .stalls = 2), DMF_TASK_BACK_TO_SOURCE,
          START_SOURCE},
         /* The scheduler never answered the register. */
         {DMF_TASK_REGISTERING, FACTS(.announced = true, .stalls = 1), DMF_TASK_BACK_TO_SOURCE,
