@@ -30,9 +30,17 @@ struct dmf_http {
     STACK_OF(X509) * extra_ca; /* trusted for HTTPS besides the system's, or NULL */
 };
 
-enum { HDR_CONTENT_LENGTH, HDR_CONTENT_RANGE, HDR_ACCEPT_RANGES, HDR_CONTENT_TYPE, HDR_COUNT };
-static const char *const kept_headers[HDR_COUNT] = {"content-length", "content-range",
-                                                    "accept-ranges", "content-type"};
+enum {
+    HDR_CONTENT_LENGTH,
+    HDR_CONTENT_RANGE,
+    HDR_ACCEPT_RANGES,
+    HDR_CONTENT_TYPE,
+    HDR_ETAG,
+    HDR_LAST_MODIFIED,
+    HDR_COUNT
+};
+static const char *const kept_headers[HDR_COUNT] = {
+    "content-length", "content-range", "accept-ranges", "content-type", "etag", "last-modified"};
 
 struct dmf_http_req {
     dmf_http_t *h;

@@ -14,6 +14,7 @@
 #include "common/pieces.h"
 #include "common/taskid.h"
 #include "common/util.h"
+#include "scheduler/negcache.h"
 #include "scheduler/sched_check.h"
 #include "scheduler/sched_rank.h"
 #include "scheduler/sched_state.h"
@@ -32,6 +33,7 @@ struct dmf_scheduler {
     size_t nhosts, ntasks, npeers;
     uint64_t epoch;
     uint64_t next_trigger_id;
+    struct dmf_negcache failed;     /* tasks that failed for good, for a while */
     dmf_scheduler_peer_t **scratch; /* traversal stack */
     size_t scratch_cap;
 };
@@ -746,6 +748,16 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
             peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
         return 0;
     }
+    const struct dmf_negcache_entry *neg = dmf_negcache_get(&s->failed, t->id, now_ms(s));
+    if (neg != NULL) {
+        /* Asking the origin again would get the same answer: say it, trigger nothing. */
+        dmf_info("task %s peer %s host %s: failed %llu ms ago for good: %s", t->id, p->peer_id,
+                 h->id, (unsigned long long)(now_ms(s) + s->failed.ttl_ms - neg->expires),
+                 neg->reason);
+        if (s->sink.task_failed)
+            s->sink.task_failed(s->sink_arg, stream, neg->reason, neg->origin_status);
+        return 0;
+    }
     if (h->type == DMF_SCHED_HOST_SEED) {
         peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
         s->sink.back_to_source(s->sink_arg, stream, "seed peer fetches from the origin");
@@ -857,6 +869,24 @@ void dmf_scheduler_failed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const cha
     snprintf(why, sizeof(why), "failed: %s", reason && *reason ? reason : "no reason given");
     peer_set_state(p, DMF_PEER_FAILED);
     peer_remove(s, p, why, false);
+}
+
+void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
+                                   uint32_t origin_status, const char *reason)
+{
+    struct dmf_sched_task *t = p->task;
+    char why[DMF_NEGCACHE_REASON_MAX];
+    snprintf(why, sizeof(why), "%s (from host %s)", reason && *reason ? reason : "failed",
+             p->host->id);
+    dmf_warn("task %s: failed for good on host %s: %s", t->id, p->host->id, why);
+    dmf_negcache_put(&s->failed, t->id, origin_status, why, now_ms(s));
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q != p && q->stream != NULL && q->state != DMF_PEER_SUCCEEDED && s->sink.task_failed)
+            s->sink.task_failed(s->sink_arg, q->stream, why, origin_status);
+    }
+    dmf_scheduler_failed(s, p, reason);
 }
 
 void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
@@ -1042,6 +1072,8 @@ dmf_scheduler_t *dmf_scheduler_new(const struct dmf_scheduler_config *cfg,
         s->cfg.max_peers = 1000000;
     s->sink = *sink;
     s->sink_arg = sink_arg;
+    dmf_negcache_init(&s->failed, s->cfg.negative_ttl_set ? s->cfg.negative_ttl_ms : 10000,
+                      s->cfg.max_tasks);
     dmf_strmap_init(&s->hosts);
     dmf_strmap_init(&s->tasks);
     dmf_strmap_init(&s->peers);
@@ -1081,6 +1113,7 @@ void dmf_scheduler_free(dmf_scheduler_t *s)
     dmf_strmap_free(&s->hosts);
     dmf_strmap_free(&s->tasks);
     dmf_strmap_free(&s->peers);
+    dmf_negcache_free(&s->failed);
     free(s->scratch);
     free(s);
 }

@@ -120,6 +120,9 @@ struct dmf_scheduler_sink {
     /* The peer attached to stream was removed by something other than its stream
      * (LeavePeer, LeaveHost, host expiry, a newer register): end the stream. */
     void (*peer_gone)(void *arg, void *stream, const char *reason);
+    /* The task cannot be fetched (the origin's answer, for everyone): the peer is to fail
+     * with reason. origin_status is the origin's HTTP status, or 0. */
+    void (*task_failed)(void *arg, void *stream, const char *reason, uint32_t origin_status);
     /* A host was removed (LeaveHost or expiry). May be NULL. */
     void (*host_gone)(void *arg, const char *host_id);
 };
@@ -135,6 +138,10 @@ struct dmf_scheduler_config {
      * offered to running peers that still have room, so that every uplink works until the
      * end. Either way seeds are parents of last resort. */
     bool mesh;
+    /* How long a task whose origin fetch failed for good is answered with that failure
+     * (negcache.h); 10 s unless negative_ttl_set (then 0 = never). */
+    uint64_t negative_ttl_ms;
+    bool negative_ttl_set;
     size_t max_hosts; /* 0 = 100,000 */
     size_t max_tasks; /* 0 = 100,000 */
     size_t max_peers; /* 0 = 1,000,000 */
@@ -225,6 +232,12 @@ int dmf_scheduler_finished(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, int64_t 
 /* The peer's download failed: it is removed (p is invalid afterwards) and its children are
  * rescheduled. */
 void dmf_scheduler_failed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *reason);
+/* The peer's download failed for a reason that holds for anyone (the origin answered a
+ * 4xx, or the content does not match its digest): remembered for negative_ttl_ms, every
+ * other attached peer of the task still downloading is told (task_failed), and so is
+ * every registrant meanwhile; then as dmf_scheduler_failed. */
+void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
+                                   uint32_t origin_status, const char *reason);
 /* The peer's stream ended: a SUCCEEDED peer stays (detached), any other is removed (p is
  * then invalid) and its children rescheduled. No peer_gone for this stream. */
 void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p);

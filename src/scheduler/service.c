@@ -242,6 +242,17 @@ static void on_back_to_source(void *arg, void *stream, const char *reason)
     send_response(stream, &resp);
 }
 
+static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t origin_status)
+{
+    Damselfly__V1__TaskFailed tf = DAMSELFLY__V1__TASK_FAILED__INIT;
+    tf.reason = (char *)reason;
+    tf.origin_status = origin_status;
+    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
+    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED;
+    resp.task_failed = &tf;
+    send_response(stream, &resp);
+}
+
 static void on_task_meta(void *arg, void *stream, const struct dmf_scheduler_meta *meta)
 {
     send_meta_rest(stream, meta, 0, true);
@@ -641,7 +652,10 @@ static void announce_peer(struct call *c, const uint8_t *data, size_t len)
             snprintf(reason, sizeof(reason), "%s", req->failed->reason);
             dmf_scheduler_peer_t *p = c->peer;
             c->peer = NULL;
-            dmf_scheduler_failed(svc->sched, p, reason);
+            if (req->failed->for_good)
+                dmf_scheduler_failed_for_good(svc->sched, p, req->failed->origin_status, reason);
+            else
+                dmf_scheduler_failed(svc->sched, p, reason);
             break;
         }
         case DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_PARENT_FAILURE:
@@ -753,6 +767,7 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
     static const struct dmf_scheduler_sink sink = {
         .candidates = on_candidates,
         .back_to_source = on_back_to_source,
+        .task_failed = on_task_failed,
         .task_meta = on_task_meta,
         .trigger_seed = on_trigger_seed,
         .peer_gone = on_peer_gone,

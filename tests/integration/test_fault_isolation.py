@@ -109,3 +109,48 @@ def test_scheduler_killed_and_restarted(tmp_path, origin, need_binary):
     assert new.download_bytes("origin") == 0, "the new host went to the origin"
     assert _peer_bytes(new) >= size, "the new host was not served by peers"
     assert origin.sent() == sent_before, "the origin was asked again"
+
+
+def _get_all(c, url, tmp_path, tag, *args, timeout=60):
+    gets = [spawn_get(d, url, tmp_path / f"out-{tag}-{d.name}", *args, log_dir=tmp_path,
+                      name=f"get-{tag}-{d.name}") for d in c.daemons]
+    return wait_gets(gets, timeout)
+
+
+@pytest.mark.deadline(240)
+def test_origin_errors_fetched_by_four_at_once(tmp_path, origin, need_binary):
+    """404, 401 and a wrong --digest asked by 4 daemons at once: every get fails with the
+    origin's answer, the 4xx cases cost the origin at most 2 requests, the digest case at
+    most one full transfer."""
+    c = start_cluster(tmp_path, daemons=4, scheduler_flags={"host_timeout": "3s"},
+                      daemon_flags={"announce_interval": "1s"})
+    # 404: nothing at that path.
+    origin.reset_counters()
+    results = _get_all(c, origin.url("/missing.bin"), tmp_path, "404")
+    n404 = origin.request_count("/missing.bin")
+    for d, cp in zip(c.daemons, results):
+        assert cp.returncode != 0, f"get of a 404 on {d.name} succeeded"
+        assert b"404" in cp.stderr, f"{d.name}: the error does not say 404: {describe(cp)}"
+
+    # 401: the origin wants credentials nobody sent.
+    origin.add_bytes("/private.bin", os.urandom(MiB), require={"Authorization": "Bearer s3cret"})
+    results = _get_all(c, origin.url("/private.bin"), tmp_path, "401")
+    n401 = origin.request_count("/private.bin")
+    for d, cp in zip(c.daemons, results):
+        assert cp.returncode != 0, f"get of a 401 on {d.name} succeeded"
+        assert b"401" in cp.stderr, f"{d.name}: the error does not say 401: {describe(cp)}"
+
+    # A wrong content digest: one full transfer at most, and every get fails.
+    size = 64 * MiB
+    origin.add_random("/wrong.bin", size, tmp_path / "origin")
+    wrong = "sha256:" + "ab" * 32
+    results = _get_all(c, origin.url("/wrong.bin"), tmp_path, "digest", "--digest", wrong,
+                       timeout=120)
+    sent = origin.sent("/wrong.bin")
+    for d, cp in zip(c.daemons, results):
+        assert cp.returncode != 0, f"get with a wrong digest on {d.name} succeeded"
+    print(f"origin requests: 404 -> {n404}, 401 -> {n401}; wrong digest -> "
+          f"{origin.request_count('/wrong.bin')} requests, {sent / MiB:.1f} MiB")
+    assert n404 <= 2, f"a 404 cost the origin {n404} requests"
+    assert n401 <= 2, f"a 401 cost the origin {n401} requests"
+    assert sent <= size + 4 * MiB, f"a wrong digest cost the origin {sent / MiB:.1f} MiB"

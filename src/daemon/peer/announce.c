@@ -256,6 +256,11 @@ int dmf_announce_decode(const uint8_t *data, size_t len, const char *self_host_i
         sink->back_to_source(arg, reason ? reason : "");
         break;
     }
+    case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED: {
+        const char *reason = resp->task_failed->reason;
+        sink->failed(arg, reason && *reason ? reason : "failed", resp->task_failed->origin_status);
+        break;
+    }
     case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_META: {
         const Damselfly__V1__TaskMeta *m = resp->task_meta;
         struct dmf_announce_digest *digests =
@@ -435,7 +440,8 @@ void dmf_announce_report_parent_failure(struct dmf_announce_peer *sp, const char
     send_request(sp, &req);
 }
 
-void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason)
+void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason, bool for_good,
+                         uint32_t origin_status)
 {
     if (sp == NULL)
         return;
@@ -451,6 +457,8 @@ void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reas
         req.finished = &fin;
     } else {
         failed.reason = (char *)(reason ? reason : "failed");
+        failed.for_good = for_good;
+        failed.origin_status = origin_status;
         req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_FAILED;
         req.failed = &failed;
     }

@@ -58,6 +58,9 @@ struct dmf_announce_sink {
     void (*meta)(void *arg, const struct dmf_announce_meta *meta);
     /* The scheduler says: fetch it from the origin. */
     void (*back_to_source)(void *arg, const char *reason);
+    /* The scheduler says: the task failed for good elsewhere (origin_status: the origin's
+     * HTTP status, or 0); do not try it again. */
+    void (*failed)(void *arg, const char *reason, uint32_t origin_status);
     /* The stream ended (details may be ""): it is freed after this call, forget it. */
     void (*lost)(void *arg, const char *details);
 };
@@ -93,9 +96,12 @@ void dmf_announce_report_piece(struct dmf_announce_peer *sp, uint32_t n, const u
 /* A parent failed (bad_piece: its bytes did not match the digest). */
 void dmf_announce_report_parent_failure(struct dmf_announce_peer *sp, const char *peer_id,
                                         const char *host_id, bool bad_piece, uint32_t piece);
-/* Sends finished or failed and half-closes; the stream lingers (owned by the client) until
- * the scheduler closes it, and reports nothing more: forget it. */
-void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason);
+/* Sends finished or failed and half-closes; for_good: the failure holds for anyone who
+ * tries (a 4xx from the origin, with its origin_status; a digest mismatch), so the
+ * scheduler tells the other peers instead of letting them ask the origin again; the stream lingers
+ * (owned by the client) until the scheduler closes it, and reports nothing more: forget it. */
+void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason, bool for_good,
+                         uint32_t origin_status);
 /* Drops the stream without a word (daemon shutdown). NULL is ignored. */
 void dmf_announce_peer_free(struct dmf_announce_peer *sp);
 

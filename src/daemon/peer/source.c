@@ -2,16 +2,21 @@
 #include "daemon/peer/source.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/backoff.h"
 #include "common/log.h"
 #include "common/util.h"
 
-#define MAX_RANGES 16
+#define MAX_RANGES    16
+#define MAX_RETRIES   5    /* failed requests in a row before giving up */
+#define RETRY_BASE_MS 200  /* the first retry's wait (then doubled, jittered) */
+#define RETRY_CAP_MS  4000 /* the longest wait between two tries */
 
 struct range {
     struct dmf_source *src;
@@ -32,21 +37,54 @@ struct dmf_source {
     uint64_t received;
     /* Range mode. */
     struct range ranges[MAX_RANGES];
-    int failures; /* consecutive failed range requests */
+    int failures; /* consecutive failed requests (probe or ranges) */
     bool paused;  /* stream mode: waiting for the workers */
+    long status;  /* the last HTTP status seen from the origin */
+    /* The version the probe saw: every range response must be the same one. */
+    char *etag, *last_modified;
+    struct event *retry; /* the backoff after a failure: nothing starts until it fires */
 };
+
+static void report(struct dmf_source *src, long status, bool for_good, bool changed,
+                   const char *fmt, va_list ap)
+{
+    char buf[512];
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    src->failed = true;
+    struct dmf_source_failure f = {
+        .reason = buf, .http_status = status, .for_good = for_good, .content_changed = changed};
+    src->env.sink->failed(src->env.arg, &f);
+}
 
 static void fail(struct dmf_source *src, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void fail(struct dmf_source *src, const char *fmt, ...)
 {
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    report(src, 0, false, false, fmt, ap);
     va_end(ap);
-    src->failed = true;
-    src->env.sink->failed(src->env.arg, buf);
+}
+
+/* The origin's answer (a 4xx): the same for anyone who asks. */
+static void fail_status(struct dmf_source *src, long status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail_status(struct dmf_source *src, long status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report(src, status, !dmf_source_retryable(status), false, fmt, ap);
+    va_end(ap);
+}
+
+static void fail_changed(struct dmf_source *src, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void fail_changed(struct dmf_source *src, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report(src, 0, false, true, fmt, ap);
+    va_end(ap);
 }
 
 static void changed(struct dmf_source *src)
@@ -71,6 +109,16 @@ static struct dmf_http_opts request_opts(struct dmf_source *src, const char *ran
 
 /* ---------------------------------------------------------------- decisions */
 
+bool dmf_source_retryable(long status)
+{
+    return status == 0 || status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
+bool dmf_source_same_version(const char *pinned, const char *now)
+{
+    return pinned == NULL || now == NULL || strcmp(pinned, now) == 0;
+}
+
 int dmf_source_probe_answer(long status, const char *content_range, const char *content_length,
                             uint32_t known_piece_length, enum dmf_source_mode *mode, int64_t *total,
                             uint32_t *piece_length, char *err, size_t errlen)
@@ -84,6 +132,10 @@ int dmf_source_probe_answer(long status, const char *content_range, const char *
         }
         *mode = DMF_SOURCE_RANGES;
     } else if (status == 200) {
+        if (content_length && content_length[0] == '\0') {
+            snprintf(err, errlen, "the origin sent an empty Content-Length");
+            return -EPROTO;
+        }
         if (content_length) {
             char *endp;
             errno = 0;
@@ -99,7 +151,7 @@ int dmf_source_probe_answer(long status, const char *content_range, const char *
                dmf_http_parse_content_range(content_range, &start, &end, &len) == 0 && len == 0) {
         *mode = DMF_SOURCE_DONE;
         *total = 0;
-        *piece_length = DMF_PIECE_LENGTH_MIN;
+        *piece_length = known_piece_length ? known_piece_length : DMF_PIECE_LENGTH_MIN;
         return 0;
     } else {
         snprintf(err, errlen, "the origin answered HTTP %ld", status);
@@ -118,6 +170,40 @@ bool dmf_source_range_matches(const struct dmf_piece_book *book, uint32_t n,
            start == (int64_t)dmf_piece_offset(book->piece_length, n) &&
            (uint64_t)(end - start + 1) == dmf_book_piece_size(book, n) &&
            total == book->content_length;
+}
+
+/* ---------------------------------------------------------------- retries */
+
+static void start_probe(struct dmf_source *src);
+
+/* A request failed in a way worth another try: wait (capped exponential backoff with
+ * jitter), then start again. Returns false when the tries are used up. */
+static bool retry_later(struct dmf_source *src)
+{
+    if (++src->failures >= MAX_RETRIES)
+        return false;
+    uint64_t ms = dmf_backoff_ms((unsigned)src->failures - 1, RETRY_BASE_MS, RETRY_CAP_MS,
+                                 (uint32_t)random());
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    if (src->retry == NULL || evtimer_add(src->retry, &tv) != 0)
+        return false;
+    return true;
+}
+
+static bool waiting_to_retry(const struct dmf_source *src)
+{
+    return src->retry != NULL && evtimer_pending(src->retry, NULL);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_source *src = arg;
+    if (src->failed)
+        return;
+    if (src->mode == DMF_SOURCE_PROBING && src->probe == NULL)
+        start_probe(src);
+    else
+        changed(src);
 }
 
 /* ---------------------------------------------------------------- stream mode */
@@ -175,6 +261,20 @@ static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
     return 0;
 }
 
+/* The stream broke off: the pieces it completed stay; it is read again from the start
+ * (held pieces are skipped) after a backoff. */
+static bool stream_restart(struct dmf_source *src)
+{
+    free(src->buf);
+    src->buf = NULL;
+    src->len = 0;
+    src->next_piece = 0;
+    src->received = 0;
+    src->paused = false;
+    src->mode = DMF_SOURCE_PROBING;
+    return retry_later(src);
+}
+
 static void stream_on_end(struct dmf_source *src)
 {
     const struct dmf_piece_book *book = src->env.book;
@@ -183,7 +283,13 @@ static void stream_on_end(struct dmf_source *src)
         src->env.sink->layout(src->env.arg, (int64_t)src->received, book->piece_length) != 0)
         return;
     if (src->received != (uint64_t)book->content_length) {
-        fail(src, "the origin closed after %" PRIu64 " of %lld bytes", src->received,
+        uint64_t got = src->received;
+        if (stream_restart(src)) {
+            dmf_warn("task %s: the origin closed after %" PRIu64 " of %lld bytes; retrying",
+                     src->env.task_id, got, (long long)book->content_length);
+            return;
+        }
+        fail(src, "the origin closed after %" PRIu64 " of %lld bytes", got,
              (long long)book->content_length);
         return;
     }
@@ -196,6 +302,12 @@ static void stream_on_end(struct dmf_source *src)
 
 /* ---------------------------------------------------------------- probe */
 
+static void pin(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = v ? dmf_xstrdup(v) : NULL;
+}
+
 static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     struct dmf_source *src = arg;
@@ -204,12 +316,27 @@ static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
     enum dmf_source_mode mode;
     int64_t total;
     uint32_t pl;
+    src->status = status;
+    if (status != 200 && status != 206 && status != 416) {
+        if (dmf_source_retryable(status))
+            return -EAGAIN; /* probe_on_done tries again */
+        fail_status(src, status, "the origin answered HTTP %ld", status);
+        return -EPROTO;
+    }
     if (dmf_source_probe_answer(status, dmf_http_header(req, "content-range"),
                                 dmf_http_header(req, "content-length"), book->piece_length, &mode,
                                 &total, &pl, err, sizeof(err)) != 0) {
         fail(src, "%s", err);
         return -EPROTO;
     }
+    const char *etag = dmf_http_header(req, "etag"), *lm = dmf_http_header(req, "last-modified");
+    if (src->failures > 0 && (!dmf_source_same_version(src->etag, etag) ||
+                              !dmf_source_same_version(src->last_modified, lm))) {
+        fail_changed(src, "the content changed at the origin during the download");
+        return -EPROTO;
+    }
+    pin(&src->etag, etag);
+    pin(&src->last_modified, lm);
     if (src->env.sink->layout(src->env.arg, total, pl) != 0)
         return -EINVAL;
     src->mode = mode;
@@ -236,9 +363,23 @@ static void probe_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
 {
     struct dmf_source *src = arg;
     src->probe = NULL;
+    if (src->failed)
+        return;
     if (err != 0) {
-        if (!src->failed)
+        bool retryable = err == -EAGAIN || (err != -EPROTO && err != -EINVAL);
+        if (src->mode == DMF_SOURCE_STREAM)
+            retryable = retryable && stream_restart(src);
+        else
+            retryable = retryable && retry_later(src);
+        if (retryable) {
+            dmf_warn("task %s: the origin failed (%s); retrying", src->env.task_id,
+                     err == -EAGAIN ? "a server error" : reason);
+        } else if (err == -EAGAIN) {
+            fail_status(src, src->status, "the origin answered HTTP %ld (%d tries)", src->status,
+                        src->failures);
+        } else {
             fail(src, "cannot fetch from the origin: %s", reason);
+        }
         return;
     }
     if (src->mode == DMF_SOURCE_STREAM)
@@ -253,14 +394,31 @@ static const struct dmf_http_req_ops probe_ops = {
     .on_done = probe_on_done,
 };
 
+static void start_probe(struct dmf_source *src)
+{
+    src->mode = DMF_SOURCE_PROBING;
+    struct dmf_http_opts o = request_opts(src, "0-0");
+    src->probe = dmf_http_get(src->env.http, src->env.url, &o, &probe_ops, src);
+}
+
 /* ---------------------------------------------------------------- range mode */
 
 static int range_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     struct range *r = arg;
-    if (status != 206 ||
-        !dmf_source_range_matches(r->src->env.book, r->n, dmf_http_header(req, "content-range")))
-        return -EPROTO;
+    struct dmf_source *src = r->src;
+    src->status = status;
+    if (status != 206)
+        return dmf_source_retryable(status) || status == 200 ? -EAGAIN : -EPROTO;
+    const char *cr = dmf_http_header(req, "content-range");
+    int64_t start, end, total;
+    if (!dmf_source_same_version(src->etag, dmf_http_header(req, "etag")) ||
+        !dmf_source_same_version(src->last_modified, dmf_http_header(req, "last-modified")) ||
+        (dmf_http_parse_content_range(cr, &start, &end, &total) == 0 &&
+         total != src->env.book->content_length))
+        return -ESTALE;
+    if (!dmf_source_range_matches(src->env.book, r->n, cr))
+        return -EAGAIN;
     return 0;
 }
 
@@ -275,6 +433,10 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     struct range *r = arg;
     struct dmf_source *src = r->src;
     r->req = NULL;
+    if (src->failed) {
+        dmf_book_release(src->env.book, r->n);
+        return;
+    }
     if (err == 0 && dmf_piece_buf_full(&r->piece)) {
         /* The claim goes with the piece to the task, which gives it back once stored. */
         size_t got = r->piece.len;
@@ -283,17 +445,29 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
         if (e != 0 && e != -ECANCELED)
             fail(src, "cannot take piece %u from the origin: %s", r->n, dmf_strerror(e));
         src->failures = 0;
-    } else {
-        dmf_book_release(src->env.book, r->n);
-        if (++src->failures >= 5) {
-            fail(src, "the origin failed 5 times in a row (last: %s)",
-                 err == -EPROTO ? "unexpected range response" : reason);
-            return;
-        }
-        dmf_warn("task %s: piece %u from the origin failed (%s); retrying", src->env.task_id, r->n,
-                 err == -EPROTO ? "unexpected range response" : reason);
+        changed(src);
+        return;
     }
-    changed(src);
+    dmf_book_release(src->env.book, r->n);
+    if (err == -ESTALE) {
+        fail_changed(src, "the content changed at the origin during the download (its "
+                          "ETag, Last-Modified or length differ from the first answer)");
+        return;
+    }
+    if (err == -EPROTO) {
+        fail_status(src, src->status, "the origin answered HTTP %ld to a range request",
+                    src->status);
+        return;
+    }
+    const char *what = err == -EAGAIN ? "unexpected range response"
+                       : err == 0     ? "a short body"
+                                      : reason;
+    if (!retry_later(src)) {
+        fail(src, "the origin failed %d times in a row (last: %s)", src->failures, what);
+        return;
+    }
+    dmf_warn("task %s: piece %u from the origin failed (%s); retrying", src->env.task_id, r->n,
+             what);
 }
 
 static const struct dmf_http_req_ops range_ops = {
@@ -310,7 +484,7 @@ void dmf_source_dispatch(struct dmf_source *src)
         src->paused = false;
         dmf_http_resume(src->probe);
     }
-    if (src->mode != DMF_SOURCE_RANGES || src->failed || busy(src))
+    if (src->mode != DMF_SOURCE_RANGES || src->failed || busy(src) || waiting_to_retry(src))
         return;
     struct dmf_piece_book *book = src->env.book;
     int limit = DMF_MIN(src->env.concurrency, MAX_RANGES);
@@ -338,14 +512,14 @@ struct dmf_source *dmf_source_start(const struct dmf_source_env *env)
 {
     struct dmf_source *src = dmf_xcalloc(1, sizeof(*src));
     src->env = *env;
+    if (env->base)
+        src->retry = evtimer_new(env->base, on_retry, src);
     if (dmf_book_all_held(env->book)) {
         src->mode = DMF_SOURCE_DONE;
         changed(src);
         return src;
     }
-    src->mode = DMF_SOURCE_PROBING;
-    struct dmf_http_opts o = request_opts(src, "0-0");
-    src->probe = dmf_http_get(env->http, env->url, &o, &probe_ops, src);
+    start_probe(src);
     return src;
 }
 
@@ -360,6 +534,10 @@ void dmf_source_free(struct dmf_source *src)
             dmf_book_release(src->env.book, src->ranges[i].n);
         dmf_piece_buf_free(&src->ranges[i].piece);
     }
+    if (src->retry)
+        event_free(src->retry);
+    free(src->etag);
+    free(src->last_modified);
     free(src->buf);
     free(src);
 }

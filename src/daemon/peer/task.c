@@ -406,9 +406,16 @@ static int on_source_layout(void *arg, int64_t content_length, uint32_t piece_le
     return set_layout(arg, content_length, piece_length);
 }
 
-static void on_source_failed(void *arg, const char *reason)
+static void on_source_failed(void *arg, const struct dmf_source_failure *f)
 {
-    handle(arg, DMF_TASK_EV_ERROR, reason);
+    struct dmf_task *t = arg;
+    if (t->error == NULL) {
+        t->failed_for_good = f->for_good;
+        t->origin_status =
+            f->http_status > 0 && f->http_status < 1000 ? (uint32_t)f->http_status : 0;
+        t->drop_on_failure = f->content_changed;
+    }
+    handle(t, DMF_TASK_EV_ERROR, f->reason);
 }
 
 static const struct dmf_source_sink source_sink = {
@@ -458,6 +465,13 @@ static void on_meta(void *arg, const struct dmf_announce_meta *meta)
     handle_news(arg, DMF_TASK_EV_META, &news);
 }
 
+static void on_sched_failed(void *arg, const char *reason, uint32_t origin_status)
+{
+    char why[600];
+    snprintf(why, sizeof(why), "the scheduler says: %.500s", reason);
+    handle(arg, DMF_TASK_EV_ERROR, why);
+}
+
 static void on_back_to_source(void *arg, const char *reason)
 {
     ((struct dmf_task *)arg)->reconnects = 0; /* the scheduler answers again */
@@ -483,6 +497,7 @@ static const struct dmf_announce_sink announce_sink = {
     .candidates = on_candidates,
     .meta = on_meta,
     .back_to_source = on_back_to_source,
+    .failed = on_sched_failed,
     .lost = on_lost,
 };
 
@@ -511,6 +526,8 @@ static void tell_subscribers(struct dmf_task *t, bool end)
     t->nfresh = 0;
 }
 
+static void drop_pieces(struct dmf_task *t);
+
 static void finish(struct dmf_task *t)
 {
     bool ok = t->state == DMF_TASK_SUCCEEDED;
@@ -526,10 +543,12 @@ static void finish(struct dmf_task *t)
                  (unsigned long long)t->bytes.peer);
     } else {
         dmf_metric_add(&dmf_m_tasks_failed, 1);
+        if (t->drop_on_failure)
+            drop_pieces(t); /* the next try starts over: two versions never mix */
         dmf_piece_server_notify_gone(t->d->pieces, t->id);
         dmf_warn("task %s peer %s: failed: %s", t->id, t->peer_id, t->error);
     }
-    dmf_announce_finish(t->announce, ok, t->error);
+    dmf_announce_finish(t->announce, ok, t->error, t->failed_for_good, t->origin_status);
     t->announce = NULL;
     tell_subscribers(t, true);
 }
@@ -590,7 +609,7 @@ static void announce_held(struct dmf_task *t)
         return;
     dmf_debug("task %s: telling the scheduler this host holds it", t->id);
     t->held_announced = true;
-    dmf_announce_finish(open_stream(t, true, false), true, NULL);
+    dmf_announce_finish(open_stream(t, true, false), true, NULL, false, 0);
 }
 
 void dmf_task_rejoin(struct dmf_task *t)
@@ -617,6 +636,7 @@ static void start_source(struct dmf_task *t, const char *why)
     t->parents = NULL;
     dmf_source_free(t->source);
     struct dmf_source_env env = {
+        .base = t->d->base,
         .http = t->d->http,
         .book = &t->book,
         .task_id = t->id,
@@ -870,6 +890,7 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
     if (t->state != DMF_TASK_VERIFYING)
         return;
     if (e != 0) {
+        t->failed_for_good = e == -EBADMSG; /* the content is what it is, for anyone */
         char *why = e == -EBADMSG ? dmf_xasprintf("content digest mismatch: expected %s, got %s",
                                                   t->expected_digest, gots)
                                   : dmf_xasprintf("cannot read the content to verify it: %s",
@@ -922,6 +943,8 @@ void dmf_task_start(struct dmf_task *t)
     if (!dmf_book_all_held(&t->book)) {
         free(t->error);
         t->error = NULL;
+        t->failed_for_good = t->drop_on_failure = false;
+        t->origin_status = 0;
         t->bytes = (struct dmf_transfer_bytes){0};
         t->started_ms = dmf_now_ms();
         dmf_watchdog_start(&t->watchdog, t->started_ms);

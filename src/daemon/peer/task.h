@@ -53,7 +53,10 @@ struct dmf_task {
     int fd;
     char *data_path;
     char content_digest[DMF_DIGEST_STR_LEN + 1];
-    char *error; /* why it failed */
+    char *error;            /* why it failed */
+    bool failed_for_good;   /* ... for a reason anyone asking would meet (a 4xx, a digest) */
+    uint32_t origin_status; /* the origin's HTTP status when that is why, else 0 */
+    bool drop_on_failure;   /* the origin's content changed: no piece of it may be kept */
 
     struct dmf_task_sub *subs;
     uint32_t *fresh; /* pieces verified since subscribers were last told */
