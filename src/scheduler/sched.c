@@ -176,6 +176,8 @@ static struct dmf_sched_task *task_new(dmf_scheduler_t *s, const char *id)
 static void task_free(struct dmf_sched_task *t)
 {
     task_clear_request(t);
+    free(t->etag);
+    free(t->last_modified);
     free(t->digests);
     free(t->digest_at);
     free(t);
@@ -198,6 +200,17 @@ static void task_meta(const struct dmf_sched_task *t, size_t from, struct dmf_sc
     m->total_pieces = t->content_length >= 0 ? t->total_pieces : 0;
     m->digests = from < t->ndigests ? t->digests + from : NULL;
     m->ndigests = from < t->ndigests ? t->ndigests - from : 0;
+    m->etag = t->etag ? t->etag : "";
+    m->last_modified = t->last_modified ? t->last_modified : "";
+}
+
+/* The first validator a fetcher reports is the task's (like its digests). */
+static bool task_pin(char **dst, const char *v)
+{
+    if (*dst != NULL || v == NULL || v[0] == '\0' || strlen(v) > DMF_SCHED_TAG_MAX)
+        return false;
+    *dst = dmf_xstrdup(v);
+    return true;
 }
 
 /* The stored digest of piece n, or NULL. */
@@ -321,6 +334,8 @@ static void peer_set_state(dmf_scheduler_peer_t *p, enum dmf_scheduler_peer_stat
     dmf_info("task %s peer %s host %s: %s -> %s", p->task->id, p->peer_id, p->host->id,
              dmf_scheduler_peer_state_name(p->state), dmf_scheduler_peer_state_name(st));
     p->state = st;
+    if (st == DMF_PEER_BACK_TO_SOURCE)
+        p->fetched_source = true;
 }
 
 static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
@@ -585,12 +600,32 @@ static void reschedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     schedule(s, p);
 }
 
+static bool task_fetching_from_source(const struct dmf_sched_task *t,
+                                      const dmf_scheduler_peer_t *p);
+
+/* The peer that brought t's pieces from the origin is gone: unless another does, or the
+ * task failed for good, one peer still downloading fetches the rest from the origin and
+ * the others get it from that peer (they are its children already in a mesh). */
+static void replace_fetcher(dmf_scheduler_t *s, struct dmf_sched_task *t)
+{
+    if (task_fetching_from_source(t, NULL) || dmf_negcache_get(&s->failed, t->id, now_ms(s)))
+        return;
+    dmf_scheduler_peer_t *f = dmf_sched_pick_fetcher(t);
+    if (f == NULL)
+        return;
+    peer_set_state(f, DMF_PEER_BACK_TO_SOURCE);
+    s->sink.back_to_source(s->sink_arg, f->stream,
+                           "the peer fetching from the origin is gone: fetch the rest there");
+}
+
 /* Removes p; its attached stream (unless it is the one going away) hears why; children
  * that still download are rescheduled; an empty task is forgotten. */
 static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *why,
                         bool tell_stream)
 {
     struct dmf_sched_task *t = p->task;
+    bool was_fetching = (p->fetched_source && p->state != DMF_PEER_SUCCEEDED) ||
+                        (p->placeholder && p->triggered_seed);
     dmf_info("task %s peer %s host %s: %s -> (removed: %s)", t->id, p->peer_id, p->host->id,
              dmf_scheduler_peer_state_name(p->state), why);
     if (p->stream && tell_stream && s->sink.peer_gone)
@@ -621,6 +656,8 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
     free(kids);
     if (t->npeers == 0)
         task_remove(s, t);
+    else if (was_fetching)
+        replace_fetcher(s, t);
 }
 
 static void host_remove(dmf_scheduler_t *s, struct dmf_sched_host *h, const char *why)
@@ -814,6 +851,8 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                   pr->digests[i].number, limit);
 
     bool layout_changed = task_set_layout(t, &l);
+    layout_changed |= task_pin(&t->etag, pr->etag);
+    layout_changed |= task_pin(&t->last_modified, pr->last_modified);
     for (size_t i = 0; i < pr->npieces; i++)
         dmf_bitmap_set(&p->held, pr->pieces[i]);
 

@@ -76,6 +76,7 @@ struct dmf_scheduler_meta {
     uint32_t total_pieces;                      /* valid when content_length >= 0 */
     const struct dmf_scheduler_digest *digests; /* new since the last meta on this stream */
     size_t ndigests;
+    const char *etag, *last_modified; /* the origin's validators of that content, or "" */
 };
 
 /* One candidate parent (Parent). */
@@ -216,8 +217,9 @@ struct dmf_scheduler_progress {
     size_t npieces;
     const struct dmf_scheduler_digest *digests;
     size_t ndigests;
-    int64_t content_length; /* -1 unknown */
-    uint32_t piece_length;  /* 0 unknown */
+    int64_t content_length;           /* -1 unknown */
+    uint32_t piece_length;            /* 0 unknown */
+    const char *etag, *last_modified; /* the origin's validators (a fetcher's), or NULL/"" */
 };
 
 /* Records pieces held by the peer, its digests (first writer wins) and the task's layout;

@@ -68,9 +68,10 @@ struct dmf_sched_task {
     char **filter_query;
     size_t nfilter_query;
 
-    int64_t content_length; /* -1 unknown */
-    uint32_t piece_length;  /* 0 unknown */
-    uint32_t total_pieces;  /* valid when content_length >= 0 */
+    char *etag, *last_modified; /* the origin's validators, from the first fetcher, or NULL */
+    int64_t content_length;     /* -1 unknown */
+    uint32_t piece_length;      /* 0 unknown */
+    uint32_t total_pieces;      /* valid when content_length >= 0 */
 
     /* Piece digests in arrival order, and where each piece's digest sits (index + 1). */
     struct dmf_scheduler_digest *digests;
@@ -101,6 +102,7 @@ struct dmf_scheduler_peer {
     dmf_bitmap_t held;   /* pieces reported since */
     bool placeholder;    /* a seed asked to fetch; no stream has taken it over yet */
     bool triggered_seed; /* this peer exists because the scheduler triggered a seed */
+    bool fetched_source; /* it was sent to (or said it was at) the origin */
     uint64_t trigger_id;
     void *stream;     /* the service's stream, or NULL when detached */
     size_t meta_sent; /* task digests already sent on the stream */

@@ -2,7 +2,9 @@
 origin fails or restarts. Every test starts real processes on 127.0.0.1 and checks what a
 user sees: the bytes of every `get`, how long it took, and what the origin served."""
 
+import hashlib
 import os
+import threading
 import signal
 import time
 
@@ -154,3 +156,108 @@ def test_origin_errors_fetched_by_four_at_once(tmp_path, origin, need_binary):
     assert n404 <= 2, f"a 404 cost the origin {n404} requests"
     assert n401 <= 2, f"a 401 cost the origin {n401} requests"
     assert sent <= size + 4 * MiB, f"a wrong digest cost the origin {sent / MiB:.1f} MiB"
+
+
+class _VersionedOrigin:
+    """An origin whose one file changes version after `switch_after` body bytes: ranges,
+    ETag and Last-Modified, throttled; it counts requests per version served."""
+
+    def __init__(self, a, b, switch_after, rate, same_length=True):
+        self.versions = [(a, '"v1"', "Mon, 01 Jan 2024 00:00:00 GMT"),
+                         (b, '"v2"', "Tue, 02 Jan 2024 00:00:00 GMT")]
+        self.switch_after = switch_after
+        self.rate = rate
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.served = [0, 0]
+
+    def current(self):
+        with self.lock:
+            return 1 if self.sent >= self.switch_after else 0
+
+    def handler(self):
+        import http.server
+        origin = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                v = origin.current()
+                data, etag, lm = origin.versions[v]
+                with origin.lock:
+                    origin.served[v] += 1
+                rng = self.headers.get("Range")
+                start, end = 0, len(data) - 1
+                status = 200
+                if rng and rng.startswith("bytes="):
+                    a, _, b = rng[6:].partition("-")
+                    start = int(a)
+                    end = min(int(b), len(data) - 1) if b else len(data) - 1
+                    status = 206
+                body = data[start:end + 1]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", etag)
+                self.send_header("Last-Modified", lm)
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                self.end_headers()
+                step = 64 << 10
+                for off in range(0, len(body), step):
+                    chunk = body[off:off + step]
+                    try:
+                        self.wfile.write(chunk)
+                    except OSError:
+                        return
+                    with origin.lock:
+                        origin.sent += len(chunk)
+                    time.sleep(len(chunk) / origin.rate)
+
+        return H
+
+
+@pytest.mark.deadline(240)
+@pytest.mark.parametrize("same_length", [True, False])
+def test_content_replaced_mid_download(tmp_path, need_binary, same_length):
+    """The origin's file is replaced while 4 daemons fetch it: every get's output is exactly
+    one version, or the get fails; never a mix."""
+    from harness import serve_http
+    a = os.urandom(16 * MiB)
+    b = os.urandom(16 * MiB if same_length else 16 * MiB + 12345)
+    vo = _VersionedOrigin(a, b, switch_after=6 * MiB, rate=24 * MiB)
+    srv = serve_http(vo.handler())
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/file.bin"
+        c = start_cluster(tmp_path, daemons=4, scheduler_flags={"host_timeout": "3s"},
+                          daemon_flags={"announce_interval": "1s"})
+        results = _get_all(c, url, tmp_path, "v", timeout=120)
+        good = {hashlib.sha256(a).hexdigest(): "v1", hashlib.sha256(b).hexdigest(): "v2"}
+        outcome = []
+        for d, cp in zip(c.daemons, results):
+            out = tmp_path / f"out-v-{d.name}"
+            if cp.returncode == 0:
+                h = sha256_file(out)
+                assert h in good, f"{d.name}: the output is a mix of two versions"
+                outcome.append(good[h])
+            else:
+                assert not out.exists(), f"{d.name}: a failed get left its output"
+                outcome.append("failed: " + describe(cp)[-80:])
+        print(f"outcomes: {outcome}; origin requests per version: {vo.served}")
+        # A second round after the change settles: again only whole versions.
+        results = _get_all(c, url, tmp_path, "w", timeout=120)
+        second = []
+        for d, cp in zip(c.daemons, results):
+            if cp.returncode == 0:
+                h = sha256_file(tmp_path / f"out-w-{d.name}")
+                assert h in good, f"{d.name}: second round mixed two versions"
+                second.append(good[h])
+            else:
+                second.append("failed")
+        print(f"second round: {second}")
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -194,12 +194,16 @@ void dmf_announce_client_free(struct dmf_announce_client *c)
 static void decode_meta(const Damselfly__V1__TaskMeta *m, struct dmf_announce_meta *out,
                         struct dmf_announce_digest *digests)
 {
-    *out = (struct dmf_announce_meta){.content_length = -1, .digests = digests};
+    *out = (struct dmf_announce_meta){
+        .content_length = -1, .digests = digests, .etag = "", .last_modified = ""};
     if (m == NULL)
         return;
     out->has_layout = m->piece_length > 0 || m->content_length == 0;
     out->content_length = m->content_length < 0 ? -1 : m->content_length;
     out->piece_length = m->piece_length;
+    out->etag = m->etag && strlen(m->etag) <= 1024 ? m->etag : "";
+    out->last_modified =
+        m->last_modified && strlen(m->last_modified) <= 1024 ? m->last_modified : "";
     for (size_t i = 0; i < m->n_digests; i++) {
         const Damselfly__V1__PieceDigest *pd = m->digests[i];
         if (pd->sha256.len == DMF_SHA256_LEN)
@@ -338,6 +342,10 @@ static void flush_progress(struct dmf_announce_peer *sp)
     pp.piece_length = book->piece_length;
     pp.bytes_from_parents = sp->env.bytes->seed + sp->env.bytes->peer;
     pp.bytes_from_origin = sp->env.bytes->origin;
+    if (sp->env.etag && *sp->env.etag)
+        pp.etag = *sp->env.etag;
+    if (sp->env.last_modified && *sp->env.last_modified)
+        pp.last_modified = *sp->env.last_modified;
     Damselfly__V1__AnnouncePeerRequest req = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__INIT;
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_PROGRESS;
     req.progress = &pp;

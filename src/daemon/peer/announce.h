@@ -48,6 +48,7 @@ struct dmf_announce_meta {
     uint32_t piece_length;
     const struct dmf_announce_digest *digests; /* only well-formed ones */
     size_t ndigests;
+    const char *etag, *last_modified; /* the origin's validators of that content, or "" */
 };
 
 /* How a stream reports to its task (everything borrowed for the callback). */
@@ -82,6 +83,9 @@ struct dmf_announce_peer_env {
     const char *task_id, *peer_id;          /* borrowed: outlive the stream */
     const struct dmf_piece_book *book;      /* the task's, read for progress */
     const struct dmf_transfer_bytes *bytes; /* the task's, read for progress */
+    /* The origin's validators as this host's own fetch saw them (the task's fields, read
+     * for progress; NULL or "" when it fetched nothing from the origin). */
+    char *const *etag, *const *last_modified;
     const struct dmf_announce_sink *sink;
     void *arg;
 };

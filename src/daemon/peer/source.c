@@ -330,13 +330,18 @@ static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
         return -EPROTO;
     }
     const char *etag = dmf_http_header(req, "etag"), *lm = dmf_http_header(req, "last-modified");
-    if (src->failures > 0 && (!dmf_source_same_version(src->etag, etag) ||
-                              !dmf_source_same_version(src->last_modified, lm))) {
+    const char *task_etag = src->env.etag ? *src->env.etag : NULL;
+    const char *task_lm = src->env.last_modified ? *src->env.last_modified : NULL;
+    if (!dmf_source_same_version(src->etag, etag) ||
+        !dmf_source_same_version(src->last_modified, lm) ||
+        !dmf_source_same_version(task_etag, etag) || !dmf_source_same_version(task_lm, lm)) {
         fail_changed(src, "the content changed at the origin during the download");
         return -EPROTO;
     }
     pin(&src->etag, etag);
     pin(&src->last_modified, lm);
+    if (src->env.sink->validators)
+        src->env.sink->validators(src->env.arg, etag, lm);
     if (src->env.sink->layout(src->env.arg, total, pl) != 0)
         return -EINVAL;
     src->mode = mode;

@@ -36,6 +36,8 @@ struct dmf_source_sink {
     /* The origin told the length (content_length -1: unknown) and the piece length to cut
      * it in: 0, or -EINVAL when it contradicts what the task knows (the task failed). */
     int (*layout)(void *arg, int64_t content_length, uint32_t piece_length);
+    /* The origin's validators (either may be NULL) for the content being fetched. */
+    void (*validators)(void *arg, const char *etag, const char *last_modified);
     /* The download from the origin failed (after the retries worth making). */
     void (*failed)(void *arg, const struct dmf_source_failure *f);
     void (*changed)(void *arg);
@@ -50,6 +52,10 @@ struct dmf_source_env {
     const char *url;
     const struct dmf_strlist *headers; /* secrets: passed to the origin, never logged */
     int concurrency;                   /* range requests at once */
+    /* The validators the task's pieces so far are of (from the scheduler, or an earlier
+     * fetch); NULL = none known. Read when the origin answers: another version fails the
+     * fetch (content_changed) instead of mixing. */
+    char *const *etag, *const *last_modified;
     const struct dmf_source_sink *sink;
     void *arg;
 };

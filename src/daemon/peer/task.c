@@ -59,6 +59,12 @@ static void kick(struct dmf_task *t)
     event_active(t->kick, 0, 0);
 }
 
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = v && *v ? dmf_xstrdup(v) : NULL;
+}
+
 /* Every piece held and, if a content digest was asked for, checked. */
 static bool complete(const struct dmf_task *t)
 {
@@ -406,6 +412,28 @@ static int on_source_layout(void *arg, int64_t content_length, uint32_t piece_le
     return set_layout(arg, content_length, piece_length);
 }
 
+/* Pins a validator of the task's content; another value than the pinned one means the
+ * origin changed the content under this task. Returns false then. */
+static bool pin_validator(char **pinned, const char *v)
+{
+    if (v == NULL || *v == '\0')
+        return true;
+    if (*pinned == NULL) {
+        *pinned = dmf_xstrdup(v);
+        return true;
+    }
+    return strcmp(*pinned, v) == 0;
+}
+
+static void on_source_validators(void *arg, const char *etag, const char *last_modified)
+{
+    struct dmf_task *t = arg;
+    set_str(&t->source_etag, etag);
+    set_str(&t->source_last_modified, last_modified);
+    (void)pin_validator(&t->etag, etag); /* source.c checked them against the pinned ones */
+    (void)pin_validator(&t->last_modified, last_modified);
+}
+
 static void on_source_failed(void *arg, const struct dmf_source_failure *f)
 {
     struct dmf_task *t = arg;
@@ -421,6 +449,7 @@ static void on_source_failed(void *arg, const struct dmf_source_failure *f)
 static const struct dmf_source_sink source_sink = {
     .piece = on_piece,
     .layout = on_source_layout,
+    .validators = on_source_validators,
     .failed = on_source_failed,
     .changed = on_changed,
     .busy = on_busy,
@@ -442,6 +471,14 @@ static void apply_meta(struct dmf_task *t, const struct dmf_announce_meta *m)
                  "the scheduler sent an invalid layout (%lld bytes, pieces of %u)",
                  (long long)m->content_length, m->piece_length);
         handle(t, DMF_TASK_EV_ERROR, why);
+        return;
+    }
+    if (!pin_validator(&t->etag, m->etag) || !pin_validator(&t->last_modified, m->last_modified)) {
+        if (t->error == NULL)
+            t->drop_on_failure = true;
+        handle(t, DMF_TASK_EV_ERROR,
+               "the content changed at the origin during the download (the cluster has "
+               "another version than this host)");
         return;
     }
     for (size_t i = 0; i < m->ndigests; i++)
@@ -543,8 +580,16 @@ static void finish(struct dmf_task *t)
                  (unsigned long long)t->bytes.peer);
     } else {
         dmf_metric_add(&dmf_m_tasks_failed, 1);
-        if (t->drop_on_failure)
-            drop_pieces(t); /* the next try starts over: two versions never mix */
+        if (t->drop_on_failure) {
+            /* The next try starts over, layout and digests included: two versions never
+             * mix. */
+            drop_pieces(t);
+            dmf_book_free(&t->book);
+            dmf_book_init(&t->book);
+            set_str(&t->etag, NULL);
+            set_str(&t->last_modified, NULL);
+            save(t);
+        }
         dmf_piece_server_notify_gone(t->d->pieces, t->id);
         dmf_warn("task %s peer %s: failed: %s", t->id, t->peer_id, t->error);
     }
@@ -579,6 +624,8 @@ static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, boo
         .peer_id = t->peer_id,
         .book = &t->book,
         .bytes = &t->bytes,
+        .etag = &t->source_etag,
+        .last_modified = &t->source_last_modified,
         .sink = &announce_sink,
         .arg = t,
     };
@@ -643,6 +690,8 @@ static void start_source(struct dmf_task *t, const char *why)
         .url = t->url,
         .headers = &t->headers,
         .concurrency = (int)t->d->cfg.source_concurrency,
+        .etag = &t->etag,
+        .last_modified = &t->last_modified,
         .sink = &source_sink,
         .arg = t,
     };
@@ -1088,6 +1137,10 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     free(t->url);
     free(t->tag);
     free(t->error);
+    free(t->etag);
+    free(t->last_modified);
+    free(t->source_etag);
+    free(t->source_last_modified);
     free(t->fresh);
     dmf_strlist_free(&t->headers);
     dmf_strlist_free(&t->filter_query);

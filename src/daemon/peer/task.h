@@ -53,6 +53,10 @@ struct dmf_task {
     int fd;
     char *data_path;
     char content_digest[DMF_DIGEST_STR_LEN + 1];
+    /* The origin's validators: of the version this task's pieces are (pinned: from the
+     * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
+    char *etag, *last_modified;
+    char *source_etag, *source_last_modified;
     char *error;            /* why it failed */
     bool failed_for_good;   /* ... for a reason anyone asking would meet (a 4xx, a digest) */
     uint32_t origin_status; /* the origin's HTTP status when that is why, else 0 */
