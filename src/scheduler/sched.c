@@ -597,19 +597,27 @@ static void reschedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     if (p->stream == NULL || p->host->leaving ||
         (p->state != DMF_PEER_PENDING && p->state != DMF_PEER_RUNNING))
         return;
+    if (dmf_negcache_get(&s->failed, p->task->id, now_ms(s)))
+        return; /* it was told the task failed for good: no origin, no seed for it */
     schedule(s, p);
 }
 
 static bool task_fetching_from_source(const struct dmf_sched_task *t,
                                       const dmf_scheduler_peer_t *p);
 
-/* The peer that brought t's pieces from the origin is gone: unless another does, or the
- * task failed for good, one peer still downloading fetches the rest from the origin and
+/* The peer that brought t's pieces from the origin is gone: unless another does, a peer
+ * holds the whole task, or the task failed for good, one peer still downloading fetches the rest from the origin and
  * the others get it from that peer (they are its children already in a mesh). */
 static void replace_fetcher(dmf_scheduler_t *s, struct dmf_sched_task *t)
 {
     if (task_fetching_from_source(t, NULL) || dmf_negcache_get(&s->failed, t->id, now_ms(s)))
         return;
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q->state == DMF_PEER_SUCCEEDED)
+            return; /* a peer holds it all: the others get the rest from it */
+    }
     dmf_scheduler_peer_t *f = dmf_sched_pick_fetcher(t);
     if (f == NULL)
         return;

@@ -19,7 +19,7 @@
 #define T2  "2222222222222222222222222222222222222222222222222222222222222222"
 #define MIB (1ll << 20)
 
-enum { EV_CANDIDATES, EV_BTS, EV_META, EV_TRIGGER, EV_GONE, EV_HOST_GONE };
+enum { EV_CANDIDATES, EV_BTS, EV_META, EV_TRIGGER, EV_GONE, EV_HOST_GONE, EV_FAILED };
 
 struct ev {
     int kind;
@@ -111,6 +111,13 @@ static void on_peer_gone(void *arg, void *stream, const char *reason)
     snprintf(e->reason, sizeof(e->reason), "%s", reason);
 }
 
+static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t origin_status)
+{
+    struct ev *e = ev_new(EV_FAILED, stream);
+    snprintf(e->reason, sizeof(e->reason), "%s", reason);
+    e->total = origin_status;
+}
+
 static void on_host_gone(void *arg, const char *host_id)
 {
     struct ev *e = ev_new(EV_HOST_GONE, NULL);
@@ -124,6 +131,7 @@ static const struct dmf_scheduler_sink sink = {
     .trigger_seed = on_trigger_seed,
     .peer_gone = on_peer_gone,
     .host_gone = on_host_gone,
+    .task_failed = on_task_failed,
 };
 
 static dmf_scheduler_t *new_sched_cfg(struct dmf_scheduler_config cfg)
@@ -764,6 +772,88 @@ static void test_failed_parent_reschedules_children(void **state)
     dmf_scheduler_free(s);
 }
 
+/* A fetch that failed for good is told to the task's other peers and, within the
+ * negative-cache time, to new registrants, who trigger nothing; afterwards it is tried
+ * again. */
+static void test_failed_for_good_is_remembered(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* origin */
+    reg(s, T1, "b", "pb");
+    dmf_scheduler_failed_for_good(s, pa, 404, "the origin answered HTTP 404");
+    const struct ev *e = last_for("pb");
+    assert_int_equal(e->kind, EV_FAILED);
+    assert_int_equal(e->total, 404);
+    assert_non_null(strstr(e->reason, "HTTP 404"));
+    size_t bts = count_kind(EV_BTS), triggers = count_kind(EV_TRIGGER);
+    clock_ms += 9000;
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_FAILED);
+    assert_int_equal(count_kind(EV_BTS), bts);
+    assert_int_equal(count_kind(EV_TRIGGER), triggers);
+    clock_ms += 2000; /* past the 10 s default */
+    reg(s, T1, "c", "pc2");
+    assert_int_equal(last_for("pc2")->kind, EV_CANDIDATES);
+    dmf_scheduler_free(s);
+}
+
+/* A peer whose parents bring nothing registers again as stalled: with nobody at the origin
+ * it goes there; a second one, with the first at the origin, gets parents instead. */
+static void test_stalled_register_goes_to_the_origin_once(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    reg(s, T1, "b", "pb");
+    reg(s, T1, "c", "pc");
+    progress(s, pa, 0, 3);
+    struct dmf_scheduler_register r = reg_req(T1, "b", "pb");
+    r.stalled = true;
+    dmf_scheduler_peer_t *p = NULL;
+    assert_int_equal(dmf_scheduler_register(s, &r, (void *)"pb", &p, err, sizeof(err)), 0);
+    /* pa is at the origin (the first registrant was sent there): pb gets parents. */
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    /* pa dies: the task's fetch goes to one of the others, the peer holding most. */
+    progress(s, p, 0, 2);
+    dmf_scheduler_stream_closed(s, pa);
+    assert_int_equal(last_for("pb")->kind, EV_BTS);
+    assert_int_not_equal(last_for("pc") ? last_for("pc")->kind : -1, EV_BTS);
+    r = reg_req(T1, "c", "pc");
+    r.stalled = true;
+    assert_int_equal(dmf_scheduler_register(s, &r, (void *)"pc", &p, err, sizeof(err)), 0);
+    assert_int_equal(last_for("pc")->kind, EV_CANDIDATES);
+    dmf_scheduler_free(s);
+}
+
+/* A host that holds a task joins a restarted scheduler: it is recorded without a parent,
+ * a seed trigger or a back-to-source, keeps the request of a real registrant, and serves
+ * the next registrant. */
+static void test_holder_rejoins(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    struct dmf_scheduler_register r = reg_req(T1, "a", "pa");
+    r.holds_task = true;
+    dmf_scheduler_peer_t *p = NULL;
+    size_t before = nevs;
+    assert_int_equal(dmf_scheduler_register(s, &r, (void *)"pa", &p, err, sizeof(err)), 0);
+    assert_int_equal(nevs, before);
+    finish(s, p);
+    reg(s, T1, "b", "pb");
+    assert_candidates("pb", 1, (const char *[]){"pa"});
+    assert_int_equal(count_kind(EV_TRIGGER), 0);
+    dmf_scheduler_free(s);
+}
+
 static void test_leave_peer_and_host(void **state)
 {
     char err[256];
@@ -1044,6 +1134,9 @@ int main(void)
         cmocka_unit_test(test_host_expiry_removes_peers_and_reschedules_children),
         cmocka_unit_test(test_succeeded_peer_stays_candidate_after_stream_closes),
         cmocka_unit_test(test_failed_parent_reschedules_children),
+        cmocka_unit_test(test_failed_for_good_is_remembered),
+        cmocka_unit_test(test_stalled_register_goes_to_the_origin_once),
+        cmocka_unit_test(test_holder_rejoins),
         cmocka_unit_test(test_leave_peer_and_host),
         cmocka_unit_test(test_register_again_from_same_host_replaces_stream),
         cmocka_unit_test(test_progress_digests_first_writer_wins_and_are_pushed),
