@@ -261,3 +261,62 @@ def test_content_replaced_mid_download(tmp_path, need_binary, same_length):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def _timed_get(d, url, out):
+    t = time.monotonic()
+    cp = run_get(d, url, out, timeout=90)
+    took = time.monotonic() - t
+    assert cp.returncode == 0, f"get on {d.name}: {describe(cp)}"
+    return took
+
+
+@pytest.mark.deadline(240)
+def test_stalled_parent_sigstop(tmp_path, origin, need_binary):
+    """A parent that is SIGSTOPped (connections accepted by the kernel, nothing sent): the
+    next download finishes within 2x the time it takes without it."""
+    size = 64 * MiB
+    sha = origin.add_random("/st.bin", size, tmp_path / "origin")
+    url = origin.url("/st.bin")
+    c = start_cluster(tmp_path, daemons=4, daemon_flags={"announce_interval": "1s"})
+    d1, d2, d3, d4 = c.daemons
+    _timed_get(d1, url, tmp_path / "o1")
+    base = _timed_get(d2, url, tmp_path / "o2")
+    os.kill(d1.proc.pid, signal.SIGSTOP)
+    try:
+        stalled = _timed_get(d3, url, tmp_path / "o3")
+    finally:
+        os.kill(d1.proc.pid, signal.SIGCONT)
+    assert sha256_file(tmp_path / "o3") == sha
+    print(f"without a stalled parent {base:.2f} s, with one {stalled:.2f} s")
+    assert stalled <= 2 * base + scaled(0.5), \
+        f"a stalled parent made the download take {stalled:.2f} s (vs {base:.2f} s)"
+
+
+@pytest.mark.deadline(240)
+def test_trickling_parent(tmp_path, origin, need_binary):
+    """A parent that sends ~10 KiB/s: the download finishes within 2x the time without it,
+    and the trickler was asked (so it was in the way)."""
+    from harness import FakeParent, task_id
+    size = 64 * MiB
+    sha = origin.add_random("/tr.bin", size, tmp_path / "origin")
+    content = origin.files["/tr.bin"].path.read_bytes()
+    url = origin.url("/tr.bin")
+    c = start_cluster(tmp_path, daemons=3, daemon_flags={"announce_interval": "1s"})
+    d1, d2, d3 = c.daemons
+    _timed_get(d1, url, tmp_path / "o1")
+    base = _timed_get(d2, url, tmp_path / "o2")
+    fake = FakeParent(c.scheduler, task_id(url), url, content, host_id="trickler",
+                      corrupt=False, rate=10 << 10).start()
+    try:
+        time.sleep(0.5)
+        slow = _timed_get(d3, url, tmp_path / "o3")
+        asked = fake.request_count()
+    finally:
+        fake.stop()
+    assert sha256_file(tmp_path / "o3") == sha
+    print(f"without a trickling parent {base:.2f} s, with one {slow:.2f} s; it got {asked} "
+          f"requests")
+    assert asked > 0, "the trickling parent was never asked: the test proves nothing"
+    assert slow <= 2 * base + scaled(0.5), \
+        f"a trickling parent made the download take {slow:.2f} s (vs {base:.2f} s)"

@@ -10,11 +10,13 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/peer/dispatch.h"
+#include "daemon/peer/rate.h"
 #include "daemon/piece_server.h"
 
 #define HAVE_RETRIES  50 /* a parent that does not know the task yet: retry this often */
 #define HAVE_RETRY_MS 200
 #define HAVE_LINE_MAX 64
+#define LATE_TICK_MS  100 /* how often requests in flight are held against their deadline */
 
 enum parent_state {
     PARENT_CONNECTING, /* /have requested, not answered yet */
@@ -30,6 +32,7 @@ struct slot {
     dmf_http_req_t *req; /* NULL when free */
     uint32_t n;
     struct dmf_piece_buf piece;
+    uint64_t started_ms;
 };
 
 struct dmf_parent {
@@ -50,12 +53,15 @@ struct dmf_parent {
     struct event *retry;
     struct slot slots[DMF_DISPATCH_SLOTS_MAX];
     int inflight;
+    struct dmf_rate rate; /* of its completed piece requests */
+    int strikes;          /* requests in a row that missed their deadline */
 };
 
 struct dmf_parents {
     struct dmf_parents_env env;
     struct dmf_parent *list; /* newest first */
     size_t n;
+    struct event *late; /* holds requests in flight against their deadline */
 };
 
 static void have_connect(struct dmf_parent *p);
@@ -266,6 +272,9 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
         parent_drop(p, PARENT_FAILED, false, n);
         return;
     }
+    uint64_t now = dmf_now_ms();
+    dmf_rate_add(&p->rate, s->piece.len, now > s->started_ms ? now - s->started_ms : 0);
+    p->strikes = 0;
     /* The task checks the bytes against the piece digest off the loop (the claim stays
      * with the piece until then), and calls dmf_parents_bad_piece() if they do not match. */
     size_t got = s->piece.len;
@@ -322,7 +331,79 @@ static void piece_request(struct dmf_parent *p, uint32_t n)
     struct dmf_http_opts o = {
         .headers = &headers, .connect_timeout_ms = 3000, .low_speed_time_s = 10};
     p->inflight++;
+    s->started_ms = dmf_now_ms();
     s->req = dmf_http_get(ps->env.http, url, &o, &piece_ops, s);
+    if (!evtimer_pending(ps->late, NULL)) {
+        struct timeval tv = {0, LATE_TICK_MS * 1000};
+        evtimer_add(ps->late, &tv);
+    }
+}
+
+/* The best rate any parent of the task shows (the yardstick of every deadline). */
+static const struct dmf_rate *best_rate(const struct dmf_parents *ps)
+{
+    const struct dmf_rate *best = NULL;
+    for (const struct dmf_parent *p = ps->list; p; p = p->next)
+        if (p->rate.samples && (best == NULL || p->rate.bytes_per_ms > best->bytes_per_ms))
+            best = &p->rate;
+    return best;
+}
+
+/* A request past its deadline goes back to the pool (and that piece is not asked of this
+ * parent again for a while); a peer late DMF_RATE_STRIKES times in a row is dropped and
+ * reported to the scheduler, which lowers its score (a seed only loses the requests: its
+ * queue is long by design). Returns how many requests were taken back. */
+static int take_back_late(struct dmf_parent *p, uint64_t now, uint64_t deadline)
+{
+    struct dmf_parents *ps = p->ps;
+    int taken = 0;
+    for (int i = 0; i < DMF_DISPATCH_SLOTS_MAX; i++) {
+        struct slot *s = &p->slots[i];
+        if (s->req == NULL || now - s->started_ms < deadline)
+            continue;
+        dmf_http_cancel(s->req);
+        s->req = NULL;
+        p->inflight--;
+        taken++;
+        dmf_book_release(ps->env.book, s->n);
+        dmf_bitmap_set(&p->deferred, s->n);
+        if (!evtimer_pending(p->undefer, NULL)) {
+            struct timeval tv = {1, 0};
+            evtimer_add(p->undefer, &tv);
+        }
+        p->strikes++;
+        dmf_warn("task %s peer %s: piece %u from parent %s took over %llu ms; asking another "
+                 "(%d late in a row)",
+                 ps->env.task_id, ps->env.peer_id, s->n, p->peer_id, (unsigned long long)deadline,
+                 p->strikes);
+        if (p->strikes >= DMF_RATE_STRIKES && !p->is_seed) {
+            parent_drop(p, PARENT_FAILED, false, s->n);
+            return taken;
+        }
+    }
+    return taken;
+}
+
+static void on_late_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_parents *ps = arg;
+    const struct dmf_piece_book *book = ps->env.book;
+    uint64_t now = dmf_now_ms();
+    uint64_t deadline = dmf_rate_deadline_ms(best_rate(ps), book->piece_length);
+    int taken = 0;
+    bool any = false;
+    for (struct dmf_parent *p = ps->list; p; p = p->next) {
+        if (p->inflight == 0 || !usable(p))
+            continue;
+        taken += take_back_late(p, now, deadline);
+        any |= p->inflight > 0;
+    }
+    if (any) {
+        struct timeval tv = {0, LATE_TICK_MS * 1000};
+        evtimer_add(ps->late, &tv);
+    }
+    if (taken)
+        changed(ps);
 }
 
 static uint32_t dispatch_random(void *arg)
@@ -371,6 +452,7 @@ struct dmf_parents *dmf_parents_new(const struct dmf_parents_env *env)
 {
     struct dmf_parents *ps = dmf_xcalloc(1, sizeof(*ps));
     ps->env = *env;
+    ps->late = evtimer_new(env->base, on_late_tick, ps);
     return ps;
 }
 
@@ -430,5 +512,6 @@ void dmf_parents_free(struct dmf_parents *ps)
         free(p->host_id);
         free(p);
     }
+    event_free(ps->late);
     free(ps);
 }
