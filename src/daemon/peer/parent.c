@@ -426,7 +426,8 @@ void dmf_parents_dispatch(struct dmf_parents *ps)
             .deferred = &p->deferred,
             .usable = usable(p),
             .active = p->state == PARENT_ACTIVE,
-            .is_seed = p->is_seed,
+            /* A parent that was late is asked, like a seed, only for what no other has. */
+            .is_seed = p->is_seed || p->strikes > 0,
             .complete = p->complete,
             .inflight = p->inflight,
         };
