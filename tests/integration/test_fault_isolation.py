@@ -320,3 +320,44 @@ def test_trickling_parent(tmp_path, origin, need_binary):
     assert asked > 0, "the trickling parent was never asked: the test proves nothing"
     assert slow <= 2 * base + scaled(0.5), \
         f"a trickling parent made the download take {slow:.2f} s (vs {base:.2f} s)"
+
+
+@pytest.mark.deadline(180)
+def test_disk_full(tmp_path, origin, need_binary):
+    """A data dir that fills up (a 24 MiB tmpfs): that get fails clearly, the daemon stays
+    up, the next small get on that host succeeds, also after a restart."""
+    import subprocess
+    data = tmp_path / "d1" / "data"
+    data.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(data)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        big = origin.add_random("/big.bin", 48 * MiB, tmp_path / "origin")
+        small_sha = origin.add_random("/small.bin", 4 * MiB, tmp_path / "origin")
+        d = start_daemon(tmp_path, "d1")
+        out = tmp_path / "out-big"
+        cp = run_get(d, origin.url("/big.bin"), out, timeout=60)
+        assert cp.returncode != 0, "a 48 MiB get into a 24 MiB disk succeeded"
+        err = cp.stderr.decode()
+        assert "space" in err.lower(), f"the error does not say the disk is full: {err}"
+        assert not out.exists()
+        assert d.proc.alive(), "the daemon died when its disk filled up"
+        for round in ("after the failure", "after a restart"):
+            cp = run_get(d, origin.url("/small.bin"), tmp_path / "out-small", timeout=60)
+            assert cp.returncode == 0, f"a small get {round}: {describe(cp)}"
+            assert sha256_file(tmp_path / "out-small") == small_sha
+            (tmp_path / "out-small").unlink()
+            if round == "after the failure":
+                d.stop()
+                d.restart()
+        print(f"big get failed with: {err.strip().splitlines()[-1]}")
+        assert big
+    finally:
+        # The daemon must be gone before the tmpfs goes; what stopping it finds still
+        # fails the test.
+        from harness import stop_all
+        problems = stop_all()
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
+    assert not problems, "\n".join(problems)

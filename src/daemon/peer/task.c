@@ -291,6 +291,8 @@ static void piece_done(void *arg)
     char why[160];
     dmf_book_release(&t->book, n);
     if (!running(t) || t->error || dmf_bitmap_get(&t->book.have, n)) {
+        if (t->state == DMF_TASK_FAILED && t->release_on_failure && t->fd >= 0)
+            (void)ftruncate(t->fd, 0); /* a late write of the failed download */
         kick(t);
         goto out;
     }
@@ -310,6 +312,8 @@ static void piece_done(void *arg)
     }
     int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
     if (e != 0) {
+        if (t->error == NULL)
+            t->release_on_failure = e == -ENOSPC || e == -EDQUOT || e == -EIO;
         snprintf(why, sizeof(why), "cannot store piece %u: %s", n, dmf_strerror(e));
         handle(t, DMF_TASK_EV_ERROR, why);
         goto out;
@@ -565,6 +569,17 @@ static void tell_subscribers(struct dmf_task *t, bool end)
 
 static void drop_pieces(struct dmf_task *t);
 
+/* The disk filled up under this download: its pieces go, and so do their blocks, so that
+ * the next download on this host (and this one, tried again) has the space back. */
+static void release_space(struct dmf_task *t)
+{
+    dmf_warn("task %s: releasing its %u pieces (%lld bytes) after a storage failure", t->id,
+             t->book.have.count, (long long)dmf_book_held_bytes(&t->book));
+    drop_pieces(t);
+    if (t->fd >= 0 && ftruncate(t->fd, 0) != 0)
+        dmf_warn("task %s: cannot truncate its data file: %s", t->id, strerror(errno));
+}
+
 static void finish(struct dmf_task *t)
 {
     bool ok = t->state == DMF_TASK_SUCCEEDED;
@@ -580,6 +595,8 @@ static void finish(struct dmf_task *t)
                  (unsigned long long)t->bytes.peer);
     } else {
         dmf_metric_add(&dmf_m_tasks_failed, 1);
+        if (t->release_on_failure)
+            release_space(t);
         if (t->drop_on_failure) {
             /* The next try starts over, layout and digests included: two versions never
              * mix. */
@@ -992,7 +1009,7 @@ void dmf_task_start(struct dmf_task *t)
     if (!dmf_book_all_held(&t->book)) {
         free(t->error);
         t->error = NULL;
-        t->failed_for_good = t->drop_on_failure = false;
+        t->failed_for_good = t->drop_on_failure = t->release_on_failure = false;
         t->origin_status = 0;
         t->bytes = (struct dmf_transfer_bytes){0};
         t->started_ms = dmf_now_ms();

@@ -61,6 +61,7 @@ struct dmf_task {
     bool failed_for_good;   /* ... for a reason anyone asking would meet (a 4xx, a digest) */
     uint32_t origin_status; /* the origin's HTTP status when that is why, else 0 */
     bool drop_on_failure;   /* the origin's content changed: no piece of it may be kept */
+    bool release_on_failure; /* the disk is full: give the failed task's space back */
 
     struct dmf_task_sub *subs;
     uint32_t *fresh; /* pieces verified since subscribers were last told */
