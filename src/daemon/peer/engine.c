@@ -99,6 +99,9 @@ struct dmf_task *dmf_engine_find(struct dmf_daemon *d, const char *id)
 int dmf_engine_open(struct dmf_daemon *d, const char *id, const struct dmf_task_request *req,
                     struct dmf_task **out)
 {
+    /* Space a download that failed on a full disk still holds goes back first. */
+    for (struct dmf_task *u = d->engine->tasks; u; u = u->next)
+        dmf_task_release_now(u);
     struct dmf_task *t = dmf_engine_find(d, id);
     if (t == NULL) {
         t = dmf_task_new(d, d->engine->announcer, id);

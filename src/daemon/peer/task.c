@@ -36,6 +36,7 @@ DMF_METRIC_COUNTER(dmf_m_tasks_failed, "damselfly_tasks_total", "result=\"failed
 
 static void on_kick(evutil_socket_t fd, short what, void *arg);
 static void on_stall(evutil_socket_t fd, short what, void *arg);
+static void on_release(evutil_socket_t fd, short what, void *arg);
 static void on_reconnect(evutil_socket_t fd, short what, void *arg);
 static void handle(struct dmf_task *t, enum dmf_task_event ev, const char *why);
 
@@ -65,6 +66,12 @@ static void set_str(char **dst, const char *v)
     *dst = v && *v ? dmf_xstrdup(v) : NULL;
 }
 
+static void arm_ms(struct event *ev, uint64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
 /* Every piece held and, if a content digest was asked for, checked. */
 static bool complete(const struct dmf_task *t)
 {
@@ -84,6 +91,7 @@ struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *
     t->kick = event_new(d->base, -1, 0, on_kick, t);
     t->stall = evtimer_new(d->base, on_stall, t);
     t->reconnect = evtimer_new(d->base, on_reconnect, t);
+    t->release = evtimer_new(d->base, on_release, t);
     snprintf(t->peer_id, sizeof(t->peer_id), "%s-%.12s-%06x", d->cfg.host_id, id,
              (unsigned)(random() & 0xffffff));
     return t;
@@ -291,8 +299,8 @@ static void piece_done(void *arg)
     char why[160];
     dmf_book_release(&t->book, n);
     if (!running(t) || t->error || dmf_bitmap_get(&t->book.have, n)) {
-        if (t->state == DMF_TASK_FAILED && t->release_on_failure && t->fd >= 0)
-            (void)ftruncate(t->fd, 0); /* a late write of the failed download */
+        if (t->state == DMF_TASK_FAILED && t->release_on_failure)
+            arm_ms(t->release, 2000); /* a late write of the failed download */
         kick(t);
         goto out;
     }
@@ -569,15 +577,37 @@ static void tell_subscribers(struct dmf_task *t, bool end)
 
 static void drop_pieces(struct dmf_task *t);
 
-/* The disk filled up under this download: its pieces go, and so do their blocks, so that
- * the next download on this host (and this one, tried again) has the space back. */
+static void truncate_data(struct dmf_task *t)
+{
+    if (t->fd >= 0 && ftruncate(t->fd, 0) != 0)
+        dmf_warn("task %s: cannot truncate its data file: %s", t->id, strerror(errno));
+}
+
+static void on_release(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_task *t = arg;
+    if (t->state == DMF_TASK_FAILED)
+        truncate_data(t);
+}
+
+/* The disk filled up under this download: its pieces go at once, their blocks shortly
+ * after (a watcher may still be copying the last pieces it was told of), so that the next
+ * download on this host (and this one, tried again) has the space back. */
 static void release_space(struct dmf_task *t)
 {
     dmf_warn("task %s: releasing its %u pieces (%lld bytes) after a storage failure", t->id,
              t->book.have.count, (long long)dmf_book_held_bytes(&t->book));
     drop_pieces(t);
-    if (t->fd >= 0 && ftruncate(t->fd, 0) != 0)
-        dmf_warn("task %s: cannot truncate its data file: %s", t->id, strerror(errno));
+    arm_ms(t->release, 2000);
+}
+
+void dmf_task_release_now(struct dmf_task *t)
+{
+    if (evtimer_pending(t->release, NULL)) {
+        evtimer_del(t->release);
+        if (t->state == DMF_TASK_FAILED)
+            truncate_data(t);
+    }
 }
 
 static void finish(struct dmf_task *t)
@@ -759,12 +789,6 @@ static uint64_t stall_deadline(const struct dmf_task *t)
         cfg->parent_stall_timeout < ms)
         ms = cfg->parent_stall_timeout;
     return ms;
-}
-
-static void arm_ms(struct event *ev, uint64_t ms)
-{
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(ev, &tv);
 }
 
 /* A running task always has the watchdog's timer armed (VERIFYING is bounded by the
@@ -1006,6 +1030,10 @@ void dmf_task_start(struct dmf_task *t)
 {
     if (running(t))
         return;
+    if (evtimer_pending(t->release, NULL)) {
+        evtimer_del(t->release);
+        truncate_data(t); /* nothing of the failed download is handed out any more */
+    }
     if (!dmf_book_all_held(&t->book)) {
         free(t->error);
         t->error = NULL;
@@ -1148,6 +1176,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     event_free(t->kick);
     event_free(t->stall);
     event_free(t->reconnect);
+    event_free(t->release);
     if (t->fd >= 0)
         close(t->fd);
     free(t->data_path);

@@ -57,10 +57,10 @@ struct dmf_task {
      * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
     char *etag, *last_modified;
     char *source_etag, *source_last_modified;
-    char *error;            /* why it failed */
-    bool failed_for_good;   /* ... for a reason anyone asking would meet (a 4xx, a digest) */
-    uint32_t origin_status; /* the origin's HTTP status when that is why, else 0 */
-    bool drop_on_failure;   /* the origin's content changed: no piece of it may be kept */
+    char *error;             /* why it failed */
+    bool failed_for_good;    /* ... for a reason anyone asking would meet (a 4xx, a digest) */
+    uint32_t origin_status;  /* the origin's HTTP status when that is why, else 0 */
+    bool drop_on_failure;    /* the origin's content changed: no piece of it may be kept */
     bool release_on_failure; /* the disk is full: give the failed task's space back */
 
     struct dmf_task_sub *subs;
@@ -73,6 +73,7 @@ struct dmf_task {
     struct event *kick;                 /* deferred: the KICK pass */
     struct event *stall;                /* the progress watchdog's timer (watchdog.h) */
     struct event *reconnect;            /* the backoff before reopening a lost stream */
+    struct event *release;              /* gives a failed task's blocks back (disk full) */
     struct dmf_watchdog watchdog;
     unsigned reconnects;       /* stream losses in a row (the backoff's attempt) */
     bool held_announced;       /* a held task told the scheduler since it joined */
@@ -98,6 +99,9 @@ int dmf_task_ensure_data(struct dmf_task *t);
  * rejoined it): a running download whose stream is gone reconnects now, a held task tells
  * it holds every piece (with the digests). */
 void dmf_task_rejoin(struct dmf_task *t);
+/* A failed task whose disk filled up gives its blocks back now rather than in a moment
+ * (another download is about to need them). */
+void dmf_task_release_now(struct dmf_task *t);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
 /* Frees the task; watchers first get the end with reason why (daemon shutdown). */
