@@ -55,6 +55,10 @@ dmf_http_t *dmf_http_new(struct event_base *base);
 /* Cancels every request (without callbacks) and frees. */
 void dmf_http_free(dmf_http_t *h);
 
+/* Sends every later request through the proxy at url (NULL or "": none). Proxy environment
+ * variables are never followed: a daemon pointed at its own proxy would deadlock. */
+void dmf_http_set_proxy(dmf_http_t *h, const char *url);
+
 /* Trusts the CA certificates in this PEM file for HTTPS, in addition to the system's
  * (every later request; NULL clears). Returns 0, or -EINVAL when the file holds no
  * certificate it can read. */

@@ -15,6 +15,7 @@
 
 #include "common/cmd.h"
 #include "common/config.h"
+#include "common/hostinfo.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/workq.h"
@@ -35,8 +36,9 @@ static const struct dmf_option options[] = {
         "scheduler to announce to; without one every download goes to the origin"),
     OPT("data-dir", 0, DMF_OPT_STRING, data_dir, 0, 0, "/var/lib/damselfly", "DIR",
         "where pieces and their metadata are kept"),
-    OPT("ip", 0, DMF_OPT_STRING, ip, 0, 0, "127.0.0.1", "ADDR",
-        "address other hosts and the scheduler reach this host at"),
+    OPT("ip", 0, DMF_OPT_STRING, ip, 0, 0, NULL, "ADDR",
+        "address other hosts and the scheduler reach this host at (default: the address of "
+        "the default route's interface; 127.0.0.1 only with a scheduler on loopback)"),
     OPT("piece-listen", 0, DMF_OPT_ADDR, piece_listen, 0, 0, "0.0.0.0:65002", "ADDR:PORT",
         "piece server (data plane between daemons, and /metrics)"),
     OPT("rpc-listen", 0, DMF_OPT_ADDR, rpc_listen, 0, 0, NULL, "ADDR:PORT",
@@ -46,7 +48,8 @@ static const struct dmf_option options[] = {
     OPT("seed", 0, DMF_OPT_BOOL, seed, 0, 0, "false", NULL,
         "be a seed peer: fetch from origins when the scheduler asks, and cache"),
     OPT("host-id", 0, DMF_OPT_STRING, host_id, 0, 0, NULL, "ID",
-        "this host's ID (default: HOSTNAME-IP-PIECEPORT)"),
+        "this host's ID (default: HOSTNAME-MACHINEID-IP-PIECEPORT, MACHINEID the first 12 "
+        "digits of /etc/machine-id)"),
     OPT("idc", 0, DMF_OPT_STRING, idc, 0, 0, "", "NAME", "data centre label (locality)"),
     OPT("location", 0, DMF_OPT_STRING, location, 0, 0, "", "A|B|C",
         "location labels, most general first (locality)"),
@@ -84,6 +87,9 @@ static const struct dmf_option options[] = {
         "PEM private key of --proxy-ca-cert"),
     OPT("origin-ca-file", 0, DMF_OPT_STRING, origin_ca_file, 0, 0, NULL, "FILE",
         "PEM CA certificates trusted for HTTPS origins and registries, besides the system's"),
+    OPT("origin-proxy", 0, DMF_OPT_STRING, origin_proxy, 0, 0, NULL, "URL",
+        "HTTP proxy for the daemon's own requests to origins and registries (proxy "
+        "environment variables such as http_proxy are ignored)"),
     OPT("proxy-rules", 0, DMF_OPT_YAML, proxy_rules_line, 0, 0, NULL, NULL,
         "forward-proxy rules: a list of {regex, p2p}; the first match decides (see "
         "docs/operations.md)"),
@@ -197,6 +203,34 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
     return 0;
 }
 
+/* --ip: given, or the default route's interface address. A loopback address is refused
+ * when the scheduler is not on loopback: other hosts would be told to fetch from
+ * themselves. 0, or -1 with the message in err. */
+static int resolve_ip(struct dmf_daemon_config *cfg, char *err, size_t errlen)
+{
+    char ip[64], host[256], why[256];
+    uint16_t port;
+    if (cfg->ip == NULL) {
+        if (dmf_default_ipv4("/proc/net/route", ip, sizeof(ip)) != 0) {
+            snprintf(ip, sizeof(ip), "127.0.0.1");
+            dmf_warn("no default route: using --ip 127.0.0.1 (only hosts on this machine can "
+                     "reach it)");
+        }
+        cfg->ip = dmf_xstrdup(ip);
+    }
+    if (cfg->scheduler && dmf_host_is_loopback(cfg->ip) &&
+        dmf_parse_hostport(cfg->scheduler, host, sizeof(host), &port, why, sizeof(why)) == 0 &&
+        !dmf_host_is_loopback(host)) {
+        snprintf(err, errlen,
+                 "--ip %s is a loopback address but the scheduler at %s is not: other hosts "
+                 "would be told to fetch pieces from themselves; pass --ip with an address "
+                 "they can reach",
+                 cfg->ip, cfg->scheduler);
+        return -1;
+    }
+    return 0;
+}
+
 /* Acquires the daemon's resources in order, the local API socket last: once it exists the
  * daemon is ready for `get`. 0, or -1 with the message in err; either way daemon_stop()
  * releases what was made. */
@@ -207,6 +241,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     char hostname[256] = "localhost";
     gethostname(hostname, sizeof(hostname) - 1);
     cfg->hostname = dmf_xstrdup(hostname);
+    if (resolve_ip(cfg, err, errlen) != 0)
+        return -1;
     signal(SIGPIPE, SIG_IGN);
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
@@ -230,6 +266,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     /* The engine exists before any listener that can reach a task: the piece server, the
      * rpc server and the proxy serve requests during the announce below. */
     dmf_engine_new(d);
+    dmf_http_set_proxy(d->http, cfg->origin_proxy);
     if (cfg->origin_ca_file && dmf_http_set_extra_ca(d->http, cfg->origin_ca_file) != 0) {
         snprintf(err, errlen, "--origin-ca-file: cannot read certificates from %s",
                  cfg->origin_ca_file);
@@ -241,8 +278,14 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);
     d->piece_port = dmf_piece_server_port(d->pieces);
-    if (cfg->host_id == NULL)
-        cfg->host_id = dmf_xasprintf("%s-%s-%u", hostname, cfg->ip, d->piece_port);
+    if (cfg->host_id == NULL) {
+        /* The machine id keeps two machines with one hostname (and a NAT'd address) apart. */
+        char mid[16];
+        if (dmf_machine_id("/etc/machine-id", mid, sizeof(mid)) != 0 &&
+            dmf_machine_id("/var/lib/dbus/machine-id", mid, sizeof(mid)) != 0)
+            snprintf(mid, sizeof(mid), "nomid");
+        cfg->host_id = dmf_xasprintf("%s-%s-%s-%u", hostname, mid, cfg->ip, d->piece_port);
+    }
     if (cfg->rpc_listen == NULL)
         cfg->rpc_listen = dmf_xasprintf("%s:0", cfg->ip);
 

@@ -42,6 +42,7 @@ struct dmf_daemon_config {
     struct dmf_strlist proxy_intercept; /* CONNECT hosts whose TLS is terminated */
     char *proxy_ca_cert, *proxy_ca_key; /* the operator's CA for interception (PEM) */
     char *origin_ca_file;               /* extra CAs trusted for HTTPS origins (PEM) */
+    char *origin_proxy;                 /* proxy for the daemon's own outbound HTTP, or NULL */
     unsigned long proxy_rules_line;     /* line of proxy-rules in the config file, 0 = none */
 };
 

@@ -5,6 +5,7 @@ user sees: the bytes of every `get`, how long it took, and what the origin serve
 import hashlib
 import os
 import threading
+from pathlib import Path
 import signal
 import time
 
@@ -361,3 +362,49 @@ def test_disk_full(tmp_path, origin, need_binary):
         problems = stop_all()
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
     assert not problems, "\n".join(problems)
+
+
+def test_defaults_for_a_real_network(tmp_path, origin, need_binary):
+    """--ip 127.0.0.1 with a scheduler elsewhere is refused with a clear message; the
+    default host id carries the machine id; the daemon ignores http_proxy from its
+    environment (a proxy that does not exist would fail every download)."""
+    import subprocess
+    from harness import binary, free_port
+    base = [str(binary()), "daemon", "--data-dir", str(tmp_path / "x"), "--socket",
+            str(tmp_path / "x.sock"), "--piece-listen", f"127.0.0.1:{free_port()}",
+            "--proxy-listen", "off"]
+    cp = subprocess.run(base + ["--scheduler", "10.255.255.1:8002", "--ip", "127.0.0.1"],
+                        capture_output=True, timeout=scaled(20))
+    assert cp.returncode != 0
+    assert b"loopback" in cp.stderr and b"--ip" in cp.stderr, cp.stderr
+
+    sha = origin.add_random("/p.bin", 3 * MiB, tmp_path / "origin")
+    dead = free_port()
+    saved = {k: os.environ.get(k) for k in ("http_proxy", "HTTP_PROXY", "all_proxy")}
+    for k in saved:
+        os.environ[k] = f"http://127.0.0.1:{dead}"
+    try:
+        # No --ip and no --host-id: the defaults (everything still listens on loopback).
+        from harness import _short_socket_path, Proc, wait_port, unix_socket_accepts
+        sock = _short_socket_path(tmp_path, "dp")
+        port = free_port()
+        proc = Proc([binary(), "daemon", "--data-dir", tmp_path / "dp", "--socket", sock,
+                     "--piece-listen", f"127.0.0.1:{port}", "--rpc-listen",
+                     f"127.0.0.1:{free_port()}", "--proxy-listen", "off", "--log-level", "info"],
+                    tmp_path / "dp.log", name="dp")
+        wait_port(port, scaled(20), proc)
+        wait_until(lambda: unix_socket_accepts(sock), scaled(20), what="the daemon's socket")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    cp = run_get(sock, origin.url("/p.bin"), tmp_path / "out", timeout=60)
+    assert cp.returncode == 0, f"a get with http_proxy pointing nowhere: {describe(cp)}"
+    assert sha256_file(tmp_path / "out") == sha
+    log = proc.log_bytes().decode(errors="replace")
+    mid_path = Path("/etc/machine-id")
+    if mid_path.exists() and len(mid_path.read_text().strip()) >= 12:
+        mid = mid_path.read_text().strip()[:12].lower()
+        assert f"-{mid}-" in log, "the default host id does not carry the machine id"
