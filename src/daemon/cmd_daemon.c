@@ -32,8 +32,9 @@
     }
 
 static const struct dmf_option options[] = {
-    OPT("scheduler", 0, DMF_OPT_ADDR, scheduler, 0, 0, NULL, "ADDR:PORT",
-        "scheduler to announce to; without one every download goes to the origin"),
+    OPT("scheduler", 0, DMF_OPT_STRING, scheduler, 0, 0, NULL, "ADDR:PORT[,...]",
+        "schedulers to announce to (each task goes to one of them by rendezvous hashing on its "
+        "id, skipping dead ones); without one every download goes to the origin"),
     OPT("data-dir", 0, DMF_OPT_STRING, data_dir, 0, 0, "/var/lib/damselfly", "DIR",
         "where pieces and their metadata are kept"),
     OPT("ip", 0, DMF_OPT_STRING, ip, 0, 0, NULL, "ADDR",
@@ -197,6 +198,21 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
     if (cfg->config && cfg->proxy_rules_line &&
         dmf_proxy_rules_load_yaml(&r->rules, cfg->config, "proxy-rules", err, errlen) != 0)
         return -1;
+    if (cfg->scheduler) {
+        char *list = dmf_xstrdup(cfg->scheduler), *save = NULL, h[256];
+        uint16_t sp;
+        int n = 0, bad = 0;
+        for (char *a = strtok_r(list, ", ", &save); a && !bad; a = strtok_r(NULL, ", ", &save)) {
+            n++;
+            bad = dmf_parse_hostport(a, h, sizeof(h), &sp, why, sizeof(why)) != 0;
+        }
+        free(list);
+        if (bad)
+            return flag_error(err, errlen, "--scheduler", why);
+        if (n == 0 || n > 16)
+            return flag_error(err, errlen, "--scheduler",
+                              "give 1 to 16 ADDR:PORT, comma-separated");
+    }
     if (dmf_parse_hostport(cfg->piece_listen, r->piece_host, sizeof(r->piece_host), &r->piece_port,
                            why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--piece-listen", why);
@@ -218,17 +234,23 @@ static int resolve_ip(struct dmf_daemon_config *cfg, char *err, size_t errlen)
         }
         cfg->ip = dmf_xstrdup(ip);
     }
-    if (cfg->scheduler && dmf_host_is_loopback(cfg->ip) &&
-        dmf_parse_hostport(cfg->scheduler, host, sizeof(host), &port, why, sizeof(why)) == 0 &&
-        !dmf_host_is_loopback(host)) {
-        snprintf(err, errlen,
-                 "--ip %s is a loopback address but the scheduler at %s is not: other hosts "
-                 "would be told to fetch pieces from themselves; pass --ip with an address "
-                 "they can reach",
-                 cfg->ip, cfg->scheduler);
-        return -1;
+    if (cfg->scheduler == NULL || !dmf_host_is_loopback(cfg->ip))
+        return 0;
+    char *list = dmf_xstrdup(cfg->scheduler), *save = NULL;
+    int rc = 0;
+    for (char *a = strtok_r(list, ", ", &save); a && rc == 0; a = strtok_r(NULL, ", ", &save)) {
+        if (dmf_parse_hostport(a, host, sizeof(host), &port, why, sizeof(why)) == 0 &&
+            !dmf_host_is_loopback(host)) {
+            snprintf(err, errlen,
+                     "--ip %s is a loopback address but the scheduler at %s is not: other hosts "
+                     "would be told to fetch pieces from themselves; pass --ip with an address "
+                     "they can reach",
+                     cfg->ip, a);
+            rc = -1;
+        }
     }
-    return 0;
+    free(list);
+    return rc;
 }
 
 /* Acquires the daemon's resources in order, the local API socket last: once it exists the

@@ -408,3 +408,49 @@ def test_defaults_for_a_real_network(tmp_path, origin, need_binary):
     if mid_path.exists() and len(mid_path.read_text().strip()) >= 12:
         mid = mid_path.read_text().strip()[:12].lower()
         assert f"-{mid}-" in log, "the default host id does not carry the machine id"
+
+
+@pytest.mark.deadline(240)
+def test_two_schedulers_one_killed(tmp_path, origin, need_binary):
+    """--scheduler A,B: tasks split between them by rendezvous hashing; A is SIGKILLed
+    mid-run: every download completes with the right bytes, and new downloads still go
+    peer to peer (through B)."""
+    sa = start_scheduler(tmp_path, name="sched-a", host_timeout="3s")
+    sb = start_scheduler(tmp_path, name="sched-b", host_timeout="3s")
+    both = f"{sa.addr},{sb.addr}"
+    seed = start_daemon(tmp_path, "seed", scheduler=both, seed=True, announce_interval="1s")
+    ds = [start_daemon(tmp_path, f"d{i}", scheduler=both, announce_interval="1s")
+          for i in range(1, 5)]
+    wait_hosts(sa, 5)
+    wait_hosts(sb, 5)
+    origin.throttle = 24 * MiB
+    files = {}
+    for i in range(4):
+        files[f"/m{i}.bin"] = origin.add_random(f"/m{i}.bin", 16 * MiB, tmp_path / "origin")
+    gets = []
+    for d in ds:
+        for path in files:
+            out = tmp_path / f"out-{d.name}-{path.strip('/')}"
+            gets.append((d, path, out, spawn_get(d, origin.url(path), out, log_dir=tmp_path,
+                                                 name=f"get-{d.name}-{path.strip('/')}")))
+    wait_until(lambda: sum(_received(d) for d in ds) >= 16 * MiB, scaled(60), interval=0.02,
+               what="the downloads under way")
+    tasks_a = sa.metrics().value("damselfly_scheduler_tasks")
+    tasks_b = sb.metrics().value("damselfly_scheduler_tasks")
+    sa.kill9()
+    for (d, path, out, g), cp in zip(gets, wait_gets([g for *_, g in gets], 120)):
+        assert cp.returncode == 0, f"{d.name} {path} after scheduler A died: {describe(cp)}"
+        assert sha256_file(out) == files[path], f"{d.name} {path}: wrong content"
+    print(f"tasks before the kill: A {tasks_a:.0f}, B {tasks_b:.0f}; origin sent "
+          f"{origin.sent() / MiB:.1f} MiB for {16 * len(files)} MiB of content")
+    assert tasks_a > 0 and tasks_b > 0, "the tasks were not split between the schedulers"
+
+    origin.throttle = None
+    sha = origin.add_random("/after.bin", 16 * MiB, tmp_path / "origin")
+    d1, d2 = ds[0], ds[1]
+    assert run_get(d1, origin.url("/after.bin"), tmp_path / "a1", timeout=60).returncode == 0
+    before = d2.download_bytes("origin")
+    cp = run_get(d2, origin.url("/after.bin"), tmp_path / "a2", timeout=60)
+    assert cp.returncode == 0, f"a new download after A died: {describe(cp)}"
+    assert sha256_file(tmp_path / "a2") == sha
+    assert d2.download_bytes("origin") == before, "the new download went to the origin"
