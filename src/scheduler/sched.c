@@ -58,8 +58,37 @@ static struct dmf_sched_host *host_get(const dmf_scheduler_t *s, const char *id)
     return dmf_strmap_get(&s->hosts, id);
 }
 
+static void host_forget_bad(struct dmf_sched_host *h)
+{
+    for (uint32_t i = 0; i < h->bad_reports; i++)
+        free(h->bad_reporters[i]);
+    free(h->bad_reporters);
+    h->bad_reporters = NULL;
+    h->bad_reports = 0;
+}
+
+/* One bad-piece report from reporter_host about h: counted once per reporting host (a
+ * peer that reports other hosts in between, or registers again, cannot count twice), and
+ * forgotten DMF_SCHED_BAD_FORGET_MS after the last one. Returns true when it counted. */
+static bool host_count_bad(struct dmf_sched_host *h, const char *reporter_host, uint32_t threshold,
+                           uint64_t now)
+{
+    if (h->bad_reports && now - h->last_bad_at >= DMF_SCHED_BAD_FORGET_MS)
+        host_forget_bad(h);
+    h->last_bad_at = now;
+    for (uint32_t i = 0; i < h->bad_reports; i++)
+        if (strcmp(h->bad_reporters[i], reporter_host) == 0)
+            return false;
+    if (h->bad_reports >= threshold)
+        return false; /* excluded already */
+    h->bad_reporters = dmf_xrealloc(h->bad_reporters, (h->bad_reports + 1) * sizeof(char *));
+    h->bad_reporters[h->bad_reports++] = dmf_xstrdup(reporter_host);
+    return true;
+}
+
 static void host_free(struct dmf_sched_host *h)
 {
+    host_forget_bad(h);
     free(h->id);
     free(h->hostname);
     free(h->ip);
@@ -114,6 +143,10 @@ int dmf_scheduler_announce_host(dmf_scheduler_t *s, const struct dmf_scheduler_h
     h->upload_rate = in->upload_rate;
     h->active_uploads = in->active_uploads;
     h->last_seen = now_ms(s);
+    if (h->bad_reports && h->last_seen - h->last_bad_at >= DMF_SCHED_BAD_FORGET_MS) {
+        dmf_info("host %s: its bad-piece reports are forgotten", h->id);
+        host_forget_bad(h);
+    }
     TAILQ_INSERT_TAIL(&s->hosts_by_seen, h, by_seen);
     return 0;
 }
@@ -606,8 +639,9 @@ static bool task_fetching_from_source(const struct dmf_sched_task *t,
                                       const dmf_scheduler_peer_t *p);
 
 /* The peer that brought t's pieces from the origin is gone: unless another does, a peer
- * holds the whole task, or the task failed for good, one peer still downloading fetches the rest from the origin and
- * the others get it from that peer (they are its children already in a mesh). */
+ * holds the whole task, or the task failed for good, one peer still downloading fetches the rest
+ * from the origin and the others get it from that peer (they are its children already in a mesh).
+ */
 static void replace_fetcher(dmf_scheduler_t *s, struct dmf_sched_task *t)
 {
     if (task_fetching_from_source(t, NULL) || dmf_negcache_get(&s->failed, t->id, now_ms(s)))
@@ -962,22 +996,21 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
         return dmf_sched_fail(err, errlen, -EINVAL, "unknown parent failure reason %d", reason);
 
     struct dmf_sched_host *h = host_get(s, parent_host_id);
-    /* One report per (peer, parent host) counts: a peer cannot exclude a host alone. */
-    if (h && !dmf_sched_peer_blocked(p, parent_host_id)) {
-        uint64_t now = now_ms(s);
-        if (reason == DMF_PARENT_BAD_PIECE) {
-            h->bad_reports++;
-            h->last_bad_at = now;
+    /* One bad-piece report per reporting host counts (host_count_bad), so a peer cannot
+     * exclude a host alone; unreachable reports once per (peer, parent host). */
+    uint64_t now = now_ms(s);
+    if (h && reason == DMF_PARENT_BAD_PIECE && h != p->host) {
+        if (host_count_bad(h, p->host->id, s->cfg.bad_parent_threshold, now))
             dmf_warn("task %s peer %s host %s: parent host %s sent a bad piece (%u of %u "
                      "reports before exclusion)",
                      p->task->id, p->peer_id, p->host->id, h->id, h->bad_reports,
                      s->cfg.bad_parent_threshold);
-        } else {
-            h->unreachable_at[h->unreachable_reports % DMF_SCHED_UNREACHABLE_RING] = now;
-            h->unreachable_reports++;
-            dmf_info("task %s peer %s host %s: parent host %s unreachable", p->task->id, p->peer_id,
-                     p->host->id, h->id);
-        }
+    } else if (h && reason == DMF_PARENT_UNREACHABLE &&
+               !dmf_sched_peer_blocked(p, parent_host_id)) {
+        h->unreachable_at[h->unreachable_reports % DMF_SCHED_UNREACHABLE_RING] = now;
+        h->unreachable_reports++;
+        dmf_info("task %s peer %s host %s: parent host %s unreachable", p->task->id, p->peer_id,
+                 p->host->id, h->id);
     }
     if (!dmf_sched_peer_blocked(p, parent_host_id))
         peer_block(p, parent_host_id);

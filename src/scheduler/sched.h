@@ -28,7 +28,8 @@
 #define DMF_SCHED_REASON_MAX         1024
 #define DMF_SCHED_CANDIDATES_MAX     32
 #define DMF_SCHED_CANDIDATES_DEFAULT 16
-#define DMF_SCHED_UNREACHABLE_WIN    60000 /* ms: how long an unreachable report counts */
+#define DMF_SCHED_UNREACHABLE_WIN    60000  /* ms: how long an unreachable report counts */
+#define DMF_SCHED_BAD_FORGET_MS      600000 /* ms after the last bad-piece report: forgiven */
 
 /* Error codes returned by the calls below (negative), and what the service answers:
  *   -EINVAL   INVALID_ARGUMENT     malformed or out-of-bounds input

@@ -38,8 +38,9 @@ struct dmf_sched_host {
     uint64_t upload_rate;
     uint32_t active_uploads;
     uint64_t last_seen;
-    uint32_t bad_reports;
-    uint64_t last_bad_at;
+    uint32_t bad_reports; /* distinct reporting hosts (bad_reporters), until it wears off */
+    uint64_t last_bad_at; /* the latest; DMF_SCHED_BAD_FORGET_MS later they are forgotten */
+    char **bad_reporters; /* their host ids (owned), at most the threshold */
     uint32_t unreachable_reports;
     uint64_t unreachable_at[DMF_SCHED_UNREACHABLE_RING]; /* ring, indexed by count % size */
     bool leaving;                                        /* being removed: offer nothing on it */

@@ -676,6 +676,43 @@ static void test_bad_parent_excluded_after_threshold(void **state)
     dmf_scheduler_free(s);
 }
 
+/* One reporter cannot exclude a host alone by flushing its list of reported hosts with
+ * made-up ones, or by registering again; reports wear off. */
+static void test_bad_reports_one_per_reporting_host_and_forgotten(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c1");
+    host(s, "c3");
+    holder(s, "a", "pa");
+    holder(s, "b", "pb");
+    dmf_scheduler_peer_t *c1 = reg(s, T1, "c1", "q1");
+    report(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE);
+    char fake[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(fake, sizeof(fake), "fake%d", i);
+        report(s, c1, "", fake, DMF_PARENT_BAD_PIECE);
+    }
+    report(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE);
+    c1 = reg(s, T1, "c1", "q1b"); /* the same host, registered again */
+    report(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE);
+    reg(s, T1, "c3", "q3");
+    assert_true(has_parent(last_for("q3"), "pa")); /* still one reporting host */
+    /* A second host makes two: excluded; ten minutes later it is forgiven. */
+    dmf_scheduler_peer_t *c3 = reg(s, T1, "c3", "q3b");
+    report(s, c3, "pa", "a", DMF_PARENT_BAD_PIECE);
+    host(s, "c4");
+    reg(s, T1, "c4", "q4");
+    assert_false(has_parent(last_for("q4"), "pa"));
+    clock_ms += DMF_SCHED_BAD_FORGET_MS;
+    host(s, "a"); /* its next announce */
+    host(s, "c5");
+    reg(s, T1, "c5", "q5");
+    assert_true(has_parent(last_for("q5"), "pa"));
+    dmf_scheduler_free(s);
+}
+
 static void test_parent_failure_pushes_new_candidates_without_that_parent(void **state)
 {
     char err[256];
@@ -1130,6 +1167,7 @@ int main(void)
         cmocka_unit_test(test_seed_success_without_stream_marks_placeholder_succeeded),
         cmocka_unit_test(test_seed_is_parent_of_last_resort),
         cmocka_unit_test(test_bad_parent_excluded_after_threshold),
+        cmocka_unit_test(test_bad_reports_one_per_reporting_host_and_forgotten),
         cmocka_unit_test(test_parent_failure_pushes_new_candidates_without_that_parent),
         cmocka_unit_test(test_host_expiry_removes_peers_and_reschedules_children),
         cmocka_unit_test(test_succeeded_peer_stays_candidate_after_stream_closes),
