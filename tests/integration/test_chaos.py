@@ -45,6 +45,15 @@ def test_chaos(tmp_path, origin, need_binary):
     def alive(d):
         return d.proc is not None and d.proc.alive()
 
+    def bring_back(what):
+        nonlocal sched, n_sched
+        if what == "scheduler":
+            n_sched += 1
+            sched = start_scheduler(tmp_path, name=f"scheduler{n_sched}", port=port,
+                                    metrics_port=mport, **flags)
+        elif not alive(what):
+            what.restart()
+
     while time.monotonic() - start < scaled(CHAOS_SECONDS) or len(gets) < GETS:
         now = time.monotonic()
         if len(gets) < GETS and now >= next_get:
@@ -81,20 +90,10 @@ def test_chaos(tmp_path, origin, need_binary):
             if time.monotonic() < when:
                 continue
             restarts.remove(item)
-            if what == "scheduler":
-                n_sched += 1
-                sched = start_scheduler(tmp_path, name=f"scheduler{n_sched}", port=port,
-                                        metrics_port=mport, **flags)
-            elif not alive(what):
-                what.restart()
+            bring_back(what)
         time.sleep(0.05)
-    for when, what in restarts:  # bring back whatever is still down
-        if what == "scheduler":
-            n_sched += 1
-            sched = start_scheduler(tmp_path, name=f"scheduler{n_sched}", port=port,
-                                    metrics_port=mport, **flags)
-        elif not alive(what):
-            what.restart()
+    for when, what in restarts:  # whatever is still down comes back now
+        bring_back(what)
 
     # Every get ends by itself within its timeout (plus a margin for the CLI to exit).
     deadline = time.monotonic() + scaled(GET_TIMEOUT + 10)

@@ -27,23 +27,31 @@ def _peer_bytes(d):
     return d.download_bytes("peer") + d.download_bytes("seed")
 
 
+def _four_at_a_third(tmp_path, origin, path):
+    """A 64 MiB file, a cluster of a seed and 4 daemons, a get of it on each, waited for
+    until one daemon is a third of the way (the origin throttled so that takes a while).
+    Returns (sha, url, cluster, outs, gets)."""
+    size = 64 * MiB
+    sha = origin.add_random(path, size, tmp_path / "origin")
+    url = origin.url(path)
+    origin.throttle = 16 * MiB  # ~4 s for the seed's fetch: a kill lands mid-transfer
+    c = start_cluster(tmp_path, daemons=4, scheduler_flags={"host_timeout": "3s"},
+                      daemon_flags={"announce_interval": "1s"})
+    outs = {d.name: tmp_path / f"out-{d.name}" for d in c.daemons}
+    gets = [spawn_get(d, url, outs[d.name], log_dir=tmp_path, name=f"get-{d.name}")
+            for d in c.daemons]
+    wait_until(lambda: max(_received(d) for d in c.daemons) >= size // 3, scaled(60),
+               interval=0.02, what="a daemon a third of the way")
+    return sha, url, c, outs, gets
+
+
 @pytest.mark.deadline(180)
 def test_seed_killed_at_a_third(tmp_path, origin, need_binary):
     """SIGKILL the seed a third into a 64 MiB transfer to 4 daemons: all 4 finish with the
     right bytes within 10 s of the kill; after the seed restarts, a new host's get is
     served by peers."""
     size = 64 * MiB
-    sha = origin.add_random("/big.bin", size, tmp_path / "origin")
-    url = origin.url("/big.bin")
-    origin.throttle = 16 * MiB  # ~4 s for the seed's fetch: the kill lands mid-transfer
-    c = start_cluster(tmp_path, daemons=4, scheduler_flags={"host_timeout": "3s"},
-                      daemon_flags={"announce_interval": "1s"})
-    outs = {d.name: tmp_path / f"out-{d.name}" for d in c.daemons}
-    gets = [spawn_get(d, url, outs[d.name], log_dir=tmp_path, name=f"get-{d.name}")
-            for d in c.daemons]
-
-    wait_until(lambda: max(_received(d) for d in c.daemons) >= size // 3, scaled(60),
-               interval=0.02, what="a daemon a third of the way")
+    sha, url, c, outs, gets = _four_at_a_third(tmp_path, origin, "/big.bin")
     held = [_received(d) // MiB for d in c.daemons]
     c.seed.kill9()
     killed = time.monotonic()
@@ -77,16 +85,7 @@ def test_scheduler_killed_and_restarted(tmp_path, origin, need_binary):
     completes with the right bytes, and a new host's get afterwards is served by peers (the
     restarted scheduler learnt who holds what from the daemons' re-registrations)."""
     size = 64 * MiB
-    sha = origin.add_random("/s.bin", size, tmp_path / "origin")
-    url = origin.url("/s.bin")
-    origin.throttle = 16 * MiB
-    c = start_cluster(tmp_path, daemons=4, scheduler_flags={"host_timeout": "3s"},
-                      daemon_flags={"announce_interval": "1s"})
-    outs = {d.name: tmp_path / f"out-{d.name}" for d in c.daemons}
-    gets = [spawn_get(d, url, outs[d.name], log_dir=tmp_path, name=f"get-{d.name}")
-            for d in c.daemons]
-    wait_until(lambda: max(_received(d) for d in c.daemons) >= size // 3, scaled(60),
-               interval=0.02, what="a daemon a third of the way")
+    sha, url, c, outs, gets = _four_at_a_third(tmp_path, origin, "/s.bin")
     port, mport = c.scheduler.port, c.scheduler.metrics_port
     c.scheduler.kill9()
     killed = time.monotonic()

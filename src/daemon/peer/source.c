@@ -45,46 +45,26 @@ struct dmf_source {
     struct event *retry; /* the backoff after a failure: nothing starts until it fires */
 };
 
-static void report(struct dmf_source *src, long status, bool for_good, bool changed,
-                   const char *fmt, va_list ap)
+/* Reports that the download from the origin failed. status: the origin's HTTP status when
+ * it is why (0 otherwise; a status not worth retrying makes the failure one "for good");
+ * changed: the content changed at the origin under the task. */
+static void fail_as(struct dmf_source *src, long status, bool changed, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail_as(struct dmf_source *src, long status, bool changed, const char *fmt, ...)
 {
     char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
     src->failed = true;
     struct dmf_source_failure f = {
-        .reason = buf, .http_status = status, .for_good = for_good, .content_changed = changed};
+        .reason = buf,
+        .http_status = status,
+        .for_good = status > 0 && !dmf_source_retryable(status),
+        .content_changed = changed,
+    };
     src->env.sink->failed(src->env.arg, &f);
-}
-
-static void fail(struct dmf_source *src, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void fail(struct dmf_source *src, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report(src, 0, false, false, fmt, ap);
-    va_end(ap);
-}
-
-/* The origin's answer (a 4xx): the same for anyone who asks. */
-static void fail_status(struct dmf_source *src, long status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail_status(struct dmf_source *src, long status, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report(src, status, !dmf_source_retryable(status), false, fmt, ap);
-    va_end(ap);
-}
-
-static void fail_changed(struct dmf_source *src, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void fail_changed(struct dmf_source *src, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report(src, 0, false, true, fmt, ap);
-    va_end(ap);
 }
 
 static void changed(struct dmf_source *src)
@@ -221,7 +201,7 @@ static int stream_commit(struct dmf_source *src, size_t len)
     if (e == -ECANCELED)
         return e;
     if (e != 0) {
-        fail(src, "cannot take piece %u from the origin: %s", n, dmf_strerror(e));
+        fail_as(src, 0, false, "cannot take piece %u from the origin: %s", n, dmf_strerror(e));
         return e;
     }
     return 0;
@@ -238,7 +218,7 @@ static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
     uint32_t pl = book->piece_length;
     src->received += len;
     if (book->content_length >= 0 && src->received > (uint64_t)book->content_length) {
-        fail(src, "the origin sent more bytes than its Content-Length");
+        fail_as(src, 0, false, "the origin sent more bytes than its Content-Length");
         return -EPROTO;
     }
     while (len > 0) {
@@ -254,7 +234,7 @@ static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
                 return e;
         }
         if (src->next_piece >= DMF_PIECES_MAX) {
-            fail(src, "the origin's content is too large");
+            fail_as(src, 0, false, "the origin's content is too large");
             return -EFBIG;
         }
     }
@@ -289,8 +269,8 @@ static void stream_on_end(struct dmf_source *src)
                      src->env.task_id, got, (long long)book->content_length);
             return;
         }
-        fail(src, "the origin closed after %" PRIu64 " of %lld bytes", got,
-             (long long)book->content_length);
+        fail_as(src, 0, false, "the origin closed after %" PRIu64 " of %lld bytes", got,
+                (long long)book->content_length);
         return;
     }
     if (src->len > 0)
@@ -320,13 +300,13 @@ static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
     if (status != 200 && status != 206 && status != 416) {
         if (dmf_source_retryable(status))
             return -EAGAIN; /* probe_on_done tries again */
-        fail_status(src, status, "the origin answered HTTP %ld", status);
+        fail_as(src, status, false, "the origin answered HTTP %ld", status);
         return -EPROTO;
     }
     if (dmf_source_probe_answer(status, dmf_http_header(req, "content-range"),
                                 dmf_http_header(req, "content-length"), book->piece_length, &mode,
                                 &total, &pl, err, sizeof(err)) != 0) {
-        fail(src, "%s", err);
+        fail_as(src, 0, false, "%s", err);
         return -EPROTO;
     }
     const char *etag = dmf_http_header(req, "etag"), *lm = dmf_http_header(req, "last-modified");
@@ -335,7 +315,7 @@ static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
     if (!dmf_source_same_version(src->etag, etag) ||
         !dmf_source_same_version(src->last_modified, lm) ||
         !dmf_source_same_version(task_etag, etag) || !dmf_source_same_version(task_lm, lm)) {
-        fail_changed(src, "the content changed at the origin during the download");
+        fail_as(src, 0, true, "the content changed at the origin during the download");
         return -EPROTO;
     }
     pin(&src->etag, etag);
@@ -380,10 +360,10 @@ static void probe_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
             dmf_warn("task %s: the origin failed (%s); retrying", src->env.task_id,
                      err == -EAGAIN ? "a server error" : reason);
         } else if (err == -EAGAIN) {
-            fail_status(src, src->status, "the origin answered HTTP %ld (%d tries)", src->status,
-                        src->failures);
+            fail_as(src, src->status, false, "the origin answered HTTP %ld (%d tries)", src->status,
+                    src->failures);
         } else {
-            fail(src, "cannot fetch from the origin: %s", reason);
+            fail_as(src, 0, false, "cannot fetch from the origin: %s", reason);
         }
         return;
     }
@@ -448,27 +428,30 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
         int e = src->env.sink->piece(src->env.arg, r->n, dmf_piece_buf_take(&r->piece), got,
                                      DMF_FROM_ORIGIN, NULL);
         if (e != 0 && e != -ECANCELED)
-            fail(src, "cannot take piece %u from the origin: %s", r->n, dmf_strerror(e));
+            fail_as(src, 0, false, "cannot take piece %u from the origin: %s", r->n,
+                    dmf_strerror(e));
         src->failures = 0;
         changed(src);
         return;
     }
     dmf_book_release(src->env.book, r->n);
     if (err == -ESTALE) {
-        fail_changed(src, "the content changed at the origin during the download (its "
-                          "ETag, Last-Modified or length differ from the first answer)");
+        fail_as(src, 0, true,
+                "the content changed at the origin during the download (its "
+                "ETag, Last-Modified or length differ from the first answer)");
         return;
     }
     if (err == -EPROTO) {
-        fail_status(src, src->status, "the origin answered HTTP %ld to a range request",
-                    src->status);
+        fail_as(src, src->status, false, "the origin answered HTTP %ld to a range request",
+                src->status);
         return;
     }
     const char *what = err == -EAGAIN ? "unexpected range response"
                        : err == 0     ? "a short body"
                                       : reason;
     if (!retry_later(src)) {
-        fail(src, "the origin failed %d times in a row (last: %s)", src->failures, what);
+        fail_as(src, 0, false, "the origin failed %d times in a row (last: %s)", src->failures,
+                what);
         return;
     }
     dmf_warn("task %s: piece %u from the origin failed (%s); retrying", src->env.task_id, r->n,

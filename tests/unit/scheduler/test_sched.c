@@ -837,11 +837,21 @@ static void test_failed_for_good_is_remembered(void **state)
     dmf_scheduler_free(s);
 }
 
+/* Registers with the rejoin/stall flags of r's kind set by the caller; must be accepted. */
+static dmf_scheduler_peer_t *reg_with(dmf_scheduler_t *s, struct dmf_scheduler_register r,
+                                      const char *stream)
+{
+    char err[256];
+    dmf_scheduler_peer_t *p = NULL;
+    if (dmf_scheduler_register(s, &r, (void *)stream, &p, err, sizeof(err)) != 0)
+        fail_msg("register %s: %s", stream, err);
+    return p;
+}
+
 /* A peer whose parents bring nothing registers again as stalled: with nobody at the origin
  * it goes there; a second one, with the first at the origin, gets parents instead. */
 static void test_stalled_register_goes_to_the_origin_once(void **state)
 {
-    char err[256];
     dmf_scheduler_t *s = new_sched(4);
     host(s, "a");
     host(s, "b");
@@ -852,8 +862,7 @@ static void test_stalled_register_goes_to_the_origin_once(void **state)
     progress(s, pa, 0, 3);
     struct dmf_scheduler_register r = reg_req(T1, "b", "pb");
     r.stalled = true;
-    dmf_scheduler_peer_t *p = NULL;
-    assert_int_equal(dmf_scheduler_register(s, &r, (void *)"pb", &p, err, sizeof(err)), 0);
+    dmf_scheduler_peer_t *p = reg_with(s, r, "pb");
     /* pa is at the origin (the first registrant was sent there): pb gets parents. */
     assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
     /* pa dies: the task's fetch goes to one of the others, the peer holding most. */
@@ -863,7 +872,7 @@ static void test_stalled_register_goes_to_the_origin_once(void **state)
     assert_int_not_equal(last_for("pc") ? last_for("pc")->kind : -1, EV_BTS);
     r = reg_req(T1, "c", "pc");
     r.stalled = true;
-    assert_int_equal(dmf_scheduler_register(s, &r, (void *)"pc", &p, err, sizeof(err)), 0);
+    reg_with(s, r, "pc");
     assert_int_equal(last_for("pc")->kind, EV_CANDIDATES);
     dmf_scheduler_free(s);
 }
@@ -873,16 +882,14 @@ static void test_stalled_register_goes_to_the_origin_once(void **state)
  * the next registrant. */
 static void test_holder_rejoins(void **state)
 {
-    char err[256];
     dmf_scheduler_t *s = new_sched(4);
     host(s, "a");
     host(s, "b");
     host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
     struct dmf_scheduler_register r = reg_req(T1, "a", "pa");
     r.holds_task = true;
-    dmf_scheduler_peer_t *p = NULL;
     size_t before = nevs;
-    assert_int_equal(dmf_scheduler_register(s, &r, (void *)"pa", &p, err, sizeof(err)), 0);
+    dmf_scheduler_peer_t *p = reg_with(s, r, "pa");
     assert_int_equal(nevs, before);
     finish(s, p);
     reg(s, T1, "b", "pb");
