@@ -45,6 +45,21 @@ def _four_at_a_third(tmp_path, origin, path):
     return sha, url, c, outs, gets
 
 
+def _new_host_gets_it_from_peers(tmp_path, origin, sched, url, sha, size, after):
+    """A host that joins the 5 known ones gets url with the right bytes, all from peers:
+    not one byte from the origin."""
+    wait_hosts(sched, 5)
+    new = start_daemon(tmp_path, "d5", scheduler=sched, announce_interval="1s")
+    wait_hosts(sched, 6)
+    sent_before = origin.sent()
+    cp = run_get(new, url, tmp_path / "out-d5", timeout=60)
+    assert cp.returncode == 0, f"get on a new host after {after}: {describe(cp)}"
+    assert sha256_file(tmp_path / "out-d5") == sha
+    assert new.download_bytes("origin") == 0, f"the new host went to the origin after {after}"
+    assert _peer_bytes(new) >= size, "the new host was not served by peers"
+    assert origin.sent() == sent_before, "the origin was asked again"
+
+
 @pytest.mark.deadline(180)
 def test_seed_killed_at_a_third(tmp_path, origin, need_binary):
     """SIGKILL the seed a third into a 64 MiB transfer to 4 daemons: all 4 finish with the
@@ -67,16 +82,7 @@ def test_seed_killed_at_a_third(tmp_path, origin, need_binary):
 
     # The seed comes back with what it had; a new host still gets the file through P2P.
     c.seed.restart()
-    wait_hosts(c.scheduler, 5)
-    new = start_daemon(tmp_path, "d5", scheduler=c.scheduler, announce_interval="1s")
-    wait_hosts(c.scheduler, 6)
-    sent_before = origin.sent()
-    cp = run_get(new, url, tmp_path / "out-d5", timeout=60)
-    assert cp.returncode == 0, f"get on a new host after the seed restarted: {describe(cp)}"
-    assert sha256_file(tmp_path / "out-d5") == sha
-    assert new.download_bytes("origin") == 0, "the new host went to the origin"
-    assert _peer_bytes(new) >= size, "the new host was not served by peers"
-    assert origin.sent() == sent_before, "the origin was asked again"
+    _new_host_gets_it_from_peers(tmp_path, origin, c.scheduler, url, sha, size, "the seed restart")
 
 
 @pytest.mark.deadline(180)
@@ -101,16 +107,7 @@ def test_scheduler_killed_and_restarted(tmp_path, origin, need_binary):
           f"{origin.sent() / MiB:.1f} MiB; from origin per daemon: "
           f"{[round(d.download_bytes('origin') / MiB, 1) for d in c.daemons]} MiB")
 
-    wait_hosts(sched, 5)
-    new = start_daemon(tmp_path, "d5", scheduler=sched, announce_interval="1s")
-    wait_hosts(sched, 6)
-    sent_before = origin.sent()
-    cp = run_get(new, url, tmp_path / "out-d5", timeout=60)
-    assert cp.returncode == 0, f"get on a new host after the restart: {describe(cp)}"
-    assert sha256_file(tmp_path / "out-d5") == sha
-    assert new.download_bytes("origin") == 0, "the new host went to the origin"
-    assert _peer_bytes(new) >= size, "the new host was not served by peers"
-    assert origin.sent() == sent_before, "the origin was asked again"
+    _new_host_gets_it_from_peers(tmp_path, origin, sched, url, sha, size, "the scheduler restart")
 
 
 def _get_all(c, url, tmp_path, tag, *args, timeout=60):
