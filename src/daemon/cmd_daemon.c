@@ -62,7 +62,7 @@ static const struct dmf_option options[] = {
         "DURATION", "with no usable parent (and no new piece) this long, fetch from the origin"),
     OPT("progress-timeout", 0, DMF_OPT_DURATION, progress_timeout, 1000, 3600000, "30s", "DURATION",
         "longest a download waits for a new verified piece (the deadline follows the observed "
-        "rate, at least 2s): then new parents, then the origin, then it fails"),
+        "rate, at least 4s): then new parents, then the origin, then it fails"),
     OPT("source-concurrency", 0, DMF_OPT_INT, source_concurrency, 1, 16, "4", "N",
         "parallel range requests to an origin"),
     OPT("parent-concurrency", 0, DMF_OPT_INT, parent_concurrency, 1, 16, "2", "N",

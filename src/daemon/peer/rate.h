@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define DMF_RATE_MARGIN         6     /* a request may take this many pieces' time */
-#define DMF_RATE_MIN_DEADLINE   250   /* ms: never less (loaded hosts, small pieces) */
+#define DMF_RATE_MIN_DEADLINE   500   /* ms: never less (loaded hosts, small pieces) */
 #define DMF_RATE_MAX_DEADLINE   30000 /* ms: never more */
 #define DMF_RATE_FIRST_DEADLINE 5000  /* ms: before any request completed anywhere */
 #define DMF_RATE_STRIKES        3     /* late requests in a row before a parent is dropped */

@@ -774,7 +774,7 @@ static void dispatch_parents(struct dmf_task *t)
 
 /* ---------------------------------------------------------------- the watchdog */
 
-#define WATCHDOG_MIN_MS  2000 /* the shortest stall deadline, whatever the rate */
+#define WATCHDOG_MIN_MS  4000 /* the shortest stall deadline, whatever the rate */
 #define WATCHDOG_TICK_MS 500  /* how often a running task looks at its watchdog */
 
 /* How long this task may go without a verified piece, in its current state. */
