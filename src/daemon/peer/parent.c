@@ -55,6 +55,7 @@ struct dmf_parent {
     int inflight;
     struct dmf_rate rate; /* of its completed piece requests */
     int strikes;          /* requests in a row that missed their deadline */
+    uint64_t data_ms;     /* when it last sent us piece bytes */
 };
 
 struct dmf_parents {
@@ -236,6 +237,7 @@ static void on_undefer(evutil_socket_t fd, short what, void *arg)
 static int piece_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t len)
 {
     struct slot *s = arg;
+    s->p->data_ms = dmf_now_ms();
     return dmf_piece_buf_append(&s->piece, data, len);
 }
 
@@ -339,20 +341,32 @@ static void piece_request(struct dmf_parent *p, uint32_t n)
     }
 }
 
-/* The best rate any parent of the task shows (the yardstick of every deadline). */
-static const struct dmf_rate *best_rate(const struct dmf_parents *ps)
+/* The yardstick of every deadline: the median rate among the parents that completed a
+ * request (the lower one of an even count), so that one parent that never queues does not
+ * make every other look late. NULL when none has. */
+static const struct dmf_rate *typical_rate(const struct dmf_parents *ps)
 {
-    const struct dmf_rate *best = NULL;
-    for (const struct dmf_parent *p = ps->list; p; p = p->next)
-        if (p->rate.samples && (best == NULL || p->rate.bytes_per_ms > best->bytes_per_ms))
-            best = &p->rate;
-    return best;
+    const struct dmf_rate *r[64];
+    size_t n = 0;
+    for (const struct dmf_parent *p = ps->list; p && n < 64; p = p->next)
+        if (p->rate.samples)
+            r[n++] = &p->rate;
+    if (n == 0)
+        return NULL;
+    for (size_t a = 1; a < n; a++) /* insertion sort: a few parents */
+        for (size_t b = a; b > 0 && r[b - 1]->bytes_per_ms > r[b]->bytes_per_ms; b--) {
+            const struct dmf_rate *x = r[b];
+            r[b] = r[b - 1];
+            r[b - 1] = x;
+        }
+    return r[(n - 1) / 2];
 }
 
 /* A request past its deadline goes back to the pool (and that piece is not asked of this
- * parent again for a while); a peer late DMF_RATE_STRIKES times in a row is dropped and
- * reported to the scheduler, which lowers its score (a seed only loses the requests: its
- * queue is long by design). Returns how many requests were taken back. */
+ * parent again for a while); a peer late DMF_RATE_STRIKES times in a row that sent nothing
+ * all that time (stalled, not just busy) is dropped and reported to the scheduler, which
+ * lowers its score (a seed only loses the requests: its queue is long by design). Returns
+ * how many requests were taken back. */
 static int take_back_late(struct dmf_parent *p, uint64_t now, uint64_t deadline)
 {
     struct dmf_parents *ps = p->ps;
@@ -376,7 +390,8 @@ static int take_back_late(struct dmf_parent *p, uint64_t now, uint64_t deadline)
                  "(%d late in a row)",
                  ps->env.task_id, ps->env.peer_id, s->n, p->peer_id, (unsigned long long)deadline,
                  p->strikes);
-        if (p->strikes >= DMF_RATE_STRIKES && !p->is_seed) {
+        /* Late DMF_RATE_STRIKES times in a row and silent all that time: stalled. */
+        if (p->strikes >= DMF_RATE_STRIKES && !p->is_seed && now - p->data_ms >= deadline) {
             parent_drop(p, PARENT_FAILED, false, s->n);
             return taken;
         }
@@ -389,7 +404,7 @@ static void on_late_tick(evutil_socket_t fd, short what, void *arg)
     struct dmf_parents *ps = arg;
     const struct dmf_piece_book *book = ps->env.book;
     uint64_t now = dmf_now_ms();
-    uint64_t deadline = dmf_rate_deadline_ms(best_rate(ps), book->piece_length);
+    uint64_t deadline = dmf_rate_deadline_ms(typical_rate(ps), book->piece_length);
     int taken = 0;
     bool any = false;
     for (struct dmf_parent *p = ps->list; p; p = p->next) {
@@ -426,8 +441,9 @@ void dmf_parents_dispatch(struct dmf_parents *ps)
             .deferred = &p->deferred,
             .usable = usable(p),
             .active = p->state == PARENT_ACTIVE,
-            /* A parent that was late is asked, like a seed, only for what no other has. */
-            .is_seed = p->is_seed || p->strikes > 0,
+            /* A parent late twice in a row is asked, like a seed, only for what no other
+             * parent has (until it delivers a piece in time). */
+            .is_seed = p->is_seed || p->strikes >= 2,
             .complete = p->complete,
             .inflight = p->inflight,
         };

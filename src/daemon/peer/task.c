@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/backoff.h"
@@ -290,6 +291,13 @@ static void count_bytes(struct dmf_task *t, enum dmf_piece_origin from, int64_t 
     }
 }
 
+/* True when the filesystem of dir has less than need bytes left for us. */
+static bool disk_full(const char *dir, size_t need)
+{
+    struct statvfs v;
+    return statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < need;
+}
+
 /* Back on the loop: record the piece, or deal with a bad one. The claim ends here. */
 static void piece_done(void *arg)
 {
@@ -319,6 +327,8 @@ static void piece_done(void *arg)
         goto out;
     }
     int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
+    if (e == -EIO && disk_full(t->d->cfg.data_dir, j->len))
+        e = -ENOSPC; /* SQLite says I/O error when its journal cannot grow */
     if (e != 0) {
         if (t->error == NULL)
             t->release_on_failure = e == -ENOSPC || e == -EDQUOT || e == -EIO;
