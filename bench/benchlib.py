@@ -42,7 +42,7 @@ _daemon_help = {}
 
 def daemon_defaults(binary):
     """Daemon flags every benchmark adds: the HTTP proxy off where the binary has one (it
-    listens on 0.0.0.0:65001 by default, which two daemons on one host cannot share)."""
+    listens on 127.0.0.1:65001 by default, which two daemons on one host cannot share)."""
     b = str(binary)
     if b not in _daemon_help:
         try:

@@ -1,7 +1,9 @@
 /* `damselfly get URL -O FILE`: asks the local daemon to download URL and writes the
- * verified content to FILE (atomically: a temp file in the same directory, then rename)
- * or to stdout in order. Without a reachable daemon it downloads from the origin itself
- * (unless --no-back-to-source). */
+ * verified content to FILE (atomically: a temp file in the same directory, then rename;
+ * the path rules are output.h's) or to stdout in order. The daemon passes an open
+ * descriptor of the task's data over its socket (SCM_RIGHTS): `get` never opens the
+ * daemon's files. Without a reachable daemon it downloads from the origin itself (unless
+ * --no-back-to-source). Exit codes: get_exit.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -16,6 +18,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cli/get_exit.h"
+#include "cli/output.h"
 #include "common/cmd.h"
 #include "common/config.h"
 #include "common/curl_dl.h"
@@ -35,6 +39,7 @@ struct get_config {
     struct dmf_strlist filter_query;
     uint64_t timeout;
     bool no_back_to_source;
+    bool overwrite;
     bool quiet;
 };
 
@@ -56,22 +61,27 @@ static const struct dmf_option options[] = {
         "tells apart tasks of the same URL (part of the task ID)"),
     OPT("filter-query", 0, DMF_OPT_LIST, filter_query, 0, 0, NULL, "NAME",
         "query parameter left out of the task ID, e.g. a signature (repeatable)"),
-    OPT("timeout", 0, DMF_OPT_DURATION, timeout, 0, 0, "0", "DURATION",
+    OPT("timeout", 0, DMF_OPT_DURATION, timeout, 0, 0, "2h", "DURATION",
         "give up after this long (0 = never)"),
+    OPT("overwrite", 0, DMF_OPT_BOOL, overwrite, 0, 0, "false", NULL,
+        "replace an existing output file (it keeps its mode)"),
     OPT("no-back-to-source", 0, DMF_OPT_BOOL, no_back_to_source, 0, 0, "false", NULL,
         "never fetch from the origin: peers only"),
     OPT("quiet", 'q', DMF_OPT_BOOL, quiet, 0, 0, "false", NULL, "no progress and no summary"),
 };
 
-static const char usage[] = "damselfly get URL -O FILE [--socket PATH] [-H 'Name: value']... "
-                            "[--digest sha256:HEX] [options]";
+static const char usage[] =
+    "damselfly get URL -O FILE|DIR/|- [--socket PATH] [-H 'Name: value']... "
+    "[--digest sha256:HEX] [--overwrite] [options]";
 
-/* One download's output: a temp file renamed at the end, or stdout written in order. */
+/* One download's output: the file (output.h) or stdout, and the pieces copied into it
+ * from the daemon's data (src_fd, the descriptor the daemon passed). */
 struct output {
-    const char *path; /* NULL for stdout */
-    char *tmp;
-    int fd;
-    int src_fd; /* the daemon's data file */
+    struct dmf_output file;
+    const char *path; /* file.path; NULL for stdout */
+    int fd;           /* file.fd, or stdout */
+    int src_fd;       /* the daemon's data, read-only */
+    bool share;       /* same filesystem and owner: the output shares its blocks at the end */
     dmf_bitmap_t written;
     uint32_t next; /* stdout: next piece to write */
     int64_t content_length;
@@ -88,46 +98,26 @@ struct get {
     uint64_t start_ms, last_draw_ms;
     uint64_t completed, from_peers, from_origin;
     bool tty;
+    int exit; /* enum dmf_get_exit of the failure */
 };
 
-static int output_open(struct output *o, const char *path, char *err, size_t errlen)
+static int output_open(struct output *o, const char *arg, const char *url, bool overwrite,
+                       char *err, size_t errlen)
 {
+    memset(o, 0, sizeof(*o));
     o->fd = -1;
     o->src_fd = -1;
     o->content_length = -1;
     dmf_bitmap_init(&o->written);
-    if (strcmp(path, "-") == 0) {
-        o->path = NULL;
-        o->fd = STDOUT_FILENO;
-        return 0;
-    }
-    o->path = path;
-    char *copy = dmf_xstrdup(path);
-    char *dir = dirname(copy);
-    char *base_copy = dmf_xstrdup(path);
-    o->tmp = dmf_xasprintf("%s/.%s.damselfly-XXXXXX", dir, basename(base_copy));
-    free(copy);
-    free(base_copy);
-    o->fd = mkstemp(o->tmp);
-    if (o->fd < 0) {
-        snprintf(err, errlen, "cannot create a file next to %s: %s", path, strerror(errno));
-        free(o->tmp);
-        o->tmp = NULL;
-        return -errno;
-    }
-    fchmod(o->fd, 0644 & ~0022);
-    return 0;
+    int e = dmf_output_prepare(&o->file, arg, url, overwrite, err, errlen);
+    o->path = o->file.path;
+    o->fd = o->file.fd;
+    return e;
 }
 
 static void output_abort(struct output *o)
 {
-    if (o->tmp) {
-        unlink(o->tmp);
-        free(o->tmp);
-        o->tmp = NULL;
-    }
-    if (o->path && o->fd >= 0)
-        close(o->fd);
+    dmf_output_abort(&o->file);
     o->fd = -1;
     if (o->src_fd >= 0)
         close(o->src_fd);
@@ -135,52 +125,52 @@ static void output_abort(struct output *o)
     dmf_bitmap_free(&o->written);
 }
 
-/* Puts tmp in place of path atomically. Over an existing file, ext4 flushes the new
- * file's data on a plain rename (auto_da_alloc: about 1 ms for 1 MiB here); exchanging the
- * two names and then removing the old file does not, and path never lacks a whole file. */
-static int replace_file(const char *tmp, const char *path)
+/* The daemon passed a descriptor of the task's data (again, when it started a fresh data
+ * file: what was copied from the old one is copied again). */
+static void output_source(struct output *o, int fd)
 {
-    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE) == 0) {
-        struct stat st;
-        /* tmp now names the old file: remove it unless it was a directory. */
-        if (lstat(tmp, &st) == 0 && S_ISDIR(st.st_mode)) {
-            renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_EXCHANGE);
-            errno = EISDIR;
-            return -1;
-        }
-        unlink(tmp);
-        return 0;
+    if (o->src_fd >= 0) {
+        close(o->src_fd);
+        dmf_bitmap_free(&o->written);
+        dmf_bitmap_init(&o->written);
     }
-    return rename(tmp, path);
+    o->src_fd = fd;
+    struct stat s, d;
+    /* Same filesystem and owner: copy nothing now, share the blocks once complete. */
+    o->share = o->path && fstat(fd, &s) == 0 && fstat(o->fd, &d) == 0 && s.st_dev == d.st_dev &&
+               s.st_uid == geteuid();
 }
+
+static int copy_piece(struct output *o, uint32_t n);
 
 static int output_commit(struct output *o, char *err, size_t errlen)
 {
-    int rc = 0;
-    if (o->path) {
-        if (ftruncate(o->fd, o->content_length) != 0 || close(o->fd) != 0) {
-            snprintf(err, errlen, "cannot write %s: %s", o->path, strerror(errno));
-            o->fd = -1;
+    if (o->path && o->share && o->src_fd >= 0) {
+        int e = dmf_output_share(&o->file, o->src_fd);
+        o->fd = o->file.fd;
+        if (e != 0 && o->fd < 0) {
+            snprintf(err, errlen, "cannot write %s: %s", o->path, dmf_strerror(e));
             output_abort(o);
-            return -EIO;
+            return e;
         }
-        o->fd = -1;
-        if (replace_file(o->tmp, o->path) != 0) {
-            snprintf(err, errlen, "cannot rename into %s: %s", o->path, strerror(errno));
-            output_abort(o);
-            return -EIO;
-        }
-        free(o->tmp);
-        o->tmp = NULL;
+        if (e != 0) /* neither a reflink nor a hard link here: copy after all */
+            for (uint32_t n = 0; n < dmf_piece_count(o->content_length, o->piece_length); n++)
+                if ((e = copy_piece(o, n)) != 0) {
+                    snprintf(err, errlen, "cannot write %s: %s", o->path, dmf_strerror(e));
+                    output_abort(o);
+                    return e;
+                }
     }
+    int e = dmf_output_commit(&o->file, o->content_length, err, errlen);
+    o->fd = -1;
     if (o->src_fd >= 0)
         close(o->src_fd);
     o->src_fd = -1;
     dmf_bitmap_free(&o->written);
-    return rc;
+    return e;
 }
 
-/* Copies piece n from the daemon's data file into the output. */
+/* Copies piece n from the daemon's data into the output. */
 static int copy_piece(struct output *o, uint32_t n)
 {
     uint64_t off = dmf_piece_offset(o->piece_length, n);
@@ -207,8 +197,10 @@ static int copy_piece(struct output *o, uint32_t n)
         char buf[1 << 16];
         while (left > 0) {
             ssize_t r = pread(o->src_fd, buf, DMF_MIN(left, sizeof(buf)), in);
-            if (r <= 0 || pwrite(o->fd, buf, (size_t)r, outp) != r)
+            if (r <= 0)
                 return -EIO;
+            if (pwrite(o->fd, buf, (size_t)r, outp) != r)
+                return errno ? -errno : -EIO;
             in += r;
             outp += r;
             left -= (size_t)r;
@@ -247,7 +239,7 @@ static int output_pieces(struct output *o, const uint32_t *pieces, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (pieces[i] >= DMF_PIECES_MAX)
             return -EPROTO;
-        if (o->path) {
+        if (o->path && !o->share) {
             if (!dmf_bitmap_get(&o->written, pieces[i])) {
                 int e = copy_piece(o, pieces[i]);
                 if (e)
@@ -329,27 +321,21 @@ static int on_response(struct get *g, const uint8_t *data, size_t len)
     }
     int e = 0;
     struct output *o = &g->out;
-    if (o->src_fd < 0 && r->data_path && r->data_path[0]) {
-        o->src_fd = open(r->data_path, O_RDONLY | O_CLOEXEC);
-        if (o->src_fd < 0) {
-            e = -errno;
-            snprintf(g->error, sizeof(g->error), "cannot read the daemon's data file %s: %s",
-                     r->data_path, strerror(errno));
-            goto out;
-        }
-    }
     if (r->piece_length >= DMF_PIECE_LENGTH_MIN && r->piece_length <= DMF_PIECE_LENGTH_MAX)
         o->piece_length = r->piece_length;
     if (r->content_length >= 0)
         o->content_length = r->content_length;
     if (r->n_new_pieces && (o->src_fd < 0 || o->piece_length == 0)) {
         e = -EPROTO;
-        snprintf(g->error, sizeof(g->error), "the daemon sent pieces without a layout");
+        snprintf(g->error, sizeof(g->error),
+                 "the daemon sent pieces without a layout or a "
+                 "descriptor of its data");
         goto out;
     }
     e = output_pieces(o, r->new_pieces, r->n_new_pieces);
     if (e != 0) {
         snprintf(g->error, sizeof(g->error), "cannot write the output: %s", dmf_strerror(e));
+        g->exit = dmf_get_exit_for_write(e);
         goto out;
     }
     g->completed = r->completed_length;
@@ -369,7 +355,30 @@ struct reader {
     int timeout_ms; /* per read; -1 none */
     char buf[65536];
     size_t off, len;
+    int fds[4]; /* descriptors received (SCM_RIGHTS), oldest first */
+    int nfds;
 };
+
+/* Keeps a descriptor that came with the bytes just read (it belongs to an 'F' frame). */
+static void rd_keep_fd(struct reader *r, int fd)
+{
+    if (r->nfds == (int)DMF_ARRAY_SIZE(r->fds)) {
+        close(fd);
+        return;
+    }
+    r->fds[r->nfds++] = fd;
+}
+
+/* The oldest descriptor received, or -1. */
+static int rd_take_fd(struct reader *r)
+{
+    if (r->nfds == 0)
+        return -1;
+    int fd = r->fds[0];
+    memmove(r->fds, r->fds + 1, (size_t)(r->nfds - 1) * sizeof(int));
+    r->nfds--;
+    return fd;
+}
 
 static int rd_fill(struct reader *r)
 {
@@ -384,9 +393,28 @@ static int rd_fill(struct reader *r)
     int pr = poll(&p, 1, r->timeout_ms);
     if (pr == 0)
         return -ETIMEDOUT;
-    ssize_t n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+    struct iovec iov = {r->buf + r->len, sizeof(r->buf) - r->len};
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int) * 4)];
+    } ctl;
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof(ctl)};
+    ssize_t n = recvmsg(r->fd, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            rd_keep_fd(r, fd);
+        }
+    }
+    if (msg.msg_flags & MSG_CTRUNC)
+        return -EPROTO;
     if (n == 0)
         return -ECONNRESET;
     r->len += (size_t)n;
@@ -542,6 +570,14 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
 static int via_daemon(struct get *g)
 {
     int fd = -1, e = connect_daemon(g->cfg->socket, &fd);
+    if (e == -EACCES || e == -EPERM) {
+        snprintf(g->error, sizeof(g->error),
+                 "permission denied on the daemon's socket %s: ask to be added to its group "
+                 "(daemon --socket-group), or use another --socket",
+                 g->cfg->socket);
+        g->exit = DMF_GET_EXIT_DENIED;
+        return -EACCES;
+    }
     if (e != 0) {
         snprintf(g->error, sizeof(g->error), "%s", dmf_strerror(e));
         return -ECONNREFUSED;
@@ -601,6 +637,15 @@ static int via_daemon(struct get *g)
             e = on_response(g, frame, len);
             if (e != 0)
                 goto out_frame;
+        } else if (hdr[0] == 'F') {
+            int dfd = rd_take_fd(r);
+            if (dfd < 0) {
+                snprintf(g->error, sizeof(g->error),
+                         "the daemon announced a descriptor of its data, but none came");
+                e = -EPROTO;
+                goto out_frame;
+            }
+            output_source(&g->out, dfd);
         } else if (hdr[0] == 'S' && len >= 4) {
             uint32_t st = (uint32_t)frame[0] << 24 | (uint32_t)frame[1] << 16 |
                           (uint32_t)frame[2] << 8 | frame[3];
@@ -608,6 +653,7 @@ static int via_daemon(struct get *g)
                 snprintf(g->error, sizeof(g->error), "%.*s", (int)(len - 4), frame + 4);
                 if (g->error[0] == '\0')
                     snprintf(g->error, sizeof(g->error), "failed (status %u)", st);
+                g->exit = dmf_get_exit_for_daemon((int)st, g->error);
                 e = -EIO;
             }
             goto out_frame;
@@ -620,6 +666,8 @@ static int via_daemon(struct get *g)
 out_frame:
     free(frame);
 out:
+    for (int i = 0; i < r->nfds; i++)
+        close(r->fds[i]);
     free(r);
     close(fd);
     return e;
@@ -675,24 +723,38 @@ static int direct_download(struct get *g)
     if (cfg->timeout)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout);
     CURLcode res = curl_easy_perform(e);
-    curl_easy_cleanup(e);
     curl_slist_free_all(hl);
     uint8_t got[DMF_SHA256_LEN];
     dmf_sha256_final(dw.sha, got);
     dmf_sha256_free(dw.sha);
     if (res != CURLE_OK) {
-        snprintf(g->error, sizeof(g->error), "cannot fetch %s: %s", g->url,
-                 dw.err       ? dmf_strerror(dw.err)
-                 : curlerr[0] ? curlerr
-                              : curl_easy_strerror(res));
+        long code = 0;
+        if (res == CURLE_HTTP_RETURNED_ERROR)
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+        if (code)
+            snprintf(g->error, sizeof(g->error), "cannot fetch %s: the origin answered HTTP %ld",
+                     g->url, code);
+        else
+            snprintf(g->error, sizeof(g->error), "cannot fetch %s: %s", g->url,
+                     dw.err       ? dmf_strerror(dw.err)
+                     : curlerr[0] ? curlerr
+                                  : curl_easy_strerror(res));
+        g->exit = res == CURLE_HTTP_RETURNED_ERROR  ? DMF_GET_EXIT_HTTP
+                  : res == CURLE_OPERATION_TIMEDOUT ? DMF_GET_EXIT_TIMEOUT
+                  : dw.err                          ? dmf_get_exit_for_write(dw.err)
+                  : res == CURLE_WRITE_ERROR        ? DMF_GET_EXIT_OUTPUT
+                                                    : DMF_GET_EXIT_NETWORK;
+        curl_easy_cleanup(e);
         return -EIO;
     }
+    curl_easy_cleanup(e);
     g->out.content_length = (int64_t)dw.bytes;
     g->completed = g->from_origin = dw.bytes;
     dmf_digest_format(got, g->content_digest);
     if (cfg->digest && strcasecmp(cfg->digest, g->content_digest) != 0) {
         snprintf(g->error, sizeof(g->error), "content digest mismatch: expected %s, got %s",
                  cfg->digest, g->content_digest);
+        g->exit = DMF_GET_EXIT_INTEGRITY;
         return -EBADMSG;
     }
     return 0;
@@ -740,22 +802,23 @@ static int run(int argc, char **argv)
     struct dmf_strlist pos = {0};
     bool help = false;
     char err[512];
-    int rc = 1;
+    int rc = DMF_GET_EXIT_FAILED, e;
 
     if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &cfg, argc, argv, &pos, &help, err,
                          sizeof(err)) != 0) {
         fprintf(stderr, "damselfly get: %s\n", err);
-        return 2;
+        return DMF_GET_EXIT_USAGE;
     }
     if (help) {
         dmf_config_usage(stdout, usage, "Download URL through the local daemon (P2P).", options,
                          DMF_ARRAY_SIZE(options));
+        dmf_get_exit_print(stdout);
         rc = 0;
         goto out;
     }
     if (check_args(&cfg, &pos, err, sizeof(err)) != 0) {
         fprintf(stderr, "damselfly get: %s (see --help)\n", err);
-        rc = 2;
+        rc = DMF_GET_EXIT_USAGE;
         goto out;
     }
     dmf_log_threshold = DMF_LOG_ERROR + 1; /* the CLI speaks for itself */
@@ -766,13 +829,14 @@ static int run(int argc, char **argv)
     g.url = pos.v[0];
     g.start_ms = dmf_now_ms();
     g.tty = isatty(STDERR_FILENO);
-    if (output_open(&g.out, cfg.output, err, sizeof(err)) != 0) {
+    if ((e = output_open(&g.out, cfg.output, g.url, cfg.overwrite, err, sizeof(err))) != 0) {
         fprintf(stderr, "damselfly get: %s\n", err);
+        output_abort(&g.out);
+        rc = dmf_get_exit_for_write(e);
         goto out;
     }
 
     struct stat st;
-    int e;
     bool direct = false;
     if (stat(cfg.socket, &st) != 0 || !S_ISSOCK(st.st_mode)) {
         e = -ECONNREFUSED;
@@ -787,6 +851,7 @@ static int run(int argc, char **argv)
                     "going to the origin\n",
                     cfg.socket, g.error);
             output_abort(&g.out);
+            rc = DMF_GET_EXIT_NO_DAEMON;
             goto out;
         }
         if (!cfg.quiet)
@@ -808,6 +873,7 @@ static int run(int argc, char **argv)
             fputc('\n', stderr);
         fprintf(stderr, "damselfly get: %s\n", g.error);
         output_abort(&g.out);
+        rc = g.exit ? g.exit : DMF_GET_EXIT_FAILED;
         goto out;
     }
     if (!direct && g.out.content_length < 0) {
@@ -815,8 +881,9 @@ static int run(int argc, char **argv)
         output_abort(&g.out);
         goto out;
     }
-    if (output_commit(&g.out, err, sizeof(err)) != 0) {
+    if ((e = output_commit(&g.out, err, sizeof(err))) != 0) {
         fprintf(stderr, "damselfly get: %s\n", err);
+        rc = dmf_get_exit_for_write(e);
         goto out;
     }
     draw_progress(&g, true);
@@ -829,7 +896,8 @@ static int run(int argc, char **argv)
                 direct ? " (directly from the origin)" : "", g.content_digest[0] ? ", " : "",
                 g.content_digest);
     }
-    rc = 0;
+    dmf_output_free(&g.out.file);
+    rc = DMF_GET_EXIT_OK;
 out:
     dmf_strlist_free(&pos);
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &cfg);

@@ -46,6 +46,15 @@ static void load(void)
     RESOLVE(multi_cleanup, "curl_multi_cleanup");
     RESOLVE(slist_append, "curl_slist_append");
     RESOLVE(slist_free_all, "curl_slist_free_all");
+    RESOLVE(version_info, "curl_version_info");
+    const curl_version_info_data *v = dmf_curl_api.version_info(CURLVERSION_NOW);
+    if (v == NULL || (v->features & CURL_VERSION_ASYNCHDNS) == 0) {
+        snprintf(load_error, sizeof(load_error),
+                 "libcurl %s resolves names synchronously (no AsynchDNS); damselfly needs a "
+                 "libcurl built with the threaded resolver or c-ares",
+                 v && v->version ? v->version : "?");
+        return;
+    }
     if (dmf_curl_api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         snprintf(load_error, sizeof(load_error), "curl_global_init failed");
         dmf_curl_api.global_init = NULL;

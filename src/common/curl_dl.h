@@ -30,12 +30,15 @@ struct dmf_curl_api {
     __typeof__(curl_multi_cleanup) *multi_cleanup;
     __typeof__(curl_slist_append) *slist_append;
     __typeof__(curl_slist_free_all) *slist_free_all;
+    __typeof__(curl_version_info) *version_info;
 };
 
 extern struct dmf_curl_api dmf_curl_api;
 
 /* Loads libcurl and calls curl_global_init once (thread-safe, idempotent). Returns 0, or
- * -ENOENT with a reason in err ("cannot load libcurl.so.4: ..."). */
+ * -ENOENT with a reason in err ("cannot load libcurl.so.4: ..."). A libcurl without an
+ * asynchronous resolver (CURL_VERSION_ASYNCHDNS: the threaded resolver or c-ares) is
+ * refused: its name lookups would block the event loop that drives every transfer. */
 int dmf_curl_load(char *err, size_t errlen);
 
 #ifndef DMF_CURL_DL_IMPL
@@ -60,6 +63,7 @@ int dmf_curl_load(char *err, size_t errlen);
 #define curl_multi_cleanup       dmf_curl_api.multi_cleanup
 #define curl_slist_append        dmf_curl_api.slist_append
 #define curl_slist_free_all      dmf_curl_api.slist_free_all
+#define curl_version_info        dmf_curl_api.version_info
 #endif
 
 #endif

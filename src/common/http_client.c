@@ -61,6 +61,9 @@ struct dmf_http_req {
     size_t all_len;
     int all_truncated;
     char reason[CURL_ERROR_SIZE];
+    const char *(*addr_check)(void *arg, const struct sockaddr *sa);
+    void *addr_check_arg;
+    const char *refused; /* addr_check's reason for the last refused address */
     struct dmf_http_req *prev, *next;
 };
 
@@ -70,6 +73,19 @@ struct sock_ctx {
 };
 
 static void check_done(dmf_http_t *h);
+
+/* libcurl's socket opener, when the request checks addresses: refuses what the check
+ * refuses (libcurl then tries the name's next address, or fails to connect). */
+static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    dmf_http_req_t *r = arg;
+    const char *why = r->addr_check(r->addr_check_arg, &a->addr);
+    if (why != NULL) {
+        r->refused = why;
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
 static void reap_failed_early(dmf_http_t *h);
 static void req_free(dmf_http_req_t *r);
 
@@ -159,6 +175,11 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
     evtimer_add(h->timer, &tv);
     return 0;
+}
+
+int dmf_http_load(char *err, size_t errlen)
+{
+    return dmf_curl_load(err, errlen);
 }
 
 dmf_http_t *dmf_http_new(struct event_base *base)
@@ -318,9 +339,14 @@ static void check_done(dmf_http_t *h)
         CURLcode res = m->data.result;
         int err = 0;
         const char *reason = "";
+        char refused[160];
         if (r->abort_err < 0) {
             err = r->abort_err;
             reason = "aborted";
+        } else if (res != CURLE_OK && r->refused) {
+            err = -EACCES;
+            snprintf(refused, sizeof(refused), "refused: %s", r->refused);
+            reason = refused;
         } else if (res != CURLE_OK) {
             err = res == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT
                   : res == CURLE_COULDNT_CONNECT  ? -ECONNREFUSED
@@ -444,6 +470,12 @@ dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_ht
     if (h->extra_ca) {
         curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, add_extra_ca);
         curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, h);
+    }
+    if (opts && opts->addr_check) {
+        r->addr_check = opts->addr_check;
+        r->addr_check_arg = opts->addr_check_arg;
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r);
     }
     if (opts && opts->headers) {
         for (size_t i = 0; i < opts->headers->n; i++)

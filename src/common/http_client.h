@@ -6,6 +6,7 @@
 #define DMF_HTTP_CLIENT_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -49,8 +50,16 @@ struct dmf_http_opts {
     size_t body_len;      /* bytes of body */
     int keep_all_headers; /* keep every header line of the final response, in order */
     int http11;           /* force HTTP/1.1 (no HTTP/2 over TLS) */
+    /* Asked before each new connection with the address libcurl is about to connect to:
+     * NULL allows it, a reason refuses it (the request then fails with -EACCES and
+     * "refused: <reason>"). NULL hook = any address. */
+    const char *(*addr_check)(void *arg, const struct sockaddr *sa);
+    void *addr_check_arg;
 };
 
+/* Loads libcurl (curl_dl.h): 0, or -ENOENT with the reason in err. dmf_http_new needs it
+ * to have succeeded; a program calls it first to report a missing or unfit libcurl. */
+int dmf_http_load(char *err, size_t errlen);
 dmf_http_t *dmf_http_new(struct event_base *base);
 /* Cancels every request (without callbacks) and frees. */
 void dmf_http_free(dmf_http_t *h);

@@ -71,6 +71,12 @@ const char *dmf_strerror(int err)
     return strerror(err < 0 ? -err : err);
 }
 
+struct timeval dmf_timeval_ms(uint64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
 uint64_t dmf_now_ms(void)
 {
     struct timespec ts;

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 #define DMF_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define DMF_MIN(a, b)     ((a) < (b) ? (a) : (b))
@@ -30,6 +31,8 @@ const char *dmf_strerror(int err);
 
 /* Monotonic milliseconds, for timeouts and rates. */
 uint64_t dmf_now_ms(void);
+/* ms as a struct timeval (for libevent timeouts). */
+struct timeval dmf_timeval_ms(uint64_t ms);
 
 /* Lower-case hex of len bytes into out (2*len+1 bytes). */
 void dmf_hex_encode(const uint8_t *in, size_t len, char *out);

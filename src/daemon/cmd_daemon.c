@@ -15,6 +15,7 @@
 
 #include "common/cmd.h"
 #include "common/config.h"
+#include "common/fdlimit.h"
 #include "common/hostinfo.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -22,6 +23,7 @@
 #include "daemon/daemon.h"
 #include "daemon/api/local_api.h"
 #include "daemon/api/local_service.h"
+#include "daemon/api/socket_perms.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/registry.h"
 #include "daemon/peer/engine.h"
@@ -42,10 +44,18 @@ static const struct dmf_option options[] = {
         "the default route's interface; 127.0.0.1 only with a scheduler on loopback)"),
     OPT("piece-listen", 0, DMF_OPT_ADDR, piece_listen, 0, 0, "0.0.0.0:65002", "ADDR:PORT",
         "piece server (data plane between daemons, and /metrics)"),
+    OPT("piece-idle-timeout", 0, DMF_OPT_DURATION, piece_idle_timeout, 100, 3600000, "60s",
+        "DURATION",
+        "close a piece server connection idle, or whose peer stalls reading or sending, this long"),
     OPT("rpc-listen", 0, DMF_OPT_ADDR, rpc_listen, 0, 0, NULL, "ADDR:PORT",
         "gRPC Daemon service for the scheduler (default: --ip with any free port)"),
     OPT("socket", 0, DMF_OPT_STRING, socket, 0, 0, "/run/damselfly/daemon.sock", "PATH",
         "unix socket of the local API used by `damselfly get`"),
+    OPT("socket-group", 0, DMF_OPT_STRING, socket_group, 0, 0, NULL, "GROUP|GID",
+        "group whose members may use the socket (get through P2P without reading the data "
+        "dir, which stays 0700)"),
+    OPT("socket-mode", 0, DMF_OPT_STRING, socket_mode, 0, 0, NULL, "MODE",
+        "permission bits of the socket (default 0660 with --socket-group, else 0600)"),
     OPT("seed", 0, DMF_OPT_BOOL, seed, 0, 0, "false", NULL,
         "be a seed peer: fetch from origins when the scheduler asks, and cache"),
     OPT("host-id", 0, DMF_OPT_STRING, host_id, 0, 0, NULL, "ID",
@@ -74,8 +84,16 @@ static const struct dmf_option options[] = {
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
         "read options from this YAML file (flags override it)"),
-    OPT("proxy-listen", 0, DMF_OPT_STRING, proxy_listen, 0, 0, "0.0.0.0:65001", "ADDR:PORT",
-        "HTTP proxy and registry mirror for local clients; 'off' for none"),
+    OPT("proxy-listen", 0, DMF_OPT_STRING, proxy_listen, 0, 0, "127.0.0.1:65001", "ADDR:PORT",
+        "HTTP proxy and registry mirror for local clients; 'off' for none (a wider address "
+        "needs --proxy-allow-clients)"),
+    OPT("proxy-allow-clients", 0, DMF_OPT_LIST, proxy_allow_clients, 0, 0, NULL, "CIDR",
+        "networks whose clients may use the proxy (default: loopback only)"),
+    OPT("proxy-allow-targets", 0, DMF_OPT_LIST, proxy_allow_targets, 0, 0, NULL, "CIDR",
+        "networks the proxy may reach even where its policy refuses (link-local, this "
+        "daemon's own ports, the scheduler)"),
+    OPT("proxy-connect-ports", 0, DMF_OPT_LIST, proxy_connect_ports, 0, 0, NULL, "PORT",
+        "ports CONNECT may reach (default 443; '*' for any)"),
     OPT("registry-mirror", 0, DMF_OPT_STRING, registry_mirror, 0, 0, NULL, "URL",
         "default upstream registry of mirror requests without ?ns= (e.g. https://registry:5000)"),
     OPT("registry-map", 0, DMF_OPT_LIST, registry_map, 0, 0, NULL, "HOST=URL",
@@ -94,6 +112,15 @@ static const struct dmf_option options[] = {
     OPT("proxy-rules", 0, DMF_OPT_YAML, proxy_rules_line, 0, 0, NULL, NULL,
         "forward-proxy rules: a list of {regex, p2p}; the first match decides (see "
         "docs/operations.md)"),
+    OPT("proxy-header-timeout", 0, DMF_OPT_DURATION, proxy_header_timeout, 100, 600000, "30s",
+        "DURATION",
+        "a proxy request head must be complete this long after its first byte (else 408)"),
+    OPT("proxy-idle-timeout", 0, DMF_OPT_DURATION, proxy_idle_timeout, 100, 3600000, "120s",
+        "DURATION",
+        "close a proxy connection idle between requests, or whose client reads nothing of a "
+        "response this long; also bounds a CONNECT's connect"),
+    OPT("proxy-tunnel-timeout", 0, DMF_OPT_DURATION, proxy_tunnel_timeout, 100, 86400000, "10m",
+        "DURATION", "close a CONNECT tunnel with no byte in either direction this long"),
 };
 
 static const char usage[] =
@@ -156,6 +183,7 @@ struct daemon_run {
     uint16_t piece_port;
     bool proxy_on;
     struct dmf_proxy_rules rules; /* from --config, until the proxy takes them */
+    struct dmf_socket_perms socket_perms;
     struct event *sigint, *sigterm;
 };
 
@@ -216,6 +244,9 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
     if (dmf_parse_hostport(cfg->piece_listen, r->piece_host, sizeof(r->piece_host), &r->piece_port,
                            why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--piece-listen", why);
+    if (dmf_socket_perms_parse(cfg->socket_group, cfg->socket_mode, &r->socket_perms, err,
+                               errlen) != 0)
+        return -1;
     return 0;
 }
 
@@ -266,6 +297,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     if (resolve_ip(cfg, err, errlen) != 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
+    dmf_fd_limit_raise();
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     int e = dmf_mkdir_p(cfg->data_dir);
@@ -281,6 +313,10 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     dmf_engine_metrics_register();
     dmf_proxy_metrics_register();
 
+    if (dmf_http_load(why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
     d->base = dmf_rpc_event_base_new();
     d->rpc = dmf_rpc_new(d->base);
     d->http = dmf_http_new(d->base);
@@ -296,6 +332,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     }
     d->pieces = dmf_piece_server_new(d->base, r->piece_host, r->piece_port, dmf_engine_piece_lookup,
                                      d, err, errlen);
+    if (d->pieces != NULL)
+        dmf_piece_server_set_timeout(d->pieces, cfg->piece_idle_timeout);
     if (d->pieces == NULL)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);
@@ -327,7 +365,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
      * be offered to others as a parent. */
     dmf_engine_start(d);
 
-    d->local_api = dmf_local_api_new(d, cfg->socket, why, sizeof(why));
+    d->local_api = dmf_local_api_new(d, cfg->socket, &r->socket_perms, why, sizeof(why));
     if (d->local_api == NULL)
         return flag_error(err, errlen, "--socket", why);
 

@@ -20,6 +20,8 @@ struct dmf_daemon_config {
     char *piece_listen; /* "ADDR:PORT" of the piece server */
     char *rpc_listen;   /* "ADDR:PORT" of the Daemon gRPC service for the scheduler */
     char *socket;       /* unix socket of the local Daemon gRPC service */
+    char *socket_group; /* group (name or GID) allowed to use it, or NULL */
+    char *socket_mode;  /* its permission bits (octal), or NULL for the default */
     bool seed;
     char *host_id;
     char *hostname;
@@ -36,14 +38,21 @@ struct dmf_daemon_config {
     char *config; /* the YAML file given with --config, or NULL */
 
     /* The HTTP proxy (proxy.h). */
-    char *proxy_listen;                 /* "ADDR:PORT", or "off"/"" for no proxy */
-    char *registry_mirror;              /* default upstream registry URL, or NULL */
-    struct dmf_strlist registry_map;    /* "HOST=URL": upstream for a registry name (?ns=) */
-    struct dmf_strlist proxy_intercept; /* CONNECT hosts whose TLS is terminated */
-    char *proxy_ca_cert, *proxy_ca_key; /* the operator's CA for interception (PEM) */
-    char *origin_ca_file;               /* extra CAs trusted for HTTPS origins (PEM) */
-    char *origin_proxy;                 /* proxy for the daemon's own outbound HTTP, or NULL */
-    unsigned long proxy_rules_line;     /* line of proxy-rules in the config file, 0 = none */
+    char *proxy_listen;                     /* "ADDR:PORT", or "off"/"" for no proxy */
+    char *registry_mirror;                  /* default upstream registry URL, or NULL */
+    struct dmf_strlist registry_map;        /* "HOST=URL": upstream for a registry name (?ns=) */
+    struct dmf_strlist proxy_intercept;     /* CONNECT hosts whose TLS is terminated */
+    char *proxy_ca_cert, *proxy_ca_key;     /* the operator's CA for interception (PEM) */
+    char *origin_ca_file;                   /* extra CAs trusted for HTTPS origins (PEM) */
+    struct dmf_strlist proxy_allow_clients; /* CIDRs of clients; empty = loopback only */
+    struct dmf_strlist proxy_allow_targets; /* CIDRs reachable despite the target policy */
+    struct dmf_strlist proxy_connect_ports; /* CONNECT ports ("*" any); empty = 443 */
+    char *origin_proxy;                     /* proxy for the daemon's own outbound HTTP, or NULL */
+    unsigned long proxy_rules_line;         /* line of proxy-rules in the config file, 0 = none */
+    uint64_t piece_idle_timeout;            /* ms: piece server connection idle or stalled */
+    uint64_t proxy_header_timeout;          /* ms from a request head's first byte to its end */
+    uint64_t proxy_idle_timeout;   /* ms: keep-alive idle, a client not reading, a connect */
+    uint64_t proxy_tunnel_timeout; /* ms without a byte either way in a CONNECT tunnel */
 };
 
 struct dmf_engine;

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fdlimit.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/taskid.h"
@@ -87,6 +88,8 @@ struct watcher {
 struct dmf_piece_server {
     struct event_base *base;
     struct evhttp *http;
+    struct dmf_listener_guard *guard; /* accept errors pause, not spin (fdlimit.h) */
+    struct timeval io_timeout;        /* idle connection; a reader or sender that stalls */
     uint16_t port;
     dmf_piece_lookup_cb lookup;
     void *lookup_arg;
@@ -99,8 +102,6 @@ struct dmf_piece_server {
     bool stopping;
     uint64_t uploaded_bytes;
 };
-
-static const struct timeval io_timeout = {IO_TIMEOUT_SEC, 0};
 
 /* ---- replies ---- */
 
@@ -312,6 +313,10 @@ static bool send_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const
         return false;
     }
 
+    if (v.verify && !v.verify(v.verify_arg, n)) {
+        reply_text(req, 404, "Not Found", "piece not held here (it failed verification)");
+        return false;
+    }
     if (v.ledger && seed_refuses(v.ledger, v.have, n)) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
         evhttp_add_header(h, "Retry-After", "1");
@@ -492,7 +497,7 @@ static void watcher_end(struct watcher *w, enum watcher_state to)
     if (evhttp_request_get_connection(w->req) != NULL) {
         /* The connection lives on (keep-alive): give it back its normal limits. */
         struct bufferevent *bev = evhttp_connection_get_bufferevent(w->evcon);
-        bufferevent_set_timeouts(bev, &io_timeout, &io_timeout);
+        bufferevent_set_timeouts(bev, &ps->io_timeout, &ps->io_timeout);
         bufferevent_setwatermark(bev, EV_READ, 0, 0);
         evhttp_connection_set_closecb(w->evcon, NULL, NULL);
     }
@@ -548,6 +553,14 @@ static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const
         evbuffer_free(b);
         return;
     }
+    if (!v.downloading) {
+        /* Part of the task, and nothing coming (a failed download, dropped cached pieces):
+         * what is held, then the end without "done". */
+        evhttp_send_reply_chunk(req, b);
+        evhttp_send_reply_end(req);
+        evbuffer_free(b);
+        return;
+    }
     evhttp_send_reply_chunk(req, b);
     evbuffer_free(b);
 
@@ -569,7 +582,7 @@ static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const
      * close is still seen), a write timeout for a child that stops reading, and a cap on
      * what the child may send us meanwhile. */
     struct bufferevent *bev = evhttp_connection_get_bufferevent(w->evcon);
-    bufferevent_set_timeouts(bev, NULL, &io_timeout);
+    bufferevent_set_timeouts(bev, NULL, &ps->io_timeout);
     bufferevent_setwatermark(bev, EV_READ, 0, WATCHER_INPUT_MAX);
     evhttp_connection_set_closecb(w->evcon, watcher_on_close, w);
     dmf_debug("piece server: %s watches task %s (%u pieces held)", peer_of(req, peer, sizeof(peer)),
@@ -637,6 +650,12 @@ static int listen_on(const char *addr, uint16_t port, char *err, size_t errlen)
     return fd;
 }
 
+void dmf_piece_server_set_timeout(dmf_piece_server_t *ps, uint64_t ms)
+{
+    ps->io_timeout = dmf_timeval_ms(ms);
+    evhttp_set_timeout_tv(ps->http, &ps->io_timeout);
+}
+
 dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *addr, uint16_t port,
                                          dmf_piece_lookup_cb lookup, void *arg, char *err,
                                          size_t errlen)
@@ -657,7 +676,7 @@ dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *ad
     }
     evhttp_set_max_headers_size(ps->http, MAX_HEADERS_SIZE);
     evhttp_set_max_body_size(ps->http, 0); /* GET only: no request carries a body */
-    evhttp_set_timeout(ps->http, IO_TIMEOUT_SEC);
+    dmf_piece_server_set_timeout(ps, IO_TIMEOUT_SEC * 1000);
     /* Let every method through to on_request so that it answers 405, not evhttp's 501. */
     evhttp_set_allowed_methods(ps->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -670,10 +689,12 @@ dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *ad
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
         ps->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                   : ((struct sockaddr_in *)&ss)->sin_port);
-    if (evhttp_accept_socket_with_handle(ps->http, fd) == NULL) {
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(ps->http, fd);
+    if (bound == NULL) {
         snprintf(err, errlen, "cannot accept on the piece port");
         goto fail;
     }
+    ps->guard = dmf_listener_guard_new(evhttp_bound_socket_get_listener(bound), "piece server");
 
     dmf_metric_register(&m_upload_bytes);
     dmf_metric_register(&m_uploads_active);
@@ -786,6 +807,7 @@ void dmf_piece_server_free(dmf_piece_server_t *ps)
     /* Frees the listener and every connection; uploads in flight and queued requests end
      * in upload_on_close. */
     ps->stopping = true;
+    dmf_listener_guard_free(ps->guard);
     evhttp_free(ps->http);
     free(ps);
 }

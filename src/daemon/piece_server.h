@@ -39,8 +39,14 @@ struct dmf_piece_view {
     uint32_t piece_length;    /* 0 while unknown */
     const dmf_bitmap_t *have; /* verified pieces */
     bool complete;            /* every piece held; total is dmf_piece_count(...) */
+    bool downloading;         /* more pieces may come (a /have stream stays open for them) */
     /* A seed's record of its uploads, or NULL (see struct dmf_seed_ledger). */
     struct dmf_seed_ledger *ledger;
+    /* Called before a held piece is sent: true when its bytes may go out (verified now,
+     * hashing them first if they were not verified since a restart or a change of the data
+     * file); false drops it and the request gets 404. NULL: every held piece may go. */
+    bool (*verify)(void *arg, uint32_t n);
+    void *verify_arg;
 };
 
 /* A seed sends each piece into the swarm once before it sends any twice, and after that
@@ -60,10 +66,13 @@ void dmf_seed_ledger_free(struct dmf_seed_ledger *l);
 typedef int (*dmf_piece_lookup_cb)(void *arg, const char *task_id, struct dmf_piece_view *view);
 
 /* Binds addr:port (port 0 = any; see dmf_piece_server_port). Returns NULL with a reason
- * in err ("cannot listen on 127.0.0.1:65002: Address already in use"). */
+ * in err ("cannot listen on 127.0.0.1:65002: Address already in use"). Connections idle
+ * for 60 s, or whose peer stops reading or sending for that long, are closed. */
 dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *addr, uint16_t port,
                                          dmf_piece_lookup_cb lookup, void *arg, char *err,
                                          size_t errlen);
+/* Changes that idle/stall timeout (ms) for connections accepted from now on. */
+void dmf_piece_server_set_timeout(dmf_piece_server_t *ps, uint64_t ms);
 uint16_t dmf_piece_server_port(const dmf_piece_server_t *ps);
 
 /* Piece n of task_id was just verified and stored: tell the /have watchers. */

@@ -379,6 +379,13 @@ int dmf_store_open(const char *data_dir, dmf_store_t **out, char *err, size_t er
         snprintf(err, errlen, "cannot create %s: %s", tasks, dmf_strerror(ret));
         goto out;
     }
+    /* Local users reach cached data only through the daemon (docs/internals/LOCAL-API.md). */
+    if (chmod(data_dir, 0700) != 0) {
+        ret = -errno;
+        snprintf(err, errlen, "cannot make %s private (chmod 0700): %s", data_dir,
+                 dmf_strerror(ret));
+        goto out;
+    }
     lock_path = dmf_xasprintf("%s/lock", data_dir);
     s->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (s->lock_fd < 0) {
@@ -641,6 +648,13 @@ int dmf_store_task_save(dmf_store_t *s, const struct dmf_store_task *t)
 
 int dmf_store_open_data(dmf_store_t *s, const char *id, char **path)
 {
+    int64_t found;
+    return dmf_store_open_data_found(s, id, path, &found);
+}
+
+int dmf_store_open_data_found(dmf_store_t *s, const char *id, char **path, int64_t *found)
+{
+    *found = -1;
     if (path != NULL)
         *path = NULL;
     if (!dmf_task_id_valid(id))
@@ -648,12 +662,17 @@ int dmf_store_open_data(dmf_store_t *s, const char *id, char **path)
 
     char *dir = task_dir(s, id);
     char *file = data_path(s, id);
+    struct stat sb;
     int fd = -1, ret = dmf_mkdir_p(dir);
     if (ret != 0) {
         dmf_error("store: cannot create %s: %s", dir, dmf_strerror(ret));
         goto out;
     }
-    fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    fd = open(file, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    else if (fd >= 0 && fstat(fd, &sb) == 0)
+        *found = sb.st_size;
     if (fd < 0) {
         ret = -errno;
         dmf_error("store: cannot open %s: %s", file, dmf_strerror(ret));
@@ -666,7 +685,6 @@ int dmf_store_open_data(dmf_store_t *s, const char *id, char **path)
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int64_t content_length = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 1) : -1;
     stmt_done(st);
-    struct stat sb;
     if (content_length > 0 && fstat(fd, &sb) == 0 && sb.st_size < content_length &&
         ftruncate(fd, content_length) != 0) {
         ret = -errno;
@@ -796,4 +814,19 @@ int dmf_store_task_list(dmf_store_t *s, struct dmf_strlist *ids)
         return -EIO;
     }
     return 0;
+}
+
+int dmf_store_detach_data(dmf_store_t *s, const char *id, int fd)
+{
+    if (!dmf_task_id_valid(id))
+        return -EINVAL;
+    char *file = data_path(s, id);
+    struct stat a, b;
+    int ret = 0;
+    /* Only the file fd has open: a fresh one already there stays. */
+    if (fstat(fd, &a) == 0 && lstat(file, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino && unlink(file) != 0)
+        ret = -errno;
+    free(file);
+    return ret;
 }

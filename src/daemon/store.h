@@ -58,6 +58,15 @@ int dmf_store_task_save(dmf_store_t *s, const struct dmf_store_task *t);
  * *path, when not NULL, gets the file's path (caller frees). */
 int dmf_store_open_data(dmf_store_t *s, const char *id, char **path);
 
+/* As dmf_store_open_data; *found gets the file's size before it was extended, or -1 when
+ * it did not exist (it was created empty). */
+int dmf_store_open_data_found(dmf_store_t *s, const char *id, char **path, int64_t *found);
+
+/* Unlinks the task's data file from the data dir if it is still the file fd has open (a
+ * user's hard link to it keeps the inode); the next dmf_store_open_data starts a fresh
+ * one. Returns 0 or -errno. */
+int dmf_store_detach_data(dmf_store_t *s, const char *id, int fd);
+
 /* Records that piece n's bytes are written to the data file and verified against digest.
  * Call it only after the bytes are written. Idempotent (a second put replaces the digest).
  * Returns 0, -ENOENT when the task row was never saved, -EINVAL or -EIO. */

@@ -14,6 +14,7 @@
 
 #include "common/cmd.h"
 #include "common/config.h"
+#include "common/fdlimit.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
@@ -142,6 +143,7 @@ static int run(int argc, char **argv)
     dmf_rpc_t *rpc = NULL;
     dmf_scheduler_service_t *svc = NULL;
     struct evhttp *http = NULL;
+    struct dmf_listener_guard *guard = NULL;
     struct event *sigint = NULL, *sigterm = NULL;
 
     if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &o, argc, argv, NULL, &help, err,
@@ -195,6 +197,7 @@ static int run(int argc, char **argv)
         .negative_ttl_ms = o.negative_cache_ttl,
         .negative_ttl_set = true,
     };
+    dmf_fd_limit_raise();
     svc = dmf_scheduler_service_new(base, rpc, &cfg);
     int port = 0;
     if (dmf_scheduler_service_listen(svc, o.listen, &port, err, sizeof(err)) != 0) {
@@ -205,10 +208,12 @@ static int run(int argc, char **argv)
     http = evhttp_new(base);
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_cb(http, "/metrics", dmf_metrics_http_handler, NULL);
-    if (evhttp_accept_socket_with_handle(http, metrics_fd) == NULL) {
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(http, metrics_fd);
+    if (bound == NULL) {
         fprintf(stderr, "damselfly scheduler: cannot serve metrics on %s\n", o.metrics_listen);
         goto out;
     }
+    guard = dmf_listener_guard_new(evhttp_bound_socket_get_listener(bound), "metrics");
     int metrics_port = socket_port(metrics_fd);
     metrics_fd = -1; /* evhttp owns it now */
 
@@ -228,6 +233,7 @@ static int run(int argc, char **argv)
     rc = 0;
 out:
     dmf_scheduler_service_free(svc);
+    dmf_listener_guard_free(guard);
     if (http)
         evhttp_free(http);
     if (sigint)

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import tarfile
+import socket
 import threading
 import time
 from pathlib import Path
@@ -592,3 +593,19 @@ class EchoServer:
         self._stop.set()
         self.t.join(timeout=5)
         self.sock.close()
+
+
+def read_reply(s, timeout):
+    """Everything the other side sends on socket s until it closes (or resets, or timeout
+    seconds pass without a byte)."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return data

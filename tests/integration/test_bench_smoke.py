@@ -79,3 +79,21 @@ def test_bench_cluster_smoke_every_scenario_completes_and_verifies(tmp_path, nee
                                             text=True, timeout=10).stdout.split()
                 if ns.startswith(f"dmfb-{p.pid % 100000}-")]
     assert not leftover, f"namespaces left behind: {leftover}"
+
+
+@pytest.mark.deadline(90)
+def test_bench_soak_smoke_samples_and_counts(tmp_path, need_binary):
+    """bench/soak for a few seconds with 2 daemons: it samples every process, downloads
+    exact bytes through get and the proxy, prints its slope table and cleans up."""
+    args = [str(repo_root() / "bench" / "soak"), "--duration", "8s", "--interval", "4s",
+            "--daemons", "2", "--files", "2", "--versions", "3", "--damselfly", str(binary())]
+    cp = subprocess.run(args, capture_output=True, text=True, timeout=scaled(80),
+                        stdin=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    print(cp.stdout)
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
+    for label in ("scheduler", "seed", "d1", "d2"):
+        assert any(line.startswith(label) for line in cp.stdout.splitlines()), cp.stdout
+    done = [line for line in cp.stdout.splitlines() if line.startswith("downloads:")]
+    assert done and " 0 failed, 0 wrong bytes" in done[0], cp.stdout
+    assert int(done[0].split()[1]) > 0, cp.stdout
+    assert not list(tmp_path.glob("dmf-soak-*")), "bench/soak left its directory behind"

@@ -53,7 +53,11 @@ def test_output_replaces_a_file_but_never_a_directory(tmp_path, origin, need_bin
     d = start_daemon(tmp_path, "d1")
     out = tmp_path / "existing"
     out.write_bytes(b"old content")
+    # dfget's rule: an existing file is replaced only with --overwrite.
     cp = run_get(d, origin.url("/over.bin"), out, timeout=60)
+    assert cp.returncode == 3 and "--overwrite" in cp.stderr.decode(), describe(cp)
+    assert out.read_bytes() == b"old content"
+    cp = run_get(d, origin.url("/over.bin"), out, "--overwrite", timeout=60)
     assert cp.returncode == 0, describe(cp)
     assert sha256_file(out) == sha
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".existing")] == [], \
@@ -61,7 +65,7 @@ def test_output_replaces_a_file_but_never_a_directory(tmp_path, origin, need_bin
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "keep").write_text("x")
-    cp = run_get(d, origin.url("/over.bin"), folder, timeout=60)
+    cp = run_get(d, origin.url("/over.bin"), folder, "--overwrite", timeout=60)
     assert cp.returncode != 0, f"get -O <directory> succeeded: {describe(cp)}"
     assert folder.is_dir() and (folder / "keep").read_text() == "x"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".folder")] == []

@@ -59,7 +59,8 @@ def test_forward_proxy_rules_choose_p2p_or_direct(tmp_path, origin, need_binary)
 def test_connect_tunnel_passes_bytes_unchanged(tmp_path, need_binary):
     echo = EchoServer()
     try:
-        d = start_daemon(tmp_path, "d1")
+        # The echo server's port is not 443: CONNECT to it needs the operator's word.
+        d = start_daemon(tmp_path, "d1", proxy_connect_ports=[echo.port])
         payload = os.urandom(3 * MiB)
         with socket.create_connection(("127.0.0.1", d.proxy_port), timeout=scaled(20)) as s:
             s.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -121,7 +122,7 @@ def test_tls_interception_with_the_operator_ca(tmp_path, need_binary):
 
         # Not intercepted (another daemon, no interception): CONNECT is a plain tunnel and the
         # client sees the origin's own certificate.
-        tunnel = start_daemon(tmp_path, "d2")
+        tunnel = start_daemon(tmp_path, "d2", proxy_connect_ports="*")
         cp = curl(["-v", "--proxy", f"http://127.0.0.1:{tunnel.proxy_port}", "--cacert",
                    origin_ca_crt, org.url("/plain.txt")])
         assert cp.returncode == 0, cp.stderr.decode(errors="replace")[-1500:]

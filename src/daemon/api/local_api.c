@@ -4,26 +4,33 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/fdlimit.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
 #include "daemon/api/local_service.h"
+#include "daemon/api/socket_perms.h"
 
-#define REQUEST_MAX (1u << 20)
+#define REQUEST_MAX     (1u << 20)
+#define FD_SEND_WAIT_MS 2000
 
 struct dmf_local_api {
     struct dmf_daemon *d;
     struct evhttp *http;
+    struct dmf_listener_guard *guard; /* accept errors pause, not spin (fdlimit.h) */
 };
 
 /* One DownloadTask over HTTP: the reply is chunked, one frame per chunk. */
@@ -75,12 +82,82 @@ static void http_finish(void *ctx, int status, const char *details)
         free(hd);
 }
 
-static const struct dmf_download_transport http_transport = {http_send, http_finish};
+/* Waits (briefly: a local client reading its answer) until sock takes more bytes. */
+static int wait_writable(int sock)
+{
+    struct pollfd p = {.fd = sock, .events = POLLOUT};
+    int r = poll(&p, 1, FD_SEND_WAIT_MS);
+    return r > 0 ? 0 : r == 0 ? -ETIMEDOUT : -errno;
+}
+
+/* An 'F' frame carrying fd (SCM_RIGHTS). The descriptor travels with the frame's own
+ * bytes, so what libevent buffered for the connection is written out first; the frame is
+ * then one HTTP chunk written straight to the socket, and the client's recvmsg gets the
+ * descriptor with the bytes of that frame, never before the answers sent ahead of it. */
+static int http_send_fd(void *ctx, int fd)
+{
+    struct http_download *hd = ctx;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(hd->conn);
+    int sock = bev ? bufferevent_getfd(bev) : -1;
+    if (sock < 0)
+        return -ENOTCONN;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    while (evbuffer_get_length(out) > 0) {
+        int w = evbuffer_write(out, sock);
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int e = wait_writable(sock);
+            if (e != 0)
+                return e;
+        } else if (w < 0) {
+            return errno == EINTR ? 0 : -errno;
+        }
+    }
+    static const char chunk[] = "5\r\nF\0\0\0\0\r\n";
+    size_t len = sizeof(chunk) - 1, off = 0;
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    while (off < len) {
+        struct iovec iov = {(char *)chunk + off, len - off};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+        if (off == 0) {
+            msg.msg_control = &ctl;
+            msg.msg_controllen = sizeof(ctl);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        }
+        ssize_t w = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int e = wait_writable(sock);
+            if (e != 0)
+                return e;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EPIPE;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+static const struct dmf_download_transport http_transport = {http_send, http_finish, http_send_fd};
 
 static void on_client_gone(struct evhttp_connection *conn, void *arg)
 {
     struct http_download *hd = arg;
     dmf_download_abandon(hd->dl);
+    /* A connection that failed under an unfinished reply (the client went away) leaves
+     * its request to us, detached: ending the reply frees it. At shutdown the request is
+     * still attached and goes with its connection. */
+    if (evhttp_request_get_connection(hd->req) == NULL)
+        evhttp_send_reply_end(hd->req);
     free(hd);
 }
 
@@ -123,7 +200,8 @@ static void on_other(struct evhttp_request *req, void *arg)
     evhttp_send_error(req, 404, "unknown path (see docs/internals/LOCAL-API.md)");
 }
 
-struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path, char *err,
+struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path,
+                                        const struct dmf_socket_perms *perms, char *err,
                                         size_t errlen)
 {
     struct sockaddr_un sa;
@@ -134,11 +212,20 @@ struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path, 
         return NULL;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
+    /* Nobody may connect before the socket has its group and mode. */
+    mode_t old = umask(0177);
     struct evconnlistener *l =
         evconnlistener_new_bind(d->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
                                 128, (struct sockaddr *)&sa, sizeof(sa));
+    int bind_errno = errno;
+    umask(old);
     if (l == NULL) {
-        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(bind_errno));
+        return NULL;
+    }
+    if (dmf_socket_perms_apply(path, perms, err, errlen) != 0) {
+        evconnlistener_free(l);
+        unlink(path);
         return NULL;
     }
     struct dmf_local_api *api = dmf_xcalloc(1, sizeof(*api));
@@ -156,6 +243,7 @@ struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path, 
         free(api);
         return NULL;
     }
+    api->guard = dmf_listener_guard_new(l, "local API");
     return api;
 }
 
@@ -163,6 +251,7 @@ void dmf_local_api_free(struct dmf_local_api *api)
 {
     if (api == NULL)
         return;
+    dmf_listener_guard_free(api->guard);
     evhttp_free(api->http); /* closes connections: their close callbacks abandon downloads */
     free(api);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/taskid.h"
@@ -28,6 +29,8 @@ struct dmf_download {
     struct dmf_task_sub sub;
     struct event *timeout;
     uint64_t timeout_ms;
+    uint32_t sent_gen; /* the data file whose descriptor the client has (task_info.data_gen) */
+    bool from_cache;   /* every piece was held: checked, then handed out from the cache */
     bool done;
 };
 
@@ -62,11 +65,27 @@ static Damselfly__V1__TaskState task_state(enum dmf_task_phase phase)
     }
 }
 
+/* The client gets a descriptor of the data before it is told of any piece in it. */
+static void send_data_fd(struct dmf_download *dl, const struct dmf_task_info *info)
+{
+    if (dl->tr->send_fd == NULL || info->data_gen == 0 || info->data_gen == dl->sent_gen)
+        return;
+    int fd = dmf_task_open_read(dl->t);
+    int e = fd >= 0 ? dl->tr->send_fd(dl->ctx, fd) : fd;
+    if (fd >= 0)
+        close(fd);
+    if (e != 0)
+        dmf_warn("task %s: cannot pass its data to a local client: %s", info->id, dmf_strerror(e));
+    else
+        dl->sent_gen = info->data_gen;
+}
+
 static void send_progress(struct dmf_download *dl, const uint32_t *pieces, size_t n,
                           Damselfly__V1__TaskState state)
 {
     struct dmf_task_info info;
     dmf_task_info(dl->t, &info);
+    send_data_fd(dl, &info);
     Damselfly__V1__DownloadTaskResponse r = DAMSELFLY__V1__DOWNLOAD_TASK_RESPONSE__INIT;
     r.task_id = (char *)info.id;
     r.peer_id = (char *)info.peer_id;
@@ -108,6 +127,11 @@ static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces
     struct dmf_task_info info;
     dmf_task_info(t, &info);
     if (info.phase == DMF_TASK_PHASE_SUCCEEDED) {
+        if (dl->from_cache && info.bytes_from_origin + info.bytes_from_peers == 0) {
+            dmf_info("task %s: served from the local cache, verified first (%lld bytes)", info.id,
+                     (long long)info.content_length);
+            dmf_metric_add(&dmf_m_bytes_local, info.content_length);
+        }
         send_progress(dl, pieces, n, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
         finish(dl, GRPC_STATUS_OK, NULL);
     } else {
@@ -231,6 +255,9 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         finish(dl, GRPC_STATUS_OK, NULL);
         return;
     }
+    struct dmf_task_info held;
+    dmf_task_info(t, &held);
+    dl->from_cache = held.content_length >= 0 && held.held_pieces == held.total_pieces;
     dmf_task_subscribe(t, &dl->sub);
     dmf_task_start(t);
     if (!dl->done)

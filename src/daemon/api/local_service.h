@@ -14,6 +14,11 @@ struct dmf_download_transport {
     /* The last call for this download: a gRPC status code and a one-line reason. The
      * transport may free the download (dmf_download_abandon) inside. */
     void (*finish)(void *ctx, int status, const char *details);
+    /* Passes an open read-only descriptor of the task's data to the client (borrowed: the
+     * caller closes it) before the answer that first lists its pieces, and again when the
+     * task starts a fresh data file. NULL when the transport cannot carry descriptors
+     * (gRPC over TCP). 0 or -errno. */
+    int (*send_fd)(void *ctx, int fd);
 };
 
 /* Validates the request, derives the task ID and starts (or joins, or answers from the

@@ -10,10 +10,12 @@
 #include "common/util.h"
 #include "daemon/peer/announce.h"
 #include "daemon/peer/task.h"
+#include "daemon/peer/task_cache.h"
 
 struct dmf_engine {
     struct dmf_task *tasks;                /* every task in memory (a list) */
     struct dmf_announce_client *announcer; /* NULL without --scheduler */
+    bool closing; /* dmf_engine_stop has begun: no task is loaded or made any more */
 };
 
 static void link_task(struct dmf_engine *e, struct dmf_task *t);
@@ -55,6 +57,9 @@ void dmf_engine_stop(struct dmf_daemon *d)
     struct dmf_engine *e = d->engine;
     if (e == NULL)
         return;
+    /* The announce client's goodbye below runs the loop, and the piece server still
+     * listens then: a request in that window must not load a task that nobody frees. */
+    e->closing = true;
     while (e->tasks) {
         struct dmf_task *t = e->tasks;
         e->tasks = t->next;
@@ -72,6 +77,8 @@ void dmf_engine_metrics_register(void)
     dmf_metric_register(&dmf_m_bytes_peer);
     dmf_metric_register(&dmf_m_bytes_local);
     dmf_metric_register(&dmf_m_verify_failures);
+    dmf_metric_register(&dmf_m_cache_verified);
+    dmf_metric_register(&dmf_m_cache_failures);
     dmf_metric_register(&dmf_m_tasks_succeeded);
     dmf_metric_register(&dmf_m_tasks_failed);
 }
@@ -88,7 +95,7 @@ struct dmf_task *dmf_engine_find(struct dmf_daemon *d, const char *id)
     for (struct dmf_task *t = e->tasks; t; t = t->next)
         if (strcmp(t->id, id) == 0)
             return t;
-    if (!dmf_task_id_valid(id))
+    if (e->closing || !dmf_task_id_valid(id))
         return NULL;
     struct dmf_task *t = dmf_task_load(d, e->announcer, id);
     if (t)
@@ -99,6 +106,8 @@ struct dmf_task *dmf_engine_find(struct dmf_daemon *d, const char *id)
 int dmf_engine_open(struct dmf_daemon *d, const char *id, const struct dmf_task_request *req,
                     struct dmf_task **out)
 {
+    if (d->engine->closing)
+        return -ESHUTDOWN;
     /* Space a download that failed on a full disk still holds goes back first. */
     for (struct dmf_task *u = d->engine->tasks; u; u = u->next)
         dmf_task_release_now(u);

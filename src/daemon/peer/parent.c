@@ -87,11 +87,21 @@ static bool usable(const struct dmf_parent *p)
     return p->state == PARENT_CONNECTING || p->state == PARENT_ACTIVE;
 }
 
+static bool offers_wanted(const struct dmf_parent *p);
+
+/* A parent whose /have stream ended without "done" (it stopped, or dropped cached pieces)
+ * counts only while it lists a piece this task lacks. */
+static bool may_help(const struct dmf_parent *p)
+{
+    return p->have_req != NULL || p->complete || evtimer_pending(p->retry, NULL) ||
+           offers_wanted(p);
+}
+
 int dmf_parents_usable(const struct dmf_parents *ps)
 {
     int n = 0;
     for (const struct dmf_parent *p = ps ? ps->list : NULL; p; p = p->next)
-        n += usable(p);
+        n += usable(p) && may_help(p);
     return n;
 }
 
@@ -177,6 +187,16 @@ static int have_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t
     return 0;
 }
 
+/* True when p lists a piece this task does not hold yet. */
+static bool offers_wanted(const struct dmf_parent *p)
+{
+    const dmf_bitmap_t *held = &p->ps->env.book->have;
+    for (uint32_t n = 0; n < p->has.nbits; n++)
+        if (dmf_bitmap_get(&p->has, n) && !dmf_bitmap_get(held, n))
+            return true;
+    return false;
+}
+
 static void on_have_retry(evutil_socket_t fd, short what, void *arg)
 {
     have_connect(arg);
@@ -196,6 +216,8 @@ static void have_on_done(void *arg, dmf_http_req_t *req, int err, const char *re
     }
     if (err == 0 && p->complete)
         return; /* it holds everything: nothing more to learn */
+    if (err == 0 && offers_wanted(p))
+        return; /* it stopped (or dropped pieces) but has some we lack: take them first */
     dmf_warn("task %s peer %s: parent %s at %s: %s", p->ps->env.task_id, p->ps->env.peer_id,
              p->peer_id, p->base_url,
              err == 0         ? "stopped the task"
@@ -265,6 +287,14 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     if (err == -ENOENT) {
         /* It no longer has the piece (or never had): ask someone else. */
         dmf_bitmap_clear(&p->has, n);
+        if (p->have_req == NULL && !offers_wanted(p)) {
+            /* Its /have stream is over and it holds nothing we lack (it dropped cached
+             * pieces): it cannot help, and keeping it would hold off the stall timeout. */
+            dmf_warn("task %s peer %s: parent %s no longer holds the pieces we lack",
+                     ps->env.task_id, ps->env.peer_id, p->peer_id);
+            parent_drop(p, PARENT_FAILED, false, 0);
+            return;
+        }
         changed(ps);
         return;
     }

@@ -155,6 +155,11 @@ void dmf_book_commit(struct dmf_piece_book *b, uint32_t n, const uint8_t digest[
     dmf_bitmap_set(&b->have, n);
 }
 
+void dmf_book_drop(struct dmf_piece_book *b, uint32_t n)
+{
+    dmf_bitmap_clear(&b->have, n);
+}
+
 void dmf_book_drop_all(struct dmf_piece_book *b)
 {
     dmf_bitmap_free(&b->have);

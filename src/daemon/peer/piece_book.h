@@ -78,6 +78,8 @@ const uint8_t *dmf_book_digest(const struct dmf_piece_book *b, uint32_t n);
 int dmf_book_set_digest(struct dmf_piece_book *b, uint32_t n, const uint8_t digest[DMF_SHA256_LEN]);
 /* Piece n is verified (against digest) and stored: held. */
 void dmf_book_commit(struct dmf_piece_book *b, uint32_t n, const uint8_t digest[DMF_SHA256_LEN]);
+/* Forgets held piece n (its cached bytes failed verification); its digest stays known. */
+void dmf_book_drop(struct dmf_piece_book *b, uint32_t n);
 /* Forgets every held piece (they did not add up to the content digest). */
 void dmf_book_drop_all(struct dmf_piece_book *b);
 

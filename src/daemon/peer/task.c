@@ -19,6 +19,7 @@
 #include "daemon/peer/announce.h"
 #include "daemon/peer/parent.h"
 #include "daemon/peer/source.h"
+#include "daemon/peer/task_cache.h"
 
 DMF_METRIC_COUNTER(dmf_m_bytes_origin, "damselfly_download_bytes_total", "source=\"origin\"",
                    "Bytes of verified pieces received, by where they came from.");
@@ -88,6 +89,7 @@ struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *
     memcpy(t->id, id, DMF_TASK_ID_LEN);
     t->fd = -1;
     dmf_book_init(&t->book);
+    dmf_cache_init(&t->cache);
     dmf_bitmap_init(&t->ledger.served);
     t->kick = event_new(d->base, -1, 0, on_kick, t);
     t->stall = evtimer_new(d->base, on_stall, t);
@@ -162,10 +164,13 @@ int dmf_task_ensure_data(struct dmf_task *t)
         return 0;
     free(t->data_path);
     t->data_path = NULL;
-    int fd = dmf_store_open_data(t->d->store, t->id, &t->data_path);
+    int64_t found;
+    int fd = dmf_store_open_data_found(t->d->store, t->id, &t->data_path, &found);
     if (fd < 0)
         return fd;
     t->fd = fd;
+    t->data_gen++;
+    dmf_task_cache_opened(t, found);
     return 0;
 }
 
@@ -224,6 +229,11 @@ static void push_fresh(struct dmf_task *t, uint32_t n)
         t->fresh = dmf_xrealloc(t->fresh, t->fresh_cap * sizeof(*t->fresh));
     }
     t->fresh[t->nfresh++] = n;
+}
+
+void dmf_task_note_verified(struct dmf_task *t, uint32_t n)
+{
+    push_fresh(t, n);
 }
 
 /* ---------------------------------------------------------------- piece commit */
@@ -338,6 +348,7 @@ static void piece_done(void *arg)
     }
     dmf_book_commit(&t->book, n, j->digest);
     dmf_watchdog_progress(&t->watchdog, dmf_now_ms(), j->len);
+    dmf_bitmap_set(&t->cache.verified, n);
     count_bytes(t, j->from, (int64_t)j->len);
     dmf_piece_server_notify_piece(t->d->pieces, t->id, n);
     dmf_announce_report_piece(t->announce, n, j->from == DMF_FROM_ORIGIN ? j->digest : NULL);
@@ -624,6 +635,10 @@ static void finish(struct dmf_task *t)
 {
     bool ok = t->state == DMF_TASK_SUCCEEDED;
     stop_transfers(t);
+    /* The file as the daemon's writes left it. A check of the cache alone (no piece came)
+     * keeps the mark taken before it hashed: a change during the hash stays visible. */
+    if (t->bytes.origin + t->bytes.seed + t->bytes.peer > 0 || !t->cache.marked)
+        dmf_task_cache_mark(t);
     uint64_t ms = dmf_now_ms() - t->started_ms;
     if (ok) {
         save(t);
@@ -829,6 +844,7 @@ static struct dmf_task_facts facts(const struct dmf_task *t)
         .has_scheduler = t->announcer != NULL,
         .back_to_source_disabled = t->disable_back_to_source,
         .expect_digest = t->expected_digest[0] != '\0',
+        .needs_check = dmf_task_cache_needs_check(t),
         .has_error = t->error != NULL,
         .usable_parents = dmf_parents_usable(t->parents),
         .announced = t->announce != NULL,
@@ -857,6 +873,13 @@ static void apply(struct dmf_task *t, enum dmf_task_event ev, const char *why,
             set_error(t, buf);
     }
     task_set_state(t, s.to);
+    if (!dmf_task_state_running(from) || from == DMF_TASK_VERIFYING) {
+        if (running(t) && t->state != DMF_TASK_VERIFYING) {
+            /* A download starts (from the cache's check, too): the watchdog from now. */
+            dmf_watchdog_start(&t->watchdog, dmf_now_ms());
+            t->reconnects = 0;
+        }
+    }
     if (s.actions & DMF_TASK_DO_WARN_LOST)
         reconnect_later(t, why);
     if (s.actions & DMF_TASK_DO_REGISTER)
@@ -944,15 +967,14 @@ static void on_reconnect(evutil_socket_t fd, short what, void *arg)
 
 /* ---------------------------------------------------------------- whole-content digest */
 
-/* The pieces are each verified already; this checks that they add up to what the user
- * (or the OCI digest) promised. Hashing gigabytes takes a while, so it runs on a thread
+/* Once every piece is held, and before a cached task is handed out when its pieces are
+ * not all verified in this session or a content digest was asked for: one pass over the
+ * data file hashes every piece (against the digests in the book) and the whole content
+ * (against the digest asked for). Hashing gigabytes takes a while, so it runs on a thread
  * of its own and the result comes back to the loop. */
 struct verify_job {
     struct dmf_task *t;
-    int fd;
-    uint64_t len;
-    uint8_t got[DMF_SHA256_LEN];
-    int err;
+    struct dmf_cache_scan scan;
     pthread_t thread;
     struct event *done;
 };
@@ -960,7 +982,7 @@ struct verify_job {
 static void *verify_main(void *arg)
 {
     struct verify_job *job = arg;
-    job->err = dmf_sha256_fd(job->fd, 0, job->len, job->got);
+    dmf_cache_scan_run(&job->scan);
     event_active(job->done, 0, 0);
     return NULL;
 }
@@ -968,7 +990,8 @@ static void *verify_main(void *arg)
 static void verify_job_free(struct verify_job *job)
 {
     pthread_join(job->thread, NULL);
-    close(job->fd);
+    close(job->scan.fd);
+    dmf_cache_scan_free(&job->scan);
     event_free(job->done);
     free(job);
 }
@@ -980,15 +1003,32 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
     uint8_t want[DMF_SHA256_LEN];
     char err[128];
     t->verify = NULL;
-    int e = job->err;
-    if (e == 0 && dmf_digest_parse(t->expected_digest, want, err, sizeof(err)) == 0 &&
-        memcmp(want, job->got, DMF_SHA256_LEN) != 0)
+    if (t->state != DMF_TASK_VERIFYING) {
+        verify_job_free(job);
+        return;
+    }
+    int e = job->scan.err;
+    /* Pieces may also have been dropped while the scan ran (a child's request found one
+     * bad): then too they are fetched again. */
+    if (e == 0 && (dmf_task_cache_apply_scan(t, &job->scan) > 0 || !dmf_book_all_held(&t->book))) {
+        verify_job_free(job);
+        /* The bad pieces are dropped: fetch them again, as a download. */
+        free(t->error);
+        t->error = NULL;
+        t->started_ms = dmf_now_ms();
+        if (dmf_task_ensure_data(t) == 0)
+            save(t);
+        handle(t, DMF_TASK_EV_CHECK_DROPPED, "cached pieces failed verification");
+        return;
+    }
+    bool expect = t->expected_digest[0] != '\0';
+    if (e == 0 && expect &&
+        (dmf_digest_parse(t->expected_digest, want, err, sizeof(err)) != 0 ||
+         memcmp(want, job->scan.whole, DMF_SHA256_LEN) != 0))
         e = -EBADMSG;
     char gots[DMF_DIGEST_STR_LEN + 1];
-    dmf_digest_format(job->got, gots);
+    dmf_digest_format(job->scan.whole, gots);
     verify_job_free(job);
-    if (t->state != DMF_TASK_VERIFYING)
-        return;
     if (e != 0) {
         t->failed_for_good = e == -EBADMSG; /* the content is what it is, for anyone */
         char *why = e == -EBADMSG ? dmf_xasprintf("content digest mismatch: expected %s, got %s",
@@ -1003,27 +1043,22 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
     /* The content matched: whatever a part reported while it was hashed is moot. */
     free(t->error);
     t->error = NULL;
-    memcpy(t->content_digest, t->expected_digest, sizeof(t->content_digest));
+    if (expect)
+        memcpy(t->content_digest, t->expected_digest, sizeof(t->content_digest));
     handle(t, DMF_TASK_EV_VERIFIED, NULL);
 }
 
 static void start_verify(struct dmf_task *t)
 {
-    uint8_t want[DMF_SHA256_LEN];
-    char err[128];
-    if (dmf_digest_parse(t->expected_digest, want, err, sizeof(err)) != 0) {
-        set_error(t, err);
-        handle(t, DMF_TASK_EV_VERIFY_FAILED, NULL);
-        return;
-    }
     struct verify_job *job = dmf_xcalloc(1, sizeof(*job));
     job->t = t;
-    job->fd = dup(t->fd);
-    job->len = (uint64_t)t->book.content_length;
+    job->scan.fd = t->fd >= 0 ? dup(t->fd) : -1;
+    job->scan.content_length = t->book.content_length;
+    job->scan.piece_length = t->book.piece_length;
     job->done = event_new(t->d->base, -1, 0, on_verified, job);
-    if (job->fd < 0 || pthread_create(&job->thread, NULL, verify_main, job) != 0) {
-        if (job->fd >= 0)
-            close(job->fd);
+    if (job->scan.fd < 0 || pthread_create(&job->thread, NULL, verify_main, job) != 0) {
+        if (job->scan.fd >= 0)
+            close(job->scan.fd);
         event_free(job->done);
         free(job);
         set_error(t, "cannot start verifying the content");
@@ -1044,7 +1079,9 @@ void dmf_task_start(struct dmf_task *t)
         evtimer_del(t->release);
         truncate_data(t); /* nothing of the failed download is handed out any more */
     }
-    if (!dmf_book_all_held(&t->book)) {
+    if (dmf_book_all_held(&t->book)) {
+        t->bytes = (struct dmf_transfer_bytes){0}; /* the cache answers, maybe once checked */
+    } else {
         free(t->error);
         t->error = NULL;
         t->failed_for_good = t->drop_on_failure = t->release_on_failure = false;
@@ -1104,6 +1141,7 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
         .peer_id = t->peer_id,
         .url = t->url ? t->url : "",
         .data_path = t->data_path ? t->data_path : "",
+        .data_gen = t->fd >= 0 ? t->data_gen : 0,
         .content_digest = t->content_digest,
         .error = t->error,
         .phase = phase(t->state),
@@ -1117,11 +1155,15 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
     };
 }
 
-bool dmf_task_cached(const struct dmf_task *t)
+bool dmf_task_cached(struct dmf_task *t)
 {
     /* Not while a download runs: between its last piece and the next KICK pass every piece
-     * is held but the content digest asked for is not checked yet. */
-    return complete(t) && (t->state == DMF_TASK_IDLE || t->state == DMF_TASK_SUCCEEDED);
+     * is held but the content digest asked for is not checked yet. Not either when a piece
+     * is not verified in this session or a content digest is asked for: dmf_task_start
+     * checks them first (VERIFYING). */
+    dmf_task_cache_refresh(t);
+    return complete(t) && (t->state == DMF_TASK_IDLE || t->state == DMF_TASK_SUCCEEDED) &&
+           t->expected_digest[0] == '\0' && !dmf_task_cache_needs_check(t);
 }
 
 void dmf_task_serve_cached(struct dmf_task *t)
@@ -1135,7 +1177,7 @@ void dmf_task_serve_cached(struct dmf_task *t)
 
 bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n)
 {
-    return dmf_bitmap_get(&t->book.have, n);
+    return dmf_bitmap_get(&t->book.have, n) && dmf_bitmap_get(&t->cache.verified, n);
 }
 
 size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out)
@@ -1144,7 +1186,7 @@ size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out)
     uint32_t *held = dmf_xmalloc(((size_t)have->count + 1) * sizeof(*held));
     size_t n = 0;
     for (uint32_t i = 0; i < have->nbits && n < have->count; i++)
-        if (dmf_bitmap_get(have, i))
+        if (dmf_bitmap_get(have, i) && dmf_bitmap_get(&t->cache.verified, i))
             held[n++] = i;
     *out = held;
     return n;
@@ -1159,6 +1201,11 @@ ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t 
     return pread(t->fd, buf, len, (off_t)off);
 }
 
+static bool piece_view_verify(void *arg, uint32_t n)
+{
+    return dmf_task_cache_verify_piece(arg, n);
+}
+
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
 {
     view->fd = t->fd;
@@ -1166,7 +1213,10 @@ void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
     view->piece_length = t->book.piece_length;
     view->have = &t->book.have;
     view->complete = t->state == DMF_TASK_SUCCEEDED && complete(t);
+    view->downloading = running(t);
     view->ledger = t->d->cfg.seed ? &t->ledger : NULL;
+    view->verify = piece_view_verify;
+    view->verify_arg = t;
 }
 
 void dmf_task_free(struct dmf_task *t, const char *why)
@@ -1201,6 +1251,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     dmf_strlist_free(&t->headers);
     dmf_strlist_free(&t->filter_query);
     dmf_book_free(&t->book);
+    dmf_task_cache_free(t);
     dmf_seed_ledger_free(&t->ledger);
     free(t);
 }

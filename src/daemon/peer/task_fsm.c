@@ -22,6 +22,7 @@ static const char *const event_names[DMF_TASK_NEVENTS] = {
     [DMF_TASK_EV_KICK] = "kick",
     [DMF_TASK_EV_VERIFIED] = "verified",
     [DMF_TASK_EV_VERIFY_FAILED] = "verify-failed",
+    [DMF_TASK_EV_CHECK_DROPPED] = "check-dropped",
     [DMF_TASK_EV_RECONNECT] = "reconnect",
 };
 
@@ -71,7 +72,7 @@ static struct dmf_task_step on_kick(enum dmf_task_state from, const struct dmf_t
                                                           : 0;
     if (f->all_held &&
         (from == DMF_TASK_REGISTERING || from == DMF_TASK_P2P || from == DMF_TASK_BACK_TO_SOURCE)) {
-        if (f->expect_digest)
+        if (f->expect_digest || f->needs_check)
             return step(DMF_TASK_VERIFYING, dispatch | DMF_TASK_DO_VERIFY);
         return step(DMF_TASK_SUCCEEDED, dispatch | DMF_TASK_DO_FINISH);
     }
@@ -106,6 +107,8 @@ struct dmf_task_step dmf_task_next(enum dmf_task_state from, enum dmf_task_event
     case DMF_TASK_EV_START:
         if (running)
             return step(from, 0);
+        if (f->all_held && (f->expect_digest || f->needs_check))
+            return step(DMF_TASK_VERIFYING, DMF_TASK_DO_VERIFY);
         if (f->all_held)
             return step(DMF_TASK_SUCCEEDED, DMF_TASK_DO_KICK);
         if (f->has_scheduler)
@@ -148,6 +151,12 @@ struct dmf_task_step dmf_task_next(enum dmf_task_state from, enum dmf_task_event
         return from == DMF_TASK_VERIFYING
                    ? step(DMF_TASK_FAILED, DMF_TASK_DO_DROP_PIECES | DMF_TASK_DO_FINISH)
                    : step(from, 0);
+    case DMF_TASK_EV_CHECK_DROPPED:
+        if (from != DMF_TASK_VERIFYING)
+            return step(from, 0);
+        if (f->has_scheduler)
+            return step(DMF_TASK_REGISTERING, DMF_TASK_DO_REGISTER);
+        return to_origin(DMF_TASK_REGISTERING, f);
     }
     return step(from, 0);
 }

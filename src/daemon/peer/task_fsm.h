@@ -10,8 +10,10 @@
  *   any running state -> FAILED;  FAILED, SUCCEEDED or IDLE -> (start) -> REGISTERING ...
  *
  * Without a scheduler the task goes IDLE -> BACK_TO_SOURCE. A task whose pieces are all
- * held is SUCCEEDED at once (served from the local cache). With back-to-source disabled,
- * every way to the origin becomes a failure instead.
+ * held is SUCCEEDED at once (served from the local cache), unless a content digest was
+ * asked for or a held piece is not verified in this session (after a restart, or the data
+ * file changed): then it is VERIFYING first, and pieces that fail are fetched again. With
+ * back-to-source disabled, every way to the origin becomes a failure instead.
  *
  * No running state waits without a timer (the progress watchdog, watchdog.h): a STALLED
  * REGISTERING task goes to the origin; a P2P task first asks the scheduler for new parents
@@ -45,6 +47,7 @@ enum dmf_task_event {
     DMF_TASK_EV_KICK,                 /* the deferred pass: something changed */
     DMF_TASK_EV_VERIFIED,             /* the content matched the digest asked for */
     DMF_TASK_EV_VERIFY_FAILED,        /* it did not, or could not be read */
+    DMF_TASK_EV_CHECK_DROPPED,        /* cached pieces failed their digests: fetch them again */
     DMF_TASK_EV_RECONNECT,            /* the backoff after a lost scheduler stream ended */
 };
 #define DMF_TASK_NEVENTS (DMF_TASK_EV_RECONNECT + 1)
@@ -55,6 +58,7 @@ struct dmf_task_facts {
     bool has_scheduler;           /* --scheduler configured */
     bool back_to_source_disabled; /* --no-back-to-source */
     bool expect_digest;           /* a whole-content digest was asked for */
+    bool needs_check;             /* a held piece is not verified in this session (cache) */
     bool has_error;               /* a failure is recorded, not acted on yet */
     int usable_parents;           /* parents connected or connecting */
     bool announced;               /* the AnnouncePeer stream is open */

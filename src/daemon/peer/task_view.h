@@ -41,6 +41,7 @@ struct dmf_task_info {
     const char *peer_id;
     const char *url;            /* "" when unknown */
     const char *data_path;      /* "" when the data file is not open */
+    uint32_t data_gen;          /* changes when the task starts a fresh data file; 0: none */
     const char *content_digest; /* "sha256:HEX" once verified against one, else "" */
     const char *error;          /* why it failed, or NULL */
     enum dmf_task_phase phase;
@@ -66,7 +67,7 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info);
 /* True when the task can be served from the local cache now: every piece held and
  * verified, and no download running or failed (a running one is watched instead: its
  * content digest may not be checked yet). */
-bool dmf_task_cached(const struct dmf_task *t);
+bool dmf_task_cached(struct dmf_task *t);
 /* A cached task is about to be served whole from this host: it is marked SUCCEEDED if it
  * was not, and its per-download byte counters are zeroed (nothing came from elsewhere).
  * A seed (asked by the scheduler for a task it holds), or a host whose scheduler has not
@@ -78,14 +79,19 @@ void dmf_task_start(struct dmf_task *t);
 void dmf_task_subscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 
-/* True when piece n is held and verified. */
+/* True when piece n is held and verified in this session (a piece loaded from the store
+ * after a restart counts once it was hashed again). */
 bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n);
-/* Every held piece's number, ascending, into a malloc'd array the caller frees (*out is
- * never NULL); returns how many. */
+/* Every held piece's number (held and verified, as dmf_task_has_piece), ascending, into a malloc'd
+ * array the caller frees (*out is never NULL); returns how many. */
 size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out);
 /* Reads up to len bytes at offset off of the task's data file: what pread returns. Only
  * bytes of held pieces are meaningful. */
 ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t off);
+/* A new read-only descriptor of the task's data file (the caller closes it), for a local
+ * client: only bytes of pieces it is told are verified are meaningful. -errno when the
+ * data file is not open. */
+int dmf_task_open_read(const struct dmf_task *t);
 
 /* Bytes handed out from this host's cache (the local API and the proxy add to it). */
 extern struct dmf_metric dmf_m_bytes_local;

@@ -4,6 +4,7 @@
  * docs/internals/PROXY.md. */
 #include "daemon/proxy/proxy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -25,9 +26,11 @@
 
 void dmf_proxy_metrics_register(void)
 {
-    struct dmf_metric *all[] = {&proxy_m_req_p2p,       &proxy_m_req_direct, &proxy_m_req_tunnel,
-                                &proxy_m_req_intercept, &proxy_m_fallbacks,  &proxy_m_auth_denied,
-                                &proxy_m_aborts,        &proxy_m_bytes_p2p,  &proxy_m_bytes_direct};
+    struct dmf_metric *all[] = {
+        &proxy_m_req_p2p,       &proxy_m_req_direct,     &proxy_m_req_tunnel,
+        &proxy_m_req_intercept, &proxy_m_fallbacks,      &proxy_m_auth_denied,
+        &proxy_m_aborts,        &proxy_m_bytes_p2p,      &proxy_m_bytes_direct,
+        &proxy_m_head_timeouts, &proxy_m_refused_client, &proxy_m_refused_target};
     for (size_t i = 0; i < DMF_ARRAY_SIZE(all); i++)
         dmf_metric_register(all[i]);
 }
@@ -88,7 +91,7 @@ static void dispatch(struct conn *c)
 
 static void on_body_complete(struct conn *c)
 {
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    proxy_conn_responding(c);
     dispatch(c);
 }
 
@@ -213,10 +216,13 @@ static void process_input(struct conn *c)
     size_t len = evbuffer_get_length(in);
     if (len == 0)
         return;
+    proxy_head_begin(c);
     size_t look = DMF_MIN(len, (size_t)DMF_PROXY_HEAD_MAX);
     const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
     char err[128];
-    int r = dmf_proxy_request_parse(buf, look, &c->req, err, sizeof(err));
+    int r = dmf_proxy_request_parse_from(buf, look, &c->head_scanned, &c->req, err, sizeof(err));
+    if (r > 0)
+        proxy_head_done(c);
     if (r == 0) {
         if (len >= DMF_PROXY_HEAD_MAX)
             proxy_respond_error(c, 431, "request head too large");
@@ -273,7 +279,12 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     if (c->dead || what == BEV_EVENT_CONNECTED) /* a TLS handshake completed */
         return;
-    if (what & BEV_EVENT_TIMEOUT) {
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        dmf_info("proxy conn %lu: %s: the client read nothing for %ld s, closed", c->id,
+                 c->what ? c->what : "response", (long)c->p->idle_timeout.tv_sec);
+        proxy_conn_close(c, true);
+        return;
+    } else if (what & BEV_EVENT_TIMEOUT) {
         dmf_debug("proxy conn %lu: idle, closed", c->id);
     } else if (what & BEV_EVENT_ERROR) {
         unsigned long e = bufferevent_get_openssl_error(bev);
@@ -301,12 +312,38 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         evutil_closesocket(fd);
         return;
     }
+    const char *why = dmf_proxy_policy_client(&p->policy, sa);
+    if (why != NULL) {
+        static const char refuse[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
+                                     "Connection: close\r\n\r\n";
+        char who[INET6_ADDRSTRLEN] = "?";
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, who, sizeof(who));
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, who, sizeof(who));
+        dmf_info("proxy: refused a client at %s: %s", who, why);
+        dmf_metric_add(&proxy_m_refused_client, 1);
+        (void)!send(fd, refuse, sizeof(refuse) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        evutil_closesocket(fd);
+        return;
+    }
     struct event_base *base = evconnlistener_get_base(l);
     struct conn *c = proxy_conn_new(p, base, on_kick);
     struct bufferevent *bev =
         bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     proxy_conn_attach(c, bev, on_client_read, on_client_write, on_client_event);
     dmf_debug("proxy conn %lu: accepted", c->id);
+}
+
+/* Is the listen host a loopback name or address ("127.0.0.1", "::1", "localhost")? */
+static bool listen_is_loopback(const char *host)
+{
+    struct dmf_cidr c;
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    return dmf_cidr_parse(host, &c) == 0 &&
+           (c.family == AF_INET ? c.addr[0] == 127
+                                : memcmp(c.addr, in6addr_loopback.s6_addr, 16) == 0);
 }
 
 dmf_proxy_t *dmf_proxy_new(struct dmf_daemon *d, const char *listen, struct dmf_proxy_rules *rules,
@@ -317,6 +354,9 @@ dmf_proxy_t *dmf_proxy_new(struct dmf_daemon *d, const char *listen, struct dmf_
     p->rules = *rules;
     memset(rules, 0, sizeof(*rules));
     const struct dmf_daemon_config *cfg = &d->cfg;
+    p->head_timeout = dmf_timeval_ms(cfg->proxy_header_timeout);
+    p->idle_timeout = dmf_timeval_ms(cfg->proxy_idle_timeout);
+    p->tunnel_timeout = dmf_timeval_ms(cfg->proxy_tunnel_timeout);
     if (cfg->proxy_ca_cert || cfg->proxy_ca_key) {
         if (!cfg->proxy_ca_cert || !cfg->proxy_ca_key) {
             snprintf(err, errlen, "--proxy-ca-cert and --proxy-ca-key go together");
@@ -352,15 +392,33 @@ dmf_proxy_t *dmf_proxy_new(struct dmf_daemon *d, const char *listen, struct dmf_
         snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno));
         goto fail;
     }
+    p->guard = dmf_listener_guard_new(p->listener, "proxy");
+    if (dmf_proxy_policy_load(&p->policy, &cfg->proxy_allow_clients, &cfg->proxy_allow_targets,
+                              &cfg->proxy_connect_ports, cfg->scheduler, err, errlen) != 0)
+        goto fail;
+    if (p->policy.nclients == 0 && !listen_is_loopback(host)) {
+        snprintf(err, errlen,
+                 "listening on %s needs --proxy-allow-clients CIDR,... (who may use the proxy; "
+                 "it is not an open relay)",
+                 listen);
+        goto fail;
+    }
     struct sockaddr_storage bound;
     socklen_t bl = sizeof(bound);
     getsockname(evconnlistener_get_fd(p->listener), (struct sockaddr *)&bound, &bl);
     p->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    dmf_proxy_policy_own_port(&p->policy, p->port);
+    dmf_proxy_policy_own_port(&p->policy, d->piece_port);
+    dmf_proxy_policy_own_port(&p->policy, (uint16_t)d->rpc_port);
     p->dns = evdns_base_new(d->base,
                             EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-    if (p->dns == NULL) {
+    if (p->dns == NULL) { /* no resolv.conf: /etc/hosts alone */
         p->dns = evdns_base_new(d->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (p->dns == NULL) {
+            snprintf(err, errlen, "cannot create a DNS resolver for CONNECT targets");
+            goto fail;
+        }
         evdns_base_load_hosts(p->dns, NULL);
     }
     return p;
@@ -379,6 +437,7 @@ void dmf_proxy_free(dmf_proxy_t *p)
     if (p == NULL)
         return;
     proxy_conn_close_all(p);
+    dmf_listener_guard_free(p->guard);
     if (p->listener)
         evconnlistener_free(p->listener);
     if (p->dns)

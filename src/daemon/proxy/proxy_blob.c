@@ -182,6 +182,11 @@ static void start_task(struct conn *c)
         proxy_blob_pump(c);
         return;
     }
+    /* Held but to be checked first (after a restart, a changed data file, or the blob's
+     * digest): served from the cache once verified. */
+    struct dmf_task_info held;
+    dmf_task_info(t, &held);
+    c->from_cache = held.content_length >= 0 && held.held_pieces == held.total_pieces;
     c->sub.on_update = on_task_update;
     c->sub.arg = c;
     dmf_task_subscribe(t, &c->sub);

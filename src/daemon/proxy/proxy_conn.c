@@ -10,8 +10,6 @@
 
 #include "common/log.h"
 
-#define IDLE_TIMEOUT_S 120
-
 DMF_METRIC_COUNTER(proxy_m_req_p2p, "damselfly_proxy_requests_total", "path=\"p2p\"",
                    "Requests the proxy handled, by path taken.");
 DMF_METRIC_COUNTER(proxy_m_req_direct, "damselfly_proxy_requests_total", "path=\"direct\"",
@@ -30,6 +28,12 @@ DMF_METRIC_COUNTER(proxy_m_bytes_p2p, "damselfly_proxy_bytes_total", "path=\"p2p
                    "Body bytes the proxy sent to clients, by path.");
 DMF_METRIC_COUNTER(proxy_m_bytes_direct, "damselfly_proxy_bytes_total", "path=\"direct\"",
                    "Body bytes the proxy sent to clients, by path.");
+DMF_METRIC_COUNTER(proxy_m_refused_client, "damselfly_proxy_refused_total", "what=\"client\"",
+                   "Connections and requests the proxy's policy refused (proxy_policy.h).");
+DMF_METRIC_COUNTER(proxy_m_refused_target, "damselfly_proxy_refused_total", "what=\"target\"",
+                   "Connections and requests the proxy's policy refused (proxy_policy.h).");
+DMF_METRIC_COUNTER(proxy_m_head_timeouts, "damselfly_proxy_head_timeouts_total", NULL,
+                   "Connections closed because a request head did not arrive in time.");
 
 static const char *const state_names[] = {"HEAD", "BODY",       "PASS",  "AUTH",
                                           "BLOB", "CONNECTING", "TUNNEL"};
@@ -58,6 +62,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
         c->next->prev = c->prev;
     event_free(c->reap);
     event_free(c->kick);
+    event_free(c->head_timer);
+    if (c->tunnel_timer)
+        event_free(c->tunnel_timer);
     free(c);
 }
 
@@ -93,6 +100,33 @@ void proxy_reset_request(struct conn *c)
     c->framing = F_NONE;
     c->passed = 0;
     c->off = c->end = 0;
+    c->head_scanned = 0;
+}
+
+static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->dead || c->state != C_HEAD)
+        return;
+    dmf_metric_add(&proxy_m_head_timeouts, 1);
+    proxy_respond_error(c, 408, "request head not complete in time");
+}
+
+void proxy_head_begin(struct conn *c)
+{
+    if (!evtimer_pending(c->head_timer, NULL))
+        evtimer_add(c->head_timer, &c->p->head_timeout);
+}
+
+void proxy_head_done(struct conn *c)
+{
+    evtimer_del(c->head_timer);
+    c->head_scanned = 0;
+}
+
+void proxy_conn_responding(struct conn *c)
+{
+    bufferevent_set_timeouts(c->bev, NULL, &c->p->idle_timeout);
 }
 
 void proxy_conn_close(struct conn *c, bool abort_conn)
@@ -101,6 +135,9 @@ void proxy_conn_close(struct conn *c, bool abort_conn)
         return;
     dmf_debug("proxy conn %lu: closed%s", c->id, abort_conn ? " (reset)" : "");
     c->dead = true;
+    evtimer_del(c->head_timer);
+    if (c->tunnel_timer)
+        evtimer_del(c->tunnel_timer);
     proxy_reset_request(c);
     if (c->bev) {
         if (abort_conn) {
@@ -153,8 +190,7 @@ void proxy_request_done(struct conn *c)
             proxy_conn_close(c, false);
         return;
     }
-    struct timeval tv = {.tv_sec = IDLE_TIMEOUT_S};
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_set_timeouts(c->bev, &c->p->idle_timeout, NULL);
     event_active(c->kick, 0, 0); /* a pipelined request may be waiting */
 }
 
@@ -176,8 +212,7 @@ void proxy_conn_attach(struct conn *c, struct bufferevent *bev, bufferevent_data
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(bev, EV_READ, 0, DMF_PROXY_INPUT_HIGH);
     bufferevent_setwatermark(bev, EV_WRITE, DMF_PROXY_OUT_HIGH / 2, 0);
-    struct timeval tv = {.tv_sec = IDLE_TIMEOUT_S};
-    bufferevent_set_timeouts(bev, &tv, NULL);
+    bufferevent_set_timeouts(bev, &c->p->idle_timeout, NULL);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
@@ -188,6 +223,7 @@ struct conn *proxy_conn_new(dmf_proxy_t *p, struct event_base *base, event_callb
     c->id = ++p->next_id;
     c->reap = event_new(base, -1, 0, on_reap, c);
     c->kick = event_new(base, -1, 0, on_kick, c);
+    c->head_timer = evtimer_new(base, on_head_timeout, c);
     c->framing = F_NONE;
     c->next = p->conns;
     if (p->conns)

@@ -37,12 +37,14 @@
 #include <event2/event.h>
 
 #include "common/digest.h"
+#include "common/fdlimit.h"
 #include "common/http_client.h"
 #include "common/metrics.h"
 #include "common/util.h"
 #include "daemon/peer/engine.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/proxy_http.h"
+#include "daemon/proxy/proxy_policy.h"
 #include "daemon/proxy/proxy_rules.h"
 #include "daemon/proxy/proxy_tls.h"
 
@@ -62,12 +64,17 @@ enum framing { F_LENGTH, F_CHUNKED, F_CLOSE, F_NONE };
 struct dmf_proxy {
     struct dmf_daemon *d;
     struct evconnlistener *listener;
+    struct dmf_listener_guard *guard; /* accept errors pause, not spin (fdlimit.h) */
     struct evdns_base *dns;
     uint16_t port;
     struct dmf_proxy_rules rules;
+    struct dmf_proxy_policy policy; /* who may use the proxy, where it may connect */
     dmf_proxy_tls_t *tls;
     struct conn *conns;
-    struct conn *zombies; /* closed, freed on the next loop pass (or by dmf_proxy_free) */
+    struct conn *zombies;          /* closed, freed on the next loop pass (or by dmf_proxy_free) */
+    struct timeval head_timeout;   /* a request head is complete this long after its first byte */
+    struct timeval idle_timeout;   /* between requests; a client not reading; a connect */
+    struct timeval tunnel_timeout; /* a CONNECT tunnel with no byte either way */
     size_t nconns;
     unsigned long next_id;
 };
@@ -79,10 +86,13 @@ struct conn {
     enum conn_state state;
     bool dead;
     struct event *reap, *kick;
-    struct bufferevent *bev; /* the client (a TLS filter when intercepted) */
-    struct bufferevent *up;  /* CONNECT tunnel: the target */
-    bool close_after;        /* close once the output is flushed */
-    char *tls_host;          /* intercepted: requests go to https://tls_host[:tls_port] */
+    struct event *head_timer;   /* armed by a head's first byte, not reset by later ones */
+    struct event *tunnel_timer; /* TUNNEL (made by proxy_tunnel.c): re-armed by every relay */
+    size_t head_scanned;        /* how far the head parser looked for the head's end */
+    struct bufferevent *bev;    /* the client (a TLS filter when intercepted) */
+    struct bufferevent *up;     /* CONNECT tunnel: the target */
+    bool close_after;           /* close once the output is flushed */
+    char *tls_host;             /* intercepted: requests go to https://tls_host[:tls_port] */
     uint16_t tls_port;
 
     /* The request being served. */
@@ -115,16 +125,27 @@ struct conn {
 /* The proxy's metrics (defined in proxy_conn.c, registered by dmf_proxy_metrics_register). */
 extern struct dmf_metric proxy_m_req_p2p, proxy_m_req_direct, proxy_m_req_tunnel,
     proxy_m_req_intercept, proxy_m_fallbacks, proxy_m_auth_denied, proxy_m_aborts,
-    proxy_m_bytes_p2p, proxy_m_bytes_direct;
+    proxy_m_bytes_p2p, proxy_m_bytes_direct, proxy_m_head_timeouts, proxy_m_refused_client,
+    proxy_m_refused_target;
 
 /* ---- proxy_conn.c: the connection */
+
+/* A request head's clock: proxy_head_begin arms the header timeout when the first byte of
+ * a head is in (a no-op when armed); proxy_head_done disarms it once the head is parsed.
+ * A head not complete in time is answered 408 and the connection closed, however often
+ * bytes trickle in (the idle timeout alone would be reset by each of them). */
+void proxy_head_begin(struct conn *c);
+void proxy_head_done(struct conn *c);
+/* While a response is sent: no read timeout (the client waits), but a client that stops
+ * reading for the idle timeout while output is pending is closed. */
+void proxy_conn_responding(struct conn *c);
 
 /* A new connection of p (owned by p's list until proxy_conn_close), with no client side
  * yet; on_kick (arg: the connection) runs on the loop pass after a keep-alive response
  * ends, to read a request that may already be waiting. */
 struct conn *proxy_conn_new(dmf_proxy_t *p, struct event_base *base, event_callback_fn on_kick);
 /* Makes bev (taken over) the connection's client side: the callbacks (arg: the
- * connection), the input and output watermarks, the idle timeout (120 s), reading and
+ * connection), the input and output watermarks, the idle timeout, reading and
  * writing enabled. */
 void proxy_conn_attach(struct conn *c, struct bufferevent *bev, bufferevent_data_cb on_read,
                        bufferevent_data_cb on_write, bufferevent_event_cb on_event);

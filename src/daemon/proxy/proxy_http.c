@@ -17,10 +17,12 @@ static bool is_tchar(unsigned char c)
            (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-/* Finds the end of the head: the offset just past the empty line, or 0 when absent. */
-static size_t head_end(const char *buf, size_t len)
+/* Finds the end of the head: the offset just past the empty line, or 0 when absent. The
+ * bytes before `from` are known to hold no end; the scan resumes two bytes before it, so
+ * an empty line split across two reads is still seen. */
+static size_t head_end(const char *buf, size_t len, size_t from)
 {
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = from > 2 ? from - 2 : 0; i < len; i++) {
         if (buf[i] != '\n')
             continue;
         /* An empty line is "\n" right after the previous "\n" (or "\r\n"). */
@@ -95,6 +97,13 @@ static int parse_length(const char *v, int64_t *out)
 int dmf_proxy_request_parse(const char *buf, size_t len, struct dmf_proxy_request *out, char *err,
                             size_t errlen)
 {
+    size_t scanned = 0;
+    return dmf_proxy_request_parse_from(buf, len, &scanned, out, err, errlen);
+}
+
+int dmf_proxy_request_parse_from(const char *buf, size_t len, size_t *scanned,
+                                 struct dmf_proxy_request *out, char *err, size_t errlen)
+{
     struct dmf_proxy_request r;
     size_t skip = 0;
     int rc;
@@ -103,8 +112,11 @@ int dmf_proxy_request_parse(const char *buf, size_t len, struct dmf_proxy_reques
     while (skip < len && (buf[skip] == '\r' || buf[skip] == '\n') && skip < 16)
         skip++;
     size_t scan = DMF_MIN(len, DMF_PROXY_HEAD_MAX);
-    size_t end = skip < scan ? head_end(buf + skip, scan - skip) : 0;
+    size_t prev = *scanned;
+    size_t from = prev > skip ? prev - skip : 0;
+    size_t end = skip < scan ? head_end(buf + skip, scan - skip, from) : 0;
     if (end == 0) {
+        *scanned = DMF_MAX(scan, skip);
         if (len >= DMF_PROXY_HEAD_MAX) {
             set_err(err, errlen, "request head too large");
             return -EMSGSIZE;
@@ -116,9 +128,11 @@ int dmf_proxy_request_parse(const char *buf, size_t len, struct dmf_proxy_reques
                 set_err(err, errlen, "not an HTTP/1.x request");
                 return -EBADMSG;
             }
-        /* The request line alone bounds its fields early. */
-        const char *nl = memchr(buf + skip, '\n', len - skip);
-        if (nl == NULL && len - skip > DMF_PROXY_TARGET_MAX + DMF_PROXY_METHOD_MAX + 16) {
+        /* The request line alone bounds its fields early: checked once, on the call
+         * that first holds more than the longest request line. */
+        size_t line_max = DMF_PROXY_TARGET_MAX + DMF_PROXY_METHOD_MAX + 16;
+        if (len - skip > line_max && prev <= skip + line_max &&
+            memchr(buf + skip, '\n', line_max + 1) == NULL) {
             set_err(err, errlen, "request line too long");
             return -EMSGSIZE;
         }

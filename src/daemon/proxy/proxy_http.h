@@ -47,6 +47,13 @@ struct dmf_proxy_request {
  * CRLF or a bare LF. *req is untouched unless the return is > 0. */
 int dmf_proxy_request_parse(const char *buf, size_t len, struct dmf_proxy_request *req, char *err,
                             size_t errlen);
+/* The same, for a caller that feeds a growing buffer: *scanned (0 at the start of a head)
+ * is how far earlier calls looked for the head's end; the search resumes there and
+ * *scanned is advanced while the head is incomplete, so a head that arrives one byte at a
+ * time costs linear time, not quadratic. The buffer's first *scanned bytes must be the
+ * same bytes as on the previous call. */
+int dmf_proxy_request_parse_from(const char *buf, size_t len, size_t *scanned,
+                                 struct dmf_proxy_request *req, char *err, size_t errlen);
 void dmf_proxy_request_free(struct dmf_proxy_request *req);
 
 /* The first header of that name (case-insensitive), or NULL. Borrowed from req. */

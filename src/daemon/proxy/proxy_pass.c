@@ -129,7 +129,9 @@ static void pass_on_done(void *arg, dmf_http_req_t *req, int err, const char *re
         if (!c->resp_started) {
             char msg[300];
             snprintf(msg, sizeof(msg), "cannot reach the origin: %s", reason);
-            proxy_respond_error(c, err == -ETIMEDOUT ? 504 : 502, msg);
+            if (err == -EACCES)
+                dmf_metric_add(&proxy_m_refused_target, 1);
+            proxy_respond_error(c, err == -EACCES ? 403 : err == -ETIMEDOUT ? 504 : 502, msg);
         } else {
             dmf_warn("proxy conn %lu: %s: the origin's response broke off: %s", c->id, c->what,
                      reason);
@@ -197,6 +199,12 @@ void proxy_forward_headers(struct conn *c, bool for_task)
     }
 }
 
+static const char *pass_addr_check(void *arg, const struct sockaddr *sa)
+{
+    dmf_proxy_t *p = arg;
+    return dmf_proxy_policy_target(&p->policy, sa, false);
+}
+
 void proxy_pass_start(struct conn *c, bool fallback)
 {
     proxy_forward_headers(c, false);
@@ -214,6 +222,8 @@ void proxy_pass_start(struct conn *c, bool fallback)
         .keep_all_headers = 1,
         .http11 = 1,
         .low_speed_time_s = 60,
+        .addr_check = pass_addr_check,
+        .addr_check_arg = c->p,
     };
     if (o.body == NULL && c->body) /* an empty body */
         o.body = "";

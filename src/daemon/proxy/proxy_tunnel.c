@@ -3,6 +3,7 @@
  * CA (proxy_tls.h), after which the connection reads requests again; see proxy_conn.h. */
 #include "daemon/proxy/proxy_conn.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
@@ -34,11 +35,57 @@ static void relay(struct bufferevent *from, struct bufferevent *to)
         bufferevent_disable(from, EV_READ);
 }
 
+/* A tunnel is idle when no byte has gone either way for the tunnel timeout; every relay
+ * re-arms the clock. */
+static void on_tunnel_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->dead || c->state != C_TUNNEL)
+        return;
+    dmf_info("proxy conn %lu: tunnel idle for %ld s, closed", c->id,
+             (long)c->p->tunnel_timeout.tv_sec);
+    proxy_conn_close(c, false);
+}
+
+static void tunnel_touch(struct conn *c)
+{
+    evtimer_add(c->tunnel_timer, &c->p->tunnel_timeout);
+}
+
+/* host as an address (IPv4, or IPv6 with or without brackets) with port, or false. */
+static bool literal_address(const char *host, uint16_t port, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        return true;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        return true;
+    }
+    return false;
+}
+
+static void refuse(struct conn *c, const char *why)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "refused: %s", why);
+    dmf_metric_add(&proxy_m_refused_target, 1);
+    proxy_respond_error(c, 403, msg);
+}
+
 static void on_up_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
-    if (!c->dead && c->state == C_TUNNEL)
+    if (!c->dead && c->state == C_TUNNEL) {
+        tunnel_touch(c);
         relay(c->up, c->bev);
+    }
 }
 
 static void on_up_write(struct bufferevent *bev, void *arg)
@@ -59,14 +106,35 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
     if (c->dead)
         return;
     if (what & BEV_EVENT_CONNECTED) {
+        /* The name is resolved by now: check the address it led to before a byte goes. */
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof(peer);
+        const char *why =
+            getpeername(bufferevent_getfd(bev), (struct sockaddr *)&peer, &pl) != 0
+                ? "the target's address is unknown"
+                : dmf_proxy_policy_target(&c->p->policy, (struct sockaddr *)&peer, true);
+        if (why != NULL) {
+            refuse(c, why);
+            return;
+        }
         dmf_info("proxy conn %lu: %s: tunnel open", c->id, c->what);
         proxy_conn_set_state(c, C_TUNNEL);
         evbuffer_add_printf(proxy_out(c), "HTTP/1.1 200 Connection established\r\n\r\n");
         proxy_reset_request(c);
         bufferevent_set_timeouts(c->bev, NULL, NULL);
+        bufferevent_set_timeouts(c->up, NULL, NULL);
+        c->tunnel_timer = evtimer_new(bufferevent_get_base(c->bev), on_tunnel_idle, c);
+        tunnel_touch(c);
         bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
         bufferevent_enable(c->up, EV_READ | EV_WRITE);
         relay(c->bev, c->up);
+        return;
+    }
+    if (c->state == C_CONNECTING && (what & BEV_EVENT_TIMEOUT)) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "cannot connect: no answer in %ld s",
+                 (long)c->p->idle_timeout.tv_sec);
+        proxy_respond_error(c, 504, msg);
         return;
     }
     if (c->state == C_CONNECTING) {
@@ -133,6 +201,16 @@ void proxy_tunnel_start(struct conn *c)
         proxy_conn_set_state(c, C_HEAD);
         return;
     }
+    /* The port is known before any lookup, and so is an address given as such; a name's
+     * address is checked once connected. */
+    const char *why = dmf_proxy_policy_connect_port(&p->policy, port);
+    struct sockaddr_storage lit;
+    if (why == NULL && literal_address(host, port, &lit))
+        why = dmf_proxy_policy_target(&p->policy, (struct sockaddr *)&lit, true);
+    if (why != NULL) {
+        refuse(c, why);
+        return;
+    }
     dmf_metric_add(&proxy_m_req_tunnel, 1);
     proxy_conn_set_state(c, C_CONNECTING);
     bufferevent_disable(c->bev, EV_READ);
@@ -140,6 +218,7 @@ void proxy_tunnel_start(struct conn *c)
                                    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     bufferevent_setcb(c->up, on_up_read, on_up_write, on_up_event, c);
     bufferevent_setwatermark(c->up, EV_WRITE, DMF_PROXY_OUT_HIGH / 2, 0);
+    bufferevent_set_timeouts(c->up, NULL, &p->idle_timeout); /* bounds the connect */
     if (bufferevent_socket_connect_hostname(c->up, p->dns, AF_UNSPEC, host, port) != 0) {
         /* on_up_event may have answered already */
         if (!c->dead && c->state == C_CONNECTING)
@@ -149,6 +228,7 @@ void proxy_tunnel_start(struct conn *c)
 
 void proxy_tunnel_on_client_read(struct conn *c)
 {
+    tunnel_touch(c);
     relay(c->bev, c->up);
 }
 

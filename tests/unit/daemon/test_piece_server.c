@@ -36,6 +36,8 @@ struct fake_task {
     uint32_t piece_length;
     dmf_bitmap_t have;
     bool complete;
+    bool idle;     /* not complete, and nothing downloading it */
+    int bad_piece; /* the verify hook refuses this piece (-1: none) */
 };
 
 struct fixture {
@@ -63,6 +65,13 @@ struct fetch {
     size_t len;
 };
 
+/* The engine's check before a piece leaves (src/daemon/peer/task_cache.c). */
+static bool verify_piece(void *arg, uint32_t n)
+{
+    struct fake_task *t = arg;
+    return t->bad_piece < 0 || (uint32_t)t->bad_piece != n;
+}
+
 static int lookup(void *arg, const char *task_id, struct dmf_piece_view *view)
 {
     struct fixture *f = arg;
@@ -76,6 +85,9 @@ static int lookup(void *arg, const char *task_id, struct dmf_piece_view *view)
     view->piece_length = t->piece_length;
     view->have = &t->have;
     view->complete = t->complete;
+    view->downloading = !t->complete && !t->idle;
+    view->verify = verify_piece;
+    view->verify_arg = t;
     return 0;
 }
 
@@ -101,6 +113,7 @@ static int setup(void **state)
     assert_int_equal(write(f->task.fd, f->content, (size_t)LEN), LEN);
     f->task.content_length = LEN;
     f->task.piece_length = PL;
+    f->task.bad_piece = f->big.bad_piece = -1;
     dmf_bitmap_init(&f->task.have);
     dmf_bitmap_set(&f->task.have, 0);
     dmf_bitmap_set(&f->task.have, 1);
@@ -400,6 +413,37 @@ static void test_have_complete_task(void **state)
     fetch_free(&fx);
 }
 
+/* Part of a task that nobody downloads: the list, then the end without "done" (a child
+ * must not wait on this parent for pieces that will never come). */
+static void test_have_of_an_idle_task(void **state)
+{
+    struct fixture *f = *state;
+    struct fetch a;
+    f->task.idle = true;
+    start(f, connect_client(f), EVHTTP_REQ_GET, "/have/" ID_A, &a);
+    assert_true(run_until(f, fetch_done, &a));
+    assert_int_equal(a.status, 200);
+    assert_string_equal(a.body, "have 0\nhave 1\nhave 3\n");
+    assert_int_equal(dmf_piece_server_watchers(f->ps), 0);
+    fetch_free(&a);
+}
+
+/* A held piece the verify hook refuses (cached bytes that no longer match) is never sent. */
+static void test_piece_failing_verification_is_not_sent(void **state)
+{
+    struct fixture *f = *state;
+    struct fetch a, b;
+    f->task.bad_piece = 1;
+    start(f, connect_client(f), EVHTTP_REQ_GET, "/pieces/" ID_A "/1", &a);
+    assert_true(run_until(f, fetch_done, &a));
+    assert_int_equal(a.status, 404);
+    start(f, connect_client(f), EVHTTP_REQ_GET, "/pieces/" ID_A "/0", &b);
+    assert_true(run_until(f, fetch_done, &b));
+    assert_int_equal(b.status, 200);
+    fetch_free(&a);
+    fetch_free(&b);
+}
+
 static void test_have_gone_and_close(void **state)
 {
     struct fixture *f = *state;
@@ -639,6 +683,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_piece_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_have_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_have_complete_task, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_have_of_an_idle_task, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_piece_failing_verification_is_not_sent, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_have_gone_and_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_queue_serves_children_behind_first, setup,

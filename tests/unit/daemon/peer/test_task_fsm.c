@@ -77,9 +77,10 @@ static struct dmf_task_facts facts_from_bits(unsigned bits)
 {
     return FACTS(.all_held = bits & 1, .has_scheduler = bits & 2,
                  .back_to_source_disabled = bits & 4, .expect_digest = bits & 8,
-                 .has_error = bits & 16, .usable_parents = (bits & 32) ? 3 : 0);
+                 .has_error = bits & 16, .usable_parents = (bits & 32) ? 3 : 0,
+                 .needs_check = bits & 64);
 }
-#define NFACTS 64u
+#define NFACTS 128u
 
 static void test_start(void **state)
 {
@@ -92,6 +93,13 @@ static void test_start(void **state)
         {DMF_TASK_IDLE, FACTS(.all_held = true, .has_scheduler = true), DMF_TASK_SUCCEEDED, KICK},
         {DMF_TASK_FAILED, FACTS(.all_held = true), DMF_TASK_SUCCEEDED, KICK},
         {DMF_TASK_SUCCEEDED, FACTS(.all_held = true), DMF_TASK_SUCCEEDED, KICK},
+        /* Held but not verified in this session (a restart, a changed data file), or a
+         * content digest asked for: the cache is checked first. */
+        {DMF_TASK_IDLE, FACTS(.all_held = true, .needs_check = true), DMF_TASK_VERIFYING, VERIFY},
+        {DMF_TASK_SUCCEEDED, FACTS(.all_held = true, .expect_digest = true), DMF_TASK_VERIFYING,
+         VERIFY},
+        {DMF_TASK_FAILED, FACTS(.all_held = true, .needs_check = true, .has_scheduler = true),
+         DMF_TASK_VERIFYING, VERIFY},
         /* With a scheduler: register (back-to-source disabled or not). */
         {DMF_TASK_IDLE, FACTS(.has_scheduler = true), DMF_TASK_REGISTERING, REGISTER},
         {DMF_TASK_FAILED, FACTS(.has_scheduler = true), DMF_TASK_REGISTERING, REGISTER},
@@ -304,8 +312,23 @@ static void test_verify_verdicts(void **state)
 }
 
 /* Over every state, event and spread of facts: a task that is not running gets to a
- * running state only by START, and then only to REGISTERING or BACK_TO_SOURCE (the
+ * running state only by START, and then only to REGISTERING or BACK_TO_SOURCE, or to
+ * VERIFYING when everything is held but must be checked (the
  * REGISTERING without a scheduler being the back-to-source-disabled failure). */
+/* Cached pieces that failed their digests were dropped: fetched again, as a download. */
+static void test_check_dropped(void **state)
+{
+    static const struct row rows[] = {
+        {DMF_TASK_VERIFYING, FACTS(.has_scheduler = true), DMF_TASK_REGISTERING, REGISTER},
+        {DMF_TASK_VERIFYING, NO_FACTS, DMF_TASK_BACK_TO_SOURCE, START_SOURCE},
+        {DMF_TASK_VERIFYING, FACTS(.back_to_source_disabled = true), DMF_TASK_REGISTERING,
+         FAIL_NO_SOURCE | KICK},
+    };
+    EXPECT_ROWS(DMF_TASK_EV_CHECK_DROPPED, rows);
+    for (unsigned b = 0; b < NFACTS; b++)
+        expect_ignored(ALL & ~S(VERIFYING), DMF_TASK_EV_CHECK_DROPPED, facts_from_bits(b));
+}
+
 static void test_no_restart_but_start(void **state)
 {
     for (unsigned b = 0; b < NFACTS; b++) {
@@ -324,6 +347,9 @@ static void test_no_restart_but_start(void **state)
                 if (st.to == DMF_TASK_REGISTERING && !f.has_scheduler) {
                     assert_true(f.back_to_source_disabled);
                     assert_int_equal(st.actions, FAIL_NO_SOURCE | KICK);
+                } else if (st.to == DMF_TASK_VERIFYING) {
+                    assert_true(f.all_held && (f.expect_digest || f.needs_check));
+                    assert_int_equal(st.actions, VERIFY);
                 } else {
                     assert_true(st.to == DMF_TASK_REGISTERING || st.to == DMF_TASK_BACK_TO_SOURCE);
                 }
@@ -374,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_error),
         cmocka_unit_test(test_kick),
         cmocka_unit_test(test_verify_verdicts),
+        cmocka_unit_test(test_check_dropped),
         cmocka_unit_test(test_no_restart_but_start),
         cmocka_unit_test(test_unknown_event),
         cmocka_unit_test(test_names),

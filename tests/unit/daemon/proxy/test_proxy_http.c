@@ -57,6 +57,50 @@ static void test_incremental_needs_more_then_parses(void **state)
     dmf_proxy_request_free(&r);
 }
 
+/* A head fed one byte at a time through the resuming parser parses as the whole, and the
+ * search never restarts from the beginning: *scanned follows the bytes in. */
+static void test_resumed_byte_by_byte(void **state)
+{
+    const char *heads[] = {"GET http://h/x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n",
+                           "\r\nGET /y HTTP/1.1\nHost: h\n\n"};
+    for (size_t k = 0; k < DMF_ARRAY_SIZE(heads); k++) {
+        const char *s = heads[k];
+        size_t head = strlen(s), scanned = 0;
+        struct dmf_proxy_request r;
+        char err[64];
+        for (size_t n = 1; n < head; n++) {
+            assert_int_equal(dmf_proxy_request_parse_from(s, n, &scanned, &r, err, sizeof(err)), 0);
+            assert_int_equal(scanned, n);
+        }
+        assert_int_equal(dmf_proxy_request_parse_from(s, head, &scanned, &r, err, sizeof(err)),
+                         (int)head);
+        assert_string_equal(dmf_proxy_request_header(&r, "host"), "h");
+        dmf_proxy_request_free(&r);
+    }
+}
+
+/* A request line longer than the limit is refused as soon as it is seen, resumed or not,
+ * and a long head whose request line ended early is not. */
+static void test_resumed_line_limit(void **state)
+{
+    size_t n = DMF_PROXY_TARGET_MAX + 200;
+    char *s = malloc(n);
+    memset(s, 'a', n);
+    memcpy(s, "GET /", 5);
+    struct dmf_proxy_request r;
+    char err[64];
+    size_t scanned = 0;
+    int rc = 0;
+    for (size_t i = 1; i <= n && rc == 0; i++)
+        rc = dmf_proxy_request_parse_from(s, i, &scanned, &r, err, sizeof(err));
+    assert_int_equal(rc, -EMSGSIZE);
+    memcpy(s, "GET / HTTP/1.1\r\nX: ", 20);
+    scanned = 0;
+    for (size_t i = 1; i <= n; i++)
+        assert_int_equal(dmf_proxy_request_parse_from(s, i, &scanned, &r, err, sizeof(err)), 0);
+    free(s);
+}
+
 static void test_rejects(void **state)
 {
     struct dmf_proxy_request r;
@@ -164,6 +208,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_headers_kept_in_order_with_repeats),
         cmocka_unit_test(test_incremental_needs_more_then_parses),
+        cmocka_unit_test(test_resumed_byte_by_byte),
+        cmocka_unit_test(test_resumed_line_limit),
         cmocka_unit_test(test_rejects),
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_hop_by_hop),
