@@ -110,6 +110,18 @@ def test_scheduler_killed_and_restarted(tmp_path, origin, need_binary):
     _new_host_gets_it_from_peers(tmp_path, origin, sched, url, sha, size, "the scheduler restart")
 
 
+def _rendezvous_weight(key, node):
+    """src/common/rendezvous.c's weight: FNV-1a over key, a separator, node; splitmix64."""
+    mask = (1 << 64) - 1
+    h = 1469598103934665603
+    for c in key.encode() + b"\xff" + node.encode():
+        h = ((h ^ c) * 1099511628211) & mask
+    z = h
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & mask
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & mask
+    return z ^ (z >> 31)
+
+
 def _get_all(c, url, tmp_path, tag, *args, timeout=60):
     gets = [spawn_get(d, url, tmp_path / f"out-{tag}-{d.name}", *args, log_dir=tmp_path,
                       name=f"get-{tag}-{d.name}") for d in c.daemons]
@@ -420,9 +432,19 @@ def test_two_schedulers_one_killed(tmp_path, origin, need_binary):
     wait_hosts(sa, 5)
     wait_hosts(sb, 5)
     origin.throttle = 24 * MiB
-    files = {}
-    for i in range(4):
-        files[f"/m{i}.bin"] = origin.add_random(f"/m{i}.bin", 16 * MiB, tmp_path / "origin")
+    # Paths whose tasks go two to each scheduler (the daemons' rendezvous hashing, redone
+    # here), so that killing A takes tasks in flight away from it for sure.
+    from harness import task_id
+    files, per = {}, {sa.addr: 0, sb.addr: 0}
+    for i in range(64):
+        path = f"/m{i}.bin"
+        home = max((sa.addr, sb.addr),
+                   key=lambda a: _rendezvous_weight(task_id(origin.url(path)), a))
+        if per[home] < 2:
+            per[home] += 1
+            files[path] = origin.add_random(path, 16 * MiB, tmp_path / "origin")
+        if len(files) == 4:
+            break
     gets = []
     for d in ds:
         for path in files:
