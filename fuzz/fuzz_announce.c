@@ -41,6 +41,12 @@ static void on_back_to_source(void *arg, const char *reason)
         abort();
 }
 
+static void on_failed(void *arg, const char *reason, uint32_t origin_status)
+{
+    if (reason == NULL || reason[0] == '\0')
+        abort(); /* always a reason to show the user */
+}
+
 static void on_lost(void *arg, const char *details)
 {
     abort(); /* decoding never ends a stream */
@@ -50,6 +56,7 @@ static const struct dmf_announce_sink sink = {
     .candidates = on_candidates,
     .meta = on_meta,
     .back_to_source = on_back_to_source,
+    .failed = on_failed,
     .lost = on_lost,
 };
 

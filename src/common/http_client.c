@@ -28,11 +28,21 @@ struct dmf_http {
     struct event *reap;        /* runs check_done outside curl callbacks */
     struct event *resume;      /* unpauses requests outside our callers' callbacks */
     STACK_OF(X509) * extra_ca; /* trusted for HTTPS besides the system's, or NULL */
+    char *proxy;               /* every request goes through it; NULL: none, whatever the
+                                * environment (http_proxy, ...) says */
 };
 
-enum { HDR_CONTENT_LENGTH, HDR_CONTENT_RANGE, HDR_ACCEPT_RANGES, HDR_CONTENT_TYPE, HDR_COUNT };
-static const char *const kept_headers[HDR_COUNT] = {"content-length", "content-range",
-                                                    "accept-ranges", "content-type"};
+enum {
+    HDR_CONTENT_LENGTH,
+    HDR_CONTENT_RANGE,
+    HDR_ACCEPT_RANGES,
+    HDR_CONTENT_TYPE,
+    HDR_ETAG,
+    HDR_LAST_MODIFIED,
+    HDR_COUNT
+};
+static const char *const kept_headers[HDR_COUNT] = {
+    "content-length", "content-range", "accept-ranges", "content-type", "etag", "last-modified"};
 
 struct dmf_http_req {
     dmf_http_t *h;
@@ -221,6 +231,7 @@ void dmf_http_free(dmf_http_t *h)
     event_free(h->timer);
     event_free(h->reap);
     event_free(h->resume);
+    free(h->proxy);
     if (h->extra_ca)
         sk_X509_pop_free(h->extra_ca, X509_free);
     free(h);
@@ -373,6 +384,12 @@ static CURLcode add_extra_ca(CURL *curl, void *ssl_ctx, void *arg)
     return CURLE_OK;
 }
 
+void dmf_http_set_proxy(dmf_http_t *h, const char *url)
+{
+    free(h->proxy);
+    h->proxy = url && *url ? dmf_xstrdup(url) : NULL;
+}
+
 int dmf_http_set_extra_ca(dmf_http_t *h, const char *pem_path)
 {
     if (h->extra_ca)
@@ -419,6 +436,8 @@ dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_ht
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->reason);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* "" disables libcurl's use of http_proxy, https_proxy and all_proxy. */
+    curl_easy_setopt(e, CURLOPT_PROXY, h->proxy ? h->proxy : "");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,

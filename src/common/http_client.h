@@ -64,6 +64,10 @@ dmf_http_t *dmf_http_new(struct event_base *base);
 /* Cancels every request (without callbacks) and frees. */
 void dmf_http_free(dmf_http_t *h);
 
+/* Sends every later request through the proxy at url (NULL or "": none). Proxy environment
+ * variables are never followed: a daemon pointed at its own proxy would deadlock. */
+void dmf_http_set_proxy(dmf_http_t *h, const char *url);
+
 /* Trusts the CA certificates in this PEM file for HTTPS, in addition to the system's
  * (every later request; NULL clears). Returns 0, or -EINVAL when the file holds no
  * certificate it can read. */
@@ -79,8 +83,8 @@ void dmf_http_cancel(dmf_http_req_t *req);
 void dmf_http_resume(dmf_http_req_t *req);
 
 /* Response header of the final response (case-insensitive name), or NULL. Borrowed until
- * the request is done. Only Content-Length, Content-Range, Accept-Ranges and
- * Content-Type are kept. */
+ * the request is done. Only Content-Length, Content-Range, Accept-Ranges, Content-Type,
+ * ETag and Last-Modified are kept. */
 const char *dmf_http_header(const dmf_http_req_t *req, const char *name);
 
 /* With keep_all_headers: every header line of the final response in order, as

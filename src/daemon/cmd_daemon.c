@@ -16,6 +16,7 @@
 #include "common/cmd.h"
 #include "common/config.h"
 #include "common/fdlimit.h"
+#include "common/hostinfo.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/workq.h"
@@ -34,14 +35,16 @@
     }
 
 static const struct dmf_option options[] = {
-    OPT("scheduler", 0, DMF_OPT_ADDR, scheduler, 0, 0, NULL, "ADDR:PORT",
-        "scheduler to announce to; without one every download goes to the origin"),
+    OPT("scheduler", 0, DMF_OPT_STRING, scheduler, 0, 0, NULL, "ADDR:PORT[,...]",
+        "schedulers to announce to (each task goes to one of them by rendezvous hashing on its "
+        "id, skipping dead ones); without one every download goes to the origin"),
     OPT("manager", 0, DMF_OPT_LIST, manager, 0, 0, NULL, "ADDR:PORT",
         "manager(s) that give this host its cluster's schedulers and config (repeatable)"),
     OPT("data-dir", 0, DMF_OPT_STRING, data_dir, 0, 0, "/var/lib/damselfly", "DIR",
         "where pieces and their metadata are kept"),
-    OPT("ip", 0, DMF_OPT_STRING, ip, 0, 0, "127.0.0.1", "ADDR",
-        "address other hosts and the scheduler reach this host at"),
+    OPT("ip", 0, DMF_OPT_STRING, ip, 0, 0, NULL, "ADDR",
+        "address other hosts and the scheduler reach this host at (default: the address of "
+        "the default route's interface; 127.0.0.1 only with a scheduler on loopback)"),
     OPT("piece-listen", 0, DMF_OPT_ADDR, piece_listen, 0, 0, "0.0.0.0:65002", "ADDR:PORT",
         "piece server (data plane between daemons, and /metrics)"),
     OPT("piece-idle-timeout", 0, DMF_OPT_DURATION, piece_idle_timeout, 100, 3600000, "60s",
@@ -59,7 +62,8 @@ static const struct dmf_option options[] = {
     OPT("seed", 0, DMF_OPT_BOOL, seed, 0, 0, "false", NULL,
         "be a seed peer: fetch from origins when the scheduler asks, and cache"),
     OPT("host-id", 0, DMF_OPT_STRING, host_id, 0, 0, NULL, "ID",
-        "this host's ID (default: HOSTNAME-IP-PIECEPORT)"),
+        "this host's ID (default: HOSTNAME-MACHINEID-IP-PIECEPORT, MACHINEID the first 12 "
+        "digits of /etc/machine-id)"),
     OPT("idc", 0, DMF_OPT_STRING, idc, 0, 0, "", "NAME", "data centre label (locality)"),
     OPT("location", 0, DMF_OPT_STRING, location, 0, 0, "", "A|B|C",
         "location labels, most general first (locality)"),
@@ -68,7 +72,10 @@ static const struct dmf_option options[] = {
     OPT("announce-interval", 0, DMF_OPT_DURATION, announce_interval, 100, 600000, "2s", "DURATION",
         "how often the host announces itself to the scheduler"),
     OPT("parent-stall-timeout", 0, DMF_OPT_DURATION, parent_stall_timeout, 100, 600000, "3s",
-        "DURATION", "with no usable parent this long, fetch from the origin"),
+        "DURATION", "with no usable parent (and no new piece) this long, fetch from the origin"),
+    OPT("progress-timeout", 0, DMF_OPT_DURATION, progress_timeout, 1000, 3600000, "30s", "DURATION",
+        "longest a download waits for a new verified piece (the deadline follows the observed "
+        "rate, at least 4s): then new parents, then the origin, then it fails"),
     OPT("source-concurrency", 0, DMF_OPT_INT, source_concurrency, 1, 16, "4", "N",
         "parallel range requests to an origin"),
     OPT("parent-concurrency", 0, DMF_OPT_INT, parent_concurrency, 1, 16, "2", "N",
@@ -102,6 +109,9 @@ static const struct dmf_option options[] = {
         "PEM private key of --proxy-ca-cert"),
     OPT("origin-ca-file", 0, DMF_OPT_STRING, origin_ca_file, 0, 0, NULL, "FILE",
         "PEM CA certificates trusted for HTTPS origins and registries, besides the system's"),
+    OPT("origin-proxy", 0, DMF_OPT_STRING, origin_proxy, 0, 0, NULL, "URL",
+        "HTTP proxy for the daemon's own requests to origins and registries (proxy "
+        "environment variables such as http_proxy are ignored)"),
     OPT("proxy-rules", 0, DMF_OPT_YAML, proxy_rules_line, 0, 0, NULL, NULL,
         "forward-proxy rules: a list of {regex, p2p}; the first match decides (see "
         "docs/operations.md)"),
@@ -219,6 +229,21 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
     if (cfg->config && cfg->proxy_rules_line &&
         dmf_proxy_rules_load_yaml(&r->rules, cfg->config, "proxy-rules", err, errlen) != 0)
         return -1;
+    if (cfg->scheduler) {
+        char *list = dmf_xstrdup(cfg->scheduler), *save = NULL, h[256];
+        uint16_t sp;
+        int n = 0, bad = 0;
+        for (char *a = strtok_r(list, ", ", &save); a && !bad; a = strtok_r(NULL, ", ", &save)) {
+            n++;
+            bad = dmf_parse_hostport(a, h, sizeof(h), &sp, why, sizeof(why)) != 0;
+        }
+        free(list);
+        if (bad)
+            return flag_error(err, errlen, "--scheduler", why);
+        if (n == 0 || n > 16)
+            return flag_error(err, errlen, "--scheduler",
+                              "give 1 to 16 ADDR:PORT, comma-separated");
+    }
     if (dmf_parse_hostport(cfg->piece_listen, r->piece_host, sizeof(r->piece_host), &r->piece_port,
                            why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--piece-listen", why);
@@ -226,6 +251,40 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
                                errlen) != 0)
         return -1;
     return 0;
+}
+
+/* --ip: given, or the default route's interface address. A loopback address is refused
+ * when the scheduler is not on loopback: other hosts would be told to fetch from
+ * themselves. 0, or -1 with the message in err. */
+static int resolve_ip(struct dmf_daemon_config *cfg, char *err, size_t errlen)
+{
+    char ip[64], host[256], why[256];
+    uint16_t port;
+    if (cfg->ip == NULL) {
+        if (dmf_default_ipv4("/proc/net/route", ip, sizeof(ip)) != 0) {
+            snprintf(ip, sizeof(ip), "127.0.0.1");
+            dmf_warn("no default route: using --ip 127.0.0.1 (only hosts on this machine can "
+                     "reach it)");
+        }
+        cfg->ip = dmf_xstrdup(ip);
+    }
+    if (cfg->scheduler == NULL || !dmf_host_is_loopback(cfg->ip))
+        return 0;
+    char *list = dmf_xstrdup(cfg->scheduler), *save = NULL;
+    int rc = 0;
+    for (char *a = strtok_r(list, ", ", &save); a && rc == 0; a = strtok_r(NULL, ", ", &save)) {
+        if (dmf_parse_hostport(a, host, sizeof(host), &port, why, sizeof(why)) == 0 &&
+            !dmf_host_is_loopback(host)) {
+            snprintf(err, errlen,
+                     "--ip %s is a loopback address but the scheduler at %s is not: other hosts "
+                     "would be told to fetch pieces from themselves; pass --ip with an address "
+                     "they can reach",
+                     cfg->ip, a);
+            rc = -1;
+        }
+    }
+    free(list);
+    return rc;
 }
 
 /* Acquires the daemon's resources in order, the local API socket last: once it exists the
@@ -238,6 +297,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     char hostname[256] = "localhost";
     gethostname(hostname, sizeof(hostname) - 1);
     cfg->hostname = dmf_xstrdup(hostname);
+    if (resolve_ip(cfg, err, errlen) != 0)
+        return -1;
     signal(SIGPIPE, SIG_IGN);
     dmf_fd_limit_raise();
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
@@ -267,6 +328,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
      * rpc server and the proxy serve requests during the announce below. */
     dmf_daemon_manager_resolve(d, 3000);
     dmf_engine_new(d);
+    dmf_http_set_proxy(d->http, cfg->origin_proxy);
     if (cfg->origin_ca_file && dmf_http_set_extra_ca(d->http, cfg->origin_ca_file) != 0) {
         snprintf(err, errlen, "--origin-ca-file: cannot read certificates from %s",
                  cfg->origin_ca_file);
@@ -280,8 +342,14 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);
     d->piece_port = dmf_piece_server_port(d->pieces);
-    if (cfg->host_id == NULL)
-        cfg->host_id = dmf_xasprintf("%s-%s-%u", hostname, cfg->ip, d->piece_port);
+    if (cfg->host_id == NULL) {
+        /* The machine id keeps two machines with one hostname (and a NAT'd address) apart. */
+        char mid[16];
+        if (dmf_machine_id("/etc/machine-id", mid, sizeof(mid)) != 0 &&
+            dmf_machine_id("/var/lib/dbus/machine-id", mid, sizeof(mid)) != 0)
+            snprintf(mid, sizeof(mid), "nomid");
+        cfg->host_id = dmf_xasprintf("%s-%s-%s-%u", hostname, mid, cfg->ip, d->piece_port);
+    }
     if (cfg->rpc_listen == NULL)
         cfg->rpc_listen = dmf_xasprintf("%s:0", cfg->ip);
 

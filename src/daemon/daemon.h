@@ -30,6 +30,7 @@ struct dmf_daemon_config {
     uint64_t upload_capacity;      /* bytes per second, announced to the scheduler */
     uint64_t announce_interval;    /* ms */
     uint64_t parent_stall_timeout; /* ms without any usable parent before going to the origin */
+    uint64_t progress_timeout;     /* ms: the progress watchdog's upper bound (watchdog.h) */
     int64_t source_concurrency;    /* parallel range requests to the origin */
     int64_t parent_concurrency;    /* piece requests in flight per parent */
     int64_t upload_slots;          /* piece uploads at once; more requests wait */
@@ -46,6 +47,7 @@ struct dmf_daemon_config {
     struct dmf_strlist proxy_allow_clients; /* CIDRs of clients; empty = loopback only */
     struct dmf_strlist proxy_allow_targets; /* CIDRs reachable despite the target policy */
     struct dmf_strlist proxy_connect_ports; /* CONNECT ports ("*" any); empty = 443 */
+    char *origin_proxy;                     /* proxy for the daemon's own outbound HTTP, or NULL */
     unsigned long proxy_rules_line;         /* line of proxy-rules in the config file, 0 = none */
     uint64_t piece_idle_timeout;            /* ms: piece server connection idle or stalled */
     uint64_t proxy_header_timeout;          /* ms from a request head's first byte to its end */

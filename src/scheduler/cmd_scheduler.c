@@ -28,6 +28,7 @@ struct scheduler_opts {
     int64_t candidate_limit;
     uint64_t host_timeout;
     int64_t bad_parent_threshold;
+    uint64_t negative_cache_ttl;
     char *parent_graph;
     char *log_level;
     struct dmf_strlist manager;
@@ -51,6 +52,10 @@ static const struct dmf_option options[] = {
     {"bad-parent-threshold", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, bad_parent_threshold),
      1, 1000, "2", "N",
      "Bad-piece reports (one per reporting peer) after which a host is never a parent again."},
+    {"negative-cache-ttl", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, negative_cache_ttl),
+     0, 3600000, "10s", "DURATION",
+     "How long a task whose origin fetch failed for good (4xx, wrong digest) is answered "
+     "with that error instead of a new fetch (0: never)."},
     {"log-level", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, log_level), 0, 0, "info",
      "LEVEL", "debug, info, warn or error."},
     {"manager", 0, DMF_OPT_LIST, offsetof(struct scheduler_opts, manager), 0, 0, NULL, "ADDR:PORT",
@@ -200,6 +205,8 @@ static int run(int argc, char **argv)
         .host_timeout_ms = o.host_timeout,
         .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
         .mesh = strcmp(o.parent_graph, "mesh") == 0,
+        .negative_ttl_ms = o.negative_cache_ttl,
+        .negative_ttl_set = true,
     };
     dmf_fd_limit_raise();
     svc = dmf_scheduler_service_new(base, rpc, &cfg);

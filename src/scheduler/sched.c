@@ -14,6 +14,7 @@
 #include "common/pieces.h"
 #include "common/taskid.h"
 #include "common/util.h"
+#include "scheduler/negcache.h"
 #include "scheduler/sched_check.h"
 #include "scheduler/sched_rank.h"
 #include "scheduler/sched_state.h"
@@ -32,6 +33,7 @@ struct dmf_scheduler {
     size_t nhosts, ntasks, npeers;
     uint64_t epoch;
     uint64_t next_trigger_id;
+    struct dmf_negcache failed;     /* tasks that failed for good, for a while */
     dmf_scheduler_peer_t **scratch; /* traversal stack */
     size_t scratch_cap;
 };
@@ -56,8 +58,37 @@ static struct dmf_sched_host *host_get(const dmf_scheduler_t *s, const char *id)
     return dmf_strmap_get(&s->hosts, id);
 }
 
+static void host_forget_bad(struct dmf_sched_host *h)
+{
+    for (uint32_t i = 0; i < h->bad_reports; i++)
+        free(h->bad_reporters[i]);
+    free(h->bad_reporters);
+    h->bad_reporters = NULL;
+    h->bad_reports = 0;
+}
+
+/* One bad-piece report from reporter_host about h: counted once per reporting host (a
+ * peer that reports other hosts in between, or registers again, cannot count twice), and
+ * forgotten DMF_SCHED_BAD_FORGET_MS after the last one. Returns true when it counted. */
+static bool host_count_bad(struct dmf_sched_host *h, const char *reporter_host, uint32_t threshold,
+                           uint64_t now)
+{
+    if (h->bad_reports && now - h->last_bad_at >= DMF_SCHED_BAD_FORGET_MS)
+        host_forget_bad(h);
+    h->last_bad_at = now;
+    for (uint32_t i = 0; i < h->bad_reports; i++)
+        if (strcmp(h->bad_reporters[i], reporter_host) == 0)
+            return false;
+    if (h->bad_reports >= threshold)
+        return false; /* excluded already */
+    h->bad_reporters = dmf_xrealloc(h->bad_reporters, (h->bad_reports + 1) * sizeof(char *));
+    h->bad_reporters[h->bad_reports++] = dmf_xstrdup(reporter_host);
+    return true;
+}
+
 static void host_free(struct dmf_sched_host *h)
 {
+    host_forget_bad(h);
     free(h->id);
     free(h->hostname);
     free(h->ip);
@@ -112,6 +143,10 @@ int dmf_scheduler_announce_host(dmf_scheduler_t *s, const struct dmf_scheduler_h
     h->upload_rate = in->upload_rate;
     h->active_uploads = in->active_uploads;
     h->last_seen = now_ms(s);
+    if (h->bad_reports && h->last_seen - h->last_bad_at >= DMF_SCHED_BAD_FORGET_MS) {
+        dmf_info("host %s: its bad-piece reports are forgotten", h->id);
+        host_forget_bad(h);
+    }
     TAILQ_INSERT_TAIL(&s->hosts_by_seen, h, by_seen);
     return 0;
 }
@@ -174,6 +209,8 @@ static struct dmf_sched_task *task_new(dmf_scheduler_t *s, const char *id)
 static void task_free(struct dmf_sched_task *t)
 {
     task_clear_request(t);
+    free(t->etag);
+    free(t->last_modified);
     free(t->digests);
     free(t->digest_at);
     free(t);
@@ -196,6 +233,17 @@ static void task_meta(const struct dmf_sched_task *t, size_t from, struct dmf_sc
     m->total_pieces = t->content_length >= 0 ? t->total_pieces : 0;
     m->digests = from < t->ndigests ? t->digests + from : NULL;
     m->ndigests = from < t->ndigests ? t->ndigests - from : 0;
+    m->etag = t->etag ? t->etag : "";
+    m->last_modified = t->last_modified ? t->last_modified : "";
+}
+
+/* The first validator a fetcher reports is the task's (like its digests). */
+static bool task_pin(char **dst, const char *v)
+{
+    if (*dst != NULL || v == NULL || v[0] == '\0' || strlen(v) > DMF_SCHED_TAG_MAX)
+        return false;
+    *dst = dmf_xstrdup(v);
+    return true;
 }
 
 /* The stored digest of piece n, or NULL. */
@@ -319,6 +367,8 @@ static void peer_set_state(dmf_scheduler_peer_t *p, enum dmf_scheduler_peer_stat
     dmf_info("task %s peer %s host %s: %s -> %s", p->task->id, p->peer_id, p->host->id,
              dmf_scheduler_peer_state_name(p->state), dmf_scheduler_peer_state_name(st));
     p->state = st;
+    if (st == DMF_PEER_BACK_TO_SOURCE)
+        p->fetched_source = true;
 }
 
 static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
@@ -580,7 +630,34 @@ static void reschedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     if (p->stream == NULL || p->host->leaving ||
         (p->state != DMF_PEER_PENDING && p->state != DMF_PEER_RUNNING))
         return;
+    if (dmf_negcache_get(&s->failed, p->task->id, now_ms(s)))
+        return; /* it was told the task failed for good: no origin, no seed for it */
     schedule(s, p);
+}
+
+static bool task_fetching_from_source(const struct dmf_sched_task *t,
+                                      const dmf_scheduler_peer_t *p);
+
+/* The peer that brought t's pieces from the origin is gone: unless another does, a peer
+ * holds the whole task, or the task failed for good, one peer still downloading fetches the rest
+ * from the origin and the others get it from that peer (they are its children already in a mesh).
+ */
+static void replace_fetcher(dmf_scheduler_t *s, struct dmf_sched_task *t)
+{
+    if (task_fetching_from_source(t, NULL) || dmf_negcache_get(&s->failed, t->id, now_ms(s)))
+        return;
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q->state == DMF_PEER_SUCCEEDED)
+            return; /* a peer holds it all: the others get the rest from it */
+    }
+    dmf_scheduler_peer_t *f = dmf_sched_pick_fetcher(t);
+    if (f == NULL)
+        return;
+    peer_set_state(f, DMF_PEER_BACK_TO_SOURCE);
+    s->sink.back_to_source(s->sink_arg, f->stream,
+                           "the peer fetching from the origin is gone: fetch the rest there");
 }
 
 /* Removes p; its attached stream (unless it is the one going away) hears why; children
@@ -589,6 +666,8 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
                         bool tell_stream)
 {
     struct dmf_sched_task *t = p->task;
+    bool was_fetching = (p->fetched_source && p->state != DMF_PEER_SUCCEEDED) ||
+                        (p->placeholder && p->triggered_seed);
     dmf_info("task %s peer %s host %s: %s -> (removed: %s)", t->id, p->peer_id, p->host->id,
              dmf_scheduler_peer_state_name(p->state), why);
     if (p->stream && tell_stream && s->sink.peer_gone)
@@ -619,6 +698,8 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
     free(kids);
     if (t->npeers == 0)
         task_remove(s, t);
+    else if (was_fetching)
+        replace_fetcher(s, t);
 }
 
 static void host_remove(dmf_scheduler_t *s, struct dmf_sched_host *h, const char *why)
@@ -667,6 +748,20 @@ size_t dmf_scheduler_expire_hosts(dmf_scheduler_t *s)
 
 /* ------------------------------------------------------------ peer decisions */
 
+/* True when a peer of t other than p brings new pieces from the origin: one fetching
+ * from it with its stream open, or a triggered seed not heard from yet. */
+static bool task_fetching_from_source(const struct dmf_sched_task *t, const dmf_scheduler_peer_t *p)
+{
+    const dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q != p && ((q->state == DMF_PEER_BACK_TO_SOURCE && q->stream != NULL) ||
+                       (q->placeholder && q->triggered_seed)))
+            return true;
+    }
+    return false;
+}
+
 int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_register *r, void *stream,
                            dmf_scheduler_peer_t **out, char *err, size_t errlen)
 {
@@ -695,9 +790,12 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         return dmf_sched_fail(err, errlen, -ENOSPC, "too many peers (%zu): peer %s refused",
                               s->cfg.max_peers, r->peer_id);
 
+    bool rejoin = r->holds_task || r->from_source;
     if (t == NULL)
         t = task_new(s, r->task_id);
-    task_set_request(t, r);
+    /* A rejoining peer sends no headers: the request of a real registrant stays. */
+    if (!rejoin || t->url == NULL || t->url[0] == '\0')
+        task_set_request(t, r);
     if (p == NULL) {
         p = peer_new(s, t, h, r->peer_id);
     } else {
@@ -719,12 +817,37 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     }
     p->stream = stream;
     p->meta_sent = 0;
-    p->held_base = r->held_pieces;
+    p->held_base = rejoin ? 0 : r->held_pieces; /* a rejoining peer reports each piece */
     *out = p;
 
+    if (rejoin) {
+        dmf_info("task %s peer %s host %s: joins again (%s)", t->id, p->peer_id, h->id,
+                 r->holds_task ? "holds the task" : "fetching from the origin");
+        if (r->from_source)
+            peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
+        return 0;
+    }
+    const struct dmf_negcache_entry *neg = dmf_negcache_get(&s->failed, t->id, now_ms(s));
+    if (neg != NULL) {
+        /* Asking the origin again would get the same answer: say it, trigger nothing. */
+        dmf_info("task %s peer %s host %s: failed %llu ms ago for good: %s", t->id, p->peer_id,
+                 h->id, (unsigned long long)(now_ms(s) + s->failed.ttl_ms - neg->expires),
+                 neg->reason);
+        if (s->sink.task_failed)
+            s->sink.task_failed(s->sink_arg, stream, neg->reason, neg->origin_status);
+        return 0;
+    }
     if (h->type == DMF_SCHED_HOST_SEED) {
         peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
         s->sink.back_to_source(s->sink_arg, stream, "seed peer fetches from the origin");
+        return 0;
+    }
+    if (r->stalled && !task_fetching_from_source(t, p)) {
+        /* Its parents hold nothing new (the peer that fetched from the origin is gone):
+         * one peer fetches the rest, the others get it from that peer. */
+        peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
+        s->sink.back_to_source(s->sink_arg, stream,
+                               "no peer fetches the missing pieces from the origin");
         return 0;
     }
     schedule(s, p);
@@ -770,6 +893,8 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                   pr->digests[i].number, limit);
 
     bool layout_changed = task_set_layout(t, &l);
+    layout_changed |= task_pin(&t->etag, pr->etag);
+    layout_changed |= task_pin(&t->last_modified, pr->last_modified);
     for (size_t i = 0; i < pr->npieces; i++)
         dmf_bitmap_set(&p->held, pr->pieces[i]);
 
@@ -827,6 +952,24 @@ void dmf_scheduler_failed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const cha
     peer_remove(s, p, why, false);
 }
 
+void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
+                                   uint32_t origin_status, const char *reason)
+{
+    struct dmf_sched_task *t = p->task;
+    char why[DMF_NEGCACHE_REASON_MAX];
+    snprintf(why, sizeof(why), "%s (from host %s)", reason && *reason ? reason : "failed",
+             p->host->id);
+    dmf_warn("task %s: failed for good on host %s: %s", t->id, p->host->id, why);
+    dmf_negcache_put(&s->failed, t->id, origin_status, why, now_ms(s));
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q != p && q->stream != NULL && q->state != DMF_PEER_SUCCEEDED && s->sink.task_failed)
+            s->sink.task_failed(s->sink_arg, q->stream, why, origin_status);
+    }
+    dmf_scheduler_failed(s, p, reason);
+}
+
 void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 {
     p->stream = NULL;
@@ -853,22 +996,21 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
         return dmf_sched_fail(err, errlen, -EINVAL, "unknown parent failure reason %d", reason);
 
     struct dmf_sched_host *h = host_get(s, parent_host_id);
-    /* One report per (peer, parent host) counts: a peer cannot exclude a host alone. */
-    if (h && !dmf_sched_peer_blocked(p, parent_host_id)) {
-        uint64_t now = now_ms(s);
-        if (reason == DMF_PARENT_BAD_PIECE) {
-            h->bad_reports++;
-            h->last_bad_at = now;
+    /* One bad-piece report per reporting host counts (host_count_bad), so a peer cannot
+     * exclude a host alone; unreachable reports once per (peer, parent host). */
+    uint64_t now = now_ms(s);
+    if (h && reason == DMF_PARENT_BAD_PIECE && h != p->host) {
+        if (host_count_bad(h, p->host->id, s->cfg.bad_parent_threshold, now))
             dmf_warn("task %s peer %s host %s: parent host %s sent a bad piece (%u of %u "
                      "reports before exclusion)",
                      p->task->id, p->peer_id, p->host->id, h->id, h->bad_reports,
                      s->cfg.bad_parent_threshold);
-        } else {
-            h->unreachable_at[h->unreachable_reports % DMF_SCHED_UNREACHABLE_RING] = now;
-            h->unreachable_reports++;
-            dmf_info("task %s peer %s host %s: parent host %s unreachable", p->task->id, p->peer_id,
-                     p->host->id, h->id);
-        }
+    } else if (h && reason == DMF_PARENT_UNREACHABLE &&
+               !dmf_sched_peer_blocked(p, parent_host_id)) {
+        h->unreachable_at[h->unreachable_reports % DMF_SCHED_UNREACHABLE_RING] = now;
+        h->unreachable_reports++;
+        dmf_info("task %s peer %s host %s: parent host %s unreachable", p->task->id, p->peer_id,
+                 p->host->id, h->id);
     }
     if (!dmf_sched_peer_blocked(p, parent_host_id))
         peer_block(p, parent_host_id);
@@ -1028,6 +1170,8 @@ dmf_scheduler_t *dmf_scheduler_new(const struct dmf_scheduler_config *cfg,
         s->cfg.max_peers = 1000000;
     s->sink = *sink;
     s->sink_arg = sink_arg;
+    dmf_negcache_init(&s->failed, s->cfg.negative_ttl_set ? s->cfg.negative_ttl_ms : 10000,
+                      s->cfg.max_tasks);
     dmf_strmap_init(&s->hosts);
     dmf_strmap_init(&s->tasks);
     dmf_strmap_init(&s->peers);
@@ -1067,6 +1211,7 @@ void dmf_scheduler_free(dmf_scheduler_t *s)
     dmf_strmap_free(&s->hosts);
     dmf_strmap_free(&s->tasks);
     dmf_strmap_free(&s->peers);
+    dmf_negcache_free(&s->failed);
     free(s->scratch);
     free(s);
 }

@@ -28,7 +28,8 @@
 #define DMF_SCHED_REASON_MAX         1024
 #define DMF_SCHED_CANDIDATES_MAX     32
 #define DMF_SCHED_CANDIDATES_DEFAULT 16
-#define DMF_SCHED_UNREACHABLE_WIN    60000 /* ms: how long an unreachable report counts */
+#define DMF_SCHED_UNREACHABLE_WIN    60000  /* ms: how long an unreachable report counts */
+#define DMF_SCHED_BAD_FORGET_MS      600000 /* ms after the last bad-piece report: forgiven */
 
 /* Error codes returned by the calls below (negative), and what the service answers:
  *   -EINVAL   INVALID_ARGUMENT     malformed or out-of-bounds input
@@ -76,6 +77,7 @@ struct dmf_scheduler_meta {
     uint32_t total_pieces;                      /* valid when content_length >= 0 */
     const struct dmf_scheduler_digest *digests; /* new since the last meta on this stream */
     size_t ndigests;
+    const char *etag, *last_modified; /* the origin's validators of that content, or "" */
 };
 
 /* One candidate parent (Parent). */
@@ -120,6 +122,9 @@ struct dmf_scheduler_sink {
     /* The peer attached to stream was removed by something other than its stream
      * (LeavePeer, LeaveHost, host expiry, a newer register): end the stream. */
     void (*peer_gone)(void *arg, void *stream, const char *reason);
+    /* The task cannot be fetched (the origin's answer, for everyone): the peer is to fail
+     * with reason. origin_status is the origin's HTTP status, or 0. */
+    void (*task_failed)(void *arg, void *stream, const char *reason, uint32_t origin_status);
     /* A host was removed (LeaveHost or expiry). May be NULL. */
     void (*host_gone)(void *arg, const char *host_id);
 };
@@ -135,6 +140,10 @@ struct dmf_scheduler_config {
      * offered to running peers that still have room, so that every uplink works until the
      * end. Either way seeds are parents of last resort. */
     bool mesh;
+    /* How long a task whose origin fetch failed for good is answered with that failure
+     * (negcache.h); 10 s unless negative_ttl_set (then 0 = never). */
+    uint64_t negative_ttl_ms;
+    bool negative_ttl_set;
     size_t max_hosts; /* 0 = 100,000 */
     size_t max_tasks; /* 0 = 100,000 */
     size_t max_peers; /* 0 = 1,000,000 */
@@ -187,6 +196,14 @@ struct dmf_scheduler_register {
     const char *const *filter_query;
     size_t nfilter_query;
     uint32_t held_pieces;
+    /* Re-registrations: the peer holds every piece (it becomes SUCCEEDED with the finished
+     * that follows), or fetches from the origin already. Either way no parent is chosen,
+     * no seed triggered, and the task's request is kept when one is known. */
+    bool holds_task;
+    bool from_source;
+    /* Registers again because nothing progressed with its parents: it goes back to the
+     * source unless another peer of the task does already (or a seed was triggered). */
+    bool stalled;
 };
 
 /* Registers the peer of an AnnouncePeer stream and decides where it downloads from
@@ -201,8 +218,9 @@ struct dmf_scheduler_progress {
     size_t npieces;
     const struct dmf_scheduler_digest *digests;
     size_t ndigests;
-    int64_t content_length; /* -1 unknown */
-    uint32_t piece_length;  /* 0 unknown */
+    int64_t content_length;           /* -1 unknown */
+    uint32_t piece_length;            /* 0 unknown */
+    const char *etag, *last_modified; /* the origin's validators (a fetcher's), or NULL/"" */
 };
 
 /* Records pieces held by the peer, its digests (first writer wins) and the task's layout;
@@ -217,6 +235,12 @@ int dmf_scheduler_finished(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, int64_t 
 /* The peer's download failed: it is removed (p is invalid afterwards) and its children are
  * rescheduled. */
 void dmf_scheduler_failed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *reason);
+/* The peer's download failed for a reason that holds for anyone (the origin answered a
+ * 4xx, or the content does not match its digest): remembered for negative_ttl_ms, every
+ * other attached peer of the task still downloading is told (task_failed), and so is
+ * every registrant meanwhile; then as dmf_scheduler_failed. */
+void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
+                                   uint32_t origin_status, const char *reason);
 /* The peer's stream ended: a SUCCEEDED peer stays (detached), any other is removed (p is
  * then invalid) and its children rescheduled. No peer_gone for this stream. */
 void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p);

@@ -183,6 +183,21 @@ uint64_t dmf_sched_rendezvous(const char *task_id, const char *host_id)
     return fnv1a_bytes(fnv1a(FNV_OFFSET, task_id), host_id);
 }
 
+dmf_scheduler_peer_t *dmf_sched_pick_fetcher(const struct dmf_sched_task *t)
+{
+    dmf_scheduler_peer_t *best = NULL, *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q->stream == NULL || q->state != DMF_PEER_RUNNING || q->host->leaving)
+            continue;
+        if (best == NULL || dmf_sched_peer_held(q) > dmf_sched_peer_held(best) ||
+            (dmf_sched_peer_held(q) == dmf_sched_peer_held(best) &&
+             strcmp(q->peer_id, best->peer_id) < 0))
+            best = q;
+    }
+    return best;
+}
+
 /* Rendezvous hashing on the task id sends the same task to the same seed. */
 struct dmf_sched_host *dmf_sched_pick_seed(const struct dmf_sched_view *v,
                                            const dmf_scheduler_peer_t *p)

@@ -52,4 +52,9 @@ uint64_t dmf_sched_rendezvous(const char *task_id, const char *host_id);
 struct dmf_sched_host *dmf_sched_pick_seed(const struct dmf_sched_view *v,
                                            const dmf_scheduler_peer_t *p);
 
+/* The peer of task t to fetch from the origin when none does (its fetcher is gone): an
+ * attached RUNNING peer on a host that is not leaving, holding the most pieces (ties: the
+ * smallest peer id); NULL when there is none. */
+dmf_scheduler_peer_t *dmf_sched_pick_fetcher(const struct dmf_sched_task *t);
+
 #endif

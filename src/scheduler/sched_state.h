@@ -38,8 +38,9 @@ struct dmf_sched_host {
     uint64_t upload_rate;
     uint32_t active_uploads;
     uint64_t last_seen;
-    uint32_t bad_reports;
-    uint64_t last_bad_at;
+    uint32_t bad_reports; /* distinct reporting hosts (bad_reporters), until it wears off */
+    uint64_t last_bad_at; /* the latest; DMF_SCHED_BAD_FORGET_MS later they are forgotten */
+    char **bad_reporters; /* their host ids (owned), at most the threshold */
     uint32_t unreachable_reports;
     uint64_t unreachable_at[DMF_SCHED_UNREACHABLE_RING]; /* ring, indexed by count % size */
     bool leaving;                                        /* being removed: offer nothing on it */
@@ -68,9 +69,10 @@ struct dmf_sched_task {
     char **filter_query;
     size_t nfilter_query;
 
-    int64_t content_length; /* -1 unknown */
-    uint32_t piece_length;  /* 0 unknown */
-    uint32_t total_pieces;  /* valid when content_length >= 0 */
+    char *etag, *last_modified; /* the origin's validators, from the first fetcher, or NULL */
+    int64_t content_length;     /* -1 unknown */
+    uint32_t piece_length;      /* 0 unknown */
+    uint32_t total_pieces;      /* valid when content_length >= 0 */
 
     /* Piece digests in arrival order, and where each piece's digest sits (index + 1). */
     struct dmf_scheduler_digest *digests;
@@ -101,6 +103,7 @@ struct dmf_scheduler_peer {
     dmf_bitmap_t held;   /* pieces reported since */
     bool placeholder;    /* a seed asked to fetch; no stream has taken it over yet */
     bool triggered_seed; /* this peer exists because the scheduler triggered a seed */
+    bool fetched_source; /* it was sent to (or said it was at) the origin */
     uint64_t trigger_id;
     void *stream;     /* the service's stream, or NULL when detached */
     size_t meta_sent; /* task digests already sent on the stream */

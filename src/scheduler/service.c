@@ -2,6 +2,8 @@
 #include "scheduler/service.h"
 
 #include <errno.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +93,7 @@ struct dmf_scheduler_service {
     LIST_HEAD(, call) calls;
     LIST_HEAD(, seed_channel) channels;
     LIST_HEAD(, trigger) triggers;
+    char id[33]; /* random per process (AnnounceHostResponse.scheduler_id) */
 };
 
 static void update_gauges(dmf_scheduler_service_t *svc)
@@ -153,6 +156,8 @@ static void fill_meta(Damselfly__V1__TaskMeta *tm, const struct dmf_scheduler_me
     tm->content_length = m->content_length;
     tm->piece_length = m->piece_length;
     tm->total_pieces = m->total_pieces;
+    tm->etag = (char *)(m->etag ? m->etag : "");
+    tm->last_modified = (char *)(m->last_modified ? m->last_modified : "");
     size_t n = DMF_MIN(m->ndigests - *next, (size_t)DIGESTS_PER_MESSAGE);
     for (size_t i = 0; i < n; i++) {
         const struct dmf_scheduler_digest *d = &m->digests[*next + i];
@@ -237,6 +242,17 @@ static void on_back_to_source(void *arg, void *stream, const char *reason)
     Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
     resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_BACK_TO_SOURCE;
     resp.back_to_source = &bts;
+    send_response(stream, &resp);
+}
+
+static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t origin_status)
+{
+    Damselfly__V1__TaskFailed tf = DAMSELFLY__V1__TASK_FAILED__INIT;
+    tf.reason = (char *)reason;
+    tf.origin_status = origin_status;
+    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
+    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED;
+    resp.task_failed = &tf;
     send_response(stream, &resp);
 }
 
@@ -426,6 +442,7 @@ static void announce_host(struct call *c, const uint8_t *data, size_t len)
     }
     Damselfly__V1__AnnounceHostResponse resp = DAMSELFLY__V1__ANNOUNCE_HOST_RESPONSE__INIT;
     resp.host_timeout_ms = (uint32_t)dmf_scheduler_host_timeout_ms(svc->sched);
+    resp.scheduler_id = svc->id;
     dmf_rpc_call_send(c->rpc_call, &resp.base);
     call_finish(c, GRPC_STATUS_OK, NULL);
 }
@@ -551,6 +568,9 @@ static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, c
         .filter_query = (const char *const *)m->filter_query,
         .nfilter_query = m->n_filter_query,
         .held_pieces = m->held_pieces,
+        .holds_task = m->holds_task,
+        .from_source = m->from_source,
+        .stalled = m->stalled,
     };
     c->registered = true;
     return dmf_scheduler_register(c->svc->sched, &r, c, &c->peer, err, errlen);
@@ -578,6 +598,8 @@ static int peer_progress(struct call *c, const Damselfly__V1__PieceProgress *m, 
         .ndigests = m->n_digests,
         .content_length = m->content_length,
         .piece_length = m->piece_length,
+        .etag = m->etag,
+        .last_modified = m->last_modified,
     };
     rc = dmf_scheduler_progress(c->svc->sched, c->peer, &pr, err, errlen);
 out:
@@ -635,7 +657,10 @@ static void announce_peer(struct call *c, const uint8_t *data, size_t len)
             snprintf(reason, sizeof(reason), "%s", req->failed->reason);
             dmf_scheduler_peer_t *p = c->peer;
             c->peer = NULL;
-            dmf_scheduler_failed(svc->sched, p, reason);
+            if (req->failed->for_good)
+                dmf_scheduler_failed_for_good(svc->sched, p, req->failed->origin_status, reason);
+            else
+                dmf_scheduler_failed(svc->sched, p, reason);
             break;
         }
         case DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_PARENT_FAILURE:
@@ -749,6 +774,7 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
     static const struct dmf_scheduler_sink sink = {
         .candidates = on_candidates,
         .back_to_source = on_back_to_source,
+        .task_failed = on_task_failed,
         .task_meta = on_task_meta,
         .trigger_seed = on_trigger_seed,
         .peer_gone = on_peer_gone,
@@ -758,6 +784,13 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
     svc->base = base;
     svc->rpc = rpc;
     svc->sched = dmf_scheduler_new(cfg, &sink, svc);
+    uint8_t rnd[16];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        uint64_t x = dmf_now_ms() ^ ((uint64_t)getpid() << 32);
+        memcpy(rnd, &x, sizeof(x));
+        memcpy(rnd + 8, &svc, sizeof(void *) <= 8 ? sizeof(void *) : 8);
+    }
+    dmf_hex_encode(rnd, sizeof(rnd), svc->id);
     svc->server = dmf_rpc_server_new(rpc, on_call, svc);
     LIST_INIT(&svc->calls);
     LIST_INIT(&svc->channels);

@@ -822,7 +822,7 @@ class FakeParent:
     of every piece). requests lists every request path it received."""
 
     def __init__(self, scheduler, task_id, url, content, host_id="fake", peer_id=None,
-                 corrupt=True, upload_capacity=10 << 30):
+                 corrupt=True, upload_capacity=10 << 30, rate=None):
         self.scheduler = scheduler
         self.task_id = task_id
         self.url = url
@@ -833,6 +833,7 @@ class FakeParent:
         self.peer_id = peer_id or f"{host_id}-peer"
         self.corrupt = corrupt
         self.upload_capacity = upload_capacity
+        self.rate = rate  # bytes per second of each piece response (None: as fast as it can)
         self.requests = []
         self.lock = threading.Lock()
         self.responses = []
@@ -877,7 +878,19 @@ class FakeParent:
                         self.send_header("Content-Type", "application/octet-stream")
                         self.send_header("Content-Length", str(len(body)))
                         self.end_headers()
-                        self.wfile.write(body)
+                        if fake.rate is None:
+                            self.wfile.write(body)
+                            return
+                        step = 4096
+                        for off in range(0, len(body), step):
+                            if fake._stop.is_set():
+                                return
+                            try:
+                                self.wfile.write(body[off:off + step])
+                                self.wfile.flush()
+                            except OSError:
+                                return
+                            time.sleep(step / fake.rate)
                         return
                 if len(parts) == 2 and parts[0] == "have" and parts[1] == fake.task_id:
                     self.send_response(200)

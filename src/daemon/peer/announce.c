@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/pb_headers.h"
+#include "common/rendezvous.h"
 #include "common/rpc.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
@@ -19,13 +20,26 @@
 #define REPORT_DELAY_MS 30 /* how long a verified piece may wait for company */
 #define PARENT_IP_MAX   64
 
+#define SCHEDULERS_MAX 16 /* --scheduler A,B,...: at most this many */
+
+/* One scheduler of the list, announced to on its own. */
+struct sched_conn {
+    struct dmf_announce_client *c;
+    char *addr;
+    dmf_rpc_channel_t *ch;
+    bool in_flight;
+    bool announced;        /* the last AnnounceHost succeeded (and no stream found it down) */
+    int answers;           /* announce answers received (success or not) */
+    char scheduler_id[64]; /* of the last answer: a change means a new scheduler process */
+};
+
 struct dmf_announce_client {
     struct dmf_daemon *d;
-    dmf_rpc_channel_t *ch;
+    struct sched_conn conns[SCHEDULERS_MAX];
+    size_t nconns;
     struct event *timer;
-    bool in_flight;
-    bool announced;
-    int answers; /* announce answers received (success or not) */
+    dmf_announce_rejoin_cb rejoin;
+    void *rejoin_arg;
     uint64_t last_uploaded, last_ms, upload_rate;
     struct dmf_announce_peer *lingering; /* finished streams the scheduler has not closed yet */
 };
@@ -33,6 +47,7 @@ struct dmf_announce_client {
 struct dmf_announce_peer {
     struct dmf_announce_peer_env env; /* env.sink is NULL once the task let go */
     struct dmf_announce_client *c;
+    struct sched_conn *conn; /* the scheduler the task went to */
     dmf_rpc_call_t *call;
     struct event *flush;
     uint32_t *pieces;
@@ -61,30 +76,57 @@ static void linger_remove(struct dmf_announce_peer *sp)
 
 /* ---------------------------------------------------------------- AnnounceHost */
 
+static void set_announced(struct sched_conn *sc, bool up)
+{
+    bool was = sc->announced;
+    sc->announced = up;
+    /* A scheduler that went (its tasks move to the next) or came back (its share comes
+     * home): what the schedulers know of this host's tasks changed. */
+    if (was != up && sc->c->nconns > 1 && sc->c->rejoin)
+        sc->c->rejoin(sc->c->rejoin_arg);
+}
+
 static void on_announced(void *arg, grpc_status_code status, const char *details,
                          const uint8_t *resp, size_t len)
 {
-    struct dmf_announce_client *c = arg;
-    c->in_flight = false;
-    c->answers++;
+    struct sched_conn *sc = arg;
+    struct dmf_announce_client *c = sc->c;
+    sc->in_flight = false;
+    if (sc->ch == NULL)
+        return; /* the slot's scheduler was dropped from the list meanwhile */
+    sc->answers++;
     if (status == GRPC_STATUS_OK) {
-        if (!c->announced)
-            dmf_info("announced host %s to the scheduler at %s", c->d->cfg.host_id,
-                     c->d->cfg.scheduler);
-        c->announced = true;
+        Damselfly__V1__AnnounceHostResponse *r =
+            damselfly__v1__announce_host_response__unpack(NULL, len, resp);
+        const char *id = r && r->scheduler_id ? r->scheduler_id : "";
+        bool restarted = sc->announced && strncmp(id, sc->scheduler_id, sizeof(sc->scheduler_id));
+        bool first = !sc->announced;
+        if (first)
+            dmf_info("announced host %s to the scheduler at %s", c->d->cfg.host_id, sc->addr);
+        else if (restarted)
+            dmf_info("the scheduler at %s restarted: registering this host's tasks again",
+                     sc->addr);
+        snprintf(sc->scheduler_id, sizeof(sc->scheduler_id), "%s", id);
+        if (r)
+            damselfly__v1__announce_host_response__free_unpacked(r, NULL);
+        if (first && c->nconns > 1) {
+            set_announced(sc, true); /* rejoins */
+        } else {
+            sc->announced = true;
+            if ((first || restarted) && c->rejoin)
+                c->rejoin(c->rejoin_arg);
+        }
     } else {
-        if (c->announced || c->answers == 1)
-            dmf_warn("cannot announce to the scheduler at %s: %s", c->d->cfg.scheduler,
+        if (sc->announced || sc->answers == 1)
+            dmf_warn("cannot announce to the scheduler at %s: %s", sc->addr,
                      details[0] ? details : "unavailable");
-        c->announced = false;
+        set_announced(sc, false);
     }
 }
 
 static void announce(struct dmf_announce_client *c)
 {
     struct dmf_daemon *d = c->d;
-    if (c->in_flight)
-        return;
     uint64_t now = dmf_now_ms(), up = dmf_piece_server_uploaded_bytes(d->pieces);
     if (c->last_ms && now > c->last_ms)
         c->upload_rate = (up - c->last_uploaded) * 1000 / (now - c->last_ms);
@@ -106,8 +148,15 @@ static void announce(struct dmf_announce_client *c)
     host.active_uploads = dmf_piece_server_active_uploads(d->pieces);
     Damselfly__V1__AnnounceHostRequest req = DAMSELFLY__V1__ANNOUNCE_HOST_REQUEST__INIT;
     req.host = &host;
-    c->in_flight = true;
-    dmf_rpc_unary(c->ch, "/damselfly.v1.Scheduler/AnnounceHost", &req.base, 3000, on_announced, c);
+    /* Every scheduler knows every host: any of them may send one of its tasks here. */
+    for (size_t i = 0; i < c->nconns; i++) {
+        struct sched_conn *sc = &c->conns[i];
+        if (sc->in_flight)
+            continue;
+        sc->in_flight = true;
+        dmf_rpc_unary(sc->ch, "/damselfly.v1.Scheduler/AnnounceHost", &req.base, 3000, on_announced,
+                      sc);
+    }
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -115,11 +164,29 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     announce(arg);
 }
 
-struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d)
+/* One connection per address of d->cfg.scheduler ("A,B,C"). */
+static void connect_all(struct dmf_announce_client *c)
+{
+    for (size_t i = 0; i < SCHEDULERS_MAX; i++)
+        c->conns[i].c = c; /* also for a late answer to a slot no longer used */
+    char *list = dmf_xstrdup(c->d->cfg.scheduler ? c->d->cfg.scheduler : ""), *save = NULL;
+    for (char *a = strtok_r(list, ", ", &save); a && c->nconns < SCHEDULERS_MAX;
+         a = strtok_r(NULL, ", ", &save)) {
+        struct sched_conn *sc = &c->conns[c->nconns++];
+        sc->addr = dmf_xstrdup(a);
+        sc->ch = dmf_rpc_channel_new(c->d->rpc, a);
+    }
+    free(list);
+}
+
+struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d,
+                                                    dmf_announce_rejoin_cb rejoin, void *arg)
 {
     struct dmf_announce_client *c = dmf_xcalloc(1, sizeof(*c));
     c->d = d;
-    c->ch = dmf_rpc_channel_new(d->rpc, d->cfg.scheduler);
+    c->rejoin = rejoin;
+    c->rejoin_arg = arg;
+    connect_all(c);
     c->timer = event_new(d->base, -1, EV_PERSIST, on_timer, c);
     uint64_t ms = d->cfg.announce_interval;
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
@@ -129,27 +196,58 @@ struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d)
 
 void dmf_announce_client_retarget(struct dmf_announce_client *c)
 {
-    dmf_rpc_channel_free(c->ch);
-    c->ch = dmf_rpc_channel_new(c->d->rpc, c->d->cfg.scheduler);
-    c->announced = false;
-    c->in_flight = false;
+    /* Every connection is made again from the new list. An announce still in flight on an
+     * old channel keeps its slot's in_flight (so freeing c still waits for it), and its
+     * answer lands on the slot's new scheduler, which the next announce corrects. Streams
+     * open on an old channel stay there until they end, then reconnect to the new list. */
+    for (size_t i = 0; i < c->nconns; i++) {
+        dmf_rpc_channel_free(c->conns[i].ch);
+        free(c->conns[i].addr);
+        c->conns[i].ch = NULL;
+        c->conns[i].addr = NULL;
+        c->conns[i].announced = false;
+        c->conns[i].answers = 0;
+        c->conns[i].scheduler_id[0] = '\0';
+    }
+    c->nconns = 0;
+    connect_all(c);
     announce(c);
+}
+
+static int total_answers(const struct dmf_announce_client *c, bool *any_up)
+{
+    int n = 0;
+    *any_up = false;
+    for (size_t i = 0; i < c->nconns; i++) {
+        n += c->conns[i].answers > 0;
+        *any_up |= c->conns[i].announced;
+    }
+    return n;
 }
 
 bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms)
 {
-    int before = c->answers;
+    bool up;
     announce(c);
     uint64_t deadline = dmf_now_ms() + timeout_ms;
-    while (c->answers == before && dmf_now_ms() < deadline)
+    while (total_answers(c, &up) < (int)c->nconns && dmf_now_ms() < deadline)
         event_base_loop(c->d->base, EVLOOP_ONCE);
-    return c->announced;
+    total_answers(c, &up);
+    return up;
 }
 
 static void on_left(void *arg, grpc_status_code status, const char *details, const uint8_t *resp,
                     size_t len)
 {
-    *(bool *)arg = true;
+    (*(int *)arg)++;
+}
+
+static bool any_in_flight(const struct dmf_announce_client *c)
+{
+    for (size_t i = 0; i < SCHEDULERS_MAX; i++) /* a dropped slot's answer may be due */
+        if (c->conns[i].in_flight)
+            return true;
+    return false;
 }
 
 void dmf_announce_client_free(struct dmf_announce_client *c)
@@ -163,21 +261,46 @@ void dmf_announce_client_free(struct dmf_announce_client *c)
         dmf_rpc_call_release(sp->call);
         peer_free(sp);
     }
-    if (c->announced) {
-        bool done = false;
-        Damselfly__V1__LeaveHostRequest req = DAMSELFLY__V1__LEAVE_HOST_REQUEST__INIT;
-        req.host_id = c->d->cfg.host_id;
-        dmf_rpc_unary(c->ch, "/damselfly.v1.Scheduler/LeaveHost", &req.base, 1000, on_left, &done);
-        uint64_t deadline = dmf_now_ms() + 1500;
-        while (!done && dmf_now_ms() < deadline)
-            event_base_loop(c->d->base, EVLOOP_ONCE);
+    int asked = 0, done = 0;
+    Damselfly__V1__LeaveHostRequest req = DAMSELFLY__V1__LEAVE_HOST_REQUEST__INIT;
+    req.host_id = c->d->cfg.host_id;
+    c->rejoin = NULL; /* leaving: nothing to tell the engine any more */
+    for (size_t i = 0; i < c->nconns; i++) {
+        if (!c->conns[i].announced)
+            continue;
+        asked++;
+        dmf_rpc_unary(c->conns[i].ch, "/damselfly.v1.Scheduler/LeaveHost", &req.base, 1000, on_left,
+                      &done);
     }
-    /* An announce still in flight holds c: wait for it (bounded by its 3 s deadline). */
-    uint64_t deadline = dmf_now_ms() + 3500;
-    while (c->in_flight && dmf_now_ms() < deadline)
+    uint64_t deadline = dmf_now_ms() + 1500;
+    while (done < asked && dmf_now_ms() < deadline)
         event_base_loop(c->d->base, EVLOOP_ONCE);
-    dmf_rpc_channel_free(c->ch);
+    /* An announce still in flight holds c: wait for it (bounded by its 3 s deadline). */
+    deadline = dmf_now_ms() + 3500;
+    while (any_in_flight(c) && dmf_now_ms() < deadline)
+        event_base_loop(c->d->base, EVLOOP_ONCE);
+    for (size_t i = 0; i < c->nconns; i++) {
+        dmf_rpc_channel_free(c->conns[i].ch);
+        free(c->conns[i].addr);
+    }
     free(c);
+}
+
+/* The scheduler a task's stream goes to: by rendezvous hashing on the task id among those
+ * whose last announce succeeded (all of them when none did), so every host sends a task
+ * to the same scheduler, and a dead one's tasks move to the next. */
+static struct sched_conn *pick_conn(struct dmf_announce_client *c, const char *task_id)
+{
+    const char *addrs[SCHEDULERS_MAX];
+    bool up[SCHEDULERS_MAX];
+    bool any = false;
+    for (size_t i = 0; i < c->nconns; i++) {
+        addrs[i] = c->conns[i].addr;
+        up[i] = c->conns[i].announced;
+        any |= up[i];
+    }
+    size_t i = dmf_rendezvous_pick(task_id, addrs, any ? up : NULL, c->nconns);
+    return &c->conns[i < c->nconns ? i : 0];
 }
 
 /* ---------------------------------------------------------------- AnnouncePeer: answers */
@@ -185,12 +308,16 @@ void dmf_announce_client_free(struct dmf_announce_client *c)
 static void decode_meta(const Damselfly__V1__TaskMeta *m, struct dmf_announce_meta *out,
                         struct dmf_announce_digest *digests)
 {
-    *out = (struct dmf_announce_meta){.content_length = -1, .digests = digests};
+    *out = (struct dmf_announce_meta){
+        .content_length = -1, .digests = digests, .etag = "", .last_modified = ""};
     if (m == NULL)
         return;
     out->has_layout = m->piece_length > 0 || m->content_length == 0;
     out->content_length = m->content_length < 0 ? -1 : m->content_length;
     out->piece_length = m->piece_length;
+    out->etag = m->etag && strlen(m->etag) <= 1024 ? m->etag : "";
+    out->last_modified =
+        m->last_modified && strlen(m->last_modified) <= 1024 ? m->last_modified : "";
     for (size_t i = 0; i < m->n_digests; i++) {
         const Damselfly__V1__PieceDigest *pd = m->digests[i];
         if (pd->sha256.len == DMF_SHA256_LEN)
@@ -247,6 +374,11 @@ int dmf_announce_decode(const uint8_t *data, size_t len, const char *self_host_i
         sink->back_to_source(arg, reason ? reason : "");
         break;
     }
+    case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED: {
+        const char *reason = resp->task_failed->reason;
+        sink->failed(arg, reason && *reason ? reason : "failed", resp->task_failed->origin_status);
+        break;
+    }
     case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_META: {
         const Damselfly__V1__TaskMeta *m = resp->task_meta;
         struct dmf_announce_digest *digests =
@@ -289,6 +421,11 @@ static void peer_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status
     dmf_rpc_call_release(call);
     sp->call = NULL;
     linger_remove(sp);
+    if (status == GRPC_STATUS_UNAVAILABLE && sp->conn->announced && sp->c->nconns > 1) {
+        /* Gone: the task's next stream goes to the next scheduler, not this one again. */
+        dmf_warn("the scheduler at %s is unreachable", sp->conn->addr);
+        set_announced(sp->conn, false);
+    }
     if (sp->env.sink != NULL)
         sp->env.sink->lost(sp->env.arg, details ? details : "");
     peer_free(sp);
@@ -324,6 +461,10 @@ static void flush_progress(struct dmf_announce_peer *sp)
     pp.piece_length = book->piece_length;
     pp.bytes_from_parents = sp->env.bytes->seed + sp->env.bytes->peer;
     pp.bytes_from_origin = sp->env.bytes->origin;
+    if (sp->env.etag && *sp->env.etag)
+        pp.etag = *sp->env.etag;
+    if (sp->env.last_modified && *sp->env.last_modified)
+        pp.last_modified = *sp->env.last_modified;
     Damselfly__V1__AnnouncePeerRequest req = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__INIT;
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_PROGRESS;
     req.progress = &pp;
@@ -349,7 +490,8 @@ struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
     sp->pieces = dmf_xmalloc(REPORT_BATCH * sizeof(*sp->pieces));
     sp->digests = dmf_xmalloc(REPORT_BATCH * sizeof(*sp->digests));
     sp->digest_bytes = dmf_xmalloc(REPORT_BATCH * DMF_SHA256_LEN);
-    sp->call = dmf_rpc_call_start(c->ch, "/damselfly.v1.Scheduler/AnnouncePeer", 0, false);
+    sp->conn = pick_conn(c, env->task_id);
+    sp->call = dmf_rpc_call_start(sp->conn->ch, "/damselfly.v1.Scheduler/AnnouncePeer", 0, false);
     dmf_rpc_call_set_handler(sp->call, &peer_handler, sp);
 
     const dmf_bitmap_t *have = &env->book->have;
@@ -368,16 +510,20 @@ struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
     reg.n_filter_query = r->filter_query->n;
     reg.disable_back_to_source = r->disable_back_to_source;
     reg.held_pieces = have->count;
+    reg.holds_task = r->holds_task;
+    reg.from_source = r->from_source;
+    reg.stalled = r->stalled;
     Damselfly__V1__AnnouncePeerRequest req = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__INIT;
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_REGISTER;
     req.register_ = &reg;
     send_request(sp, &req);
     dmf_pb_headers_free(&hdrs);
 
-    /* A resumed download tells the scheduler what it already holds. */
+    /* A resumed download, or one joining a restarted scheduler, tells what it holds, with
+     * the digests: they may be the only copy of them the cluster has left. */
     for (uint32_t n = 0; n < have->nbits; n++)
         if (dmf_bitmap_get(have, n))
-            dmf_announce_report_piece(sp, n, NULL);
+            dmf_announce_report_piece(sp, n, dmf_book_digest(env->book, n));
     return sp;
 }
 
@@ -422,7 +568,8 @@ void dmf_announce_report_parent_failure(struct dmf_announce_peer *sp, const char
     send_request(sp, &req);
 }
 
-void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason)
+void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason, bool for_good,
+                         uint32_t origin_status)
 {
     if (sp == NULL)
         return;
@@ -438,6 +585,8 @@ void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reas
         req.finished = &fin;
     } else {
         failed.reason = (char *)(reason ? reason : "failed");
+        failed.for_good = for_good;
+        failed.origin_status = origin_status;
         req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_FAILED;
         req.failed = &failed;
     }

@@ -20,15 +20,22 @@ struct dmf_announce_peer;
 
 /* ---- the host: AnnounceHost, LeaveHost ---- */
 
-/* Starts announcing daemon d every d->cfg.announce_interval. */
-struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d);
+/* Called when the scheduler is back after announces failed, or is a new process (its
+ * scheduler_id changed, or the first announce): whatever it knew of this host's tasks may
+ * be gone, so the engine registers its running and held tasks again. */
+typedef void (*dmf_announce_rejoin_cb)(void *arg);
+
+/* Starts announcing daemon d every d->cfg.announce_interval; rejoin (may be NULL) as above. */
+struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d,
+                                                    dmf_announce_rejoin_cb rejoin, void *arg);
 /* Announces now and runs the loop until that answer (or timeout_ms) — used once at
  * startup so the first download finds this host known. Returns true when announced. */
 bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms);
 /* Says LeaveHost (best effort) and frees. NULL is ignored. */
 void dmf_announce_client_free(struct dmf_announce_client *c);
-/* Moves to the scheduler at d->cfg.scheduler (the manager gave another one): new calls use
- * it, streams already open stay on the old one until they end. Announces at once. */
+/* Moves to the schedulers of d->cfg.scheduler (the manager gave another list): every
+ * connection is made again and announced at once; streams open on an old one stay there
+ * until they end, then reconnect to the new list. */
 void dmf_announce_client_retarget(struct dmf_announce_client *c);
 
 /* ---- a download: AnnouncePeer ---- */
@@ -45,6 +52,7 @@ struct dmf_announce_meta {
     uint32_t piece_length;
     const struct dmf_announce_digest *digests; /* only well-formed ones */
     size_t ndigests;
+    const char *etag, *last_modified; /* the origin's validators of that content, or "" */
 };
 
 /* How a stream reports to its task (everything borrowed for the callback). */
@@ -55,6 +63,9 @@ struct dmf_announce_sink {
     void (*meta)(void *arg, const struct dmf_announce_meta *meta);
     /* The scheduler says: fetch it from the origin. */
     void (*back_to_source)(void *arg, const char *reason);
+    /* The scheduler says: the task failed for good elsewhere (origin_status: the origin's
+     * HTTP status, or 0); do not try it again. */
+    void (*failed)(void *arg, const char *reason, uint32_t origin_status);
     /* The stream ended (details may be ""): it is freed after this call, forget it. */
     void (*lost)(void *arg, const char *details);
 };
@@ -67,17 +78,24 @@ struct dmf_announce_register {
     const char *digest;                /* "sha256:HEX" or "" */
     const struct dmf_strlist *filter_query;
     bool disable_back_to_source;
+    bool holds_task;  /* a held task joins again: no parents wanted (finish follows) */
+    bool from_source; /* already fetching from the origin: no parents wanted */
+    bool stalled;     /* nothing progressed with the parents it has */
 };
 
 struct dmf_announce_peer_env {
     const char *task_id, *peer_id;          /* borrowed: outlive the stream */
     const struct dmf_piece_book *book;      /* the task's, read for progress */
     const struct dmf_transfer_bytes *bytes; /* the task's, read for progress */
+    /* The origin's validators as this host's own fetch saw them (the task's fields, read
+     * for progress; NULL or "" when it fetched nothing from the origin). */
+    char *const *etag, *const *last_modified;
     const struct dmf_announce_sink *sink;
     void *arg;
 };
 
-/* Opens the AnnouncePeer stream, registers, and reports the pieces already held. */
+/* Opens the AnnouncePeer stream, registers, and reports the pieces already held with
+ * their digests (so that a restarted scheduler can relay them again). */
 struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
                                             const struct dmf_announce_peer_env *env,
                                             const struct dmf_announce_register *reg);
@@ -86,9 +104,12 @@ void dmf_announce_report_piece(struct dmf_announce_peer *sp, uint32_t n, const u
 /* A parent failed (bad_piece: its bytes did not match the digest). */
 void dmf_announce_report_parent_failure(struct dmf_announce_peer *sp, const char *peer_id,
                                         const char *host_id, bool bad_piece, uint32_t piece);
-/* Sends finished or failed and half-closes; the stream lingers (owned by the client) until
- * the scheduler closes it, and reports nothing more: forget it. */
-void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason);
+/* Sends finished or failed and half-closes; for_good: the failure holds for anyone who
+ * tries (a 4xx from the origin, with its origin_status; a digest mismatch), so the
+ * scheduler tells the other peers instead of letting them ask the origin again; the stream lingers
+ * (owned by the client) until the scheduler closes it, and reports nothing more: forget it. */
+void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason, bool for_good,
+                         uint32_t origin_status);
 /* Drops the stream without a word (daemon shutdown). NULL is ignored. */
 void dmf_announce_peer_free(struct dmf_announce_peer *sp);
 

@@ -18,12 +18,32 @@ struct dmf_engine {
     bool closing; /* dmf_engine_stop has begun: no task is loaded or made any more */
 };
 
+static void link_task(struct dmf_engine *e, struct dmf_task *t);
+
+#define REJOIN_MAX 4096 /* held tasks told to a restarted scheduler at most (the newest) */
+
+/* The scheduler (re)joined: every task in memory, and every task the store holds, tells
+ * it again what this host has (task.c decides what that means per task). */
+static void on_rejoin(void *arg)
+{
+    struct dmf_daemon *d = arg;
+    struct dmf_engine *e = d->engine;
+    struct dmf_strlist ids = {0};
+    if (dmf_store_task_list(d->store, &ids) == 0) {
+        for (size_t i = ids.n > REJOIN_MAX ? ids.n - REJOIN_MAX : 0; i < ids.n; i++)
+            (void)dmf_engine_find(d, ids.v[i]); /* loads it, when not in memory yet */
+    }
+    dmf_strlist_free(&ids);
+    for (struct dmf_task *t = e->tasks; t; t = t->next)
+        dmf_task_rejoin(t);
+}
+
 void dmf_engine_new(struct dmf_daemon *d)
 {
     struct dmf_engine *e = dmf_xcalloc(1, sizeof(*e));
     d->engine = e;
     if (d->cfg.scheduler)
-        e->announcer = dmf_announce_client_new(d);
+        e->announcer = dmf_announce_client_new(d, on_rejoin, d);
 }
 
 void dmf_engine_start(struct dmf_daemon *d)
@@ -41,7 +61,7 @@ void dmf_engine_set_scheduler(struct dmf_daemon *d, const char *addr)
     if (d->engine->announcer) {
         dmf_announce_client_retarget(d->engine->announcer);
     } else {
-        d->engine->announcer = dmf_announce_client_new(d);
+        d->engine->announcer = dmf_announce_client_new(d, on_rejoin, d);
         (void)dmf_announce_client_announce_sync(d->engine->announcer, 0);
     }
 }
@@ -102,6 +122,9 @@ int dmf_engine_open(struct dmf_daemon *d, const char *id, const struct dmf_task_
 {
     if (d->engine->closing)
         return -ESHUTDOWN;
+    /* Space a download that failed on a full disk still holds goes back first. */
+    for (struct dmf_task *u = d->engine->tasks; u; u = u->next)
+        dmf_task_release_now(u);
     struct dmf_task *t = dmf_engine_find(d, id);
     if (t == NULL) {
         t = dmf_task_new(d, d->engine->announcer, id);

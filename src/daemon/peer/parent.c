@@ -10,11 +10,13 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/peer/dispatch.h"
+#include "daemon/peer/rate.h"
 #include "daemon/piece_server.h"
 
 #define HAVE_RETRIES  50 /* a parent that does not know the task yet: retry this often */
 #define HAVE_RETRY_MS 200
 #define HAVE_LINE_MAX 64
+#define LATE_TICK_MS  100 /* how often requests in flight are held against their deadline */
 
 enum parent_state {
     PARENT_CONNECTING, /* /have requested, not answered yet */
@@ -30,6 +32,7 @@ struct slot {
     dmf_http_req_t *req; /* NULL when free */
     uint32_t n;
     struct dmf_piece_buf piece;
+    uint64_t started_ms;
 };
 
 struct dmf_parent {
@@ -50,12 +53,16 @@ struct dmf_parent {
     struct event *retry;
     struct slot slots[DMF_DISPATCH_SLOTS_MAX];
     int inflight;
+    struct dmf_rate rate; /* of its completed piece requests */
+    int strikes;          /* requests in a row that missed their deadline */
+    uint64_t data_ms;     /* when it last sent us piece bytes */
 };
 
 struct dmf_parents {
     struct dmf_parents_env env;
     struct dmf_parent *list; /* newest first */
     size_t n;
+    struct event *late; /* holds requests in flight against their deadline */
 };
 
 static void have_connect(struct dmf_parent *p);
@@ -252,6 +259,7 @@ static void on_undefer(evutil_socket_t fd, short what, void *arg)
 static int piece_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t len)
 {
     struct slot *s = arg;
+    s->p->data_ms = dmf_now_ms();
     return dmf_piece_buf_append(&s->piece, data, len);
 }
 
@@ -296,6 +304,9 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
         parent_drop(p, PARENT_FAILED, false, n);
         return;
     }
+    uint64_t now = dmf_now_ms();
+    dmf_rate_add(&p->rate, s->piece.len, now > s->started_ms ? now - s->started_ms : 0);
+    p->strikes = 0;
     /* The task checks the bytes against the piece digest off the loop (the claim stays
      * with the piece until then), and calls dmf_parents_bad_piece() if they do not match. */
     size_t got = s->piece.len;
@@ -352,7 +363,92 @@ static void piece_request(struct dmf_parent *p, uint32_t n)
     struct dmf_http_opts o = {
         .headers = &headers, .connect_timeout_ms = 3000, .low_speed_time_s = 10};
     p->inflight++;
+    s->started_ms = dmf_now_ms();
     s->req = dmf_http_get(ps->env.http, url, &o, &piece_ops, s);
+    if (!evtimer_pending(ps->late, NULL)) {
+        struct timeval tv = {0, LATE_TICK_MS * 1000};
+        evtimer_add(ps->late, &tv);
+    }
+}
+
+/* The yardstick of every deadline: the median rate among the parents that completed a
+ * request (the lower one of an even count), so that one parent that never queues does not
+ * make every other look late. NULL when none has. */
+static const struct dmf_rate *typical_rate(const struct dmf_parents *ps)
+{
+    const struct dmf_rate *r[64];
+    size_t n = 0;
+    for (const struct dmf_parent *p = ps->list; p && n < 64; p = p->next)
+        if (p->rate.samples)
+            r[n++] = &p->rate;
+    if (n == 0)
+        return NULL;
+    for (size_t a = 1; a < n; a++) /* insertion sort: a few parents */
+        for (size_t b = a; b > 0 && r[b - 1]->bytes_per_ms > r[b]->bytes_per_ms; b--) {
+            const struct dmf_rate *x = r[b];
+            r[b] = r[b - 1];
+            r[b - 1] = x;
+        }
+    return r[(n - 1) / 2];
+}
+
+/* A request past its deadline goes back to the pool (and that piece is not asked of this
+ * parent again for a while); a peer late DMF_RATE_STRIKES times in a row that sent nothing
+ * all that time (stalled, not just busy) is dropped and reported to the scheduler, which
+ * lowers its score (a seed only loses the requests: its queue is long by design). Returns
+ * how many requests were taken back. */
+static int take_back_late(struct dmf_parent *p, uint64_t now, uint64_t deadline)
+{
+    struct dmf_parents *ps = p->ps;
+    int taken = 0;
+    for (int i = 0; i < DMF_DISPATCH_SLOTS_MAX; i++) {
+        struct slot *s = &p->slots[i];
+        if (s->req == NULL || now - s->started_ms < deadline)
+            continue;
+        dmf_http_cancel(s->req);
+        s->req = NULL;
+        p->inflight--;
+        taken++;
+        dmf_book_release(ps->env.book, s->n);
+        dmf_bitmap_set(&p->deferred, s->n);
+        if (!evtimer_pending(p->undefer, NULL)) {
+            struct timeval tv = {1, 0};
+            evtimer_add(p->undefer, &tv);
+        }
+        p->strikes++;
+        dmf_warn("task %s peer %s: piece %u from parent %s took over %llu ms; asking another "
+                 "(%d late in a row)",
+                 ps->env.task_id, ps->env.peer_id, s->n, p->peer_id, (unsigned long long)deadline,
+                 p->strikes);
+        /* Late DMF_RATE_STRIKES times in a row and silent all that time: stalled. */
+        if (p->strikes >= DMF_RATE_STRIKES && !p->is_seed && now - p->data_ms >= deadline) {
+            parent_drop(p, PARENT_FAILED, false, s->n);
+            return taken;
+        }
+    }
+    return taken;
+}
+
+static void on_late_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_parents *ps = arg;
+    const struct dmf_piece_book *book = ps->env.book;
+    uint64_t now = dmf_now_ms();
+    uint64_t deadline = dmf_rate_deadline_ms(typical_rate(ps), book->piece_length);
+    int taken = 0;
+    bool any = false;
+    for (struct dmf_parent *p = ps->list; p; p = p->next) {
+        if (p->inflight == 0 || !usable(p))
+            continue;
+        taken += take_back_late(p, now, deadline);
+        any |= p->inflight > 0;
+    }
+    if (any) {
+        struct timeval tv = {0, LATE_TICK_MS * 1000};
+        evtimer_add(ps->late, &tv);
+    }
+    if (taken)
+        changed(ps);
 }
 
 static uint32_t dispatch_random(void *arg)
@@ -375,7 +471,9 @@ void dmf_parents_dispatch(struct dmf_parents *ps)
             .deferred = &p->deferred,
             .usable = usable(p),
             .active = p->state == PARENT_ACTIVE,
-            .is_seed = p->is_seed,
+            /* A parent late twice in a row is asked, like a seed, only for what no other
+             * parent has (until it delivers a piece in time). */
+            .is_seed = p->is_seed || p->strikes >= 2,
             .complete = p->complete,
             .inflight = p->inflight,
         };
@@ -401,6 +499,7 @@ struct dmf_parents *dmf_parents_new(const struct dmf_parents_env *env)
 {
     struct dmf_parents *ps = dmf_xcalloc(1, sizeof(*ps));
     ps->env = *env;
+    ps->late = evtimer_new(env->base, on_late_tick, ps);
     return ps;
 }
 
@@ -460,5 +559,6 @@ void dmf_parents_free(struct dmf_parents *ps)
         free(p->host_id);
         free(p);
     }
+    event_free(ps->late);
     free(ps);
 }

@@ -2,16 +2,21 @@
 #include "daemon/peer/source.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/backoff.h"
 #include "common/log.h"
 #include "common/util.h"
 
-#define MAX_RANGES 16
+#define MAX_RANGES    16
+#define MAX_RETRIES   5    /* failed requests in a row before giving up */
+#define RETRY_BASE_MS 200  /* the first retry's wait (then doubled, jittered) */
+#define RETRY_CAP_MS  4000 /* the longest wait between two tries */
 
 struct range {
     struct dmf_source *src;
@@ -32,13 +37,20 @@ struct dmf_source {
     uint64_t received;
     /* Range mode. */
     struct range ranges[MAX_RANGES];
-    int failures; /* consecutive failed range requests */
+    int failures; /* consecutive failed requests (probe or ranges) */
     bool paused;  /* stream mode: waiting for the workers */
+    long status;  /* the last HTTP status seen from the origin */
+    /* The version the probe saw: every range response must be the same one. */
+    char *etag, *last_modified;
+    struct event *retry; /* the backoff after a failure: nothing starts until it fires */
 };
 
-static void fail(struct dmf_source *src, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void fail(struct dmf_source *src, const char *fmt, ...)
+/* Reports that the download from the origin failed. status: the origin's HTTP status when
+ * it is why (0 otherwise; a status not worth retrying makes the failure one "for good");
+ * changed: the content changed at the origin under the task. */
+static void fail_as(struct dmf_source *src, long status, bool changed, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail_as(struct dmf_source *src, long status, bool changed, const char *fmt, ...)
 {
     char buf[512];
     va_list ap;
@@ -46,7 +58,13 @@ static void fail(struct dmf_source *src, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     src->failed = true;
-    src->env.sink->failed(src->env.arg, buf);
+    struct dmf_source_failure f = {
+        .reason = buf,
+        .http_status = status,
+        .for_good = status > 0 && !dmf_source_retryable(status),
+        .content_changed = changed,
+    };
+    src->env.sink->failed(src->env.arg, &f);
 }
 
 static void changed(struct dmf_source *src)
@@ -71,6 +89,16 @@ static struct dmf_http_opts request_opts(struct dmf_source *src, const char *ran
 
 /* ---------------------------------------------------------------- decisions */
 
+bool dmf_source_retryable(long status)
+{
+    return status == 0 || status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
+bool dmf_source_same_version(const char *pinned, const char *now)
+{
+    return pinned == NULL || now == NULL || strcmp(pinned, now) == 0;
+}
+
 int dmf_source_probe_answer(long status, const char *content_range, const char *content_length,
                             uint32_t known_piece_length, enum dmf_source_mode *mode, int64_t *total,
                             uint32_t *piece_length, char *err, size_t errlen)
@@ -84,6 +112,10 @@ int dmf_source_probe_answer(long status, const char *content_range, const char *
         }
         *mode = DMF_SOURCE_RANGES;
     } else if (status == 200) {
+        if (content_length && content_length[0] == '\0') {
+            snprintf(err, errlen, "the origin sent an empty Content-Length");
+            return -EPROTO;
+        }
         if (content_length) {
             char *endp;
             errno = 0;
@@ -99,7 +131,7 @@ int dmf_source_probe_answer(long status, const char *content_range, const char *
                dmf_http_parse_content_range(content_range, &start, &end, &len) == 0 && len == 0) {
         *mode = DMF_SOURCE_DONE;
         *total = 0;
-        *piece_length = DMF_PIECE_LENGTH_MIN;
+        *piece_length = known_piece_length ? known_piece_length : DMF_PIECE_LENGTH_MIN;
         return 0;
     } else {
         snprintf(err, errlen, "the origin answered HTTP %ld", status);
@@ -120,6 +152,40 @@ bool dmf_source_range_matches(const struct dmf_piece_book *book, uint32_t n,
            total == book->content_length;
 }
 
+/* ---------------------------------------------------------------- retries */
+
+static void start_probe(struct dmf_source *src);
+
+/* A request failed in a way worth another try: wait (capped exponential backoff with
+ * jitter), then start again. Returns false when the tries are used up. */
+static bool retry_later(struct dmf_source *src)
+{
+    if (++src->failures >= MAX_RETRIES)
+        return false;
+    uint64_t ms = dmf_backoff_ms((unsigned)src->failures - 1, RETRY_BASE_MS, RETRY_CAP_MS,
+                                 (uint32_t)random());
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    if (src->retry == NULL || evtimer_add(src->retry, &tv) != 0)
+        return false;
+    return true;
+}
+
+static bool waiting_to_retry(const struct dmf_source *src)
+{
+    return src->retry != NULL && evtimer_pending(src->retry, NULL);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_source *src = arg;
+    if (src->failed)
+        return;
+    if (src->mode == DMF_SOURCE_PROBING && src->probe == NULL)
+        start_probe(src);
+    else
+        changed(src);
+}
+
 /* ---------------------------------------------------------------- stream mode */
 
 static int stream_commit(struct dmf_source *src, size_t len)
@@ -135,7 +201,7 @@ static int stream_commit(struct dmf_source *src, size_t len)
     if (e == -ECANCELED)
         return e;
     if (e != 0) {
-        fail(src, "cannot take piece %u from the origin: %s", n, dmf_strerror(e));
+        fail_as(src, 0, false, "cannot take piece %u from the origin: %s", n, dmf_strerror(e));
         return e;
     }
     return 0;
@@ -152,7 +218,7 @@ static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
     uint32_t pl = book->piece_length;
     src->received += len;
     if (book->content_length >= 0 && src->received > (uint64_t)book->content_length) {
-        fail(src, "the origin sent more bytes than its Content-Length");
+        fail_as(src, 0, false, "the origin sent more bytes than its Content-Length");
         return -EPROTO;
     }
     while (len > 0) {
@@ -168,11 +234,25 @@ static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
                 return e;
         }
         if (src->next_piece >= DMF_PIECES_MAX) {
-            fail(src, "the origin's content is too large");
+            fail_as(src, 0, false, "the origin's content is too large");
             return -EFBIG;
         }
     }
     return 0;
+}
+
+/* The stream broke off: the pieces it completed stay; it is read again from the start
+ * (held pieces are skipped) after a backoff. */
+static bool stream_restart(struct dmf_source *src)
+{
+    free(src->buf);
+    src->buf = NULL;
+    src->len = 0;
+    src->next_piece = 0;
+    src->received = 0;
+    src->paused = false;
+    src->mode = DMF_SOURCE_PROBING;
+    return retry_later(src);
 }
 
 static void stream_on_end(struct dmf_source *src)
@@ -183,8 +263,14 @@ static void stream_on_end(struct dmf_source *src)
         src->env.sink->layout(src->env.arg, (int64_t)src->received, book->piece_length) != 0)
         return;
     if (src->received != (uint64_t)book->content_length) {
-        fail(src, "the origin closed after %" PRIu64 " of %lld bytes", src->received,
-             (long long)book->content_length);
+        uint64_t got = src->received;
+        if (stream_restart(src)) {
+            dmf_warn("task %s: the origin closed after %" PRIu64 " of %lld bytes; retrying",
+                     src->env.task_id, got, (long long)book->content_length);
+            return;
+        }
+        fail_as(src, 0, false, "the origin closed after %" PRIu64 " of %lld bytes", got,
+                (long long)book->content_length);
         return;
     }
     if (src->len > 0)
@@ -196,6 +282,12 @@ static void stream_on_end(struct dmf_source *src)
 
 /* ---------------------------------------------------------------- probe */
 
+static void pin(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = v ? dmf_xstrdup(v) : NULL;
+}
+
 static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     struct dmf_source *src = arg;
@@ -204,12 +296,32 @@ static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
     enum dmf_source_mode mode;
     int64_t total;
     uint32_t pl;
+    src->status = status;
+    if (status != 200 && status != 206 && status != 416) {
+        if (dmf_source_retryable(status))
+            return -EAGAIN; /* probe_on_done tries again */
+        fail_as(src, status, false, "the origin answered HTTP %ld", status);
+        return -EPROTO;
+    }
     if (dmf_source_probe_answer(status, dmf_http_header(req, "content-range"),
                                 dmf_http_header(req, "content-length"), book->piece_length, &mode,
                                 &total, &pl, err, sizeof(err)) != 0) {
-        fail(src, "%s", err);
+        fail_as(src, 0, false, "%s", err);
         return -EPROTO;
     }
+    const char *etag = dmf_http_header(req, "etag"), *lm = dmf_http_header(req, "last-modified");
+    const char *task_etag = src->env.etag ? *src->env.etag : NULL;
+    const char *task_lm = src->env.last_modified ? *src->env.last_modified : NULL;
+    if (!dmf_source_same_version(src->etag, etag) ||
+        !dmf_source_same_version(src->last_modified, lm) ||
+        !dmf_source_same_version(task_etag, etag) || !dmf_source_same_version(task_lm, lm)) {
+        fail_as(src, 0, true, "the content changed at the origin during the download");
+        return -EPROTO;
+    }
+    pin(&src->etag, etag);
+    pin(&src->last_modified, lm);
+    if (src->env.sink->validators)
+        src->env.sink->validators(src->env.arg, etag, lm);
     if (src->env.sink->layout(src->env.arg, total, pl) != 0)
         return -EINVAL;
     src->mode = mode;
@@ -236,9 +348,23 @@ static void probe_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
 {
     struct dmf_source *src = arg;
     src->probe = NULL;
+    if (src->failed)
+        return;
     if (err != 0) {
-        if (!src->failed)
-            fail(src, "cannot fetch from the origin: %s", reason);
+        bool retryable = err == -EAGAIN || (err != -EPROTO && err != -EINVAL);
+        if (src->mode == DMF_SOURCE_STREAM)
+            retryable = retryable && stream_restart(src);
+        else
+            retryable = retryable && retry_later(src);
+        if (retryable) {
+            dmf_warn("task %s: the origin failed (%s); retrying", src->env.task_id,
+                     err == -EAGAIN ? "a server error" : reason);
+        } else if (err == -EAGAIN) {
+            fail_as(src, src->status, false, "the origin answered HTTP %ld (%d tries)", src->status,
+                    src->failures);
+        } else {
+            fail_as(src, 0, false, "cannot fetch from the origin: %s", reason);
+        }
         return;
     }
     if (src->mode == DMF_SOURCE_STREAM)
@@ -253,14 +379,31 @@ static const struct dmf_http_req_ops probe_ops = {
     .on_done = probe_on_done,
 };
 
+static void start_probe(struct dmf_source *src)
+{
+    src->mode = DMF_SOURCE_PROBING;
+    struct dmf_http_opts o = request_opts(src, "0-0");
+    src->probe = dmf_http_get(src->env.http, src->env.url, &o, &probe_ops, src);
+}
+
 /* ---------------------------------------------------------------- range mode */
 
 static int range_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     struct range *r = arg;
-    if (status != 206 ||
-        !dmf_source_range_matches(r->src->env.book, r->n, dmf_http_header(req, "content-range")))
-        return -EPROTO;
+    struct dmf_source *src = r->src;
+    src->status = status;
+    if (status != 206)
+        return dmf_source_retryable(status) || status == 200 ? -EAGAIN : -EPROTO;
+    const char *cr = dmf_http_header(req, "content-range");
+    int64_t start, end, total;
+    if (!dmf_source_same_version(src->etag, dmf_http_header(req, "etag")) ||
+        !dmf_source_same_version(src->last_modified, dmf_http_header(req, "last-modified")) ||
+        (dmf_http_parse_content_range(cr, &start, &end, &total) == 0 &&
+         total != src->env.book->content_length))
+        return -ESTALE;
+    if (!dmf_source_range_matches(src->env.book, r->n, cr))
+        return -EAGAIN;
     return 0;
 }
 
@@ -275,25 +418,44 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     struct range *r = arg;
     struct dmf_source *src = r->src;
     r->req = NULL;
+    if (src->failed) {
+        dmf_book_release(src->env.book, r->n);
+        return;
+    }
     if (err == 0 && dmf_piece_buf_full(&r->piece)) {
         /* The claim goes with the piece to the task, which gives it back once stored. */
         size_t got = r->piece.len;
         int e = src->env.sink->piece(src->env.arg, r->n, dmf_piece_buf_take(&r->piece), got,
                                      DMF_FROM_ORIGIN, NULL);
         if (e != 0 && e != -ECANCELED)
-            fail(src, "cannot take piece %u from the origin: %s", r->n, dmf_strerror(e));
+            fail_as(src, 0, false, "cannot take piece %u from the origin: %s", r->n,
+                    dmf_strerror(e));
         src->failures = 0;
-    } else {
-        dmf_book_release(src->env.book, r->n);
-        if (++src->failures >= 5) {
-            fail(src, "the origin failed 5 times in a row (last: %s)",
-                 err == -EPROTO ? "unexpected range response" : reason);
-            return;
-        }
-        dmf_warn("task %s: piece %u from the origin failed (%s); retrying", src->env.task_id, r->n,
-                 err == -EPROTO ? "unexpected range response" : reason);
+        changed(src);
+        return;
     }
-    changed(src);
+    dmf_book_release(src->env.book, r->n);
+    if (err == -ESTALE) {
+        fail_as(src, 0, true,
+                "the content changed at the origin during the download (its "
+                "ETag, Last-Modified or length differ from the first answer)");
+        return;
+    }
+    if (err == -EPROTO) {
+        fail_as(src, src->status, false, "the origin answered HTTP %ld to a range request",
+                src->status);
+        return;
+    }
+    const char *what = err == -EAGAIN ? "unexpected range response"
+                       : err == 0     ? "a short body"
+                                      : reason;
+    if (!retry_later(src)) {
+        fail_as(src, 0, false, "the origin failed %d times in a row (last: %s)", src->failures,
+                what);
+        return;
+    }
+    dmf_warn("task %s: piece %u from the origin failed (%s); retrying", src->env.task_id, r->n,
+             what);
 }
 
 static const struct dmf_http_req_ops range_ops = {
@@ -310,7 +472,7 @@ void dmf_source_dispatch(struct dmf_source *src)
         src->paused = false;
         dmf_http_resume(src->probe);
     }
-    if (src->mode != DMF_SOURCE_RANGES || src->failed || busy(src))
+    if (src->mode != DMF_SOURCE_RANGES || src->failed || busy(src) || waiting_to_retry(src))
         return;
     struct dmf_piece_book *book = src->env.book;
     int limit = DMF_MIN(src->env.concurrency, MAX_RANGES);
@@ -338,14 +500,14 @@ struct dmf_source *dmf_source_start(const struct dmf_source_env *env)
 {
     struct dmf_source *src = dmf_xcalloc(1, sizeof(*src));
     src->env = *env;
+    if (env->base)
+        src->retry = evtimer_new(env->base, on_retry, src);
     if (dmf_book_all_held(env->book)) {
         src->mode = DMF_SOURCE_DONE;
         changed(src);
         return src;
     }
-    src->mode = DMF_SOURCE_PROBING;
-    struct dmf_http_opts o = request_opts(src, "0-0");
-    src->probe = dmf_http_get(env->http, env->url, &o, &probe_ops, src);
+    start_probe(src);
     return src;
 }
 
@@ -360,6 +522,10 @@ void dmf_source_free(struct dmf_source *src)
             dmf_book_release(src->env.book, src->ranges[i].n);
         dmf_piece_buf_free(&src->ranges[i].piece);
     }
+    if (src->retry)
+        event_free(src->retry);
+    free(src->etag);
+    free(src->last_modified);
     free(src->buf);
     free(src);
 }

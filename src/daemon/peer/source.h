@@ -18,6 +18,15 @@
 
 struct dmf_source;
 
+/* Why back-to-source gave up. */
+struct dmf_source_failure {
+    const char *reason;
+    long http_status;     /* the origin's status when it is why (a 4xx, a last 5xx), else 0 */
+    bool for_good;        /* anyone asking would get the same (a 4xx) */
+    bool content_changed; /* the origin's validators or length changed mid-download: the
+                           * pieces fetched so far belong to another version */
+};
+
 /* How back-to-source reports to its task. */
 struct dmf_source_sink {
     /* Piece n from the origin (buf, malloc'd, is taken over): 0, -ECANCELED when the task
@@ -27,19 +36,26 @@ struct dmf_source_sink {
     /* The origin told the length (content_length -1: unknown) and the piece length to cut
      * it in: 0, or -EINVAL when it contradicts what the task knows (the task failed). */
     int (*layout)(void *arg, int64_t content_length, uint32_t piece_length);
-    /* The download from the origin failed for good. */
-    void (*failed)(void *arg, const char *reason);
+    /* The origin's validators (either may be NULL) for the content being fetched. */
+    void (*validators)(void *arg, const char *etag, const char *last_modified);
+    /* The download from the origin failed (after the retries worth making). */
+    void (*failed)(void *arg, const struct dmf_source_failure *f);
     void (*changed)(void *arg);
     bool (*busy)(void *arg);
 };
 
 struct dmf_source_env {
+    struct event_base *base; /* for the retry timer */
     dmf_http_t *http;
     struct dmf_piece_book *book; /* the task's: read, and claims taken and given back */
     const char *task_id;         /* borrowed: outlive the source */
     const char *url;
     const struct dmf_strlist *headers; /* secrets: passed to the origin, never logged */
     int concurrency;                   /* range requests at once */
+    /* The validators the task's pieces so far are of (from the scheduler, or an earlier
+     * fetch); NULL = none known. Read when the origin answers: another version fails the
+     * fetch (content_changed) instead of mixing. */
+    char *const *etag, *const *last_modified;
     const struct dmf_source_sink *sink;
     void *arg;
 };
@@ -61,6 +77,13 @@ enum dmf_source_mode { DMF_SOURCE_PROBING, DMF_SOURCE_RANGES, DMF_SOURCE_STREAM,
 int dmf_source_probe_answer(long status, const char *content_range, const char *content_length,
                             uint32_t known_piece_length, enum dmf_source_mode *mode, int64_t *total,
                             uint32_t *piece_length, char *err, size_t errlen);
+/* Whether a failed request is worth another try: connection errors, timeouts and 5xx
+ * (and 408, 429) are; any other HTTP status is the origin's answer. status 0 = no HTTP
+ * answer at all. */
+bool dmf_source_retryable(long status);
+/* True when two values of a validator (ETag, Last-Modified) name the same content: equal,
+ * or the origin did not send one of them. */
+bool dmf_source_same_version(const char *pinned, const char *now);
 /* True when a range response (its Content-Range) is exactly piece n of the book. */
 bool dmf_source_range_matches(const struct dmf_piece_book *book, uint32_t n,
                               const char *content_range);

@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "common/backoff.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/workq.h"
@@ -36,6 +38,8 @@ DMF_METRIC_COUNTER(dmf_m_tasks_failed, "damselfly_tasks_total", "result=\"failed
 
 static void on_kick(evutil_socket_t fd, short what, void *arg);
 static void on_stall(evutil_socket_t fd, short what, void *arg);
+static void on_release(evutil_socket_t fd, short what, void *arg);
+static void on_reconnect(evutil_socket_t fd, short what, void *arg);
 static void handle(struct dmf_task *t, enum dmf_task_event ev, const char *why);
 
 /* The one place a task's state changes. */
@@ -58,6 +62,18 @@ static void kick(struct dmf_task *t)
     event_active(t->kick, 0, 0);
 }
 
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = v && *v ? dmf_xstrdup(v) : NULL;
+}
+
+static void arm_ms(struct event *ev, uint64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
 /* Every piece held and, if a content digest was asked for, checked. */
 static bool complete(const struct dmf_task *t)
 {
@@ -77,6 +93,8 @@ struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *
     dmf_bitmap_init(&t->ledger.served);
     t->kick = event_new(d->base, -1, 0, on_kick, t);
     t->stall = evtimer_new(d->base, on_stall, t);
+    t->reconnect = evtimer_new(d->base, on_reconnect, t);
+    t->release = evtimer_new(d->base, on_release, t);
     snprintf(t->peer_id, sizeof(t->peer_id), "%s-%.12s-%06x", d->cfg.host_id, id,
              (unsigned)(random() & 0xffffff));
     return t;
@@ -283,6 +301,13 @@ static void count_bytes(struct dmf_task *t, enum dmf_piece_origin from, int64_t 
     }
 }
 
+/* True when the filesystem of dir has less than need bytes left for us. */
+static bool disk_full(const char *dir, size_t need)
+{
+    struct statvfs v;
+    return statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < need;
+}
+
 /* Back on the loop: record the piece, or deal with a bad one. The claim ends here. */
 static void piece_done(void *arg)
 {
@@ -292,6 +317,8 @@ static void piece_done(void *arg)
     char why[160];
     dmf_book_release(&t->book, n);
     if (!running(t) || t->error || dmf_bitmap_get(&t->book.have, n)) {
+        if (t->state == DMF_TASK_FAILED && t->release_on_failure)
+            arm_ms(t->release, 2000); /* a late write of the failed download */
         kick(t);
         goto out;
     }
@@ -310,12 +337,17 @@ static void piece_done(void *arg)
         goto out;
     }
     int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
+    if (e == -EIO && disk_full(t->d->cfg.data_dir, j->len))
+        e = -ENOSPC; /* SQLite says I/O error when its journal cannot grow */
     if (e != 0) {
+        if (t->error == NULL)
+            t->release_on_failure = e == -ENOSPC || e == -EDQUOT || e == -EIO;
         snprintf(why, sizeof(why), "cannot store piece %u: %s", n, dmf_strerror(e));
         handle(t, DMF_TASK_EV_ERROR, why);
         goto out;
     }
     dmf_book_commit(&t->book, n, j->digest);
+    dmf_watchdog_progress(&t->watchdog, dmf_now_ms(), j->len);
     dmf_bitmap_set(&t->cache.verified, n);
     count_bytes(t, j->from, (int64_t)j->len);
     dmf_piece_server_notify_piece(t->d->pieces, t->id, n);
@@ -413,14 +445,44 @@ static int on_source_layout(void *arg, int64_t content_length, uint32_t piece_le
     return set_layout(arg, content_length, piece_length);
 }
 
-static void on_source_failed(void *arg, const char *reason)
+/* Pins a validator of the task's content; another value than the pinned one means the
+ * origin changed the content under this task. Returns false then. */
+static bool pin_validator(char **pinned, const char *v)
 {
-    handle(arg, DMF_TASK_EV_ERROR, reason);
+    if (v == NULL || *v == '\0')
+        return true;
+    if (*pinned == NULL) {
+        *pinned = dmf_xstrdup(v);
+        return true;
+    }
+    return strcmp(*pinned, v) == 0;
+}
+
+static void on_source_validators(void *arg, const char *etag, const char *last_modified)
+{
+    struct dmf_task *t = arg;
+    set_str(&t->source_etag, etag);
+    set_str(&t->source_last_modified, last_modified);
+    (void)pin_validator(&t->etag, etag); /* source.c checked them against the pinned ones */
+    (void)pin_validator(&t->last_modified, last_modified);
+}
+
+static void on_source_failed(void *arg, const struct dmf_source_failure *f)
+{
+    struct dmf_task *t = arg;
+    if (t->error == NULL) {
+        t->failed_for_good = f->for_good;
+        t->origin_status =
+            f->http_status > 0 && f->http_status < 1000 ? (uint32_t)f->http_status : 0;
+        t->drop_on_failure = f->content_changed;
+    }
+    handle(t, DMF_TASK_EV_ERROR, f->reason);
 }
 
 static const struct dmf_source_sink source_sink = {
     .piece = on_piece,
     .layout = on_source_layout,
+    .validators = on_source_validators,
     .failed = on_source_failed,
     .changed = on_changed,
     .busy = on_busy,
@@ -444,6 +506,14 @@ static void apply_meta(struct dmf_task *t, const struct dmf_announce_meta *m)
         handle(t, DMF_TASK_EV_ERROR, why);
         return;
     }
+    if (!pin_validator(&t->etag, m->etag) || !pin_validator(&t->last_modified, m->last_modified)) {
+        if (t->error == NULL)
+            t->drop_on_failure = true;
+        handle(t, DMF_TASK_EV_ERROR,
+               "the content changed at the origin during the download (the cluster has "
+               "another version than this host)");
+        return;
+    }
     for (size_t i = 0; i < m->ndigests; i++)
         set_digest(t, m->digests[i].number, m->digests[i].sha256);
 }
@@ -453,18 +523,28 @@ static void handle_news(struct dmf_task *t, enum dmf_task_event ev, const struct
 static void on_candidates(void *arg, const struct dmf_parent_info *parents, size_t n,
                           bool seed_triggered, const struct dmf_announce_meta *meta)
 {
+    ((struct dmf_task *)arg)->reconnects = 0; /* the scheduler answers again */
     struct sched_news news = {parents, n, seed_triggered, meta};
     handle_news(arg, DMF_TASK_EV_CANDIDATES, &news);
 }
 
 static void on_meta(void *arg, const struct dmf_announce_meta *meta)
 {
+    ((struct dmf_task *)arg)->reconnects = 0; /* the scheduler answers again */
     struct sched_news news = {.meta = meta};
     handle_news(arg, DMF_TASK_EV_META, &news);
 }
 
+static void on_sched_failed(void *arg, const char *reason, uint32_t origin_status)
+{
+    char why[600];
+    snprintf(why, sizeof(why), "the scheduler says: %.500s", reason);
+    handle(arg, DMF_TASK_EV_ERROR, why);
+}
+
 static void on_back_to_source(void *arg, const char *reason)
 {
+    ((struct dmf_task *)arg)->reconnects = 0; /* the scheduler answers again */
     char why[300];
     snprintf(why, sizeof(why), "the scheduler says: %.256s", reason);
     handle(arg, DMF_TASK_EV_SCHED_BACK_TO_SOURCE, why);
@@ -487,6 +567,7 @@ static const struct dmf_announce_sink announce_sink = {
     .candidates = on_candidates,
     .meta = on_meta,
     .back_to_source = on_back_to_source,
+    .failed = on_sched_failed,
     .lost = on_lost,
 };
 
@@ -499,6 +580,7 @@ static void stop_transfers(struct dmf_task *t)
     dmf_source_free(t->source);
     t->source = NULL;
     evtimer_del(t->stall);
+    evtimer_del(t->reconnect);
     dmf_book_release_all(&t->book);
 }
 
@@ -512,6 +594,41 @@ static void tell_subscribers(struct dmf_task *t, bool end)
         s->on_update(s->arg, t, t->fresh, t->nfresh, end);
     }
     t->nfresh = 0;
+}
+
+static void drop_pieces(struct dmf_task *t);
+
+static void truncate_data(struct dmf_task *t)
+{
+    if (t->fd >= 0 && ftruncate(t->fd, 0) != 0)
+        dmf_warn("task %s: cannot truncate its data file: %s", t->id, strerror(errno));
+}
+
+static void on_release(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_task *t = arg;
+    if (t->state == DMF_TASK_FAILED)
+        truncate_data(t);
+}
+
+/* The disk filled up under this download: its pieces go at once, their blocks shortly
+ * after (a watcher may still be copying the last pieces it was told of), so that the next
+ * download on this host (and this one, tried again) has the space back. */
+static void release_space(struct dmf_task *t)
+{
+    dmf_warn("task %s: releasing its %u pieces (%lld bytes) after a storage failure", t->id,
+             t->book.have.count, (long long)dmf_book_held_bytes(&t->book));
+    drop_pieces(t);
+    arm_ms(t->release, 2000);
+}
+
+void dmf_task_release_now(struct dmf_task *t)
+{
+    if (evtimer_pending(t->release, NULL)) {
+        evtimer_del(t->release);
+        if (t->state == DMF_TASK_FAILED)
+            truncate_data(t);
+    }
 }
 
 static void finish(struct dmf_task *t)
@@ -533,10 +650,22 @@ static void finish(struct dmf_task *t)
                  (unsigned long long)t->bytes.peer);
     } else {
         dmf_metric_add(&dmf_m_tasks_failed, 1);
+        if (t->release_on_failure)
+            release_space(t);
+        if (t->drop_on_failure) {
+            /* The next try starts over, layout and digests included: two versions never
+             * mix. */
+            drop_pieces(t);
+            dmf_book_free(&t->book);
+            dmf_book_init(&t->book);
+            set_str(&t->etag, NULL);
+            set_str(&t->last_modified, NULL);
+            save(t);
+        }
         dmf_piece_server_notify_gone(t->d->pieces, t->id);
         dmf_warn("task %s peer %s: failed: %s", t->id, t->peer_id, t->error);
     }
-    dmf_announce_finish(t->announce, ok, t->error);
+    dmf_announce_finish(t->announce, ok, t->error, t->failed_for_good, t->origin_status);
     t->announce = NULL;
     tell_subscribers(t, true);
 }
@@ -558,14 +687,17 @@ static void set_error(struct dmf_task *t, const char *why)
     t->error = dmf_xstrdup(why ? why : "failed");
 }
 
-static void register_peer(struct dmf_task *t)
+/* Opens an AnnouncePeer stream for this task; holds: every piece is held (the stream is
+ * finished at once and left to the client). */
+static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, bool stalled)
 {
-    dmf_announce_peer_free(t->announce);
     struct dmf_announce_peer_env env = {
         .task_id = t->id,
         .peer_id = t->peer_id,
         .book = &t->book,
         .bytes = &t->bytes,
+        .etag = &t->source_etag,
+        .last_modified = &t->source_last_modified,
         .sink = &announce_sink,
         .arg = t,
     };
@@ -576,8 +708,44 @@ static void register_peer(struct dmf_task *t)
         .digest = t->expected_digest,
         .filter_query = &t->filter_query,
         .disable_back_to_source = t->disable_back_to_source,
+        .holds_task = holds,
+        .from_source = !holds && t->state == DMF_TASK_BACK_TO_SOURCE,
+        .stalled = stalled,
     };
-    t->announce = dmf_announce_open(t->announcer, &env, &reg);
+    return dmf_announce_open(t->announcer, &env, &reg);
+}
+
+static void register_peer(struct dmf_task *t, bool stalled)
+{
+    dmf_announce_peer_free(t->announce);
+    t->announce = open_stream(t, false, stalled);
+}
+
+/* Tells the scheduler this host holds the whole task (layout and digests included). */
+static void announce_held(struct dmf_task *t)
+{
+    if (t->announcer == NULL || t->url == NULL || !complete(t))
+        return;
+    dmf_debug("task %s: telling the scheduler this host holds it", t->id);
+    t->held_announced = true;
+    dmf_announce_finish(open_stream(t, true, false), true, NULL, false, 0);
+}
+
+void dmf_task_rejoin(struct dmf_task *t)
+{
+    if (t->announcer == NULL)
+        return;
+    if (running(t)) {
+        if (t->announce == NULL && evtimer_pending(t->reconnect, NULL)) {
+            evtimer_del(t->reconnect);
+            t->reconnects = 0;
+            handle(t, DMF_TASK_EV_RECONNECT, NULL);
+        }
+        return;
+    }
+    t->held_announced = false;
+    if (t->state == DMF_TASK_IDLE || t->state == DMF_TASK_SUCCEEDED)
+        announce_held(t);
 }
 
 static void start_source(struct dmf_task *t, const char *why)
@@ -585,15 +753,17 @@ static void start_source(struct dmf_task *t, const char *why)
     dmf_info("task %s peer %s: back to source: %s", t->id, t->peer_id, why);
     dmf_parents_free(t->parents);
     t->parents = NULL;
-    evtimer_del(t->stall);
     dmf_source_free(t->source);
     struct dmf_source_env env = {
+        .base = t->d->base,
         .http = t->d->http,
         .book = &t->book,
         .task_id = t->id,
         .url = t->url,
         .headers = &t->headers,
         .concurrency = (int)t->d->cfg.source_concurrency,
+        .etag = &t->etag,
+        .last_modified = &t->last_modified,
         .sink = &source_sink,
         .arg = t,
     };
@@ -625,16 +795,46 @@ static void add_parents(struct dmf_task *t, const struct sched_news *news, bool 
 static void dispatch_parents(struct dmf_task *t)
 {
     dmf_parents_dispatch(t->parents);
-    if (dmf_parents_usable(t->parents) == 0) {
-        if (!evtimer_pending(t->stall, NULL)) {
-            uint64_t ms = t->d->cfg.parent_stall_timeout;
-            struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
-                                 .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-            evtimer_add(t->stall, &tv);
-        }
-    } else {
-        evtimer_del(t->stall);
-    }
+}
+
+/* ---------------------------------------------------------------- the watchdog */
+
+#define WATCHDOG_MIN_MS  4000 /* the shortest stall deadline, whatever the rate */
+#define WATCHDOG_TICK_MS 500  /* how often a running task looks at its watchdog */
+
+/* How long this task may go without a verified piece, in its current state. */
+static uint64_t stall_deadline(const struct dmf_task *t)
+{
+    const struct dmf_daemon_config *cfg = &t->d->cfg;
+    if (t->state == DMF_TASK_BACK_TO_SOURCE)
+        return cfg->progress_timeout; /* the origin is the last resort: only the bound */
+    uint64_t ms = dmf_watchdog_deadline(&t->watchdog, t->book.piece_length, WATCHDOG_MIN_MS,
+                                        cfg->progress_timeout);
+    if (t->state == DMF_TASK_P2P && dmf_parents_usable(t->parents) == 0 &&
+        cfg->parent_stall_timeout < ms)
+        ms = cfg->parent_stall_timeout;
+    return ms;
+}
+
+/* A running task always has the watchdog's timer armed (VERIFYING is bounded by the
+ * content's size and needs none). */
+static void watch(struct dmf_task *t)
+{
+    if (!running(t) || t->state == DMF_TASK_VERIFYING || evtimer_pending(t->stall, NULL))
+        return;
+    arm_ms(t->stall, WATCHDOG_TICK_MS);
+}
+
+/* The stream to the scheduler was lost: reopen it after a capped, jittered backoff. */
+static void reconnect_later(struct dmf_task *t, const char *why)
+{
+    if (t->reconnects == 0)
+        dmf_warn("task %s peer %s: lost the scheduler (%s); going on with %s, reconnecting", t->id,
+                 t->peer_id, why, t->state == DMF_TASK_P2P ? "current parents" : "the origin");
+    uint64_t ms = dmf_backoff_ms(t->reconnects, 250, 5000, (uint32_t)random());
+    t->reconnects++;
+    if (!evtimer_pending(t->reconnect, NULL))
+        arm_ms(t->reconnect, ms);
 }
 
 static struct dmf_task_facts facts(const struct dmf_task *t)
@@ -647,6 +847,8 @@ static struct dmf_task_facts facts(const struct dmf_task *t)
         .needs_check = dmf_task_cache_needs_check(t),
         .has_error = t->error != NULL,
         .usable_parents = dmf_parents_usable(t->parents),
+        .announced = t->announce != NULL,
+        .stalls = t->watchdog.stalls,
     };
 }
 
@@ -670,12 +872,23 @@ static void apply(struct dmf_task *t, enum dmf_task_event ev, const char *why,
         if (t->error == NULL)
             set_error(t, buf);
     }
-    if (s.actions & DMF_TASK_DO_WARN_LOST)
-        dmf_warn("task %s peer %s: lost the scheduler (%s); going on with current parents", t->id,
-                 t->peer_id, why);
     task_set_state(t, s.to);
+    if (!dmf_task_state_running(from) || from == DMF_TASK_VERIFYING) {
+        if (running(t) && t->state != DMF_TASK_VERIFYING) {
+            /* A download starts (from the cache's check, too): the watchdog from now. */
+            dmf_watchdog_start(&t->watchdog, dmf_now_ms());
+            t->reconnects = 0;
+        }
+    }
+    if (s.actions & DMF_TASK_DO_WARN_LOST)
+        reconnect_later(t, why);
     if (s.actions & DMF_TASK_DO_REGISTER)
-        register_peer(t);
+        register_peer(t, false);
+    if (s.actions & DMF_TASK_DO_RESCHEDULE) {
+        dmf_info("task %s peer %s: %s; asking the scheduler for new parents", t->id, t->peer_id,
+                 why);
+        register_peer(t, true);
+    }
     if (s.actions & DMF_TASK_DO_START_SOURCE)
         start_source(t, why);
     if ((s.actions & DMF_TASK_DO_APPLY_META) && news && news->meta)
@@ -700,6 +913,7 @@ static void apply(struct dmf_task *t, enum dmf_task_event ev, const char *why,
     }
     if (s.actions & DMF_TASK_DO_KICK)
         kick(t);
+    watch(t);
 }
 
 static void handle(struct dmf_task *t, enum dmf_task_event ev, const char *why)
@@ -719,7 +933,36 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 static void on_stall(evutil_socket_t fd, short what, void *arg)
 {
-    handle(arg, DMF_TASK_EV_STALLED, "no parent left to fetch from");
+    struct dmf_task *t = arg;
+    if (!running(t) || t->state == DMF_TASK_VERIFYING)
+        return;
+    uint64_t now = dmf_now_ms(), deadline = stall_deadline(t);
+    uint64_t left = dmf_watchdog_left(&t->watchdog, now, deadline);
+    if (left > 0) {
+        arm_ms(t->stall, left < WATCHDOG_TICK_MS ? left : WATCHDOG_TICK_MS);
+        return;
+    }
+    int stalls = dmf_watchdog_stalled(&t->watchdog, now);
+    char why[200];
+    if (t->state == DMF_TASK_REGISTERING)
+        snprintf(why, sizeof(why), "the scheduler did not answer within %llu ms",
+                 (unsigned long long)deadline);
+    else if (t->state == DMF_TASK_P2P && dmf_parents_usable(t->parents) == 0)
+        snprintf(why, sizeof(why), "no parent left to fetch from");
+    else
+        snprintf(why, sizeof(why), "no new piece for %llu ms%s (%u of %u pieces held)",
+                 (unsigned long long)deadline,
+                 t->state == DMF_TASK_BACK_TO_SOURCE ? " from the origin" : "", t->book.have.count,
+                 t->book.total_pieces);
+    dmf_info("task %s peer %s: stalled (%d in a row) in %s: %s", t->id, t->peer_id, stalls,
+             dmf_task_state_name(t->state), why);
+    handle(t, DMF_TASK_EV_STALLED, why);
+    watch(t);
+}
+
+static void on_reconnect(evutil_socket_t fd, short what, void *arg)
+{
+    handle(arg, DMF_TASK_EV_RECONNECT, NULL);
 }
 
 /* ---------------------------------------------------------------- whole-content digest */
@@ -787,6 +1030,7 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
     dmf_digest_format(job->scan.whole, gots);
     verify_job_free(job);
     if (e != 0) {
+        t->failed_for_good = e == -EBADMSG; /* the content is what it is, for anyone */
         char *why = e == -EBADMSG ? dmf_xasprintf("content digest mismatch: expected %s, got %s",
                                                   t->expected_digest, gots)
                                   : dmf_xasprintf("cannot read the content to verify it: %s",
@@ -831,13 +1075,21 @@ void dmf_task_start(struct dmf_task *t)
 {
     if (running(t))
         return;
+    if (evtimer_pending(t->release, NULL)) {
+        evtimer_del(t->release);
+        truncate_data(t); /* nothing of the failed download is handed out any more */
+    }
     if (dmf_book_all_held(&t->book)) {
         t->bytes = (struct dmf_transfer_bytes){0}; /* the cache answers, maybe once checked */
     } else {
         free(t->error);
         t->error = NULL;
+        t->failed_for_good = t->drop_on_failure = t->release_on_failure = false;
+        t->origin_status = 0;
         t->bytes = (struct dmf_transfer_bytes){0};
         t->started_ms = dmf_now_ms();
+        dmf_watchdog_start(&t->watchdog, t->started_ms);
+        t->reconnects = 0;
         int e = dmf_task_ensure_data(t);
         if (e < 0) {
             char why[160];
@@ -919,6 +1171,8 @@ void dmf_task_serve_cached(struct dmf_task *t)
     if (t->state != DMF_TASK_SUCCEEDED)
         dmf_task_start(t); /* complete: marks it SUCCEEDED */
     t->bytes = (struct dmf_transfer_bytes){0};
+    if (t->d->cfg.seed || !t->held_announced)
+        announce_held(t);
 }
 
 bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n)
@@ -981,12 +1235,18 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     dmf_announce_peer_free(t->announce);
     event_free(t->kick);
     event_free(t->stall);
+    event_free(t->reconnect);
+    event_free(t->release);
     if (t->fd >= 0)
         close(t->fd);
     free(t->data_path);
     free(t->url);
     free(t->tag);
     free(t->error);
+    free(t->etag);
+    free(t->last_modified);
+    free(t->source_etag);
+    free(t->source_last_modified);
     free(t->fresh);
     dmf_strlist_free(&t->headers);
     dmf_strlist_free(&t->filter_query);

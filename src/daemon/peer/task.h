@@ -18,6 +18,7 @@
 #include "daemon/peer/piece_book.h"
 #include "daemon/peer/task_fsm.h"
 #include "daemon/peer/task_view.h"
+#include "daemon/peer/watchdog.h"
 
 /* The engine's metrics (defined in task.c; dmf_m_bytes_local is in task_view.h). */
 extern struct dmf_metric dmf_m_bytes_origin, dmf_m_bytes_seed, dmf_m_bytes_peer,
@@ -55,7 +56,15 @@ struct dmf_task {
     struct dmf_cache_state cache; /* which held pieces are verified now (task_cache.h) */
     uint32_t data_gen;            /* data files opened so far (a fresh one after a detach) */
     char content_digest[DMF_DIGEST_STR_LEN + 1];
-    char *error; /* why it failed */
+    /* The origin's validators: of the version this task's pieces are (pinned: from the
+     * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
+    char *etag, *last_modified;
+    char *source_etag, *source_last_modified;
+    char *error;             /* why it failed */
+    bool failed_for_good;    /* ... for a reason anyone asking would meet (a 4xx, a digest) */
+    uint32_t origin_status;  /* the origin's HTTP status when that is why, else 0 */
+    bool drop_on_failure;    /* the origin's content changed: no piece of it may be kept */
+    bool release_on_failure; /* the disk is full: give the failed task's space back */
 
     struct dmf_task_sub *subs;
     uint32_t *fresh; /* pieces verified since subscribers were last told */
@@ -65,8 +74,13 @@ struct dmf_task {
     struct dmf_parents *parents;        /* while P2P */
     struct dmf_source *source;          /* while BACK_TO_SOURCE */
     struct event *kick;                 /* deferred: the KICK pass */
-    struct event *stall;                /* no usable parent for a while: go to the origin */
-    struct verify_job *verify;          /* whole-content digest being computed on a thread */
+    struct event *stall;                /* the progress watchdog's timer (watchdog.h) */
+    struct event *reconnect;            /* the backoff before reopening a lost stream */
+    struct event *release;              /* gives a failed task's blocks back (disk full) */
+    struct dmf_watchdog watchdog;
+    unsigned reconnects;       /* stream losses in a row (the backoff's attempt) */
+    bool held_announced;       /* a held task told the scheduler since it joined */
+    struct verify_job *verify; /* whole-content digest being computed on a thread */
 
     struct dmf_transfer_bytes bytes;
     uint64_t started_ms;
@@ -86,6 +100,13 @@ void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req
 int dmf_task_ensure_data(struct dmf_task *t);
 /* Piece n was verified (again): watchers are told with the next update. */
 void dmf_task_note_verified(struct dmf_task *t, uint32_t n);
+/* The scheduler may have lost what it knew of this task (it restarted, or this host
+ * rejoined it): a running download whose stream is gone reconnects now, a held task tells
+ * it holds every piece (with the digests). */
+void dmf_task_rejoin(struct dmf_task *t);
+/* A failed task whose disk filled up gives its blocks back now rather than in a moment
+ * (another download is about to need them). */
+void dmf_task_release_now(struct dmf_task *t);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
 /* Frees the task; watchers first get the end with reason why (daemon shutdown). */

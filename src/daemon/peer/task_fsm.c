@@ -23,6 +23,7 @@ static const char *const event_names[DMF_TASK_NEVENTS] = {
     [DMF_TASK_EV_VERIFIED] = "verified",
     [DMF_TASK_EV_VERIFY_FAILED] = "verify-failed",
     [DMF_TASK_EV_CHECK_DROPPED] = "check-dropped",
+    [DMF_TASK_EV_RECONNECT] = "reconnect",
 };
 
 const char *dmf_task_state_name(enum dmf_task_state s)
@@ -78,6 +79,26 @@ static struct dmf_task_step on_kick(enum dmf_task_state from, const struct dmf_t
     return step(from, dispatch | DMF_TASK_DO_TELL);
 }
 
+/* The watchdog fired: escalate, so that no running state waits for ever. */
+static struct dmf_task_step on_stalled(enum dmf_task_state from, const struct dmf_task_facts *f)
+{
+    switch (from) {
+    case DMF_TASK_REGISTERING:
+        return to_origin(from, f); /* the scheduler never answered */
+    case DMF_TASK_P2P:
+        /* Parents that send nothing: new ones first (or, with the stream lost, one more
+         * deadline for the reconnect to bring the digests that may be missing). */
+        if (f->usable_parents > 0 && f->stalls <= 1)
+            return step(from, f->announced ? DMF_TASK_DO_RESCHEDULE : 0);
+        return to_origin(from, f);
+    case DMF_TASK_BACK_TO_SOURCE:
+        return f->has_error ? step(from, 0)
+                            : step(from, DMF_TASK_DO_RECORD_ERROR | DMF_TASK_DO_KICK);
+    default:
+        return step(from, 0);
+    }
+}
+
 struct dmf_task_step dmf_task_next(enum dmf_task_state from, enum dmf_task_event ev,
                                    const struct dmf_task_facts *f)
 {
@@ -105,11 +126,16 @@ struct dmf_task_step dmf_task_next(enum dmf_task_state from, enum dmf_task_event
     case DMF_TASK_EV_SCHED_LOST:
         if (from == DMF_TASK_REGISTERING)
             return to_origin(from, f);
-        return step(from, from == DMF_TASK_P2P ? DMF_TASK_DO_WARN_LOST : 0);
+        return step(from, from == DMF_TASK_P2P || from == DMF_TASK_BACK_TO_SOURCE
+                              ? DMF_TASK_DO_WARN_LOST
+                              : 0);
+    case DMF_TASK_EV_RECONNECT:
+        return step(from, (from == DMF_TASK_P2P || from == DMF_TASK_BACK_TO_SOURCE) &&
+                                  f->has_scheduler && !f->announced
+                              ? DMF_TASK_DO_REGISTER
+                              : 0);
     case DMF_TASK_EV_STALLED:
-        if (from == DMF_TASK_P2P && f->usable_parents == 0)
-            return to_origin(from, f);
-        return step(from, 0);
+        return on_stalled(from, f);
     case DMF_TASK_EV_ERROR:
         /* The first reason wins; acted on in the next KICK pass, because the part that
          * failed is usually inside a transfer's callback and failing tears them down. */

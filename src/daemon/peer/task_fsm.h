@@ -13,7 +13,13 @@
  * held is SUCCEEDED at once (served from the local cache), unless a content digest was
  * asked for or a held piece is not verified in this session (after a restart, or the data
  * file changed): then it is VERIFYING first, and pieces that fail are fetched again. With
- * back-to-source disabled, every way to the origin becomes a failure instead. */
+ * back-to-source disabled, every way to the origin becomes a failure instead.
+ *
+ * No running state waits without a timer (the progress watchdog, watchdog.h): a STALLED
+ * REGISTERING task goes to the origin; a P2P task first asks the scheduler for new parents
+ * (while its stream is open and it has usable parents), then goes to the origin; a task
+ * stalled on the origin fails. A lost scheduler stream is reopened after a backoff
+ * (RECONNECT) while the download goes on with its parents or the origin. */
 #ifndef DMF_TASK_FSM_H
 #define DMF_TASK_FSM_H
 
@@ -36,14 +42,15 @@ enum dmf_task_event {
     DMF_TASK_EV_META,                 /* the scheduler sent layout or digests */
     DMF_TASK_EV_SCHED_BACK_TO_SOURCE, /* the scheduler says: fetch it from the origin */
     DMF_TASK_EV_SCHED_LOST,           /* the AnnouncePeer stream ended */
-    DMF_TASK_EV_STALLED,              /* no usable parent for parent_stall_timeout */
+    DMF_TASK_EV_STALLED,              /* the watchdog: no verified piece for its deadline */
     DMF_TASK_EV_ERROR,                /* a part of the download failed for good */
     DMF_TASK_EV_KICK,                 /* the deferred pass: something changed */
     DMF_TASK_EV_VERIFIED,             /* the content matched the digest asked for */
     DMF_TASK_EV_VERIFY_FAILED,        /* it did not, or could not be read */
     DMF_TASK_EV_CHECK_DROPPED,        /* cached pieces failed their digests: fetch them again */
+    DMF_TASK_EV_RECONNECT,            /* the backoff after a lost scheduler stream ended */
 };
-#define DMF_TASK_NEVENTS (DMF_TASK_EV_CHECK_DROPPED + 1)
+#define DMF_TASK_NEVENTS (DMF_TASK_EV_RECONNECT + 1)
 
 /* What the task knows when the event happens. */
 struct dmf_task_facts {
@@ -54,6 +61,8 @@ struct dmf_task_facts {
     bool needs_check;             /* a held piece is not verified in this session (cache) */
     bool has_error;               /* a failure is recorded, not acted on yet */
     int usable_parents;           /* parents connected or connecting */
+    bool announced;               /* the AnnouncePeer stream is open */
+    int stalls;                   /* STALLED: deadlines passed in a row without progress */
 };
 
 /* What to do, in this order (a step may ask for several). */
@@ -71,7 +80,8 @@ enum dmf_task_action {
     DMF_TASK_DO_FINISH = 1u << 10,          /* stop transfers, report; watchers get the end */
     DMF_TASK_DO_TELL = 1u << 11,            /* tell watchers what is new (the end, if over) */
     DMF_TASK_DO_KICK = 1u << 12,            /* run a KICK pass on the next loop pass */
-    DMF_TASK_DO_WARN_LOST = 1u << 13,       /* log: going on without the scheduler */
+    DMF_TASK_DO_WARN_LOST = 1u << 13,       /* log: going on; reconnect after a backoff */
+    DMF_TASK_DO_RESCHEDULE = 1u << 14,      /* register again: the scheduler picks new parents */
 };
 
 struct dmf_task_step {

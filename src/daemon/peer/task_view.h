@@ -69,7 +69,10 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info);
  * content digest may not be checked yet). */
 bool dmf_task_cached(struct dmf_task *t);
 /* A cached task is about to be served whole from this host: it is marked SUCCEEDED if it
- * was not, and its per-download byte counters are zeroed (nothing came from elsewhere). */
+ * was not, and its per-download byte counters are zeroed (nothing came from elsewhere).
+ * A seed (asked by the scheduler for a task it holds), or a host whose scheduler has not
+ * heard of the task since it (re)joined, tells the scheduler it holds it, with the layout
+ * and every piece digest, so that the requesters waiting on it can fetch and check. */
 void dmf_task_serve_cached(struct dmf_task *t);
 /* Starts downloading unless the task is complete or already running. */
 void dmf_task_start(struct dmf_task *t);

@@ -19,7 +19,7 @@
 #define T2  "2222222222222222222222222222222222222222222222222222222222222222"
 #define MIB (1ll << 20)
 
-enum { EV_CANDIDATES, EV_BTS, EV_META, EV_TRIGGER, EV_GONE, EV_HOST_GONE };
+enum { EV_CANDIDATES, EV_BTS, EV_META, EV_TRIGGER, EV_GONE, EV_HOST_GONE, EV_FAILED };
 
 struct ev {
     int kind;
@@ -111,6 +111,13 @@ static void on_peer_gone(void *arg, void *stream, const char *reason)
     snprintf(e->reason, sizeof(e->reason), "%s", reason);
 }
 
+static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t origin_status)
+{
+    struct ev *e = ev_new(EV_FAILED, stream);
+    snprintf(e->reason, sizeof(e->reason), "%s", reason);
+    e->total = origin_status;
+}
+
 static void on_host_gone(void *arg, const char *host_id)
 {
     struct ev *e = ev_new(EV_HOST_GONE, NULL);
@@ -124,6 +131,7 @@ static const struct dmf_scheduler_sink sink = {
     .trigger_seed = on_trigger_seed,
     .peer_gone = on_peer_gone,
     .host_gone = on_host_gone,
+    .task_failed = on_task_failed,
 };
 
 static dmf_scheduler_t *new_sched_cfg(struct dmf_scheduler_config cfg)
@@ -668,6 +676,43 @@ static void test_bad_parent_excluded_after_threshold(void **state)
     dmf_scheduler_free(s);
 }
 
+/* One reporter cannot exclude a host alone by flushing its list of reported hosts with
+ * made-up ones, or by registering again; reports wear off. */
+static void test_bad_reports_one_per_reporting_host_and_forgotten(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c1");
+    host(s, "c3");
+    holder(s, "a", "pa");
+    holder(s, "b", "pb");
+    dmf_scheduler_peer_t *c1 = reg(s, T1, "c1", "q1");
+    report(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE);
+    char fake[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(fake, sizeof(fake), "fake%d", i);
+        report(s, c1, "", fake, DMF_PARENT_BAD_PIECE);
+    }
+    report(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE);
+    c1 = reg(s, T1, "c1", "q1b"); /* the same host, registered again */
+    report(s, c1, "pa", "a", DMF_PARENT_BAD_PIECE);
+    reg(s, T1, "c3", "q3");
+    assert_true(has_parent(last_for("q3"), "pa")); /* still one reporting host */
+    /* A second host makes two: excluded; ten minutes later it is forgiven. */
+    dmf_scheduler_peer_t *c3 = reg(s, T1, "c3", "q3b");
+    report(s, c3, "pa", "a", DMF_PARENT_BAD_PIECE);
+    host(s, "c4");
+    reg(s, T1, "c4", "q4");
+    assert_false(has_parent(last_for("q4"), "pa"));
+    clock_ms += DMF_SCHED_BAD_FORGET_MS;
+    host(s, "a"); /* its next announce */
+    host(s, "c5");
+    reg(s, T1, "c5", "q5");
+    assert_true(has_parent(last_for("q5"), "pa"));
+    dmf_scheduler_free(s);
+}
+
 static void test_parent_failure_pushes_new_candidates_without_that_parent(void **state)
 {
     char err[256];
@@ -761,6 +806,95 @@ static void test_failed_parent_reschedules_children(void **state)
     dmf_scheduler_failed(s, pa, "origin said 500");
     assert_int_equal(stat_state(s, T1, "pa", NULL), UINT32_MAX);
     assert_candidates("pb", 1, (const char *[]){"pc"});
+    dmf_scheduler_free(s);
+}
+
+/* A fetch that failed for good is told to the task's other peers and, within the
+ * negative-cache time, to new registrants, who trigger nothing; afterwards it is tried
+ * again. */
+static void test_failed_for_good_is_remembered(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* origin */
+    reg(s, T1, "b", "pb");
+    dmf_scheduler_failed_for_good(s, pa, 404, "the origin answered HTTP 404");
+    const struct ev *e = last_for("pb");
+    assert_int_equal(e->kind, EV_FAILED);
+    assert_int_equal(e->total, 404);
+    assert_non_null(strstr(e->reason, "HTTP 404"));
+    size_t bts = count_kind(EV_BTS), triggers = count_kind(EV_TRIGGER);
+    clock_ms += 9000;
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_FAILED);
+    assert_int_equal(count_kind(EV_BTS), bts);
+    assert_int_equal(count_kind(EV_TRIGGER), triggers);
+    clock_ms += 2000; /* past the 10 s default */
+    reg(s, T1, "c", "pc2");
+    assert_int_equal(last_for("pc2")->kind, EV_CANDIDATES);
+    dmf_scheduler_free(s);
+}
+
+/* Registers with the rejoin/stall flags of r's kind set by the caller; must be accepted. */
+static dmf_scheduler_peer_t *reg_with(dmf_scheduler_t *s, struct dmf_scheduler_register r,
+                                      const char *stream)
+{
+    char err[256];
+    dmf_scheduler_peer_t *p = NULL;
+    if (dmf_scheduler_register(s, &r, (void *)stream, &p, err, sizeof(err)) != 0)
+        fail_msg("register %s: %s", stream, err);
+    return p;
+}
+
+/* A peer whose parents bring nothing registers again as stalled: with nobody at the origin
+ * it goes there; a second one, with the first at the origin, gets parents instead. */
+static void test_stalled_register_goes_to_the_origin_once(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    reg(s, T1, "b", "pb");
+    reg(s, T1, "c", "pc");
+    progress(s, pa, 0, 3);
+    struct dmf_scheduler_register r = reg_req(T1, "b", "pb");
+    r.stalled = true;
+    dmf_scheduler_peer_t *p = reg_with(s, r, "pb");
+    /* pa is at the origin (the first registrant was sent there): pb gets parents. */
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    /* pa dies: the task's fetch goes to one of the others, the peer holding most. */
+    progress(s, p, 0, 2);
+    dmf_scheduler_stream_closed(s, pa);
+    assert_int_equal(last_for("pb")->kind, EV_BTS);
+    assert_int_not_equal(last_for("pc") ? last_for("pc")->kind : -1, EV_BTS);
+    r = reg_req(T1, "c", "pc");
+    r.stalled = true;
+    reg_with(s, r, "pc");
+    assert_int_equal(last_for("pc")->kind, EV_CANDIDATES);
+    dmf_scheduler_free(s);
+}
+
+/* A host that holds a task joins a restarted scheduler: it is recorded without a parent,
+ * a seed trigger or a back-to-source, keeps the request of a real registrant, and serves
+ * the next registrant. */
+static void test_holder_rejoins(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    struct dmf_scheduler_register r = reg_req(T1, "a", "pa");
+    r.holds_task = true;
+    size_t before = nevs;
+    dmf_scheduler_peer_t *p = reg_with(s, r, "pa");
+    assert_int_equal(nevs, before);
+    finish(s, p);
+    reg(s, T1, "b", "pb");
+    assert_candidates("pb", 1, (const char *[]){"pa"});
+    assert_int_equal(count_kind(EV_TRIGGER), 0);
     dmf_scheduler_free(s);
 }
 
@@ -1040,10 +1174,14 @@ int main(void)
         cmocka_unit_test(test_seed_success_without_stream_marks_placeholder_succeeded),
         cmocka_unit_test(test_seed_is_parent_of_last_resort),
         cmocka_unit_test(test_bad_parent_excluded_after_threshold),
+        cmocka_unit_test(test_bad_reports_one_per_reporting_host_and_forgotten),
         cmocka_unit_test(test_parent_failure_pushes_new_candidates_without_that_parent),
         cmocka_unit_test(test_host_expiry_removes_peers_and_reschedules_children),
         cmocka_unit_test(test_succeeded_peer_stays_candidate_after_stream_closes),
         cmocka_unit_test(test_failed_parent_reschedules_children),
+        cmocka_unit_test(test_failed_for_good_is_remembered),
+        cmocka_unit_test(test_stalled_register_goes_to_the_origin_once),
+        cmocka_unit_test(test_holder_rejoins),
         cmocka_unit_test(test_leave_peer_and_host),
         cmocka_unit_test(test_register_again_from_same_host_replaces_stream),
         cmocka_unit_test(test_progress_digests_first_writer_wins_and_are_pushed),

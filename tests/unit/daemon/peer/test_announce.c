@@ -20,7 +20,8 @@
 
 /* What the sink was told, copied out of the borrowed callback arguments. */
 struct rec {
-    int ncandidates, nmeta, nback, nlost;
+    int ncandidates, nmeta, nback, nlost, nfailed;
+    uint32_t origin_status;
     struct {
         char peer_id[80], host_id[80], ip[80];
         uint16_t port;
@@ -78,6 +79,13 @@ static void on_back_to_source(void *arg, const char *reason)
     snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
 }
 
+static void on_failed(void *arg, const char *reason, uint32_t origin_status)
+{
+    rec.nfailed++;
+    rec.origin_status = origin_status;
+    snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
+}
+
 static void on_lost(void *arg, const char *details)
 {
     rec.nlost++;
@@ -87,6 +95,7 @@ static const struct dmf_announce_sink sink = {
     .candidates = on_candidates,
     .meta = on_meta,
     .back_to_source = on_back_to_source,
+    .failed = on_failed,
     .lost = on_lost,
 };
 
@@ -126,7 +135,7 @@ static void decode_one(Damselfly__V1__AnnouncePeerResponse__MsgCase msg_case, vo
     m.candidates = msg; /* a union: any member */
     decode(&m);
     assert_int_equal(*called, 1);
-    assert_int_equal(rec.ncandidates + rec.nmeta + rec.nback + rec.nlost, 1);
+    assert_int_equal(rec.ncandidates + rec.nmeta + rec.nback + rec.nlost + rec.nfailed, 1);
 }
 
 /* Candidates of n parents (and task, may be NULL). */
@@ -306,6 +315,21 @@ static void test_back_to_source(void **state)
     expect_back_to_source(NULL, "");
 }
 
+static void test_task_failed(void **state)
+{
+    Damselfly__V1__TaskFailed f = DAMSELFLY__V1__TASK_FAILED__INIT;
+    f.reason = "the origin answered HTTP 404";
+    f.origin_status = 404;
+    decode_one(DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED, &f, &rec.nfailed);
+    assert_string_equal(rec.reason, "the origin answered HTTP 404");
+    assert_int_equal(rec.origin_status, 404);
+    /* Without a reason the user is still told something. */
+    memset(&rec, 0, sizeof(rec));
+    Damselfly__V1__TaskFailed g = DAMSELFLY__V1__TASK_FAILED__INIT;
+    decode_one(DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED, &g, &rec.nfailed);
+    assert_string_equal(rec.reason, "failed");
+}
+
 static void test_garbage(void **state)
 {
     static const uint8_t truncated[] = {0x0a, 0x05, 0x01}; /* field 1: 5 bytes, 1 there */
@@ -322,11 +346,11 @@ static void test_garbage(void **state)
                  {group, sizeof(group)}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         assert_int_equal(decode_bytes(cases[i].data, cases[i].len), -EBADMSG);
-        assert_int_equal(rec.ncandidates + rec.nmeta + rec.nback + rec.nlost, 0);
+        assert_int_equal(rec.ncandidates + rec.nmeta + rec.nback + rec.nlost + rec.nfailed, 0);
     }
     /* An empty message decodes, and says nothing. */
     assert_int_equal(decode_bytes((const uint8_t *)"", 0), 0);
-    assert_int_equal(rec.ncandidates + rec.nmeta + rec.nback + rec.nlost, 0);
+    assert_int_equal(rec.ncandidates + rec.nmeta + rec.nback + rec.nlost + rec.nfailed, 0);
 }
 
 int main(void)
@@ -338,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_bad_digests_dropped),
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_back_to_source),
+        cmocka_unit_test(test_task_failed),
         cmocka_unit_test(test_garbage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -76,6 +76,8 @@ static void test_stream(void **state)
 {
     expect_ok(probe(200, NULL, "5000", 0), DMF_SOURCE_STREAM, 5000, MIN);
     expect_ok(probe(200, NULL, "0", 0), DMF_SOURCE_STREAM, 0, MIN);
+    /* An empty Content-Length is not 0 bytes. */
+    expect_refused(probe(200, NULL, "", 0), "the origin sent an empty Content-Length");
     /* No length: unknown, in default pieces. */
     expect_ok(probe(200, NULL, NULL, 0), DMF_SOURCE_STREAM, -1, DMF_PIECE_LENGTH_DEFAULT);
     /* A Content-Range on a 200 means nothing. */
@@ -88,9 +90,31 @@ static void test_stream(void **state)
 static void test_empty_content(void **state)
 {
     expect_ok(probe(416, "bytes */0", NULL, 0), DMF_SOURCE_DONE, 0, MIN);
+    /* A piece length the task knows already is kept (it is part of the layout). */
+    expect_ok(probe(416, "bytes */0", NULL, 4 * MIB), DMF_SOURCE_DONE, 0, 4 * MIB);
     /* Unsatisfiable for another reason: an error like any other status. */
     expect_refused(probe(416, "bytes */1000", NULL, 0), "the origin answered HTTP 416");
     expect_refused(probe(416, NULL, NULL, 0), "the origin answered HTTP 416");
+}
+
+static void test_retryable(void **state)
+{
+    static const long again[] = {0, 408, 429, 500, 502, 503, 504, 599};
+    static const long never[] = {400, 401, 403, 404, 410, 416, 301, 200, 206, 600};
+    for (size_t i = 0; i < sizeof(again) / sizeof(again[0]); i++)
+        assert_true(dmf_source_retryable(again[i]));
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+        assert_false(dmf_source_retryable(never[i]));
+}
+
+static void test_same_version(void **state)
+{
+    assert_true(dmf_source_same_version(NULL, NULL));
+    assert_true(dmf_source_same_version("\"v1\"", NULL)); /* one answer without it */
+    assert_true(dmf_source_same_version(NULL, "\"v1\""));
+    assert_true(dmf_source_same_version("\"v1\"", "\"v1\""));
+    assert_false(dmf_source_same_version("\"v1\"", "\"v2\""));
+    assert_false(dmf_source_same_version("W/\"v1\"", "\"v1\""));
 }
 
 static void test_other_statuses(void **state)
@@ -159,6 +183,8 @@ int main(void)
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_empty_content),
         cmocka_unit_test(test_other_statuses),
+        cmocka_unit_test(test_retryable),
+        cmocka_unit_test(test_same_version),
         cmocka_unit_test(test_known_piece_length),
         cmocka_unit_test_setup_teardown(test_range_matches, setup_book, teardown_book),
     };

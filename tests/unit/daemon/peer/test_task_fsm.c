@@ -34,6 +34,7 @@ enum {
     TELL = DMF_TASK_DO_TELL,
     KICK = DMF_TASK_DO_KICK,
     WARN_LOST = DMF_TASK_DO_WARN_LOST,
+    RESCHEDULE = DMF_TASK_DO_RESCHEDULE,
 };
 
 /* One expected decision. */
@@ -184,28 +185,66 @@ static void test_sched_lost(void **state)
         {DMF_TASK_REGISTERING, NO_FACTS, DMF_TASK_BACK_TO_SOURCE, START_SOURCE},
         {DMF_TASK_REGISTERING, FACTS(.back_to_source_disabled = true), DMF_TASK_REGISTERING,
          FAIL_NO_SOURCE | KICK},
-        /* With parents: go on with them, say so. */
+        /* With parents, or the origin: go on with them, say so, reconnect later. */
         {DMF_TASK_P2P, NO_FACTS, DMF_TASK_P2P, WARN_LOST},
         {DMF_TASK_P2P, FACTS(.usable_parents = 3), DMF_TASK_P2P, WARN_LOST},
         {DMF_TASK_P2P, FACTS(.back_to_source_disabled = true), DMF_TASK_P2P, WARN_LOST},
+        {DMF_TASK_BACK_TO_SOURCE, NO_FACTS, DMF_TASK_BACK_TO_SOURCE, WARN_LOST},
     };
     EXPECT_ROWS(DMF_TASK_EV_SCHED_LOST, rows);
     for (unsigned b = 0; b < NFACTS; b++)
-        expect_ignored(ALL & ~(S(REGISTERING) | S(P2P)), DMF_TASK_EV_SCHED_LOST,
+        expect_ignored(ALL & ~(S(REGISTERING) | S(P2P) | S(BACK_TO_SOURCE)), DMF_TASK_EV_SCHED_LOST,
+                       facts_from_bits(b));
+}
+
+static void test_reconnect(void **state)
+{
+    static const struct row rows[] = {
+        {DMF_TASK_P2P, FACTS(.has_scheduler = true), DMF_TASK_P2P, REGISTER},
+        {DMF_TASK_BACK_TO_SOURCE, FACTS(.has_scheduler = true), DMF_TASK_BACK_TO_SOURCE, REGISTER},
+        /* A stream opened meanwhile (a rejoin) needs no second one. */
+        {DMF_TASK_P2P, FACTS(.has_scheduler = true, .announced = true), DMF_TASK_P2P, 0},
+        {DMF_TASK_P2P, NO_FACTS, DMF_TASK_P2P, 0},
+    };
+    EXPECT_ROWS(DMF_TASK_EV_RECONNECT, rows);
+    for (unsigned b = 0; b < NFACTS; b++)
+        expect_ignored(ALL & ~(S(P2P) | S(BACK_TO_SOURCE)), DMF_TASK_EV_RECONNECT,
                        facts_from_bits(b));
 }
 
 static void test_stalled(void **state)
 {
     static const struct row rows[] = {
-        {DMF_TASK_P2P, NO_FACTS, DMF_TASK_BACK_TO_SOURCE, START_SOURCE},
-        {DMF_TASK_P2P, FACTS(.back_to_source_disabled = true), DMF_TASK_P2P, FAIL_NO_SOURCE | KICK},
-        /* A parent came back (or is connecting) before the timer fired. */
-        {DMF_TASK_P2P, FACTS(.usable_parents = 1), DMF_TASK_P2P, 0},
+        /* No parent left: the origin at once. */
+        {DMF_TASK_P2P, FACTS(.stalls = 1), DMF_TASK_BACK_TO_SOURCE, START_SOURCE},
+        {DMF_TASK_P2P, FACTS(.back_to_source_disabled = true, .stalls = 1), DMF_TASK_P2P,
+         FAIL_NO_SOURCE | KICK},
+        /* Parents that send nothing: first new parents from the scheduler, then the origin,
+         * then (origin forbidden) a failure. */
+        {DMF_TASK_P2P, FACTS(.usable_parents = 2, .announced = true, .stalls = 1), DMF_TASK_P2P,
+         RESCHEDULE},
+        {DMF_TASK_P2P, FACTS(.usable_parents = 2, .announced = true, .stalls = 2),
+         DMF_TASK_BACK_TO_SOURCE, START_SOURCE},
+        {DMF_TASK_P2P,
+         FACTS(.usable_parents = 2, .announced = true, .stalls = 2,
+               .back_to_source_disabled = true),
+         DMF_TASK_P2P, FAIL_NO_SOURCE | KICK},
+        /* The stream is lost: one more deadline for the reconnect, then the origin. */
+        {DMF_TASK_P2P, FACTS(.usable_parents = 2, .stalls = 1), DMF_TASK_P2P, 0},
+        {DMF_TASK_P2P, FACTS(.usable_parents = 2, .stalls = 2), DMF_TASK_BACK_TO_SOURCE,
+         START_SOURCE},
+        /* The scheduler never answered the register. */
+        {DMF_TASK_REGISTERING, FACTS(.announced = true, .stalls = 1), DMF_TASK_BACK_TO_SOURCE,
+         START_SOURCE},
+        /* The origin sends nothing: the download fails (the first reason wins). */
+        {DMF_TASK_BACK_TO_SOURCE, FACTS(.stalls = 1), DMF_TASK_BACK_TO_SOURCE, RECORD_ERROR | KICK},
+        {DMF_TASK_BACK_TO_SOURCE, FACTS(.stalls = 1, .has_error = true), DMF_TASK_BACK_TO_SOURCE,
+         0},
     };
     EXPECT_ROWS(DMF_TASK_EV_STALLED, rows);
     for (unsigned b = 0; b < NFACTS; b++)
-        expect_ignored(ALL & ~S(P2P), DMF_TASK_EV_STALLED, facts_from_bits(b));
+        expect_ignored(ALL & ~(S(P2P) | S(REGISTERING) | S(BACK_TO_SOURCE)), DMF_TASK_EV_STALLED,
+                       facts_from_bits(b));
 }
 
 static void test_error(void **state)
@@ -357,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_sched_back_to_source),
         cmocka_unit_test(test_sched_lost),
         cmocka_unit_test(test_stalled),
+        cmocka_unit_test(test_reconnect),
         cmocka_unit_test(test_error),
         cmocka_unit_test(test_kick),
         cmocka_unit_test(test_verify_verdicts),
