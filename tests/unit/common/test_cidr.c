@@ -44,8 +44,16 @@ static void test_parse(void **state)
     assert_int_equal(c.family, AF_INET6);
     assert_int_equal(dmf_cidr_parse("::1", &c), 0);
     assert_int_equal(c.bits, 128);
-    const char *bad[] = {"", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0/8", "10.0.0.0/8x",
-                         "host.example", "10.0.0.0/-1", "10.0.0.0/0008", NULL};
+    const char *bad[] = {"",
+                         "10.0.0.0/",
+                         "10.0.0.0/33",
+                         "::/129",
+                         "10.0.0/8",
+                         "10.0.0.0/8x",
+                         "host.example",
+                         "10.0.0.0/-1",
+                         "10.0.0.0/0008",
+                         NULL};
     for (int i = 0; bad[i]; i++)
         assert_int_equal(dmf_cidr_parse(bad[i], &c), -EINVAL);
     assert_int_equal(dmf_cidr_parse(NULL, &c), -EINVAL);

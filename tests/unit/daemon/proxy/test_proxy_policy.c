@@ -89,8 +89,8 @@ static void test_targets_refused_by_default(void **state)
     assert_non_null(target(&p, "169.254.169.254", 80, false));
     assert_non_null(target(&p, "::ffff:169.254.169.254", 80, false));
     assert_non_null(target(&p, "fe80::1", 80, false));
-    assert_non_null(target(&p, "127.0.0.1", 65002, false)); /* own port on loopback */
-    assert_non_null(target(&p, "0.0.0.0", 65001, false));   /* unspecified = this host */
+    assert_non_null(target(&p, "127.0.0.1", 65002, false));  /* own port on loopback */
+    assert_non_null(target(&p, "0.0.0.0", 65001, false));    /* unspecified = this host */
     assert_non_null(target(&p, "192.0.2.10", 65002, false)); /* own port on an interface */
     assert_non_null(target(&p, "192.0.2.1", 8002, false));   /* the scheduler */
     /* Everything else passes: another host at the daemon's port numbers, another port. */
@@ -137,11 +137,9 @@ static void test_load_errors(void **state)
     char err[256];
     struct dmf_strlist bad = {0}, none = {0};
     dmf_strlist_push(&bad, "10.0.0.0/40");
-    assert_int_not_equal(dmf_proxy_policy_load(&p, &bad, &none, &none, NULL, err, sizeof(err)),
-                         0);
+    assert_int_not_equal(dmf_proxy_policy_load(&p, &bad, &none, &none, NULL, err, sizeof(err)), 0);
     assert_non_null(strstr(err, "--proxy-allow-clients"));
-    assert_int_not_equal(dmf_proxy_policy_load(&p, &none, &bad, &none, NULL, err, sizeof(err)),
-                         0);
+    assert_int_not_equal(dmf_proxy_policy_load(&p, &none, &bad, &none, NULL, err, sizeof(err)), 0);
     assert_non_null(strstr(err, "--proxy-allow-targets"));
     dmf_strlist_free(&bad);
     const char *ports[] = {"0", "65536", "44x", "", NULL};
@@ -158,10 +156,8 @@ static void test_load_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_clients),
-        cmocka_unit_test(test_targets_refused_by_default),
-        cmocka_unit_test(test_connect_ports),
-        cmocka_unit_test(test_explicit_allow_wins),
+        cmocka_unit_test(test_clients),       cmocka_unit_test(test_targets_refused_by_default),
+        cmocka_unit_test(test_connect_ports), cmocka_unit_test(test_explicit_allow_wins),
         cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
