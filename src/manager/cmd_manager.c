@@ -73,11 +73,6 @@ static const struct dmf_option options[] = {
         "read options from this YAML file (flags override it)"),
 };
 
-int64_t dmf_manager_now(void)
-{
-    return (int64_t)time(NULL);
-}
-
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     dmf_info("signal %d: shutting down", (int)sig);
@@ -117,7 +112,7 @@ static void host_of(const char *addr, char *out, size_t n)
     snprintf(out, n, "%.*s", colon ? (int)(colon - addr) : (int)strlen(addr), addr);
 }
 
-static int run(int argc, char **argv)
+static int run_manager(int argc, char **argv)
 {
     struct manager_opts o = {0};
     char err[512];
@@ -246,7 +241,7 @@ out:
 const struct dmf_cmd dmf_cmd_manager = {
     .name = "manager",
     .summary = "run the manager (cluster registry, dynamic config, preheat jobs, REST API)",
-    .run = run,
+    .run = run_manager,
     .options = options,
     .noptions = DMF_ARRAY_SIZE(options),
 };
