@@ -69,11 +69,9 @@ bool dmf_sockaddr_ip(const struct sockaddr *sa, int *family, uint8_t addr[16])
     return false;
 }
 
-bool dmf_cidr_match(const struct dmf_cidr *c, const struct sockaddr *sa)
+static bool match_bytes(const struct dmf_cidr *c, int family, const uint8_t a[16])
 {
-    int family;
-    uint8_t a[16];
-    if (!dmf_sockaddr_ip(sa, &family, a) || family != c->family)
+    if (family != c->family)
         return false;
     int full = c->bits / 8, rest = c->bits % 8;
     if (memcmp(a, c->addr, (size_t)full) != 0)
@@ -82,4 +80,20 @@ bool dmf_cidr_match(const struct dmf_cidr *c, const struct sockaddr *sa)
         return true;
     uint8_t mask = (uint8_t)(0xff << (8 - rest));
     return (a[full] & mask) == (c->addr[full] & mask);
+}
+
+bool dmf_cidr_match(const struct dmf_cidr *c, const struct sockaddr *sa)
+{
+    int family;
+    uint8_t a[16];
+    return dmf_sockaddr_ip(sa, &family, a) && match_bytes(c, family, a);
+}
+
+bool dmf_cidr_contains(const char *cidr, const char *ip)
+{
+    struct dmf_cidr c, host;
+    if (cidr == NULL || ip == NULL || strchr(ip, '/') || dmf_cidr_parse(cidr, &c) != 0 ||
+        dmf_cidr_parse(ip, &host) != 0)
+        return false;
+    return match_bytes(&c, host.family, host.addr);
 }

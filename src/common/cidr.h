@@ -19,6 +19,9 @@ struct dmf_cidr {
 int dmf_cidr_parse(const char *s, struct dmf_cidr *out);
 /* True when sa (AF_INET or AF_INET6; the port is ignored) lies in c. */
 bool dmf_cidr_match(const struct dmf_cidr *c, const struct sockaddr *sa);
+/* The same for text: true when ip (an IPv4 or IPv6 address) lies in cidr; false when
+ * either is malformed. */
+bool dmf_cidr_contains(const char *cidr, const char *ip);
 /* The address of sa in the form dmf_cidr_match compares: family and bytes (IPv4-mapped
  * IPv6 unwrapped). false for other families. */
 bool dmf_sockaddr_ip(const struct sockaddr *sa, int *family, uint8_t addr[16]);

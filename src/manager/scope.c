@@ -8,53 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cidr.h"
 #include "common/util.h"
-
-/* Parses "ADDR[/BITS]" into family, bytes and prefix length; 0 or -EINVAL. */
-static int parse_cidr(const char *s, int *family, uint8_t addr[16], int *bits)
-{
-    char buf[DMF_SCOPE_MAX_LEN];
-    if (strlen(s) >= sizeof(buf))
-        return -EINVAL;
-    snprintf(buf, sizeof(buf), "%s", s);
-    char *slash = strchr(buf, '/');
-    int max;
-    if (slash)
-        *slash = '\0';
-    if (inet_pton(AF_INET, buf, addr) == 1) {
-        *family = AF_INET;
-        max = 32;
-    } else if (inet_pton(AF_INET6, buf, addr) == 1) {
-        *family = AF_INET6;
-        max = 128;
-    } else {
-        return -EINVAL;
-    }
-    *bits = max;
-    if (slash) {
-        char *end;
-        long b = strtol(slash + 1, &end, 10);
-        if (slash[1] == '\0' || *end || b < 0 || b > max)
-            return -EINVAL;
-        *bits = (int)b;
-    }
-    return 0;
-}
-
-int dmf_cidr_contains(const char *cidr, const char *ip)
-{
-    int fc, fi, bits, ibits;
-    uint8_t a[16], b[16];
-    if (!cidr || !ip || parse_cidr(cidr, &fc, a, &bits) != 0 ||
-        parse_cidr(ip, &fi, b, &ibits) != 0 || fc != fi)
-        return 0;
-    for (int i = 0; i < bits; i++) {
-        int mask = 0x80 >> (i % 8);
-        if ((a[i / 8] & mask) != (b[i / 8] & mask))
-            return 0;
-    }
-    return 1;
-}
 
 static int check_string(const json_t *v, const char *name, char *err, size_t errlen)
 {
@@ -96,9 +51,8 @@ int dmf_scope_validate(const json_t *scopes, char *err, size_t errlen)
                     return -EINVAL;
                 const char *s = json_string_value(e);
                 if (key[0] == 'c') {
-                    int fam, bits;
-                    uint8_t a[16];
-                    if (parse_cidr(s, &fam, a, &bits) != 0) {
+                    struct dmf_cidr c;
+                    if (dmf_cidr_parse(s, &c) != 0) {
                         snprintf(err, errlen, "scopes.cidrs[%zu]: '%s' is not a CIDR", i, s);
                         return -EINVAL;
                     }

@@ -12,6 +12,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "common/cidr.h" /* dmf_cidr_contains, for CIDR scopes */
+
 #define DMF_SCOPE_MAX_ITEMS 32  /* CIDRs, and hostname regexes, per cluster */
 #define DMF_SCOPE_MAX_LEN   256 /* one IDC list, location, CIDR or regex */
 
@@ -22,9 +24,5 @@ int dmf_scope_validate(const json_t *scopes, char *err, size_t errlen);
 /* The host's score against scopes (0 = no match). Any argument may be "" (unknown). */
 int dmf_scope_score(const json_t *scopes, const char *hostname, const char *ip, const char *idc,
                     const char *location);
-
-/* True when ip (IPv4 or IPv6 text) lies in cidr ("10.0.0.0/8", "fd00::/8", or a bare
- * address); false for malformed input. */
-int dmf_cidr_contains(const char *cidr, const char *ip);
 
 #endif
