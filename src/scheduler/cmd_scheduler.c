@@ -20,6 +20,7 @@
 #include "common/rpc.h"
 #include "common/util.h"
 #include "scheduler/manager_link.h"
+#include "scheduler/provenance.h"
 #include "scheduler/service.h"
 
 struct scheduler_opts {
@@ -30,6 +31,7 @@ struct scheduler_opts {
     int64_t bad_parent_threshold;
     uint64_t negative_cache_ttl;
     char *parent_graph;
+    char *digest_sources;
     char *log_level;
     struct dmf_strlist manager;
     char *advertise_ip;
@@ -44,6 +46,10 @@ static const struct dmf_option options[] = {
     {"parent-graph", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, parent_graph), 0, 0, "mesh",
      "mesh|dag",
      "mesh: peers exchange pieces both ways; dag: no peer is offered one of its descendants."},
+    {"digest-sources", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, digest_sources), 0, 0,
+     "fetchers", "fetchers|seeds",
+     "Whose piece digests count. fetchers: seed hosts and peers this scheduler sent to the "
+     "origin; seeds: seed hosts only. A peer in P2P mode never reports one."},
     {"candidate-limit", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, candidate_limit), 1,
      DMF_SCHED_CANDIDATES_MAX, "16", "N", "Most parents a peer is given to download from."},
     {"host-timeout", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, host_timeout), 1000,
@@ -181,6 +187,13 @@ static int run(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    enum dmf_digest_sources digest_sources;
+    if (dmf_digest_sources_parse(o.digest_sources, &digest_sources) != 0) {
+        fprintf(stderr, "damselfly scheduler: --digest-sources: '%s' is not fetchers or seeds\n",
+                o.digest_sources);
+        rc = 2;
+        goto out;
+    }
     dmf_log_set_component("scheduler");
     signal(SIGPIPE, SIG_IGN);
 
@@ -205,6 +218,7 @@ static int run(int argc, char **argv)
         .host_timeout_ms = o.host_timeout,
         .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
         .mesh = strcmp(o.parent_graph, "mesh") == 0,
+        .digest_sources = digest_sources,
         .negative_ttl_ms = o.negative_cache_ttl,
         .negative_ttl_set = true,
     };
