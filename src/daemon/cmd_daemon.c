@@ -27,6 +27,7 @@
 #include "daemon/api/socket_perms.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/registry.h"
+#include "common/url_secrets.h"
 #include "daemon/peer/engine.h"
 
 #define OPT(n, s, t, f, lo, hi, def, mv, h)                                                        \
@@ -83,6 +84,9 @@ static const struct dmf_option options[] = {
     OPT("upload-slots", 0, DMF_OPT_INT, upload_slots, 1, 256, "2", "N",
         "piece uploads at once (or one per 4 children watching, if more); further requests "
         "wait, those of the children furthest behind first"),
+    OPT("secret-query", 0, DMF_OPT_LIST, secret_query, 0, 0, DMF_SECRET_QUERY_DEFAULT, "NAME",
+        "query parameter that authorises a URL (a signature, a token): left out of the task ID, "
+        "never stored, logged or returned (any case; repeatable, replaces the default list)"),
     OPT("log-level", 0, DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",

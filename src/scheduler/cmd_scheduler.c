@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/url_secrets.h"
 #include "common/util.h"
 #include "scheduler/manager_link.h"
 #include "scheduler/provenance.h"
@@ -33,6 +34,7 @@ struct scheduler_opts {
     char *parent_graph;
     char *digest_sources;
     char *log_level;
+    struct dmf_strlist secret_query;
     struct dmf_strlist manager;
     char *advertise_ip;
     int64_t cluster_id;
@@ -62,6 +64,10 @@ static const struct dmf_option options[] = {
      0, 3600000, "10s", "DURATION",
      "How long a task whose origin fetch failed for good (4xx, wrong digest) is answered "
      "with that error instead of a new fetch (0: never)."},
+    {"secret-query", 0, DMF_OPT_LIST, offsetof(struct scheduler_opts, secret_query), 0, 0,
+     DMF_SECRET_QUERY_DEFAULT, "NAME",
+     "Query parameter hidden in what StatTask returns, besides each request's filtered ones "
+     "(any case; repeatable, replaces the default list). URLs are never logged."},
     {"log-level", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, log_level), 0, 0, "info",
      "LEVEL", "debug, info, warn or error."},
     {"manager", 0, DMF_OPT_LIST, offsetof(struct scheduler_opts, manager), 0, 0, NULL, "ADDR:PORT",
@@ -219,6 +225,7 @@ static int run(int argc, char **argv)
         .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
         .mesh = strcmp(o.parent_graph, "mesh") == 0,
         .digest_sources = digest_sources,
+        .secret_query = &o.secret_query,
         .negative_ttl_ms = o.negative_cache_ttl,
         .negative_ttl_set = true,
     };

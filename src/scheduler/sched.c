@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/pieces.h"
 #include "common/taskid.h"
+#include "common/url_secrets.h"
 #include "common/util.h"
 #include "scheduler/negcache.h"
 #include "scheduler/provenance.h"
@@ -157,6 +158,7 @@ int dmf_scheduler_announce_host(dmf_scheduler_t *s, const struct dmf_scheduler_h
 static void task_clear_request(struct dmf_sched_task *t)
 {
     free(t->url);
+    free(t->shown_url);
     for (size_t i = 0; i < t->nheaders; i++) {
         free(t->headers[i].name);
         /* Credentials do not linger in freed memory. */
@@ -169,7 +171,7 @@ static void task_clear_request(struct dmf_sched_task *t)
     for (size_t i = 0; i < t->nfilter_query; i++)
         free(t->filter_query[i]);
     free(t->filter_query);
-    t->url = NULL;
+    t->url = t->shown_url = NULL;
     t->headers = NULL;
     t->nheaders = 0;
     t->tag = t->digest = NULL;
@@ -177,10 +179,17 @@ static void task_clear_request(struct dmf_sched_task *t)
     t->nfilter_query = 0;
 }
 
-static void task_set_request(struct dmf_sched_task *t, const struct dmf_scheduler_register *r)
+static void task_set_request(const dmf_scheduler_t *s, struct dmf_sched_task *t,
+                             const struct dmf_scheduler_register *r)
 {
     task_clear_request(t);
     t->url = dmf_xstrdup(r->url);
+    struct dmf_strlist hide = {0};
+    for (size_t i = 0; i < r->nfilter_query; i++)
+        dmf_strlist_push(&hide, r->filter_query[i]);
+    dmf_strlist_merge(&hide, s->cfg.secret_query);
+    t->shown_url = dmf_url_redact(r->url, &hide);
+    dmf_strlist_free(&hide);
     t->headers = dmf_xcalloc(r->nheaders, sizeof(*t->headers));
     for (size_t i = 0; i < r->nheaders; i++) {
         t->headers[i].name = dmf_xstrdup(r->headers[i].name);
@@ -577,6 +586,18 @@ static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph)
     free(headers);
 }
 
+/* Peer c as a candidate parent (borrowed strings). */
+static struct dmf_scheduler_parent parent_of(const dmf_scheduler_peer_t *c)
+{
+    return (struct dmf_scheduler_parent){
+        .peer_id = c->peer_id,
+        .host_id = c->host->id,
+        .ip = c->host->ip,
+        .piece_port = c->host->piece_port,
+        .is_seed = dmf_sched_host_is_seed(c->host),
+    };
+}
+
 /* A placeholder peer for seed host `seed` in t, asked to fetch t (trigger_seed), or NULL
  * when the peer table is full. */
 static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sched_task *t,
@@ -632,11 +653,7 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     for (size_t i = 0; i < n; i++) {
         dmf_scheduler_peer_t *c = best[i].peer;
         edge_add(p, c);
-        parents[i].peer_id = c->peer_id;
-        parents[i].host_id = c->host->id;
-        parents[i].ip = c->host->ip;
-        parents[i].piece_port = c->host->piece_port;
-        parents[i].is_seed = dmf_sched_host_is_seed(c->host);
+        parents[i] = parent_of(c);
         seed_triggered |= c->triggered_seed;
     }
     peer_set_state(p, DMF_PEER_RUNNING);
@@ -662,13 +679,7 @@ static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, uint32_
         if (already)
             continue;
         edge_add(q, p);
-        struct dmf_scheduler_parent parent = {
-            .peer_id = p->peer_id,
-            .host_id = p->host->id,
-            .ip = p->host->ip,
-            .piece_port = p->host->piece_port,
-            .is_seed = dmf_sched_host_is_seed(p->host),
-        };
+        struct dmf_scheduler_parent parent = parent_of(p);
         struct dmf_scheduler_meta meta;
         send_meta_update(q, &meta);
         s->sink.candidates(s->sink_arg, q->stream, &parent, 1, false, &meta);
@@ -846,7 +857,7 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         t = task_new(s, r->task_id);
     /* A rejoining peer sends no headers: the request of a real registrant stays. */
     if (!rejoin || t->url == NULL || t->url[0] == '\0')
-        task_set_request(t, r);
+        task_set_request(s, t, r);
     if (p == NULL) {
         p = peer_new(s, t, h, r->peer_id);
     } else {
@@ -909,13 +920,7 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
             return 0;
         }
         edge_add(p, ph);
-        struct dmf_scheduler_parent parent = {
-            .peer_id = ph->peer_id,
-            .host_id = seed->id,
-            .ip = seed->ip,
-            .piece_port = seed->piece_port,
-            .is_seed = true,
-        };
+        struct dmf_scheduler_parent parent = parent_of(ph);
         struct dmf_scheduler_meta meta;
         peer_set_state(p, DMF_PEER_RUNNING);
         send_meta_update(p, &meta);
@@ -1257,7 +1262,7 @@ int dmf_scheduler_stat_task(dmf_scheduler_t *s, const char *task_id,
     if (t == NULL)
         return dmf_sched_fail(err, errlen, -ENOENT, "task %s is not known", task_id);
     task_meta(t, t->ndigests, &st->meta);
-    st->url = t->url ? t->url : "";
+    st->url = t->shown_url ? t->shown_url : "";
     st->peers = dmf_xcalloc(t->npeers, sizeof(*st->peers));
     dmf_scheduler_peer_t *p;
     TAILQ_FOREACH(p, &t->peers, in_task)

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/config.h"
 #include "common/digest.h"
 
 /* Bounds on what the network may make us keep. */
@@ -147,9 +148,12 @@ struct dmf_scheduler_config {
     /* Who may report piece digests (provenance.h): seeds and peers sent to the origin
      * (default), or seed hosts only. */
     int digest_sources; /* enum dmf_digest_sources */
-    size_t max_hosts;   /* 0 = 100,000 */
-    size_t max_tasks;   /* 0 = 100,000 */
-    size_t max_peers;   /* 0 = 1,000,000 */
+    /* Query parameters hidden in what StatTask returns, besides each request's filtered
+     * ones (url_secrets.h); borrowed for the scheduler's life, may be NULL. */
+    const struct dmf_strlist *secret_query;
+    size_t max_hosts; /* 0 = 100,000 */
+    size_t max_tasks; /* 0 = 100,000 */
+    size_t max_peers; /* 0 = 1,000,000 */
     /* Monotonic milliseconds; NULL = dmf_now_ms. */
     uint64_t (*now)(void *arg);
     void *now_arg;
@@ -283,8 +287,8 @@ struct dmf_scheduler_peer_stat {
 };
 
 struct dmf_scheduler_task_stat {
-    struct dmf_scheduler_meta meta; /* without digests */
-    const char *url;
+    struct dmf_scheduler_meta meta;        /* without digests */
+    const char *url;                       /* redacted: secret query parameters hidden */
     struct dmf_scheduler_peer_stat *peers; /* owned: free with dmf_scheduler_task_stat_free */
     size_t npeers;
 };

@@ -68,8 +68,11 @@ struct dmf_sched_req_header {
 
 struct dmf_sched_task {
     char id[DMF_TASK_ID_LEN + 1];
-    /* The latest registrant's request, kept to trigger a seed; headers never logged. */
+    /* The latest registrant's request, kept to trigger a seed; headers never logged, url
+     * never logged or returned (it may carry secret query parameters): shown_url is its
+     * redacted form (url_secrets.h), for StatTask. */
     char *url;
+    char *shown_url;
     struct dmf_sched_req_header *headers;
     size_t nheaders;
     char *tag;

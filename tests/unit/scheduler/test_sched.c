@@ -175,6 +175,16 @@ static void host(dmf_scheduler_t *s, const char *id)
     host_full(s, id, DMF_SCHED_HOST_NORMAL, "", "", 100, 0, 0);
 }
 
+/* A scheduler (4 candidates) that knows hosts a, b and c. */
+static dmf_scheduler_t *new_sched_abc(void)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    return s;
+}
+
 static const struct dmf_scheduler_header headers[] = {
     {"Authorization", "Bearer secret"},
     {"X-Trace", "1"},
@@ -796,10 +806,7 @@ static void test_succeeded_peer_stays_candidate_after_stream_closes(void **state
 
 static void test_failed_parent_reschedules_children(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* origin */
     reg(s, T1, "b", "pb");
     assert_candidates("pb", 1, (const char *[]){"pa"});
@@ -815,10 +822,7 @@ static void test_failed_parent_reschedules_children(void **state)
  * again. */
 static void test_failed_for_good_is_remembered(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* origin */
     reg(s, T1, "b", "pb");
     dmf_scheduler_failed_for_good(s, pa, 404, "the origin answered HTTP 404");
@@ -853,10 +857,7 @@ static dmf_scheduler_peer_t *reg_with(dmf_scheduler_t *s, struct dmf_scheduler_r
  * it goes there; a second one, with the first at the origin, gets parents instead. */
 static void test_stalled_register_goes_to_the_origin_once(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
     reg(s, T1, "b", "pb");
     reg(s, T1, "c", "pc");
@@ -956,10 +957,7 @@ static struct dmf_scheduler_digest digest(uint32_t n, uint8_t fill)
 static void test_progress_digests_are_pushed(void **state)
 {
     char err[256];
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
     reg(s, T1, "b", "pb");
     const struct ev *e = last_for("pb");
@@ -1020,10 +1018,7 @@ static void report_digests(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
  * not the task's, nobody is told of them, a newcomer gets only the fetcher's. */
 static void test_p2p_digests_do_not_count(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* sent to the origin */
     dmf_scheduler_peer_t *pb = reg(s, T1, "b", "pb"); /* P2P, pa's child */
     assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
@@ -1071,10 +1066,7 @@ static void test_claimed_source_digests_do_not_count(void **state)
  * wins" — every peer still downloading fails, and so does a newcomer, for a while. */
 static void test_conflict_between_fetchers_fails_the_task(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
     reg(s, T1, "b", "pb");
     struct dmf_scheduler_digest one[] = {digest(0, 0xaa)}, other[] = {digest(0, 0xcc)};
@@ -1112,10 +1104,7 @@ static void test_conflict_with_content_digest_goes_on(void **state)
  * digest counts, the peer that was given the other fails, a newcomer gets the seed's. */
 static void test_seed_digest_overrules_a_fetchers(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* no seed yet: pa to the origin */
     reg(s, T1, "b", "pb");
     struct dmf_scheduler_digest lie[] = {digest(0, 0x66)}, real[] = {digest(0, 0xaa)};
