@@ -7,12 +7,33 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/config.h"
 #include "common/taskid.h"
 #include "common/url_secrets.h"
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
+
+/* Every parameter of the query (after the first '?', split on '&', up to '#') whose name
+ * is listed has the value DMF_URL_REDACTED. */
+static void check_redacted(const char *shown, const struct dmf_strlist *names)
+{
+    const char *q = strchr(shown, '?');
+    if (q == NULL)
+        return;
+    for (const char *p = q + 1; *p != '\0' && *p != '#';) {
+        size_t plen = strcspn(p, "&#"), nlen = strcspn(p, "=&#");
+        for (size_t i = 0; nlen < plen && i < names->n; i++)
+            if (strlen(names->v[i]) == nlen && strncasecmp(names->v[i], p, nlen) == 0 &&
+                (plen - nlen - 1 != strlen(DMF_URL_REDACTED) ||
+                 memcmp(p + nlen + 1, DMF_URL_REDACTED, plen - nlen - 1) != 0))
+                abort();
+        p += plen;
+        if (*p == '&')
+            p++;
+    }
+}
 
 static void check_request(const Damselfly__V1__DownloadTaskRequest *req)
 {
@@ -29,11 +50,7 @@ static void check_request(const Damselfly__V1__DownloadTaskRequest *req)
         abort();
     free(norm);
     char *shown = dmf_url_redact(req->url, &filter);
-    const char *t = strstr(shown, "?token=");
-    if (t == NULL)
-        t = strstr(shown, "&token=");
-    if (t && strncmp(t + 7, DMF_URL_REDACTED, strlen(DMF_URL_REDACTED)) != 0)
-        abort();
+    check_redacted(shown, &filter);
     free(shown);
     dmf_strlist_free(&filter);
 }

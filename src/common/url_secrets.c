@@ -25,6 +25,8 @@ char *dmf_url_redact(const char *url, const struct dmf_strlist *names)
 
     /* Scheme and authority, without userinfo. */
     const char *p = url, *sep = strstr(url, "://");
+    if (sep != NULL && strcspn(url, "/?#") < (size_t)(sep - url))
+        sep = NULL; /* a "://" in the path or query is not the scheme's */
     if (sep != NULL) {
         const char *auth = sep + 3;
         size_t alen = strcspn(auth, "/?#");
@@ -60,10 +62,8 @@ char *dmf_url_redact(const char *url, const struct dmf_strlist *names)
                 *o++ = *p++;
         }
     }
-    /* The fragment is the client's own business, never sent: kept. */
-    n = strlen(p);
-    memcpy(o, p, n);
-    o[n] = '\0';
+    /* The fragment is never sent to the origin, and whatever it holds is not shown. */
+    *o = '\0';
     return out;
 }
 

@@ -17,8 +17,8 @@
 #define DMF_URL_REDACTED "REDACTED"
 
 /* url with the value of every query parameter named in names (compared without regard to
- * case) replaced by DMF_URL_REDACTED, and any user:password@ removed; everything else
- * byte for byte. A new string (caller frees); NULL gives "". Never fails. */
+ * case) replaced by DMF_URL_REDACTED, any user:password@ and the fragment removed;
+ * everything else byte for byte. A new string (caller frees); NULL gives "". Never fails. */
 char *dmf_url_redact(const char *url, const struct dmf_strlist *names);
 
 /* Appends to dst each entry of src it does not hold yet (exact match). */

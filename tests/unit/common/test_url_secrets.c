@@ -34,7 +34,9 @@ static void test_redacts_values(void **state)
     struct dmf_strlist l = defaults();
     expect(&l, "https://h/p?token=s3cr3t&a=1", "https://h/p?token=REDACTED&a=1");
     expect(&l, "https://h/p?a=1&X-Amz-Signature=abc&X-Amz-Credential=AK%2F1#frag",
-           "https://h/p?a=1&X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED#frag");
+           "https://h/p?a=1&X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED");
+    /* The fragment goes, with whatever it holds. */
+    expect(&l, "https://h/p#x?token=1", "https://h/p");
     /* Any case; a name without '=' has no value to hide; empty pieces stay. */
     expect(&l, "http://h/?TOKEN=x&&sig&sv=2020", "http://h/?TOKEN=REDACTED&&sig&sv=REDACTED");
     /* A value holding '=' is hidden whole. */
@@ -44,6 +46,8 @@ static void test_redacts_values(void **state)
     expect(&l, "https://h:8443/a", "https://h:8443/a");
     /* Credentials in the authority never survive. */
     expect(&l, "https://user:pw@h/a?token=1", "https://h/a?token=REDACTED");
+    /* A "://" after the authority (found by fuzz/fuzz_local_api.c) is not the scheme's. */
+    expect(&l, "https:/x/h?token=ab://u@h/=0", "https:/x/h?token=REDACTED");
     expect(&l, "", "");
     char *n = dmf_url_redact(NULL, &l);
     assert_string_equal(n, "");
