@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/backoff.h"
@@ -111,6 +112,9 @@ static void save(struct dmf_task *t)
     st.total_pieces = t->book.total_pieces;
     st.complete = t->state == DMF_TASK_SUCCEEDED;
     memcpy(st.content_digest, t->content_digest, sizeof(st.content_digest));
+    st.etag = t->etag;
+    st.last_modified = t->last_modified;
+    st.validated_at = t->validated_at;
     if (dmf_store_task_save(t->d->store, &st) != 0)
         dmf_warn("task %s: cannot save its metadata", t->id);
 }
@@ -129,6 +133,9 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
     b->piece_length = st->piece_length;
     b->total_pieces = st->total_pieces;
     memcpy(t->content_digest, st->content_digest, sizeof(t->content_digest));
+    set_str(&t->etag, st->etag);
+    set_str(&t->last_modified, st->last_modified);
+    t->validated_at = st->validated_at;
     for (uint32_t n = 0; n < st->have.nbits; n++)
         if (dmf_bitmap_get(&st->have, n) && n < st->ndigests)
             dmf_book_commit(b, n, st->digests[n]);
@@ -641,6 +648,8 @@ static void finish(struct dmf_task *t)
         dmf_task_cache_mark(t);
     uint64_t ms = dmf_now_ms() - t->started_ms;
     if (ok) {
+        if (t->bytes.origin + t->bytes.seed + t->bytes.peer > 0)
+            t->validated_at = (int64_t)time(NULL); /* just fetched: the current version */
         save(t);
         dmf_metric_add(&dmf_m_tasks_succeeded, 1);
         dmf_piece_server_notify_done(t->d->pieces, t->id);

@@ -60,6 +60,7 @@ struct dmf_task {
      * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
     char *etag, *last_modified;
     char *source_etag, *source_last_modified;
+    int64_t validated_at;    /* when this version was last known current (Unix s; 0: never) */
     char *error;             /* why it failed */
     bool failed_for_good;    /* ... for a reason anyone asking would meet (a 4xx, a digest) */
     uint32_t origin_status;  /* the origin's HTTP status when that is why, else 0 */
