@@ -762,6 +762,38 @@ static bool task_fetching_from_source(const struct dmf_sched_task *t, const dmf_
     return false;
 }
 
+/* The origin has another version than the one the task's pieces are of: every peer but
+ * keep goes (those still downloading are told, so that they drop what they hold), and
+ * with the last one the task itself, its validators and digests. Returns false when the
+ * task is gone (keep NULL). */
+static bool task_forget_version(dmf_scheduler_t *s, struct dmf_sched_task *t,
+                                dmf_scheduler_peer_t *keep, const char *why)
+{
+    dmf_warn("task %s: %s: forgetting the version it had (%zu peers)", t->id, why,
+             t->npeers - (keep ? 1 : 0));
+    for (size_t left = t->npeers - (keep ? 1 : 0); left > 0; left--) {
+        dmf_scheduler_peer_t *q = TAILQ_FIRST(&t->peers);
+        if (q == keep)
+            q = TAILQ_NEXT(q, in_task);
+        bool last = t->npeers == 1;
+        if (q->stream != NULL && q->state != DMF_PEER_SUCCEEDED && s->sink.task_changed)
+            s->sink.task_changed(s->sink_arg, q->stream, why);
+        peer_remove(s, q, why, true);
+        if (last)
+            return false;
+    }
+    return true;
+}
+
+/* True when a registrant's fresh validators name another version than the task's. */
+static bool other_version(const struct dmf_sched_task *t, const struct dmf_scheduler_register *r)
+{
+    bool etag = r->etag && *r->etag && t->etag && strcmp(r->etag, t->etag) != 0;
+    bool lm = r->last_modified && *r->last_modified && t->last_modified &&
+              strcmp(r->last_modified, t->last_modified) != 0;
+    return etag || lm;
+}
+
 int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_register *r, void *stream,
                            dmf_scheduler_peer_t **out, char *err, size_t errlen)
 {
@@ -772,6 +804,12 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     if (h == NULL || h->leaving)
         return dmf_sched_fail(err, errlen, -ESRCH, "host %s has not announced", r->host_id);
     struct dmf_sched_task *t = dmf_strmap_get(&s->tasks, r->task_id);
+    if (t && other_version(t, r)) {
+        char why[DMF_SCHED_REASON_MAX];
+        snprintf(why, sizeof(why), "host %s found another version at the origin", h->id);
+        if (!task_forget_version(s, t, NULL, why))
+            t = NULL;
+    }
     dmf_scheduler_peer_t *p = t ? dmf_sched_peer_find(&s->peers, t->id, h->id) : NULL;
     if (t) {
         dmf_scheduler_peer_t *q;
@@ -967,6 +1005,15 @@ void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
         if (q != p && q->stream != NULL && q->state != DMF_PEER_SUCCEEDED && s->sink.task_failed)
             s->sink.task_failed(s->sink_arg, q->stream, why, origin_status);
     }
+    dmf_scheduler_failed(s, p, reason);
+}
+
+void dmf_scheduler_content_changed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *reason)
+{
+    char why[DMF_SCHED_REASON_MAX + 64];
+    snprintf(why, sizeof(why), "the content changed at the origin (host %s: %s)", p->host->id,
+             reason && *reason ? reason : "no reason given");
+    task_forget_version(s, p->task, p, why);
     dmf_scheduler_failed(s, p, reason);
 }
 

@@ -256,6 +256,17 @@ static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t
     send_response(stream, &resp);
 }
 
+static void on_task_changed(void *arg, void *stream, const char *reason)
+{
+    Damselfly__V1__TaskFailed tf = DAMSELFLY__V1__TASK_FAILED__INIT;
+    tf.reason = (char *)reason;
+    tf.content_changed = true;
+    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
+    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED;
+    resp.task_failed = &tf;
+    send_response(stream, &resp);
+}
+
 static void on_task_meta(void *arg, void *stream, const struct dmf_scheduler_meta *meta)
 {
     send_meta_rest(stream, meta, 0, true);
@@ -571,6 +582,8 @@ static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, c
         .holds_task = m->holds_task,
         .from_source = m->from_source,
         .stalled = m->stalled,
+        .etag = m->etag,
+        .last_modified = m->last_modified,
     };
     c->registered = true;
     return dmf_scheduler_register(c->svc->sched, &r, c, &c->peer, err, errlen);
@@ -657,7 +670,9 @@ static void announce_peer(struct call *c, const uint8_t *data, size_t len)
             snprintf(reason, sizeof(reason), "%s", req->failed->reason);
             dmf_scheduler_peer_t *p = c->peer;
             c->peer = NULL;
-            if (req->failed->for_good)
+            if (req->failed->content_changed)
+                dmf_scheduler_content_changed(svc->sched, p, reason);
+            else if (req->failed->for_good)
                 dmf_scheduler_failed_for_good(svc->sched, p, req->failed->origin_status, reason);
             else
                 dmf_scheduler_failed(svc->sched, p, reason);
@@ -775,6 +790,7 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
         .candidates = on_candidates,
         .back_to_source = on_back_to_source,
         .task_failed = on_task_failed,
+        .task_changed = on_task_changed,
         .task_meta = on_task_meta,
         .trigger_seed = on_trigger_seed,
         .peer_gone = on_peer_gone,

@@ -542,8 +542,12 @@ static void on_meta(void *arg, const struct dmf_announce_meta *meta)
     handle_news(arg, DMF_TASK_EV_META, &news);
 }
 
-static void on_sched_failed(void *arg, const char *reason, uint32_t origin_status)
+static void on_sched_failed(void *arg, const char *reason, uint32_t origin_status,
+                            bool content_changed)
 {
+    struct dmf_task *t = arg;
+    if (content_changed && t->error == NULL)
+        t->drop_on_failure = true; /* another version: nothing held may be kept */
     char why[600];
     snprintf(why, sizeof(why), "the scheduler says: %.500s", reason);
     handle(arg, DMF_TASK_EV_ERROR, why);
@@ -674,7 +678,8 @@ static void finish(struct dmf_task *t)
         dmf_piece_server_notify_gone(t->d->pieces, t->id);
         dmf_warn("task %s peer %s: failed: %s", t->id, t->peer_id, t->error);
     }
-    dmf_announce_finish(t->announce, ok, t->error, t->failed_for_good, t->origin_status);
+    dmf_announce_finish(t->announce, ok, t->error, t->failed_for_good, t->origin_status,
+                        !ok && t->drop_on_failure);
     t->announce = NULL;
     tell_subscribers(t, true);
 }
@@ -737,7 +742,7 @@ static void announce_held(struct dmf_task *t)
         return;
     dmf_debug("task %s: telling the scheduler this host holds it", t->id);
     t->held_announced = true;
-    dmf_announce_finish(open_stream(t, true, false), true, NULL, false, 0);
+    dmf_announce_finish(open_stream(t, true, false), true, NULL, false, 0, false);
 }
 
 void dmf_task_rejoin(struct dmf_task *t)
