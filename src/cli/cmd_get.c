@@ -39,6 +39,7 @@ struct get_config {
     struct dmf_strlist filter_query;
     uint64_t timeout;
     bool no_back_to_source;
+    bool require_fresh;
     bool overwrite;
     bool quiet;
 };
@@ -67,6 +68,9 @@ static const struct dmf_option options[] = {
         "replace an existing output file (it keeps its mode)"),
     OPT("no-back-to-source", 0, DMF_OPT_BOOL, no_back_to_source, 0, 0, "false", NULL,
         "never fetch from the origin: peers only"),
+    OPT("require-fresh", 0, DMF_OPT_BOOL, require_fresh, 0, 0, "false", NULL,
+        "fail rather than take a cached copy due for revalidation that the origin cannot "
+        "confirm (unreachable)"),
     OPT("quiet", 'q', DMF_OPT_BOOL, quiet, 0, 0, "false", NULL, "no progress and no summary"),
 };
 
@@ -549,6 +553,7 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
     req.filter_query = cfg->filter_query.v;
     req.n_filter_query = cfg->filter_query.n;
     req.disable_back_to_source = cfg->no_back_to_source;
+    req.require_fresh = cfg->require_fresh;
     req.timeout_ms = (uint32_t)DMF_MIN(cfg->timeout, UINT32_MAX);
     size_t blen = damselfly__v1__download_task_request__get_packed_size(&req);
     char head[256];

@@ -95,6 +95,9 @@ void dmf_engine_metrics_register(void)
     dmf_metric_register(&dmf_m_cache_failures);
     dmf_metric_register(&dmf_m_tasks_succeeded);
     dmf_metric_register(&dmf_m_tasks_failed);
+    dmf_metric_register(&dmf_m_reval_current);
+    dmf_metric_register(&dmf_m_reval_new);
+    dmf_metric_register(&dmf_m_reval_error);
 }
 
 static void link_task(struct dmf_engine *e, struct dmf_task *t)

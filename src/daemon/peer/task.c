@@ -19,6 +19,7 @@
 #include "common/workq.h"
 #include "daemon/peer/announce.h"
 #include "daemon/peer/parent.h"
+#include "daemon/peer/revalidate.h"
 #include "daemon/peer/source.h"
 #include "daemon/peer/task_cache.h"
 
@@ -725,7 +726,10 @@ static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, boo
         .holds_task = holds,
         .from_source = !holds && t->state == DMF_TASK_BACK_TO_SOURCE,
         .stalled = stalled,
+        .etag = t->version_news ? t->etag : NULL,
+        .last_modified = t->version_news ? t->last_modified : NULL,
     };
+    t->version_news = false; /* told once: a later register is of the version it pinned */
     return dmf_announce_open(t->announcer, &env, &reg);
 }
 
@@ -1233,8 +1237,35 @@ void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
     view->verify_arg = t;
 }
 
+void dmf_task_still_current(struct dmf_task *t)
+{
+    if (running(t) || !dmf_book_all_held(&t->book))
+        return;
+    t->validated_at = (int64_t)time(NULL);
+    save(t);
+}
+
+void dmf_task_new_version(struct dmf_task *t, const char *etag, const char *last_modified)
+{
+    if (running(t))
+        return; /* a download started meanwhile: it pins what it finds */
+    dmf_info("task %s: the origin has another version (ETag %s): the cached one is dropped", t->id,
+             etag && *etag ? etag : "none");
+    dmf_task_cache_detach(t, "a new version at the origin");
+    dmf_book_free(&t->book);
+    dmf_book_init(&t->book);
+    set_str(&t->etag, etag);
+    set_str(&t->last_modified, last_modified);
+    t->version_news = t->etag != NULL || t->last_modified != NULL;
+    t->validated_at = 0;
+    if (t->state == DMF_TASK_SUCCEEDED)
+        task_set_state(t, DMF_TASK_IDLE);
+    save(t);
+}
+
 void dmf_task_free(struct dmf_task *t, const char *why)
 {
+    dmf_revalidations_abort(t, why);
     if (t->subs) {
         set_error(t, why);
         tell_subscribers(t, true);
