@@ -45,17 +45,18 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_TASK_GET] = "SELECT url, content_length, piece_length, total_pieces, complete, "
-                    "content_digest, etag, last_modified, validated_at FROM tasks WHERE id = ?1",
+                    "content_digest, etag, last_modified, validated_at, content_type FROM tasks "
+                    "WHERE id = ?1",
     [ST_TASK_UPSERT] =
         "INSERT INTO tasks (id, url, content_length, piece_length, total_pieces, complete, "
-        "content_digest, created_at, accessed_at, etag, last_modified, validated_at) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11) "
+        "content_digest, created_at, accessed_at, etag, last_modified, validated_at, "
+        "content_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12) "
         "ON CONFLICT (id) DO UPDATE SET url = excluded.url, "
         "content_length = excluded.content_length, piece_length = excluded.piece_length, "
         "total_pieces = excluded.total_pieces, complete = excluded.complete, "
         "content_digest = excluded.content_digest, accessed_at = excluded.accessed_at, "
         "etag = excluded.etag, last_modified = excluded.last_modified, "
-        "validated_at = excluded.validated_at",
+        "validated_at = excluded.validated_at, content_type = excluded.content_type",
     [ST_TASK_DELETE] = "DELETE FROM tasks WHERE id = ?1",
     [ST_TASK_LIST] = "SELECT id FROM tasks ORDER BY accessed_at, id",
     [ST_TASK_INCOMPLETE] = "UPDATE tasks SET complete = 0 WHERE id = ?1",
@@ -91,14 +92,16 @@ static const char schema_v1[] =
     "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT) WITHOUT ROWID;"
     "PRAGMA user_version = 1;";
 
-/* Version 2: the origin's validators pinned per task, and when the cached copy was last
- * known to be the origin's current one (fetched, or a 304 to a conditional request). A
+/* Version 2: the origin's validators pinned per task, when the cached copy was last known
+ * to be the origin's current one (fetched, or a 304 to a conditional request), and the
+ * origin's Content-Type (the proxy passes it on). A
  * version-1 row gets none: its first get after the upgrade revalidates without conditions
  * (a 200 then counts as a new version). */
 static const char schema_v2[] = "ALTER TABLE tasks ADD COLUMN etag TEXT;"
                                 "ALTER TABLE tasks ADD COLUMN last_modified TEXT;"
                                 "ALTER TABLE tasks ADD COLUMN validated_at INTEGER NOT NULL "
                                 "DEFAULT 0;"
+                                "ALTER TABLE tasks ADD COLUMN content_type TEXT;"
                                 "PRAGMA user_version = 2;";
 
 /* What turns version i into version i + 1 (index 0: an empty database). */
@@ -554,6 +557,7 @@ void dmf_store_task_free(struct dmf_store_task *t)
     free(t->url);
     free(t->etag);
     free(t->last_modified);
+    free(t->content_type);
     dmf_bitmap_free(&t->have);
     free(t->digests);
     free(t);
@@ -631,6 +635,8 @@ int dmf_store_task_load(dmf_store_t *s, const char *id, struct dmf_store_task **
         t->etag = etag && *etag && strlen(etag) <= DMF_VALIDATOR_MAX ? dmf_xstrdup(etag) : NULL;
         t->last_modified = lm && *lm && strlen(lm) <= DMF_VALIDATOR_MAX ? dmf_xstrdup(lm) : NULL;
         t->validated_at = sqlite3_column_int64(st, 8);
+        const char *ct = (const char *)sqlite3_column_text(st, 9);
+        t->content_type = ct && *ct && strlen(ct) <= DMF_VALIDATOR_MAX ? dmf_xstrdup(ct) : NULL;
         t->content_length = sqlite3_column_int64(st, 1);
         t->complete = sqlite3_column_int(st, 4) != 0;
         if (piece_length < 0 || piece_length > UINT32_MAX || total < 0 || total > DMF_PIECES_MAX ||
@@ -675,6 +681,8 @@ int dmf_store_task_save(dmf_store_t *s, const struct dmf_store_task *t)
         strlen(t->last_modified) <= DMF_VALIDATOR_MAX)
         sqlite3_bind_text(st, 10, t->last_modified, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 11, t->validated_at);
+    if (t->content_type != NULL && *t->content_type && strlen(t->content_type) <= DMF_VALIDATOR_MAX)
+        sqlite3_bind_text(st, 12, t->content_type, -1, SQLITE_STATIC);
     if (stmt_run(st) != SQLITE_DONE) {
         db_fail(s, "saving", t->id);
         return -EIO;

@@ -36,6 +36,7 @@ struct dmf_store_task {
      * or a 304 to a conditional request; 0 = never). */
     char *etag, *last_modified;
     int64_t validated_at;
+    char *content_type; /* the origin's Content-Type, when this host fetched it (or NULL) */
 };
 
 /* Opens (creating) the store under data_dir. Returns 0 or -errno with a reason in err

@@ -218,3 +218,96 @@ def test_unreachable_origin_serves_cache_unless_fresh_required(tmp_path, fresh_o
     assert b"fresh content is required" in cp.stderr, describe(cp)
     assert not (tmp_path / "out-o3").exists()
     assert reval(d, "error") == 2
+
+
+def proxy_get(d, url, headers=None):
+    """A GET of url through d's forward proxy; returns (status, headers dict, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", d.proxy_port, timeout=scaled(20))
+    try:
+        conn.request("GET", url, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+RULES = """proxy-rules:
+  - regex: '/p2p/'
+    p2p: true
+  - regex: '.*'
+    p2p: false
+"""
+
+
+@pytest.mark.deadline(60)
+def test_proxy_passes_validators_and_answers_304(tmp_path, fresh_origin, need_binary):
+    """Through the proxy (a P2P rule): the origin's ETag, Last-Modified and Content-Type
+    come with the content; a client's If-None-Match or If-Modified-Since that matches gets
+    a 304 without body from the cache; one that does not gets the content."""
+    o = fresh_origin
+    data = b"p" * 200000
+    o.set("/p2p/x", data, '"px"', LM1)
+    url = o.url("/p2p/x")
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(RULES)
+    d = start_daemon(tmp_path, "d1", config=cfg, revalidate_after="10m")
+    status, h, body = proxy_get(d, url)
+    assert status == 200 and body == data
+    assert h.get("etag") == '"px"' and h.get("last-modified") == LM1, h
+    assert h.get("content-type") == "text/x-fresh", h
+    n = len(o.requests("/p2p/x"))
+    status, h, body = proxy_get(d, url, {"If-None-Match": '"px"'})
+    assert status == 304 and body == b"", (status, h)
+    assert h.get("etag") == '"px"'
+    status, _, body = proxy_get(d, url, {"If-Modified-Since": LM1})
+    assert status == 304 and body == b""
+    status, _, body = proxy_get(d, url, {"If-None-Match": '"other"'})
+    assert status == 200 and body == data
+    assert len(o.requests("/p2p/x")) == n, "the conditional requests reached the origin"
+
+
+@pytest.mark.deadline(60)
+def test_host_header_cannot_poison_the_url(tmp_path, fresh_origin, need_binary):
+    """A get with its own Host header makes the origin return other bytes: they are a task
+    of their own (Host is part of the task ID), so the URL's users on the same daemon and on
+    another host of the cluster get the origin's real content."""
+    o = fresh_origin
+    real, evil = b"R" * 250000, b"E" * 250000
+    o.set("/h", real, '"h1"', LM1)
+    o.host_variants["/h"] = {"evil.example": evil}
+    url = o.url("/h")
+    c = start_cluster(tmp_path, daemons=2)
+    d1, d2 = c.daemons
+    # The attacker first, so that a shared task would be filled with its bytes.
+    assert get_bytes(d1, url, tmp_path / "out-evil", "-H", "Host: evil.example") == evil
+    assert get_bytes(d1, url, tmp_path / "out-r1") == real
+    assert get_bytes(d2, url, tmp_path / "out-r2") == real
+    # A Host naming the URL's own authority is the same task as none.
+    assert get_bytes(d2, url, tmp_path / "out-r3", "-H", f"Host: 127.0.0.1:{o.port}") == real
+
+
+@pytest.mark.deadline(60)
+def test_vary_and_cookie_are_not_shared(tmp_path, fresh_origin, need_binary):
+    """The origin varies on a header the attacker's get sets (Vary): that answer is never
+    cached for the URL; the attacker's get still works (directly from the origin) and the
+    URL's other users get the real content. A Cookie header bypasses P2P likewise."""
+    o = fresh_origin
+    real, evil = b"V" * 250000, b"X" * 250000
+    o.set("/v", real, '"v1"', LM1)
+    o.vary["/v"] = ("X-Variant", {"evil": evil})
+    url = o.url("/v")
+    c = start_cluster(tmp_path, daemons=2)
+    d1, d2 = c.daemons
+    cp = run_get(d1, url, tmp_path / "out-evil", "-H", "X-Variant: evil", timeout=30)
+    assert cp.returncode == 0, describe(cp)
+    assert (tmp_path / "out-evil").read_bytes() == evil
+    assert b"directly from the origin" in cp.stderr, describe(cp)
+    assert get_bytes(d1, url, tmp_path / "out-r1") == real
+    assert get_bytes(d2, url, tmp_path / "out-r2") == real
+    # Cookie: the CLI says so and fetches directly; the daemon refuses it too.
+    cp = run_get(d2, url, tmp_path / "out-c", "-H", "Cookie: s=1", timeout=30)
+    assert cp.returncode == 0 and b"Cookie header selects content" in cp.stderr, describe(cp)
+    assert (tmp_path / "out-c").read_bytes() == real
+    for d in (d1, d2):
+        log = d.log_bytes()
+        assert b"s=1" not in log and b"evil" not in log

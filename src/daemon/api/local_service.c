@@ -139,7 +139,8 @@ static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces
         send_progress(dl, pieces, n, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
         finish(dl, GRPC_STATUS_OK, NULL);
     } else {
-        finish(dl, GRPC_STATUS_ABORTED, info.error ? info.error : "download failed");
+        finish(dl, info.not_shared ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_ABORTED,
+               info.error ? info.error : "download failed");
     }
 }
 
@@ -274,7 +275,21 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         .tag = req->tag,
         .filter_query = &filter,
         .digest = digest_str[0] ? digest_str : NULL,
+        .headers = &headers,
     };
+    const char *bypass = digest_str[0] ? NULL : dmf_task_bypass_header(&headers);
+    if (bypass != NULL) {
+        /* Content chosen per request: not a task anyone else could share. */
+        dmf_info("download refused: its %s header selects content per request; not shared "
+                 "through P2P",
+                 bypass);
+        status = GRPC_STATUS_FAILED_PRECONDITION;
+        snprintf(err, sizeof(err),
+                 "the %s header selects content per request: it is not shared through P2P "
+                 "(fetch it directly)",
+                 bypass);
+        goto fail;
+    }
     char *norm = NULL;
     if (dmf_url_normalize(req->url, &filter, &norm, err, sizeof(err)) != 0 ||
         dmf_task_id(&in, id, err, sizeof(err)) != 0) {

@@ -116,6 +116,7 @@ static void save(struct dmf_task *t)
     st.etag = t->etag;
     st.last_modified = t->last_modified;
     st.validated_at = t->validated_at;
+    st.content_type = t->content_type;
     if (dmf_store_task_save(t->d->store, &st) != 0)
         dmf_warn("task %s: cannot save its metadata", t->id);
 }
@@ -137,6 +138,7 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
     set_str(&t->etag, st->etag);
     set_str(&t->last_modified, st->last_modified);
     t->validated_at = st->validated_at;
+    set_str(&t->content_type, st->content_type);
     for (uint32_t n = 0; n < st->have.nbits; n++)
         if (dmf_bitmap_get(&st->have, n) && n < st->ndigests)
             dmf_book_commit(b, n, st->digests[n]);
@@ -466,9 +468,12 @@ static bool pin_validator(char **pinned, const char *v)
     return strcmp(*pinned, v) == 0;
 }
 
-static void on_source_validators(void *arg, const char *etag, const char *last_modified)
+static void on_source_validators(void *arg, const char *etag, const char *last_modified,
+                                 const char *content_type)
 {
     struct dmf_task *t = arg;
+    if (content_type && strlen(content_type) <= DMF_VALIDATOR_MAX)
+        set_str(&t->content_type, content_type);
     set_str(&t->source_etag, etag);
     set_str(&t->source_last_modified, last_modified);
     (void)pin_validator(&t->etag, etag); /* source.c checked them against the pinned ones */
@@ -482,7 +487,8 @@ static void on_source_failed(void *arg, const struct dmf_source_failure *f)
         t->failed_for_good = f->for_good;
         t->origin_status =
             f->http_status > 0 && f->http_status < 1000 ? (uint32_t)f->http_status : 0;
-        t->drop_on_failure = f->content_changed;
+        t->drop_on_failure = f->content_changed || f->not_shared;
+        t->not_shared = f->not_shared;
     }
     handle(t, DMF_TASK_EV_ERROR, f->reason);
 }
@@ -680,7 +686,7 @@ static void finish(struct dmf_task *t)
         dmf_warn("task %s peer %s: failed: %s", t->id, t->peer_id, t->error);
     }
     dmf_announce_finish(t->announce, ok, t->error, t->failed_for_good, t->origin_status,
-                        !ok && t->drop_on_failure);
+                        !ok && t->drop_on_failure && !t->not_shared);
     t->announce = NULL;
     tell_subscribers(t, true);
 }
@@ -782,6 +788,7 @@ static void start_source(struct dmf_task *t, const char *why)
         .concurrency = (int)t->d->cfg.source_concurrency,
         .etag = &t->etag,
         .last_modified = &t->last_modified,
+        .immutable = t->expected_digest[0] != '\0',
         .sink = &source_sink,
         .arg = t,
     };
@@ -1103,6 +1110,7 @@ void dmf_task_start(struct dmf_task *t)
         free(t->error);
         t->error = NULL;
         t->failed_for_good = t->drop_on_failure = t->release_on_failure = false;
+        t->not_shared = false;
         t->origin_status = 0;
         t->bytes = (struct dmf_transfer_bytes){0};
         t->started_ms = dmf_now_ms();
@@ -1162,6 +1170,10 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
         .data_gen = t->fd >= 0 ? t->data_gen : 0,
         .content_digest = t->content_digest,
         .error = t->error,
+        .not_shared = t->not_shared,
+        .etag = t->etag ? t->etag : "",
+        .last_modified = t->last_modified ? t->last_modified : "",
+        .content_type = t->content_type ? t->content_type : "",
         .phase = phase(t->state),
         .content_length = t->book.content_length,
         .piece_length = t->book.piece_length,
@@ -1292,6 +1304,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     free(t->last_modified);
     free(t->source_etag);
     free(t->source_last_modified);
+    free(t->content_type);
     free(t->fresh);
     dmf_strlist_free(&t->headers);
     dmf_strlist_free(&t->filter_query);

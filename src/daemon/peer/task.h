@@ -60,6 +60,7 @@ struct dmf_task {
      * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
     char *etag, *last_modified;
     char *source_etag, *source_last_modified;
+    char *content_type;   /* the origin's, when this host fetched from it (or NULL) */
     int64_t validated_at; /* when this version was last known current (Unix s; 0: never) */
     bool version_news;    /* etag/last_modified come from a conditional request that found a
                            * new version: the next register tells the scheduler */
@@ -68,6 +69,7 @@ struct dmf_task {
     bool failed_for_good;    /* ... for a reason anyone asking would meet (a 4xx, a digest) */
     uint32_t origin_status;  /* the origin's HTTP status when that is why, else 0 */
     bool drop_on_failure;    /* the origin's content changed: no piece of it may be kept */
+    bool not_shared;         /* ... or it varies on a header of this request (Vary) */
     bool release_on_failure; /* the disk is full: give the failed task's space back */
 
     struct dmf_task_sub *subs;

@@ -40,11 +40,15 @@ struct dmf_task_request {
 struct dmf_task_info {
     const char *id;
     const char *peer_id;
-    const char *url;            /* "" when unknown */
-    const char *data_path;      /* "" when the data file is not open */
-    uint32_t data_gen;          /* changes when the task starts a fresh data file; 0: none */
-    const char *content_digest; /* "sha256:HEX" once verified against one, else "" */
-    const char *error;          /* why it failed, or NULL */
+    const char *url;                  /* "" when unknown */
+    const char *data_path;            /* "" when the data file is not open */
+    uint32_t data_gen;                /* changes when the task starts a fresh data file; 0: none */
+    const char *content_digest;       /* "sha256:HEX" once verified against one, else "" */
+    const char *error;                /* why it failed, or NULL */
+    const char *etag, *last_modified; /* the origin's validators of the pieces, or "" */
+    const char *content_type;         /* the origin's Content-Type, or "" when not known */
+    bool not_shared;                  /* failed because the content is per request (Vary): the
+                                       * client may fetch it from the origin itself */
     enum dmf_task_phase phase;
     int64_t content_length; /* -1 unknown */
     uint32_t piece_length;  /* 0 unknown */
