@@ -882,20 +882,9 @@ static int run(int argc, char **argv)
         rc = DMF_GET_EXIT_FAILED;
         goto out;
     }
-    if (e == -EXDEV) {
-        if (!cfg.quiet)
-            fprintf(stderr, "damselfly get: %s; downloading directly from the origin\n", g.error);
-        if (g.out.path == NULL && g.out.bytes > 0) {
-            fprintf(stderr, "damselfly get: output already started; cannot restart\n");
-            output_abort(&g.out);
-            goto out;
-        }
-        direct = true;
-        g.error[0] = '\0';
-        g.exit = 0;
-        output_forget_daemon(&g.out);
-        e = direct_download(&g);
-    } else if (e == -ECONNREFUSED) {
+    if (e == -EXDEV && !cfg.quiet)
+        fprintf(stderr, "damselfly get: %s; downloading directly from the origin\n", g.error);
+    if (e == -ECONNREFUSED) {
         if (cfg.no_back_to_source) {
             fprintf(stderr,
                     "damselfly get: no daemon at %s (%s), and --no-back-to-source forbids "
@@ -910,6 +899,8 @@ static int run(int argc, char **argv)
                     "damselfly get: no daemon at %s (%s); downloading directly from "
                     "the origin\n",
                     cfg.socket, g.error);
+    }
+    if (e == -ECONNREFUSED || e == -EXDEV) {
         if (g.out.path == NULL && g.out.bytes > 0) {
             fprintf(stderr, "damselfly get: output already started; cannot restart\n");
             output_abort(&g.out);
@@ -917,6 +908,8 @@ static int run(int argc, char **argv)
         }
         direct = true;
         g.error[0] = '\0';
+        g.exit = 0;
+        output_forget_daemon(&g.out);
         e = direct_download(&g);
     }
     if (e != 0) {

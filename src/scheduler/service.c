@@ -245,26 +245,27 @@ static void on_back_to_source(void *arg, void *stream, const char *reason)
     send_response(stream, &resp);
 }
 
-static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t origin_status)
+static void send_task_failed(void *stream, const char *reason, uint32_t origin_status,
+                             bool content_changed)
 {
     Damselfly__V1__TaskFailed tf = DAMSELFLY__V1__TASK_FAILED__INIT;
     tf.reason = (char *)reason;
     tf.origin_status = origin_status;
+    tf.content_changed = content_changed;
     Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
     resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED;
     resp.task_failed = &tf;
     send_response(stream, &resp);
 }
 
+static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t origin_status)
+{
+    send_task_failed(stream, reason, origin_status, false);
+}
+
 static void on_task_changed(void *arg, void *stream, const char *reason)
 {
-    Damselfly__V1__TaskFailed tf = DAMSELFLY__V1__TASK_FAILED__INIT;
-    tf.reason = (char *)reason;
-    tf.content_changed = true;
-    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
-    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED;
-    resp.task_failed = &tf;
-    send_response(stream, &resp);
+    send_task_failed(stream, reason, 0, true);
 }
 
 static void on_task_meta(void *arg, void *stream, const struct dmf_scheduler_meta *meta)

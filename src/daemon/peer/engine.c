@@ -9,6 +9,7 @@
 #include "common/taskid.h"
 #include "common/util.h"
 #include "daemon/peer/announce.h"
+#include "daemon/peer/revalidate.h"
 #include "daemon/peer/task.h"
 #include "daemon/peer/task_cache.h"
 
@@ -77,6 +78,7 @@ void dmf_engine_stop(struct dmf_daemon *d)
     while (e->tasks) {
         struct dmf_task *t = e->tasks;
         e->tasks = t->next;
+        dmf_revalidations_abort(t, "the daemon is shutting down");
         dmf_task_free(t, "the daemon is shutting down");
     }
     dmf_announce_client_free(e->announcer);

@@ -19,7 +19,6 @@
 #include "common/workq.h"
 #include "daemon/peer/announce.h"
 #include "daemon/peer/parent.h"
-#include "daemon/peer/revalidate.h"
 #include "daemon/peer/source.h"
 #include "daemon/peer/task_cache.h"
 
@@ -1277,7 +1276,6 @@ void dmf_task_new_version(struct dmf_task *t, const char *etag, const char *last
 
 void dmf_task_free(struct dmf_task *t, const char *why)
 {
-    dmf_revalidations_abort(t, why);
     if (t->subs) {
         set_error(t, why);
         tell_subscribers(t, true);

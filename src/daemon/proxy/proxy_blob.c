@@ -28,6 +28,19 @@ static void add_task_headers(struct conn *c, struct evbuffer *o, const struct dm
         evbuffer_add_printf(o, "Last-Modified: %s\r\n", info->last_modified);
 }
 
+/* Ends a response head to the client: the task's headers, the connection's fate. */
+static void end_head(struct conn *c, struct evbuffer *o, const struct dmf_task_info *info)
+{
+    add_task_headers(c, o, info);
+    if (!c->req.keep_alive) {
+        evbuffer_add_printf(o, "Connection: close\r\n");
+        c->close_after = true;
+    }
+    evbuffer_add(o, "\r\n", 2);
+    c->headers_sent = true;
+    c->resp_started = true;
+}
+
 /* The task's ETag as a client compares it. */
 static const char *task_etag(struct conn *c, const struct dmf_task_info *info, char *buf,
                              size_t len)
@@ -49,14 +62,7 @@ static bool answer_not_modified(struct conn *c, const struct dmf_task_info *info
         return false;
     struct evbuffer *o = proxy_out(c);
     evbuffer_add_printf(o, "HTTP/1.1 304 Not Modified\r\n");
-    add_task_headers(c, o, info);
-    if (!c->req.keep_alive) {
-        evbuffer_add_printf(o, "Connection: close\r\n");
-        c->close_after = true;
-    }
-    evbuffer_add(o, "\r\n", 2);
-    c->headers_sent = true;
-    c->resp_started = true;
+    end_head(c, o, info);
     dmf_info("proxy conn %lu: %s: 304 to the client's conditional request (task %s)", c->id,
              c->what, info->id);
     proxy_request_done(c);
@@ -78,14 +84,7 @@ static void send_blob_headers(struct conn *c, long status, int64_t total,
                             c->off, c->end, total);
     if (c->digest[0])
         evbuffer_add_printf(o, "Docker-Content-Digest: %s\r\n", c->digest);
-    add_task_headers(c, o, info);
-    if (!c->req.keep_alive) {
-        evbuffer_add_printf(o, "Connection: close\r\n");
-        c->close_after = true;
-    }
-    evbuffer_add(o, "\r\n", 2);
-    c->headers_sent = true;
-    c->resp_started = true;
+    end_head(c, o, info);
 }
 
 /* May byte offset off of task t (info: its snapshot) be sent? Its piece is verified, and
