@@ -528,6 +528,8 @@ static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph)
         .digest = t->digest ? t->digest : "",
         .filter_query = filters,
         .nfilter_query = t->nfilter_query,
+        .etag = t->etag,
+        .last_modified = t->last_modified,
     };
     dmf_info("task %s: seed host %s asked to fetch it (trigger %llu)", t->id, ph->host->id,
              (unsigned long long)ph->trigger_id);
@@ -831,6 +833,10 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     bool rejoin = r->holds_task || r->from_source;
     if (t == NULL)
         t = task_new(s, r->task_id);
+    /* The version a registrant's conditional request just found is the task's: a holder of
+     * another one cannot fill it (dmf_scheduler_progress). */
+    task_pin(&t->etag, r->etag);
+    task_pin(&t->last_modified, r->last_modified);
     /* A rejoining peer sends no headers: the request of a real registrant stays. */
     if (!rejoin || t->url == NULL || t->url[0] == '\0')
         task_set_request(t, r);
@@ -930,6 +936,13 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                   "digest of piece %u is out of range (task has %u)",
                                   pr->digests[i].number, limit);
 
+    if ((pr->etag && *pr->etag && t->etag && strcmp(pr->etag, t->etag) != 0) ||
+        (pr->last_modified && *pr->last_modified && t->last_modified &&
+         strcmp(pr->last_modified, t->last_modified) != 0))
+        return dmf_sched_fail(err, errlen, -ESTALE,
+                              "the pieces are of another version (ETag %.100s) than the task's "
+                              "(%.100s)",
+                              pr->etag && *pr->etag ? pr->etag : "-", t->etag ? t->etag : "-");
     bool layout_changed = task_set_layout(t, &l);
     layout_changed |= task_pin(&t->etag, pr->etag);
     layout_changed |= task_pin(&t->last_modified, pr->last_modified);

@@ -104,6 +104,7 @@ struct dmf_scheduler_seed_trigger {
     const char *digest;
     const char *const *filter_query;
     size_t nfilter_query;
+    const char *etag, *last_modified; /* the version pinned for the task, or NULL */
 };
 
 /* Where decisions go. `stream` is the pointer the service attached to the peer at

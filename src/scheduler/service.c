@@ -400,6 +400,8 @@ static void on_trigger_seed(void *arg, const struct dmf_scheduler_seed_trigger *
     req.n_filter_query = tr->nfilter_query;
     req.filter_query = (char **)tr->filter_query;
     req.task_id = (char *)tr->task_id;
+    req.etag = (char *)(tr->etag ? tr->etag : "");
+    req.last_modified = (char *)(tr->last_modified ? tr->last_modified : "");
 
     struct trigger *t = dmf_xcalloc(1, sizeof(*t));
     t->svc = svc;

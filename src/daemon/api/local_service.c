@@ -319,6 +319,10 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         snprintf(err, sizeof(err), "cannot open the task's data file");
         goto fail;
     }
+    if (dmf_task_other_version(t, req->etag, req->last_modified)) {
+        /* The cluster has pinned another version than the one this host holds. */
+        dmf_task_drop_version(t, req->etag, req->last_modified);
+    }
     dl->require_fresh = req->require_fresh;
     dl->req_timeout_ms = req->timeout_ms;
     if (dmf_task_needs_revalidation(t)) {

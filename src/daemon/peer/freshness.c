@@ -42,6 +42,14 @@ int dmf_fresh_conditional_headers(const struct dmf_fresh_cache *c, struct dmf_st
     return n;
 }
 
+bool dmf_fresh_other_version(const struct dmf_fresh_cache *c, const char *etag,
+                             const char *last_modified)
+{
+    return (set(etag) && set(c->etag) && strcmp(etag, c->etag) != 0) ||
+           (set(last_modified) && set(c->last_modified) &&
+            strcmp(last_modified, c->last_modified) != 0);
+}
+
 const char *dmf_fresh_verdict_name(enum dmf_fresh_verdict v)
 {
     switch (v) {

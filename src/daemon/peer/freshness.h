@@ -30,6 +30,11 @@ bool dmf_fresh_needs_check(const struct dmf_fresh_cache *c, int64_t now_s,
  * any 2xx counts as a new version). */
 int dmf_fresh_conditional_headers(const struct dmf_fresh_cache *c, struct dmf_strlist *out);
 
+/* True when validators known elsewhere (etag, last_modified; NULL or "" unknown) name
+ * another version than the cached one: one that both sides know differs. */
+bool dmf_fresh_other_version(const struct dmf_fresh_cache *c, const char *etag,
+                             const char *last_modified);
+
 /* What the origin's answer to a revalidation means. */
 enum dmf_fresh_verdict {
     DMF_FRESH_CURRENT,     /* 304, or a 2xx with the cached validators: serve the cache */

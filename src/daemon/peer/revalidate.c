@@ -76,6 +76,22 @@ bool dmf_task_needs_revalidation(struct dmf_task *t)
     return dmf_fresh_needs_check(&c, (int64_t)time(NULL), t->d->cfg.revalidate_after);
 }
 
+bool dmf_task_other_version(struct dmf_task *t, const char *etag, const char *last_modified)
+{
+    if (dmf_task_state_running(t->state) || t->book.have.count == 0)
+        return false;
+    struct dmf_fresh_cache c;
+    cache_of(t, &c);
+    return dmf_fresh_other_version(&c, etag, last_modified);
+}
+
+void dmf_task_drop_version(struct dmf_task *t, const char *etag, const char *last_modified)
+{
+    dmf_info("task %s: the cluster has pinned another version (ETag %s)", t->id,
+             etag && *etag ? etag : "none");
+    dmf_task_new_version(t, etag, last_modified);
+}
+
 static char *dup_header(dmf_http_req_t *req, const char *name)
 {
     const char *v = dmf_http_header(req, name);

@@ -716,8 +716,10 @@ static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, boo
         .peer_id = t->peer_id,
         .book = &t->book,
         .bytes = &t->bytes,
-        .etag = &t->source_etag,
-        .last_modified = &t->source_last_modified,
+        /* A holder speaks for the version of its pieces; a download for what its own fetch
+         * from the origin saw (if any). */
+        .etag = holds ? &t->etag : &t->source_etag,
+        .last_modified = holds ? &t->last_modified : &t->source_last_modified,
         .sink = &announce_sink,
         .arg = t,
     };

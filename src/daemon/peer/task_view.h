@@ -103,6 +103,13 @@ int dmf_task_open_read(const struct dmf_task *t);
  * digest task, nor while a download runs. */
 bool dmf_task_needs_revalidation(struct dmf_task *t);
 
+/* True when the validators etag, last_modified (NULL or "": unknown; from the scheduler's
+ * trigger) name another version than the one t's pieces are of (and t is not running). */
+bool dmf_task_other_version(struct dmf_task *t, const char *etag, const char *last_modified);
+/* Drops t's pieces of another version and pins etag, last_modified for the next download
+ * (as a revalidation that found a new version). */
+void dmf_task_drop_version(struct dmf_task *t, const char *etag, const char *last_modified);
+
 /* The end of a revalidation: verdict (freshness.h) and a line saying what happened
  * (borrowed, for logs and errors). t has already applied it: a new version dropped the
  * cache (dmf_task_start fetches it), current counts as validated now. */

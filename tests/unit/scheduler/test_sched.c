@@ -920,6 +920,17 @@ static void test_register_with_new_validators_forgets_the_old(void **state)
     assert_int_not_equal(last_for("pc")->kind, EV_CANDIDATES);
     assert_int_equal(last_for("pc")->ndigests, 0);
     assert_int_equal(count_kind(EV_CHANGED), 1); /* pb was still downloading */
+    /* The new task is pinned to v2: a holder of v1 cannot fill it. */
+    dmf_scheduler_peer_t *pd = reg(s, T1, "a", "pa2");
+    char err[256];
+    uint32_t p0 = 0;
+    struct dmf_scheduler_progress old = {.pieces = &p0,
+                                         .npieces = 1,
+                                         .content_length = 10 * MIB,
+                                         .piece_length = 1 * MIB,
+                                         .etag = "\"v1\""};
+    assert_int_equal(dmf_scheduler_progress(s, pd, &old, err, sizeof(err)), -ESTALE);
+    assert_non_null(strstr(err, "another version"));
     dmf_scheduler_free(s);
 }
 

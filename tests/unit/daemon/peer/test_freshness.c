@@ -63,6 +63,17 @@ static void test_answer(void **state)
     assert_string_equal(dmf_fresh_verdict_name(DMF_FRESH_NEW_VERSION), "new version");
 }
 
+static void test_other_version(void **state)
+{
+    struct dmf_fresh_cache c = {.etag = "\"v1\"", .last_modified = LM};
+    assert_true(dmf_fresh_other_version(&c, "\"v2\"", NULL));
+    assert_true(dmf_fresh_other_version(&c, "", "Tue, 02 Jan 2024 00:00:00 GMT"));
+    assert_false(dmf_fresh_other_version(&c, "\"v1\"", LM));
+    assert_false(dmf_fresh_other_version(&c, NULL, ""));
+    struct dmf_fresh_cache none = {0};
+    assert_false(dmf_fresh_other_version(&none, "\"v2\"", LM)); /* nothing to compare */
+}
+
 static void test_client_match(void **state)
 {
     assert_true(dmf_fresh_client_match("\"v1\"", NULL, "\"v1\"", LM));
@@ -82,10 +93,9 @@ static void test_client_match(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_needs_check),
-        cmocka_unit_test(test_conditional_headers),
-        cmocka_unit_test(test_answer),
-        cmocka_unit_test(test_client_match),
+        cmocka_unit_test(test_needs_check),   cmocka_unit_test(test_conditional_headers),
+        cmocka_unit_test(test_answer),        cmocka_unit_test(test_client_match),
+        cmocka_unit_test(test_other_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
