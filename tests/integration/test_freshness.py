@@ -311,3 +311,25 @@ def test_vary_and_cookie_are_not_shared(tmp_path, fresh_origin, need_binary):
     for d in (d1, d2):
         log = d.log_bytes()
         assert b"s=1" not in log and b"evil" not in log
+
+
+@pytest.mark.deadline(60)
+def test_proxy_revalidates_rule_tasks(tmp_path, fresh_origin, need_binary):
+    """A P2P-rule URL cached by the proxy is revalidated like a get's: an unchanged file
+    costs one 304, a changed one (same length) is served new, exactly."""
+    o = fresh_origin
+    v1, v2 = b"a" * 150000, b"b" * 150000
+    o.set("/p2p/r", v1, '"r1"', LM1)
+    url = o.url("/p2p/r")
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(RULES)
+    d = start_daemon(tmp_path, "d1", config=cfg, revalidate_after="0s")
+    assert proxy_get(d, url)[2] == v1
+    n = len(o.requests("/p2p/r"))
+    status, h, body = proxy_get(d, url)
+    assert status == 200 and body == v1
+    assert [(r[1], r[2]) for r in o.requests("/p2p/r")[n:]] == [(304, 0)]
+    o.set("/p2p/r", v2, '"r2"', LM2)
+    status, h, body = proxy_get(d, url)
+    assert status == 200 and body == v2 and h.get("etag") == '"r2"', (status, h)
+    assert reval(d, "not_modified") == 1 and reval(d, "modified") == 1
