@@ -101,8 +101,8 @@ static bool sendable(const struct dmf_task *t, const struct dmf_task_info *info,
 void proxy_blob_pump(struct conn *c)
 {
     struct dmf_task *t = c->t;
-    if (c->dead || c->state != C_BLOB || t == NULL)
-        return;
+    if (c->dead || c->state != C_BLOB || t == NULL || c->reval != NULL)
+        return; /* (a revalidation in flight: nothing is sent before its verdict) */
     /* Nothing below gives control back to the loop, so the snapshot holds throughout. */
     struct dmf_task_info info;
     dmf_task_info(t, &info);
