@@ -41,7 +41,7 @@ static void on_back_to_source(void *arg, const char *reason)
         abort();
 }
 
-static void on_failed(void *arg, const char *reason, uint32_t origin_status)
+static void on_failed(void *arg, const char *reason, uint32_t origin_status, bool changed)
 {
     if (reason == NULL || reason[0] == '\0')
         abort(); /* always a reason to show the user */

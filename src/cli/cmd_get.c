@@ -28,8 +28,13 @@
 #include "common/log.h"
 #include "common/pb_headers.h"
 #include "common/pieces.h"
+#include "common/taskid.h"
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
+
+/* The daemon's status for a download it will not share (grpc_status_code 9): get fetches
+ * it directly instead. */
+#define GRPC_STATUS_FAILED_PRECONDITION_CODE 9
 
 struct get_config {
     char *output;
@@ -41,6 +46,7 @@ struct get_config {
     struct dmf_strlist filter_query;
     uint64_t timeout;
     bool no_back_to_source;
+    bool require_fresh;
     bool overwrite;
     bool quiet;
 };
@@ -72,6 +78,9 @@ static const struct dmf_option options[] = {
         "replace an existing output file (it keeps its mode)"),
     OPT("no-back-to-source", 0, DMF_OPT_BOOL, no_back_to_source, 0, 0, "false", NULL,
         "never fetch from the origin: peers only"),
+    OPT("require-fresh", 0, DMF_OPT_BOOL, require_fresh, 0, 0, "false", NULL,
+        "fail rather than take a cached copy due for revalidation that the origin cannot "
+        "confirm (unreachable)"),
     OPT("quiet", 'q', DMF_OPT_BOOL, quiet, 0, 0, "false", NULL, "no progress and no summary"),
 };
 
@@ -147,6 +156,21 @@ static void output_source(struct output *o, int fd)
 }
 
 static int copy_piece(struct output *o, uint32_t n);
+
+/* The daemon will not serve this download: forget what it passed (its data descriptor and
+ * layout) before the output is written from the origin instead. */
+static void output_forget_daemon(struct output *o)
+{
+    if (o->src_fd >= 0)
+        close(o->src_fd);
+    o->src_fd = -1;
+    o->share = false;
+    dmf_bitmap_free(&o->written);
+    dmf_bitmap_init(&o->written);
+    o->content_length = -1;
+    o->piece_length = 0;
+    o->next = 0;
+}
 
 static int output_commit(struct output *o, char *err, size_t errlen)
 {
@@ -554,6 +578,7 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
     req.filter_query = cfg->filter_query.v;
     req.n_filter_query = cfg->filter_query.n;
     req.disable_back_to_source = cfg->no_back_to_source;
+    req.require_fresh = cfg->require_fresh;
     req.timeout_ms = (uint32_t)DMF_MIN(cfg->timeout, UINT32_MAX);
     size_t blen = damselfly__v1__download_task_request__get_packed_size(&req);
     char head[256];
@@ -659,7 +684,7 @@ static int via_daemon(struct get *g)
                 if (g->error[0] == '\0')
                     snprintf(g->error, sizeof(g->error), "failed (status %u)", st);
                 g->exit = dmf_get_exit_for_daemon((int)st, g->error);
-                e = -EIO;
+                e = st == GRPC_STATUS_FAILED_PRECONDITION_CODE ? -EXDEV : -EIO;
             }
             goto out_frame;
         } else {
@@ -852,12 +877,27 @@ static int run(int argc, char **argv)
 
     struct stat st;
     bool direct = false;
-    if (stat(cfg.socket, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    const char *bypass = cfg.digest ? NULL : dmf_task_bypass_header(&cfg.headers);
+    if (bypass != NULL) {
+        /* Content chosen per request (docs/architecture.md, task identity). */
+        e = -EXDEV;
+        snprintf(g.error, sizeof(g.error),
+                 "the %s header selects content per request: not shared through P2P", bypass);
+    } else if (stat(cfg.socket, &st) != 0 || !S_ISSOCK(st.st_mode)) {
         e = -ECONNREFUSED;
         snprintf(g.error, sizeof(g.error), "%s", "no socket there");
     } else {
         e = via_daemon(&g);
     }
+    if (e == -EXDEV && cfg.no_back_to_source) {
+        fprintf(stderr, "damselfly get: %s, and --no-back-to-source forbids going to the origin\n",
+                g.error);
+        output_abort(&g.out);
+        rc = DMF_GET_EXIT_FAILED;
+        goto out;
+    }
+    if (e == -EXDEV && !cfg.quiet)
+        fprintf(stderr, "damselfly get: %s; downloading directly from the origin\n", g.error);
     if (e == -ECONNREFUSED) {
         if (cfg.no_back_to_source) {
             fprintf(stderr,
@@ -873,6 +913,8 @@ static int run(int argc, char **argv)
                     "damselfly get: no daemon at %s (%s); downloading directly from "
                     "the origin\n",
                     cfg.socket, g.error);
+    }
+    if (e == -ECONNREFUSED || e == -EXDEV) {
         if (g.out.path == NULL && g.out.bytes > 0) {
             fprintf(stderr, "damselfly get: output already started; cannot restart\n");
             output_abort(&g.out);
@@ -880,6 +922,8 @@ static int run(int argc, char **argv)
         }
         direct = true;
         g.error[0] = '\0';
+        g.exit = 0;
+        output_forget_daemon(&g.out);
         e = direct_download(&g);
     }
     if (e != 0) {

@@ -39,10 +39,12 @@ enum {
     HDR_CONTENT_TYPE,
     HDR_ETAG,
     HDR_LAST_MODIFIED,
+    HDR_VARY,
     HDR_COUNT
 };
 static const char *const kept_headers[HDR_COUNT] = {
-    "content-length", "content-range", "accept-ranges", "content-type", "etag", "last-modified"};
+    "content-length", "content-range", "accept-ranges", "content-type",
+    "etag",           "last-modified", "vary"};
 
 struct dmf_http_req {
     dmf_http_t *h;

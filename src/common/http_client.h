@@ -84,7 +84,7 @@ void dmf_http_resume(dmf_http_req_t *req);
 
 /* Response header of the final response (case-insensitive name), or NULL. Borrowed until
  * the request is done. Only Content-Length, Content-Range, Accept-Ranges, Content-Type,
- * ETag and Last-Modified are kept. */
+ * ETag, Last-Modified and Vary are kept. */
 const char *dmf_http_header(const dmf_http_req_t *req, const char *name);
 
 /* With keep_all_headers: every header line of the final response in order, as

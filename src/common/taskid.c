@@ -2,7 +2,9 @@
  * tests/unit/common/taskid_vectors.txt): change it and every stored task changes ID. */
 #include "common/taskid.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +244,160 @@ static void put_field(dmf_sha256_ctx_t *c, const char *field, const char *value)
     dmf_sha256_update(c, "\n", 1);
 }
 
+/* ---- headers that select content ---- */
+
+/* Compared case-insensitively; written as a log line names them. */
+static const char *const identity_headers[] = {"Host", "Accept-Encoding"};
+static const char *const bypass_headers[] = {"Cookie",
+                                             "Range",
+                                             "If-Range",
+                                             "If-Match",
+                                             "If-None-Match",
+                                             "If-Modified-Since",
+                                             "If-Unmodified-Since"};
+
+/* Length of the name of header line "Name: value" (up to ':'), or 0 when there is none. */
+static size_t header_name_len(const char *line)
+{
+    const char *colon = strchr(line, ':');
+    return colon ? (size_t)(colon - line) : 0;
+}
+
+static bool name_is(const char *line, size_t len, const char *name)
+{
+    return len == strlen(name) && strncasecmp(line, name, len) == 0;
+}
+
+enum dmf_header_role dmf_task_header_role(const char *line)
+{
+    size_t len = header_name_len(line);
+    for (size_t i = 0; i < DMF_ARRAY_SIZE(identity_headers); i++)
+        if (name_is(line, len, identity_headers[i]))
+            return DMF_HEADER_IDENTITY;
+    for (size_t i = 0; i < DMF_ARRAY_SIZE(bypass_headers); i++)
+        if (name_is(line, len, bypass_headers[i]))
+            return DMF_HEADER_BYPASS;
+    return DMF_HEADER_PASSED;
+}
+
+const char *dmf_task_bypass_header(const struct dmf_strlist *headers)
+{
+    for (size_t i = 0; headers && i < headers->n; i++) {
+        size_t len = header_name_len(headers->v[i]);
+        for (size_t j = 0; j < DMF_ARRAY_SIZE(bypass_headers); j++)
+            if (name_is(headers->v[i], len, bypass_headers[j]))
+                return bypass_headers[j];
+    }
+    return NULL;
+}
+
+/* The value of header name in headers (trimmed, borrowed), or NULL; *len gets its length. */
+static const char *header_value(const struct dmf_strlist *headers, const char *name, size_t *len)
+{
+    for (size_t i = 0; headers && i < headers->n; i++) {
+        const char *line = headers->v[i];
+        size_t nl = header_name_len(line);
+        if (!name_is(line, nl, name))
+            continue;
+        const char *v = line + nl + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t l = strlen(v);
+        while (l > 0 && (v[l - 1] == ' ' || v[l - 1] == '\t'))
+            l--;
+        *len = l;
+        return v;
+    }
+    return NULL;
+}
+
+int dmf_task_vary_conflict(const char *vary, const struct dmf_strlist *headers, char *name,
+                           size_t namelen)
+{
+    if (vary == NULL)
+        return 0;
+    const char *p = vary;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        size_t len = (size_t)(p - start);
+        if (len == 0)
+            continue;
+        snprintf(name, namelen, "%.*s", (int)DMF_MIN(len, 200), start);
+        if (len == 1 && *start == '*')
+            return 1;
+        bool identity = false;
+        for (size_t i = 0; i < DMF_ARRAY_SIZE(identity_headers); i++)
+            identity |= name_is(start, len, identity_headers[i]);
+        size_t vl;
+        if (!identity && header_value(headers, name, &vl) != NULL)
+            return 1;
+    }
+    name[0] = '\0';
+    return 0;
+}
+
+/* Accept-Encoding as part of the identity: tokens lower-cased, spaces dropped, sorted. */
+static char *accept_encoding_norm(const char *v, size_t len)
+{
+    struct dmf_strlist toks = {0};
+    size_t i = 0;
+    while (i < len) {
+        char tok[128];
+        size_t n = 0;
+        while (i < len && v[i] != ',') {
+            if (v[i] != ' ' && v[i] != '\t' && n + 1 < sizeof(tok))
+                tok[n++] = (char)tolower((unsigned char)v[i]);
+            i++;
+        }
+        i++;
+        tok[n] = '\0';
+        if (n > 0)
+            dmf_strlist_push(&toks, tok);
+    }
+    for (size_t a = 1; a < toks.n; a++) /* insertion sort: a handful of tokens */
+        for (size_t b = a; b > 0 && strcmp(toks.v[b - 1], toks.v[b]) > 0; b--) {
+            char *t = toks.v[b - 1];
+            toks.v[b - 1] = toks.v[b];
+            toks.v[b] = t;
+        }
+    size_t total = 1;
+    for (size_t a = 0; a < toks.n; a++)
+        total += strlen(toks.v[a]) + 1;
+    char *out = dmf_xcalloc(1, total);
+    for (size_t a = 0; a < toks.n; a++) {
+        if (a)
+            strcat(out, ",");
+        strcat(out, toks.v[a]);
+    }
+    dmf_strlist_free(&toks);
+    return out;
+}
+
+/* A Host header's value as the identity sees it, or NULL when it names the URL's own
+ * authority (then it selects nothing the URL does not). norm_url is normalised. */
+static char *host_identity(const char *v, size_t len, const char *norm_url)
+{
+    char *host = dmf_xcalloc(1, len + 1);
+    for (size_t i = 0; i < len; i++)
+        host[i] = (char)tolower((unsigned char)v[i]);
+    bool https = strncmp(norm_url, "https://", 8) == 0;
+    const char *dflt = https ? ":443" : ":80";
+    size_t hl = strlen(host), dl = strlen(dflt);
+    if (hl > dl && strcmp(host + hl - dl, dflt) == 0)
+        host[hl - dl] = '\0';
+    const char *auth = norm_url + (https ? 8 : 7);
+    size_t al = strcspn(auth, "/?");
+    if (strlen(host) == al && strncmp(host, auth, al) == 0) {
+        free(host);
+        return NULL;
+    }
+    return host;
+}
+
 int dmf_task_id(const struct dmf_task_id_input *in, char *out, char *err, size_t errlen)
 {
     uint8_t md[DMF_SHA256_LEN];
@@ -270,6 +426,17 @@ int dmf_task_id(const struct dmf_task_id_input *in, char *out, char *err, size_t
         put_field(c, "tag", in->tag != NULL ? in->tag : "");
         put_field(c, "application", in->application != NULL ? in->application : "");
         put_field(c, "piece_length", pl);
+        size_t vl;
+        const char *v = header_value(in->headers, "host", &vl);
+        char *host = v ? host_identity(v, vl, url) : NULL;
+        if (host)
+            put_field(c, "host", host);
+        free(host);
+        if ((v = header_value(in->headers, "accept-encoding", &vl)) != NULL) {
+            char *ae = accept_encoding_norm(v, vl);
+            put_field(c, "accept_encoding", ae);
+            free(ae);
+        }
     }
     dmf_sha256_final(c, md);
     dmf_hex_encode(md, DMF_SHA256_LEN, out);

@@ -16,7 +16,29 @@ struct dmf_task_id_input {
     const struct dmf_strlist *filter_query; /* query parameter names left out; may be NULL */
     const char *digest;                     /* "sha256:HEX" or NULL: then the ID is the digest's */
     uint32_t piece_length;                  /* 0 unless the user fixed the piece length */
+    /* The request's headers ("Name: value"; may be NULL): those that select content and
+     * are shared (a Host other than the URL's, Accept-Encoding) are part of the ID of a URL
+     * task; see dmf_task_header_role. Ignored with a digest. */
+    const struct dmf_strlist *headers;
 };
+
+/* What a request header means for task identity (docs/architecture.md, task identity). */
+enum dmf_header_role {
+    DMF_HEADER_PASSED,   /* passed to the origin, not part of the identity (User-Agent, ...) */
+    DMF_HEADER_IDENTITY, /* selects content; part of the task ID (Host, Accept-Encoding) */
+    DMF_HEADER_BYPASS,   /* selects content per request (Cookie, Range, conditionals): the
+                          * request is not shared through P2P, it goes to the origin */
+};
+/* The role of header line "Name: value" (the name compared case-insensitively). */
+enum dmf_header_role dmf_task_header_role(const char *line);
+/* The name (a static string) of the first header in headers whose role is BYPASS, or
+ * NULL. headers may be NULL. */
+const char *dmf_task_bypass_header(const struct dmf_strlist *headers);
+/* Whether an origin's Vary answer makes the content unshareable for this request: Vary
+ * "*" , or a header named in it that the request carries and that is not part of the
+ * identity. Fills name (at most namelen bytes) with the header concerned. */
+int dmf_task_vary_conflict(const char *vary, const struct dmf_strlist *headers, char *name,
+                           size_t namelen);
 
 /* Normalises an absolute URL: lower-cases scheme and host, drops a default port (80 for
  * http, 443 for https) and the fragment, removes the filtered query parameters and sorts
@@ -46,7 +68,11 @@ int dmf_url_normalize(const char *url, const struct dmf_strlist *filter_query, c
  * NULL), the application ("" if NULL), the piece length in decimal ("0" when unset) and
  * <len> is value's length in bytes, in decimal. With a digest, only
  * "digest=<len>:<value>\n" where value is "sha256:" + 64 lower-case hex digits. With a
- * digest, url may be NULL; when given it is still validated. */
+ * digest, url may be NULL; when given it is still validated. Then, for a URL task only and
+ * only when present: "host=<len>:<value>\n" for a Host header whose value (lower-cased,
+ * default port dropped) differs from the URL's host[:port], and
+ * "accept_encoding=<len>:<value>\n" with the Accept-Encoding tokens lower-cased, without
+ * spaces, sorted and joined by ",". */
 int dmf_task_id(const struct dmf_task_id_input *in, char *out, char *err, size_t errlen);
 
 /* True when s is a well-formed task ID (64 lower-case hex digits). Used to validate IDs

@@ -78,6 +78,10 @@ static const struct dmf_option options[] = {
     OPT("progress-timeout", 0, DMF_OPT_DURATION, progress_timeout, 1000, 3600000, "30s", "DURATION",
         "longest a download waits for a new verified piece (the deadline follows the observed "
         "rate, at least 4s): then new parents, then the origin, then it fails"),
+    OPT("revalidate-after", 0, DMF_OPT_DURATION, revalidate_after, 0, 2592000000ULL, "5m",
+        "DURATION",
+        "a cached URL task older than this is checked with the origin (one conditional "
+        "request) before it is served; 0: at every get. Digest tasks never are"),
     OPT("source-concurrency", 0, DMF_OPT_INT, source_concurrency, 1, 16, "4", "N",
         "parallel range requests to an origin"),
     OPT("parent-concurrency", 0, DMF_OPT_INT, parent_concurrency, 1, 16, "2", "N",

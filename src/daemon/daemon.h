@@ -30,6 +30,7 @@ struct dmf_daemon_config {
     uint64_t upload_capacity;        /* bytes per second, announced to the scheduler */
     uint64_t announce_interval;      /* ms */
     uint64_t parent_stall_timeout;   /* ms without any usable parent before going to the origin */
+    uint64_t revalidate_after;       /* ms: age of a cached URL task checked with the origin */
     uint64_t progress_timeout;       /* ms: the progress watchdog's upper bound (watchdog.h) */
     int64_t source_concurrency;      /* parallel range requests to the origin */
     int64_t parent_concurrency;      /* piece requests in flight per parent */

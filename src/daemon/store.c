@@ -16,7 +16,7 @@
 #include "common/log.h"
 #include "common/util.h"
 
-#define SCHEMA_VERSION  1
+#define SCHEMA_VERSION  2
 #define BUSY_TIMEOUT_MS 5000
 #define BOOT_ID_PATH    "/proc/sys/kernel/random/boot_id"
 
@@ -45,14 +45,18 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_TASK_GET] = "SELECT url, content_length, piece_length, total_pieces, complete, "
-                    "content_digest FROM tasks WHERE id = ?1",
+                    "content_digest, etag, last_modified, validated_at, content_type FROM tasks "
+                    "WHERE id = ?1",
     [ST_TASK_UPSERT] =
         "INSERT INTO tasks (id, url, content_length, piece_length, total_pieces, complete, "
-        "content_digest, created_at, accessed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) "
+        "content_digest, created_at, accessed_at, etag, last_modified, validated_at, "
+        "content_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12) "
         "ON CONFLICT (id) DO UPDATE SET url = excluded.url, "
         "content_length = excluded.content_length, piece_length = excluded.piece_length, "
         "total_pieces = excluded.total_pieces, complete = excluded.complete, "
-        "content_digest = excluded.content_digest, accessed_at = excluded.accessed_at",
+        "content_digest = excluded.content_digest, accessed_at = excluded.accessed_at, "
+        "etag = excluded.etag, last_modified = excluded.last_modified, "
+        "validated_at = excluded.validated_at, content_type = excluded.content_type",
     [ST_TASK_DELETE] = "DELETE FROM tasks WHERE id = ?1",
     [ST_TASK_LIST] = "SELECT id FROM tasks ORDER BY accessed_at, id",
     [ST_TASK_INCOMPLETE] = "UPDATE tasks SET complete = 0 WHERE id = ?1",
@@ -87,6 +91,21 @@ static const char schema_v1[] =
     " PRIMARY KEY (task_id, num)) WITHOUT ROWID;"
     "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT) WITHOUT ROWID;"
     "PRAGMA user_version = 1;";
+
+/* Version 2: the origin's validators pinned per task, when the cached copy was last known
+ * to be the origin's current one (fetched, or a 304 to a conditional request), and the
+ * origin's Content-Type (the proxy passes it on). A
+ * version-1 row gets none: its first get after the upgrade revalidates without conditions
+ * (a 200 then counts as a new version). */
+static const char schema_v2[] = "ALTER TABLE tasks ADD COLUMN etag TEXT;"
+                                "ALTER TABLE tasks ADD COLUMN last_modified TEXT;"
+                                "ALTER TABLE tasks ADD COLUMN validated_at INTEGER NOT NULL "
+                                "DEFAULT 0;"
+                                "ALTER TABLE tasks ADD COLUMN content_type TEXT;"
+                                "PRAGMA user_version = 2;";
+
+/* What turns version i into version i + 1 (index 0: an empty database). */
+static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
 
 struct dmf_store {
     char *data_dir;
@@ -348,16 +367,23 @@ static int open_schema(dmf_store_t *s, char *err, size_t errlen)
     }
     if (version == SCHEMA_VERSION)
         return 0;
-    /* version 0: a new database. BEGIN IMMEDIATE + re-check keeps it to one creator. */
+    /* Older or new: every migration in one transaction (the lock file keeps it to one
+     * daemon). */
     rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->db, schema_v1, NULL, NULL, NULL);
+    for (int v = version; rc == SQLITE_OK && v < SCHEMA_VERSION; v++)
+        rc = sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        int ret = open_fail(s, rc, "creating the schema", err, errlen);
+        int ret = open_fail(s, rc, version == 0 ? "creating the schema" : "migrating the schema",
+                            err, errlen);
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return ret;
+    }
+    if (version > 0) {
+        dmf_info("store: migrated %s from schema version %d to %d", s->db_path, version,
+                 SCHEMA_VERSION);
+        return 0;
     }
     dmf_info("store: created %s (schema version %d)", s->db_path, SCHEMA_VERSION);
     return 0;
@@ -529,6 +555,9 @@ void dmf_store_task_free(struct dmf_store_task *t)
     if (t == NULL)
         return;
     free(t->url);
+    free(t->etag);
+    free(t->last_modified);
+    free(t->content_type);
     dmf_bitmap_free(&t->have);
     free(t->digests);
     free(t);
@@ -600,7 +629,14 @@ int dmf_store_task_load(dmf_store_t *s, const char *id, struct dmf_store_task **
         int64_t piece_length = sqlite3_column_int64(st, 2);
         int64_t total = sqlite3_column_int64(st, 3);
         const char *digest = (const char *)sqlite3_column_text(st, 5);
+        const char *etag = (const char *)sqlite3_column_text(st, 6);
+        const char *lm = (const char *)sqlite3_column_text(st, 7);
         t->url = url ? dmf_xstrdup(url) : NULL;
+        t->etag = etag && *etag && strlen(etag) <= DMF_VALIDATOR_MAX ? dmf_xstrdup(etag) : NULL;
+        t->last_modified = lm && *lm && strlen(lm) <= DMF_VALIDATOR_MAX ? dmf_xstrdup(lm) : NULL;
+        t->validated_at = sqlite3_column_int64(st, 8);
+        const char *ct = (const char *)sqlite3_column_text(st, 9);
+        t->content_type = ct && *ct && strlen(ct) <= DMF_VALIDATOR_MAX ? dmf_xstrdup(ct) : NULL;
         t->content_length = sqlite3_column_int64(st, 1);
         t->complete = sqlite3_column_int(st, 4) != 0;
         if (piece_length < 0 || piece_length > UINT32_MAX || total < 0 || total > DMF_PIECES_MAX ||
@@ -639,6 +675,14 @@ int dmf_store_task_save(dmf_store_t *s, const struct dmf_store_task *t)
     if (t->content_digest[0] != '\0')
         sqlite3_bind_text(st, 7, t->content_digest, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, (int64_t)time(NULL));
+    if (t->etag != NULL && *t->etag && strlen(t->etag) <= DMF_VALIDATOR_MAX)
+        sqlite3_bind_text(st, 9, t->etag, -1, SQLITE_STATIC);
+    if (t->last_modified != NULL && *t->last_modified &&
+        strlen(t->last_modified) <= DMF_VALIDATOR_MAX)
+        sqlite3_bind_text(st, 10, t->last_modified, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 11, t->validated_at);
+    if (t->content_type != NULL && *t->content_type && strlen(t->content_type) <= DMF_VALIDATOR_MAX)
+        sqlite3_bind_text(st, 12, t->content_type, -1, SQLITE_STATIC);
     if (stmt_run(st) != SQLITE_DONE) {
         db_fail(s, "saving", t->id);
         return -EIO;

@@ -17,6 +17,8 @@
 
 typedef struct dmf_store dmf_store_t;
 
+#define DMF_VALIDATOR_MAX 1024 /* longest ETag or Last-Modified kept for a task */
+
 /* A task's persisted record. Never holds request headers or credentials. */
 struct dmf_store_task {
     char id[DMF_TASK_ID_LEN + 1];
@@ -29,6 +31,12 @@ struct dmf_store_task {
     dmf_bitmap_t have;                           /* verified pieces */
     uint8_t (*digests)[DMF_SHA256_LEN];          /* digests[n] valid where have has bit n */
     uint32_t ndigests;                           /* entries allocated in digests */
+    /* The origin's validators of the version the pieces are (owned; NULL when the origin
+     * sent none), and when that version was last known current (Unix seconds: the fetch,
+     * or a 304 to a conditional request; 0 = never). */
+    char *etag, *last_modified;
+    int64_t validated_at;
+    char *content_type; /* the origin's Content-Type, when this host fetched it (or NULL) */
 };
 
 /* Opens (creating) the store under data_dir. Returns 0 or -errno with a reason in err

@@ -578,6 +578,8 @@ static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph)
         .digest = t->digest ? t->digest : "",
         .filter_query = filters,
         .nfilter_query = t->nfilter_query,
+        .etag = t->etag,
+        .last_modified = t->last_modified,
     };
     dmf_info("task %s: seed host %s asked to fetch it (trigger %llu)", t->id, ph->host->id,
              (unsigned long long)ph->trigger_id);
@@ -824,6 +826,38 @@ static bool task_fetching_from_source(const struct dmf_sched_task *t, const dmf_
     return false;
 }
 
+/* The origin has another version than the one the task's pieces are of: every peer but
+ * keep goes (those still downloading are told, so that they drop what they hold), and
+ * with the last one the task itself, its validators and digests. Returns false when the
+ * task is gone (keep NULL). */
+static bool task_forget_version(dmf_scheduler_t *s, struct dmf_sched_task *t,
+                                dmf_scheduler_peer_t *keep, const char *why)
+{
+    dmf_warn("task %s: %s: forgetting the version it had (%zu peers)", t->id, why,
+             t->npeers - (keep ? 1 : 0));
+    for (size_t left = t->npeers - (keep ? 1 : 0); left > 0; left--) {
+        dmf_scheduler_peer_t *q = TAILQ_FIRST(&t->peers);
+        if (q == keep)
+            q = TAILQ_NEXT(q, in_task);
+        bool last = t->npeers == 1;
+        if (q->stream != NULL && q->state != DMF_PEER_SUCCEEDED && s->sink.task_changed)
+            s->sink.task_changed(s->sink_arg, q->stream, why);
+        peer_remove(s, q, why, true);
+        if (last)
+            return false;
+    }
+    return true;
+}
+
+/* True when a registrant's fresh validators name another version than the task's. */
+static bool other_version(const struct dmf_sched_task *t, const struct dmf_scheduler_register *r)
+{
+    bool etag = r->etag && *r->etag && t->etag && strcmp(r->etag, t->etag) != 0;
+    bool lm = r->last_modified && *r->last_modified && t->last_modified &&
+              strcmp(r->last_modified, t->last_modified) != 0;
+    return etag || lm;
+}
+
 int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_register *r, void *stream,
                            dmf_scheduler_peer_t **out, char *err, size_t errlen)
 {
@@ -834,6 +868,12 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     if (h == NULL || h->leaving)
         return dmf_sched_fail(err, errlen, -ESRCH, "host %s has not announced", r->host_id);
     struct dmf_sched_task *t = dmf_strmap_get(&s->tasks, r->task_id);
+    if (t && other_version(t, r)) {
+        char why[DMF_SCHED_REASON_MAX];
+        snprintf(why, sizeof(why), "host %s found another version at the origin", h->id);
+        if (!task_forget_version(s, t, NULL, why))
+            t = NULL;
+    }
     dmf_scheduler_peer_t *p = t ? dmf_sched_peer_find(&s->peers, t->id, h->id) : NULL;
     if (t) {
         dmf_scheduler_peer_t *q;
@@ -855,6 +895,10 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     bool rejoin = r->holds_task || r->from_source;
     if (t == NULL)
         t = task_new(s, r->task_id);
+    /* The version a registrant's conditional request just found is the task's: a holder of
+     * another one cannot fill it (dmf_scheduler_progress). */
+    task_pin(&t->etag, r->etag);
+    task_pin(&t->last_modified, r->last_modified);
     /* A rejoining peer sends no headers: the request of a real registrant stays. */
     if (!rejoin || t->url == NULL || t->url[0] == '\0')
         task_set_request(s, t, r);
@@ -1053,6 +1097,13 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                   "digest of piece %u is out of range (task has %u)",
                                   pr->digests[i].number, limit);
 
+    if ((pr->etag && *pr->etag && t->etag && strcmp(pr->etag, t->etag) != 0) ||
+        (pr->last_modified && *pr->last_modified && t->last_modified &&
+         strcmp(pr->last_modified, t->last_modified) != 0))
+        return dmf_sched_fail(err, errlen, -ESTALE,
+                              "the pieces are of another version (ETag %.100s) than the task's "
+                              "(%.100s)",
+                              pr->etag && *pr->etag ? pr->etag : "-", t->etag ? t->etag : "-");
     bool layout_changed = task_set_layout(t, &l);
     layout_changed |= task_pin(&t->etag, pr->etag);
     layout_changed |= task_pin(&t->last_modified, pr->last_modified);
@@ -1130,6 +1181,15 @@ void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
         if (q != p && q->stream != NULL && q->state != DMF_PEER_SUCCEEDED && s->sink.task_failed)
             s->sink.task_failed(s->sink_arg, q->stream, why, origin_status);
     }
+    dmf_scheduler_failed(s, p, reason);
+}
+
+void dmf_scheduler_content_changed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *reason)
+{
+    char why[DMF_SCHED_REASON_MAX + 64];
+    snprintf(why, sizeof(why), "the content changed at the origin (host %s: %s)", p->host->id,
+             reason && *reason ? reason : "no reason given");
+    task_forget_version(s, p->task, p, why);
     dmf_scheduler_failed(s, p, reason);
 }
 

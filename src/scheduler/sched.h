@@ -105,6 +105,7 @@ struct dmf_scheduler_seed_trigger {
     const char *digest;
     const char *const *filter_query;
     size_t nfilter_query;
+    const char *etag, *last_modified; /* the version pinned for the task, or NULL */
 };
 
 /* Where decisions go. `stream` is the pointer the service attached to the peer at
@@ -126,6 +127,9 @@ struct dmf_scheduler_sink {
     /* The task cannot be fetched (the origin's answer, for everyone): the peer is to fail
      * with reason. origin_status is the origin's HTTP status, or 0. */
     void (*task_failed)(void *arg, void *stream, const char *reason, uint32_t origin_status);
+    /* The origin's content changed under the task: the peer is to fail with reason and drop
+     * what it holds of the old version (TaskFailed.content_changed). May be NULL. */
+    void (*task_changed)(void *arg, void *stream, const char *reason);
     /* A host was removed (LeaveHost or expiry). May be NULL. */
     void (*host_gone)(void *arg, const char *host_id);
 };
@@ -211,6 +215,10 @@ struct dmf_scheduler_register {
     /* Registers again because nothing progressed with its parents: it goes back to the
      * source unless another peer of the task does already (or a seed was triggered). */
     bool stalled;
+    /* The origin's validators as the registrant's own conditional request just saw them
+     * ("" or NULL: none): another version than the task's makes the scheduler forget the
+     * old one first (dmf_scheduler_content_changed). */
+    const char *etag, *last_modified;
 };
 
 /* Registers the peer of an AnnouncePeer stream and decides where it downloads from
@@ -253,6 +261,11 @@ void dmf_scheduler_failed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const cha
  * every registrant meanwhile; then as dmf_scheduler_failed. */
 void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                    uint32_t origin_status, const char *reason);
+/* The peer's download failed because the origin's content changed under it: the task's
+ * version is forgotten (validators, digests, layout): every other peer of the task is
+ * removed, those still downloading told first (task_changed) so that they drop what they
+ * hold; then as dmf_scheduler_failed. The next registrant starts the task afresh. */
+void dmf_scheduler_content_changed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *reason);
 /* The peer's stream ended: a SUCCEEDED peer stays (detached), any other is removed (p is
  * then invalid) and its children rescheduled. No peer_gone for this stream. */
 void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p);

@@ -245,15 +245,27 @@ static void on_back_to_source(void *arg, void *stream, const char *reason)
     send_response(stream, &resp);
 }
 
-static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t origin_status)
+static void send_task_failed(void *stream, const char *reason, uint32_t origin_status,
+                             bool content_changed)
 {
     Damselfly__V1__TaskFailed tf = DAMSELFLY__V1__TASK_FAILED__INIT;
     tf.reason = (char *)reason;
     tf.origin_status = origin_status;
+    tf.content_changed = content_changed;
     Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
     resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED;
     resp.task_failed = &tf;
     send_response(stream, &resp);
+}
+
+static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t origin_status)
+{
+    send_task_failed(stream, reason, origin_status, false);
+}
+
+static void on_task_changed(void *arg, void *stream, const char *reason)
+{
+    send_task_failed(stream, reason, 0, true);
 }
 
 static void on_task_meta(void *arg, void *stream, const struct dmf_scheduler_meta *meta)
@@ -388,6 +400,8 @@ static void on_trigger_seed(void *arg, const struct dmf_scheduler_seed_trigger *
     req.n_filter_query = tr->nfilter_query;
     req.filter_query = (char **)tr->filter_query;
     req.task_id = (char *)tr->task_id;
+    req.etag = (char *)(tr->etag ? tr->etag : "");
+    req.last_modified = (char *)(tr->last_modified ? tr->last_modified : "");
 
     struct trigger *t = dmf_xcalloc(1, sizeof(*t));
     t->svc = svc;
@@ -571,6 +585,8 @@ static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, c
         .holds_task = m->holds_task,
         .from_source = m->from_source,
         .stalled = m->stalled,
+        .etag = m->etag,
+        .last_modified = m->last_modified,
     };
     c->registered = true;
     return dmf_scheduler_register(c->svc->sched, &r, c, &c->peer, err, errlen);
@@ -657,7 +673,9 @@ static void announce_peer(struct call *c, const uint8_t *data, size_t len)
             snprintf(reason, sizeof(reason), "%s", req->failed->reason);
             dmf_scheduler_peer_t *p = c->peer;
             c->peer = NULL;
-            if (req->failed->for_good)
+            if (req->failed->content_changed)
+                dmf_scheduler_content_changed(svc->sched, p, reason);
+            else if (req->failed->for_good)
                 dmf_scheduler_failed_for_good(svc->sched, p, req->failed->origin_status, reason);
             else
                 dmf_scheduler_failed(svc->sched, p, reason);
@@ -775,6 +793,7 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
         .candidates = on_candidates,
         .back_to_source = on_back_to_source,
         .task_failed = on_task_failed,
+        .task_changed = on_task_changed,
         .task_meta = on_task_meta,
         .trigger_seed = on_trigger_seed,
         .peer_gone = on_peer_gone,

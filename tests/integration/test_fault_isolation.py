@@ -268,6 +268,9 @@ def test_content_replaced_mid_download(tmp_path, need_binary, same_length):
             else:
                 second.append("failed")
         print(f"second round: {second}")
+        # Once the change settled, the next get of the URL returns the new version exactly
+        # (a same-length change used to leave the cluster pinned to the old one).
+        assert second == ["v2"] * len(second), f"after the change: {second}"
     finally:
         srv.shutdown()
         srv.server_close()

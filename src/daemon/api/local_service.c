@@ -33,10 +33,14 @@ struct dmf_download {
     uint32_t sent_gen; /* the data file whose descriptor the client has (task_info.data_gen) */
     bool from_cache;   /* every piece was held: checked, then handed out from the cache */
     bool done;
+    bool require_fresh;             /* fail rather than serve a cache not revalidated */
+    struct dmf_revalidation *reval; /* the conditional request before serving, if any */
+    uint32_t req_timeout_ms;        /* the request's timeout, armed once it runs */
 };
 
 void dmf_download_abandon(struct dmf_download *dl)
 {
+    dmf_revalidation_cancel(dl->reval);
     if (dl->t && !dl->done)
         dmf_task_unsubscribe(dl->t, &dl->sub);
     if (dl->timeout)
@@ -136,7 +140,8 @@ static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces
         send_progress(dl, pieces, n, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
         finish(dl, GRPC_STATUS_OK, NULL);
     } else {
-        finish(dl, GRPC_STATUS_ABORTED, info.error ? info.error : "download failed");
+        finish(dl, info.not_shared ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_ABORTED,
+               info.error ? info.error : "download failed");
     }
 }
 
@@ -169,6 +174,65 @@ static bool header_ok(const char *name, const char *value)
         if (*p == '\r' || *p == '\n')
             return false;
     return true;
+}
+
+/* Serves the task from the cache, or starts (or joins) its download. */
+static void serve_or_start(struct dmf_download *dl)
+{
+    struct dmf_daemon *d = dl->d;
+    struct dmf_task *t = dl->t;
+    if (dmf_task_cached(t)) {
+        /* Already here: the local cache answers, nobody else is asked. */
+        struct dmf_task_info info;
+        dmf_task_info(t, &info);
+        dmf_info("task %s: served from the local cache (%lld bytes)", info.id,
+                 (long long)info.content_length);
+        dmf_metric_add(&dmf_m_bytes_local, info.content_length);
+        dmf_task_serve_cached(t);
+        send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
+        finish(dl, GRPC_STATUS_OK, NULL);
+        return;
+    }
+    struct dmf_task_info held;
+    dmf_task_info(t, &held);
+    dl->from_cache = held.content_length >= 0 && held.held_pieces == held.total_pieces;
+    dmf_task_subscribe(t, &dl->sub);
+    dmf_task_start(t);
+    if (!dl->done)
+        send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING);
+    if (!dl->done && dl->req_timeout_ms > 0) {
+        dl->timeout_ms = dl->req_timeout_ms;
+        dl->timeout = evtimer_new(d->base, on_timeout, dl);
+        struct timeval tv = {.tv_sec = dl->req_timeout_ms / 1000,
+                             .tv_usec = (dl->req_timeout_ms % 1000) * 1000};
+        evtimer_add(dl->timeout, &tv);
+    }
+}
+
+static void on_revalidated(void *arg, struct dmf_task *t, enum dmf_fresh_verdict v,
+                           const char *detail)
+{
+    struct dmf_download *dl = arg;
+    dl->reval = NULL;
+    if (dl->d->stopping) { /* the task is being freed */
+        finish(dl, GRPC_STATUS_UNAVAILABLE, detail);
+        return;
+    }
+    if (v == DMF_FRESH_UNREACHABLE) {
+        if (dl->require_fresh) {
+            char msg[400];
+            snprintf(msg, sizeof(msg),
+                     "cannot revalidate the cached copy with the origin (%.300s) and fresh "
+                     "content is required",
+                     detail);
+            finish(dl, GRPC_STATUS_UNAVAILABLE, msg);
+            return;
+        }
+        struct dmf_task_info info;
+        dmf_task_info(t, &info);
+        dmf_warn("task %s: serving the cached copy without revalidation: %s", info.id, detail);
+    }
+    serve_or_start(dl);
 }
 
 static void start_download(struct dmf_download *dl, const Damselfly__V1__DownloadTaskRequest *req)
@@ -222,7 +286,21 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         .tag = req->tag,
         .filter_query = &filter,
         .digest = digest_str[0] ? digest_str : NULL,
+        .headers = &headers,
     };
+    const char *bypass = digest_str[0] ? NULL : dmf_task_bypass_header(&headers);
+    if (bypass != NULL) {
+        /* Content chosen per request: not a task anyone else could share. */
+        dmf_info("download refused: its %s header selects content per request; not shared "
+                 "through P2P",
+                 bypass);
+        status = GRPC_STATUS_FAILED_PRECONDITION;
+        snprintf(err, sizeof(err),
+                 "the %s header selects content per request: it is not shared through P2P "
+                 "(fetch it directly)",
+                 bypass);
+        goto fail;
+    }
     char *norm = NULL;
     if (dmf_url_normalize(req->url, &filter, &norm, err, sizeof(err)) != 0 ||
         dmf_task_id(&in, id, err, sizeof(err)) != 0) {
@@ -247,45 +325,32 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
     struct dmf_task *t;
     int e = dmf_engine_open(d, id, &treq, &t);
     dl->t = t;
-    dmf_strlist_free(&headers);
-    dmf_strlist_free(&filter);
     if (e != 0) {
         status = GRPC_STATUS_INTERNAL;
         snprintf(err, sizeof(err), "cannot open the task's data file");
-        goto fail_nofree;
+        goto fail;
     }
-    if (dmf_task_cached(t)) {
-        /* Already here: the local cache answers, nobody else is asked. */
-        struct dmf_task_info info;
-        dmf_task_info(t, &info);
-        dmf_info("task %s: served from the local cache (%lld bytes)", info.id,
-                 (long long)info.content_length);
-        dmf_metric_add(&dmf_m_bytes_local, info.content_length);
-        dmf_task_serve_cached(t);
-        send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_SUCCEEDED);
-        finish(dl, GRPC_STATUS_OK, NULL);
+    if (dmf_task_other_version(t, req->etag, req->last_modified)) {
+        /* The cluster has pinned another version than the one this host holds. */
+        dmf_task_drop_version(t, req->etag, req->last_modified);
+    }
+    dl->require_fresh = req->require_fresh;
+    dl->req_timeout_ms = req->timeout_ms;
+    if (dmf_task_needs_revalidation(t)) {
+        /* Cached but old: one conditional request first, with this caller's headers. */
+        dl->reval = dmf_task_revalidate(t, &headers, on_revalidated, dl);
+        dmf_strlist_free(&headers);
+        dmf_strlist_free(&filter);
         return;
     }
-    struct dmf_task_info held;
-    dmf_task_info(t, &held);
-    dl->from_cache = held.content_length >= 0 && held.held_pieces == held.total_pieces;
-    dmf_task_subscribe(t, &dl->sub);
-    dmf_task_start(t);
-    if (!dl->done)
-        send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING);
-    if (!dl->done && req->timeout_ms > 0) {
-        dl->timeout_ms = req->timeout_ms;
-        dl->timeout = evtimer_new(d->base, on_timeout, dl);
-        struct timeval tv = {.tv_sec = req->timeout_ms / 1000,
-                             .tv_usec = (req->timeout_ms % 1000) * 1000};
-        evtimer_add(dl->timeout, &tv);
-    }
+    dmf_strlist_free(&headers);
+    dmf_strlist_free(&filter);
+    serve_or_start(dl);
     return;
 
 fail:
     dmf_strlist_free(&headers);
     dmf_strlist_free(&filter);
-fail_nofree:
     finish(dl, status, err);
 }
 

@@ -376,7 +376,8 @@ int dmf_announce_decode(const uint8_t *data, size_t len, const char *self_host_i
     }
     case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_FAILED: {
         const char *reason = resp->task_failed->reason;
-        sink->failed(arg, reason && *reason ? reason : "failed", resp->task_failed->origin_status);
+        sink->failed(arg, reason && *reason ? reason : "failed", resp->task_failed->origin_status,
+                     resp->task_failed->content_changed);
         break;
     }
     case DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_TASK_META: {
@@ -513,6 +514,8 @@ struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
     reg.holds_task = r->holds_task;
     reg.from_source = r->from_source;
     reg.stalled = r->stalled;
+    reg.etag = (char *)(r->etag ? r->etag : "");
+    reg.last_modified = (char *)(r->last_modified ? r->last_modified : "");
     Damselfly__V1__AnnouncePeerRequest req = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__INIT;
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_REGISTER;
     req.register_ = &reg;
@@ -569,7 +572,7 @@ void dmf_announce_report_parent_failure(struct dmf_announce_peer *sp, const char
 }
 
 void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason, bool for_good,
-                         uint32_t origin_status)
+                         uint32_t origin_status, bool content_changed)
 {
     if (sp == NULL)
         return;
@@ -587,6 +590,7 @@ void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reas
         failed.reason = (char *)(reason ? reason : "failed");
         failed.for_good = for_good;
         failed.origin_status = origin_status;
+        failed.content_changed = content_changed;
         req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_FAILED;
         req.failed = &failed;
     }

@@ -64,8 +64,9 @@ struct dmf_announce_sink {
     /* The scheduler says: fetch it from the origin. */
     void (*back_to_source)(void *arg, const char *reason);
     /* The scheduler says: the task failed for good elsewhere (origin_status: the origin's
-     * HTTP status, or 0); do not try it again. */
-    void (*failed)(void *arg, const char *reason, uint32_t origin_status);
+     * HTTP status, or 0); do not try it again. content_changed: the origin has another
+     * version than the one being fetched: drop what is held. */
+    void (*failed)(void *arg, const char *reason, uint32_t origin_status, bool content_changed);
     /* The stream ended (details may be ""): it is freed after this call, forget it. */
     void (*lost)(void *arg, const char *details);
 };
@@ -81,6 +82,9 @@ struct dmf_announce_register {
     bool holds_task;  /* a held task joins again: no parents wanted (finish follows) */
     bool from_source; /* already fetching from the origin: no parents wanted */
     bool stalled;     /* nothing progressed with the parents it has */
+    /* The validators a conditional request just found at the origin (a new version of a
+     * cached task), or NULL: the scheduler forgets another version it knows. */
+    const char *etag, *last_modified;
 };
 
 struct dmf_announce_peer_env {
@@ -109,7 +113,7 @@ void dmf_announce_report_parent_failure(struct dmf_announce_peer *sp, const char
  * scheduler tells the other peers instead of letting them ask the origin again; the stream lingers
  * (owned by the client) until the scheduler closes it, and reports nothing more: forget it. */
 void dmf_announce_finish(struct dmf_announce_peer *sp, bool ok, const char *reason, bool for_good,
-                         uint32_t origin_status);
+                         uint32_t origin_status, bool content_changed);
 /* Drops the stream without a word (daemon shutdown). NULL is ignored. */
 void dmf_announce_peer_free(struct dmf_announce_peer *sp);
 

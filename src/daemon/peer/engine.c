@@ -11,6 +11,7 @@
 #include "common/util.h"
 #include "daemon/peer/announce.h"
 #include "daemon/peer/parent.h"
+#include "daemon/peer/revalidate.h"
 #include "daemon/peer/task.h"
 #include "daemon/peer/task_cache.h"
 
@@ -90,6 +91,7 @@ void dmf_engine_stop(struct dmf_daemon *d)
     while (e->tasks) {
         struct dmf_task *t = e->tasks;
         e->tasks = t->next;
+        dmf_revalidations_abort(t, "the daemon is shutting down");
         dmf_task_free(t, "the daemon is shutting down");
     }
     dmf_announce_client_free(e->announcer);
@@ -113,6 +115,9 @@ void dmf_engine_metrics_register(void)
     dmf_metric_register(&dmf_m_cache_failures);
     dmf_metric_register(&dmf_m_tasks_succeeded);
     dmf_metric_register(&dmf_m_tasks_failed);
+    dmf_metric_register(&dmf_m_reval_current);
+    dmf_metric_register(&dmf_m_reval_new);
+    dmf_metric_register(&dmf_m_reval_error);
 }
 
 static void link_task(struct dmf_engine *e, struct dmf_task *t)

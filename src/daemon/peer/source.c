@@ -12,6 +12,7 @@
 #include "common/backoff.h"
 #include "common/log.h"
 #include "common/piecemem.h"
+#include "common/taskid.h"
 #include "common/util.h"
 
 #define MAX_RANGES    16
@@ -65,6 +66,19 @@ static void fail_as(struct dmf_source *src, long status, bool changed, const cha
         .for_good = status > 0 && !dmf_source_retryable(status),
         .content_changed = changed,
     };
+    src->env.sink->failed(src->env.arg, &f);
+}
+
+/* The origin's answer varies on a header of this request: not content for anyone else. */
+static void fail_vary(struct dmf_source *src, const char *header)
+{
+    char buf[400];
+    snprintf(buf, sizeof(buf),
+             "the origin's answer varies on header %s, which this request sets: it is not "
+             "shared through P2P (fetch it directly)",
+             header);
+    src->failed = true;
+    struct dmf_source_failure f = {.reason = buf, .not_shared = true};
     src->env.sink->failed(src->env.arg, &f);
 }
 
@@ -319,10 +333,19 @@ static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
         fail_as(src, 0, true, "the content changed at the origin during the download");
         return -EPROTO;
     }
+    char varied[256];
+    if (!src->env.immutable && dmf_task_vary_conflict(dmf_http_header(req, "vary"),
+                                                      src->env.headers, varied, sizeof(varied))) {
+        dmf_info("task %s: the origin varies on %s, which this request sets: not shared "
+                 "through P2P",
+                 src->env.task_id, varied);
+        fail_vary(src, varied);
+        return -EPROTO;
+    }
     pin(&src->etag, etag);
     pin(&src->last_modified, lm);
     if (src->env.sink->validators)
-        src->env.sink->validators(src->env.arg, etag, lm);
+        src->env.sink->validators(src->env.arg, etag, lm, dmf_http_header(req, "content-type"));
     if (src->env.sink->layout(src->env.arg, total, pl) != 0)
         return -EINVAL;
     src->mode = mode;

@@ -25,6 +25,8 @@ struct dmf_source_failure {
     bool for_good;        /* anyone asking would get the same (a 4xx) */
     bool content_changed; /* the origin's validators or length changed mid-download: the
                            * pieces fetched so far belong to another version */
+    bool not_shared;      /* the origin varies its answer on a header this request sets
+                           * (Vary): this content is not for other users of the URL */
 };
 
 /* How back-to-source reports to its task. */
@@ -36,8 +38,10 @@ struct dmf_source_sink {
     /* The origin told the length (content_length -1: unknown) and the piece length to cut
      * it in: 0, or -EINVAL when it contradicts what the task knows (the task failed). */
     int (*layout)(void *arg, int64_t content_length, uint32_t piece_length);
-    /* The origin's validators (either may be NULL) for the content being fetched. */
-    void (*validators)(void *arg, const char *etag, const char *last_modified);
+    /* The origin's validators and Content-Type (any may be NULL) for the content being
+     * fetched. */
+    void (*validators)(void *arg, const char *etag, const char *last_modified,
+                       const char *content_type);
     /* The download from the origin failed (after the retries worth making). */
     void (*failed)(void *arg, const struct dmf_source_failure *f);
     void (*changed)(void *arg);
@@ -56,6 +60,7 @@ struct dmf_source_env {
      * fetch); NULL = none known. Read when the origin answers: another version fails the
      * fetch (content_changed) instead of mixing. */
     char *const *etag, *const *last_modified;
+    bool immutable; /* a digest task: the content digest decides, Vary does not matter */
     const struct dmf_source_sink *sink;
     void *arg;
 };

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/backoff.h"
@@ -119,6 +120,10 @@ static void save(struct dmf_task *t)
     st.total_pieces = t->book.total_pieces;
     st.complete = t->state == DMF_TASK_SUCCEEDED;
     memcpy(st.content_digest, t->content_digest, sizeof(st.content_digest));
+    st.etag = t->etag;
+    st.last_modified = t->last_modified;
+    st.validated_at = t->validated_at;
+    st.content_type = t->content_type;
     if (dmf_store_task_save(t->d->store, &st) != 0)
         dmf_warn("task %s: cannot save its metadata", t->id);
 }
@@ -138,6 +143,10 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
     b->piece_length = st->piece_length;
     b->total_pieces = st->total_pieces;
     memcpy(t->content_digest, st->content_digest, sizeof(t->content_digest));
+    set_str(&t->etag, st->etag);
+    set_str(&t->last_modified, st->last_modified);
+    t->validated_at = st->validated_at;
+    set_str(&t->content_type, st->content_type);
     for (uint32_t n = 0; n < st->have.nbits; n++)
         if (dmf_bitmap_get(&st->have, n) && n < st->ndigests)
             dmf_book_commit(b, n, st->digests[n]);
@@ -473,9 +482,12 @@ static bool pin_validator(char **pinned, const char *v)
     return strcmp(*pinned, v) == 0;
 }
 
-static void on_source_validators(void *arg, const char *etag, const char *last_modified)
+static void on_source_validators(void *arg, const char *etag, const char *last_modified,
+                                 const char *content_type)
 {
     struct dmf_task *t = arg;
+    if (content_type && strlen(content_type) <= DMF_VALIDATOR_MAX)
+        set_str(&t->content_type, content_type);
     set_str(&t->source_etag, etag);
     set_str(&t->source_last_modified, last_modified);
     (void)pin_validator(&t->etag, etag); /* source.c checked them against the pinned ones */
@@ -489,7 +501,8 @@ static void on_source_failed(void *arg, const struct dmf_source_failure *f)
         t->failed_for_good = f->for_good;
         t->origin_status =
             f->http_status > 0 && f->http_status < 1000 ? (uint32_t)f->http_status : 0;
-        t->drop_on_failure = f->content_changed;
+        t->drop_on_failure = f->content_changed || f->not_shared;
+        t->not_shared = f->not_shared;
     }
     handle(t, DMF_TASK_EV_ERROR, f->reason);
 }
@@ -550,8 +563,12 @@ static void on_meta(void *arg, const struct dmf_announce_meta *meta)
     handle_news(arg, DMF_TASK_EV_META, &news);
 }
 
-static void on_sched_failed(void *arg, const char *reason, uint32_t origin_status)
+static void on_sched_failed(void *arg, const char *reason, uint32_t origin_status,
+                            bool content_changed)
 {
+    struct dmf_task *t = arg;
+    if (content_changed && t->error == NULL)
+        t->drop_on_failure = true; /* another version: nothing held may be kept */
     char why[600];
     snprintf(why, sizeof(why), "the scheduler says: %.500s", reason);
     handle(arg, DMF_TASK_EV_ERROR, why);
@@ -656,6 +673,8 @@ static void finish(struct dmf_task *t)
         dmf_task_cache_mark(t);
     uint64_t ms = dmf_now_ms() - t->started_ms;
     if (ok) {
+        if (t->bytes.origin + t->bytes.seed + t->bytes.peer > 0)
+            t->validated_at = (int64_t)time(NULL); /* just fetched: the current version */
         save(t);
         dmf_metric_add(&dmf_m_tasks_succeeded, 1);
         dmf_piece_server_notify_done(t->d->pieces, t->id);
@@ -680,7 +699,8 @@ static void finish(struct dmf_task *t)
         dmf_piece_server_notify_gone(t->d->pieces, t->id);
         dmf_warn("task %s peer %s: failed: %s", t->id, t->peer_id, t->error);
     }
-    dmf_announce_finish(t->announce, ok, t->error, t->failed_for_good, t->origin_status);
+    dmf_announce_finish(t->announce, ok, t->error, t->failed_for_good, t->origin_status,
+                        !ok && t->drop_on_failure && !t->not_shared);
     t->announce = NULL;
     tell_subscribers(t, true);
 }
@@ -711,8 +731,10 @@ static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, boo
         .peer_id = t->peer_id,
         .book = &t->book,
         .bytes = &t->bytes,
-        .etag = &t->source_etag,
-        .last_modified = &t->source_last_modified,
+        /* A holder speaks for the version of its pieces; a download for what its own fetch
+         * from the origin saw (if any). */
+        .etag = holds ? &t->etag : &t->source_etag,
+        .last_modified = holds ? &t->last_modified : &t->source_last_modified,
         .sink = &announce_sink,
         .arg = t,
     };
@@ -726,7 +748,10 @@ static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, boo
         .holds_task = holds,
         .from_source = !holds && t->state == DMF_TASK_BACK_TO_SOURCE,
         .stalled = stalled,
+        .etag = t->version_news ? t->etag : NULL,
+        .last_modified = t->version_news ? t->last_modified : NULL,
     };
+    t->version_news = false; /* told once: a later register is of the version it pinned */
     return dmf_announce_open(t->announcer, &env, &reg);
 }
 
@@ -743,7 +768,7 @@ static void announce_held(struct dmf_task *t)
         return;
     dmf_debug("task %s: telling the scheduler this host holds it", t->id);
     t->held_announced = true;
-    dmf_announce_finish(open_stream(t, true, false), true, NULL, false, 0);
+    dmf_announce_finish(open_stream(t, true, false), true, NULL, false, 0, false);
 }
 
 void dmf_task_rejoin(struct dmf_task *t)
@@ -779,6 +804,7 @@ static void start_source(struct dmf_task *t, const char *why)
         .concurrency = (int)t->d->cfg.source_concurrency,
         .etag = &t->etag,
         .last_modified = &t->last_modified,
+        .immutable = t->expected_digest[0] != '\0',
         .sink = &source_sink,
         .arg = t,
     };
@@ -1100,6 +1126,7 @@ void dmf_task_start(struct dmf_task *t)
         free(t->error);
         t->error = NULL;
         t->failed_for_good = t->drop_on_failure = t->release_on_failure = false;
+        t->not_shared = false;
         t->origin_status = 0;
         t->bytes = (struct dmf_transfer_bytes){0};
         t->started_ms = dmf_now_ms();
@@ -1159,6 +1186,10 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
         .data_gen = t->fd >= 0 ? t->data_gen : 0,
         .content_digest = t->content_digest,
         .error = t->error,
+        .not_shared = t->not_shared,
+        .etag = t->etag ? t->etag : "",
+        .last_modified = t->last_modified ? t->last_modified : "",
+        .content_type = t->content_type ? t->content_type : "",
         .phase = phase(t->state),
         .content_length = t->book.content_length,
         .piece_length = t->book.piece_length,
@@ -1234,6 +1265,32 @@ void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
     view->verify_arg = t;
 }
 
+void dmf_task_still_current(struct dmf_task *t)
+{
+    if (running(t) || !dmf_book_all_held(&t->book))
+        return;
+    t->validated_at = (int64_t)time(NULL);
+    save(t);
+}
+
+void dmf_task_new_version(struct dmf_task *t, const char *etag, const char *last_modified)
+{
+    if (running(t))
+        return; /* a download started meanwhile: it pins what it finds */
+    dmf_info("task %s: the origin has another version (ETag %s): the cached one is dropped", t->id,
+             etag && *etag ? etag : "none");
+    dmf_task_cache_detach(t, "a new version at the origin");
+    dmf_book_free(&t->book);
+    dmf_book_init(&t->book);
+    set_str(&t->etag, etag);
+    set_str(&t->last_modified, last_modified);
+    t->version_news = t->etag != NULL || t->last_modified != NULL;
+    t->validated_at = 0;
+    if (t->state == DMF_TASK_SUCCEEDED)
+        task_set_state(t, DMF_TASK_IDLE);
+    save(t);
+}
+
 void dmf_task_free(struct dmf_task *t, const char *why)
 {
     if (t->subs) {
@@ -1263,6 +1320,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     free(t->last_modified);
     free(t->source_etag);
     free(t->source_last_modified);
+    free(t->content_type);
     free(t->fresh);
     dmf_strlist_free(&t->headers);
     dmf_strlist_free(&t->filter_query);

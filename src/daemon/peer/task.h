@@ -61,10 +61,16 @@ struct dmf_task {
      * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
     char *etag, *last_modified;
     char *source_etag, *source_last_modified;
-    char *error;             /* why it failed */
+    char *content_type;   /* the origin's, when this host fetched from it (or NULL) */
+    int64_t validated_at; /* when this version was last known current (Unix s; 0: never) */
+    bool version_news;    /* etag/last_modified come from a conditional request that found a
+                           * new version: the next register tells the scheduler */
+    struct dmf_revalidation *revals; /* conditional requests in flight (revalidate.c) */
+    char *error;                     /* why it failed */
     bool failed_for_good;    /* ... for a reason anyone asking would meet (a 4xx, a digest) */
     uint32_t origin_status;  /* the origin's HTTP status when that is why, else 0 */
     bool drop_on_failure;    /* the origin's content changed: no piece of it may be kept */
+    bool not_shared;         /* ... or it varies on a header of this request (Vary) */
     bool release_on_failure; /* the disk is full: give the failed task's space back */
 
     struct dmf_task_sub *subs;
@@ -108,6 +114,14 @@ void dmf_task_rejoin(struct dmf_task *t);
 /* A failed task whose disk filled up gives its blocks back now rather than in a moment
  * (another download is about to need them). */
 void dmf_task_release_now(struct dmf_task *t);
+/* The origin confirmed the cached version (a 304, or the same validators): it counts as
+ * validated now. */
+void dmf_task_still_current(struct dmf_task *t);
+/* The origin has another version (validators etag, last_modified: either may be NULL) or
+ * no longer has the content: the cached pieces are dropped (a user's hard link keeps the
+ * old file), the layout is forgotten and the new validators are pinned for the next
+ * download, which tells the scheduler. Ignored while a download runs. */
+void dmf_task_new_version(struct dmf_task *t, const char *etag, const char *last_modified);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
 /* Something outside the task changed (piece memory was freed): it makes a dispatch pass. */

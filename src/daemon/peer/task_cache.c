@@ -72,6 +72,11 @@ static void detach(struct dmf_task *t, const char *why)
         dmf_warn("task %s: cannot open a fresh data file", t->id);
 }
 
+void dmf_task_cache_detach(struct dmf_task *t, const char *why)
+{
+    detach(t, why);
+}
+
 /* Some pieces were dropped from the data file fd: a hard-linked one is not written again. */
 static void after_drops(struct dmf_task *t)
 {

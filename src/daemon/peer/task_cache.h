@@ -16,6 +16,9 @@ struct dmf_task;
 
 /* Frees the task's cache state (dmf_task_free). */
 void dmf_task_cache_free(struct dmf_task *t);
+/* Stops using the task's data file (a user's hard link keeps it): every piece is dropped
+ * and a fresh, empty data file is opened; why is logged. */
+void dmf_task_cache_detach(struct dmf_task *t, const char *why);
 /* Records the data file as the daemon left it (after its own last write). */
 void dmf_task_cache_mark(struct dmf_task *t);
 /* Unless a download runs (which writes the file), compares the data file with its mark:

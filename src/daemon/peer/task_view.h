@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/metrics.h"
+#include "daemon/peer/freshness.h"
 
 struct dmf_task;
 
@@ -39,11 +40,15 @@ struct dmf_task_request {
 struct dmf_task_info {
     const char *id;
     const char *peer_id;
-    const char *url;            /* "" when unknown */
-    const char *data_path;      /* "" when the data file is not open */
-    uint32_t data_gen;          /* changes when the task starts a fresh data file; 0: none */
-    const char *content_digest; /* "sha256:HEX" once verified against one, else "" */
-    const char *error;          /* why it failed, or NULL */
+    const char *url;                  /* "" when unknown */
+    const char *data_path;            /* "" when the data file is not open */
+    uint32_t data_gen;                /* changes when the task starts a fresh data file; 0: none */
+    const char *content_digest;       /* "sha256:HEX" once verified against one, else "" */
+    const char *error;                /* why it failed, or NULL */
+    const char *etag, *last_modified; /* the origin's validators of the pieces, or "" */
+    const char *content_type;         /* the origin's Content-Type, or "" when not known */
+    bool not_shared;                  /* failed because the content is per request (Vary): the
+                                       * client may fetch it from the origin itself */
     enum dmf_task_phase phase;
     int64_t content_length; /* -1 unknown */
     uint32_t piece_length;  /* 0 unknown */
@@ -92,6 +97,33 @@ ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t 
  * client: only bytes of pieces it is told are verified are meaningful. -errno when the
  * data file is not open. */
 int dmf_task_open_read(const struct dmf_task *t);
+
+/* True when every piece of this URL task is held (verified or not yet) and its last
+ * validation is older than --revalidate-after: a get asks the origin first. Never for a
+ * digest task, nor while a download runs. */
+bool dmf_task_needs_revalidation(struct dmf_task *t);
+
+/* True when the validators etag, last_modified (NULL or "": unknown; from the scheduler's
+ * trigger) name another version than the one t's pieces are of (and t is not running). */
+bool dmf_task_other_version(struct dmf_task *t, const char *etag, const char *last_modified);
+/* Drops t's pieces of another version and pins etag, last_modified for the next download
+ * (as a revalidation that found a new version). */
+void dmf_task_drop_version(struct dmf_task *t, const char *etag, const char *last_modified);
+
+/* The end of a revalidation: verdict (freshness.h) and a line saying what happened
+ * (borrowed, for logs and errors). t has already applied it: a new version dropped the
+ * cache (dmf_task_start fetches it), current counts as validated now. */
+typedef void (*dmf_revalidated_cb)(void *arg, struct dmf_task *t, enum dmf_fresh_verdict v,
+                                   const char *detail);
+struct dmf_revalidation;
+/* Sends one conditional request for t with the caller's headers (borrowed; secrets, never
+ * logged). cb runs once, on a later loop pass, unless cancelled first. */
+struct dmf_revalidation *dmf_task_revalidate(struct dmf_task *t, const struct dmf_strlist *headers,
+                                             dmf_revalidated_cb cb, void *arg);
+/* Cancels a revalidation in flight (cb will not run). NULL is ignored. */
+void dmf_revalidation_cancel(struct dmf_revalidation *r);
+/* Revalidations by result (result="not_modified", "modified", "error"). */
+extern struct dmf_metric dmf_m_reval_current, dmf_m_reval_new, dmf_m_reval_error;
 
 /* Bytes handed out from this host's cache (the local API and the proxy add to it). */
 extern struct dmf_metric dmf_m_bytes_local;

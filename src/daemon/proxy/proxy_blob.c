@@ -16,21 +16,22 @@
 
 #define READ_CHUNK (256u << 10)
 
-static void send_blob_headers(struct conn *c, long status, int64_t total)
+/* The origin's validators and Content-Type as the task has them (a blob's ETag is its
+ * digest, as registries send it). */
+static void add_task_headers(struct conn *c, struct evbuffer *o, const struct dmf_task_info *info)
 {
-    struct evbuffer *o = proxy_out(c);
-    int64_t len = c->end - c->off + 1;
-    evbuffer_add_printf(o, "HTTP/1.1 %ld %s\r\n", status, dmf_proxy_status_reason(status));
-    evbuffer_add_printf(o, "Content-Length: %" PRId64 "\r\n", len < 0 ? 0 : len);
-    evbuffer_add_printf(o, "Content-Type: application/octet-stream\r\n");
-    evbuffer_add_printf(o, "Accept-Ranges: bytes\r\n");
-    if (status == 206)
-        evbuffer_add_printf(o, "Content-Range: bytes %" PRId64 "-%" PRId64 "/%" PRId64 "\r\n",
-                            c->off, c->end, total);
-    if (c->digest[0]) {
-        evbuffer_add_printf(o, "Docker-Content-Digest: %s\r\n", c->digest);
+    if (c->digest[0])
         evbuffer_add_printf(o, "Etag: \"%s\"\r\n", c->digest);
-    }
+    else if (info->etag[0])
+        evbuffer_add_printf(o, "ETag: %s\r\n", info->etag);
+    if (!c->digest[0] && info->last_modified[0])
+        evbuffer_add_printf(o, "Last-Modified: %s\r\n", info->last_modified);
+}
+
+/* Ends a response head to the client: the task's headers, the connection's fate. */
+static void end_head(struct conn *c, struct evbuffer *o, const struct dmf_task_info *info)
+{
+    add_task_headers(c, o, info);
     if (!c->req.keep_alive) {
         evbuffer_add_printf(o, "Connection: close\r\n");
         c->close_after = true;
@@ -38,6 +39,52 @@ static void send_blob_headers(struct conn *c, long status, int64_t total)
     evbuffer_add(o, "\r\n", 2);
     c->headers_sent = true;
     c->resp_started = true;
+}
+
+/* The task's ETag as a client compares it. */
+static const char *task_etag(struct conn *c, const struct dmf_task_info *info, char *buf,
+                             size_t len)
+{
+    if (!c->digest[0])
+        return info->etag;
+    snprintf(buf, len, "\"%s\"", c->digest);
+    return buf;
+}
+
+/* A client's conditional request the content it would get matches: 304, no body. */
+static bool answer_not_modified(struct conn *c, const struct dmf_task_info *info)
+{
+    char buf[DMF_DIGEST_STR_LEN + 3];
+    if (!dmf_fresh_client_match(dmf_proxy_request_header(&c->req, "if-none-match"),
+                                dmf_proxy_request_header(&c->req, "if-modified-since"),
+                                task_etag(c, info, buf, sizeof(buf)),
+                                c->digest[0] ? NULL : info->last_modified))
+        return false;
+    struct evbuffer *o = proxy_out(c);
+    evbuffer_add_printf(o, "HTTP/1.1 304 Not Modified\r\n");
+    end_head(c, o, info);
+    dmf_info("proxy conn %lu: %s: 304 to the client's conditional request (task %s)", c->id,
+             c->what, info->id);
+    proxy_request_done(c);
+    return true;
+}
+
+static void send_blob_headers(struct conn *c, long status, int64_t total,
+                              const struct dmf_task_info *info)
+{
+    struct evbuffer *o = proxy_out(c);
+    int64_t len = c->end - c->off + 1;
+    evbuffer_add_printf(o, "HTTP/1.1 %ld %s\r\n", status, dmf_proxy_status_reason(status));
+    evbuffer_add_printf(o, "Content-Length: %" PRId64 "\r\n", len < 0 ? 0 : len);
+    evbuffer_add_printf(o, "Content-Type: %s\r\n",
+                        info->content_type[0] ? info->content_type : "application/octet-stream");
+    evbuffer_add_printf(o, "Accept-Ranges: bytes\r\n");
+    if (status == 206)
+        evbuffer_add_printf(o, "Content-Range: bytes %" PRId64 "-%" PRId64 "/%" PRId64 "\r\n",
+                            c->off, c->end, total);
+    if (c->digest[0])
+        evbuffer_add_printf(o, "Docker-Content-Digest: %s\r\n", c->digest);
+    end_head(c, o, info);
 }
 
 /* May byte offset off of task t (info: its snapshot) be sent? Its piece is verified, and
@@ -54,8 +101,8 @@ static bool sendable(const struct dmf_task *t, const struct dmf_task_info *info,
 void proxy_blob_pump(struct conn *c)
 {
     struct dmf_task *t = c->t;
-    if (c->dead || c->state != C_BLOB || t == NULL)
-        return;
+    if (c->dead || c->state != C_BLOB || t == NULL || c->reval != NULL)
+        return; /* (a revalidation in flight: nothing is sent before its verdict) */
     /* Nothing below gives control back to the loop, so the snapshot holds throughout. */
     struct dmf_task_info info;
     dmf_task_info(t, &info);
@@ -84,7 +131,9 @@ void proxy_blob_pump(struct conn *c)
          * it is verified (its digest is all there is to check). */
         if (!done && (total == 0 || !sendable(t, &info, start)))
             return;
-        send_blob_headers(c, status, total);
+        if (answer_not_modified(c, &info))
+            return;
+        send_blob_headers(c, status, total, &info);
         dmf_info("proxy conn %lu: %s: streaming %s task %s (%" PRId64 " bytes%s)", c->id, c->what,
                  c->from_cache ? "cached" : "P2P", info.id, end - start + 1,
                  status == 206 ? ", a range" : "");
@@ -153,16 +202,41 @@ static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces
     proxy_conn_close(c, true);
 }
 
+static void serve_task(struct conn *c);
+
+static void on_revalidated(void *arg, struct dmf_task *t, enum dmf_fresh_verdict v,
+                           const char *detail)
+{
+    struct conn *c = arg;
+    c->reval = NULL;
+    if (c->dead || c->t != t)
+        return;
+    if (v == DMF_FRESH_UNREACHABLE)
+        dmf_warn("proxy conn %lu: %s: serving the cached copy without revalidation: %s", c->id,
+                 c->what, detail);
+    serve_task(c);
+}
+
 static void start_task(struct conn *c)
 {
     struct dmf_daemon *d = c->p->d;
     char id[DMF_TASK_ID_LEN + 1], err[256];
-    struct dmf_task_id_input in = {.url = c->url, .digest = c->digest[0] ? c->digest : NULL};
+    proxy_forward_headers(c, true);
+    /* A blob is checked against its digest: no header can change what it is. */
+    const char *bypass = c->digest[0] ? NULL : dmf_task_bypass_header(&c->fwd);
+    if (bypass != NULL) {
+        dmf_info("proxy conn %lu: %s: its %s header selects content per request: passed to "
+                 "the origin, not shared through P2P",
+                 c->id, c->what, bypass);
+        proxy_pass_start(c, false);
+        return;
+    }
+    struct dmf_task_id_input in = {
+        .url = c->url, .digest = c->digest[0] ? c->digest : NULL, .headers = &c->fwd};
     if (dmf_task_id(&in, id, err, sizeof(err)) != 0) {
         proxy_pass_start(c, false);
         return;
     }
-    proxy_forward_headers(c, true);
     struct dmf_task_request treq = {
         .url = c->url,
         .headers = &c->fwd,
@@ -176,6 +250,17 @@ static void start_task(struct conn *c)
     dmf_metric_add(&proxy_m_req_p2p, 1);
     c->t = t;
     proxy_conn_set_state(c, C_BLOB);
+    if (!c->digest[0] && dmf_task_needs_revalidation(t)) {
+        c->reval = dmf_task_revalidate(t, &c->fwd, on_revalidated, c);
+        return;
+    }
+    serve_task(c);
+}
+
+/* Serves the task c->t from the cache, or follows its download. */
+static void serve_task(struct conn *c)
+{
+    struct dmf_task *t = c->t;
     if (dmf_task_cached(t)) {
         c->from_cache = true;
         dmf_task_serve_cached(t);

@@ -119,7 +119,8 @@ struct conn {
     struct dmf_task *t;
     struct dmf_task_sub sub;
     bool subscribed, from_cache, headers_sent;
-    int64_t off, end; /* next byte to send, last byte (inclusive) */
+    struct dmf_revalidation *reval; /* a cached URL task checked with its origin first */
+    int64_t off, end;               /* next byte to send, last byte (inclusive) */
 };
 
 /* The proxy's metrics (defined in proxy_conn.c, registered by dmf_proxy_metrics_register). */

@@ -289,6 +289,93 @@ static void test_task_id_valid(void **state)
         dmf_task_id_valid("../5f34b30812cb1da027baba941c5fc7c660ac1d6e103b07e94f3dc472d9fa"));
 }
 
+static void id_with(const char *url, const struct dmf_strlist *headers, char *out)
+{
+    char err[128];
+    struct dmf_task_id_input in = {.url = url, .headers = headers};
+    assert_int_equal(dmf_task_id(&in, out, err, sizeof(err)), 0);
+}
+
+/* Host (another than the URL's) and Accept-Encoding select content: part of the ID; other
+ * headers are not; the URL's own authority in Host, or a different spelling of the same
+ * encodings, is the same task. */
+static void test_identity_headers(void **state)
+{
+    char plain[DMF_TASK_ID_LEN + 1], x[DMF_TASK_ID_LEN + 1];
+    const char *url = "http://Example.com:80/a";
+    id_with(url, NULL, plain);
+    struct dmf_strlist h = {0};
+    dmf_strlist_push(&h, "User-Agent: x");
+    dmf_strlist_push(&h, "Authorization: Bearer t");
+    id_with(url, &h, x);
+    assert_string_equal(x, plain);
+    dmf_strlist_push(&h, "host: EXAMPLE.com:80");
+    id_with(url, &h, x);
+    assert_string_equal(x, plain); /* the URL's own authority */
+    dmf_strlist_free(&h);
+    dmf_strlist_push(&h, "Host: evil.example");
+    id_with(url, &h, x);
+    assert_string_not_equal(x, plain);
+    dmf_strlist_free(&h);
+
+    char a[DMF_TASK_ID_LEN + 1], b[DMF_TASK_ID_LEN + 1];
+    dmf_strlist_push(&h, "Accept-Encoding: gzip, br");
+    id_with(url, &h, a);
+    dmf_strlist_free(&h);
+    dmf_strlist_push(&h, "accept-encoding:BR,gzip");
+    id_with(url, &h, b);
+    dmf_strlist_free(&h);
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, plain);
+    /* With a digest the headers do not matter. */
+    char d1[DMF_TASK_ID_LEN + 1], d2[DMF_TASK_ID_LEN + 1], err[128];
+    const char *dg = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    struct dmf_task_id_input in = {.url = url, .digest = dg};
+    assert_int_equal(dmf_task_id(&in, d1, err, sizeof(err)), 0);
+    dmf_strlist_push(&h, "Host: evil.example");
+    in.headers = &h;
+    assert_int_equal(dmf_task_id(&in, d2, err, sizeof(err)), 0);
+    dmf_strlist_free(&h);
+    assert_string_equal(d1, d2);
+}
+
+static void test_header_roles(void **state)
+{
+    assert_int_equal(dmf_task_header_role("HOST: x"), DMF_HEADER_IDENTITY);
+    assert_int_equal(dmf_task_header_role("Accept-Encoding: gzip"), DMF_HEADER_IDENTITY);
+    assert_int_equal(dmf_task_header_role("cookie: a=b"), DMF_HEADER_BYPASS);
+    assert_int_equal(dmf_task_header_role("Range: bytes=0-1"), DMF_HEADER_BYPASS);
+    assert_int_equal(dmf_task_header_role("If-None-Match: \"x\""), DMF_HEADER_BYPASS);
+    assert_int_equal(dmf_task_header_role("Authorization: t"), DMF_HEADER_PASSED);
+    assert_int_equal(dmf_task_header_role("Cookies: a"), DMF_HEADER_PASSED);
+    assert_int_equal(dmf_task_header_role("no colon"), DMF_HEADER_PASSED);
+    struct dmf_strlist h = {0};
+    assert_null(dmf_task_bypass_header(&h));
+    assert_null(dmf_task_bypass_header(NULL));
+    dmf_strlist_push(&h, "X-A: 1");
+    dmf_strlist_push(&h, "cookie: s=1");
+    assert_string_equal(dmf_task_bypass_header(&h), "Cookie");
+    dmf_strlist_free(&h);
+}
+
+static void test_vary_conflict(void **state)
+{
+    char name[64];
+    struct dmf_strlist h = {0};
+    dmf_strlist_push(&h, "X-Variant: evil");
+    dmf_strlist_push(&h, "Accept-Encoding: gzip");
+    assert_true(dmf_task_vary_conflict("Accept-Encoding, x-variant", &h, name, sizeof(name)));
+    assert_string_equal(name, "x-variant");
+    /* Headers in the identity, or not carried by this request, are no conflict. */
+    assert_false(dmf_task_vary_conflict("Accept-Encoding", &h, name, sizeof(name)));
+    assert_false(dmf_task_vary_conflict("User-Agent, Origin", &h, name, sizeof(name)));
+    assert_false(dmf_task_vary_conflict(NULL, &h, name, sizeof(name)));
+    assert_false(dmf_task_vary_conflict(" , ", &h, name, sizeof(name)));
+    assert_true(dmf_task_vary_conflict("*", NULL, name, sizeof(name)));
+    assert_false(dmf_task_vary_conflict("X-Variant", NULL, name, sizeof(name)));
+    dmf_strlist_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +388,9 @@ int main(void)
         cmocka_unit_test(test_normalize),
         cmocka_unit_test(test_bad_urls_rejected),
         cmocka_unit_test(test_task_id_valid),
+        cmocka_unit_test(test_identity_headers),
+        cmocka_unit_test(test_header_roles),
+        cmocka_unit_test(test_vary_conflict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -431,6 +431,96 @@ static void test_power_loss_recheck(void **state)
     dmf_store_task_free(got);
 }
 
+/* The origin's validators and the last validation survive a restart. */
+static void test_validators_persisted(void **state)
+{
+    struct fixture *f = *state;
+    struct dmf_store_task t = {.id = ID_A,
+                               .url = "http://o/x",
+                               .content_length = 10,
+                               .piece_length = PL,
+                               .total_pieces = 1,
+                               .complete = true,
+                               .etag = "\"v1\"",
+                               .last_modified = "Mon, 01 Jan 2024 00:00:00 GMT",
+                               .validated_at = 1700000000};
+    assert_int_equal(dmf_store_task_save(f->s, &t), 0);
+    reopen(f);
+    struct dmf_store_task *got;
+    assert_int_equal(dmf_store_task_load(f->s, ID_A, &got), 0);
+    assert_string_equal(got->etag, "\"v1\"");
+    assert_string_equal(got->last_modified, "Mon, 01 Jan 2024 00:00:00 GMT");
+    assert_int_equal(got->validated_at, 1700000000);
+    dmf_store_task_free(got);
+    /* None sent by the origin: none kept (not ""). */
+    t.etag = NULL;
+    t.last_modified = "";
+    assert_int_equal(dmf_store_task_save(f->s, &t), 0);
+    assert_int_equal(dmf_store_task_load(f->s, ID_A, &got), 0);
+    assert_null(got->etag);
+    assert_null(got->last_modified);
+    dmf_store_task_free(got);
+}
+
+/* A data dir made by a daemon of schema version 1 opens, keeps its tasks and pieces, and
+ * gets the new columns (no validators, never validated). */
+static void test_migrates_schema_v1(void **state)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/dmf-store-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    char *db_path = dmf_xasprintf("%s/meta.db", dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    const char *v1 =
+        "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, url TEXT,"
+        " content_length INTEGER NOT NULL DEFAULT -1, piece_length INTEGER NOT NULL DEFAULT 0,"
+        " total_pieces INTEGER NOT NULL DEFAULT 0, complete INTEGER NOT NULL DEFAULT 0,"
+        " content_digest TEXT, created_at INTEGER NOT NULL, accessed_at INTEGER NOT NULL);"
+        "CREATE INDEX tasks_by_access ON tasks (accessed_at);"
+        "CREATE TABLE pieces (task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,"
+        " num INTEGER NOT NULL, digest BLOB NOT NULL CHECK (length(digest) = 32),"
+        " PRIMARY KEY (task_id, num)) WITHOUT ROWID;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT) WITHOUT ROWID;"
+        "INSERT INTO tasks VALUES ('" ID_A "', 'http://o/old', 5, 1048576, 1, 1, NULL, 1, 1);"
+        "INSERT INTO pieces VALUES ('" ID_A "', 0, zeroblob(32));"
+        "PRAGMA user_version = 1;";
+    assert_int_equal(sqlite3_exec(db, v1, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    dmf_store_t *s;
+    char err[256] = "";
+    assert_int_equal(dmf_store_open(dir, &s, err, sizeof(err)), 0);
+    struct dmf_store_task *got;
+    assert_int_equal(dmf_store_task_load(s, ID_A, &got), 0);
+    assert_string_equal(got->url, "http://o/old");
+    assert_true(got->complete);
+    assert_true(dmf_bitmap_get(&got->have, 0));
+    assert_null(got->etag);
+    assert_int_equal(got->validated_at, 0);
+    got->etag = dmf_xstrdup("\"e\"");
+    assert_int_equal(dmf_store_task_save(s, got), 0);
+    dmf_store_task_free(got);
+    dmf_store_close(s);
+    /* Opened again: already version 2, the saved validator is there. */
+    assert_int_equal(dmf_store_open(dir, &s, err, sizeof(err)), 0);
+    assert_int_equal(dmf_store_task_load(s, ID_A, &got), 0);
+    assert_string_equal(got->etag, "\"e\"");
+    dmf_store_task_free(got);
+    dmf_store_close(s);
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 2);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    char *cmd = dmf_xasprintf("rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+    free(db_path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -446,6 +536,8 @@ int main(void)
         cmocka_unit_test(test_unwritable_dir),
         cmocka_unit_test_setup_teardown(test_second_open_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_power_loss_recheck, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validators_persisted, setup, teardown),
+        cmocka_unit_test(test_migrates_schema_v1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,7 @@
 #define T2  "2222222222222222222222222222222222222222222222222222222222222222"
 #define MIB (1ll << 20)
 
-enum { EV_CANDIDATES, EV_BTS, EV_META, EV_TRIGGER, EV_GONE, EV_HOST_GONE, EV_FAILED };
+enum { EV_CANDIDATES, EV_BTS, EV_META, EV_TRIGGER, EV_GONE, EV_HOST_GONE, EV_FAILED, EV_CHANGED };
 
 struct ev {
     int kind;
@@ -119,6 +119,12 @@ static void on_task_failed(void *arg, void *stream, const char *reason, uint32_t
     e->total = origin_status;
 }
 
+static void on_task_changed(void *arg, void *stream, const char *reason)
+{
+    struct ev *e = ev_new(EV_CHANGED, stream);
+    snprintf(e->reason, sizeof(e->reason), "%s", reason);
+}
+
 static void on_host_gone(void *arg, const char *host_id)
 {
     struct ev *e = ev_new(EV_HOST_GONE, NULL);
@@ -133,6 +139,7 @@ static const struct dmf_scheduler_sink sink = {
     .peer_gone = on_peer_gone,
     .host_gone = on_host_gone,
     .task_failed = on_task_failed,
+    .task_changed = on_task_changed,
 };
 
 static dmf_scheduler_t *new_sched_cfg(struct dmf_scheduler_config cfg)
@@ -842,6 +849,96 @@ static void test_failed_for_good_is_remembered(void **state)
     dmf_scheduler_free(s);
 }
 
+static dmf_scheduler_peer_t *reg_with(dmf_scheduler_t *s, struct dmf_scheduler_register r,
+                                      const char *stream);
+
+/* Reports validators (and pieces [0, 2) with digests of byte b) as a fetcher would. */
+static void progress_version(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *etag,
+                             uint8_t b)
+{
+    char err[256];
+    uint32_t pieces[2] = {0, 1};
+    struct dmf_scheduler_digest d[2] = {{.number = 0}, {.number = 1}};
+    memset(d[0].sha256, b, sizeof(d[0].sha256));
+    memset(d[1].sha256, b, sizeof(d[1].sha256));
+    struct dmf_scheduler_progress pr = {
+        .pieces = pieces,
+        .npieces = 2,
+        .digests = d,
+        .ndigests = 2,
+        .content_length = 10 * MIB,
+        .piece_length = 1 * MIB,
+        .etag = etag,
+    };
+    if (dmf_scheduler_progress(s, p, &pr, err, sizeof(err)) != 0)
+        fail_msg("progress: %s", err);
+}
+
+/* A fetcher whose origin changed the content (same length) fails with content_changed: the
+ * other peers of the old version go (the running one is told to drop what it has), and the
+ * next registrant gets none of the old digests or validators. */
+static void test_content_changed_forgets_the_version(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    host(s, "d");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* sent to the origin */
+    progress_version(s, pa, "\"v1\"", 0x11);
+    reg(s, T1, "b", "pb");
+    assert_int_equal(last_for("pb")->ndigests, 2);
+    dmf_scheduler_peer_t *pd = holder(s, "d", "pd"); /* an old-version holder */
+    (void)pd;
+    dmf_scheduler_content_changed(s, pa, "the content changed at the origin");
+    assert_int_equal(count_kind(EV_CHANGED), 1);
+    assert_non_null(last_for("pb"));
+    assert_true(last_for("pb")->kind == EV_GONE || last_for("pb")->kind == EV_CHANGED);
+    assert_int_equal(stat_state(s, T1, "pd", NULL), UINT32_MAX); /* the task is gone */
+    reg(s, T1, "c", "pc");
+    const struct ev *e = last_for("pc");
+    assert_int_not_equal(e->kind, EV_CANDIDATES); /* nobody holds the new version */
+    assert_int_equal(e->ndigests, 0);
+    dmf_scheduler_free(s);
+}
+
+/* A registrant whose conditional request found another ETag than the task's: the old
+ * version is forgotten before it registers; the same ETag changes nothing. */
+static void test_register_with_new_validators_forgets_the_old(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    progress_version(s, pa, "\"v1\"", 0x11);
+    finish(s, pa);
+    struct dmf_scheduler_register r = reg_req(T1, "b", "pb");
+    r.etag = "\"v1\"";
+    reg_with(s, r, "pb");
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    assert_true(has_parent(last_for("pb"), "pa"));
+    r = reg_req(T1, "c", "pc");
+    r.etag = "\"v2\"";
+    reg_with(s, r, "pc");
+    assert_int_equal(stat_state(s, T1, "pa", NULL), UINT32_MAX);
+    assert_int_not_equal(last_for("pc")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("pc")->ndigests, 0);
+    assert_int_equal(count_kind(EV_CHANGED), 1); /* pb was still downloading */
+    /* The new task is pinned to v2: a holder of v1 cannot fill it. */
+    dmf_scheduler_peer_t *pd = reg(s, T1, "a", "pa2");
+    char err[256];
+    uint32_t p0 = 0;
+    struct dmf_scheduler_progress old = {.pieces = &p0,
+                                         .npieces = 1,
+                                         .content_length = 10 * MIB,
+                                         .piece_length = 1 * MIB,
+                                         .etag = "\"v1\""};
+    assert_int_equal(dmf_scheduler_progress(s, pd, &old, err, sizeof(err)), -ESTALE);
+    assert_non_null(strstr(err, "another version"));
+    dmf_scheduler_free(s);
+}
+
 /* Registers with the rejoin/stall flags of r's kind set by the caller; must be accepted. */
 static dmf_scheduler_peer_t *reg_with(dmf_scheduler_t *s, struct dmf_scheduler_register r,
                                       const char *stream)
@@ -1340,6 +1437,8 @@ int main(void)
         cmocka_unit_test(test_succeeded_peer_stays_candidate_after_stream_closes),
         cmocka_unit_test(test_failed_parent_reschedules_children),
         cmocka_unit_test(test_failed_for_good_is_remembered),
+        cmocka_unit_test(test_content_changed_forgets_the_version),
+        cmocka_unit_test(test_register_with_new_validators_forgets_the_old),
         cmocka_unit_test(test_stalled_register_goes_to_the_origin_once),
         cmocka_unit_test(test_holder_rejoins),
         cmocka_unit_test(test_leave_peer_and_host),

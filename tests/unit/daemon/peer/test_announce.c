@@ -79,7 +79,7 @@ static void on_back_to_source(void *arg, const char *reason)
     snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
 }
 
-static void on_failed(void *arg, const char *reason, uint32_t origin_status)
+static void on_failed(void *arg, const char *reason, uint32_t origin_status, bool changed)
 {
     rec.nfailed++;
     rec.origin_status = origin_status;
