@@ -87,7 +87,8 @@ struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *
     t->d = d;
     t->announcer = announcer;
     memcpy(t->id, id, DMF_TASK_ID_LEN);
-    t->fd = -1;
+    dmf_data_file_init(&t->file, d->open_files);
+    t->accessed = t->accessed_saved = (int64_t)time(NULL);
     dmf_book_init(&t->book);
     dmf_cache_init(&t->cache);
     dmf_bitmap_init(&t->ledger.served);
@@ -160,18 +161,22 @@ void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req
 
 int dmf_task_ensure_data(struct dmf_task *t)
 {
-    if (t->fd >= 0)
+    if (dmf_data_file_fd(&t->file) >= 0)
         return 0;
-    free(t->data_path);
-    t->data_path = NULL;
     int64_t found;
-    int fd = dmf_store_open_data_found(t->d->store, t->id, &t->data_path, &found);
+    char *path;
+    int fd = dmf_store_open_data_found(t->d->store, t->id, &path, &found);
     if (fd < 0)
         return fd;
-    t->fd = fd;
-    t->data_gen++;
+    dmf_data_file_set(&t->file, fd, path);
     dmf_task_cache_opened(t, found);
     return 0;
+}
+
+int dmf_task_data_fd(struct dmf_task *t)
+{
+    int e = dmf_task_ensure_data(t);
+    return e < 0 ? e : t->file.fd;
 }
 
 /* ---------------------------------------------------------------- layout and digests */
@@ -188,8 +193,8 @@ static int set_layout(struct dmf_task *t, int64_t content_length, uint32_t piece
     case DMF_BOOK_LAYOUT_SAME:
         return 0;
     case DMF_BOOK_LAYOUT_CHANGED:
-        if (old_length < 0 && b->content_length >= 0 && t->fd >= 0 &&
-            ftruncate(t->fd, b->content_length) != 0)
+        if (old_length < 0 && b->content_length >= 0 && t->file.fd >= 0 &&
+            ftruncate(t->file.fd, b->content_length) != 0)
             dmf_warn("task %s: cannot size the data file: %s", t->id, strerror(errno));
         save(t);
         kick(t);
@@ -316,6 +321,7 @@ static void piece_done(void *arg)
     uint32_t n = j->n;
     char why[160];
     dmf_book_release(&t->book, n);
+    dmf_data_file_unpin(&t->file);
     if (!running(t) || t->error || dmf_bitmap_get(&t->book.have, n)) {
         if (t->state == DMF_TASK_FAILED && t->release_on_failure)
             arm_ms(t->release, 2000); /* a late write of the failed download */
@@ -396,7 +402,8 @@ static int piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t len
     j->len = len;
     j->from = from;
     j->parent_host_id = parent_host_id ? dmf_xstrdup(parent_host_id) : NULL;
-    j->fd = t->fd;
+    j->fd = t->file.fd; /* open: dmf_task_ensure_data above; pinned until piece_done */
+    dmf_data_file_pin(&t->file);
     j->offset = dmf_piece_offset(b->piece_length, n);
     const uint8_t *want = dmf_book_digest(b, n);
     if (want) {
@@ -600,7 +607,8 @@ static void drop_pieces(struct dmf_task *t);
 
 static void truncate_data(struct dmf_task *t)
 {
-    if (t->fd >= 0 && ftruncate(t->fd, 0) != 0)
+    int fd = dmf_task_data_fd(t);
+    if (fd >= 0 && ftruncate(fd, 0) != 0)
         dmf_warn("task %s: cannot truncate its data file: %s", t->id, strerror(errno));
 }
 
@@ -1052,7 +1060,8 @@ static void start_verify(struct dmf_task *t)
 {
     struct verify_job *job = dmf_xcalloc(1, sizeof(*job));
     job->t = t;
-    job->scan.fd = t->fd >= 0 ? dup(t->fd) : -1;
+    int fd = dmf_task_data_fd(t);
+    job->scan.fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     job->scan.content_length = t->book.content_length;
     job->scan.piece_length = t->book.piece_length;
     job->done = event_new(t->d->base, -1, 0, on_verified, job);
@@ -1140,8 +1149,8 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
         .id = t->id,
         .peer_id = t->peer_id,
         .url = t->url ? t->url : "",
-        .data_path = t->data_path ? t->data_path : "",
-        .data_gen = t->fd >= 0 ? t->data_gen : 0,
+        .data_path = t->file.path ? t->file.path : "",
+        .data_gen = t->file.gen,
         .content_digest = t->content_digest,
         .error = t->error,
         .phase = phase(t->state),
@@ -1192,13 +1201,14 @@ size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out)
     return n;
 }
 
-ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t off)
+ssize_t dmf_task_read(struct dmf_task *t, void *buf, size_t len, uint64_t off)
 {
-    if (t->fd < 0) {
-        errno = EBADF;
+    int fd = dmf_task_data_fd(t);
+    if (fd < 0) {
+        errno = -fd;
         return -1;
     }
-    return pread(t->fd, buf, len, (off_t)off);
+    return pread(fd, buf, len, (off_t)off);
 }
 
 static bool piece_view_verify(void *arg, uint32_t n)
@@ -1208,7 +1218,7 @@ static bool piece_view_verify(void *arg, uint32_t n)
 
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
 {
-    view->fd = t->fd;
+    view->fd = dmf_task_data_fd(t);
     view->content_length = t->book.content_length;
     view->piece_length = t->book.piece_length;
     view->have = &t->book.have;
@@ -1237,9 +1247,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     event_free(t->stall);
     event_free(t->reconnect);
     event_free(t->release);
-    if (t->fd >= 0)
-        close(t->fd);
-    free(t->data_path);
+    dmf_data_file_free(&t->file);
     free(t->url);
     free(t->tag);
     free(t->error);

@@ -15,6 +15,7 @@
 #include "common/taskid.h"
 #include "daemon/daemon.h"
 #include "daemon/peer/cache_check.h"
+#include "daemon/peer/data_file.h"
 #include "daemon/peer/piece_book.h"
 #include "daemon/peer/task_fsm.h"
 #include "daemon/peer/task_view.h"
@@ -51,10 +52,11 @@ struct dmf_task {
 
     struct dmf_piece_book book;
     struct dmf_seed_ledger ledger; /* a seed's uploads of this task (piece_server.h) */
-    int fd;
-    char *data_path;
-    struct dmf_cache_state cache; /* which held pieces are verified now (task_cache.h) */
-    uint32_t data_gen;            /* data files opened so far (a fresh one after a detach) */
+    struct dmf_data_file file;     /* its data file, opened on demand (data_file.h) */
+    struct dmf_cache_state cache;  /* which held pieces are verified now (task_cache.h) */
+    unsigned users;                /* local clients holding it (dmf_task_hold) */
+    int64_t accessed;              /* last use, wall-clock seconds (a get, an upload) */
+    int64_t accessed_saved;        /* the access time last written to the store */
     char content_digest[DMF_DIGEST_STR_LEN + 1];
     /* The origin's validators: of the version this task's pieces are (pinned: from the
      * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
@@ -98,6 +100,9 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
 void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req);
 /* Opens the task's data file (creating it) if it is not open: 0 or -errno. */
 int dmf_task_ensure_data(struct dmf_task *t);
+/* The open descriptor of the task's data file (opened first if it was closed), borrowed:
+ * valid until control returns to the loop or another data file is opened. -errno. */
+int dmf_task_data_fd(struct dmf_task *t);
 /* Piece n was verified (again): watchers are told with the next update. */
 void dmf_task_note_verified(struct dmf_task *t, uint32_t n);
 /* The scheduler may have lost what it knew of this task (it restarted, or this host

@@ -87,11 +87,11 @@ bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n);
 size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out);
 /* Reads up to len bytes at offset off of the task's data file: what pread returns. Only
  * bytes of held pieces are meaningful. */
-ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t off);
+ssize_t dmf_task_read(struct dmf_task *t, void *buf, size_t len, uint64_t off);
 /* A new read-only descriptor of the task's data file (the caller closes it), for a local
  * client: only bytes of pieces it is told are verified are meaningful. -errno when the
  * data file is not open. */
-int dmf_task_open_read(const struct dmf_task *t);
+int dmf_task_open_read(struct dmf_task *t);
 
 /* Bytes handed out from this host's cache (the local API and the proxy add to it). */
 extern struct dmf_metric dmf_m_bytes_local;
