@@ -63,6 +63,7 @@ struct dmf_daemon_config {
 
 struct dmf_engine;
 struct dmf_open_files;
+struct dmf_cache_gc;
 struct dmf_proxy;
 struct dmf_daemon_manager_link;
 
@@ -80,6 +81,7 @@ struct dmf_daemon {
     uint16_t piece_port;
     struct dmf_engine *engine;         /* the download engine (peer/engine.h) */
     struct dmf_open_files *open_files; /* tasks' data-file descriptors (peer/data_file.h) */
+    struct dmf_cache_gc *cache_gc;     /* the cache's eviction (peer/cache_gc.h) */
     struct dmf_proxy *proxy;           /* NULL with --proxy-listen off */
     /* The manager's ListSchedulers polls and a seed's KeepAlive; NULL without --manager. */
     struct dmf_daemon_manager_link *manager_link;

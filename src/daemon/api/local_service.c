@@ -38,6 +38,8 @@ void dmf_download_abandon(struct dmf_download *dl)
 {
     if (dl->t && !dl->done)
         dmf_task_unsubscribe(dl->t, &dl->sub);
+    if (dl->t)
+        dmf_task_put(dl->t);
     if (dl->timeout)
         event_free(dl->timeout);
     free(dl);
@@ -236,6 +238,8 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
     struct dmf_task *t;
     int e = dmf_engine_open(d, id, &treq, &t);
     dl->t = t;
+    if (t)
+        dmf_task_hold(t); /* an open get: not evicted until abandoned */
     dmf_strlist_free(&headers);
     dmf_strlist_free(&filter);
     if (e != 0) {

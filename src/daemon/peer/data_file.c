@@ -91,6 +91,21 @@ static void trim(struct dmf_open_files *p, const struct dmf_data_file *keep)
     }
 }
 
+void dmf_open_files_shed(struct dmf_open_files *p)
+{
+    uint32_t keep = p->count / 2, closed = 0;
+    for (struct dmf_data_file *f = p->tail; f != NULL && p->count > keep;) {
+        struct dmf_data_file *prev = f->prev;
+        if (f->pins == 0) {
+            really_close(f);
+            closed++;
+        }
+        f = prev;
+    }
+    dmf_warn("data files: out of descriptors: closed %u idle data files (%u still open)", closed,
+             p->count);
+}
+
 void dmf_data_file_init(struct dmf_data_file *f, struct dmf_open_files *p)
 {
     *f = (struct dmf_data_file){.pool = p, .fd = -1};

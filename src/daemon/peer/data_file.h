@@ -45,6 +45,9 @@ uint32_t dmf_open_files_max(const struct dmf_open_files *p);
  * at most 4096 (the rest is for sockets: connections, children, the proxy). Pure. */
 uint32_t dmf_open_files_default(uint64_t nofile);
 
+/* Out of descriptors (EMFILE): closes the older half of the open, unpinned files. */
+void dmf_open_files_shed(struct dmf_open_files *p);
+
 /* A closed slot of pool p. */
 void dmf_data_file_init(struct dmf_data_file *f, struct dmf_open_files *p);
 /* The open descriptor, made the most recently used; -1 when closed (open it and call

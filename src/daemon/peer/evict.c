@@ -12,6 +12,8 @@ const char *dmf_evict_reason_name(enum dmf_evict_reason r)
         return "expired";
     case DMF_EVICT_SPACE:
         return "space";
+    case DMF_EVICT_FAILED:
+        return "failed";
     default:
         return "keep";
     }
@@ -57,11 +59,16 @@ size_t dmf_evict_plan(const struct dmf_evict_task *tasks, size_t n,
     }
     for (size_t i = 0; i < n; i++) {
         const struct dmf_evict_task *t = &tasks[i];
-        if (!t->in_use && p->ttl > 0 && p->now - t->accessed >= (int64_t)p->ttl) {
+        if (t->in_use)
+            continue;
+        if (t->failed && t->bytes == 0)
+            out[i] = DMF_EVICT_FAILED;
+        else if (p->ttl > 0 && p->now - t->accessed >= (int64_t)p->ttl)
             out[i] = DMF_EVICT_EXPIRED;
-            gone += t->bytes;
-            count++;
-        }
+        else
+            continue;
+        gone += t->bytes;
+        count++;
     }
     uint64_t excess = dmf_evict_excess(total, p);
     if (gone < excess && n > 0) {

@@ -7,7 +7,9 @@
  * written) never goes, whatever the limits say. Without a limit (0) the data dir's
  * filesystem decides: above DMF_EVICT_HIGH_PCT % used, tasks go until DMF_EVICT_LOW_PCT %
  * would be used, counting only what this daemon's own tasks free. A write that failed for
- * want of space asks for `need` more bytes besides. Pure: no clock, no disk. */
+ * want of space asks for `need` more bytes besides. A failed task that holds no piece goes
+ * at once (its row and empty file are all that is left; one with pieces stays, to resume
+ * from, until the limits take it). Pure: no clock, no disk. */
 #ifndef DMF_EVICT_H
 #define DMF_EVICT_H
 
@@ -20,22 +22,24 @@
 
 struct dmf_evict_task {
     uint64_t bytes;   /* task data held */
-    int64_t accessed; /* last use, seconds */
+    int64_t accessed; /* last use, ms (wall clock) */
     bool in_use;
+    bool failed; /* its last download failed */
 };
 
 struct dmf_evict_policy {
     uint64_t limit;            /* bytes of task data; 0: by the filesystem */
     uint64_t fs_size, fs_free; /* of the data dir's filesystem, bytes (used when limit is 0) */
     uint64_t need;             /* bytes to free besides (a write found the disk full) */
-    int64_t now;               /* seconds, the clock of accessed */
-    uint64_t ttl;              /* seconds without use before a task goes; 0: no TTL */
+    int64_t now;               /* ms, the clock of accessed */
+    uint64_t ttl;              /* ms without use before a task goes; 0: no TTL */
 };
 
 enum dmf_evict_reason {
     DMF_EVICT_KEEP,
     DMF_EVICT_EXPIRED, /* unused for the TTL */
     DMF_EVICT_SPACE,   /* over the limit (or the filesystem's watermark, or a full disk) */
+    DMF_EVICT_FAILED,  /* its download failed and left no piece: nothing to keep */
 };
 
 const char *dmf_evict_reason_name(enum dmf_evict_reason r);

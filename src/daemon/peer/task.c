@@ -17,6 +17,7 @@
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/peer/announce.h"
+#include "daemon/peer/cache_gc.h"
 #include "daemon/peer/parent.h"
 #include "daemon/peer/source.h"
 #include "daemon/peer/task_cache.h"
@@ -88,7 +89,7 @@ struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *
     t->announcer = announcer;
     memcpy(t->id, id, DMF_TASK_ID_LEN);
     dmf_data_file_init(&t->file, d->open_files);
-    t->accessed = t->accessed_saved = (int64_t)time(NULL);
+    t->accessed_ms = t->accessed_saved_ms = dmf_wall_ms();
     dmf_book_init(&t->book);
     dmf_cache_init(&t->cache);
     dmf_bitmap_init(&t->ledger.served);
@@ -166,6 +167,11 @@ int dmf_task_ensure_data(struct dmf_task *t)
     int64_t found;
     char *path;
     int fd = dmf_store_open_data_found(t->d->store, t->id, &path, &found);
+    if (fd == -EMFILE || fd == -ENFILE) {
+        /* Sockets took the descriptors the bound left: give back idle data files. */
+        dmf_open_files_shed(t->d->open_files);
+        fd = dmf_store_open_data_found(t->d->store, t->id, &path, &found);
+    }
     if (fd < 0)
         return fd;
     dmf_data_file_set(&t->file, fd, path);
@@ -177,6 +183,48 @@ int dmf_task_data_fd(struct dmf_task *t)
 {
     int e = dmf_task_ensure_data(t);
     return e < 0 ? e : t->file.fd;
+}
+
+#define TOUCH_SAVE_MS 10000 /* an access is written to the store at most this often */
+
+/* The task was used now (a get, an upload, a finished download): eviction goes by it. */
+static void touch(struct dmf_task *t)
+{
+    t->accessed_ms = dmf_wall_ms();
+    if (t->accessed_ms - t->accessed_saved_ms >= TOUCH_SAVE_MS &&
+        dmf_store_task_touch(t->d->store, t->id, t->accessed_ms / 1000) == 0)
+        t->accessed_saved_ms = t->accessed_ms;
+}
+
+/* A child fetching a task asks for one piece after another: a piece asked for this
+ * recently counts as an upload in progress, between the requests too. */
+#define UPLOAD_HOLD_MS 5000
+
+bool dmf_task_in_use(const struct dmf_task *t)
+{
+    bool uploading = (t->uploaded_ms > 0 && dmf_now_ms() - t->uploaded_ms < UPLOAD_HOLD_MS) ||
+                     dmf_piece_server_uploading(t->d->pieces, t->id);
+    return running(t) || t->users > 0 || t->subs != NULL || t->verify != NULL ||
+           dmf_data_file_pinned(&t->file) || uploading;
+}
+
+void dmf_task_leave(struct dmf_task *t)
+{
+    if (t->d->pieces)
+        dmf_piece_server_notify_gone(t->d->pieces, t->id);
+    dmf_announce_leave_peer(t->announcer, t->id, t->peer_id);
+}
+
+void dmf_task_hold(struct dmf_task *t)
+{
+    t->users++;
+    touch(t);
+}
+
+void dmf_task_put(struct dmf_task *t)
+{
+    if (t->users > 0)
+        t->users--;
 }
 
 /* ---------------------------------------------------------------- layout and digests */
@@ -257,6 +305,7 @@ struct piece_job {
     uint8_t expected[DMF_SHA256_LEN];
     uint8_t digest[DMF_SHA256_LEN];
     int err;
+    bool retried; /* the disk was full once: room was made and the piece tried again */
 };
 
 /* On a worker: hash, compare, write. Nothing of the task is touched here but its fd. */
@@ -313,6 +362,29 @@ static bool disk_full(const char *dir, size_t need)
     return statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < need;
 }
 
+static bool no_space(int e)
+{
+    return e == -ENOSPC || e == -EDQUOT;
+}
+
+/* A write of this task found the disk full: evicts what the cache can spare (never a task
+ * in use, this one included) for at least len bytes and what the download still needs.
+ * True when something was freed (the write is worth one more try). */
+static bool make_room(struct dmf_task *t, size_t len)
+{
+    if (t->d->cache_gc == NULL)
+        return false;
+    uint64_t left = t->book.content_length >= 0
+                        ? (uint64_t)t->book.content_length - dmf_book_held_bytes(&t->book)
+                        : 0;
+    struct dmf_cache_gc_report r;
+    if (dmf_cache_gc_run(t->d->cache_gc, DMF_MAX((uint64_t)len, left), &r) != 0)
+        return false;
+    dmf_info("task %s: disk full: evicted %zu task(s), %llu bytes; trying the piece again", t->id,
+             r.evicted, (unsigned long long)r.freed);
+    return r.freed > 0;
+}
+
 /* Back on the loop: record the piece, or deal with a bad one. The claim ends here. */
 static void piece_done(void *arg)
 {
@@ -320,6 +392,13 @@ static void piece_done(void *arg)
     struct dmf_task *t = j->t;
     uint32_t n = j->n;
     char why[160];
+    if (no_space(j->err) && !j->retried && running(t) && !t->error && make_room(t, j->len)) {
+        /* Still claimed and pinned: the same bytes go to the same place once more. */
+        j->retried = true;
+        j->err = 0;
+        dmf_workq_submit(t->d->workq, piece_work, piece_done, j);
+        return;
+    }
     dmf_book_release(&t->book, n);
     dmf_data_file_unpin(&t->file);
     if (!running(t) || t->error || dmf_bitmap_get(&t->book.have, n)) {
@@ -345,6 +424,10 @@ static void piece_done(void *arg)
     int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
     if (e == -EIO && disk_full(t->d->cfg.data_dir, j->len))
         e = -ENOSPC; /* SQLite says I/O error when its journal cannot grow */
+    if (no_space(e) && !j->retried && make_room(t, j->len)) {
+        j->retried = true;
+        e = dmf_store_piece_put(t->d->store, t->id, n, j->digest);
+    }
     if (e != 0) {
         if (t->error == NULL)
             t->release_on_failure = e == -ENOSPC || e == -EDQUOT || e == -EIO;
@@ -650,6 +733,7 @@ static void finish(struct dmf_task *t)
     uint64_t ms = dmf_now_ms() - t->started_ms;
     if (ok) {
         save(t);
+        t->accessed_ms = t->accessed_saved_ms = dmf_wall_ms();
         dmf_metric_add(&dmf_m_tasks_succeeded, 1);
         dmf_piece_server_notify_done(t->d->pieces, t->id);
         dmf_info("task %s peer %s: %lld bytes in %llu ms (origin %llu, seed %llu, peers %llu)",
@@ -676,6 +760,8 @@ static void finish(struct dmf_task *t)
     dmf_announce_finish(t->announce, ok, t->error, t->failed_for_good, t->origin_status);
     t->announce = NULL;
     tell_subscribers(t, true);
+    if (t->d->cache_gc)
+        dmf_cache_gc_soon(t->d->cache_gc); /* over the limit now? a failed task's leftovers */
 }
 
 static void start_verify(struct dmf_task *t);
@@ -1180,6 +1266,7 @@ void dmf_task_serve_cached(struct dmf_task *t)
     if (t->state != DMF_TASK_SUCCEEDED)
         dmf_task_start(t); /* complete: marks it SUCCEEDED */
     t->bytes = (struct dmf_transfer_bytes){0};
+    touch(t);
     if (t->d->cfg.seed || !t->held_announced)
         announce_held(t);
 }
@@ -1211,13 +1298,18 @@ ssize_t dmf_task_read(struct dmf_task *t, void *buf, size_t len, uint64_t off)
     return pread(fd, buf, len, (off_t)off);
 }
 
+/* Called by the piece server before it sends piece n to a child (only then). */
 static bool piece_view_verify(void *arg, uint32_t n)
 {
-    return dmf_task_cache_verify_piece(arg, n);
+    struct dmf_task *t = arg;
+    touch(t); /* an upload to a peer is a use of the task */
+    t->uploaded_ms = dmf_now_ms();
+    return dmf_task_cache_verify_piece(t, n);
 }
 
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
 {
+
     view->fd = dmf_task_data_fd(t);
     view->content_length = t->book.content_length;
     view->piece_length = t->book.piece_length;

@@ -55,8 +55,9 @@ struct dmf_task {
     struct dmf_data_file file;     /* its data file, opened on demand (data_file.h) */
     struct dmf_cache_state cache;  /* which held pieces are verified now (task_cache.h) */
     unsigned users;                /* local clients holding it (dmf_task_hold) */
-    int64_t accessed;              /* last use, wall-clock seconds (a get, an upload) */
-    int64_t accessed_saved;        /* the access time last written to the store */
+    int64_t accessed_ms;           /* last use, wall-clock ms (a get, an upload, a download) */
+    uint64_t uploaded_ms;          /* when a child last asked for a piece (monotonic) */
+    int64_t accessed_saved_ms;     /* the access time last written to the store */
     char content_digest[DMF_DIGEST_STR_LEN + 1];
     /* The origin's validators: of the version this task's pieces are (pinned: from the
      * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
@@ -112,6 +113,12 @@ void dmf_task_rejoin(struct dmf_task *t);
 /* A failed task whose disk filled up gives its blocks back now rather than in a moment
  * (another download is about to need them). */
 void dmf_task_release_now(struct dmf_task *t);
+/* True while the task must not be evicted: a download or a check runs, a local client
+ * holds it (dmf_task_hold), a piece is being written, or one is being uploaded. */
+bool dmf_task_in_use(const struct dmf_task *t);
+/* The task is about to be evicted: children watching it stop counting on this host, and
+ * the scheduler stops offering it as a parent of the task (LeavePeer). */
+void dmf_task_leave(struct dmf_task *t);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
 /* Frees the task; watchers first get the end with reason why (daemon shutdown). */

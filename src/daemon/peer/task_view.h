@@ -76,6 +76,10 @@ bool dmf_task_cached(struct dmf_task *t);
 void dmf_task_serve_cached(struct dmf_task *t);
 /* Starts downloading unless the task is complete or already running. */
 void dmf_task_start(struct dmf_task *t);
+/* A local client (a get, a proxy connection) holds the task while it uses it: a held task
+ * is never evicted, nor freed before the matching dmf_task_put. */
+void dmf_task_hold(struct dmf_task *t);
+void dmf_task_put(struct dmf_task *t);
 void dmf_task_subscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 

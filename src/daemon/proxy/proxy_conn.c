@@ -76,6 +76,8 @@ void proxy_reset_request(struct conn *c)
     if (c->subscribed)
         dmf_task_unsubscribe(c->t, &c->sub);
     c->subscribed = false;
+    if (c->t)
+        dmf_task_put(c->t);
     c->t = NULL;
     if (c->have_req)
         dmf_proxy_request_free(&c->req);

@@ -111,6 +111,21 @@ static void test_need_on_a_full_disk(void **state)
     assert_int_equal(freed, 0);
 }
 
+static void test_failed_empty_goes(void **state)
+{
+    /* A failed download with no piece left goes at once; one with pieces stays (to resume
+     * from) under the limit; one in use stays whatever it is. */
+    struct dmf_evict_task t[3] = {
+        {0, 100, false, true}, {5 * MIB, 100, false, true}, {0, 100, true, true}};
+    struct dmf_evict_policy p = {.limit = 100 * MIB, .now = 200};
+    enum dmf_evict_reason out[3];
+    assert_int_equal(dmf_evict_plan(t, 3, &p, out, NULL), 1);
+    assert_int_equal(out[0], DMF_EVICT_FAILED);
+    assert_int_equal(out[1], DMF_EVICT_KEEP);
+    assert_int_equal(out[2], DMF_EVICT_KEEP);
+    assert_string_equal(dmf_evict_reason_name(out[0]), "failed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +135,7 @@ int main(void)
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_filesystem_watermarks),
         cmocka_unit_test(test_need_on_a_full_disk),
+        cmocka_unit_test(test_failed_empty_goes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
