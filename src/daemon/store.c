@@ -758,37 +758,60 @@ int dmf_store_piece_drop(dmf_store_t *s, const char *id, uint32_t n)
     return tx(s, ST_COMMIT);
 }
 
-int dmf_store_task_delete(dmf_store_t *s, const char *id)
+/* Deletes the task's rows in one transaction: 0, -ENOSPC when the journal cannot grow (a
+ * full disk), or -EIO. *had_row tells whether there was a task row. */
+static int delete_rows(dmf_store_t *s, const char *id, bool *had_row)
 {
-    if (!dmf_task_id_valid(id))
-        return -EINVAL;
-
-    /* Rows first, then the file: a crash in between leaves an orphan directory (wasted
-     * space), never a row that describes bytes that are gone. */
     int ret = tx(s, ST_BEGIN);
     if (ret != 0)
         return ret;
     sqlite3_stmt *p = stmt(s, ST_PIECES_DELETE);
     sqlite3_bind_text(p, 1, id, -1, SQLITE_STATIC);
     sqlite3_stmt *t = NULL;
-    if (stmt_run(p) == SQLITE_DONE) {
+    int rc = stmt_run(p);
+    if (rc == SQLITE_DONE) {
         t = stmt(s, ST_TASK_DELETE);
         sqlite3_bind_text(t, 1, id, -1, SQLITE_STATIC);
+        rc = stmt_run(t);
     }
-    if (t == NULL || stmt_run(t) != SQLITE_DONE) {
+    if (rc != SQLITE_DONE) {
         db_fail(s, "deleting", id);
         tx(s, ST_ROLLBACK);
-        return -EIO;
+        return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
     }
-    bool had_row = sqlite3_changes(s->db) > 0;
-    if ((ret = tx(s, ST_COMMIT)) != 0)
-        return ret;
+    *had_row = sqlite3_changes(s->db) > 0;
+    rc = stmt_run(stmt(s, ST_COMMIT));
+    if (rc != SQLITE_DONE) {
+        db_fail(s, "deleting (commit)", id);
+        tx(s, ST_ROLLBACK);
+        return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+    }
+    return 0;
+}
 
+int dmf_store_task_delete(dmf_store_t *s, const char *id)
+{
+    if (!dmf_task_id_valid(id))
+        return -EINVAL;
+
+    /* Rows first, then the file: a crash in between leaves an orphan directory (wasted
+     * space), never a row that describes bytes that are gone. On a full disk the journal
+     * cannot grow: then the file goes first to make room for it (a crash in between leaves
+     * rows whose data file is missing, which dmf_task_cache_opened treats as no piece). */
     char *file = data_path(s, id);
     char *dir = task_dir(s, id);
     char *prefix = dmf_xasprintf("%s/tasks/%.3s", s->data_dir, id);
-    bool had_file = true;
-    if (unlink(file) != 0) {
+    bool had_row = false, had_file = true, unlinked = false;
+    int ret = delete_rows(s, id, &had_row);
+    if (ret == -ENOSPC) {
+        dmf_warn("store: disk full: removing the data file of task %s before its rows", id);
+        unlinked = unlink(file) == 0;
+        had_file = unlinked;
+        ret = delete_rows(s, id, &had_row);
+    }
+    if (ret != 0)
+        goto out;
+    if (!unlinked && unlink(file) != 0) {
         if (errno != ENOENT) {
             ret = -errno;
             dmf_error("store: cannot remove %s: %s", file, dmf_strerror(ret));

@@ -19,6 +19,12 @@ const char *dmf_evict_reason_name(enum dmf_evict_reason r)
     }
 }
 
+uint64_t dmf_evict_room_needed(uint64_t want, uint64_t fs_free)
+{
+    uint64_t w = want + DMF_EVICT_ROOM_MARGIN;
+    return fs_free >= w ? 0 : w - fs_free;
+}
+
 uint64_t dmf_evict_excess(uint64_t total, const struct dmf_evict_policy *p)
 {
     uint64_t over = 0;

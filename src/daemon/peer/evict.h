@@ -44,6 +44,13 @@ enum dmf_evict_reason {
 
 const char *dmf_evict_reason_name(enum dmf_evict_reason r);
 
+/* Room kept free besides what a download needs (SQLite's journal grows too). */
+#define DMF_EVICT_ROOM_MARGIN (1u << 20)
+
+/* A write found the disk full and wants `want` bytes, with fs_free free now: the bytes to
+ * evict (0 when the space is there already, freed by another eviction meanwhile). */
+uint64_t dmf_evict_room_needed(uint64_t want, uint64_t fs_free);
+
 /* Bytes to free from total bytes of task data under policy p (the excess over the limit or
  * the low watermark, plus need). */
 uint64_t dmf_evict_excess(uint64_t total, const struct dmf_evict_policy *p);

@@ -18,6 +18,7 @@
 #include "common/workq.h"
 #include "daemon/peer/announce.h"
 #include "daemon/peer/cache_gc.h"
+#include "daemon/peer/evict.h"
 #include "daemon/peer/parent.h"
 #include "daemon/peer/source.h"
 #include "daemon/peer/task_cache.h"
@@ -377,8 +378,15 @@ static bool make_room(struct dmf_task *t, size_t len)
     uint64_t left = t->book.content_length >= 0
                         ? (uint64_t)t->book.content_length - dmf_book_held_bytes(&t->book)
                         : 0;
+    struct statvfs v;
+    uint64_t avail = statvfs(t->d->cfg.data_dir, &v) == 0 ? (uint64_t)v.f_bavail * v.f_frsize : 0;
+    uint64_t need = dmf_evict_room_needed(DMF_MAX((uint64_t)len, left), avail);
+    if (need == 0) {
+        dmf_info("task %s: disk full, but room was made since: trying the piece again", t->id);
+        return true;
+    }
     struct dmf_cache_gc_report r;
-    if (dmf_cache_gc_run(t->d->cache_gc, DMF_MAX((uint64_t)len, left), &r) != 0)
+    if (dmf_cache_gc_run(t->d->cache_gc, need, &r) != 0)
         return false;
     dmf_info("task %s: disk full: evicted %zu task(s), %llu bytes; trying the piece again", t->id,
              r.evicted, (unsigned long long)r.freed);

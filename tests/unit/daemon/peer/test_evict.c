@@ -126,6 +126,15 @@ static void test_failed_empty_goes(void **state)
     assert_string_equal(dmf_evict_reason_name(out[0]), "failed");
 }
 
+static void test_room_needed(void **state)
+{
+    /* 10 MiB wanted with 4 MiB free: 6 MiB and the margin; with enough free (another
+     * eviction made it meanwhile), nothing. */
+    assert_int_equal(dmf_evict_room_needed(10 * MIB, 4 * MIB), 6 * MIB + DMF_EVICT_ROOM_MARGIN);
+    assert_int_equal(dmf_evict_room_needed(10 * MIB, 11 * MIB + DMF_EVICT_ROOM_MARGIN), 0);
+    assert_int_equal(dmf_evict_room_needed(0, 0), DMF_EVICT_ROOM_MARGIN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +145,7 @@ int main(void)
         cmocka_unit_test(test_filesystem_watermarks),
         cmocka_unit_test(test_need_on_a_full_disk),
         cmocka_unit_test(test_failed_empty_goes),
+        cmocka_unit_test(test_room_needed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
