@@ -8,6 +8,11 @@
 #include "common/log.h"
 #include "common/util.h"
 
+DMF_METRIC_GAUGE(dmf_m_data_files_open, "damselfly_data_files_open", NULL,
+                 "Tasks' data files open right now.");
+DMF_METRIC_GAUGE(dmf_m_data_files_max, "damselfly_data_files_max", NULL,
+                 "Bound on the tasks' data files open at once (--max-open-files).");
+
 struct dmf_open_files {
     struct dmf_data_file *head, *tail; /* open files, most recently used first */
     uint32_t count, max;
@@ -17,6 +22,7 @@ struct dmf_open_files *dmf_open_files_new(uint32_t max)
 {
     struct dmf_open_files *p = dmf_xcalloc(1, sizeof(*p));
     p->max = max ? max : 1;
+    dmf_metric_set(&dmf_m_data_files_max, p->max);
     return p;
 }
 
@@ -54,6 +60,7 @@ static void lru_unlink(struct dmf_data_file *f)
         p->tail = f->prev;
     f->prev = f->next = NULL;
     p->count--;
+    dmf_metric_set(&dmf_m_data_files_open, p->count);
 }
 
 static void lru_push_front(struct dmf_data_file *f)
@@ -67,6 +74,7 @@ static void lru_push_front(struct dmf_data_file *f)
     if (p->tail == NULL)
         p->tail = f;
     p->count++;
+    dmf_metric_set(&dmf_m_data_files_open, p->count);
 }
 
 static void really_close(struct dmf_data_file *f)

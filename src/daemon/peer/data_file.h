@@ -21,7 +21,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/metrics.h"
+
 struct dmf_open_files;
+
+/* Data files open now, and the bound. */
+extern struct dmf_metric dmf_m_data_files_open, dmf_m_data_files_max;
 
 struct dmf_data_file {
     struct dmf_open_files *pool;

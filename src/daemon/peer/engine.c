@@ -10,6 +10,7 @@
 #include "common/util.h"
 #include "daemon/peer/announce.h"
 #include "daemon/peer/cache_gc.h"
+#include "daemon/peer/data_file.h"
 #include "daemon/peer/task.h"
 #include "daemon/peer/task_cache.h"
 
@@ -155,6 +156,8 @@ void dmf_engine_metrics_register(void)
     dmf_metric_register(&dmf_m_evictions_expired);
     dmf_metric_register(&dmf_m_evictions_failed);
     dmf_metric_register(&dmf_m_evictions_removed);
+    dmf_metric_register(&dmf_m_data_files_open);
+    dmf_metric_register(&dmf_m_data_files_max);
 }
 
 static void link_task(struct dmf_engine *e, struct dmf_task *t)
