@@ -176,17 +176,25 @@ static int show_error(const struct reply *r, const char *what)
     return EXIT_FAILED;
 }
 
+/* call() that also turns an answer other than 200 into its exit code (what names the
+ * request in the message). 0 with *r to free, or the exit code. */
+static int call_ok(const struct cache_config *cfg, const char *method, const char *path,
+                   const char *body, const char *what, struct reply *r)
+{
+    int rc = call(cfg->socket, method, path, body, r);
+    if (rc != 0 || r->status == 200)
+        return rc;
+    rc = show_error(r, what);
+    free(r->body);
+    return rc;
+}
+
 static int cache_ls(const struct cache_config *cfg)
 {
     struct reply r;
-    int rc = call(cfg->socket, "GET", "/cache", NULL, &r);
+    int rc = call_ok(cfg, "GET", "/cache", NULL, "ls", &r);
     if (rc != 0)
         return rc;
-    if (r.status != 200) {
-        rc = show_error(&r, "ls");
-        free(r.body);
-        return rc;
-    }
     printf("%-64s  %10s  %11s  %-9s  %-9s  %s\n", "TASK", "SIZE", "PIECES", "ACCESSED", "STATE",
            "URL");
     uint64_t total = 0;
@@ -225,14 +233,9 @@ static int cache_rm(const struct cache_config *cfg, const char *what)
         return EXIT_USAGE;
     }
     struct reply r;
-    int rc = call(cfg->socket, "POST", "/cache/rm", what, &r);
+    int rc = call_ok(cfg, "POST", "/cache/rm", what, what, &r);
     if (rc != 0)
         return rc;
-    if (r.status != 200) {
-        rc = show_error(&r, what);
-        free(r.body);
-        return rc;
-    }
     size_t n = 0;
     unsigned long long freed = 0;
     sscanf(r.body, "removed %zu %llu", &n, &freed);
@@ -246,14 +249,9 @@ static int cache_rm(const struct cache_config *cfg, const char *what)
 static int cache_gc(const struct cache_config *cfg)
 {
     struct reply r;
-    int rc = call(cfg->socket, "POST", "/cache/gc", NULL, &r);
+    int rc = call_ok(cfg, "POST", "/cache/gc", NULL, "gc", &r);
     if (rc != 0)
         return rc;
-    if (r.status != 200) {
-        rc = show_error(&r, "gc");
-        free(r.body);
-        return rc;
-    }
     size_t n = 0, expired = 0, left = 0, in_use = 0;
     unsigned long long freed = 0, bytes = 0;
     sscanf(r.body, "evicted %zu %llu %zu %zu %llu %zu", &n, &freed, &expired, &left, &bytes,
