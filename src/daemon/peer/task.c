@@ -125,6 +125,9 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
     if (dmf_store_task_load(d->store, id, &st) != 0)
         return NULL;
     struct dmf_task *t = dmf_task_new(d, announcer, id);
+    /* Loading is no use of the task: its last use is the store's (eviction takes the
+     * later of the two). */
+    t->accessed_ms = t->accessed_saved_ms = 0;
     struct dmf_piece_book *b = &t->book;
     t->url = st->url ? dmf_xstrdup(st->url) : NULL;
     /* The store's layout was checked when it was learnt; taken as it is. */
