@@ -18,6 +18,7 @@
 #include "common/fdlimit.h"
 #include "common/hostinfo.h"
 #include "common/log.h"
+#include "common/piecemem.h"
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/daemon.h"
@@ -95,6 +96,10 @@ static const struct dmf_option options[] = {
     OPT("max-open-files", 0, DMF_OPT_INT, max_open_files, 0, 1048576, "0", "N",
         "tasks' data files kept open at once, least recently used closed first; 0: a "
         "quarter of the nofile limit (16 to 4096)"),
+    OPT("memory-limit", 0, DMF_OPT_SIZE, memory_limit, 0, 0, "512m", "BYTES",
+        "piece bytes held in memory between the network and the disk, over every task (a "
+        "transfer waits for room; each task may always have one piece in flight); 0 for no "
+        "bound"),
     OPT("log-level", 0, DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
@@ -355,6 +360,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
                                      d, err, errlen);
     if (d->pieces != NULL)
         dmf_piece_server_set_timeout(d->pieces, cfg->piece_idle_timeout);
+    dmf_piecemem_set_limit(cfg->memory_limit);
     if (d->pieces == NULL)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);

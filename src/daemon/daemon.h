@@ -38,6 +38,7 @@ struct dmf_daemon_config {
     uint64_t task_ttl;      /* ms without use before a task is evicted */
     uint64_t gc_interval;   /* ms between cache checks */
     int64_t max_open_files; /* data files open at once; 0: from the nofile limit */
+    uint64_t memory_limit;         /* bytes of piece buffers (piecemem.h), 0 = no bound */
     char *log_level;
     char *config; /* the YAML file given with --config, or NULL */
 
