@@ -27,18 +27,19 @@ struct dmf_daemon_config {
     char *hostname;
     char *idc;
     char *location;
-    uint64_t upload_capacity;      /* bytes per second, announced to the scheduler */
-    uint64_t announce_interval;    /* ms */
-    uint64_t parent_stall_timeout; /* ms without any usable parent before going to the origin */
-    uint64_t progress_timeout;     /* ms: the progress watchdog's upper bound (watchdog.h) */
-    int64_t source_concurrency;    /* parallel range requests to the origin */
-    int64_t parent_concurrency;    /* piece requests in flight per parent */
-    int64_t upload_slots;          /* piece uploads at once; more requests wait */
+    uint64_t upload_capacity;        /* bytes per second, announced to the scheduler */
+    uint64_t announce_interval;      /* ms */
+    uint64_t parent_stall_timeout;   /* ms without any usable parent before going to the origin */
+    uint64_t progress_timeout;       /* ms: the progress watchdog's upper bound (watchdog.h) */
+    int64_t source_concurrency;      /* parallel range requests to the origin */
+    int64_t parent_concurrency;      /* piece requests in flight per parent */
+    int64_t upload_slots;            /* piece uploads at once; more requests wait */
+    uint64_t memory_limit;           /* bytes of piece buffers (piecemem.h), 0 = no bound */
+    struct dmf_strlist secret_query; /* query parameters never stored, logged or shown */
     uint64_t cache_limit;   /* bytes of task data; 0: by the filesystem's use (80 % -> 70 %) */
     uint64_t task_ttl;      /* ms without use before a task is evicted */
     uint64_t gc_interval;   /* ms between cache checks */
     int64_t max_open_files; /* data files open at once; 0: from the nofile limit */
-    uint64_t memory_limit;         /* bytes of piece buffers (piecemem.h), 0 = no bound */
     char *log_level;
     char *config; /* the YAML file given with --config, or NULL */
 
