@@ -6,10 +6,7 @@
 #include "common/config.h"
 
 static const struct dmf_cmd *const commands[] = {
-    &dmf_cmd_scheduler,
-    &dmf_cmd_daemon,
-    &dmf_cmd_get,
-    &dmf_cmd_manager,
+    &dmf_cmd_scheduler, &dmf_cmd_daemon, &dmf_cmd_get, &dmf_cmd_cache, &dmf_cmd_manager,
 };
 
 static void usage(FILE *out)

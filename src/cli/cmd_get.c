@@ -20,6 +20,7 @@
 
 #include "cli/get_exit.h"
 #include "cli/header_file.h"
+#include "cli/local_socket.h"
 #include "cli/output.h"
 #include "common/cmd.h"
 #include "common/config.h"
@@ -530,26 +531,6 @@ static int body_read(struct chunks *c, uint8_t *out, size_t n)
     return 0;
 }
 
-static int connect_daemon(const char *path, int *fd_out)
-{
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    *fd_out = fd;
-    return 0;
-}
-
 static int write_all(int fd, const void *p, size_t n)
 {
     while (n > 0) {
@@ -599,7 +580,7 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
  * negative code with g->error filled. */
 static int via_daemon(struct get *g)
 {
-    int fd = -1, e = connect_daemon(g->cfg->socket, &fd);
+    int fd = -1, e = dmf_local_connect(g->cfg->socket, &fd);
     if (e == -EACCES || e == -EPERM) {
         snprintf(g->error, sizeof(g->error),
                  "permission denied on the daemon's socket %s: ask to be added to its group "

@@ -18,6 +18,7 @@ struct dmf_cmd {
 extern const struct dmf_cmd dmf_cmd_scheduler;
 extern const struct dmf_cmd dmf_cmd_daemon;
 extern const struct dmf_cmd dmf_cmd_get;
+extern const struct dmf_cmd dmf_cmd_cache;
 extern const struct dmf_cmd dmf_cmd_manager;
 
 #define DMF_VERSION "0.1.0"

@@ -32,6 +32,8 @@ const char *dmf_strerror(int err);
 
 /* Monotonic milliseconds, for timeouts and rates. */
 uint64_t dmf_now_ms(void);
+/* Wall-clock milliseconds since the epoch, for times that are stored (access times). */
+int64_t dmf_wall_ms(void);
 /* ms as a struct timeval (for libevent timeouts). */
 struct timeval dmf_timeval_ms(uint64_t ms);
 

@@ -29,6 +29,7 @@
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/registry.h"
 #include "common/url_secrets.h"
+#include "daemon/peer/data_file.h"
 #include "daemon/peer/engine.h"
 
 #define OPT(n, s, t, f, lo, hi, def, mv, h)                                                        \
@@ -89,6 +90,17 @@ static const struct dmf_option options[] = {
     OPT("upload-slots", 0, DMF_OPT_INT, upload_slots, 1, 256, "2", "N",
         "piece uploads at once (or one per 4 children watching, if more); further requests "
         "wait, those of the children furthest behind first"),
+    OPT("cache-limit", 0, DMF_OPT_SIZE, cache_limit, 0, 0, "0", "SIZE",
+        "bytes of task data this host keeps; above it the least recently used tasks not in use "
+        "are evicted; 0: evict when the data dir's filesystem is over 80 % full, down to 70 %"),
+    OPT("task-ttl", 0, DMF_OPT_DURATION, task_ttl, 1000, 0, "72h", "DURATION",
+        "evict a task not used (downloaded, served or uploaded) for this long"),
+    OPT("gc-interval", 0, DMF_OPT_DURATION, gc_interval, 100, 86400000, "60s", "DURATION",
+        "how often the cache is checked against --cache-limit and --task-ttl (also after "
+        "each download, and when the disk is full)"),
+    OPT("max-open-files", 0, DMF_OPT_INT, max_open_files, 0, 1048576, "0", "N",
+        "tasks' data files kept open at once, least recently used closed first; 0: a "
+        "quarter of the nofile limit (16 to 4096)"),
     OPT("memory-limit", 0, DMF_OPT_SIZE, memory_limit, 0, 0, "512m", "BYTES",
         "piece bytes held in memory between the network and the disk, over every task (a "
         "transfer waits for room; each task may always have one piece in flight); 0 for no "
@@ -313,7 +325,12 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     if (resolve_ip(cfg, err, errlen) != 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
-    dmf_fd_limit_raise();
+    uint64_t nofile = dmf_fd_limit_raise();
+    uint32_t max_files = cfg->max_open_files > 0 ? (uint32_t)cfg->max_open_files
+                                                 : dmf_open_files_default(nofile ? nofile : 1024);
+    d->open_files = dmf_open_files_new(max_files);
+    dmf_info("data files: at most %u open at once (nofile %llu)", max_files,
+             (unsigned long long)nofile);
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
     int e = dmf_mkdir_p(cfg->data_dir);
@@ -415,6 +432,8 @@ static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
     dmf_workq_free(d->workq); /* pieces being written land before their tasks go */
     d->workq = NULL;
     dmf_engine_stop(d);
+    dmf_open_files_free(d->open_files);
+    d->open_files = NULL;
     dmf_piece_server_free(d->pieces);
     if (r->sigint)
         event_free(r->sigint);

@@ -37,6 +37,10 @@ struct dmf_daemon_config {
     int64_t upload_slots;            /* piece uploads at once; more requests wait */
     uint64_t memory_limit;           /* bytes of piece buffers (piecemem.h), 0 = no bound */
     struct dmf_strlist secret_query; /* query parameters never stored, logged or shown */
+    uint64_t cache_limit;   /* bytes of task data; 0: by the filesystem's use (80 % -> 70 %) */
+    uint64_t task_ttl;      /* ms without use before a task is evicted */
+    uint64_t gc_interval;   /* ms between cache checks */
+    int64_t max_open_files; /* data files open at once; 0: from the nofile limit */
     char *log_level;
     char *config; /* the YAML file given with --config, or NULL */
 
@@ -61,6 +65,8 @@ struct dmf_daemon_config {
 };
 
 struct dmf_engine;
+struct dmf_open_files;
+struct dmf_cache_gc;
 struct dmf_proxy;
 struct dmf_daemon_manager_link;
 
@@ -76,8 +82,10 @@ struct dmf_daemon {
     dmf_rpc_server_t *rpc_server;    /* TCP, for the scheduler */
     int rpc_port;                    /* bound TCP port of rpc_server */
     uint16_t piece_port;
-    struct dmf_engine *engine; /* the download engine (peer/engine.h) */
-    struct dmf_proxy *proxy;   /* NULL with --proxy-listen off */
+    struct dmf_engine *engine;         /* the download engine (peer/engine.h) */
+    struct dmf_open_files *open_files; /* tasks' data-file descriptors (peer/data_file.h) */
+    struct dmf_cache_gc *cache_gc;     /* the cache's eviction (peer/cache_gc.h) */
+    struct dmf_proxy *proxy;           /* NULL with --proxy-listen off */
     /* The manager's ListSchedulers polls and a seed's KeepAlive; NULL without --manager. */
     struct dmf_daemon_manager_link *manager_link;
     bool stopping;

@@ -55,7 +55,7 @@ static const char *const upload_state_names[] = {"queued", "sending", "sent", "a
 
 struct upload {
     dmf_piece_server_t *ps;
-    struct upload *next;        /* in ps->queue while QUEUED */
+    struct upload *next;        /* in ps->queue while QUEUED, in ps->sending while SENDING */
     struct evhttp_request *req; /* while QUEUED (evhttp owns it) */
     struct evhttp_connection *evcon;
     enum upload_state state;
@@ -98,7 +98,8 @@ struct dmf_piece_server {
     uint32_t nwatchers;
     uint32_t active_uploads;
     uint32_t upload_slots;
-    struct upload *queue; /* QUEUED uploads, oldest first */
+    struct upload *queue;   /* QUEUED uploads, oldest first */
+    struct upload *sending; /* SENDING uploads (at most SLOTS_MAX) */
     uint32_t nqueued;
     bool stopping;
     uint64_t uploaded_bytes;
@@ -183,6 +184,11 @@ static void upload_finish(struct upload *u, enum upload_state to)
         return;
     }
     upload_set_state(u, to);
+    for (struct upload **pp = &ps->sending; *pp; pp = &(*pp)->next)
+        if (*pp == u) {
+            *pp = u->next;
+            break;
+        }
     ps->active_uploads--;
     dmf_metric_add(&m_uploads_active, -1);
     if (to == UPLOAD_SENT) {
@@ -341,6 +347,8 @@ static bool send_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const
     u->n = n;
     u->size = size;
     memcpy(u->task_id, id, sizeof(u->task_id));
+    u->next = ps->sending;
+    ps->sending = u;
     ps->active_uploads++;
     dmf_metric_add(&m_uploads_active, 1);
     dmf_debug("piece server: piece %u of task %s to %s: %u bytes", n, id,
@@ -751,6 +759,14 @@ void dmf_piece_server_set_upload_slots(dmf_piece_server_t *ps, uint32_t slots)
 {
     ps->upload_slots = slots ? slots : DMF_PIECE_SERVER_UPLOAD_SLOTS;
     upload_next(ps);
+}
+
+bool dmf_piece_server_uploading(const dmf_piece_server_t *ps, const char *task_id)
+{
+    for (const struct upload *u = ps ? ps->sending : NULL; u; u = u->next)
+        if (strcmp(u->task_id, task_id) == 0)
+            return true;
+    return false;
 }
 
 uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps)

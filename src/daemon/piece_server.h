@@ -44,7 +44,8 @@ struct dmf_piece_view {
     struct dmf_seed_ledger *ledger;
     /* Called before a held piece is sent: true when its bytes may go out (verified now,
      * hashing them first if they were not verified since a restart or a change of the data
-     * file); false drops it and the request gets 404. NULL: every held piece may go. */
+     * file); false drops it and the request gets 404. NULL: every held piece may go. Only
+     * called when the piece is about to be uploaded (the task counts it as a use). */
     bool (*verify)(void *arg, uint32_t n);
     void *verify_arg;
 };
@@ -81,6 +82,9 @@ void dmf_piece_server_notify_piece(dmf_piece_server_t *ps, const char *task_id, 
 void dmf_piece_server_notify_done(dmf_piece_server_t *ps, const char *task_id);
 /* The task is gone (failed, deleted): watchers' responses end without "done". */
 void dmf_piece_server_notify_gone(dmf_piece_server_t *ps, const char *task_id);
+
+/* True while a piece of task_id is being sent (eviction leaves such a task alone). */
+bool dmf_piece_server_uploading(const dmf_piece_server_t *ps, const char *task_id);
 
 /* Piece uploads at once (default DMF_PIECE_SERVER_UPLOAD_SLOTS; 0 = default). Further
  * requests wait, and the next to start is the one whose child holds the least of the task

@@ -37,6 +37,8 @@ enum stmt_id {
     ST_PIECE_DROP,
     ST_META_GET,
     ST_META_SET,
+    ST_TASK_USAGE,
+    ST_TASK_TOUCH,
     ST_COUNT
 };
 
@@ -70,6 +72,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    /* Bytes held: every piece is piece_length long but the last one of a known length. */
+    [ST_TASK_USAGE] =
+        "SELECT t.id, t.url, t.accessed_at, t.content_length, t.total_pieces, t.complete, "
+        "count(p.num), coalesce(sum(CASE WHEN t.content_length >= 0 AND p.num = "
+        "t.total_pieces - 1 THEN t.content_length - p.num * t.piece_length ELSE t.piece_length "
+        "END), 0) FROM tasks t LEFT JOIN pieces p ON p.task_id = t.id GROUP BY t.id "
+        "ORDER BY t.accessed_at, t.id",
+    [ST_TASK_TOUCH] = "UPDATE tasks SET accessed_at = max(accessed_at, ?2) WHERE id = ?1",
 };
 
 static const char schema_v1[] =
@@ -792,37 +802,60 @@ int dmf_store_piece_drop(dmf_store_t *s, const char *id, uint32_t n)
     return tx(s, ST_COMMIT);
 }
 
-int dmf_store_task_delete(dmf_store_t *s, const char *id)
+/* Deletes the task's rows in one transaction: 0, -ENOSPC when the journal cannot grow (a
+ * full disk), or -EIO. *had_row tells whether there was a task row. */
+static int delete_rows(dmf_store_t *s, const char *id, bool *had_row)
 {
-    if (!dmf_task_id_valid(id))
-        return -EINVAL;
-
-    /* Rows first, then the file: a crash in between leaves an orphan directory (wasted
-     * space), never a row that describes bytes that are gone. */
     int ret = tx(s, ST_BEGIN);
     if (ret != 0)
         return ret;
     sqlite3_stmt *p = stmt(s, ST_PIECES_DELETE);
     sqlite3_bind_text(p, 1, id, -1, SQLITE_STATIC);
     sqlite3_stmt *t = NULL;
-    if (stmt_run(p) == SQLITE_DONE) {
+    int rc = stmt_run(p);
+    if (rc == SQLITE_DONE) {
         t = stmt(s, ST_TASK_DELETE);
         sqlite3_bind_text(t, 1, id, -1, SQLITE_STATIC);
+        rc = stmt_run(t);
     }
-    if (t == NULL || stmt_run(t) != SQLITE_DONE) {
+    if (rc != SQLITE_DONE) {
         db_fail(s, "deleting", id);
         tx(s, ST_ROLLBACK);
-        return -EIO;
+        return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
     }
-    bool had_row = sqlite3_changes(s->db) > 0;
-    if ((ret = tx(s, ST_COMMIT)) != 0)
-        return ret;
+    *had_row = sqlite3_changes(s->db) > 0;
+    rc = stmt_run(stmt(s, ST_COMMIT));
+    if (rc != SQLITE_DONE) {
+        db_fail(s, "deleting (commit)", id);
+        tx(s, ST_ROLLBACK);
+        return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+    }
+    return 0;
+}
 
+int dmf_store_task_delete(dmf_store_t *s, const char *id)
+{
+    if (!dmf_task_id_valid(id))
+        return -EINVAL;
+
+    /* Rows first, then the file: a crash in between leaves an orphan directory (wasted
+     * space), never a row that describes bytes that are gone. On a full disk the journal
+     * cannot grow: then the file goes first to make room for it (a crash in between leaves
+     * rows whose data file is missing, which dmf_task_cache_opened treats as no piece). */
     char *file = data_path(s, id);
     char *dir = task_dir(s, id);
     char *prefix = dmf_xasprintf("%s/tasks/%.3s", s->data_dir, id);
-    bool had_file = true;
-    if (unlink(file) != 0) {
+    bool had_row = false, had_file = true, unlinked = false;
+    int ret = delete_rows(s, id, &had_row);
+    if (ret == -ENOSPC) {
+        dmf_warn("store: disk full: removing the data file of task %s before its rows", id);
+        unlinked = unlink(file) == 0;
+        had_file = unlinked;
+        ret = delete_rows(s, id, &had_row);
+    }
+    if (ret != 0)
+        goto out;
+    if (!unlinked && unlink(file) != 0) {
         if (errno != ENOENT) {
             ret = -errno;
             dmf_error("store: cannot remove %s: %s", file, dmf_strerror(ret));
@@ -873,4 +906,64 @@ int dmf_store_detach_data(dmf_store_t *s, const char *id, int fd)
         ret = -errno;
     free(file);
     return ret;
+}
+
+void dmf_store_usage_free(struct dmf_store_usage *u, size_t n)
+{
+    for (size_t i = 0; u && i < n; i++)
+        free(u[i].url);
+    free(u);
+}
+
+int dmf_store_usage(dmf_store_t *s, struct dmf_store_usage **out, size_t *nout)
+{
+    struct dmf_store_usage *u = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *st = stmt(s, ST_TASK_USAGE);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (id == NULL || !dmf_task_id_valid(id))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            u = dmf_xrealloc(u, cap * sizeof(*u));
+        }
+        struct dmf_store_usage *r = &u[n++];
+        memset(r, 0, sizeof(*r));
+        memcpy(r->id, id, DMF_TASK_ID_LEN + 1);
+        const char *url = (const char *)sqlite3_column_text(st, 1);
+        r->url = url ? dmf_xstrdup(url) : NULL;
+        r->accessed = sqlite3_column_int64(st, 2);
+        r->content_length = sqlite3_column_int64(st, 3);
+        int64_t total = sqlite3_column_int64(st, 4);
+        r->total_pieces = total >= 0 && total <= DMF_PIECES_MAX ? (uint32_t)total : 0;
+        r->complete = sqlite3_column_int(st, 5) != 0;
+        int64_t held = sqlite3_column_int64(st, 6), bytes = sqlite3_column_int64(st, 7);
+        r->held_pieces = held >= 0 && held <= DMF_PIECES_MAX ? (uint32_t)held : 0;
+        r->held_bytes = bytes > 0 ? (uint64_t)bytes : 0;
+    }
+    stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        db_fail(s, "listing the cache", NULL);
+        dmf_store_usage_free(u, n);
+        return -EIO;
+    }
+    *out = u;
+    *nout = n;
+    return 0;
+}
+
+int dmf_store_task_touch(dmf_store_t *s, const char *id, int64_t when)
+{
+    if (!dmf_task_id_valid(id))
+        return -EINVAL;
+    sqlite3_stmt *st = stmt(s, ST_TASK_TOUCH);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, when);
+    if (stmt_run(st) != SQLITE_DONE) {
+        db_fail(s, "recording an access", id);
+        return -EIO;
+    }
+    return 0;
 }

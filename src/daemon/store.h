@@ -93,4 +93,22 @@ int dmf_store_task_delete(dmf_store_t *s, const char *id);
  * which garbage collection evicts). Returns 0 or -EIO. */
 int dmf_store_task_list(dmf_store_t *s, struct dmf_strlist *ids);
 
+/* What the cache holds, per task (the rows `damselfly cache ls` and eviction look at). */
+struct dmf_store_usage {
+    char id[DMF_TASK_ID_LEN + 1];
+    char *url;        /* owned; NULL when none was recorded */
+    int64_t accessed; /* last access, seconds since the epoch */
+    int64_t content_length;
+    uint32_t total_pieces, held_pieces;
+    uint64_t held_bytes; /* bytes of the pieces held (task data only, not the database) */
+    bool complete;
+};
+/* Every task with what it holds, least recently accessed first, into a malloc'd array
+ * (*out, *n; free with dmf_store_usage_free). Returns 0 or -EIO. */
+int dmf_store_usage(dmf_store_t *s, struct dmf_store_usage **out, size_t *n);
+void dmf_store_usage_free(struct dmf_store_usage *u, size_t n);
+/* Records an access to the task at when (seconds since the epoch; an earlier time than the
+ * recorded one is ignored). Returns 0, -EINVAL or -EIO. */
+int dmf_store_task_touch(dmf_store_t *s, const char *id, int64_t when);
+
 #endif

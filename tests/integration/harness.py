@@ -465,8 +465,9 @@ def _short_socket_path(directory, name):
 
 class Daemon:
     def __init__(self, name, dir, data_dir, socket_path, piece_port, rpc_port, log_path,
-                 host_id, seed, scheduler, extra):
+                 host_id, seed, scheduler, extra, prefix=None):
         self.name = name
+        self.prefix = list(prefix or [])  # e.g. ["prlimit", "--nofile=1024:1024", "--"]
         self.dir = dir
         self.data_dir = data_dir
         self.socket = socket_path
@@ -484,7 +485,7 @@ class Daemon:
         require_binary()
         flags = dict(self.extra)
         flags.setdefault("log_level", log_level())
-        args = [binary(), "daemon"]
+        args = self.prefix + [binary(), "daemon"]
         if self.scheduler is not None:
             args += ["--scheduler", self.scheduler.addr if isinstance(self.scheduler, Scheduler)
                      else str(self.scheduler)]
@@ -536,10 +537,10 @@ class Daemon:
 
 
 def start_daemon(tmp_path, name, scheduler=None, seed=False, host_id=None, ready_timeout=20,
-                 **flags):
+                 prefix=None, **flags):
     """Starts `damselfly daemon` named name under tmp_path/name with free ports. scheduler is
     a Scheduler, an "addr:port" string, or None (no scheduler). Waits until the socket exists
-    and the piece port accepts."""
+    and the piece port accepts. prefix is a command that execs the daemon (prlimit ... --)."""
     d = Path(tmp_path) / name
     d.mkdir(parents=True, exist_ok=True)
     data = d / "data"
@@ -549,7 +550,8 @@ def start_daemon(tmp_path, name, scheduler=None, seed=False, host_id=None, ready
     flags.setdefault("proxy_listen", f"127.0.0.1:{free_port()}")
     dm = Daemon(name=name, dir=d, data_dir=data, socket_path=_short_socket_path(d, name),
                 piece_port=free_port(), rpc_port=free_port(), log_path=Path(tmp_path) / f"{name}.log",
-                host_id=host_id or name, seed=seed, scheduler=scheduler, extra=flags)
+                host_id=host_id or name, seed=seed, scheduler=scheduler, extra=flags,
+                prefix=prefix)
     pl = str(flags["proxy_listen"])
     dm.proxy_port = int(pl.rsplit(":", 1)[1]) if ":" in pl else None
     return dm._start(ready_timeout)

@@ -12,9 +12,11 @@ HELP_FLAGS = {
     "scheduler": ["--listen", "--metrics-listen", "--candidate-limit", "--host-timeout",
                   "--bad-parent-threshold", "--log-level"],
     "daemon": ["--scheduler", "--data-dir", "--ip", "--piece-listen", "--rpc-listen", "--socket",
-               "--seed", "--host-id", "--announce-interval", "--log-level"],
+               "--seed", "--host-id", "--announce-interval", "--log-level", "--cache-limit",
+               "--task-ttl", "--gc-interval", "--max-open-files"],
     "get": ["-O", "--socket", "-H", "--digest", "--tag", "--filter-query", "--timeout",
             "--no-back-to-source", "--quiet"],
+    "cache": ["--socket", "ls", "rm ID|URL", "gc"],
 }
 
 

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
+#include "daemon/api/cache_routes.h"
 #include "daemon/api/local_service.h"
 #include "daemon/api/socket_perms.h"
 
@@ -235,6 +236,7 @@ struct dmf_local_api *dmf_local_api_new(struct dmf_daemon *d, const char *path,
     evhttp_set_max_body_size(api->http, REQUEST_MAX);
     evhttp_set_allowed_methods(api->http, EVHTTP_REQ_POST | EVHTTP_REQ_GET);
     evhttp_set_cb(api->http, "/damselfly.v1.Daemon/DownloadTask", on_download, api);
+    dmf_cache_routes_add(api->http, d);
     evhttp_set_gencb(api->http, on_other, api);
     if (evhttp_bind_listener(api->http, l) == NULL) {
         snprintf(err, errlen, "cannot serve HTTP on %s", path);

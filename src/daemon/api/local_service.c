@@ -43,6 +43,8 @@ void dmf_download_abandon(struct dmf_download *dl)
     dmf_revalidation_cancel(dl->reval);
     if (dl->t && !dl->done)
         dmf_task_unsubscribe(dl->t, &dl->sub);
+    if (dl->t)
+        dmf_task_put(dl->t);
     if (dl->timeout)
         event_free(dl->timeout);
     free(dl);
@@ -325,6 +327,8 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
     struct dmf_task *t;
     int e = dmf_engine_open(d, id, &treq, &t);
     dl->t = t;
+    if (t)
+        dmf_task_hold(t); /* an open get: not evicted until abandoned */
     if (e != 0) {
         status = GRPC_STATUS_INTERNAL;
         snprintf(err, sizeof(err), "cannot open the task's data file");

@@ -303,6 +303,27 @@ static struct sched_conn *pick_conn(struct dmf_announce_client *c, const char *t
     return &c->conns[i < c->nconns ? i : 0];
 }
 
+static void on_left_peer(void *arg, grpc_status_code status, const char *details,
+                         const uint8_t *resp, size_t len)
+{
+    if (status != GRPC_STATUS_OK && status != GRPC_STATUS_NOT_FOUND)
+        dmf_debug("LeavePeer: %s", details ? details : "failed");
+}
+
+void dmf_announce_leave_peer(struct dmf_announce_client *c, const char *task_id,
+                             const char *peer_id)
+{
+    if (c == NULL || c->nconns == 0)
+        return;
+    Damselfly__V1__LeavePeerRequest req = DAMSELFLY__V1__LEAVE_PEER_REQUEST__INIT;
+    req.task_id = (char *)task_id;
+    req.peer_id = (char *)peer_id;
+    struct sched_conn *sc = pick_conn(c, task_id);
+    if (sc->ch != NULL)
+        dmf_rpc_unary(sc->ch, "/damselfly.v1.Scheduler/LeavePeer", &req.base, 1000, on_left_peer,
+                      NULL);
+}
+
 /* ---------------------------------------------------------------- AnnouncePeer: answers */
 
 static void decode_meta(const Damselfly__V1__TaskMeta *m, struct dmf_announce_meta *out,

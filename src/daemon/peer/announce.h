@@ -31,6 +31,11 @@ struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d,
 /* Announces now and runs the loop until that answer (or timeout_ms) — used once at
  * startup so the first download finds this host known. Returns true when announced. */
 bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms);
+/* Says LeavePeer for the task's peer on this host (best effort, not waited for): the
+ * scheduler stops offering this host as a parent of the task (it was evicted). NULL c is
+ * ignored. */
+void dmf_announce_leave_peer(struct dmf_announce_client *c, const char *task_id,
+                             const char *peer_id);
 /* Says LeaveHost (best effort) and frees. NULL is ignored. */
 void dmf_announce_client_free(struct dmf_announce_client *c);
 /* Moves to the schedulers of d->cfg.scheduler (the manager gave another list): every

@@ -10,6 +10,8 @@
 #include "common/taskid.h"
 #include "common/util.h"
 #include "daemon/peer/announce.h"
+#include "daemon/peer/cache_gc.h"
+#include "daemon/peer/data_file.h"
 #include "daemon/peer/parent.h"
 #include "daemon/peer/revalidate.h"
 #include "daemon/peer/task.h"
@@ -41,6 +43,50 @@ static void on_rejoin(void *arg)
         dmf_task_rejoin(t);
 }
 
+static struct dmf_task *find_loaded(struct dmf_engine *e, const char *id)
+{
+    for (struct dmf_task *t = e->tasks; t; t = t->next)
+        if (strcmp(t->id, id) == 0)
+            return t;
+    return NULL;
+}
+
+static const char *phase_name(enum dmf_task_phase p)
+{
+    static const char *const names[] = {"pending", "running", "succeeded", "failed"};
+    return p <= DMF_TASK_PHASE_FAILED ? names[p] : "?";
+}
+
+static bool gc_loaded(void *arg, const char *id, bool *in_use, int64_t *accessed_ms,
+                      const char **phase)
+{
+    struct dmf_daemon *d = arg;
+    struct dmf_task *t = find_loaded(d->engine, id);
+    if (t == NULL)
+        return false;
+    struct dmf_task_info info;
+    dmf_task_info(t, &info);
+    *in_use = dmf_task_in_use(t);
+    *accessed_ms = t->accessed_ms;
+    *phase = phase_name(info.phase);
+    return true;
+}
+
+static void gc_unload(void *arg, const char *id)
+{
+    struct dmf_daemon *d = arg;
+    struct dmf_engine *e = d->engine;
+    for (struct dmf_task **pp = &e->tasks; *pp; pp = &(*pp)->next) {
+        struct dmf_task *t = *pp;
+        if (strcmp(t->id, id) != 0)
+            continue;
+        *pp = t->next;
+        dmf_task_leave(t);
+        dmf_task_free(t, "evicted from the cache");
+        return;
+    }
+}
+
 /* Piece memory was freed after a transfer was refused for want of it: every task looks
  * again (the one refused may not be the one whose piece was written). */
 static void on_piece_memory(void *arg)
@@ -57,6 +103,13 @@ void dmf_engine_new(struct dmf_daemon *d)
     dmf_piecemem_set_wake(on_piece_memory, d);
     if (d->cfg.scheduler)
         e->announcer = dmf_announce_client_new(d, on_rejoin, d);
+    struct dmf_cache_gc_env env = {.d = d, .loaded = gc_loaded, .unload = gc_unload, .arg = d};
+    d->cache_gc = dmf_cache_gc_new(&env);
+}
+
+struct dmf_cache_gc *dmf_engine_cache(struct dmf_daemon *d)
+{
+    return d->cache_gc;
 }
 
 void dmf_engine_start(struct dmf_daemon *d)
@@ -87,6 +140,8 @@ void dmf_engine_stop(struct dmf_daemon *d)
     /* The announce client's goodbye below runs the loop, and the piece server still
      * listens then: a request in that window must not load a task that nobody frees. */
     e->closing = true;
+    dmf_cache_gc_free(d->cache_gc);
+    d->cache_gc = NULL;
     dmf_piecemem_set_wake(NULL, NULL);
     while (e->tasks) {
         struct dmf_task *t = e->tasks;
@@ -118,6 +173,14 @@ void dmf_engine_metrics_register(void)
     dmf_metric_register(&dmf_m_reval_current);
     dmf_metric_register(&dmf_m_reval_new);
     dmf_metric_register(&dmf_m_reval_error);
+    dmf_metric_register(&dmf_m_cache_bytes);
+    dmf_metric_register(&dmf_m_cache_tasks);
+    dmf_metric_register(&dmf_m_evictions_space);
+    dmf_metric_register(&dmf_m_evictions_expired);
+    dmf_metric_register(&dmf_m_evictions_failed);
+    dmf_metric_register(&dmf_m_evictions_removed);
+    dmf_metric_register(&dmf_m_data_files_open);
+    dmf_metric_register(&dmf_m_data_files_max);
 }
 
 static void link_task(struct dmf_engine *e, struct dmf_task *t)
@@ -129,12 +192,12 @@ static void link_task(struct dmf_engine *e, struct dmf_task *t)
 struct dmf_task *dmf_engine_find(struct dmf_daemon *d, const char *id)
 {
     struct dmf_engine *e = d->engine;
-    for (struct dmf_task *t = e->tasks; t; t = t->next)
-        if (strcmp(t->id, id) == 0)
-            return t;
+    struct dmf_task *t = find_loaded(e, id);
+    if (t)
+        return t;
     if (e->closing || !dmf_task_id_valid(id))
         return NULL;
-    struct dmf_task *t = dmf_task_load(d, e->announcer, id);
+    t = dmf_task_load(d, e->announcer, id);
     if (t)
         link_task(e, t);
     return t;

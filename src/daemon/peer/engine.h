@@ -15,6 +15,7 @@
 
 #include "daemon/daemon.h"
 #include "daemon/piece_server.h"
+#include "daemon/peer/cache_gc.h"
 #include "daemon/peer/task_view.h"
 
 struct dmf_task;
@@ -44,6 +45,10 @@ struct dmf_task *dmf_engine_find(struct dmf_daemon *d, const char *id);
  * 0 and *out, or -errno when the data file cannot be opened (*out is then NULL). */
 int dmf_engine_open(struct dmf_daemon *d, const char *id, const struct dmf_task_request *req,
                     struct dmf_task **out);
+
+/* The cache's collector: list, remove, evict now (cache_gc.h). NULL before
+ * dmf_engine_new and after dmf_engine_stop. */
+struct dmf_cache_gc *dmf_engine_cache(struct dmf_daemon *d);
 
 /* The piece server's view of a task (a dmf_piece_lookup_cb; daemon is the dmf_daemon). */
 int dmf_engine_piece_lookup(void *daemon, const char *task_id, struct dmf_piece_view *view);

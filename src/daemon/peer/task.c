@@ -20,6 +20,8 @@
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/peer/announce.h"
+#include "daemon/peer/cache_gc.h"
+#include "daemon/peer/evict.h"
 #include "daemon/peer/parent.h"
 #include "daemon/peer/source.h"
 #include "daemon/peer/task_cache.h"
@@ -96,7 +98,8 @@ struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *
     t->d = d;
     t->announcer = announcer;
     memcpy(t->id, id, DMF_TASK_ID_LEN);
-    t->fd = -1;
+    dmf_data_file_init(&t->file, d->open_files);
+    t->accessed_ms = t->accessed_saved_ms = dmf_wall_ms();
     dmf_book_init(&t->book);
     dmf_cache_init(&t->cache);
     dmf_bitmap_init(&t->ledger.served);
@@ -135,6 +138,9 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
     if (dmf_store_task_load(d->store, id, &st) != 0)
         return NULL;
     struct dmf_task *t = dmf_task_new(d, announcer, id);
+    /* Loading is no use of the task: its last use is the store's (eviction takes the
+     * later of the two). */
+    t->accessed_ms = t->accessed_saved_ms = 0;
     struct dmf_piece_book *b = &t->book;
     t->url = st->url ? dmf_xstrdup(st->url) : NULL;
     t->shown_url = st->url ? dmf_xstrdup(st->url) : NULL;
@@ -184,18 +190,69 @@ void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req
 
 int dmf_task_ensure_data(struct dmf_task *t)
 {
-    if (t->fd >= 0)
+    if (dmf_data_file_fd(&t->file) >= 0)
         return 0;
-    free(t->data_path);
-    t->data_path = NULL;
     int64_t found;
-    int fd = dmf_store_open_data_found(t->d->store, t->id, &t->data_path, &found);
+    char *path;
+    int fd = dmf_store_open_data_found(t->d->store, t->id, &path, &found);
+    if (fd == -EMFILE || fd == -ENFILE) {
+        /* Sockets took the descriptors the bound left: give back idle data files. */
+        dmf_open_files_shed(t->d->open_files);
+        fd = dmf_store_open_data_found(t->d->store, t->id, &path, &found);
+    }
     if (fd < 0)
         return fd;
-    t->fd = fd;
-    t->data_gen++;
+    dmf_data_file_set(&t->file, fd, path);
     dmf_task_cache_opened(t, found);
     return 0;
+}
+
+int dmf_task_data_fd(struct dmf_task *t)
+{
+    int e = dmf_task_ensure_data(t);
+    return e < 0 ? e : t->file.fd;
+}
+
+#define TOUCH_SAVE_MS 10000 /* an access is written to the store at most this often */
+
+/* The task was used now (a get, an upload, a finished download): eviction goes by it. */
+static void touch(struct dmf_task *t)
+{
+    t->accessed_ms = dmf_wall_ms();
+    if (t->accessed_ms - t->accessed_saved_ms >= TOUCH_SAVE_MS &&
+        dmf_store_task_touch(t->d->store, t->id, t->accessed_ms / 1000) == 0)
+        t->accessed_saved_ms = t->accessed_ms;
+}
+
+/* A child fetching a task asks for one piece after another: a piece asked for this
+ * recently counts as an upload in progress, between the requests too. */
+#define UPLOAD_HOLD_MS 5000
+
+bool dmf_task_in_use(const struct dmf_task *t)
+{
+    bool uploading = (t->uploaded_ms > 0 && dmf_now_ms() - t->uploaded_ms < UPLOAD_HOLD_MS) ||
+                     dmf_piece_server_uploading(t->d->pieces, t->id);
+    return running(t) || t->users > 0 || t->subs != NULL || t->verify != NULL ||
+           dmf_data_file_pinned(&t->file) || uploading;
+}
+
+void dmf_task_leave(struct dmf_task *t)
+{
+    if (t->d->pieces)
+        dmf_piece_server_notify_gone(t->d->pieces, t->id);
+    dmf_announce_leave_peer(t->announcer, t->id, t->peer_id);
+}
+
+void dmf_task_hold(struct dmf_task *t)
+{
+    t->users++;
+    touch(t);
+}
+
+void dmf_task_put(struct dmf_task *t)
+{
+    if (t->users > 0)
+        t->users--;
 }
 
 /* ---------------------------------------------------------------- layout and digests */
@@ -212,8 +269,8 @@ static int set_layout(struct dmf_task *t, int64_t content_length, uint32_t piece
     case DMF_BOOK_LAYOUT_SAME:
         return 0;
     case DMF_BOOK_LAYOUT_CHANGED:
-        if (old_length < 0 && b->content_length >= 0 && t->fd >= 0 &&
-            ftruncate(t->fd, b->content_length) != 0)
+        if (old_length < 0 && b->content_length >= 0 && t->file.fd >= 0 &&
+            ftruncate(t->file.fd, b->content_length) != 0)
             dmf_warn("task %s: cannot size the data file: %s", t->id, strerror(errno));
         save(t);
         kick(t);
@@ -276,6 +333,7 @@ struct piece_job {
     uint8_t expected[DMF_SHA256_LEN];
     uint8_t digest[DMF_SHA256_LEN];
     int err;
+    bool retried; /* the disk was full once: room was made and the piece tried again */
 };
 
 /* On a worker: hash, compare, write. Nothing of the task is touched here but its fd. */
@@ -332,6 +390,36 @@ static bool disk_full(const char *dir, size_t need)
     return statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < need;
 }
 
+static bool no_space(int e)
+{
+    return e == -ENOSPC || e == -EDQUOT;
+}
+
+/* A write of this task found the disk full: evicts what the cache can spare (never a task
+ * in use, this one included) for at least len bytes and what the download still needs.
+ * True when something was freed (the write is worth one more try). */
+static bool make_room(struct dmf_task *t, size_t len)
+{
+    if (t->d->cache_gc == NULL)
+        return false;
+    uint64_t left = t->book.content_length >= 0
+                        ? (uint64_t)t->book.content_length - dmf_book_held_bytes(&t->book)
+                        : 0;
+    struct statvfs v;
+    uint64_t avail = statvfs(t->d->cfg.data_dir, &v) == 0 ? (uint64_t)v.f_bavail * v.f_frsize : 0;
+    uint64_t need = dmf_evict_room_needed(DMF_MAX((uint64_t)len, left), avail);
+    if (need == 0) {
+        dmf_info("task %s: disk full, but room was made since: trying the piece again", t->id);
+        return true;
+    }
+    struct dmf_cache_gc_report r;
+    if (dmf_cache_gc_run(t->d->cache_gc, need, &r) != 0)
+        return false;
+    dmf_info("task %s: disk full: evicted %zu task(s), %llu bytes; trying the piece again", t->id,
+             r.evicted, (unsigned long long)r.freed);
+    return r.freed > 0;
+}
+
 /* Back on the loop: record the piece, or deal with a bad one. The claim ends here. */
 static void piece_done(void *arg)
 {
@@ -339,7 +427,15 @@ static void piece_done(void *arg)
     struct dmf_task *t = j->t;
     uint32_t n = j->n;
     char why[160];
+    if (no_space(j->err) && !j->retried && running(t) && !t->error && make_room(t, j->len)) {
+        /* Still claimed and pinned: the same bytes go to the same place once more. */
+        j->retried = true;
+        j->err = 0;
+        dmf_workq_submit(t->d->workq, piece_work, piece_done, j);
+        return;
+    }
     dmf_book_release(&t->book, n);
+    dmf_data_file_unpin(&t->file);
     if (!running(t) || t->error || dmf_bitmap_get(&t->book.have, n)) {
         if (t->state == DMF_TASK_FAILED && t->release_on_failure)
             arm_ms(t->release, 2000); /* a late write of the failed download */
@@ -363,6 +459,10 @@ static void piece_done(void *arg)
     int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
     if (e == -EIO && disk_full(t->d->cfg.data_dir, j->len))
         e = -ENOSPC; /* SQLite says I/O error when its journal cannot grow */
+    if (no_space(e) && !j->retried && make_room(t, j->len)) {
+        j->retried = true;
+        e = dmf_store_piece_put(t->d->store, t->id, n, j->digest);
+    }
     if (e != 0) {
         if (t->error == NULL)
             t->release_on_failure = e == -ENOSPC || e == -EDQUOT || e == -EIO;
@@ -420,7 +520,8 @@ static int piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t len
     j->len = len;
     j->from = from;
     j->parent_host_id = parent_host_id ? dmf_xstrdup(parent_host_id) : NULL;
-    j->fd = t->fd;
+    j->fd = t->file.fd; /* open: dmf_task_ensure_data above; pinned until piece_done */
+    dmf_data_file_pin(&t->file);
     j->offset = dmf_piece_offset(b->piece_length, n);
     const uint8_t *want = dmf_book_digest(b, n);
     if (want) {
@@ -632,7 +733,8 @@ static void drop_pieces(struct dmf_task *t);
 
 static void truncate_data(struct dmf_task *t)
 {
-    if (t->fd >= 0 && ftruncate(t->fd, 0) != 0)
+    int fd = dmf_task_data_fd(t);
+    if (fd >= 0 && ftruncate(fd, 0) != 0)
         dmf_warn("task %s: cannot truncate its data file: %s", t->id, strerror(errno));
 }
 
@@ -676,6 +778,7 @@ static void finish(struct dmf_task *t)
         if (t->bytes.origin + t->bytes.seed + t->bytes.peer > 0)
             t->validated_at = (int64_t)time(NULL); /* just fetched: the current version */
         save(t);
+        t->accessed_ms = t->accessed_saved_ms = dmf_wall_ms();
         dmf_metric_add(&dmf_m_tasks_succeeded, 1);
         dmf_piece_server_notify_done(t->d->pieces, t->id);
         dmf_info("task %s peer %s: %lld bytes in %llu ms (origin %llu, seed %llu, peers %llu)",
@@ -703,6 +806,8 @@ static void finish(struct dmf_task *t)
                         !ok && t->drop_on_failure && !t->not_shared);
     t->announce = NULL;
     tell_subscribers(t, true);
+    if (t->d->cache_gc)
+        dmf_cache_gc_soon(t->d->cache_gc); /* over the limit now? a failed task's leftovers */
 }
 
 static void start_verify(struct dmf_task *t);
@@ -1093,7 +1198,8 @@ static void start_verify(struct dmf_task *t)
 {
     struct verify_job *job = dmf_xcalloc(1, sizeof(*job));
     job->t = t;
-    job->scan.fd = t->fd >= 0 ? dup(t->fd) : -1;
+    int fd = dmf_task_data_fd(t);
+    job->scan.fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     job->scan.content_length = t->book.content_length;
     job->scan.piece_length = t->book.piece_length;
     job->done = event_new(t->d->base, -1, 0, on_verified, job);
@@ -1182,8 +1288,8 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
         .id = t->id,
         .peer_id = t->peer_id,
         .url = t->shown_url ? t->shown_url : "",
-        .data_path = t->data_path ? t->data_path : "",
-        .data_gen = t->fd >= 0 ? t->data_gen : 0,
+        .data_path = t->file.path ? t->file.path : "",
+        .data_gen = t->file.gen,
         .content_digest = t->content_digest,
         .error = t->error,
         .not_shared = t->not_shared,
@@ -1217,6 +1323,7 @@ void dmf_task_serve_cached(struct dmf_task *t)
     if (t->state != DMF_TASK_SUCCEEDED)
         dmf_task_start(t); /* complete: marks it SUCCEEDED */
     t->bytes = (struct dmf_transfer_bytes){0};
+    touch(t);
     if (t->d->cfg.seed || !t->held_announced)
         announce_held(t);
 }
@@ -1238,23 +1345,29 @@ size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out)
     return n;
 }
 
-ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t off)
+ssize_t dmf_task_read(struct dmf_task *t, void *buf, size_t len, uint64_t off)
 {
-    if (t->fd < 0) {
-        errno = EBADF;
+    int fd = dmf_task_data_fd(t);
+    if (fd < 0) {
+        errno = -fd;
         return -1;
     }
-    return pread(t->fd, buf, len, (off_t)off);
+    return pread(fd, buf, len, (off_t)off);
 }
 
+/* Called by the piece server before it sends piece n to a child (only then). */
 static bool piece_view_verify(void *arg, uint32_t n)
 {
-    return dmf_task_cache_verify_piece(arg, n);
+    struct dmf_task *t = arg;
+    touch(t); /* an upload to a peer is a use of the task */
+    t->uploaded_ms = dmf_now_ms();
+    return dmf_task_cache_verify_piece(t, n);
 }
 
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
 {
-    view->fd = t->fd;
+
+    view->fd = dmf_task_data_fd(t);
     view->content_length = t->book.content_length;
     view->piece_length = t->book.piece_length;
     view->have = &t->book.have;
@@ -1309,9 +1422,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     event_free(t->stall);
     event_free(t->reconnect);
     event_free(t->release);
-    if (t->fd >= 0)
-        close(t->fd);
-    free(t->data_path);
+    dmf_data_file_free(&t->file);
     free(t->url);
     free(t->shown_url);
     free(t->tag);

@@ -15,6 +15,7 @@
 #include "common/taskid.h"
 #include "daemon/daemon.h"
 #include "daemon/peer/cache_check.h"
+#include "daemon/peer/data_file.h"
 #include "daemon/peer/piece_book.h"
 #include "daemon/peer/task_fsm.h"
 #include "daemon/peer/task_view.h"
@@ -52,10 +53,12 @@ struct dmf_task {
 
     struct dmf_piece_book book;
     struct dmf_seed_ledger ledger; /* a seed's uploads of this task (piece_server.h) */
-    int fd;
-    char *data_path;
-    struct dmf_cache_state cache; /* which held pieces are verified now (task_cache.h) */
-    uint32_t data_gen;            /* data files opened so far (a fresh one after a detach) */
+    struct dmf_data_file file;     /* its data file, opened on demand (data_file.h) */
+    struct dmf_cache_state cache;  /* which held pieces are verified now (task_cache.h) */
+    unsigned users;                /* local clients holding it (dmf_task_hold) */
+    int64_t accessed_ms;           /* last use, wall-clock ms (a get, an upload, a download) */
+    uint64_t uploaded_ms;          /* when a child last asked for a piece (monotonic) */
+    int64_t accessed_saved_ms;     /* the access time last written to the store */
     char content_digest[DMF_DIGEST_STR_LEN + 1];
     /* The origin's validators: of the version this task's pieces are (pinned: from the
      * scheduler or this host's fetch), and as this host's own fetch saw them (reported). */
@@ -105,6 +108,9 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
 void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req);
 /* Opens the task's data file (creating it) if it is not open: 0 or -errno. */
 int dmf_task_ensure_data(struct dmf_task *t);
+/* The open descriptor of the task's data file (opened first if it was closed), borrowed:
+ * valid until control returns to the loop or another data file is opened. -errno. */
+int dmf_task_data_fd(struct dmf_task *t);
 /* Piece n was verified (again): watchers are told with the next update. */
 void dmf_task_note_verified(struct dmf_task *t, uint32_t n);
 /* The scheduler may have lost what it knew of this task (it restarted, or this host
@@ -122,6 +128,12 @@ void dmf_task_still_current(struct dmf_task *t);
  * old file), the layout is forgotten and the new validators are pinned for the next
  * download, which tells the scheduler. Ignored while a download runs. */
 void dmf_task_new_version(struct dmf_task *t, const char *etag, const char *last_modified);
+/* True while the task must not be evicted: a download or a check runs, a local client
+ * holds it (dmf_task_hold), a piece is being written, or one is being uploaded. */
+bool dmf_task_in_use(const struct dmf_task *t);
+/* The task is about to be evicted: children watching it stop counting on this host, and
+ * the scheduler stops offering it as a parent of the task (LeavePeer). */
+void dmf_task_leave(struct dmf_task *t);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
 /* Something outside the task changed (piece memory was freed): it makes a dispatch pass. */

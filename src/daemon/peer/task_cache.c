@@ -26,7 +26,8 @@ void dmf_task_cache_free(struct dmf_task *t)
 void dmf_task_cache_mark(struct dmf_task *t)
 {
     struct stat st;
-    if (t->fd < 0 || fstat(t->fd, &st) != 0) {
+    int fd = dmf_data_file_fd(&t->file);
+    if (fd < 0 || fstat(fd, &st) != 0) {
         t->cache.marked = false;
         return;
     }
@@ -62,11 +63,10 @@ static void detach(struct dmf_task *t, const char *why)
     drop_held(t);
     if (t->d->pieces)
         dmf_piece_server_notify_gone(t->d->pieces, t->id); /* children stop counting on it */
-    if (t->fd >= 0) {
-        dmf_store_detach_data(t->d->store, t->id, t->fd);
-        close(t->fd);
-        t->fd = -1;
-    }
+    int fd = dmf_data_file_fd(&t->file);
+    if (fd >= 0)
+        dmf_store_detach_data(t->d->store, t->id, fd);
+    dmf_data_file_forget(&t->file);
     t->cache.marked = false;
     if (dmf_task_ensure_data(t) != 0)
         dmf_warn("task %s: cannot open a fresh data file", t->id);
@@ -81,7 +81,8 @@ void dmf_task_cache_detach(struct dmf_task *t, const char *why)
 static void after_drops(struct dmf_task *t)
 {
     struct stat st;
-    if (!running(t) && t->fd >= 0 && fstat(t->fd, &st) == 0 && dmf_cache_must_detach(st.st_nlink))
+    int fd = dmf_data_file_fd(&t->file);
+    if (!running(t) && fd >= 0 && fstat(fd, &st) == 0 && dmf_cache_must_detach(st.st_nlink))
         detach(t, "cached data altered in a file with another hard link (a user's output)");
 }
 
@@ -108,7 +109,12 @@ void dmf_task_cache_opened(struct dmf_task *t, int64_t found)
 void dmf_task_cache_refresh(struct dmf_task *t)
 {
     struct stat st;
-    if (running(t) || t->fd < 0 || fstat(t->fd, &st) != 0)
+    if (running(t))
+        return;
+    /* A data file closed while idle (data_file.h) is opened again here: its mark is
+     * compared as for one that stayed open, so a change in between is seen. */
+    int fd = dmf_task_data_fd(t);
+    if (fd < 0 || fstat(fd, &st) != 0)
         return;
     struct dmf_file_mark now = dmf_cache_mark_of(&st);
     if (!t->cache.marked) {
@@ -163,9 +169,11 @@ bool dmf_task_cache_verify_piece(struct dmf_task *t, uint32_t n)
     if (dmf_bitmap_get(&t->cache.verified, n))
         return true;
     const uint8_t *want = dmf_book_digest(&t->book, n);
-    int e = want
-                ? dmf_cache_hash_piece(t->fd, t->book.content_length, t->book.piece_length, n, want)
-                : -ENOENT;
+    int fd = dmf_task_data_fd(t);
+    int e = !want ? -ENOENT
+            : fd < 0
+                ? fd
+                : dmf_cache_hash_piece(fd, t->book.content_length, t->book.piece_length, n, want);
     if (e == 0) {
         dmf_bitmap_set(&t->cache.verified, n);
         dmf_metric_add(&dmf_m_cache_verified, 1);
@@ -205,7 +213,8 @@ size_t dmf_task_cache_apply_scan(struct dmf_task *t, const struct dmf_cache_scan
         dmf_warn("task %s: %zu cached piece(s) fail verification: dropped, to be fetched again",
                  t->id, bad);
         struct stat st;
-        if (t->fd >= 0 && fstat(t->fd, &st) == 0 && dmf_cache_must_detach(st.st_nlink))
+        int fd = dmf_data_file_fd(&t->file);
+        if (fd >= 0 && fstat(fd, &st) == 0 && dmf_cache_must_detach(st.st_nlink))
             detach(t, "cached data altered in a file with another hard link (a user's output)");
     } else if (checked) {
         dmf_info("task %s: %zu cached piece(s) verified", t->id, checked);
@@ -213,14 +222,15 @@ size_t dmf_task_cache_apply_scan(struct dmf_task *t, const struct dmf_cache_scan
     return bad;
 }
 
-int dmf_task_open_read(const struct dmf_task *t)
+int dmf_task_open_read(struct dmf_task *t)
 {
-    if (t->fd < 0)
-        return -EBADF;
+    int dfd = dmf_task_data_fd(t);
+    if (dfd < 0)
+        return dfd;
     /* Through /proc: a read-only open of the very inode the task writes, whatever its
      * path has become. */
     char proc[64];
-    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", dfd);
     int fd = open(proc, O_RDONLY | O_CLOEXEC);
     return fd >= 0 ? fd : -errno;
 }

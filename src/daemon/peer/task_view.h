@@ -81,6 +81,10 @@ bool dmf_task_cached(struct dmf_task *t);
 void dmf_task_serve_cached(struct dmf_task *t);
 /* Starts downloading unless the task is complete or already running. */
 void dmf_task_start(struct dmf_task *t);
+/* A local client (a get, a proxy connection) holds the task while it uses it: a held task
+ * is never evicted, nor freed before the matching dmf_task_put. */
+void dmf_task_hold(struct dmf_task *t);
+void dmf_task_put(struct dmf_task *t);
 void dmf_task_subscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 void dmf_task_unsubscribe(struct dmf_task *t, struct dmf_task_sub *sub);
 
@@ -92,11 +96,11 @@ bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n);
 size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out);
 /* Reads up to len bytes at offset off of the task's data file: what pread returns. Only
  * bytes of held pieces are meaningful. */
-ssize_t dmf_task_read(const struct dmf_task *t, void *buf, size_t len, uint64_t off);
+ssize_t dmf_task_read(struct dmf_task *t, void *buf, size_t len, uint64_t off);
 /* A new read-only descriptor of the task's data file (the caller closes it), for a local
  * client: only bytes of pieces it is told are verified are meaningful. -errno when the
  * data file is not open. */
-int dmf_task_open_read(const struct dmf_task *t);
+int dmf_task_open_read(struct dmf_task *t);
 
 /* True when every piece of this URL task is held (verified or not yet) and its last
  * validation is older than --revalidate-after: a get asks the origin first. Never for a

@@ -190,6 +190,7 @@ static void on_task_update(void *arg, struct dmf_task *t, const uint32_t *pieces
     if (!c->headers_sent) {
         /* Nothing sent yet: the client can still get the content from the origin. */
         dmf_warn("proxy conn %lu: %s: task %s failed (%s)", c->id, c->what, info.id, why);
+        dmf_task_put(c->t);
         c->t = NULL;
         proxy_pass_start(c, true);
         return;
@@ -249,6 +250,7 @@ static void start_task(struct conn *c)
     }
     dmf_metric_add(&proxy_m_req_p2p, 1);
     c->t = t;
+    dmf_task_hold(t); /* not evicted while this connection serves it */
     proxy_conn_set_state(c, C_BLOB);
     if (!c->digest[0] && dmf_task_needs_revalidation(t)) {
         c->reval = dmf_task_revalidate(t, &c->fwd, on_revalidated, c);

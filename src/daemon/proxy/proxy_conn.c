@@ -78,6 +78,8 @@ void proxy_reset_request(struct conn *c)
     c->subscribed = false;
     dmf_revalidation_cancel(c->reval);
     c->reval = NULL;
+    if (c->t)
+        dmf_task_put(c->t);
     c->t = NULL;
     if (c->have_req)
         dmf_proxy_request_free(&c->req);
