@@ -90,8 +90,10 @@ say "== starting origin, scheduler, seed and three daemons in $work"
 pids+=($!)
 wait_for 10 "the origin" curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$origin_port/__origin/stats"
 
+# Seeds are known, not claimed: the scheduler trusts as a seed only the host listed in
+# --seed-hosts (id|ip:rpc port; the seed's rpc port is ports[4], given to it below).
 "$bin" scheduler --listen "127.0.0.1:$sched_port" --metrics-listen "127.0.0.1:$sched_metrics" \
-    >"$logs/scheduler.log" 2>&1 &
+    --seed-hosts "seed|127.0.0.1:${ports[4]}" >"$logs/scheduler.log" 2>&1 &
 pids+=($!)
 wait_for 10 "the scheduler" listening "$sched_metrics"
 
