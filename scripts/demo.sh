@@ -107,7 +107,9 @@ for h in "${hosts[@]}"; do
     sock[$h]="$work/$h.sock"
     mkdir -p "$work/$h"
     seedflag=()
-    [ "$h" = seed ] && seedflag=(--seed)
+    # The seed fetches what the scheduler asks for; the demo's origin is on loopback, which
+    # the origin policy refuses unless allowed (deliberately, for this one-machine cluster).
+    [ "$h" = seed ] && seedflag=(--seed --origin-allow 127.0.0.0/8)
     "$bin" daemon --scheduler "127.0.0.1:$sched_port" --data-dir "$work/$h" --ip 127.0.0.1 \
         --piece-listen "127.0.0.1:${piece_port[$h]}" --rpc-listen "127.0.0.1:$rpc" \
         --socket "${sock[$h]}" --host-id "$h" --proxy-listen off "${seedflag[@]}" >"$logs/$h.log" 2>&1 &

@@ -55,11 +55,18 @@ struct dmf_daemon_config {
     uint64_t proxy_tunnel_timeout; /* ms without a byte either way in a CONNECT tunnel */
 
     struct dmf_strlist manager; /* managers giving the schedulers (manager_link.h) */
+
+    /* Requests from other hosts (DownloadTask on the rpc port). */
+    struct dmf_strlist origin_allow; /* CIDRs / host names the origin policy allows */
+    struct dmf_strlist origin_deny;  /* CIDRs / host names it refuses */
+    struct dmf_strlist rpc_allow;    /* callers allowed besides the schedulers and managers */
 };
 
 struct dmf_engine;
 struct dmf_proxy;
 struct dmf_daemon_manager_link;
+struct dmf_origin_policy;
+struct dmf_rpc_acl;
 
 struct dmf_daemon {
     struct dmf_daemon_config cfg;
@@ -77,6 +84,8 @@ struct dmf_daemon {
     struct dmf_proxy *proxy;   /* NULL with --proxy-listen off */
     /* The manager's ListSchedulers polls and a seed's KeepAlive; NULL without --manager. */
     struct dmf_daemon_manager_link *manager_link;
+    struct dmf_origin_policy *origin_policy; /* for fetches others ask for (owned) */
+    struct dmf_rpc_acl *rpc_acl;             /* who may call DownloadTask (owned) */
     bool stopping;
 };
 

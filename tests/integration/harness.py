@@ -566,6 +566,10 @@ def start_daemon(tmp_path, name, scheduler=None, seed=False, host_id=None, ready
     # Every daemon gets its own proxy port (the default 65001 would collide between the
     # daemons of one test); proxy_listen="off" runs without a proxy.
     flags.setdefault("proxy_listen", f"127.0.0.1:{free_port()}")
+    # The tests' origins run on 127.0.0.1, which the origin policy refuses for fetches other
+    # hosts ask for (seed triggers, preheats): a deliberate opt-in for a one-machine cluster.
+    # origin_allow=None tests the default.
+    flags.setdefault("origin_allow", "127.0.0.0/8")
     # The test's seed listens where the schedulers' --seed-hosts says (seed_rpc_port).
     rpc_port = seed_rpc_port() if seed and (host_id or name) == "seed" else free_port()
     dm = Daemon(name=name, dir=d, data_dir=data, socket_path=_short_socket_path(d, name),
