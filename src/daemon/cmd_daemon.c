@@ -49,6 +49,10 @@ static const struct dmf_option options[] = {
         "the default route's interface; 127.0.0.1 only with a scheduler on loopback)"),
     OPT("piece-listen", 0, DMF_OPT_ADDR, piece_listen, 0, 0, "0.0.0.0:65002", "ADDR:PORT",
         "piece server (data plane between daemons, and /metrics)"),
+    OPT("piece-header-timeout", 0, DMF_OPT_DURATION, piece_header_timeout, 100, 600000, "10s",
+        "DURATION",
+        "a piece-port connection must send a complete request head this long after it was "
+        "accepted, or it is closed (a client dripping header bytes keeps nothing)"),
     OPT("piece-idle-timeout", 0, DMF_OPT_DURATION, piece_idle_timeout, 100, 3600000, "60s",
         "DURATION",
         "close a piece server connection idle, or whose peer stalls reading or sending, this long"),
@@ -367,6 +371,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
                                      d, err, errlen);
     if (d->pieces != NULL)
         dmf_piece_server_set_timeout(d->pieces, cfg->piece_idle_timeout);
+    if (d->pieces != NULL)
+        dmf_piece_server_set_header_timeout(d->pieces, cfg->piece_header_timeout);
     if (d->pieces == NULL)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);

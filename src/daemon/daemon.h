@@ -50,6 +50,7 @@ struct dmf_daemon_config {
     char *origin_proxy;                     /* proxy for the daemon's own outbound HTTP, or NULL */
     unsigned long proxy_rules_line;         /* line of proxy-rules in the config file, 0 = none */
     uint64_t piece_idle_timeout;            /* ms: piece server connection idle or stalled */
+    uint64_t piece_header_timeout;          /* ms: accept to the first request head */
     uint64_t proxy_header_timeout;          /* ms from a request head's first byte to its end */
     uint64_t proxy_idle_timeout;   /* ms: keep-alive idle, a client not reading, a connect */
     uint64_t proxy_tunnel_timeout; /* ms without a byte either way in a CONNECT tunnel */

@@ -156,7 +156,7 @@ static void log_refusal(dmf_scheduler_service_t *svc, const char *what)
     svc->refusals_pending++;
     if (sec == svc->refusals_logged)
         return;
-    dmf_warn("admission control: refused %llu request(s) in the last second; latest: %s",
+    dmf_warn("admission control: refused %llu request(s) since the last summary; latest: %s",
              (unsigned long long)svc->refusals_pending, what);
     svc->refusals_logged = sec;
     svc->refusals_pending = 0;
@@ -858,9 +858,10 @@ static bool on_may_trigger(void *arg, const char *requester_host_id, const char 
     return false;
 }
 
-/* Once a second: hosts and finished peers expire; every 10 s, admission forgets idle hosts
- * and, when much was freed, the heap's free pages go back to the system (glibc keeps them
- * otherwise, and a flood's memory would never come back). */
+/* Once a second: hosts and finished peers expire; every 10 s, admission forgets idle hosts;
+ * and once a wave of expiries is over (100 or more freed, none this second), the heap's
+ * free pages go back to the system (glibc keeps them otherwise, and a flood's memory would
+ * never come back). */
 static void on_expiry(evutil_socket_t fd, short what, void *arg)
 {
     dmf_scheduler_service_t *svc = arg;
@@ -871,12 +872,12 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
     if (hosts + peers > 0)
         update_gauges(svc);
     svc->freed_since_trim += hosts + peers;
-    if (++svc->ticks % 10 == 0) {
+    if (++svc->ticks % 10 == 0)
         dmf_admission_sweep(&svc->admission, dmf_now_ms());
-        if (svc->freed_since_trim >= 100) {
-            malloc_trim(0);
-            svc->freed_since_trim = 0;
-        }
+    if (svc->freed_since_trim >= 100 && hosts + peers == 0) {
+        /* The expiry wave is over: give its pages back (a few ms for a large heap). */
+        malloc_trim(0);
+        svc->freed_since_trim = 0;
     }
 }
 
