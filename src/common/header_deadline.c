@@ -46,7 +46,9 @@ static size_t bucket_of(const struct bufferevent *bev)
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 {
     dmf_header_deadline_t *hd = arg;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    /* Without BEV_OPT_CLOSE_ON_FREE evhttp_connection_free closes the descriptor itself, at
+     * once, although our reference keeps the bufferevent's memory until the next sweep. */
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
     if (bev == NULL)
         return NULL; /* evhttp makes its own (without a deadline) */
     bufferevent_incref(bev);
@@ -80,7 +82,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             struct conn *c = *pp;
             if (freed_by_evhttp(c->bev)) {
                 *pp = c->next;
-                bufferevent_decref(c->bev); /* the last reference: closes the descriptor */
+                bufferevent_decref(c->bev); /* the last reference (evhttp closed the fd) */
                 free(c);
                 hd->nconns--;
                 continue;

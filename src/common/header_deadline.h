@@ -7,9 +7,11 @@
  * and a sweep timer shuts down the socket of any connection that has not completed a
  * request head within the timeout; evhttp then sees the end of the stream and frees the
  * connection as it would any other. The server's request callback marks the connection
- * (dmf_header_deadline_got_request). The held reference also tells the sweep when evhttp
- * freed a connection (its callbacks are cleared), and only then is the bufferevent (and its
- * descriptor) released, so the sweep never touches a reused descriptor.
+ * (dmf_header_deadline_got_request). The bufferevent is made without BEV_OPT_CLOSE_ON_FREE,
+ * so evhttp closes the descriptor itself the moment it frees the connection; the held
+ * reference keeps only the bufferevent's memory, and tells the sweep that evhttp freed it
+ * (its callbacks are cleared): the sweep checks that first, so it never shuts down a
+ * descriptor that was closed and reused.
  *
  * Later requests on a keep-alive connection are bounded by the server's idle timeout. */
 #ifndef DMF_HEADER_DEADLINE_H

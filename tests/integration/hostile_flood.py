@@ -120,10 +120,21 @@ async def main_async(a):
     async with grpc.aio.insecure_channel(a.addr) as ch:
         stub = pb.scheduler_pb2_grpc.SchedulerStub(ch)
         await announce(stub, pb, a.host)
+
+        async def keep_announcing():  # a live host: it is not expired under the flood
+            while True:
+                await asyncio.sleep(2)
+                try:
+                    await announce(stub, pb, a.host)
+                except grpc.aio.AioRpcError:
+                    pass
+
+        keeper = asyncio.ensure_future(keep_announcing())
         if a.mode == "streams":
             r = await streams(stub, pb, a.host, a.n, a.hold, a.timeout)
         else:
             r = await tasks(stub, pb, a.host, a.n, a.concurrency, a.timeout)
+        keeper.cancel()
         print(json.dumps({"phase": "done", **r}), flush=True)
         # grpc.aio can hang closing a channel with thousands of cancelled calls: the
         # process ends here, the kernel closes the connection (the server sees it).
