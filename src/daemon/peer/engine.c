@@ -9,6 +9,7 @@
 #include "common/taskid.h"
 #include "common/util.h"
 #include "daemon/peer/announce.h"
+#include "daemon/peer/parent.h"
 #include "daemon/peer/task.h"
 #include "daemon/peer/task_cache.h"
 
@@ -92,6 +93,8 @@ void dmf_engine_metrics_register(void)
     dmf_metric_register(&dmf_m_bytes_local);
     dmf_metric_register(&dmf_m_verify_failures);
     dmf_metric_register(&dmf_m_cache_verified);
+    dmf_metric_register(&dmf_m_endgame_requests);
+    dmf_metric_register(&dmf_m_endgame_cancels);
     dmf_metric_register(&dmf_m_cache_failures);
     dmf_metric_register(&dmf_m_tasks_succeeded);
     dmf_metric_register(&dmf_m_tasks_failed);
