@@ -19,6 +19,7 @@
 #include "common/fdlimit.h"
 #include "common/hostinfo.h"
 #include "common/log.h"
+#include "common/piecemem.h"
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/daemon.h"
@@ -89,6 +90,10 @@ static const struct dmf_option options[] = {
     OPT("upload-slots", 0, DMF_OPT_INT, upload_slots, 1, 256, "2", "N",
         "piece uploads at once (or one per 4 children watching, if more); further requests "
         "wait, those of the children furthest behind first"),
+    OPT("memory-limit", 0, DMF_OPT_SIZE, memory_limit, 0, 0, "512m", "BYTES",
+        "piece bytes held in memory between the network and the disk, over every task (a "
+        "transfer waits for room; each task may always have one piece in flight); 0 for no "
+        "bound"),
     OPT("log-level", 0, DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
@@ -373,6 +378,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
         dmf_piece_server_set_timeout(d->pieces, cfg->piece_idle_timeout);
     if (d->pieces != NULL)
         dmf_piece_server_set_header_timeout(d->pieces, cfg->piece_header_timeout);
+    dmf_piecemem_set_limit(cfg->memory_limit);
     if (d->pieces == NULL)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);

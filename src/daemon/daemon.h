@@ -34,6 +34,7 @@ struct dmf_daemon_config {
     int64_t source_concurrency;    /* parallel range requests to the origin */
     int64_t parent_concurrency;    /* piece requests in flight per parent */
     int64_t upload_slots;          /* piece uploads at once; more requests wait */
+    uint64_t memory_limit;         /* bytes of piece buffers (piecemem.h), 0 = no bound */
     char *log_level;
     char *config; /* the YAML file given with --config, or NULL */
 

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/piecemem.h"
 #include "common/util.h"
 #include "daemon/peer/dispatch.h"
 #include "daemon/peer/rate.h"
@@ -393,8 +394,8 @@ static void piece_request(struct dmf_parent *p, uint32_t n, bool duplicate)
     for (int i = 0; i < DMF_DISPATCH_SLOTS_MAX && s == NULL; i++)
         if (p->slots[i].req == NULL)
             s = &p->slots[i];
-    if (s == NULL)
-        return;
+    if (s == NULL || !dmf_piecemem_may_start(dmf_book_piece_size(book, n)))
+        return; /* no slot, or no memory (the task is kicked when some is freed) */
     if (duplicate) {
         const struct slot *first = other_request(ps, n, NULL);
         if (first == NULL || first->p == p)

@@ -14,6 +14,7 @@
 
 #include "common/backoff.h"
 #include "common/log.h"
+#include "common/piecemem.h"
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/peer/announce.h"
@@ -60,6 +61,12 @@ static bool running(const struct dmf_task *t)
 static void kick(struct dmf_task *t)
 {
     event_active(t->kick, 0, 0);
+}
+
+void dmf_task_kick(struct dmf_task *t)
+{
+    if (running(t))
+        kick(t);
 }
 
 static void set_str(char **dst, const char *v)
@@ -279,7 +286,7 @@ static void piece_work(void *arg)
 
 static void piece_job_free(struct piece_job *j)
 {
-    free(j->buf);
+    dmf_piecemem_free(j->buf);
     free(j->parent_host_id);
     free(j);
 }
@@ -387,7 +394,7 @@ static int piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t len
         e = dmf_task_ensure_data(t);
     if (e != 0 || dmf_bitmap_get(&b->have, n)) {
         dmf_book_release(&t->book, n);
-        free(buf);
+        dmf_piecemem_free(buf);
         return e;
     }
     struct piece_job *j = dmf_xcalloc(1, sizeof(*j));

@@ -110,6 +110,8 @@ void dmf_task_rejoin(struct dmf_task *t);
 void dmf_task_release_now(struct dmf_task *t);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
+/* Something outside the task changed (piece memory was freed): it makes a dispatch pass. */
+void dmf_task_kick(struct dmf_task *t);
 /* Frees the task; watchers first get the end with reason why (daemon shutdown). */
 void dmf_task_free(struct dmf_task *t, const char *why);
 
