@@ -15,27 +15,38 @@ from test_proxy_bounds import cpu_seconds
 CONNS = 1100
 
 
-@pytest.mark.serial
-@pytest.mark.deadline(120)
-def test_idle_connection_flood_at_nofile_1024(tmp_path, need_binary):
+def raise_own_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < CONNS + 200:
         pytest.skip(f"the test itself needs {CONNS + 200} descriptors (hard limit {hard})")
     resource.setrlimit(resource.RLIMIT_NOFILE, (CONNS + 200, hard))
+
+
+def open_flood(port):
+    """CONNS non-blocking connections to 127.0.0.1:port (some may wait in the backlog)."""
+    out = []
+    for _ in range(CONNS):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        out.append(s)
+    return out
+
+
+@pytest.mark.serial
+@pytest.mark.deadline(120)
+def test_idle_connection_flood_at_nofile_1024(tmp_path, need_binary):
+    raise_own_limit()
     d = start_daemon(tmp_path, "d1", piece_idle_timeout="4s")
     assert b"open files limit:" in d.log_bytes()
     subprocess.run(["prlimit", f"--pid={d.proc.pid}", "--nofile=1024:1024"], check=True)
 
     conns = []
     try:
-        for _ in range(CONNS):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", d.piece_port))
-            except BlockingIOError:
-                pass
-            conns.append(s)
+        conns += open_flood(d.piece_port)
         time.sleep(1)  # the daemon accepts until it has no descriptor left
         log_before = d.log_bytes().count(b"\n")
         cpu_before = cpu_seconds(d.proc.pid)
@@ -73,10 +84,7 @@ def test_idle_connection_flood_at_nofile_1024(tmp_path, need_binary):
 def test_dripping_connection_flood_at_nofile_1024(tmp_path, need_binary):
     """The same flood, but every connection drips a header byte each second, so the idle
     timeout (60 s) never fires: the header deadline (3 s from accept) frees the slots."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < CONNS + 200:
-        pytest.skip(f"the test itself needs {CONNS + 200} descriptors (hard limit {hard})")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (CONNS + 200, hard))
+    raise_own_limit()
     d = start_daemon(tmp_path, "d1", piece_idle_timeout="60s", piece_header_timeout="3s")
     subprocess.run(["prlimit", f"--pid={d.proc.pid}", "--nofile=1024:1024"], check=True)
 
@@ -91,14 +99,7 @@ def test_dripping_connection_flood_at_nofile_1024(tmp_path, need_binary):
                 pass
 
     try:
-        for _ in range(CONNS):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", d.piece_port))
-            except BlockingIOError:
-                pass
-            conns.append(s)
+        conns += open_flood(d.piece_port)
         time.sleep(1)
         drip(0)
         log_before = d.log_bytes().count(b"\n")
