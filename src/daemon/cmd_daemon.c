@@ -30,6 +30,7 @@
 #include "daemon/api/socket_perms.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/registry.h"
+#include "common/url_secrets.h"
 #include "daemon/peer/engine.h"
 
 #define OPT(n, s, t, f, lo, hi, def, mv, h)                                                        \
@@ -94,6 +95,9 @@ static const struct dmf_option options[] = {
         "piece bytes held in memory between the network and the disk, over every task (a "
         "transfer waits for room; each task may always have one piece in flight); 0 for no "
         "bound"),
+    OPT("secret-query", 0, DMF_OPT_LIST, secret_query, 0, 0, DMF_SECRET_QUERY_DEFAULT, "NAME",
+        "query parameter that authorises a URL (a signature, a token): left out of the task ID, "
+        "never stored, logged or returned (any case; repeatable, replaces the default list)"),
     OPT("log-level", 0, DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",

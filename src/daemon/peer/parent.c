@@ -11,6 +11,7 @@
 #include "common/metrics.h"
 #include "common/piecemem.h"
 #include "common/util.h"
+#include "daemon/peer/have_line.h"
 #include "daemon/peer/dispatch.h"
 #include "daemon/peer/rate.h"
 #include "daemon/piece_server.h"
@@ -194,23 +195,19 @@ static int have_on_headers(void *arg, dmf_http_req_t *req, long status)
     return 0;
 }
 
-static int have_line(struct dmf_parent *p, const char *line)
+static int have_line(struct dmf_parent *p, const char *line, size_t len)
 {
     const struct dmf_piece_book *book = p->ps->env.book;
-    unsigned long n;
-    char *end;
-    if (strncmp(line, "have ", 5) == 0) {
-        errno = 0;
-        n = strtoul(line + 5, &end, 10);
-        if (errno || *end || end == line + 5 || n >= DMF_PIECES_MAX ||
-            (book->content_length >= 0 && n >= book->total_pieces))
-            return -EPROTO;
-        dmf_bitmap_set(&p->has, (uint32_t)n);
+    uint32_t limit = book->content_length >= 0 ? book->total_pieces : DMF_PIECES_MAX, n;
+    switch (dmf_have_line_parse(line, len, limit, &n)) {
+    case DMF_HAVE_PIECE:
+        dmf_bitmap_set(&p->has, n);
         return 0;
-    }
-    if (strncmp(line, "done ", 5) == 0) {
+    case DMF_HAVE_DONE:
         p->complete = true;
         return 0;
+    case DMF_HAVE_BAD:
+        break;
     }
     return -EPROTO;
 }
@@ -226,8 +223,9 @@ static int have_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t
             continue;
         }
         p->line[p->linelen] = '\0';
+        size_t linelen = p->linelen;
         p->linelen = 0;
-        if (have_line(p, p->line) != 0)
+        if (have_line(p, p->line, linelen) != 0)
             return -EPROTO;
     }
     changed(p->ps);

@@ -15,6 +15,7 @@
 #include "common/backoff.h"
 #include "common/log.h"
 #include "common/piecemem.h"
+#include "common/url_secrets.h"
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/peer/announce.h"
@@ -112,7 +113,7 @@ static void save(struct dmf_task *t)
     struct dmf_store_task st;
     memset(&st, 0, sizeof(st));
     memcpy(st.id, t->id, sizeof(st.id));
-    st.url = t->url;
+    st.url = t->shown_url;
     st.content_length = t->book.content_length;
     st.piece_length = t->book.piece_length;
     st.total_pieces = t->book.total_pieces;
@@ -131,6 +132,7 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
     struct dmf_task *t = dmf_task_new(d, announcer, id);
     struct dmf_piece_book *b = &t->book;
     t->url = st->url ? dmf_xstrdup(st->url) : NULL;
+    t->shown_url = st->url ? dmf_xstrdup(st->url) : NULL;
     /* The store's layout was checked when it was learnt; taken as it is. */
     b->content_length = st->content_length;
     b->piece_length = st->piece_length;
@@ -153,6 +155,12 @@ void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req
         return; /* the download in progress keeps the request that started it */
     free(t->url);
     t->url = dmf_xstrdup(req->url);
+    struct dmf_strlist hide = {0};
+    dmf_strlist_merge(&hide, req->filter_query);
+    dmf_strlist_merge(&hide, &t->d->cfg.secret_query);
+    free(t->shown_url);
+    t->shown_url = dmf_url_redact(req->url, &hide);
+    dmf_strlist_free(&hide);
     dmf_strlist_free(&t->headers);
     for (size_t i = 0; req->headers && i < req->headers->n; i++)
         dmf_strlist_push(&t->headers, req->headers->v[i]);
@@ -1148,7 +1156,7 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
     *info = (struct dmf_task_info){
         .id = t->id,
         .peer_id = t->peer_id,
-        .url = t->url ? t->url : "",
+        .url = t->shown_url ? t->shown_url : "",
         .data_path = t->data_path ? t->data_path : "",
         .data_gen = t->fd >= 0 ? t->data_gen : 0,
         .content_digest = t->content_digest,
@@ -1250,6 +1258,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
         close(t->fd);
     free(t->data_path);
     free(t->url);
+    free(t->shown_url);
     free(t->tag);
     free(t->error);
     free(t->etag);

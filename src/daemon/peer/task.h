@@ -42,7 +42,8 @@ struct dmf_task {
 
     /* The request that started the current download (headers are secrets: never logged,
      * never stored). */
-    char *url;
+    char *url;       /* as asked: may carry secret query parameters (memory only) */
+    char *shown_url; /* url redacted (url_secrets.h): what is stored, shown and returned */
     struct dmf_strlist headers;
     char *tag;
     char expected_digest[DMF_DIGEST_STR_LEN + 1]; /* "" when not given */
