@@ -90,8 +90,10 @@ say "== starting origin, scheduler, seed and three daemons in $work"
 pids+=($!)
 wait_for 10 "the origin" curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$origin_port/__origin/stats"
 
+# Seeds are known, not claimed: the scheduler trusts as a seed only the host listed in
+# --seed-hosts (id|ip:rpc port; the seed's rpc port is ports[4], given to it below).
 "$bin" scheduler --listen "127.0.0.1:$sched_port" --metrics-listen "127.0.0.1:$sched_metrics" \
-    >"$logs/scheduler.log" 2>&1 &
+    --seed-hosts "seed|127.0.0.1:${ports[4]}" >"$logs/scheduler.log" 2>&1 &
 pids+=($!)
 wait_for 10 "the scheduler" listening "$sched_metrics"
 
@@ -105,7 +107,9 @@ for h in "${hosts[@]}"; do
     sock[$h]="$work/$h.sock"
     mkdir -p "$work/$h"
     seedflag=()
-    [ "$h" = seed ] && seedflag=(--seed)
+    # The seed fetches what the scheduler asks for; the demo's origin is on loopback, which
+    # the origin policy refuses unless allowed (deliberately, for this one-machine cluster).
+    [ "$h" = seed ] && seedflag=(--seed --origin-allow 127.0.0.0/8)
     "$bin" daemon --scheduler "127.0.0.1:$sched_port" --data-dir "$work/$h" --ip 127.0.0.1 \
         --piece-listen "127.0.0.1:${piece_port[$h]}" --rpc-listen "127.0.0.1:$rpc" \
         --socket "${sock[$h]}" --host-id "$h" --proxy-listen off "${seedflag[@]}" >"$logs/$h.log" 2>&1 &

@@ -97,3 +97,28 @@ bool dmf_cidr_contains(const char *cidr, const char *ip)
         return false;
     return match_bytes(&c, host.family, host.addr);
 }
+
+bool dmf_cidr_list_match(const struct dmf_cidr *l, size_t n, const struct sockaddr *sa)
+{
+    for (size_t i = 0; i < n; i++)
+        if (dmf_cidr_match(&l[i], sa))
+            return true;
+    return false;
+}
+
+bool dmf_ip_is_loopback(int family, const uint8_t a[16])
+{
+    static const uint8_t v6_loop[16] = {[15] = 1};
+    return family == AF_INET ? a[0] == 127 : memcmp(a, v6_loop, 16) == 0;
+}
+
+bool dmf_ip_is_unspecified(int family, const uint8_t a[16])
+{
+    static const uint8_t zero[16];
+    return memcmp(a, zero, family == AF_INET ? 4 : 16) == 0;
+}
+
+bool dmf_ip_is_link_local(int family, const uint8_t a[16])
+{
+    return family == AF_INET ? a[0] == 169 && a[1] == 254 : a[0] == 0xfe && (a[1] & 0xc0) == 0x80;
+}

@@ -6,6 +6,7 @@
 #define DMF_CIDR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -25,5 +26,13 @@ bool dmf_cidr_contains(const char *cidr, const char *ip);
 /* The address of sa in the form dmf_cidr_match compares: family and bytes (IPv4-mapped
  * IPv6 unwrapped). false for other families. */
 bool dmf_sockaddr_ip(const struct sockaddr *sa, int *family, uint8_t addr[16]);
+/* True when sa lies in one of the n networks of l. */
+bool dmf_cidr_list_match(const struct dmf_cidr *l, size_t n, const struct sockaddr *sa);
+/* Classes of an address as dmf_sockaddr_ip gives it: loopback (127.0.0.0/8, ::1), the
+ * unspecified address (0.0.0.0, ::), link-local (169.254.0.0/16, fe80::/10: cloud
+ * metadata services live there). */
+bool dmf_ip_is_loopback(int family, const uint8_t a[16]);
+bool dmf_ip_is_unspecified(int family, const uint8_t a[16]);
+bool dmf_ip_is_link_local(int family, const uint8_t a[16]);
 
 #endif

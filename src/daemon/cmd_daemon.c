@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/origin_policy.h"
 #include "common/cmd.h"
 #include "common/config.h"
 #include "common/fdlimit.h"
@@ -25,6 +26,7 @@
 #include "daemon/manager_link.h"
 #include "daemon/api/local_api.h"
 #include "daemon/api/local_service.h"
+#include "daemon/api/rpc_acl.h"
 #include "daemon/api/socket_perms.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/registry.h"
@@ -50,6 +52,10 @@ static const struct dmf_option options[] = {
         "the default route's interface; 127.0.0.1 only with a scheduler on loopback)"),
     OPT("piece-listen", 0, DMF_OPT_ADDR, piece_listen, 0, 0, "0.0.0.0:65002", "ADDR:PORT",
         "piece server (data plane between daemons, and /metrics)"),
+    OPT("piece-header-timeout", 0, DMF_OPT_DURATION, piece_header_timeout, 100, 600000, "10s",
+        "DURATION",
+        "a piece-port connection must send a complete request head this long after it was "
+        "accepted, or it is closed (a client dripping header bytes keeps nothing)"),
     OPT("piece-idle-timeout", 0, DMF_OPT_DURATION, piece_idle_timeout, 100, 3600000, "60s",
         "DURATION",
         "close a piece server connection idle, or whose peer stalls reading or sending, this long"),
@@ -147,6 +153,16 @@ static const struct dmf_option options[] = {
         "DURATION",
         "close a proxy connection idle between requests, or whose client reads nothing of a "
         "response this long; also bounds a CONNECT's connect"),
+    OPT("origin-allow", 0, DMF_OPT_LIST, origin_allow, 0, 0, NULL, "CIDR|HOST",
+        "origins that fetches asked for by other hosts (DownloadTask on the rpc port: seed "
+        "triggers, preheats) may reach although the origin policy refuses them: loopback, "
+        "link-local, this host's and the cluster's addresses (e.g. 127.0.0.0/8 for a test "
+        "cluster on one machine; a host name or *.domain allows any address it resolves to)"),
+    OPT("origin-deny", 0, DMF_OPT_LIST, origin_deny, 0, 0, NULL, "CIDR|HOST",
+        "origins that fetches asked for by other hosts may never reach (before --origin-allow)"),
+    OPT("rpc-allow", 0, DMF_OPT_LIST, rpc_allow, 0, 0, NULL, "CIDR",
+        "callers allowed on the rpc port besides the addresses of --scheduler and --manager "
+        "(e.g. a scheduler behind NAT)"),
     OPT("proxy-tunnel-timeout", 0, DMF_OPT_DURATION, proxy_tunnel_timeout, 100, 86400000, "10m",
         "DURATION", "close a CONNECT tunnel with no byte in either direction this long"),
 };
@@ -345,6 +361,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
 
     dmf_engine_metrics_register();
     dmf_proxy_metrics_register();
+    dmf_local_service_metrics_register();
 
     if (dmf_http_load(why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s", why);
@@ -357,6 +374,22 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     /* The engine exists before any listener that can reach a task: the piece server, the
      * rpc server and the proxy serve requests during the announce below. */
     dmf_daemon_manager_resolve(d, 3000);
+    d->rpc_acl = dmf_xcalloc(1, sizeof(*d->rpc_acl));
+    if (dmf_rpc_acl_init(d->rpc_acl, &cfg->rpc_allow, err, errlen) != 0)
+        return -1;
+    dmf_rpc_acl_cluster(d->rpc_acl, cfg->scheduler, &cfg->manager);
+    d->origin_policy = dmf_xcalloc(1, sizeof(*d->origin_policy));
+    char *cluster = dmf_xasprintf("%s", cfg->scheduler ? cfg->scheduler : "");
+    for (size_t i = 0; i < cfg->manager.n; i++) {
+        char *more = dmf_xasprintf("%s,%s", cluster, cfg->manager.v[i]);
+        free(cluster);
+        cluster = more;
+    }
+    int pe = dmf_origin_policy_load(d->origin_policy, &cfg->origin_allow, &cfg->origin_deny,
+                                    cluster, err, errlen);
+    free(cluster);
+    if (pe != 0)
+        return -1;
     dmf_engine_new(d);
     dmf_http_set_proxy(d->http, cfg->origin_proxy);
     if (cfg->origin_ca_file && dmf_http_set_extra_ca(d->http, cfg->origin_ca_file) != 0) {
@@ -368,6 +401,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
                                      d, err, errlen);
     if (d->pieces != NULL)
         dmf_piece_server_set_timeout(d->pieces, cfg->piece_idle_timeout);
+    if (d->pieces != NULL)
+        dmf_piece_server_set_header_timeout(d->pieces, cfg->piece_header_timeout);
     dmf_piecemem_set_limit(cfg->memory_limit);
     if (d->pieces == NULL)
         return -1;
@@ -447,6 +482,10 @@ static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
         unlink(d->cfg.socket);
     dmf_store_close(d->store);
     dmf_proxy_rules_free(&r->rules);
+    if (d->rpc_acl)
+        dmf_rpc_acl_free(d->rpc_acl);
+    free(d->rpc_acl);
+    free(d->origin_policy);
     free(d->cfg.hostname);
     d->cfg.hostname = NULL;
 }

@@ -57,11 +57,17 @@ struct dmf_daemon_config {
     char *origin_proxy;                     /* proxy for the daemon's own outbound HTTP, or NULL */
     unsigned long proxy_rules_line;         /* line of proxy-rules in the config file, 0 = none */
     uint64_t piece_idle_timeout;            /* ms: piece server connection idle or stalled */
+    uint64_t piece_header_timeout;          /* ms: accept to the first request head */
     uint64_t proxy_header_timeout;          /* ms from a request head's first byte to its end */
     uint64_t proxy_idle_timeout;   /* ms: keep-alive idle, a client not reading, a connect */
     uint64_t proxy_tunnel_timeout; /* ms without a byte either way in a CONNECT tunnel */
 
     struct dmf_strlist manager; /* managers giving the schedulers (manager_link.h) */
+
+    /* Requests from other hosts (DownloadTask on the rpc port). */
+    struct dmf_strlist origin_allow; /* CIDRs / host names the origin policy allows */
+    struct dmf_strlist origin_deny;  /* CIDRs / host names it refuses */
+    struct dmf_strlist rpc_allow;    /* callers allowed besides the schedulers and managers */
 };
 
 struct dmf_engine;
@@ -69,6 +75,8 @@ struct dmf_open_files;
 struct dmf_cache_gc;
 struct dmf_proxy;
 struct dmf_daemon_manager_link;
+struct dmf_origin_policy;
+struct dmf_rpc_acl;
 
 struct dmf_daemon {
     struct dmf_daemon_config cfg;
@@ -88,6 +96,8 @@ struct dmf_daemon {
     struct dmf_proxy *proxy;           /* NULL with --proxy-listen off */
     /* The manager's ListSchedulers polls and a seed's KeepAlive; NULL without --manager. */
     struct dmf_daemon_manager_link *manager_link;
+    struct dmf_origin_policy *origin_policy; /* for fetches others ask for (owned) */
+    struct dmf_rpc_acl *rpc_acl;             /* who may call DownloadTask (owned) */
     bool stopping;
 };
 

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/header_deadline.h"
 #include "common/fdlimit.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -28,6 +29,7 @@
 
 #define MAX_HEADERS_SIZE  8192
 #define IO_TIMEOUT_SEC    60
+#define HEADER_TIMEOUT_MS 10000 /* accept to the first request head */
 #define WATCHER_BUCKETS   256
 #define WATCHER_INPUT_MAX 16384 /* bytes a watcher may send us before we stop reading */
 #define LISTEN_BACKLOG    511
@@ -91,6 +93,7 @@ struct dmf_piece_server {
     struct evhttp *http;
     struct dmf_listener_guard *guard; /* accept errors pause, not spin (fdlimit.h) */
     struct timeval io_timeout;        /* idle connection; a reader or sender that stalls */
+    dmf_header_deadline_t *deadline;  /* accept to the first request head (header_deadline.h) */
     uint16_t port;
     dmf_piece_lookup_cb lookup;
     void *lookup_arg;
@@ -562,6 +565,7 @@ static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const
 static void on_request(struct evhttp_request *req, void *arg)
 {
     dmf_piece_server_t *ps = arg;
+    dmf_header_deadline_got_request(ps->deadline, req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 
@@ -634,6 +638,11 @@ static int listen_on(const char *addr, uint16_t port, char *err, size_t errlen)
     return fd;
 }
 
+void dmf_piece_server_set_header_timeout(dmf_piece_server_t *ps, uint64_t ms)
+{
+    dmf_header_deadline_set_timeout(ps->deadline, ms);
+}
+
 void dmf_piece_server_set_timeout(dmf_piece_server_t *ps, uint64_t ms)
 {
     ps->io_timeout = dmf_timeval_ms(ms);
@@ -659,6 +668,7 @@ dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *ad
         goto fail;
     }
     evhttp_set_max_headers_size(ps->http, MAX_HEADERS_SIZE);
+    ps->deadline = dmf_header_deadline_new(base, ps->http, HEADER_TIMEOUT_MS, "piece server");
     evhttp_set_max_body_size(ps->http, 0); /* GET only: no request carries a body */
     dmf_piece_server_set_timeout(ps, IO_TIMEOUT_SEC * 1000);
     /* Let every method through to on_request so that it answers 405, not evhttp's 501. */
@@ -801,5 +811,6 @@ void dmf_piece_server_free(dmf_piece_server_t *ps)
     ps->stopping = true;
     dmf_listener_guard_free(ps->guard);
     evhttp_free(ps->http);
+    dmf_header_deadline_free(ps->deadline); /* after evhttp let go of its connections */
     free(ps);
 }

@@ -73,6 +73,9 @@ dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *ad
                                          dmf_piece_lookup_cb lookup, void *arg, char *err,
                                          size_t errlen);
 /* Changes that idle/stall timeout (ms) for connections accepted from now on. */
+/* A connection must complete its first request head this long after it was accepted, or
+ * it is closed (default 10 s), so that a client dripping header bytes cannot keep it. */
+void dmf_piece_server_set_header_timeout(dmf_piece_server_t *ps, uint64_t ms);
 void dmf_piece_server_set_timeout(dmf_piece_server_t *ps, uint64_t ms);
 uint16_t dmf_piece_server_port(const dmf_piece_server_t *ps);
 

@@ -22,6 +22,7 @@
 #include "common/util.h"
 #include "scheduler/manager_link.h"
 #include "scheduler/provenance.h"
+#include "scheduler/seed_list.h"
 #include "scheduler/service.h"
 
 struct scheduler_opts {
@@ -38,6 +39,14 @@ struct scheduler_opts {
     struct dmf_strlist manager;
     char *advertise_ip;
     int64_t cluster_id;
+    struct dmf_strlist seed_hosts;
+    int64_t max_streams_per_host;
+    int64_t max_registers_per_sec;
+    int64_t register_burst;
+    int64_t max_tasks_per_host;
+    int64_t seed_triggers_per_min;
+    int64_t seed_trigger_burst;
+    uint64_t peer_ttl;
 };
 
 static const struct dmf_option options[] = {
@@ -76,6 +85,34 @@ static const struct dmf_option options[] = {
      "IP", "Address daemons reach this scheduler at, given to the manager (default: --listen's)."},
     {"cluster-id", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, cluster_id), 0, INT64_MAX, "0",
      "ID", "Manager cluster to join (0: the default cluster)."},
+    {"seed-hosts", 0, DMF_OPT_LIST, offsetof(struct scheduler_opts, seed_hosts), 0, 0, NULL,
+     "[ID|]IP:RPC_PORT",
+     "The known seed peers (repeatable or comma-separated): a host is a seed, and is sent "
+     "DownloadTask with the requester's headers, only when its announced id, ip and rpc port "
+     "match an entry. A host announcing type=seed that matches none is a normal peer. "
+     "Default: none (no host is a seed; peers fetch from the origin themselves)."},
+    {"max-streams-per-host", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, max_streams_per_host),
+     1, 1000000, "1000", "N",
+     "AnnouncePeer streams one host may keep registered at once (more: RESOURCE_EXHAUSTED)."},
+    {"max-registers-per-sec", 0, DMF_OPT_INT,
+     offsetof(struct scheduler_opts, max_registers_per_sec), 1, 1000000, "500", "N",
+     "Sustained peer registers per second from one host (more: RESOURCE_EXHAUSTED)."},
+    {"register-burst", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, register_burst), 1, 10000000,
+     "2000", "N", "Registers one host may make at once above --max-registers-per-sec."},
+    {"max-tasks-per-host", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, max_tasks_per_host), 1,
+     1000000, "10000", "N",
+     "Tasks (peers) the scheduler keeps for one host, finished ones included (more: "
+     "RESOURCE_EXHAUSTED)."},
+    {"seed-triggers-per-min", 0, DMF_OPT_INT,
+     offsetof(struct scheduler_opts, seed_triggers_per_min), 1, 1000000, "60", "N",
+     "Tasks one host's peers may make a seed fetch per minute; beyond it they go to the "
+     "origin themselves."},
+    {"seed-trigger-burst", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, seed_trigger_burst), 1,
+     1000000, "20", "N", "Seed triggers one host may cause at once above the rate."},
+    {"peer-ttl", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, peer_ttl), 0, 2592000000ULL,
+     "1h", "DURATION",
+     "A finished peer whose stream closed is forgotten after this long, so finished tasks do "
+     "not pile up (0: never)."},
 };
 
 static const char *bind_reason(int err)
@@ -168,6 +205,7 @@ static int run(int argc, char **argv)
     struct dmf_listener_guard *guard = NULL;
     struct event *sigint = NULL, *sigterm = NULL;
     dmf_manager_keepalive_t *mlink = NULL;
+    struct dmf_seed_list *seeds = dmf_xcalloc(1, sizeof(*seeds));
 
     if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &o, argc, argv, NULL, &help, err,
                          sizeof(err)) != 0) {
@@ -192,6 +230,13 @@ static int run(int argc, char **argv)
                 o.parent_graph);
         rc = 2;
         goto out;
+    }
+    for (size_t i = 0; i < o.seed_hosts.n; i++) {
+        if (dmf_seed_list_add(seeds, o.seed_hosts.v[i], err, sizeof(err)) != 0) {
+            fprintf(stderr, "damselfly scheduler: --seed-hosts: %s\n", err);
+            rc = 2;
+            goto out;
+        }
     }
     enum dmf_digest_sources digest_sources;
     if (dmf_digest_sources_parse(o.digest_sources, &digest_sources) != 0) {
@@ -219,15 +264,30 @@ static int run(int argc, char **argv)
 
     base = dmf_rpc_event_base_new();
     rpc = dmf_rpc_new(base);
-    struct dmf_scheduler_config cfg = {
-        .candidate_limit = (uint32_t)o.candidate_limit,
-        .host_timeout_ms = o.host_timeout,
-        .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
-        .mesh = strcmp(o.parent_graph, "mesh") == 0,
-        .digest_sources = digest_sources,
-        .secret_query = &o.secret_query,
-        .negative_ttl_ms = o.negative_cache_ttl,
-        .negative_ttl_set = true,
+    struct dmf_scheduler_service_config cfg = {
+        .sched =
+            {
+                .candidate_limit = (uint32_t)o.candidate_limit,
+                .host_timeout_ms = o.host_timeout,
+                .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
+                .mesh = strcmp(o.parent_graph, "mesh") == 0,
+                .digest_sources = digest_sources,
+                .secret_query = &o.secret_query,
+                .negative_ttl_ms = o.negative_cache_ttl,
+                .negative_ttl_set = true,
+                .max_peers_per_host = (size_t)o.max_tasks_per_host,
+                .peer_ttl_ms = o.peer_ttl,
+                .peer_ttl_set = true,
+            },
+        .admission =
+            {
+                .streams_per_host = (uint32_t)o.max_streams_per_host,
+                .registers_per_sec = (uint32_t)o.max_registers_per_sec,
+                .register_burst = (uint32_t)o.register_burst,
+                .triggers_per_min = (uint32_t)o.seed_triggers_per_min,
+                .trigger_burst = (uint32_t)o.seed_trigger_burst,
+            },
+        .seeds = seeds,
     };
     dmf_fd_limit_raise();
     svc = dmf_scheduler_service_new(base, rpc, &cfg);
@@ -268,6 +328,11 @@ static int run(int argc, char **argv)
                                                o.advertise_ip ? o.advertise_ip : ip, port,
                                                (uint64_t)o.cluster_id);
     }
+    if (seeds->n == 0)
+        dmf_info("no --seed-hosts: no host is a seed (announced seeds are normal peers)");
+    for (size_t i = 0; i < seeds->n; i++)
+        dmf_info("known seed: %s%s%s:%u", seeds->v[i].id, seeds->v[i].id[0] ? "|" : "",
+                 seeds->v[i].ip, seeds->v[i].rpc_port);
     printf("scheduler listening on %s (metrics on %s)\n", a, m);
     fflush(stdout);
 
@@ -289,6 +354,7 @@ out:
     if (base)
         event_base_free(base);
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &o);
+    free(seeds);
     return rc;
 }
 

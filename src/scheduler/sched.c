@@ -32,6 +32,7 @@ struct dmf_scheduler {
     TAILQ_HEAD(, dmf_sched_host) hosts_by_seen;
     struct dmf_sched_host_list seeds;
     TAILQ_HEAD(, dmf_sched_task) all_tasks;
+    TAILQ_HEAD(, dmf_scheduler_peer) idle_peers; /* SUCCEEDED and detached, oldest first */
     size_t nhosts, ntasks, npeers;
     uint64_t epoch;
     uint64_t next_trigger_id;
@@ -473,10 +474,26 @@ static dmf_scheduler_peer_t *peer_new(dmf_scheduler_t *s, struct dmf_sched_task 
     TAILQ_INSERT_TAIL(&t->peers, p, in_task);
     t->npeers++;
     LIST_INSERT_HEAD(&h->peers, p, in_host);
+    h->npeers++;
     dmf_strmap_put(&s->peers, p->key, p);
     s->npeers++;
     dmf_info("task %s peer %s host %s: (new) -> PENDING", t->id, p->peer_id, h->id);
     return p;
+}
+
+/* Keeps p on the idle list exactly while it is SUCCEEDED with no stream. */
+static void peer_update_idle(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
+{
+    bool idle = p->state == DMF_PEER_SUCCEEDED && p->stream == NULL;
+    if (idle == p->idle)
+        return;
+    if (idle) {
+        p->idle_since = now_ms(s);
+        TAILQ_INSERT_TAIL(&s->idle_peers, p, by_idle);
+    } else {
+        TAILQ_REMOVE(&s->idle_peers, p, by_idle);
+    }
+    p->idle = idle;
 }
 
 static void peer_free(dmf_scheduler_peer_t *p)
@@ -554,7 +571,7 @@ static void send_meta_update(dmf_scheduler_peer_t *p, struct dmf_scheduler_meta 
     p->meta_sent = p->task->ndigests;
 }
 
-static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph)
+static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph, const char *requester)
 {
     struct dmf_sched_task *t = ph->task;
     const char **filters = dmf_xcalloc(t->nfilter_query, sizeof(char *));
@@ -580,6 +597,7 @@ static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph)
         .nfilter_query = t->nfilter_query,
         .etag = t->etag,
         .last_modified = t->last_modified,
+        .requester_host_id = requester,
     };
     dmf_info("task %s: seed host %s asked to fetch it (trigger %llu)", t->id, ph->host->id,
              (unsigned long long)ph->trigger_id);
@@ -602,11 +620,20 @@ static struct dmf_scheduler_parent parent_of(const dmf_scheduler_peer_t *c)
 
 /* A placeholder peer for seed host `seed` in t, asked to fetch t (trigger_seed), or NULL
  * when the peer table is full. */
+/* Makes seed fetch t for a peer of host `requester`: its placeholder peer, or NULL (with
+ * the reason in *why) when the peer table is full or the requester's budget of seed
+ * triggers is spent (the sink's may_trigger). */
 static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sched_task *t,
-                                              struct dmf_sched_host *seed)
+                                              struct dmf_sched_host *seed,
+                                              const struct dmf_sched_host *requester,
+                                              const char **why)
 {
     if (s->npeers >= s->cfg.max_peers)
         return NULL;
+    if (s->sink.may_trigger && !s->sink.may_trigger(s->sink_arg, requester->id, seed->id)) {
+        *why = "this host's budget of seed triggers is spent";
+        return NULL;
+    }
     char *ph_id = dmf_xasprintf("seed-%s", seed->id);
     dmf_scheduler_peer_t *ph = peer_new(s, t, seed, ph_id);
     free(ph_id);
@@ -614,7 +641,7 @@ static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sch
     ph->triggered_seed = true;
     ph->source_ordered = true;
     ph->trigger_id = ++s->next_trigger_id;
-    trigger_seed(s, ph);
+    trigger_seed(s, ph, requester->id);
     return ph;
 }
 
@@ -644,9 +671,10 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     if (n == 0) {
         struct dmf_sched_view v = rank_view(s, 0); /* marks do not matter to a seed */
         struct dmf_sched_host *seed = dmf_sched_pick_seed(&v, p);
-        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, p->task, seed) : NULL;
+        const char *why = "no seed peer and no peer holds the task";
+        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, p->task, seed, p->host, &why) : NULL;
         if (ph == NULL) {
-            send_to_source(s, p, "no seed peer and no peer holds the task");
+            send_to_source(s, p, why);
             return;
         }
         best[0].peer = ph;
@@ -735,6 +763,10 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
     if (p->stream && tell_stream && s->sink.peer_gone)
         s->sink.peer_gone(s->sink_arg, p->stream, why);
     p->stream = NULL;
+    if (p->idle) {
+        TAILQ_REMOVE(&s->idle_peers, p, by_idle);
+        p->idle = false;
+    }
     peer_drop_parents(p);
 
     size_t nkids = 0, cap = 0;
@@ -751,6 +783,7 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
     TAILQ_REMOVE(&t->peers, p, in_task);
     t->npeers--;
     LIST_REMOVE(p, in_host);
+    p->host->npeers--;
     dmf_strmap_del(&s->peers, p->key);
     s->npeers--;
     peer_free(p);
@@ -803,6 +836,20 @@ size_t dmf_scheduler_expire_hosts(dmf_scheduler_t *s)
     while ((h = TAILQ_FIRST(&s->hosts_by_seen)) != NULL &&
            now - h->last_seen >= s->cfg.host_timeout_ms) {
         host_remove(s, h, "expired (no announce)");
+        n++;
+    }
+    return n;
+}
+
+size_t dmf_scheduler_expire_peers(dmf_scheduler_t *s)
+{
+    if (s->cfg.peer_ttl_ms == 0)
+        return 0;
+    uint64_t now = now_ms(s);
+    size_t n = 0;
+    dmf_scheduler_peer_t *p;
+    while ((p = TAILQ_FIRST(&s->idle_peers)) != NULL && now - p->idle_since >= s->cfg.peer_ttl_ms) {
+        peer_remove(s, p, "expired (finished, no stream for the peer ttl)", false);
         n++;
     }
     return n;
@@ -891,6 +938,10 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     if (p == NULL && s->npeers >= s->cfg.max_peers)
         return dmf_sched_fail(err, errlen, -ENOSPC, "too many peers (%zu): peer %s refused",
                               s->cfg.max_peers, r->peer_id);
+    if (p == NULL && h->npeers >= s->cfg.max_peers_per_host)
+        return dmf_sched_fail(err, errlen, -ENOSPC,
+                              "host %s has too many tasks (%zu): peer %s refused", h->id,
+                              s->cfg.max_peers_per_host, r->peer_id);
 
     bool rejoin = r->holds_task || r->from_source;
     if (t == NULL)
@@ -926,6 +977,7 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
             peer_set_state(p, DMF_PEER_PENDING);
     }
     p->stream = stream;
+    peer_update_idle(s, p);
     p->meta_sent = 0;
     p->held_base = rejoin ? 0 : r->held_pieces; /* a rejoining peer reports each piece */
     *out = p;
@@ -958,9 +1010,10 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
          * others get it from there. */
         struct dmf_sched_view v = rank_view(s, 0);
         struct dmf_sched_host *seed = t->seed_failed ? NULL : dmf_sched_pick_seed(&v, p);
-        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, t, seed) : NULL;
+        const char *why = "no peer fetches the missing pieces from the origin";
+        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, t, seed, h, &why) : NULL;
         if (ph == NULL) {
-            send_to_source(s, p, "no peer fetches the missing pieces from the origin");
+            send_to_source(s, p, why);
             return 0;
         }
         edge_add(p, ph);
@@ -1199,6 +1252,7 @@ void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     if (p->state == DMF_PEER_SUCCEEDED) {
         dmf_debug("task %s peer %s host %s: stream closed, stays a parent", p->task->id, p->peer_id,
                   p->host->id);
+        peer_update_idle(s, p);
         return;
     }
     peer_remove(s, p, "stream closed", false);
@@ -1276,6 +1330,7 @@ void dmf_scheduler_seed_result(dmf_scheduler_t *s, const char *task_id, const ch
             /* The seed had (or fetched) the task without announcing it: it holds it. */
             p->placeholder = false;
             peer_set_state(p, DMF_PEER_SUCCEEDED);
+            peer_update_idle(s, p);
         }
         return;
     }
@@ -1391,6 +1446,10 @@ dmf_scheduler_t *dmf_scheduler_new(const struct dmf_scheduler_config *cfg,
         s->cfg.max_tasks = 100000;
     if (s->cfg.max_peers == 0)
         s->cfg.max_peers = 1000000;
+    if (s->cfg.max_peers_per_host == 0)
+        s->cfg.max_peers_per_host = 10000;
+    if (!s->cfg.peer_ttl_set)
+        s->cfg.peer_ttl_ms = 3600000;
     s->sink = *sink;
     s->sink_arg = sink_arg;
     dmf_negcache_init(&s->failed, s->cfg.negative_ttl_set ? s->cfg.negative_ttl_ms : 10000,
@@ -1401,6 +1460,7 @@ dmf_scheduler_t *dmf_scheduler_new(const struct dmf_scheduler_config *cfg,
     TAILQ_INIT(&s->hosts_by_seen);
     LIST_INIT(&s->seeds);
     TAILQ_INIT(&s->all_tasks);
+    TAILQ_INIT(&s->idle_peers);
     return s;
 }
 

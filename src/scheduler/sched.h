@@ -106,6 +106,7 @@ struct dmf_scheduler_seed_trigger {
     const char *const *filter_query;
     size_t nfilter_query;
     const char *etag, *last_modified; /* the version pinned for the task, or NULL */
+    const char *requester_host_id; /* the host whose peer needed the seed */
 };
 
 /* Where decisions go. `stream` is the pointer the service attached to the peer at
@@ -132,6 +133,9 @@ struct dmf_scheduler_sink {
     void (*task_changed)(void *arg, void *stream, const char *reason);
     /* A host was removed (LeaveHost or expiry). May be NULL. */
     void (*host_gone)(void *arg, const char *host_id);
+    /* May a peer of requester_host_id make seed_host_id fetch a task now (its budget of
+     * triggered tasks)? false: the peer goes back to the source instead. NULL: always. */
+    bool (*may_trigger)(void *arg, const char *requester_host_id, const char *seed_host_id);
 };
 
 struct dmf_scheduler_config {
@@ -158,6 +162,12 @@ struct dmf_scheduler_config {
     size_t max_hosts; /* 0 = 100,000 */
     size_t max_tasks; /* 0 = 100,000 */
     size_t max_peers; /* 0 = 1,000,000 */
+    /* Peers (tasks) one host may have; more registers are refused with -ENOSPC. 0 = 10,000. */
+    size_t max_peers_per_host;
+    /* A SUCCEEDED peer with no stream is forgotten this long after its stream closed, so
+     * finished tasks do not pile up; 1 h unless peer_ttl_set (then 0 = never). */
+    uint64_t peer_ttl_ms;
+    bool peer_ttl_set;
     /* Monotonic milliseconds; NULL = dmf_now_ms. */
     uint64_t (*now)(void *arg);
     void *now_arg;
@@ -192,6 +202,9 @@ int dmf_scheduler_announce_host(dmf_scheduler_t *s, const struct dmf_scheduler_h
 int dmf_scheduler_leave_host(dmf_scheduler_t *s, const char *host_id, char *err, size_t errlen);
 /* Removes every host that has not announced within host_timeout; returns how many. */
 size_t dmf_scheduler_expire_hosts(dmf_scheduler_t *s);
+/* Removes every SUCCEEDED peer whose stream closed peer_ttl_ms ago or earlier (a task left
+ * with no peer is forgotten); returns how many. */
+size_t dmf_scheduler_expire_peers(dmf_scheduler_t *s);
 
 /* ---- peers ---- */
 

@@ -44,6 +44,7 @@ struct dmf_sched_host {
     uint32_t unreachable_reports;
     uint64_t unreachable_at[DMF_SCHED_UNREACHABLE_RING]; /* ring, indexed by count % size */
     bool leaving;                                        /* being removed: offer nothing on it */
+    size_t npeers;                                       /* its peers (max_peers_per_host) */
     LIST_HEAD(, dmf_scheduler_peer) peers;
     TAILQ_ENTRY(dmf_sched_host) by_seen; /* oldest announce first */
     LIST_ENTRY(dmf_sched_host) seeds;    /* on the seed list when type is seed */
@@ -137,6 +138,11 @@ struct dmf_scheduler_peer {
     LIST_HEAD(, dmf_sched_edge) children;
     TAILQ_ENTRY(dmf_scheduler_peer) in_task;
     LIST_ENTRY(dmf_scheduler_peer) in_host;
+    /* SUCCEEDED with no stream: on the scheduler's idle list since idle_since, and
+     * removed peer_ttl_ms later unless a stream takes it again. */
+    bool idle;
+    uint64_t idle_since;
+    TAILQ_ENTRY(dmf_scheduler_peer) by_idle;
 };
 
 /* Reads of the state that both sched.c and sched_rank.c make; none changes anything. */

@@ -2,6 +2,7 @@
 #include "scheduler/service.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <sys/random.h>
 #include <unistd.h>
 #include <event2/event.h>
@@ -17,6 +18,7 @@
 #include "damselfly/v1/daemon.pb-c.h"
 #include "damselfly/v1/scheduler.pb-c.h"
 #include "scheduler/live_view.h"
+#include "scheduler/sched_check.h"
 
 #define METHOD_PREFIX "/damselfly.v1.Scheduler/"
 #define DOWNLOAD_TASK "/damselfly.v1.Daemon/DownloadTask"
@@ -36,6 +38,23 @@ static DMF_METRIC_COUNTER(m_back_to_source, "damselfly_scheduler_back_to_source_
                           "Peers told to fetch from the origin (seeds included).");
 static DMF_METRIC_COUNTER(m_bad_parent_reports, "damselfly_scheduler_bad_parent_reports_total",
                           NULL, "Parents reported for sending a piece that failed its digest.");
+#define REFUSED_HELP "Registers and seed triggers refused by admission control, by limit."
+static DMF_METRIC_COUNTER(m_refused_streams, "damselfly_scheduler_refused_total",
+                          "reason=\"streams\"", REFUSED_HELP);
+static DMF_METRIC_COUNTER(m_refused_rate, "damselfly_scheduler_refused_total",
+                          "reason=\"register_rate\"", REFUSED_HELP);
+static DMF_METRIC_COUNTER(m_refused_tasks, "damselfly_scheduler_refused_total", "reason=\"tasks\"",
+                          REFUSED_HELP);
+static DMF_METRIC_COUNTER(m_refused_hosts, "damselfly_scheduler_refused_total", "reason=\"hosts\"",
+                          REFUSED_HELP);
+static DMF_METRIC_COUNTER(m_refused_triggers, "damselfly_scheduler_refused_total",
+                          "reason=\"trigger_budget\"", REFUSED_HELP);
+static DMF_METRIC_COUNTER(m_unlisted_seeds, "damselfly_scheduler_unlisted_seed_announces_total",
+                          NULL,
+                          "Announces of type seed from hosts not in --seed-hosts (treated as "
+                          "normal peers).");
+static DMF_METRIC_COUNTER(m_peers_expired, "damselfly_scheduler_peers_expired_total", NULL,
+                          "Finished peers forgotten after --peer-ttl without a stream.");
 
 enum method {
     M_ANNOUNCE_HOST,
@@ -59,6 +78,7 @@ struct call {
     bool finished;              /* our status is on its way: ignore what follows */
     bool registered;            /* a register arrived on this stream */
     dmf_scheduler_peer_t *peer; /* the stream's peer while the scheduler keeps it */
+    char *admitted_host;        /* the host whose stream count this stream holds, or NULL */
     LIST_ENTRY(call) link;
 };
 
@@ -94,6 +114,12 @@ struct dmf_scheduler_service {
     LIST_HEAD(, seed_channel) channels;
     LIST_HEAD(, trigger) triggers;
     char id[33]; /* random per process (AnnounceHostResponse.scheduler_id) */
+    struct dmf_admission admission;
+    struct dmf_seed_list seeds;
+    uint64_t ticks;            /* of the expiry timer */
+    size_t freed_since_trim;   /* peers and hosts expired since the last malloc_trim */
+    uint64_t refusals_logged;  /* second of the last refusal summary */
+    uint64_t refusals_pending; /* refusals not yet in a summary */
 };
 
 static void update_gauges(dmf_scheduler_service_t *svc)
@@ -123,6 +149,19 @@ static grpc_status_code status_for(int rc)
     }
 }
 
+/* Refusals come in floods: one summary line per second at most, not one per refusal. */
+static void log_refusal(dmf_scheduler_service_t *svc, const char *what)
+{
+    uint64_t sec = dmf_now_ms() / 1000;
+    svc->refusals_pending++;
+    if (sec == svc->refusals_logged)
+        return;
+    dmf_warn("admission control: refused %llu request(s) since the last summary; latest: %s",
+             (unsigned long long)svc->refusals_pending, what);
+    svc->refusals_logged = sec;
+    svc->refusals_pending = 0;
+}
+
 /* Ends the call with a status (once); an error is logged with the client's address. */
 static void call_finish(struct call *c, grpc_status_code st, const char *detail)
 {
@@ -130,9 +169,11 @@ static void call_finish(struct call *c, grpc_status_code st, const char *detail)
         return;
     c->finished = true;
     /* An unknown task is an answer, not a problem; anything else is worth a warning. */
+    /* Refusals are summarised by log_refusal. */
     if (st != GRPC_STATUS_OK)
-        dmf_log(st == GRPC_STATUS_NOT_FOUND ? DMF_LOG_DEBUG : DMF_LOG_WARN, "%s from %s: %s",
-                method_names[c->method], dmf_rpc_call_peer(c->rpc_call), detail);
+        dmf_log(st == GRPC_STATUS_NOT_FOUND || st == GRPC_STATUS_RESOURCE_EXHAUSTED ? DMF_LOG_DEBUG
+                                                                                    : DMF_LOG_WARN,
+                "%s from %s: %s", method_names[c->method], dmf_rpc_call_peer(c->rpc_call), detail);
     dmf_rpc_call_finish(c->rpc_call, st, detail);
 }
 
@@ -447,6 +488,17 @@ static void announce_host(struct call *c, const uint8_t *data, size_t len)
             .upload_rate = h->upload_rate,
             .active_uploads = h->active_uploads,
         };
+        if (info.type == DMF_SCHED_HOST_SEED &&
+            !dmf_seed_list_admits(&svc->seeds, h->id, h->ip, h->rpc_port)) {
+            /* Seeds are known, not claimed: this one gets no DownloadTask, no headers. */
+            info.type = DMF_SCHED_HOST_NORMAL;
+            dmf_metric_add(&m_unlisted_seeds, 1);
+            if (dmf_metric_get(&m_unlisted_seeds) <= 16 ||
+                dmf_metric_get(&m_unlisted_seeds) % 1000 == 0)
+                dmf_warn("host %s announced itself as a seed at %s rpc port %u, which "
+                         "--seed-hosts does not list: it is a normal peer (%lld such announces)",
+                         h->id, h->ip, h->rpc_port, (long long)dmf_metric_get(&m_unlisted_seeds));
+        }
         rc = dmf_scheduler_announce_host(svc->sched, &info, err, sizeof(err));
     }
     damselfly__v1__announce_host_request__free_unpacked(req, NULL);
@@ -589,7 +641,34 @@ static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, c
         .last_modified = m->last_modified,
     };
     c->registered = true;
-    return dmf_scheduler_register(c->svc->sched, &r, c, &c->peer, err, errlen);
+    int rc = dmf_sched_check_id("host_id", m->host_id, DMF_SCHED_ID_MAX, err, errlen);
+    if (rc != 0)
+        return rc;
+    dmf_scheduler_service_t *svc = c->svc;
+    enum dmf_admission_refusal why =
+        dmf_admission_register(&svc->admission, m->host_id, dmf_now_ms());
+    if (why != DMF_ADMIT_OK) {
+        struct dmf_metric *mm = why == DMF_ADMIT_STREAMS         ? &m_refused_streams
+                                : why == DMF_ADMIT_REGISTER_RATE ? &m_refused_rate
+                                                                 : &m_refused_hosts;
+        dmf_metric_add(mm, 1);
+        snprintf(err, errlen,
+                 why == DMF_ADMIT_STREAMS         ? "host %s has %u streams open: the limit"
+                 : why == DMF_ADMIT_REGISTER_RATE ? "host %s registers too fast (limit %u/s)"
+                                                  : "too many hosts: %s refused (%u)",
+                 m->host_id,
+                 why == DMF_ADMIT_STREAMS ? svc->admission.cfg.streams_per_host
+                                          : svc->admission.cfg.registers_per_sec);
+        log_refusal(svc, err);
+        return -ENOSPC;
+    }
+    c->admitted_host = dmf_xstrdup(m->host_id);
+    rc = dmf_scheduler_register(svc->sched, &r, c, &c->peer, err, errlen);
+    if (rc == -ENOSPC) {
+        dmf_metric_add(&m_refused_tasks, 1);
+        log_refusal(svc, err);
+    }
+    return rc;
 }
 
 static int peer_progress(struct call *c, const Damselfly__V1__PieceProgress *m, char *err,
@@ -700,6 +779,10 @@ static void announce_peer(struct call *c, const uint8_t *data, size_t len)
 
 static void call_free(struct call *c)
 {
+    if (c->admitted_host) {
+        dmf_admission_stream_closed(&c->svc->admission, c->admitted_host);
+        free(c->admitted_host);
+    }
     LIST_REMOVE(c, link);
     dmf_rpc_call_release(c->rpc_call);
     free(c);
@@ -779,15 +862,45 @@ static void on_call(void *arg, dmf_rpc_call_t *rpc_call, const char *method)
 
 /* ------------------------------------------------------------ lifetime */
 
+/* A peer of requester_host_id needs a seed: within the host's budget of triggers? */
+static bool on_may_trigger(void *arg, const char *requester_host_id, const char *seed_host_id)
+{
+    dmf_scheduler_service_t *svc = arg;
+    if (dmf_admission_trigger(&svc->admission, requester_host_id, dmf_now_ms()))
+        return true;
+    dmf_metric_add(&m_refused_triggers, 1);
+    char what[300];
+    snprintf(what, sizeof(what), "host %s spent its budget of seed triggers (seed %s)",
+             requester_host_id, seed_host_id);
+    log_refusal(svc, what);
+    return false;
+}
+
+/* Once a second: hosts and finished peers expire; every 10 s, admission forgets idle hosts;
+ * and once a wave of expiries is over (100 or more freed, none this second), the heap's
+ * free pages go back to the system (glibc keeps them otherwise, and a flood's memory would
+ * never come back). */
 static void on_expiry(evutil_socket_t fd, short what, void *arg)
 {
     dmf_scheduler_service_t *svc = arg;
-    if (dmf_scheduler_expire_hosts(svc->sched) > 0)
+    size_t hosts = dmf_scheduler_expire_hosts(svc->sched);
+    size_t peers = dmf_scheduler_expire_peers(svc->sched);
+    if (peers > 0)
+        dmf_metric_add(&m_peers_expired, (int64_t)peers);
+    if (hosts + peers > 0)
         update_gauges(svc);
+    svc->freed_since_trim += hosts + peers;
+    if (++svc->ticks % 10 == 0)
+        dmf_admission_sweep(&svc->admission, dmf_now_ms());
+    if (svc->freed_since_trim >= 100 && hosts + peers == 0) {
+        /* The expiry wave is over: give its pages back (a few ms for a large heap). */
+        malloc_trim(0);
+        svc->freed_since_trim = 0;
+    }
 }
 
 dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_rpc_t *rpc,
-                                                   const struct dmf_scheduler_config *cfg)
+                                                   const struct dmf_scheduler_service_config *cfg)
 {
     static const struct dmf_scheduler_sink sink = {
         .candidates = on_candidates,
@@ -798,11 +911,15 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
         .trigger_seed = on_trigger_seed,
         .peer_gone = on_peer_gone,
         .host_gone = on_host_gone,
+        .may_trigger = on_may_trigger,
     };
     dmf_scheduler_service_t *svc = dmf_xcalloc(1, sizeof(*svc));
     svc->base = base;
     svc->rpc = rpc;
-    svc->sched = dmf_scheduler_new(cfg, &sink, svc);
+    svc->sched = dmf_scheduler_new(&cfg->sched, &sink, svc);
+    dmf_admission_init(&svc->admission, &cfg->admission);
+    if (cfg->seeds)
+        svc->seeds = *cfg->seeds;
     uint8_t rnd[16];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
         uint64_t x = dmf_now_ms() ^ ((uint64_t)getpid() << 32);
@@ -814,8 +931,19 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
     LIST_INIT(&svc->calls);
     LIST_INIT(&svc->channels);
     LIST_INIT(&svc->triggers);
-    struct dmf_metric *metrics[] = {&m_hosts,         &m_tasks,          &m_peers,
-                                    &m_seed_triggers, &m_back_to_source, &m_bad_parent_reports};
+    struct dmf_metric *metrics[] = {&m_hosts,
+                                    &m_tasks,
+                                    &m_peers,
+                                    &m_seed_triggers,
+                                    &m_back_to_source,
+                                    &m_bad_parent_reports,
+                                    &m_refused_streams,
+                                    &m_refused_rate,
+                                    &m_refused_tasks,
+                                    &m_refused_hosts,
+                                    &m_refused_triggers,
+                                    &m_unlisted_seeds,
+                                    &m_peers_expired};
     for (size_t i = 0; i < DMF_ARRAY_SIZE(metrics); i++)
         dmf_metric_register(metrics[i]);
     update_gauges(svc);
@@ -858,5 +986,6 @@ void dmf_scheduler_service_free(dmf_scheduler_service_t *svc)
     while (!LIST_EMPTY(&svc->channels))
         channel_free(LIST_FIRST(&svc->channels));
     dmf_scheduler_free(svc->sched);
+    dmf_admission_free(&svc->admission);
     free(svc);
 }

@@ -9,16 +9,26 @@
 #include <stddef.h>
 
 #include "common/rpc.h"
+#include "scheduler/admission.h"
 #include "scheduler/sched.h"
+#include "scheduler/seed_list.h"
 
 struct event_base;
 
 typedef struct dmf_scheduler_service dmf_scheduler_service_t;
 
+struct dmf_scheduler_service_config {
+    struct dmf_scheduler_config sched;
+    struct dmf_admission_config admission;
+    /* The known seeds: a host announcing type=seed that matches none is a normal peer.
+     * Borrowed for the call; copied. NULL or empty: no host is a seed. */
+    const struct dmf_seed_list *seeds;
+};
+
 /* Creates the service and its gRPC server on rpc (both borrowed; they outlive the
  * service). cfg is copied. Registers the metrics. Never NULL. */
 dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_rpc_t *rpc,
-                                                   const struct dmf_scheduler_config *cfg);
+                                                   const struct dmf_scheduler_service_config *cfg);
 /* Adds a listening address ("HOST:PORT"); *bound_port (may be NULL) gets the port. Returns
  * 0, or a negative code with "cannot listen on ADDR: reason" in err. */
 int dmf_scheduler_service_listen(dmf_scheduler_service_t *svc, const char *addr, int *bound_port,

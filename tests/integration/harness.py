@@ -296,6 +296,7 @@ def stop_all():
     """Stops every Proc started since the last call, newest first, and forgets them.
     Returns the problems found as strings: a process that exited non-zero by itself (a
     crash, unless a start-up error already said so), sanitizer reports in its log."""
+    _seed_rpc.clear()
     problems = []
     procs = list(reversed(_live))
     del _live[:]
@@ -434,15 +435,34 @@ class Scheduler:
         return self.proc.kill9()
 
 
+_seed_rpc = []  # the rpc port of the current test's known seed ("seed"), once reserved
+
+
+def seed_rpc_port():
+    """The rpc port the current test's seed daemon (host id "seed") listens on: reserved
+    before any process starts, so that every scheduler can list it in --seed-hosts (seeds
+    are known, not claimed). Forgotten at the end of the test."""
+    if not _seed_rpc:
+        _seed_rpc.append(free_port())
+    return _seed_rpc[0]
+
+
+def known_seed():
+    """The --seed-hosts entry of the current test's seed daemon."""
+    return f"seed|127.0.0.1:{seed_rpc_port()}"
+
+
 def start_scheduler(tmp_path, name="scheduler", port=None, metrics_port=None, ready_timeout=20,
                     **flags):
     """Starts `damselfly scheduler` with free ports; extra flags as keyword arguments
     (candidate_limit=4 -> --candidate-limit 4; True -> bare flag). Waits until both ports
-    accept."""
+    accept. Unless seed_hosts is given (None: no known seed), the test's daemon "seed"
+    (start_daemon(..., "seed", seed=True)) is the known seed."""
     require_binary()
     port = port or free_port()
     metrics_port = metrics_port or free_port()
     flags.setdefault("log_level", log_level())
+    flags.setdefault("seed_hosts", known_seed())
     log = Path(tmp_path) / f"{name}.log"
     args = [binary(), "scheduler", "--listen", f"127.0.0.1:{port}",
             "--metrics-listen", f"127.0.0.1:{metrics_port}"] + _flag_args(flags)
@@ -548,8 +568,14 @@ def start_daemon(tmp_path, name, scheduler=None, seed=False, host_id=None, ready
     # Every daemon gets its own proxy port (the default 65001 would collide between the
     # daemons of one test); proxy_listen="off" runs without a proxy.
     flags.setdefault("proxy_listen", f"127.0.0.1:{free_port()}")
+    # The tests' origins run on 127.0.0.1, which the origin policy refuses for fetches other
+    # hosts ask for (seed triggers, preheats): a deliberate opt-in for a one-machine cluster.
+    # origin_allow=None tests the default.
+    flags.setdefault("origin_allow", "127.0.0.0/8")
+    # The test's seed listens where the schedulers' --seed-hosts says (seed_rpc_port).
+    rpc_port = seed_rpc_port() if seed and (host_id or name) == "seed" else free_port()
     dm = Daemon(name=name, dir=d, data_dir=data, socket_path=_short_socket_path(d, name),
-                piece_port=free_port(), rpc_port=free_port(), log_path=Path(tmp_path) / f"{name}.log",
+                piece_port=free_port(), rpc_port=rpc_port, log_path=Path(tmp_path) / f"{name}.log",
                 host_id=host_id or name, seed=seed, scheduler=scheduler, extra=flags,
                 prefix=prefix)
     pl = str(flags["proxy_listen"])

@@ -15,27 +15,38 @@ from test_proxy_bounds import cpu_seconds
 CONNS = 1100
 
 
-@pytest.mark.serial
-@pytest.mark.deadline(120)
-def test_idle_connection_flood_at_nofile_1024(tmp_path, need_binary):
+def raise_own_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < CONNS + 200:
         pytest.skip(f"the test itself needs {CONNS + 200} descriptors (hard limit {hard})")
     resource.setrlimit(resource.RLIMIT_NOFILE, (CONNS + 200, hard))
+
+
+def open_flood(port):
+    """CONNS non-blocking connections to 127.0.0.1:port (some may wait in the backlog)."""
+    out = []
+    for _ in range(CONNS):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        out.append(s)
+    return out
+
+
+@pytest.mark.serial
+@pytest.mark.deadline(120)
+def test_idle_connection_flood_at_nofile_1024(tmp_path, need_binary):
+    raise_own_limit()
     d = start_daemon(tmp_path, "d1", piece_idle_timeout="4s")
     assert b"open files limit:" in d.log_bytes()
     subprocess.run(["prlimit", f"--pid={d.proc.pid}", "--nofile=1024:1024"], check=True)
 
     conns = []
     try:
-        for _ in range(CONNS):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", d.piece_port))
-            except BlockingIOError:
-                pass
-            conns.append(s)
+        conns += open_flood(d.piece_port)
         time.sleep(1)  # the daemon accepts until it has no descriptor left
         log_before = d.log_bytes().count(b"\n")
         cpu_before = cpu_seconds(d.proc.pid)
@@ -63,6 +74,63 @@ def test_idle_connection_flood_at_nofile_1024(tmp_path, need_binary):
                 time.sleep(0.2)
         assert answered is not None, "no valid request answered after the idle timeout"
         print(f"a valid request answered {answered:.1f} s after the flood's 4 s")
+    finally:
+        for s in conns:
+            s.close()
+    assert d.proc.alive()
+
+
+@pytest.mark.deadline(120)
+def test_dripping_connection_flood_at_nofile_1024(tmp_path, need_binary):
+    """The same flood, but every connection drips a header byte each second, so the idle
+    timeout (60 s) never fires: the header deadline (3 s from accept) frees the slots."""
+    raise_own_limit()
+    d = start_daemon(tmp_path, "d1", piece_idle_timeout="60s", piece_header_timeout="3s")
+    subprocess.run(["prlimit", f"--pid={d.proc.pid}", "--nofile=1024:1024"], check=True)
+
+    conns = []
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Drip: " + b"a" * 4000
+
+    def drip(i):
+        for s in conns:
+            try:
+                s.send(head[i:i + 1])
+            except OSError:
+                pass
+
+    try:
+        conns += open_flood(d.piece_port)
+        time.sleep(1)
+        drip(0)
+        log_before = d.log_bytes().count(b"\n")
+        cpu_before = cpu_seconds(d.proc.pid)
+        for i in range(1, 4):
+            time.sleep(1)
+            drip(i)
+        cpu = cpu_seconds(d.proc.pid) - cpu_before
+        added = d.log_bytes().count(b"\n") - log_before
+        print(f"1,100 dripping connections for 3 s: daemon CPU {cpu:.3f} s, {added} log lines")
+        assert cpu < scaled(0.5), f"the daemon spun: {cpu:.2f} CPU-s in 3 s"
+        assert added <= 12, d.log_bytes().decode(errors="replace")[-2000:]
+
+        # The drips go on; the header deadline closes what was accepted, a valid request
+        # gets through.
+        t0 = time.monotonic()
+        answered, i = None, 4
+        while time.monotonic() - t0 < scaled(30) and answered is None:
+            drip(i)
+            i += 1
+            try:
+                with socket.create_connection(("127.0.0.1", d.piece_port), timeout=1) as s:
+                    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    s.settimeout(scaled(2))
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        answered = time.monotonic() - t0
+            except OSError:
+                time.sleep(0.2)
+        assert answered is not None, "no valid request answered although every head drips"
+        print(f"a valid request answered {answered:.1f} s later")
+        assert b"no complete request head" in d.log_bytes()
     finally:
         for s in conns:
             s.close()

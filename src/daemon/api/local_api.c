@@ -185,7 +185,7 @@ static void on_download(struct evhttp_request *req, void *arg)
                       "application/x-damselfly-frames");
     evhttp_send_reply_start(req, 200, "OK");
     evhttp_connection_set_closecb(hd->conn, on_client_gone, hd);
-    struct dmf_download *dl = dmf_download_start(api->d, dreq, &http_transport, hd);
+    struct dmf_download *dl = dmf_download_start(api->d, dreq, &http_transport, hd, NULL);
     damselfly__v1__download_task_request__free_unpacked(dreq, NULL);
     if (hd->finished) {
         /* Answered at once (cache hit or bad request): finish could not free dl yet. */

@@ -2,6 +2,7 @@
  * unix socket for local clients and on the TCP rpc port for the scheduler. */
 #include "daemon/api/local_service.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -11,9 +12,12 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/origin_policy.h"
 #include "common/taskid.h"
 #include "common/url_secrets.h"
 #include "common/util.h"
+#include "daemon/api/rpc_acl.h"
 #include "daemon/peer/engine.h"
 #include "damselfly/v1/daemon.pb-c.h"
 
@@ -237,7 +241,50 @@ static void on_revalidated(void *arg, struct dmf_task *t, enum dmf_fresh_verdict
     serve_or_start(dl);
 }
 
-static void start_download(struct dmf_download *dl, const Damselfly__V1__DownloadTaskRequest *req)
+static DMF_METRIC_COUNTER(m_rpc_refused_caller, "damselfly_rpc_refused_total", "reason=\"caller\"",
+                          "DownloadTask calls on the rpc port refused, by reason.");
+static DMF_METRIC_COUNTER(m_rpc_refused_origin, "damselfly_rpc_refused_total",
+                          "reason=\"origin_policy\"",
+                          "DownloadTask calls on the rpc port refused, by reason.");
+
+void dmf_local_service_metrics_register(void)
+{
+    dmf_metric_register(&m_rpc_refused_caller);
+    dmf_metric_register(&m_rpc_refused_origin);
+}
+
+/* The URL of a request from another host, against the origin policy: NULL when it may be
+ * fetched (*check_addrs: whether every connect is still checked), else the reason. An IP
+ * literal is checked here already, so nothing is even opened for it. */
+static const char *origin_refusal(const struct dmf_origin_policy *p, const char *url,
+                                  bool *check_addrs)
+{
+    char host[DMF_ORIGIN_HOST_MAX];
+    bool any = false;
+    *check_addrs = true;
+    if (dmf_origin_policy_url_host(url, host, sizeof(host)) != 0)
+        return "the URL has no http(s) host";
+    const char *why = dmf_origin_policy_host(p, host, &any);
+    if (why != NULL)
+        return why;
+    if (any) {
+        *check_addrs = false;
+        return NULL;
+    }
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1)
+        sin->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1)
+        sin6->sin6_family = AF_INET6;
+    else
+        return NULL; /* a name: its addresses are checked as they are connected to */
+    return dmf_origin_policy_addr((void *)p, (const struct sockaddr *)&ss);
+}
+
+static void start_download(struct dmf_download *dl, const Damselfly__V1__DownloadTaskRequest *req,
+                           const struct dmf_origin_policy *policy)
 {
     struct dmf_daemon *d = dl->d;
     dl->sub.on_update = on_task_update;
@@ -249,6 +296,17 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
     if (req->url == NULL || req->url[0] == '\0' || strlen(req->url) > URL_MAX) {
         snprintf(err, sizeof(err), "a URL of at most %d bytes is required", URL_MAX);
         goto fail;
+    }
+    bool check_addrs = false;
+    if (policy != NULL) {
+        const char *why = origin_refusal(policy, req->url, &check_addrs);
+        if (why != NULL) {
+            dmf_metric_add(&m_rpc_refused_origin, 1);
+            dmf_warn("DownloadTask refused by the origin policy: %s", why);
+            snprintf(err, sizeof(err), "refused by the origin policy: %s", why);
+            status = GRPC_STATUS_PERMISSION_DENIED;
+            goto fail;
+        }
     }
     if (req->n_headers > HEADERS_MAX || req->n_filter_query > FILTERS_MAX) {
         snprintf(err, sizeof(err), "too many headers or filtered query parameters");
@@ -323,6 +381,7 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         .digest = digest_str[0] ? digest_str : NULL,
         .filter_query = &filter,
         .disable_back_to_source = req->disable_back_to_source,
+        .origin_policy = check_addrs ? policy : NULL,
     };
     struct dmf_task *t;
     int e = dmf_engine_open(d, id, &treq, &t);
@@ -360,13 +419,14 @@ fail:
 
 struct dmf_download *dmf_download_start(struct dmf_daemon *d,
                                         const Damselfly__V1__DownloadTaskRequest *req,
-                                        const struct dmf_download_transport *tr, void *ctx)
+                                        const struct dmf_download_transport *tr, void *ctx,
+                                        const struct dmf_origin_policy *policy)
 {
     struct dmf_download *dl = dmf_xcalloc(1, sizeof(*dl));
     dl->d = d;
     dl->tr = tr;
     dl->ctx = ctx;
-    start_download(dl, req);
+    start_download(dl, req, policy);
     return dl;
 }
 
@@ -399,13 +459,23 @@ static void download_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *
     if (data == NULL || gd->got_request)
         return;
     gd->got_request = true;
+    struct dmf_daemon *d = gd->d;
+    const char *peer = dmf_rpc_call_peer(call);
+    dmf_rpc_acl_cluster(d->rpc_acl, d->cfg.scheduler, &d->cfg.manager);
+    const char *why = dmf_rpc_acl_check(d->rpc_acl, peer);
+    if (why != NULL) {
+        dmf_metric_add(&m_rpc_refused_caller, 1);
+        dmf_warn("DownloadTask from %s refused: %s", peer ? peer : "?", why);
+        dmf_rpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, why);
+        return;
+    }
     Damselfly__V1__DownloadTaskRequest *req =
         damselfly__v1__download_task_request__unpack(NULL, len, data);
     if (req == NULL) {
         dmf_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "undecodable request");
         return;
     }
-    gd->dl = dmf_download_start(gd->d, req, &grpc_transport, gd);
+    gd->dl = dmf_download_start(d, req, &grpc_transport, gd, d->origin_policy);
     damselfly__v1__download_task_request__free_unpacked(req, NULL);
 }
 

@@ -24,11 +24,18 @@ struct dmf_download_transport {
 /* Validates the request, derives the task ID and starts (or joins, or answers from the
  * cache) the download; answers go through tr. The transport owns the returned download
  * and must dmf_download_abandon() it once the client is gone or finish was called. */
+struct dmf_origin_policy;
+/* policy (borrowed, may be NULL): the request comes from another host, so the origin
+ * fetch is held to it (origin_policy.h); a URL it refuses fails at once with
+ * PERMISSION_DENIED. NULL: a local client's request. */
 struct dmf_download *dmf_download_start(struct dmf_daemon *d,
                                         const Damselfly__V1__DownloadTaskRequest *req,
-                                        const struct dmf_download_transport *tr, void *ctx);
+                                        const struct dmf_download_transport *tr, void *ctx,
+                                        const struct dmf_origin_policy *policy);
 void dmf_download_abandon(struct dmf_download *dl);
 
+/* Registers damselfly_rpc_refused_total (call once at start). */
+void dmf_local_service_metrics_register(void);
 /* dmf_rpc_on_call for a server whose arg is the struct dmf_daemon. */
 void dmf_local_service_on_call(void *arg, dmf_rpc_call_t *call, const char *method);
 

@@ -11,6 +11,7 @@
 
 #include "common/backoff.h"
 #include "common/log.h"
+#include "common/origin_policy.h"
 #include "common/piecemem.h"
 #include "common/taskid.h"
 #include "common/util.h"
@@ -99,6 +100,11 @@ static struct dmf_http_opts request_opts(struct dmf_source *src, const char *ran
         .range = range,
         .follow_redirects = 1,
     };
+    if (src->env.origin_policy) {
+        /* Redirects and re-resolved names are checked too: every connect goes through it. */
+        o.addr_check = dmf_origin_policy_addr;
+        o.addr_check_arg = (void *)src->env.origin_policy;
+    }
     return o;
 }
 
@@ -375,7 +381,8 @@ static void probe_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     if (src->failed)
         return;
     if (err != 0) {
-        bool retryable = err == -EAGAIN || (err != -EPROTO && err != -EINVAL);
+        /* -EACCES: the origin policy refused the address; asking again changes nothing. */
+        bool retryable = err == -EAGAIN || (err != -EPROTO && err != -EINVAL && err != -EACCES);
         if (src->mode == DMF_SOURCE_STREAM)
             retryable = retryable && stream_restart(src);
         else

@@ -55,7 +55,9 @@ struct dmf_source_env {
     const char *task_id;         /* borrowed: outlive the source */
     const char *url;
     const struct dmf_strlist *headers; /* secrets: passed to the origin, never logged */
-    int concurrency;                   /* range requests at once */
+    /* Checked on every address connected to (origin_policy.h); NULL = none. */
+    const struct dmf_origin_policy *origin_policy;
+    int concurrency; /* range requests at once */
     /* The validators the task's pieces so far are of (from the scheduler, or an earlier
      * fetch); NULL = none known. Read when the origin answers: another version fails the
      * fetch (content_changed) instead of mixing. */

@@ -186,6 +186,7 @@ void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req
     for (size_t i = 0; req->filter_query && i < req->filter_query->n; i++)
         dmf_strlist_push(&t->filter_query, req->filter_query->v[i]);
     t->disable_back_to_source = req->disable_back_to_source;
+    t->origin_policy = req->origin_policy;
 }
 
 int dmf_task_ensure_data(struct dmf_task *t)
@@ -906,6 +907,7 @@ static void start_source(struct dmf_task *t, const char *why)
         .task_id = t->id,
         .url = t->url,
         .headers = &t->headers,
+        .origin_policy = t->origin_policy,
         .concurrency = (int)t->d->cfg.source_concurrency,
         .etag = &t->etag,
         .last_modified = &t->last_modified,

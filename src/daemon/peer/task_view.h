@@ -14,6 +14,8 @@
 #include "common/metrics.h"
 #include "daemon/peer/freshness.h"
 
+struct dmf_origin_policy;
+
 struct dmf_task;
 
 /* A task's state as its watchers see it (the engine's finer states map onto these). */
@@ -33,6 +35,10 @@ struct dmf_task_request {
     const char *digest; /* "sha256:HEX" or NULL */
     const struct dmf_strlist *filter_query;
     bool disable_back_to_source;
+    /* Another host asked for this fetch (DownloadTask on the rpc port): every address the
+     * origin fetch connects to is checked against this policy (borrowed: the daemon's,
+     * outlives the task). NULL: a local client's own request, no check. */
+    const struct dmf_origin_policy *origin_policy;
 };
 
 /* A snapshot of a task. Strings are borrowed from the task: valid until control returns

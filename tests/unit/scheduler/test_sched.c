@@ -131,7 +131,15 @@ static void on_host_gone(void *arg, const char *host_id)
     snprintf(e->host_id, sizeof(e->host_id), "%s", host_id);
 }
 
+static bool triggers_allowed = true; /* what the sink's may_trigger answers */
+
+static bool on_may_trigger(void *arg, const char *requester, const char *seed)
+{
+    return triggers_allowed;
+}
+
 static const struct dmf_scheduler_sink sink = {
+    .may_trigger = on_may_trigger,
     .candidates = on_candidates,
     .back_to_source = on_back_to_source,
     .task_meta = on_task_meta,
@@ -146,6 +154,7 @@ static dmf_scheduler_t *new_sched_cfg(struct dmf_scheduler_config cfg)
 {
     nevs = 0;
     clock_ms = 1000000;
+    triggers_allowed = true;
     cfg.now = test_now;
     return dmf_scheduler_new(&cfg, &sink, NULL);
 }
@@ -811,6 +820,73 @@ static void test_succeeded_peer_stays_candidate_after_stream_closes(void **state
     dmf_scheduler_free(s);
 }
 
+static void test_finished_peer_expires_after_peer_ttl(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s = new_sched_cfg((struct dmf_scheduler_config){
+        .candidate_limit = 4, .peer_ttl_ms = 5000, .peer_ttl_set = true});
+    host(s, "a");
+    host(s, "b");
+    dmf_scheduler_peer_t *pa = holder(s, "a", "pa");
+    dmf_scheduler_peer_t *pb = holder(s, "b", "pb");
+    dmf_scheduler_stream_closed(s, pa);
+    clock_ms += 3000;
+    dmf_scheduler_stream_closed(s, pb);
+    /* An attached finished peer never expires; a detached one 5 s after its stream. */
+    clock_ms += 1999;
+    assert_int_equal(dmf_scheduler_expire_peers(s), 0);
+    clock_ms += 1;
+    assert_int_equal(dmf_scheduler_expire_peers(s), 1);
+    assert_int_equal(stat_state(s, T1, "pa", NULL), UINT32_MAX);
+    assert_int_equal(stat_state(s, T1, "pb", NULL), DMF_PEER_SUCCEEDED);
+    /* A new stream for pb takes it off the idle list. */
+    pb = reg(s, T1, "b", "pb");
+    clock_ms += 60000;
+    assert_int_equal(dmf_scheduler_expire_peers(s), 0);
+    dmf_scheduler_stream_closed(s, pb); /* not finished on this stream: removed */
+    struct dmf_scheduler_task_stat st;
+    assert_int_equal(dmf_scheduler_stat_task(s, T1, &st, err, sizeof(err)), -ENOENT);
+    struct dmf_scheduler_counts c;
+    dmf_scheduler_counts(s, &c);
+    assert_int_equal(c.tasks, 0);
+    assert_int_equal(c.peers, 0);
+    dmf_scheduler_free(s);
+}
+
+static void test_tasks_per_host_limit(void **state)
+{
+    char err[256];
+    dmf_scheduler_t *s =
+        new_sched_cfg((struct dmf_scheduler_config){.candidate_limit = 4, .max_peers_per_host = 2});
+    host(s, "a");
+    host(s, "b");
+    reg(s, T1, "a", "pa1");
+    reg(s, T2, "a", "pa2");
+    dmf_scheduler_peer_t *p = NULL;
+    struct dmf_scheduler_register r =
+        reg_req("3333333333333333333333333333333333333333333333333333333333333333", "a", "pa3");
+    assert_int_equal(dmf_scheduler_register(s, &r, "pa3", &p, err, sizeof(err)), -ENOSPC);
+    assert_non_null(strstr(err, "host a has too many tasks (2)"));
+    /* Registering a task it has again, and another host, are fine. */
+    reg(s, T1, "a", "pa1");
+    reg(s, T1, "b", "pb");
+    dmf_scheduler_free(s);
+}
+
+static void test_spent_trigger_budget_goes_to_the_origin(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "a");
+    triggers_allowed = false;
+    reg(s, T1, "a", "pa");
+    const struct ev *e = last_for("pa");
+    assert_int_equal(e->kind, EV_BTS);
+    assert_non_null(strstr(e->reason, "budget of seed triggers"));
+    assert_int_equal(count_kind(EV_TRIGGER), 0);
+    dmf_scheduler_free(s);
+}
+
 static void test_failed_parent_reschedules_children(void **state)
 {
     dmf_scheduler_t *s = new_sched_abc();
@@ -1435,6 +1511,9 @@ int main(void)
         cmocka_unit_test(test_parent_failure_pushes_new_candidates_without_that_parent),
         cmocka_unit_test(test_host_expiry_removes_peers_and_reschedules_children),
         cmocka_unit_test(test_succeeded_peer_stays_candidate_after_stream_closes),
+        cmocka_unit_test(test_finished_peer_expires_after_peer_ttl),
+        cmocka_unit_test(test_tasks_per_host_limit),
+        cmocka_unit_test(test_spent_trigger_budget_goes_to_the_origin),
         cmocka_unit_test(test_failed_parent_reschedules_children),
         cmocka_unit_test(test_failed_for_good_is_remembered),
         cmocka_unit_test(test_content_changed_forgets_the_version),

@@ -1,0 +1,174 @@
+/* Request-head deadline for evhttp servers; see header_deadline.h. */
+#include "common/header_deadline.h"
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define BUCKETS 1024
+
+struct conn {
+    struct bufferevent *bev; /* one reference is ours */
+    uint64_t accepted_ms;
+    bool got_request;
+    bool shut; /* shut down for a late head; waiting for evhttp to free it */
+    struct conn *next;
+};
+
+struct dmf_header_deadline {
+    struct event_base *base;
+    struct event *sweep;
+    uint64_t timeout_ms;
+    const char *what;
+    struct conn *buckets[BUCKETS];
+    size_t nconns;
+    uint64_t closed;
+};
+
+bool dmf_header_deadline_late(uint64_t accepted_ms, uint64_t now_ms, uint64_t timeout_ms,
+                              bool got_request)
+{
+    return !got_request && now_ms >= accepted_ms && now_ms - accepted_ms >= timeout_ms;
+}
+
+static size_t bucket_of(const struct bufferevent *bev)
+{
+    uintptr_t p = (uintptr_t)bev;
+    return (size_t)((p >> 4) ^ (p >> 14)) % BUCKETS;
+}
+
+/* evhttp_set_bevcb: the bufferevent of a new incoming connection (evhttp sets its fd). */
+static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
+{
+    dmf_header_deadline_t *hd = arg;
+    /* Without BEV_OPT_CLOSE_ON_FREE evhttp_connection_free closes the descriptor itself, at
+     * once, although our reference keeps the bufferevent's memory until the next sweep. */
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    if (bev == NULL)
+        return NULL; /* evhttp makes its own (without a deadline) */
+    bufferevent_incref(bev);
+    struct conn *c = dmf_xcalloc(1, sizeof(*c));
+    c->bev = bev;
+    c->accepted_ms = dmf_now_ms();
+    size_t b = bucket_of(bev);
+    c->next = hd->buckets[b];
+    hd->buckets[b] = c;
+    hd->nconns++;
+    return bev;
+}
+
+/* evhttp freed the connection: bufferevent_free cleared the callbacks it had set. */
+static bool freed_by_evhttp(struct bufferevent *bev)
+{
+    bufferevent_data_cb r = NULL, w = NULL;
+    bufferevent_event_cb e = NULL;
+    bufferevent_getcb(bev, &r, &w, &e, NULL);
+    return r == NULL && w == NULL && e == NULL;
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    dmf_header_deadline_t *hd = arg;
+    uint64_t now = dmf_now_ms();
+    size_t late = 0;
+    for (size_t b = 0; b < BUCKETS; b++) {
+        struct conn **pp = &hd->buckets[b];
+        while (*pp) {
+            struct conn *c = *pp;
+            if (freed_by_evhttp(c->bev)) {
+                *pp = c->next;
+                bufferevent_decref(c->bev); /* the last reference (evhttp closed the fd) */
+                free(c);
+                hd->nconns--;
+                continue;
+            }
+            if (!c->shut &&
+                dmf_header_deadline_late(c->accepted_ms, now, hd->timeout_ms, c->got_request)) {
+                evutil_socket_t s = bufferevent_getfd(c->bev);
+                if (s >= 0)
+                    shutdown(s, SHUT_RDWR);
+                c->shut = true;
+                late++;
+            }
+            pp = &c->next;
+        }
+    }
+    if (late > 0) {
+        hd->closed += late;
+        dmf_info("%s: closed %zu connection(s) with no complete request head after %llu ms "
+                 "(%llu in all)",
+                 hd->what, late, (unsigned long long)hd->timeout_ms,
+                 (unsigned long long)hd->closed);
+    }
+}
+
+static void arm(dmf_header_deadline_t *hd)
+{
+    uint64_t every = hd->timeout_ms / 4;
+    every = DMF_MAX(every, (uint64_t)100);
+    every = DMF_MIN(every, (uint64_t)1000);
+    struct timeval tv = dmf_timeval_ms(every);
+    event_add(hd->sweep, &tv);
+}
+
+dmf_header_deadline_t *dmf_header_deadline_new(struct event_base *base, struct evhttp *http,
+                                               uint64_t timeout_ms, const char *what)
+{
+    dmf_header_deadline_t *hd = dmf_xcalloc(1, sizeof(*hd));
+    hd->base = base;
+    hd->timeout_ms = timeout_ms ? timeout_ms : 10000;
+    hd->what = what;
+    hd->sweep = event_new(base, -1, EV_PERSIST, on_sweep, hd);
+    arm(hd);
+    evhttp_set_bevcb(http, on_new_connection, hd);
+    return hd;
+}
+
+void dmf_header_deadline_set_timeout(dmf_header_deadline_t *hd, uint64_t timeout_ms)
+{
+    if (timeout_ms == 0)
+        return;
+    hd->timeout_ms = timeout_ms;
+    event_del(hd->sweep);
+    arm(hd);
+}
+
+void dmf_header_deadline_got_request(dmf_header_deadline_t *hd, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    if (bev == NULL)
+        return;
+    for (struct conn *c = hd->buckets[bucket_of(bev)]; c; c = c->next) {
+        if (c->bev == bev) {
+            c->got_request = true;
+            return;
+        }
+    }
+}
+
+uint64_t dmf_header_deadline_closed(const dmf_header_deadline_t *hd)
+{
+    return hd->closed;
+}
+
+void dmf_header_deadline_free(dmf_header_deadline_t *hd)
+{
+    if (hd == NULL)
+        return;
+    event_free(hd->sweep);
+    for (size_t b = 0; b < BUCKETS; b++) {
+        while (hd->buckets[b]) {
+            struct conn *c = hd->buckets[b];
+            hd->buckets[b] = c->next;
+            bufferevent_decref(c->bev);
+            free(c);
+        }
+    }
+    free(hd);
+}

@@ -1,0 +1,47 @@
+/* A deadline from accept to the first complete request head on an evhttp server.
+ *
+ * evhttp's timeouts are the bufferevent's, which every byte read restarts: a client that
+ * drips one header byte every few seconds keeps its connection (and a descriptor) for
+ * ever. libevent 2.1 has no hook at the start of a request, so this module makes each
+ * incoming connection's bufferevent itself (evhttp_set_bevcb), holds a reference to it,
+ * and a sweep timer shuts down the socket of any connection that has not completed a
+ * request head within the timeout; evhttp then sees the end of the stream and frees the
+ * connection as it would any other. The server's request callback marks the connection
+ * (dmf_header_deadline_got_request). The bufferevent is made without BEV_OPT_CLOSE_ON_FREE,
+ * so evhttp closes the descriptor itself the moment it frees the connection; the held
+ * reference keeps only the bufferevent's memory, and tells the sweep that evhttp freed it
+ * (its callbacks are cleared): the sweep checks that first, so it never shuts down a
+ * descriptor that was closed and reused.
+ *
+ * Later requests on a keep-alive connection are bounded by the server's idle timeout. */
+#ifndef DMF_HEADER_DEADLINE_H
+#define DMF_HEADER_DEADLINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evhttp;
+struct evhttp_request;
+
+typedef struct dmf_header_deadline dmf_header_deadline_t;
+
+/* Installs the deadline on http (borrowed; it must be freed before this). timeout_ms > 0.
+ * what names the server in logs ("piece server"). Never NULL. */
+dmf_header_deadline_t *dmf_header_deadline_new(struct event_base *base, struct evhttp *http,
+                                               uint64_t timeout_ms, const char *what);
+/* Changes the timeout (> 0) for connections accepted from now on and the sweep. */
+void dmf_header_deadline_set_timeout(dmf_header_deadline_t *hd, uint64_t timeout_ms);
+/* A request head arrived on req's connection: its deadline is met. */
+void dmf_header_deadline_got_request(dmf_header_deadline_t *hd, struct evhttp_request *req);
+/* Connections closed for a late head since start. */
+uint64_t dmf_header_deadline_closed(const dmf_header_deadline_t *hd);
+/* Call after evhttp_free() of the server: releases what is still held. NULL is ignored. */
+void dmf_header_deadline_free(dmf_header_deadline_t *hd);
+
+/* The decision, pure: is a connection accepted at accepted_ms late at now_ms? */
+bool dmf_header_deadline_late(uint64_t accepted_ms, uint64_t now_ms, uint64_t timeout_ms,
+                              bool got_request);
+
+#endif

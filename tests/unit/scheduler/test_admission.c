@@ -1,0 +1,82 @@
+/* Admission control (src/scheduler/admission.c): streams per host, the register bucket,
+ * the seed-trigger bucket, and forgetting idle hosts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "scheduler/admission.h"
+
+static void test_streams_per_host(void **state)
+{
+    struct dmf_admission a;
+    dmf_admission_init(&a, &(struct dmf_admission_config){.streams_per_host = 2});
+    assert_int_equal(dmf_admission_register(&a, "h", 0), DMF_ADMIT_OK);
+    assert_int_equal(dmf_admission_register(&a, "h", 0), DMF_ADMIT_OK);
+    assert_int_equal(dmf_admission_register(&a, "h", 0), DMF_ADMIT_STREAMS);
+    assert_int_equal(dmf_admission_register(&a, "other", 0), DMF_ADMIT_OK);
+    dmf_admission_stream_closed(&a, "h");
+    assert_int_equal(dmf_admission_streams(&a, "h"), 1);
+    assert_int_equal(dmf_admission_register(&a, "h", 0), DMF_ADMIT_OK);
+    dmf_admission_free(&a);
+}
+
+static void test_register_rate(void **state)
+{
+    struct dmf_admission a;
+    dmf_admission_init(&a, &(struct dmf_admission_config){.registers_per_sec = 10,
+                                                          .register_burst = 5,
+                                                          .streams_per_host = 1000});
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(dmf_admission_register(&a, "h", 1000), DMF_ADMIT_OK);
+        dmf_admission_stream_closed(&a, "h");
+    }
+    assert_int_equal(dmf_admission_register(&a, "h", 1000), DMF_ADMIT_REGISTER_RATE);
+    /* 10 per second: one more every 100 ms. */
+    assert_int_equal(dmf_admission_register(&a, "h", 1099), DMF_ADMIT_REGISTER_RATE);
+    assert_int_equal(dmf_admission_register(&a, "h", 1100), DMF_ADMIT_OK);
+    assert_int_equal(dmf_admission_register(&a, "h", 1100), DMF_ADMIT_REGISTER_RATE);
+    dmf_admission_free(&a);
+}
+
+static void test_trigger_budget_and_sweep(void **state)
+{
+    struct dmf_admission a;
+    dmf_admission_init(&a,
+                       &(struct dmf_admission_config){.triggers_per_min = 60, .trigger_burst = 2});
+    assert_true(dmf_admission_trigger(&a, "h", 0));
+    assert_true(dmf_admission_trigger(&a, "h", 0));
+    assert_false(dmf_admission_trigger(&a, "h", 500));
+    assert_true(dmf_admission_trigger(&a, "h", 1000)); /* one a second */
+    assert_true(dmf_admission_trigger(&a, "other", 1000));
+    /* Not forgotten while its bucket is short: that would hand it a fresh one. */
+    assert_int_equal(dmf_admission_sweep(&a, 1500), 0);
+    assert_false(dmf_admission_trigger(&a, "h", 1500));
+    assert_int_equal(dmf_admission_sweep(&a, 10000), 2); /* both full again */
+    assert_int_equal(a.hosts.n, 0);
+    dmf_admission_free(&a);
+}
+
+static void test_host_table_is_bounded(void **state)
+{
+    struct dmf_admission a;
+    dmf_admission_init(&a, &(struct dmf_admission_config){.max_hosts = 2});
+    assert_int_equal(dmf_admission_register(&a, "a", 0), DMF_ADMIT_OK);
+    assert_int_equal(dmf_admission_register(&a, "b", 0), DMF_ADMIT_OK);
+    assert_int_equal(dmf_admission_register(&a, "c", 0), DMF_ADMIT_HOSTS);
+    assert_false(dmf_admission_trigger(&a, "c", 0));
+    dmf_admission_free(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_streams_per_host),
+        cmocka_unit_test(test_register_rate),
+        cmocka_unit_test(test_trigger_budget_and_sweep),
+        cmocka_unit_test(test_host_table_is_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
