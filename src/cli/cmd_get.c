@@ -20,6 +20,7 @@
 
 #include "cli/get_exit.h"
 #include "cli/output.h"
+#include "common/bucket.h"
 #include "common/cmd.h"
 #include "common/config.h"
 #include "common/curl_dl.h"
@@ -39,6 +40,8 @@ struct get_config {
     struct dmf_strlist filter_query;
     uint64_t timeout;
     bool no_back_to_source;
+    uint64_t limit; /* bytes/s for this task, 0 = none */
+    char *priority; /* background, normal, foreground */
     bool overwrite;
     bool quiet;
 };
@@ -67,6 +70,11 @@ static const struct dmf_option options[] = {
         "replace an existing output file (it keeps its mode)"),
     OPT("no-back-to-source", 0, DMF_OPT_BOOL, no_back_to_source, 0, 0, "false", NULL,
         "never fetch from the origin: peers only"),
+    OPT("limit", 0, DMF_OPT_SIZE, limit, 0, 0, NULL, "BYTES/S",
+        "most this download takes per second (at least 1k; within the daemon's limits)"),
+    OPT("priority", 0, DMF_OPT_STRING, priority, 0, 0, "normal", "PRIORITY",
+        "share of the daemon's bandwidth against other tasks: background (weight 1), "
+        "normal (4) or foreground (16)"),
     OPT("quiet", 'q', DMF_OPT_BOOL, quiet, 0, 0, "false", NULL, "no progress and no summary"),
 };
 
@@ -549,6 +557,10 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
     req.filter_query = cfg->filter_query.v;
     req.n_filter_query = cfg->filter_query.n;
     req.disable_back_to_source = cfg->no_back_to_source;
+    req.rate_limit = cfg->limit;
+    enum dmf_priority prio = DMF_PRIORITY_NORMAL;
+    dmf_priority_parse(cfg->priority, &prio); /* checked with the other options */
+    req.priority = (Damselfly__V1__Priority)prio;
     req.timeout_ms = (uint32_t)DMF_MIN(cfg->timeout, UINT32_MAX);
     size_t blen = damselfly__v1__download_task_request__get_packed_size(&req);
     char head[256];
@@ -720,6 +732,8 @@ static int direct_download(struct get *g)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, direct_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &dw);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curlerr);
+    if (cfg->limit) /* one transfer, no daemon: libcurl's own cap is the task's limit */
+        curl_easy_setopt(e, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)cfg->limit);
     if (cfg->timeout)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout);
     CURLcode res = curl_easy_perform(e);
@@ -783,6 +797,16 @@ static int check_args(struct get_config *cfg, struct dmf_strlist *pos, char *err
             snprintf(err, errlen, "-H wants 'Name: value', not '%.40s'", h);
             return -EINVAL;
         }
+    }
+    enum dmf_priority prio;
+    if (dmf_priority_parse(cfg->priority, &prio) != 0) {
+        snprintf(err, errlen, "--priority: '%.40s' is not background, normal or foreground",
+                 cfg->priority);
+        return -EINVAL;
+    }
+    if (cfg->limit != 0 && cfg->limit < 1024) {
+        snprintf(err, errlen, "--limit: at least 1k (1024 bytes/s)");
+        return -EINVAL;
     }
     if (cfg->digest) {
         uint8_t d[DMF_SHA256_LEN];

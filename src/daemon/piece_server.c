@@ -21,6 +21,7 @@
 
 #include "common/fdlimit.h"
 #include "common/log.h"
+#include "common/throttle.h"
 #include "common/metrics.h"
 #include "common/taskid.h"
 #include "common/util.h"
@@ -101,6 +102,7 @@ struct dmf_piece_server {
     uint32_t nqueued;
     bool stopping;
     uint64_t uploaded_bytes;
+    struct dmf_throttle *throttle; /* the upload limit, or NULL */
 };
 
 /* ---- replies ---- */
@@ -382,6 +384,7 @@ static bool send_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const
     evhttp_add_header(h, "Content-Length", len);
     evhttp_request_set_on_complete_cb(req, upload_on_complete, u);
     evhttp_connection_set_closecb(u->evcon, upload_on_close, u);
+    dmf_throttle_add_upload(ps->throttle, evhttp_connection_get_bufferevent(u->evcon));
     evhttp_send_reply(req, 200, "OK", body);
     evbuffer_free(body);
     return true;
@@ -780,6 +783,11 @@ void dmf_piece_server_set_upload_slots(dmf_piece_server_t *ps, uint32_t slots)
 uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps)
 {
     return ps->active_uploads;
+}
+
+void dmf_piece_server_set_throttle(dmf_piece_server_t *ps, struct dmf_throttle *t)
+{
+    ps->throttle = t;
 }
 
 uint64_t dmf_piece_server_uploaded_bytes(const dmf_piece_server_t *ps)

@@ -52,6 +52,7 @@ struct dmf_source_env {
     const char *url;
     const struct dmf_strlist *headers; /* secrets: passed to the origin, never logged */
     int concurrency;                   /* range requests at once */
+    struct dmf_flow *flow;             /* the task's bandwidth share (borrowed; NULL: none) */
     /* The validators the task's pieces so far are of (from the scheduler, or an earlier
      * fetch); NULL = none known. Read when the origin answers: another version fails the
      * fetch (content_changed) instead of mixing. */

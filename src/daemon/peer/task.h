@@ -48,6 +48,7 @@ struct dmf_task {
     char expected_digest[DMF_DIGEST_STR_LEN + 1]; /* "" when not given */
     struct dmf_strlist filter_query;
     bool disable_back_to_source;
+    struct dmf_flow *flow; /* its share of the host's bandwidth (throttle.h); NULL until used */
 
     struct dmf_piece_book book;
     struct dmf_seed_ledger ledger; /* a seed's uploads of this task (piece_server.h) */
