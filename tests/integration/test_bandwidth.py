@@ -280,3 +280,39 @@ def test_bad_limits_are_refused_and_a_bad_reload_keeps_the_limits(tmp_path, orig
     assert d.metric("damselfly_bandwidth_limit_bytes", limit="download") == 2 * MiB
     cp = run_get(d, origin.url("/x"), tmp_path / "out2", timeout=20)
     assert cp.returncode == 0, describe(cp)
+
+
+@pytest.mark.deadline(90)
+def test_manager_limits_applied_and_upload_limit_announced(tmp_path, need_binary):
+    """The upload limit is the capacity the daemon announces (the scheduler ranks parents by
+    it); the manager's dynamic config sets limits through the same hook as SIGHUP, the lower
+    of the manager's and the local one applying."""
+    import manager_support as ms
+    m = ms.start_manager(tmp_path, config_interval="1s")
+    root = m.signin()
+    s = start_scheduler(tmp_path, manager=m.grpc_addr)
+    ms.wait_for(lambda: [x["state"] for x in m.ok("GET", "/api/v1/schedulers", token=root)]
+                == ["active"], 10, "scheduler registered")
+    d = start_daemon(tmp_path, "d1", scheduler=None, manager=m.grpc_addr, upload_limit="8m",
+                     upload_capacity="100m")
+    wait_hosts(s, 1)
+    sid = m.ok("GET", "/api/v1/schedulers", token=root)[0]["id"]
+
+    def capacity():
+        live = m.ok("GET", f"/api/v1/schedulers/{sid}/live", token=root)
+        return [h["upload_capacity"] for h in live["hosts"] if h["id"] == "d1"]
+
+    ms.wait_for(lambda: capacity() == [8 * MiB], 10, "the scheduler to know 8 MiB/s")
+    m.ok("PATCH", "/api/v1/clusters/1",
+         {"config": {"download_rate_limit": 4 * MiB, "upload_rate_limit": 2 * MiB}}, root)
+    ms.wait_for(lambda: d.metric("damselfly_bandwidth_limit_bytes", limit="download") == 4 * MiB,
+                10, "the manager's download limit applied")
+    assert d.metric("damselfly_bandwidth_limit_bytes", limit="upload") == 2 * MiB
+    assert b"limits (manager): download-limit unlimited -> 4194304 B/s" in d.log_bytes()
+    ms.wait_for(lambda: capacity() == [2 * MiB], 10, "the scheduler to know 2 MiB/s")
+    # A manager limit above the local one leaves the local one in force.
+    m.ok("PATCH", "/api/v1/clusters/1",
+         {"config": {"download_rate_limit": 0, "upload_rate_limit": 64 * MiB}}, root)
+    ms.wait_for(lambda: d.metric("damselfly_bandwidth_limit_bytes", limit="download") == 0,
+                10, "the manager's download limit lifted")
+    assert d.metric("damselfly_bandwidth_limit_bytes", limit="upload") == 8 * MiB
