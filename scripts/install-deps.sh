@@ -10,7 +10,7 @@ PACKAGES=(
     libcmocka-dev
     # the manager: PostgreSQL client library, argon2id; a PostgreSQL server for its tests
     libpq-dev libargon2-dev postgresql
-    python3 python3-pytest python3-grpcio python3-grpc-tools python3-protobuf
+    python3 python3-pytest python3-pytest-xdist python3-grpcio python3-grpc-tools python3-protobuf
     curl iproute2 procps
     # bench/: nginx (origin), aria2c + opentracker + mktorrent (the BitTorrent scenario)
     nginx aria2 opentracker mktorrent

@@ -7,7 +7,9 @@
 #   ./scripts/test.sh --tsan          build-tsan/ with ThreadSanitizer, unit tests only
 #   ./scripts/test.sh -- -k faults    anything after -- goes to pytest
 #
-# DMF_BUILD_DIR overrides the build directory. Exits non-zero when anything failed.
+# DMF_BUILD_DIR overrides the build directory; DMF_TEST_JOBS (default 3) is how many pytest
+# workers run the integration tests not marked `serial` (1: all in one process, in order).
+# Exits non-zero when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
         --sanitize) sanitize=1 ;;
         --tsan) tsan=1 ;;
         --) shift; pytest_args=("$@"); break ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "test.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -80,12 +82,26 @@ else
     status_unit=FAILED; rc=1
 fi
 
-echo "== integration tests (pytest)"
-if /usr/bin/python3 -m pytest -q -rfEs -p no:cacheprovider tests/integration "${pytest_args[@]}"; then
-    status_integration=passed
+# Two parts: the tests that only wait on processes run on DMF_TEST_JOBS workers at once
+# (pytest-xdist); those marked `serial` (they measure time or CPU) run after, alone.
+# Exit code 5 is pytest's "nothing selected" (a -k that matches only one part).
+jobs="${DMF_TEST_JOBS:-3}"
+pytest_part() {
+    local what="$1"; shift
+    echo "== integration tests, $what (pytest)"
+    /usr/bin/python3 -m pytest -q -rfEs -p no:cacheprovider tests/integration "$@" \
+        "${pytest_args[@]}"
+    local r=$?
+    [ "$r" -eq 0 ] || [ "$r" -eq 5 ]
+}
+status_integration=passed
+if [ "$jobs" -gt 1 ]; then
+    pytest_part "parallel on $jobs workers" -n "$jobs" -m "not serial" || status_integration=FAILED
+    pytest_part "serial" -m serial || status_integration=FAILED
 else
-    status_integration=FAILED; rc=1
+    pytest_part "one at a time" || status_integration=FAILED
 fi
+[ "$status_integration" = passed ] || rc=1
 
 summary
 exit $rc

@@ -1,5 +1,9 @@
 """Fixtures for the integration tests. See harness.py for the helpers themselves.
 
+scripts/test.sh runs the suite in two parts: the tests not marked `serial` on several pytest
+workers at once (pytest-xdist; most of a test's time is waiting on processes and timers),
+then the `serial` ones (timing and CPU measurements) alone.
+
 Every test body runs under a deadline (SIGALRM; default 120 s, `@pytest.mark.deadline(s)`
 to change, both scaled by DMF_TEST_TIME_SCALE). Whatever a test started is stopped by PID
 afterwards, and a process that crashed by itself or left a sanitizer report fails the test.
@@ -23,6 +27,9 @@ class TestDeadline(Exception):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "deadline(seconds): bound on the test body's run time")
+    config.addinivalue_line(
+        "markers", "serial: measures time or CPU, so it runs alone (scripts/test.sh runs "
+        "these after the parallel part, one at a time)")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -60,6 +60,7 @@ def _new_host_gets_it_from_peers(tmp_path, origin, sched, url, sha, size, after)
     assert origin.sent() == sent_before, "the origin was asked again"
 
 
+@pytest.mark.serial
 @pytest.mark.deadline(180)
 def test_seed_killed_at_a_third(tmp_path, origin, need_binary):
     """SIGKILL the seed a third into a 64 MiB transfer to 4 daemons: all 4 finish with the
@@ -280,6 +281,7 @@ def _timed_get(d, url, out):
     return took
 
 
+@pytest.mark.serial
 @pytest.mark.deadline(240)
 def test_stalled_parent_sigstop(tmp_path, origin, need_binary):
     """A parent that is SIGSTOPped (connections accepted by the kernel, nothing sent): the
@@ -302,6 +304,7 @@ def test_stalled_parent_sigstop(tmp_path, origin, need_binary):
         f"a stalled parent made the download take {stalled:.2f} s (vs {base:.2f} s)"
 
 
+@pytest.mark.serial
 @pytest.mark.deadline(240)
 def test_trickling_parent(tmp_path, origin, need_binary):
     """A parent that sends ~10 KiB/s: the download finishes within 2x the time without it,

@@ -15,6 +15,7 @@ from test_proxy_bounds import cpu_seconds
 CONNS = 1100
 
 
+@pytest.mark.serial
 @pytest.mark.deadline(120)
 def test_idle_connection_flood_at_nofile_1024(tmp_path, need_binary):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -31,6 +31,7 @@ def slow_head(total):
     return head + b"\r\n"
 
 
+@pytest.mark.serial
 @pytest.mark.deadline(120)
 def test_head_one_byte_per_packet_costs_linear_cpu(tmp_path, need_binary):
     d = start_daemon(tmp_path, "d1")
