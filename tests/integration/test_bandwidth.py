@@ -95,6 +95,7 @@ def streams():
         s.kill()
 
 
+@pytest.mark.serial  # measures rates
 @pytest.mark.deadline(60)
 def test_download_limit_shared_fairly_by_three_downloads(tmp_path, origin, need_binary, streams):
     """--download-limit 16m, three concurrent downloads of different files: the total is
@@ -121,6 +122,7 @@ def test_download_limit_shared_fairly_by_three_downloads(tmp_path, origin, need_
         assert s.total == size
 
 
+@pytest.mark.serial  # measures rates
 @pytest.mark.deadline(60)
 def test_origin_limit_within_download_limit(tmp_path, origin, need_binary, streams):
     """--origin-limit 8m under --download-limit 16m: a back-to-source download runs at
@@ -144,6 +146,7 @@ def test_origin_limit_within_download_limit(tmp_path, origin, need_binary, strea
     assert sha256_file(out) == sha
 
 
+@pytest.mark.serial  # measures rates
 @pytest.mark.deadline(90)
 def test_upload_limit_on_parent_serving_three_children(tmp_path, origin, need_binary):
     """--upload-limit 8m on a parent that holds a file, three children fetching it: the
@@ -180,6 +183,7 @@ def test_upload_limit_on_parent_serving_three_children(tmp_path, origin, need_bi
     assert b"upload-limit unlimited -> 8388608 B/s" in p.proc.log_bytes()
 
 
+@pytest.mark.serial  # measures rates
 @pytest.mark.deadline(60)
 def test_get_limit_caps_one_task_others_unaffected(tmp_path, origin, need_binary, streams):
     """get --limit 4m: that task runs within 5 % of 4 MiB/s; a task beside it without a
@@ -211,6 +215,7 @@ def test_get_limit_caps_one_task_others_unaffected(tmp_path, origin, need_binary
     assert slow.wait(30) == 0, slow.stderr()
 
 
+@pytest.mark.serial  # measures rates
 @pytest.mark.deadline(60)
 def test_foreground_over_background_without_starving_it(tmp_path, origin, need_binary, streams):
     """Under --download-limit 8m, a foreground task gets most of the bandwidth and a
@@ -232,6 +237,7 @@ def test_foreground_over_background_without_starving_it(tmp_path, origin, need_b
     assert b >= 0.02 * (b + f), f"background starved: {b / (b + f):.1%}"
 
 
+@pytest.mark.serial  # measures rates
 @pytest.mark.deadline(60)
 def test_sighup_lowers_limit_mid_transfer_within_a_second(tmp_path, origin, need_binary,
                                                           streams):
