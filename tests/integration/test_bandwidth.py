@@ -322,3 +322,34 @@ def test_manager_limits_applied_and_upload_limit_announced(tmp_path, need_binary
     ms.wait_for(lambda: d.metric("damselfly_bandwidth_limit_bytes", limit="download") == 0,
                 10, "the manager's download limit lifted")
     assert d.metric("damselfly_bandwidth_limit_bytes", limit="upload") == 8 * MiB
+
+
+@pytest.mark.serial  # measures rates
+@pytest.mark.deadline(60)
+def test_proxy_rule_limit_and_priority(tmp_path, origin, need_binary):
+    """A forward-proxy rule's `limit` and `priority` apply to the task it sends through P2P:
+    12 MiB under `limit: 2m` takes 6 s (within 5 %), a rule without them leaves a task
+    unlimited."""
+    sha = origin.add_random("/slow/a.bin", 12 * MiB, tmp_path / "origin")
+    origin.add_random("/fast/b.bin", 12 * MiB, tmp_path / "origin")
+    conf = tmp_path / "daemon.yaml"
+    conf.write_text("proxy-rules:\n"
+                    "  - regex: '/slow/'\n    limit: 2m\n    priority: background\n"
+                    "  - regex: '/fast/'\n    p2p: true\n")
+    d = start_daemon(tmp_path, "d1", config=conf)
+    env = dict(os.environ, http_proxy=f"http://127.0.0.1:{d.proxy_port}")
+    times = {}
+    for path in ("/slow/a.bin", "/fast/b.bin"):
+        t = time.monotonic()
+        cp = subprocess.run(["curl", "-sS", "--noproxy", "", "-o", tmp_path / "out",
+                             origin.url(path)], env=env, capture_output=True,
+                            timeout=scaled(30))
+        times[path] = time.monotonic() - t
+        assert cp.returncode == 0, cp.stderr
+    rate = 12 * MiB / times["/slow/a.bin"]
+    print(f"through the proxy: limited {fmt(rate)}, unlimited {times['/fast/b.bin']:.2f}s")
+    assert within(rate, 2 * MiB), f"the rule's task ran at {fmt(rate)}, want 2 MiB/s +-5%"
+    assert times["/fast/b.bin"] < 2.0, times
+    assert b"limit 2097152 B/s (0 = none), priority background" in d.log_bytes()
+    cp = run_get(d, origin.url("/slow/a.bin"), tmp_path / "cached", timeout=20)
+    assert cp.returncode == 0 and sha256_file(tmp_path / "cached") == sha
