@@ -71,7 +71,7 @@ static const struct dmf_option options[] = {
     OPT("no-back-to-source", 0, DMF_OPT_BOOL, no_back_to_source, 0, 0, "false", NULL,
         "never fetch from the origin: peers only"),
     OPT("limit", 0, DMF_OPT_SIZE, limit, 0, 0, NULL, "BYTES/S",
-        "most this download takes per second (at least 1k; within the daemon's limits)"),
+        "most this download takes per second (at least 64k; within the daemon's limits)"),
     OPT("priority", 0, DMF_OPT_STRING, priority, 0, 0, "normal", "PRIORITY",
         "share of the daemon's bandwidth against other tasks: background (weight 1), "
         "normal (4) or foreground (16)"),
@@ -804,8 +804,8 @@ static int check_args(struct get_config *cfg, struct dmf_strlist *pos, char *err
                  cfg->priority);
         return -EINVAL;
     }
-    if (cfg->limit != 0 && cfg->limit < 1024) {
-        snprintf(err, errlen, "--limit: at least 1k (1024 bytes/s)");
+    if (cfg->limit != 0 && cfg->limit < 64 * 1024) {
+        snprintf(err, errlen, "--limit: at least 64k (65536 bytes/s)");
         return -EINVAL;
     }
     if (cfg->digest) {

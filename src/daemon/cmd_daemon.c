@@ -209,6 +209,29 @@ static struct dmf_limits limits_of(const struct dmf_daemon_config *cfg)
     return l;
 }
 
+/* Fills err with "flag: why" and returns -1. */
+static int flag_error(char *err, size_t errlen, const char *flag, const char *why)
+{
+    snprintf(err, errlen, "%s: %s", flag, why);
+    return -1;
+}
+
+/* The bandwidth limits: unset, or at least DMF_LIMIT_MIN. 0, or -1 with the message in err. */
+static int check_limits(const struct dmf_daemon_config *cfg, char *err, size_t errlen)
+{
+    const struct {
+        const char *flag;
+        uint64_t v;
+    } limits[] = {{"--download-limit", cfg->download_limit},
+                  {"--origin-limit", cfg->origin_limit},
+                  {"--upload-limit", cfg->upload_limit}};
+    for (size_t i = 0; i < DMF_ARRAY_SIZE(limits); i++)
+        if (limits[i].v != 0 && limits[i].v < DMF_LIMIT_MIN)
+            return flag_error(err, errlen, limits[i].flag,
+                              "a limit is at least 64k (bytes per second), or unset");
+    return 0;
+}
+
 /* SIGHUP: reads the command line and --config again (flags still win over the file) and
  * applies the bandwidth limits they give now; other options need a restart. */
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
@@ -220,7 +243,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     char err[1024];
     bool help = false;
     if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &cfg, r->argc, r->argv, NULL, &help, err,
-                         sizeof(err)) != 0) {
+                         sizeof(err)) != 0 ||
+        check_limits(&cfg, err, sizeof(err)) != 0) {
         dmf_warn("SIGHUP: config not reloaded, limits unchanged: %s", err);
     } else {
         struct dmf_limits l = limits_of(&cfg);
@@ -231,13 +255,6 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         d->cfg.upload_limit = cfg.upload_limit;
     }
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &cfg);
-}
-
-/* Fills err with "flag: why" and returns -1. */
-static int flag_error(char *err, size_t errlen, const char *flag, const char *why)
-{
-    snprintf(err, errlen, "%s: %s", flag, why);
-    return -1;
 }
 
 /* Every check of cfg that needs no resource: 0, or -1 with the message in err. Parses
@@ -290,6 +307,18 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
     if (dmf_parse_hostport(cfg->piece_listen, r->piece_host, sizeof(r->piece_host), &r->piece_port,
                            why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--piece-listen", why);
+    const struct {
+        const char *flag;
+        uint64_t v;
+    } limits[] = {{"--download-limit", cfg->download_limit},
+                  {"--origin-limit", cfg->origin_limit},
+                  {"--upload-limit", cfg->upload_limit}};
+    for (size_t i = 0; i < DMF_ARRAY_SIZE(limits); i++)
+        if (limits[i].v != 0 && limits[i].v < DMF_LIMIT_MIN)
+            return flag_error(err, errlen, limits[i].flag,
+                              "a limit is at least 64k (bytes per second), or unset");
+    if (check_limits(cfg, err, errlen) != 0)
+        return -1;
     if (dmf_socket_perms_parse(cfg->socket_group, cfg->socket_mode, &r->socket_perms, err,
                                errlen) != 0)
         return -1;

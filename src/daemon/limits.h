@@ -9,6 +9,9 @@
 
 #include "daemon/daemon.h"
 
+/* The lowest host limit accepted (bytes/s): below it a piece of 4 MiB takes over a minute. */
+#define DMF_LIMIT_MIN (64 * 1024)
+
 /* Pure: the limits in force given the local ones and the manager's: each the lower of the
  * two that are set (a host never exceeds either), 0 when neither is. The origin limit is
  * capped by the download limit. */

@@ -267,22 +267,31 @@ def test_sighup_lowers_limit_mid_transfer_within_a_second(tmp_path, origin, need
 
 def test_bad_limits_are_refused_and_a_bad_reload_keeps_the_limits(tmp_path, origin,
                                                                    need_binary):
-    """Limits are validated: get --limit below 1k, an unknown --priority, a daemon rate
+    """Limits are validated: get --limit below 64k, an unknown --priority, a daemon rate
     that is no size; a config broken before SIGHUP leaves the limits as they were."""
     origin.add_bytes("/x", b"x" * 1000)
     conf = tmp_path / "daemon.yaml"
     conf.write_text("download-limit: 2m\n")
     d = start_daemon(tmp_path, "d1", config=conf)
-    for args, word in ((["--limit", "100"], "--limit"), (["--priority", "urgent"], "--priority")):
+    for args, word in ((["--limit", "60k"], "--limit"), (["--priority", "urgent"], "--priority")):
         cp = run_get(d, origin.url("/x"), tmp_path / "out", *args, timeout=20)
         assert cp.returncode != 0 and word.encode() in cp.stderr, describe(cp)
     cp = subprocess.run([str(binary()), "daemon", "--download-limit", "fast"],
                         capture_output=True, timeout=scaled(10))
     assert cp.returncode == 2 and b"download-limit" in cp.stderr, cp.stderr
+    cp = subprocess.run([str(binary()), "daemon", "--upload-limit", "1k"],
+                        capture_output=True, timeout=scaled(10))
+    assert cp.returncode != 0 and b"--upload-limit: a limit is at least 64k" in cp.stderr, \
+        cp.stderr
     conf.write_text("download-limit: [\n")
     os.kill(d.proc.popen.pid, signal.SIGHUP)
     wait_until(lambda: b"SIGHUP: config not reloaded" in d.proc.log_bytes(), scaled(5),
                what="the reload's refusal in the log")
+    assert d.metric("damselfly_bandwidth_limit_bytes", limit="download") == 2 * MiB
+    conf.write_text("download-limit: 1k\n")  # parses, but below the floor
+    os.kill(d.proc.popen.pid, signal.SIGHUP)
+    wait_until(lambda: b"limits unchanged: --download-limit: a limit is at least 64k"
+               in d.proc.log_bytes(), scaled(5), what="the too-low limit's refusal")
     assert d.metric("damselfly_bandwidth_limit_bytes", limit="download") == 2 * MiB
     cp = run_get(d, origin.url("/x"), tmp_path / "out2", timeout=20)
     assert cp.returncode == 0, describe(cp)

@@ -839,6 +839,15 @@ static uint64_t stall_deadline(const struct dmf_task *t)
         return cfg->progress_timeout; /* the origin is the last resort: only the bound */
     uint64_t ms = dmf_watchdog_deadline(&t->watchdog, t->book.piece_length, WATCHDOG_MIN_MS,
                                         cfg->progress_timeout);
+    /* A bandwidth limit slows pieces on purpose: that is no stall. */
+    uint64_t lim = t->flow ? dmf_flow_rate(t->flow) : 0,
+             host = dmf_throttle_get(t->d->throttle, DMF_LIMIT_DOWNLOAD);
+    if (host && (lim == 0 || host < lim))
+        lim = host;
+    if (lim) {
+        uint64_t floor = DMF_WATCHDOG_MARGIN * (uint64_t)t->book.piece_length * 1000 / lim;
+        ms = floor > ms ? floor : ms;
+    }
     if (t->state == DMF_TASK_P2P && dmf_parents_usable(t->parents) == 0 &&
         cfg->parent_stall_timeout < ms)
         ms = cfg->parent_stall_timeout;

@@ -40,7 +40,7 @@ struct dmf_task_request {
     enum dmf_priority priority;
 };
 /* The lowest per-task limit a request may ask for (bytes/s). */
-#define DMF_TASK_RATE_LIMIT_MIN 1024
+#define DMF_TASK_RATE_LIMIT_MIN (64 * 1024)
 
 /* A snapshot of a task. Strings are borrowed from the task: valid until control returns
  * to the event loop. */

@@ -115,8 +115,8 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
             seen_p2p = true;
         } else if (strcmp(key, "limit") == 0) {
             if (seen_limit || dmf_parse_size((const char *)v.data.scalar.value, &limit) != 0 ||
-                (limit != 0 && limit < 1024))
-                rc = fail_at(rd, &v, "'limit' must be a rate of at least 1k (bytes/s), once");
+                (limit != 0 && limit < 64 * 1024))
+                rc = fail_at(rd, &v, "'limit' must be a rate of at least 64k (bytes/s), once");
             seen_limit = true;
         } else if (strcmp(key, "priority") == 0) {
             if (seen_prio || dmf_priority_parse((const char *)v.data.scalar.value, &prio) != 0)

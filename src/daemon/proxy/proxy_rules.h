@@ -51,7 +51,7 @@ void dmf_proxy_rules_free(struct dmf_proxy_rules *r);
 
 /* Reads the value of the top-level key `key` (e.g. "proxy-rules"; '_' and '-' are the
  * same) of the YAML file at path into r: a sequence of mappings with keys `regex`
- * (required), `p2p` (boolean, default true), `limit` (a size per second, at least 1k) and
+ * (required), `p2p` (boolean, default true), `limit` (a size per second, at least 64k) and
  * `priority`. Other top-level keys are skipped; a file
  * without the key adds nothing. Returns 0 or -EINVAL with "file:line: reason" in err. */
 int dmf_proxy_rules_load_yaml(struct dmf_proxy_rules *r, const char *path, const char *key,

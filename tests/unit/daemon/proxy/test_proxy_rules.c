@@ -94,7 +94,7 @@ static void test_yaml_bandwidth(void **state)
     dmf_proxy_rules_free(&r);
     unlink(path);
     const char *bad[] = {
-        "proxy-rules:\n  - regex: 'a'\n    limit: 100\n",       /* below 1k */
+        "proxy-rules:\n  - regex: 'a'\n    limit: 60k\n",       /* below 64k */
         "proxy-rules:\n  - regex: 'a'\n    limit: fast\n",      /* no size */
         "proxy-rules:\n  - regex: 'a'\n    priority: urgent\n", /* no priority */
         "proxy-rules:\n  - regex: 'a'\n    limit: 1m\n    limit: 2m\n",
