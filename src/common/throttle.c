@@ -48,6 +48,7 @@ struct dmf_throttle {
     struct dmf_bucket host[DMF_LIMIT_KINDS]; /* upload's is informative (the group limits) */
     struct dmf_throttle_wait *head, *tail;   /* waiting transfers, oldest first */
     struct event *serve;                     /* timer: serves the queue */
+    uint64_t serve_at;                       /* when it fires (now_ns), while pending */
     uint64_t vnow;                           /* virtual time of the last flow served */
     struct bufferevent_rate_limit_group *upload_group; /* made when first limited */
     struct ev_token_bucket_cfg *upload_cfg;
@@ -150,6 +151,16 @@ static void note_throttled(dmf_throttle_t *t, const struct dmf_throttle_wait *w,
     dmf_metric_add(&m_throttle_wait_ms, (int64_t)((now - w->since_ns) / 1000000));
 }
 
+/* Makes the serve timer fire in ns from now, unless it fires sooner already. */
+static void arm(dmf_throttle_t *t, uint64_t now, uint64_t ns)
+{
+    if (evtimer_pending(t->serve, NULL) && t->serve_at <= now + ns)
+        return;
+    t->serve_at = now + ns;
+    struct timeval tv = {(time_t)(ns / DMF_NS_PER_S), (suseconds_t)((ns % DMF_NS_PER_S) / 1000)};
+    evtimer_add(t->serve, &tv);
+}
+
 /* Grants tokens to the eligible waiters, lowest virtual time first, while there are
  * tokens; then sets the timer for the first one that can go. */
 static void serve(dmf_throttle_t *t)
@@ -184,9 +195,8 @@ static void serve(dmf_throttle_t *t)
         uint64_t ns = wait_of(t, w, now);
         soonest = ns < soonest ? ns : soonest;
     }
-    struct timeval tv = {(time_t)(soonest / DMF_NS_PER_S),
-                         (suseconds_t)((soonest % DMF_NS_PER_S) / 1000)};
-    evtimer_add(t->serve, &tv);
+    evtimer_del(t->serve);
+    arm(t, now, soonest);
 }
 
 static void on_serve(evutil_socket_t fd, short what, void *arg)
@@ -354,10 +364,8 @@ int dmf_throttle_take(dmf_throttle_t *t, struct dmf_throttle_wait *w, size_t len
         if (w->flow->waiting++ == 0)
             dmf_share_join(&w->flow->share, t->vnow);
     }
-    if (!evtimer_pending(t->serve, NULL)) {
-        struct timeval tv = {0, 0};
-        evtimer_add(t->serve, &tv);
-    }
+    /* Served when its own buckets allow (or at once when others could go now). */
+    arm(t, now, first ? wait_of(t, w, now) : 0);
     return 1;
 }
 
