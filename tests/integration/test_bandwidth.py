@@ -45,13 +45,17 @@ class Stream:
             self.samples.append((time.monotonic(), self.total))
 
     def at(self, t):
-        """Bytes received by time t (the last sample at or before it)."""
-        got = 0
-        for ts, n in self.samples:
-            if ts > t:
-                break
-            got = n
-        return got
+        """Bytes received by time t, interpolated between the samples around it: output
+        comes in steps (several pieces verified at once are written in order), and a step
+        just inside or outside a window edge must not count whole."""
+        prev = self.samples[0]
+        for ts, n in self.samples[1:]:
+            if ts >= t:
+                if ts == prev[0]:
+                    return n
+                return prev[1] + (n - prev[1]) * (t - prev[0]) / (ts - prev[0])
+            prev = (ts, n)
+        return prev[1]
 
     def between(self, t0, t1):
         return self.at(t1) - self.at(t0)
