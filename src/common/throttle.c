@@ -40,7 +40,9 @@ struct dmf_flow {
     struct dmf_bucket bucket; /* rate 0: no limit of its own */
     struct dmf_share share;
     enum dmf_priority prio;
-    unsigned waiting; /* its transfers in the queue */
+    unsigned waiting;             /* its transfers in the queue */
+    unsigned pending;             /* ... and let go by the queue, their bytes not yet moved */
+    struct dmf_flow *prev, *next; /* in the throttle's list */
 };
 
 struct dmf_throttle {
@@ -50,6 +52,7 @@ struct dmf_throttle {
     struct event *serve;                     /* timer: serves the queue */
     uint64_t serve_at;                       /* when it fires (now_ns), while pending */
     uint64_t vnow;                           /* virtual time of the last flow served */
+    struct dmf_flow *flows;                  /* every flow */
     struct bufferevent_rate_limit_group *upload_group; /* made when first limited */
     struct ev_token_bucket_cfg *upload_cfg;
 };
@@ -151,6 +154,42 @@ static void note_throttled(dmf_throttle_t *t, const struct dmf_throttle_wait *w,
     dmf_metric_add(&m_throttle_wait_ms, (int64_t)((now - w->since_ns) / 1000000));
 }
 
+/* A task that could move bytes now: let go and not yet moved, or a transfer waiting
+ * whose every bucket has tokens (one held back by its own or the origin limit is not). */
+static bool able(dmf_throttle_t *t, const struct dmf_flow *g, uint64_t now)
+{
+    if (g->pending)
+        return true;
+    for (struct dmf_throttle_wait *o = t->head; o && g->waiting; o = o->next)
+        if (o->flow == g && eligible(t, o, now))
+            return true;
+    return false;
+}
+
+/* Whether it is f's turn: no other task that could move bytes now is behind it in virtual
+ * time. Without this, a pass that finds tokens for several chunks would give them to the
+ * task with the most connections waiting. NULL (no task: the proxy's pass-through) always
+ * may go. */
+static bool fair_turn(dmf_throttle_t *t, const struct dmf_flow *f, uint64_t now)
+{
+    if (f == NULL)
+        return true;
+    for (struct dmf_flow *g = t->flows; g; g = g->next)
+        if (g != f && g->share.vtime < f->share.vtime && (g->waiting || g->pending) &&
+            able(t, g, now))
+            return false;
+    return true;
+}
+
+static void set_pending(struct dmf_throttle_wait *w, bool on)
+{
+    if (w->pending == on)
+        return;
+    w->pending = on;
+    if (w->flow)
+        w->flow->pending += on ? 1 : -1;
+}
+
 /* Makes the serve timer fire in ns from now, unless it fires sooner already. */
 static void arm(dmf_throttle_t *t, uint64_t now, uint64_t ns)
 {
@@ -169,7 +208,7 @@ static void serve(dmf_throttle_t *t)
     for (;;) {
         struct dmf_throttle_wait *best = NULL;
         for (struct dmf_throttle_wait *w = t->head; w; w = w->next) {
-            if (!eligible(t, w, now))
+            if (!eligible(t, w, now) || !fair_turn(t, w->flow, now))
                 continue;
             if (best == NULL) {
                 best = w;
@@ -185,15 +224,19 @@ static void serve(dmf_throttle_t *t)
         t->vnow = vtime_of(best);
         charge(t, best, best->len, now);
         best->granted = true;
+        set_pending(best, true);
         note_throttled(t, best, now);
         best->wake(best->arg);
     }
     if (t->head == NULL)
         return;
+    /* The next pass: when the first waiter's buckets allow it. One that could go but
+     * whose turn it is not waits for the task ahead to move its bytes (take() calls us). */
     uint64_t soonest = SERVE_MAX_NS;
     for (struct dmf_throttle_wait *w = t->head; w; w = w->next) {
         uint64_t ns = wait_of(t, w, now);
-        soonest = ns < soonest ? ns : soonest;
+        if (ns > 0)
+            soonest = ns < soonest ? ns : soonest;
     }
     evtimer_del(t->serve);
     arm(t, now, soonest);
@@ -293,6 +336,10 @@ struct dmf_flow *dmf_flow_new(dmf_throttle_t *t, uint64_t rate, enum dmf_priorit
     f->share.weight = dmf_priority_weight(prio);
     f->share.vtime = t->vnow;
     dmf_bucket_init(&f->bucket, rate, 0, now_ns());
+    f->next = t->flows;
+    if (t->flows)
+        t->flows->prev = f;
+    t->flows = f;
     return f;
 }
 
@@ -307,6 +354,12 @@ void dmf_flow_unref(struct dmf_flow *f)
 {
     if (f == NULL || --f->refs > 0)
         return;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        f->t->flows = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
     free(f);
 }
 
@@ -339,14 +392,21 @@ int dmf_throttle_take(dmf_throttle_t *t, struct dmf_throttle_wait *w, size_t len
         if (len > w->len)
             charge(t, w, len - w->len, now);
         w->len = 0;
+        if (w->pending) {
+            set_pending(w, false);
+            if (t->head)
+                arm(t, now, 0); /* whoever waited for this task's turn to pass */
+        }
         return 0;
     }
     if (w->queued)
         return 1;
-    bool first = true; /* no waiter that could go now is ahead of it */
+    if (w->flow && w->flow->waiting == 0 && w->flow->pending == 0)
+        dmf_share_join(&w->flow->share, t->vnow); /* back from idle: no credit */
+    bool first = true;                            /* no waiter that could go now is ahead of it */
     for (struct dmf_throttle_wait *o = t->head; o && first; o = o->next)
-        first = !eligible(t, o, now);
-    if (first && eligible(t, w, now)) {
+        first = !(eligible(t, o, now) && fair_turn(t, o->flow, now));
+    if (first && eligible(t, w, now) && fair_turn(t, w->flow, now)) {
         charge(t, w, len, now);
         return 0;
     }
@@ -360,12 +420,12 @@ int dmf_throttle_take(dmf_throttle_t *t, struct dmf_throttle_wait *w, size_t len
     else
         t->head = w;
     t->tail = w;
-    if (w->flow) {
-        if (w->flow->waiting++ == 0)
-            dmf_share_join(&w->flow->share, t->vnow);
-    }
+    if (w->flow)
+        w->flow->waiting++;
     /* Served when its own buckets allow (or at once when others could go now). */
-    arm(t, now, first ? wait_of(t, w, now) : 0);
+    uint64_t ns = first ? wait_of(t, w, now) : 0;
+    if (ns > 0 || !first)
+        arm(t, now, ns);
     return 1;
 }
 
@@ -380,6 +440,11 @@ void dmf_throttle_cancel(dmf_throttle_t *t, struct dmf_throttle_wait *w)
     if (w->queued)
         unlink_wait(t, w);
     w->granted = false;
+    if (w->pending) {
+        set_pending(w, false);
+        if (t->head)
+            arm(t, now_ns(), 0);
+    }
 }
 
 void dmf_throttle_add_upload(dmf_throttle_t *t, struct bufferevent *bev)

@@ -40,6 +40,7 @@ struct dmf_throttle_wait {
     unsigned charge;       /* DMF_CHARGE_* */
     size_t len;            /* the bytes it waits to move (charged when granted) */
     bool queued, granted;
+    bool pending; /* let go by the queue, not yet moved: its task counts as backlogged */
     uint64_t since_ns;
     struct dmf_throttle_wait *prev, *next;
 };
