@@ -40,9 +40,8 @@ struct dmf_flow {
     struct dmf_bucket bucket; /* rate 0: no limit of its own */
     struct dmf_share share;
     enum dmf_priority prio;
-    unsigned waiting;             /* its transfers in the queue */
-    unsigned pending;             /* ... and let go by the queue, their bytes not yet moved */
-    struct dmf_flow *prev, *next; /* in the throttle's list */
+    unsigned waiting; /* its transfers in the queue */
+    unsigned pending; /* ... and let go by the queue, their bytes not yet moved */
 };
 
 struct dmf_throttle {
@@ -52,7 +51,7 @@ struct dmf_throttle {
     struct event *serve;                     /* timer: serves the queue */
     uint64_t serve_at;                       /* when it fires (now_ns), while pending */
     uint64_t vnow;                           /* virtual time of the last flow served */
-    struct dmf_flow *flows;                  /* every flow */
+    struct dmf_throttle_wait *pending;       /* let go, their bytes not yet moved */
     struct bufferevent_rate_limit_group *upload_group; /* made when first limited */
     struct ev_token_bucket_cfg *upload_cfg;
 };
@@ -154,40 +153,53 @@ static void note_throttled(dmf_throttle_t *t, const struct dmf_throttle_wait *w,
     dmf_metric_add(&m_throttle_wait_ms, (int64_t)((now - w->since_ns) / 1000000));
 }
 
-/* A task that could move bytes now: let go and not yet moved, or a transfer waiting
- * whose every bucket has tokens (one held back by its own or the origin limit is not). */
-static bool able(dmf_throttle_t *t, const struct dmf_flow *g, uint64_t now)
+/* True when o belongs to another task that is behind f in virtual time. */
+static bool behind(const struct dmf_throttle_wait *o, const struct dmf_flow *f)
 {
-    if (g->pending)
-        return true;
-    for (struct dmf_throttle_wait *o = t->head; o && g->waiting; o = o->next)
-        if (o->flow == g && eligible(t, o, now))
-            return true;
-    return false;
+    return o->flow && o->flow != f && o->flow->share.vtime < f->share.vtime;
 }
 
-/* Whether it is f's turn: no other task that could move bytes now is behind it in virtual
- * time. Without this, a pass that finds tokens for several chunks would give them to the
- * task with the most connections waiting. NULL (no task: the proxy's pass-through) always
- * may go. */
+/* Whether it is f's turn: no other task that could move bytes now (let go and not yet
+ * moved, or waiting with tokens in every bucket it needs; one held back by its own or the
+ * origin limit does not count) is behind it in virtual time. Without this, a pass that
+ * finds tokens for several chunks would give them to the task with the most connections
+ * waiting. NULL (no task: the proxy's pass-through) always may go. */
 static bool fair_turn(dmf_throttle_t *t, const struct dmf_flow *f, uint64_t now)
 {
     if (f == NULL)
         return true;
-    for (struct dmf_flow *g = t->flows; g; g = g->next)
-        if (g != f && g->share.vtime < f->share.vtime && (g->waiting || g->pending) &&
-            able(t, g, now))
+    for (struct dmf_throttle_wait *o = t->pending; o; o = o->next)
+        if (behind(o, f))
+            return false;
+    for (struct dmf_throttle_wait *o = t->head; o; o = o->next)
+        if (behind(o, f) && eligible(t, o, now))
             return false;
     return true;
 }
 
-static void set_pending(struct dmf_throttle_wait *w, bool on)
+/* Marks a waiter let go (its task stays backlogged until its bytes move) or done. */
+static void set_pending(dmf_throttle_t *t, struct dmf_throttle_wait *w, bool on)
 {
     if (w->pending == on)
         return;
     w->pending = on;
     if (w->flow)
         w->flow->pending += on ? 1 : -1;
+    if (on) {
+        w->prev = NULL;
+        w->next = t->pending;
+        if (t->pending)
+            t->pending->prev = w;
+        t->pending = w;
+        return;
+    }
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        t->pending = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
 }
 
 /* Makes the serve timer fire in ns from now, unless it fires sooner already. */
@@ -224,7 +236,7 @@ static void serve(dmf_throttle_t *t)
         t->vnow = vtime_of(best);
         charge(t, best, best->len, now);
         best->granted = true;
-        set_pending(best, true);
+        set_pending(t, best, true);
         note_throttled(t, best, now);
         best->wake(best->arg);
     }
@@ -271,6 +283,8 @@ void dmf_throttle_free(dmf_throttle_t *t)
         return;
     while (t->head)
         unlink_wait(t, t->head);
+    while (t->pending)
+        set_pending(t, t->pending, false);
     event_free(t->serve);
     if (t->upload_group)
         bufferevent_rate_limit_group_free(t->upload_group);
@@ -336,10 +350,6 @@ struct dmf_flow *dmf_flow_new(dmf_throttle_t *t, uint64_t rate, enum dmf_priorit
     f->share.weight = dmf_priority_weight(prio);
     f->share.vtime = t->vnow;
     dmf_bucket_init(&f->bucket, rate, 0, now_ns());
-    f->next = t->flows;
-    if (t->flows)
-        t->flows->prev = f;
-    t->flows = f;
     return f;
 }
 
@@ -354,12 +364,6 @@ void dmf_flow_unref(struct dmf_flow *f)
 {
     if (f == NULL || --f->refs > 0)
         return;
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        f->t->flows = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
     free(f);
 }
 
@@ -393,7 +397,7 @@ int dmf_throttle_take(dmf_throttle_t *t, struct dmf_throttle_wait *w, size_t len
             charge(t, w, len - w->len, now);
         w->len = 0;
         if (w->pending) {
-            set_pending(w, false);
+            set_pending(t, w, false);
             if (t->head)
                 arm(t, now, 0); /* whoever waited for this task's turn to pass */
         }
@@ -441,7 +445,7 @@ void dmf_throttle_cancel(dmf_throttle_t *t, struct dmf_throttle_wait *w)
         unlink_wait(t, w);
     w->granted = false;
     if (w->pending) {
-        set_pending(w, false);
+        set_pending(t, w, false);
         if (t->head)
             arm(t, now_ns(), 0);
     }
