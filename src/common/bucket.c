@@ -6,7 +6,7 @@
 
 uint64_t dmf_bucket_default_burst(uint64_t rate)
 {
-    uint64_t b = rate / 16;
+    uint64_t b = rate / 8;
     return b < 4096 ? 4096 : b;
 }
 

@@ -262,7 +262,8 @@ def test_sighup_lowers_limit_mid_transfer_within_a_second(tmp_path, origin, need
     sleep_until(th + 1.0 + WINDOW + 0.2)
     after = s.between(th + 1.0, th + 1.0 + WINDOW) / WINDOW
     print(f"before SIGHUP {fmt(before)}, from 1 s after it {fmt(after)}")
-    assert within(before, 16 * MiB, 0.10), f"before the reload: {fmt(before)}"
+    # Before the reload only a sanity check (short, and a loaded machine may lag a little).
+    assert 0.85 * 16 * MiB <= before <= 1.05 * 16 * MiB, f"before the reload: {fmt(before)}"
     assert within(after, 4 * MiB), f"from 1 s after SIGHUP: {fmt(after)}, want 4 MiB/s +-5%"
     log = d.proc.log_bytes()
     assert b"download-limit 16777216 B/s -> 4194304 B/s" in log, "the change was not logged"

@@ -42,11 +42,11 @@ static void test_burst_caps_idle_savings(void **state)
     dmf_bucket_refill(&b, 3600 * S); /* an hour idle: at most the burst */
     assert_int_equal(b.tokens, 500);
     assert_int_equal(b.frac, 0);
-    /* Default burst: 1/16 s of the rate, at least 4 KiB. */
-    assert_int_equal(dmf_bucket_default_burst(16 << 20), 1 << 20);
+    /* Default burst: 1/8 s of the rate, at least 4 KiB. */
+    assert_int_equal(dmf_bucket_default_burst(16 << 20), 2 << 20);
     assert_int_equal(dmf_bucket_default_burst(1000), 4096);
     dmf_bucket_init(&b, 16 << 20, 0, 0);
-    assert_int_equal(b.burst, 1 << 20);
+    assert_int_equal(b.burst, 2 << 20);
 }
 
 static void test_debt_and_wait(void **state)
@@ -110,7 +110,7 @@ static void test_unlimited_and_set(void **state)
     dmf_bucket_init(&b, 16000, 1000, 0);
     dmf_bucket_refill(&b, S);
     dmf_bucket_set(&b, 4000, 0, S);
-    assert_int_equal(b.burst, 4096);
+    assert_int_equal(b.burst, 4096); /* 1/8 s is 500: the 4 KiB floor */
     assert_int_equal(b.tokens, 1000);
     dmf_bucket_charge(&b, 1000, S);
     dmf_bucket_refill(&b, 2 * S);
