@@ -153,26 +153,34 @@ static void note_throttled(dmf_throttle_t *t, const struct dmf_throttle_wait *w,
     dmf_metric_add(&m_throttle_wait_ms, (int64_t)((now - w->since_ns) / 1000000));
 }
 
-/* True when o belongs to another task that is behind f in virtual time. */
-static bool behind(const struct dmf_throttle_wait *o, const struct dmf_flow *f)
+/* True when o belongs to another task that is behind w's in virtual time and takes from
+ * a limited host bucket w takes from too (tasks that share no scarce bucket never wait for
+ * each other). */
+static bool behind(dmf_throttle_t *t, const struct dmf_throttle_wait *o,
+                   const struct dmf_throttle_wait *w)
 {
-    return o->flow && o->flow != f && o->flow->share.vtime < f->share.vtime;
+    unsigned limited = 0;
+    for (int k = 0; k < DMF_LIMIT_UPLOAD; k++)
+        if (t->host[k].rate)
+            limited |= 1u << k;
+    return o->flow && o->flow != w->flow && (o->charge & w->charge & limited) &&
+           o->flow->share.vtime < w->flow->share.vtime;
 }
 
-/* Whether it is f's turn: no other task that could move bytes now (let go and not yet
- * moved, or waiting with tokens in every bucket it needs; one held back by its own or the
- * origin limit does not count) is behind it in virtual time. Without this, a pass that
- * finds tokens for several chunks would give them to the task with the most connections
- * waiting. NULL (no task: the proxy's pass-through) always may go. */
-static bool fair_turn(dmf_throttle_t *t, const struct dmf_flow *f, uint64_t now)
+/* Whether it is w's task's turn: no other task that could move bytes now (let go and not
+ * yet moved, or waiting with tokens in every bucket it needs; one held back by its own or
+ * the origin limit does not count) is behind it. Without this, a pass that finds tokens
+ * for several chunks would give them to the task with the most connections waiting.
+ * Without a task (the proxy's pass-through) a transfer always may go. */
+static bool fair_turn(dmf_throttle_t *t, const struct dmf_throttle_wait *w, uint64_t now)
 {
-    if (f == NULL)
+    if (w->flow == NULL)
         return true;
     for (struct dmf_throttle_wait *o = t->pending; o; o = o->next)
-        if (behind(o, f))
+        if (behind(t, o, w))
             return false;
     for (struct dmf_throttle_wait *o = t->head; o; o = o->next)
-        if (behind(o, f) && eligible(t, o, now))
+        if (behind(t, o, w) && eligible(t, o, now))
             return false;
     return true;
 }
@@ -220,7 +228,7 @@ static void serve(dmf_throttle_t *t)
     for (;;) {
         struct dmf_throttle_wait *best = NULL;
         for (struct dmf_throttle_wait *w = t->head; w; w = w->next) {
-            if (!eligible(t, w, now) || !fair_turn(t, w->flow, now))
+            if (!eligible(t, w, now) || !fair_turn(t, w, now))
                 continue;
             if (best == NULL) {
                 best = w;
@@ -409,8 +417,8 @@ int dmf_throttle_take(dmf_throttle_t *t, struct dmf_throttle_wait *w, size_t len
         dmf_share_join(&w->flow->share, t->vnow); /* back from idle: no credit */
     bool first = true;                            /* no waiter that could go now is ahead of it */
     for (struct dmf_throttle_wait *o = t->head; o && first; o = o->next)
-        first = !(eligible(t, o, now) && fair_turn(t, o->flow, now));
-    if (first && eligible(t, w, now) && fair_turn(t, w->flow, now)) {
+        first = !(eligible(t, o, now) && fair_turn(t, o, now));
+    if (first && eligible(t, w, now) && fair_turn(t, w, now)) {
         charge(t, w, len, now);
         return 0;
     }

@@ -80,10 +80,10 @@ static void test_shared_by_task_not_by_connection(void **state)
     uint64_t bytes[2] = {0, 0};
     run(t, base, f, task_of, 6, bytes, 1000);
     uint64_t total = bytes[0] + bytes[1];
-    /* 1 s at 4 MiB/s, starting empty: the rate plus at most a burst and a chunk a
-     * connection; on a loaded machine the loop may run late, so not much below it either. */
-    assert_true(total <= (4u << 20) + (256u << 10) + 6 * CHUNK);
-    assert_true(total >= (3u << 20));
+    /* 1 s at 4 MiB/s, starting empty: at most the rate and a chunk a connection; a loop
+     * that runs late on a loaded machine may lose tokens, so only a loose lower bound. */
+    assert_true(total <= (4u << 20) + 6 * CHUNK);
+    assert_true(total >= (2u << 20));
     assert_true(bytes[0] * 100 >= total * 40 && bytes[0] * 100 <= total * 60);
     dmf_flow_unref(f[0]);
     dmf_flow_unref(f[1]);
