@@ -156,14 +156,20 @@ static void note_throttled(dmf_throttle_t *t, const struct dmf_throttle_wait *w,
 /* True when o belongs to another task that is behind w's in virtual time and takes from
  * a limited host bucket w takes from too (tasks that share no scarce bucket never wait for
  * each other). */
-static bool behind(dmf_throttle_t *t, const struct dmf_throttle_wait *o,
-                   const struct dmf_throttle_wait *w)
+static bool share_limited(dmf_throttle_t *t, const struct dmf_throttle_wait *o,
+                          const struct dmf_throttle_wait *w)
 {
     unsigned limited = 0;
     for (int k = 0; k < DMF_LIMIT_UPLOAD; k++)
         if (t->host[k].rate)
             limited |= 1u << k;
-    return o->flow && o->flow != w->flow && (o->charge & w->charge & limited) &&
+    return (o->charge & w->charge & limited) != 0;
+}
+
+static bool behind(dmf_throttle_t *t, const struct dmf_throttle_wait *o,
+                   const struct dmf_throttle_wait *w)
+{
+    return o->flow && o->flow != w->flow && share_limited(t, o, w) &&
            o->flow->share.vtime < w->flow->share.vtime;
 }
 
@@ -415,9 +421,10 @@ int dmf_throttle_take(dmf_throttle_t *t, struct dmf_throttle_wait *w, size_t len
         return 1;
     if (w->flow && w->flow->waiting == 0 && w->flow->pending == 0)
         dmf_share_join(&w->flow->share, t->vnow); /* back from idle: no credit */
-    bool first = true;                            /* no waiter that could go now is ahead of it */
+    /* No waiter that could go now, sharing a limit with it, is ahead of it. */
+    bool first = true;
     for (struct dmf_throttle_wait *o = t->head; o && first; o = o->next)
-        first = !(eligible(t, o, now) && fair_turn(t, o, now));
+        first = !(share_limited(t, o, w) && eligible(t, o, now) && fair_turn(t, o, now));
     if (first && eligible(t, w, now) && fair_turn(t, w, now)) {
         charge(t, w, len, now);
         return 0;
