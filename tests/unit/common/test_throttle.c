@@ -129,10 +129,12 @@ static void test_unlimited_never_waits_and_a_lifted_limit_wakes(void **state)
     w.charge = DMF_CHARGE_DOWNLOAD | DMF_CHARGE_ORIGIN;
     for (int i = 0; i < 10000; i++)
         assert_int_equal(dmf_throttle_take(t, &w, 1 << 20), 0);
-    /* Limited: the first take waits (the bucket starts empty) ... */
+    /* Limited: a take waits once the bucket is in debt (the first may find a token that
+     * arrived since the limit was set, on a slow machine) ... */
     dmf_throttle_set(t, DMF_LIMIT_ORIGIN, 1 << 20);
     assert_int_equal(dmf_throttle_get(t, DMF_LIMIT_ORIGIN), 1 << 20);
-    assert_int_equal(dmf_throttle_take(t, &w, 1 << 20), 1);
+    if (dmf_throttle_take(t, &w, 1 << 20) == 0)
+        assert_int_equal(dmf_throttle_take(t, &w, 1 << 20), 1);
     assert_true(w.queued);
     /* ... and lifting the limit lets it go at once: woken, and its next take passes. */
     dmf_throttle_set(t, DMF_LIMIT_ORIGIN, 0);
@@ -141,7 +143,8 @@ static void test_unlimited_never_waits_and_a_lifted_limit_wakes(void **state)
     assert_int_equal(dmf_throttle_take(t, &w, 1 << 20), 0);
     /* Cancelled while waiting: never woken. */
     dmf_throttle_set(t, DMF_LIMIT_DOWNLOAD, 64 << 10);
-    assert_int_equal(dmf_throttle_take(t, &w, 1 << 20), 1);
+    if (dmf_throttle_take(t, &w, 1 << 20) == 0)
+        assert_int_equal(dmf_throttle_take(t, &w, 1 << 20), 1);
     dmf_throttle_cancel(t, &w);
     assert_false(w.queued);
     dmf_throttle_set(t, DMF_LIMIT_DOWNLOAD, 0);
