@@ -307,16 +307,6 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
     if (dmf_parse_hostport(cfg->piece_listen, r->piece_host, sizeof(r->piece_host), &r->piece_port,
                            why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--piece-listen", why);
-    const struct {
-        const char *flag;
-        uint64_t v;
-    } limits[] = {{"--download-limit", cfg->download_limit},
-                  {"--origin-limit", cfg->origin_limit},
-                  {"--upload-limit", cfg->upload_limit}};
-    for (size_t i = 0; i < DMF_ARRAY_SIZE(limits); i++)
-        if (limits[i].v != 0 && limits[i].v < DMF_LIMIT_MIN)
-            return flag_error(err, errlen, limits[i].flag,
-                              "a limit is at least 64k (bytes per second), or unset");
     if (check_limits(cfg, err, errlen) != 0)
         return -1;
     if (dmf_socket_perms_parse(cfg->socket_group, cfg->socket_mode, &r->socket_perms, err,
