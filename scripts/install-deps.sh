@@ -8,6 +8,8 @@ PACKAGES=(
     libevent-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev libyaml-dev libjansson-dev
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
     libcmocka-dev
+    # fuzz/ (scripts/fuzz.sh): libFuzzer and its sanitizer runtimes come with clang
+    clang
     # the manager: PostgreSQL client library, argon2id; a PostgreSQL server for its tests
     libpq-dev libargon2-dev postgresql
     python3 python3-pytest python3-pytest-xdist python3-grpcio python3-grpc-tools python3-protobuf

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli/get_exit.h"
+#include "cli/header_file.h"
 #include "cli/output.h"
 #include "common/bucket.h"
 #include "common/cmd.h"
@@ -35,6 +36,7 @@ struct get_config {
     char *output;
     char *socket;
     struct dmf_strlist headers;
+    struct dmf_strlist header_files;
     char *digest;
     char *tag;
     struct dmf_strlist filter_query;
@@ -56,8 +58,11 @@ static const struct dmf_option options[] = {
         "where to write the content ('-' for stdout)"),
     OPT("socket", 0, DMF_OPT_STRING, socket, 0, 0, "/run/damselfly/daemon.sock", "PATH",
         "the local daemon's unix socket"),
-    OPT("header", 'H', DMF_OPT_LIST, headers, 0, 0, NULL, "'NAME: VALUE'",
-        "request header passed to the origin (repeatable)"),
+    OPT("header", 'H', DMF_OPT_LIST, headers, 0, 0, NULL, "'NAME: VALUE'|@FILE",
+        "request header passed to the origin (repeatable); @FILE reads one per line from FILE "
+        "('-': standard input), keeping credentials off the command line"),
+    OPT("header-file", 0, DMF_OPT_LIST, header_files, 0, 0, NULL, "FILE",
+        "request headers, one 'Name: value' per line (repeatable); as -H @FILE"),
     OPT("digest", 0, DMF_OPT_STRING, digest, 0, 0, NULL, "sha256:HEX",
         "the content's digest: the download fails unless it matches"),
     OPT("tag", 0, DMF_OPT_STRING, tag, 0, 0, NULL, "TAG",
@@ -794,7 +799,8 @@ static int check_args(struct get_config *cfg, struct dmf_strlist *pos, char *err
     for (size_t i = 0; i < cfg->headers.n; i++) {
         const char *h = cfg->headers.v[i], *colon = strchr(h, ':');
         if (colon == NULL || colon == h || strpbrk(h, "\r\n")) {
-            snprintf(err, errlen, "-H wants 'Name: value', not '%.40s'", h);
+            /* Not quoted: a malformed header may still be a credential. */
+            snprintf(err, errlen, "-H number %zu is not 'Name: value'", i + 1);
             return -EINVAL;
         }
     }
@@ -840,6 +846,14 @@ static int run(int argc, char **argv)
         rc = 0;
         goto out;
     }
+    struct dmf_strlist headers = {0};
+    if (dmf_headers_expand(&cfg.headers, &cfg.header_files, &headers, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly get: %s\n", err);
+        rc = DMF_GET_EXIT_USAGE;
+        goto out;
+    }
+    dmf_strlist_free(&cfg.headers);
+    cfg.headers = headers;
     if (check_args(&cfg, &pos, err, sizeof(err)) != 0) {
         fprintf(stderr, "damselfly get: %s (see --help)\n", err);
         rc = DMF_GET_EXIT_USAGE;

@@ -21,7 +21,12 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/util.h"
+
+static DMF_METRIC_COUNTER(m_slow_readers, "damselfly_rpc_slow_readers_total", NULL,
+                          "gRPC calls cut off because the other side stayed too far behind "
+                          "in reading what was sent to it");
 
 struct op {
     void (*done)(struct op *op, int ok);
@@ -48,6 +53,7 @@ struct dmf_rpc {
 
 struct send_item {
     grpc_byte_buffer *buf;
+    size_t len;
     struct send_item *next;
 };
 
@@ -67,8 +73,10 @@ struct dmf_rpc_call {
     bool send_in_flight;
     bool initial_md_sent;
     struct send_item *sq_head, *sq_tail;
-    grpc_byte_buffer *send_buf; /* the buffer of the batch in flight */
-    bool close_pending;         /* close_send (client) or finish (server) asked */
+    size_t sq_bytes, send_limit; /* queued behind the batch in flight, and the bound */
+    grpc_byte_buffer *send_buf;  /* the buffer of the batch in flight */
+    uint64_t send_started_ms;    /* when the batch in flight was started */
+    bool close_pending;          /* close_send (client) or finish (server) asked */
     bool close_sent;
     bool send_broken;
     grpc_status_code finish_status;
@@ -208,6 +216,7 @@ static void grpc_log_to_ours(gpr_log_func_args *args)
 
 dmf_rpc_t *dmf_rpc_new(struct event_base *base)
 {
+    dmf_metric_register(&m_slow_readers);
     gpr_set_log_function(grpc_log_to_ours);
     dmf_rpc_t *rpc = dmf_xcalloc(1, sizeof(*rpc));
     grpc_init();
@@ -276,6 +285,7 @@ static dmf_rpc_call_t *call_new(dmf_rpc_t *rpc, grpc_call *gc, bool server_side)
     c->call = gc;
     c->server_side = server_side;
     c->refs = 1; /* the owner's */
+    c->send_limit = DMF_RPC_SEND_QUEUE_DEFAULT;
     c->send_op.done = call_on_send;
     c->recv_op.done = call_on_recv;
     c->start_op.done = call_on_start;
@@ -287,7 +297,7 @@ static dmf_rpc_call_t *call_new(dmf_rpc_t *rpc, grpc_call *gc, bool server_side)
     return c;
 }
 
-static void call_destroy(dmf_rpc_call_t *c)
+static void drop_send_queue(dmf_rpc_call_t *c)
 {
     while (c->sq_head) {
         struct send_item *it = c->sq_head;
@@ -295,6 +305,13 @@ static void call_destroy(dmf_rpc_call_t *c)
         grpc_byte_buffer_destroy(it->buf);
         free(it);
     }
+    c->sq_tail = NULL;
+    c->sq_bytes = 0;
+}
+
+static void call_destroy(dmf_rpc_call_t *c)
+{
+    drop_send_queue(c);
     if (c->finish_details_set)
         grpc_slice_unref(c->finish_details);
     grpc_slice_unref(c->status_details);
@@ -361,6 +378,7 @@ static void call_pump_send(dmf_rpc_call_t *c)
         c->sq_head = it->next;
         if (c->sq_head == NULL)
             c->sq_tail = NULL;
+        c->sq_bytes -= it->len;
         c->send_buf = it->buf;
         free(it);
         ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -390,6 +408,7 @@ static void call_pump_send(dmf_rpc_call_t *c)
     }
     c->initial_md_sent = true;
     c->send_in_flight = true;
+    c->send_started_ms = dmf_now_ms();
 }
 
 static void call_on_send(struct op *op, int ok)
@@ -486,15 +505,36 @@ void dmf_rpc_call_set_handler(dmf_rpc_call_t *c, const struct dmf_rpc_call_handl
     call_start_recv(c);
 }
 
+void dmf_rpc_call_set_send_limit(dmf_rpc_call_t *c, size_t bytes)
+{
+    c->send_limit = bytes;
+}
+
 int dmf_rpc_call_send(dmf_rpc_call_t *c, const ProtobufCMessage *msg)
 {
     if (c->ended || c->close_pending || c->send_broken)
         return -EPIPE;
     size_t len = protobuf_c_message_get_packed_size(msg);
+    bool stalled = c->send_in_flight && dmf_now_ms() - c->send_started_ms > DMF_RPC_SEND_STALL_MS;
+    if (c->sq_head != NULL && (c->sq_bytes + len > c->send_limit || stalled)) {
+        /* The other side stopped reading (or reads far slower than we produce): buffering
+         * more for it would let one client grow our memory without bound. */
+        dmf_metric_add(&m_slow_readers, 1);
+        dmf_warn("rpc: the reader at %s is %zu bytes behind (bound %zu)%s: ending its call",
+                 dmf_rpc_call_peer(c), c->sq_bytes, c->send_limit,
+                 stalled ? ", and has not taken a message for a while" : "");
+        c->send_broken = true;
+        drop_send_queue(c);
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "the reader stayed too far behind", NULL);
+        return -ENOBUFS;
+    }
     grpc_slice s = grpc_slice_malloc(len);
     protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
     struct send_item *it = dmf_xmalloc(sizeof(*it));
     it->buf = grpc_raw_byte_buffer_create(&s, 1);
+    it->len = len;
+    c->sq_bytes += len;
     grpc_slice_unref(s);
     it->next = NULL;
     if (c->sq_tail)
@@ -566,10 +606,15 @@ static void server_on_request(struct op *op, int ok)
         memset(&close, 0, sizeof(close));
         close.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
         close.data.recv_close_on_server.cancelled = &c->cancelled;
-        call_batch(c, &close, 1, &c->status_op);
-        char *method = grpc_slice_to_c_string(pr->details.method);
-        s->on_call(s->arg, c, method);
-        gpr_free(method);
+        if (call_batch(c, &close, 1, &c->status_op) != 0) {
+            /* Without its close op the call could never end: refuse it at once. */
+            grpc_call_cancel(c->call, NULL);
+            call_unref(c);
+        } else {
+            char *method = grpc_slice_to_c_string(pr->details.method);
+            s->on_call(s->arg, c, method);
+            gpr_free(method);
+        }
     }
     grpc_call_details_destroy(&pr->details);
     grpc_metadata_array_destroy(&pr->md);

@@ -23,6 +23,13 @@ typedef struct dmf_rpc_call dmf_rpc_call_t;
 
 /* The largest message either side accepts (bigger ones fail the call). */
 #define DMF_RPC_MAX_MESSAGE (8u << 20)
+/* A call's send queue is bounded: a reader is cut off when what waits for it would pass
+ * DMF_RPC_SEND_QUEUE_DEFAULT bytes (or the bound its owner sets: the largest burst the
+ * scheduler sends, every digest of a task of DMF_PIECES_MAX pieces, is about 40 MiB), or
+ * when one message has waited DMF_RPC_SEND_STALL_MS for it to read (HTTP/2 flow control
+ * holds a message until the reader takes the ones before it). */
+#define DMF_RPC_SEND_QUEUE_DEFAULT (64u << 20)
+#define DMF_RPC_SEND_STALL_MS      30000
 
 /* A new event loop that other threads may wake (evthread_use_pthreads first): every loop
  * that hosts a dmf_rpc_t must be made by this. Never NULL. */
@@ -48,9 +55,15 @@ struct dmf_rpc_call_handler {
 /* Installs the handler and starts receiving messages. Call once per call. */
 void dmf_rpc_call_set_handler(dmf_rpc_call_t *call, const struct dmf_rpc_call_handler *h,
                               void *arg);
-/* Packs msg and queues it (messages go out in order). Returns 0, or -EPIPE when the call
- * has ended or finish/close_send was already called. */
+/* Packs msg and queues it (messages go out in order). Returns 0, -EPIPE when the call has
+ * ended or finish/close_send was already called, or -ENOBUFS when the other side reads so
+ * slowly that the queue would pass its bounds (above): the call is then cancelled with
+ * RESOURCE_EXHAUSTED (logged, counted in damselfly_rpc_slow_readers_total) and on_end
+ * follows. One message is always accepted into an empty queue. */
 int dmf_rpc_call_send(dmf_rpc_call_t *call, const ProtobufCMessage *msg);
+/* The bound on the bytes queued for sending on this call (default
+ * DMF_RPC_SEND_QUEUE_DEFAULT). */
+void dmf_rpc_call_set_send_limit(dmf_rpc_call_t *call, size_t bytes);
 /* Client: half-close (no more messages from us). */
 void dmf_rpc_call_close_send(dmf_rpc_call_t *call);
 /* Server: ends the call with a status after the queued messages are sent. */

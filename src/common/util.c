@@ -45,6 +45,7 @@ char *dmf_xstrdup(const char *s)
 
 char *dmf_xstrndup(const char *s, size_t n)
 {
+    n = strnlen(s, n); /* as strndup(3): stops at a NUL, never reads past it */
     char *p = dmf_xmalloc(n + 1);
     memcpy(p, s, n);
     p[n] = '\0';

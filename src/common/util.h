@@ -22,6 +22,7 @@ void *dmf_xmalloc(size_t n);
 void *dmf_xcalloc(size_t count, size_t n);
 void *dmf_xrealloc(void *p, size_t n);
 char *dmf_xstrdup(const char *s);
+/* At most n bytes of s, up to its first NUL (as strndup(3)), in a new string. */
 char *dmf_xstrndup(const char *s, size_t n);
 /* printf into a new string (caller frees). */
 char *dmf_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

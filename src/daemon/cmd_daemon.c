@@ -18,6 +18,7 @@
 #include "common/fdlimit.h"
 #include "common/hostinfo.h"
 #include "common/log.h"
+#include "common/piecemem.h"
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/daemon.h"
@@ -28,6 +29,7 @@
 #include "daemon/api/socket_perms.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/registry.h"
+#include "common/url_secrets.h"
 #include "daemon/peer/engine.h"
 
 #define OPT(n, s, t, f, lo, hi, def, mv, h)                                                        \
@@ -93,6 +95,13 @@ static const struct dmf_option options[] = {
     OPT("upload-slots", 0, DMF_OPT_INT, upload_slots, 1, 256, "2", "N",
         "piece uploads at once (or one per 4 children watching, if more); further requests "
         "wait, those of the children furthest behind first"),
+    OPT("memory-limit", 0, DMF_OPT_SIZE, memory_limit, 0, 0, "512m", "BYTES",
+        "piece bytes held in memory between the network and the disk, over every task (a "
+        "transfer waits for room; each task may always have one piece in flight); 0 for no "
+        "bound"),
+    OPT("secret-query", 0, DMF_OPT_LIST, secret_query, 0, 0, DMF_SECRET_QUERY_DEFAULT, "NAME",
+        "query parameter that authorises a URL (a signature, a token): left out of the task ID, "
+        "never stored, logged or returned (any case; repeatable, replaces the default list)"),
     OPT("log-level", 0, DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
     OPT("config", 0, DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
@@ -404,6 +413,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
                                      d, err, errlen);
     if (d->pieces != NULL)
         dmf_piece_server_set_timeout(d->pieces, cfg->piece_idle_timeout);
+    dmf_piecemem_set_limit(cfg->memory_limit);
     if (d->pieces == NULL)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);

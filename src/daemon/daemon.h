@@ -32,12 +32,14 @@ struct dmf_daemon_config {
     uint64_t download_limit;  /* bytes per second, 0 = unlimited (limits.h) */
     uint64_t origin_limit;
     uint64_t upload_limit;
-    uint64_t announce_interval;    /* ms */
-    uint64_t parent_stall_timeout; /* ms without any usable parent before going to the origin */
-    uint64_t progress_timeout;     /* ms: the progress watchdog's upper bound (watchdog.h) */
-    int64_t source_concurrency;    /* parallel range requests to the origin */
-    int64_t parent_concurrency;    /* piece requests in flight per parent */
-    int64_t upload_slots;          /* piece uploads at once; more requests wait */
+    uint64_t announce_interval;      /* ms */
+    uint64_t parent_stall_timeout;   /* ms without any usable parent before going to the origin */
+    uint64_t progress_timeout;       /* ms: the progress watchdog's upper bound (watchdog.h) */
+    int64_t source_concurrency;      /* parallel range requests to the origin */
+    int64_t parent_concurrency;      /* piece requests in flight per parent */
+    int64_t upload_slots;            /* piece uploads at once; more requests wait */
+    uint64_t memory_limit;           /* bytes of piece buffers (piecemem.h), 0 = no bound */
+    struct dmf_strlist secret_query; /* query parameters never stored, logged or shown */
     char *log_level;
     char *config; /* the YAML file given with --config, or NULL */
 

@@ -25,6 +25,7 @@
 #include "common/metrics.h"
 #include "common/taskid.h"
 #include "common/util.h"
+#include "daemon/piece_target.h"
 
 #define MAX_HEADERS_SIZE  8192
 #define IO_TIMEOUT_SEC    60
@@ -150,36 +151,6 @@ static uint32_t task_total(const struct dmf_piece_view *v)
     return v->have ? v->have->count : 0;
 }
 
-/* Parses a piece index: canonical decimal (no sign, no leading zero, no spaces), at most
- * UINT32_MAX. Returns 0 or -EINVAL. */
-static int parse_index(const char *s, uint32_t *out)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > 10 || (len > 1 && s[0] == '0'))
-        return -EINVAL;
-    uint64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -EINVAL;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (v > UINT32_MAX)
-        return -EINVAL;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-/* Copies a task id of exactly DMF_TASK_ID_LEN characters from s[0..len) into out.
- * Returns 0 or -EINVAL. */
-static int parse_task_id(const char *s, size_t len, char out[DMF_TASK_ID_LEN + 1])
-{
-    if (len != DMF_TASK_ID_LEN)
-        return -EINVAL;
-    memcpy(out, s, DMF_TASK_ID_LEN);
-    out[DMF_TASK_ID_LEN] = '\0';
-    return dmf_task_id_valid(out) ? 0 : -EINVAL;
-}
-
 /* ---- GET /pieces/<id>/<n> ---- */
 
 static void upload_set_state(struct upload *u, enum upload_state to)
@@ -295,7 +266,7 @@ static uint32_t request_progress(struct evhttp_request *req)
 {
     const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), DMF_PROGRESS_HEADER);
     uint32_t p;
-    if (v == NULL || parse_index(v, &p) != 0 || p > 1000)
+    if (v == NULL || dmf_parse_index(v, &p) != 0 || p > 1000)
         return 1000;
     return p;
 }
@@ -426,17 +397,9 @@ static void upload_next(dmf_piece_server_t *ps)
     }
 }
 
-static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const char *rest)
+static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const char *id,
+                        uint32_t n)
 {
-    char id[DMF_TASK_ID_LEN + 1];
-    const char *slash = strchr(rest, '/');
-    uint32_t n;
-
-    if (slash == NULL || parse_task_id(rest, (size_t)(slash - rest), id) != 0 ||
-        parse_index(slash + 1, &n) != 0) {
-        reply_text(req, 400, "Bad Request", "expected /pieces/<64 hex task id>/<piece number>");
-        return;
-    }
     if (ps->active_uploads < upload_slots(ps)) {
         send_piece(ps, req, id, n);
         return;
@@ -455,7 +418,7 @@ static void serve_piece(dmf_piece_server_t *ps, struct evhttp_request *req, cons
     u->n = n;
     u->progress = request_progress(req);
     u->queued_ms = dmf_now_ms();
-    memcpy(u->task_id, id, sizeof(id));
+    snprintf(u->task_id, sizeof(u->task_id), "%s", id);
     struct upload **tail = &ps->queue;
     while (*tail)
         tail = &(*tail)->next;
@@ -526,13 +489,9 @@ static void add_have_lines(struct evbuffer *b, const dmf_bitmap_t *have)
             evbuffer_add_printf(b, "have %u\n", i);
 }
 
-static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const char *rest)
+static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const char *id)
 {
-    char id[DMF_TASK_ID_LEN + 1], peer[80];
-    if (parse_task_id(rest, strlen(rest), id) != 0) {
-        reply_text(req, 400, "Bad Request", "expected /have/<64 hex task id>");
-        return;
-    }
+    char peer[80];
     struct dmf_piece_view v;
     if (lookup_or_reply(ps, req, id, &v) != 0)
         return;
@@ -572,7 +531,7 @@ static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const
     w->req = req;
     w->evcon = evhttp_request_get_connection(req);
     w->state = WATCHER_STREAMING;
-    memcpy(w->task_id, id, sizeof(id));
+    snprintf(w->task_id, sizeof(w->task_id), "%s", id);
     unsigned bk = bucket_of(id);
     w->next = ps->watchers[bk];
     if (w->next != NULL)
@@ -604,16 +563,33 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
         reply_text(req, 405, "Method Not Allowed", "only GET is served here");
-    } else if (path == NULL) {
+        return;
+    }
+    if (path == NULL) {
         reply_text(req, 400, "Bad Request", "malformed request target");
-    } else if (strcmp(path, "/metrics") == 0) {
+        return;
+    }
+    struct dmf_piece_target t;
+    dmf_piece_target_parse(path, &t);
+    switch (t.kind) {
+    case DMF_TARGET_METRICS:
         dmf_metrics_http_handler(req, NULL);
-    } else if (strncmp(path, "/pieces/", 8) == 0) {
-        serve_piece(ps, req, path + 8);
-    } else if (strncmp(path, "/have/", 6) == 0) {
-        serve_have(ps, req, path + 6);
-    } else {
+        break;
+    case DMF_TARGET_PIECE:
+        serve_piece(ps, req, t.task_id, t.piece);
+        break;
+    case DMF_TARGET_HAVE:
+        serve_have(ps, req, t.task_id);
+        break;
+    case DMF_TARGET_BAD_PIECE:
+        reply_text(req, 400, "Bad Request", "expected /pieces/<64 hex task id>/<piece number>");
+        break;
+    case DMF_TARGET_BAD_HAVE:
+        reply_text(req, 400, "Bad Request", "expected /have/<64 hex task id>");
+        break;
+    case DMF_TARGET_NOT_FOUND:
         reply_text(req, 404, "Not Found", "no such resource");
+        break;
     }
 }
 

@@ -420,9 +420,8 @@ static void submit(struct call *c, struct db_job *j)
 
 static char *bounded_dup(const char *s)
 {
-    /* dmf_xstrndup copies n bytes: measure first. */
     s = s ? s : "";
-    return dmf_xstrndup(s, strnlen(s, FIELD_MAX));
+    return dmf_xstrndup(s, FIELD_MAX);
 }
 
 static void keepalive_message(struct call *c, const uint8_t *data, size_t len)

@@ -18,8 +18,10 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/url_secrets.h"
 #include "common/util.h"
 #include "scheduler/manager_link.h"
+#include "scheduler/provenance.h"
 #include "scheduler/service.h"
 
 struct scheduler_opts {
@@ -30,7 +32,9 @@ struct scheduler_opts {
     int64_t bad_parent_threshold;
     uint64_t negative_cache_ttl;
     char *parent_graph;
+    char *digest_sources;
     char *log_level;
+    struct dmf_strlist secret_query;
     struct dmf_strlist manager;
     char *advertise_ip;
     int64_t cluster_id;
@@ -44,6 +48,10 @@ static const struct dmf_option options[] = {
     {"parent-graph", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, parent_graph), 0, 0, "mesh",
      "mesh|dag",
      "mesh: peers exchange pieces both ways; dag: no peer is offered one of its descendants."},
+    {"digest-sources", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, digest_sources), 0, 0,
+     "fetchers", "fetchers|seeds",
+     "Whose piece digests count. fetchers: seed hosts and peers this scheduler sent to the "
+     "origin; seeds: seed hosts only. A peer in P2P mode never reports one."},
     {"candidate-limit", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, candidate_limit), 1,
      DMF_SCHED_CANDIDATES_MAX, "16", "N", "Most parents a peer is given to download from."},
     {"host-timeout", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, host_timeout), 1000,
@@ -56,6 +64,10 @@ static const struct dmf_option options[] = {
      0, 3600000, "10s", "DURATION",
      "How long a task whose origin fetch failed for good (4xx, wrong digest) is answered "
      "with that error instead of a new fetch (0: never)."},
+    {"secret-query", 0, DMF_OPT_LIST, offsetof(struct scheduler_opts, secret_query), 0, 0,
+     DMF_SECRET_QUERY_DEFAULT, "NAME",
+     "Query parameter hidden in what StatTask returns, besides each request's filtered ones "
+     "(any case; repeatable, replaces the default list). URLs are never logged."},
     {"log-level", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, log_level), 0, 0, "info",
      "LEVEL", "debug, info, warn or error."},
     {"manager", 0, DMF_OPT_LIST, offsetof(struct scheduler_opts, manager), 0, 0, NULL, "ADDR:PORT",
@@ -181,6 +193,13 @@ static int run(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    enum dmf_digest_sources digest_sources;
+    if (dmf_digest_sources_parse(o.digest_sources, &digest_sources) != 0) {
+        fprintf(stderr, "damselfly scheduler: --digest-sources: '%s' is not fetchers or seeds\n",
+                o.digest_sources);
+        rc = 2;
+        goto out;
+    }
     dmf_log_set_component("scheduler");
     signal(SIGPIPE, SIG_IGN);
 
@@ -205,6 +224,8 @@ static int run(int argc, char **argv)
         .host_timeout_ms = o.host_timeout,
         .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
         .mesh = strcmp(o.parent_graph, "mesh") == 0,
+        .digest_sources = digest_sources,
+        .secret_query = &o.secret_query,
         .negative_ttl_ms = o.negative_cache_ttl,
         .negative_ttl_set = true,
     };

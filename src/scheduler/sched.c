@@ -13,8 +13,10 @@
 #include "common/log.h"
 #include "common/pieces.h"
 #include "common/taskid.h"
+#include "common/url_secrets.h"
 #include "common/util.h"
 #include "scheduler/negcache.h"
+#include "scheduler/provenance.h"
 #include "scheduler/sched_check.h"
 #include "scheduler/sched_rank.h"
 #include "scheduler/sched_state.h"
@@ -156,6 +158,7 @@ int dmf_scheduler_announce_host(dmf_scheduler_t *s, const struct dmf_scheduler_h
 static void task_clear_request(struct dmf_sched_task *t)
 {
     free(t->url);
+    free(t->shown_url);
     for (size_t i = 0; i < t->nheaders; i++) {
         free(t->headers[i].name);
         /* Credentials do not linger in freed memory. */
@@ -168,7 +171,7 @@ static void task_clear_request(struct dmf_sched_task *t)
     for (size_t i = 0; i < t->nfilter_query; i++)
         free(t->filter_query[i]);
     free(t->filter_query);
-    t->url = NULL;
+    t->url = t->shown_url = NULL;
     t->headers = NULL;
     t->nheaders = 0;
     t->tag = t->digest = NULL;
@@ -176,10 +179,17 @@ static void task_clear_request(struct dmf_sched_task *t)
     t->nfilter_query = 0;
 }
 
-static void task_set_request(struct dmf_sched_task *t, const struct dmf_scheduler_register *r)
+static void task_set_request(const dmf_scheduler_t *s, struct dmf_sched_task *t,
+                             const struct dmf_scheduler_register *r)
 {
     task_clear_request(t);
     t->url = dmf_xstrdup(r->url);
+    struct dmf_strlist hide = {0};
+    for (size_t i = 0; i < r->nfilter_query; i++)
+        dmf_strlist_push(&hide, r->filter_query[i]);
+    dmf_strlist_merge(&hide, s->cfg.secret_query);
+    t->shown_url = dmf_url_redact(r->url, &hide);
+    dmf_strlist_free(&hide);
     t->headers = dmf_xcalloc(r->nheaders, sizeof(*t->headers));
     for (size_t i = 0; i < r->nheaders; i++) {
         t->headers[i].name = dmf_xstrdup(r->headers[i].name);
@@ -199,6 +209,7 @@ static struct dmf_sched_task *task_new(dmf_scheduler_t *s, const char *id)
     struct dmf_sched_task *t = dmf_xcalloc(1, sizeof(*t));
     memcpy(t->id, id, DMF_TASK_ID_LEN);
     t->content_length = -1;
+    t->overruled_from = SIZE_MAX;
     TAILQ_INIT(&t->peers);
     dmf_strmap_put(&s->tasks, t->id, t);
     TAILQ_INSERT_TAIL(&s->all_tasks, t, link);
@@ -213,6 +224,10 @@ static void task_free(struct dmf_sched_task *t)
     free(t->last_modified);
     free(t->digests);
     free(t->digest_at);
+    free(t->digest_by);
+    for (size_t i = 0; i < t->nreporters; i++)
+        free(t->reporters[i].host_id);
+    free(t->reporters);
     free(t);
 }
 
@@ -254,7 +269,32 @@ static const struct dmf_scheduler_digest *task_digest(const struct dmf_sched_tas
     return &t->digests[t->digest_at[n] - 1];
 }
 
-static void task_add_digest(struct dmf_sched_task *t, const struct dmf_scheduler_digest *d)
+/* The index of host h among t's digest reporters (added when new; the last entry stands
+ * for everyone beyond DMF_SCHED_REPORTERS_MAX). */
+static uint16_t task_reporter(struct dmf_sched_task *t, const struct dmf_sched_host *h)
+{
+    for (size_t i = 0; i < t->nreporters; i++)
+        if (strcmp(t->reporters[i].host_id, h->id) == 0)
+            return (uint16_t)i;
+    if (t->nreporters == DMF_SCHED_REPORTERS_MAX)
+        return DMF_SCHED_REPORTERS_MAX - 1;
+    t->reporters = dmf_xrealloc(t->reporters, (t->nreporters + 1) * sizeof(*t->reporters));
+    t->reporters[t->nreporters] = (struct dmf_sched_reporter){
+        .host_id = dmf_xstrdup(h->id),
+        .seed = dmf_sched_host_is_seed(h),
+    };
+    return (uint16_t)t->nreporters++;
+}
+
+/* Who reported the stored digest of piece n (it must be stored). */
+static const struct dmf_sched_reporter *task_digest_reporter(const struct dmf_sched_task *t,
+                                                             uint32_t n)
+{
+    return &t->reporters[t->digest_by[t->digest_at[n] - 1]];
+}
+
+static void task_add_digest(struct dmf_sched_task *t, const struct dmf_scheduler_digest *d,
+                            uint16_t by)
 {
     if (d->number >= t->digest_at_len) {
         uint32_t len = t->digest_at_len ? t->digest_at_len : 64;
@@ -268,7 +308,9 @@ static void task_add_digest(struct dmf_sched_task *t, const struct dmf_scheduler
     if (t->ndigests == t->digests_cap) {
         t->digests_cap = t->digests_cap ? t->digests_cap * 2 : 64;
         t->digests = dmf_xrealloc(t->digests, t->digests_cap * sizeof(*t->digests));
+        t->digest_by = dmf_xrealloc(t->digest_by, t->digests_cap * sizeof(*t->digest_by));
     }
+    t->digest_by[t->ndigests] = by;
     t->digests[t->ndigests++] = *d;
     t->digest_at[d->number] = (uint32_t)t->ndigests;
 }
@@ -369,6 +411,14 @@ static void peer_set_state(dmf_scheduler_peer_t *p, enum dmf_scheduler_peer_stat
     p->state = st;
     if (st == DMF_PEER_BACK_TO_SOURCE)
         p->fetched_source = true;
+}
+
+/* The scheduler sends p to the origin: from now on its digests count (provenance.h). */
+static void send_to_source(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *reason)
+{
+    peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
+    p->source_ordered = true;
+    s->sink.back_to_source(s->sink_arg, p->stream, reason);
 }
 
 static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
@@ -536,6 +586,36 @@ static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph)
     free(headers);
 }
 
+/* Peer c as a candidate parent (borrowed strings). */
+static struct dmf_scheduler_parent parent_of(const dmf_scheduler_peer_t *c)
+{
+    return (struct dmf_scheduler_parent){
+        .peer_id = c->peer_id,
+        .host_id = c->host->id,
+        .ip = c->host->ip,
+        .piece_port = c->host->piece_port,
+        .is_seed = dmf_sched_host_is_seed(c->host),
+    };
+}
+
+/* A placeholder peer for seed host `seed` in t, asked to fetch t (trigger_seed), or NULL
+ * when the peer table is full. */
+static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sched_task *t,
+                                              struct dmf_sched_host *seed)
+{
+    if (s->npeers >= s->cfg.max_peers)
+        return NULL;
+    char *ph_id = dmf_xasprintf("seed-%s", seed->id);
+    dmf_scheduler_peer_t *ph = peer_new(s, t, seed, ph_id);
+    free(ph_id);
+    ph->placeholder = true;
+    ph->triggered_seed = true;
+    ph->source_ordered = true;
+    ph->trigger_id = ++s->next_trigger_id;
+    trigger_seed(s, ph);
+    return ph;
+}
+
 /* Gives p more parents until it uses candidate_limit of them, and tells its stream (a
  * pushed Candidates adds to the parents in use). A peer left with no parent at all gets a
  * freshly triggered seed, or is sent back to the source. p must be PENDING or RUNNING and
@@ -562,30 +642,18 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     if (n == 0) {
         struct dmf_sched_view v = rank_view(s, 0); /* marks do not matter to a seed */
         struct dmf_sched_host *seed = dmf_sched_pick_seed(&v, p);
-        if (seed == NULL || s->npeers >= s->cfg.max_peers) {
-            peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
-            s->sink.back_to_source(s->sink_arg, p->stream,
-                                   "no seed peer and no peer holds the task");
+        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, p->task, seed) : NULL;
+        if (ph == NULL) {
+            send_to_source(s, p, "no seed peer and no peer holds the task");
             return;
         }
-        char *ph_id = dmf_xasprintf("seed-%s", seed->id);
-        dmf_scheduler_peer_t *ph = peer_new(s, p->task, seed, ph_id);
-        free(ph_id);
-        ph->placeholder = true;
-        ph->triggered_seed = true;
-        ph->trigger_id = ++s->next_trigger_id;
-        trigger_seed(s, ph);
         best[0].peer = ph;
         n = 1;
     }
     for (size_t i = 0; i < n; i++) {
         dmf_scheduler_peer_t *c = best[i].peer;
         edge_add(p, c);
-        parents[i].peer_id = c->peer_id;
-        parents[i].host_id = c->host->id;
-        parents[i].ip = c->host->ip;
-        parents[i].piece_port = c->host->piece_port;
-        parents[i].is_seed = dmf_sched_host_is_seed(c->host);
+        parents[i] = parent_of(c);
         seed_triggered |= c->triggered_seed;
     }
     peer_set_state(p, DMF_PEER_RUNNING);
@@ -611,13 +679,7 @@ static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, uint32_
         if (already)
             continue;
         edge_add(q, p);
-        struct dmf_scheduler_parent parent = {
-            .peer_id = p->peer_id,
-            .host_id = p->host->id,
-            .ip = p->host->ip,
-            .piece_port = p->host->piece_port,
-            .is_seed = dmf_sched_host_is_seed(p->host),
-        };
+        struct dmf_scheduler_parent parent = parent_of(p);
         struct dmf_scheduler_meta meta;
         send_meta_update(q, &meta);
         s->sink.candidates(s->sink_arg, q->stream, &parent, 1, false, &meta);
@@ -655,9 +717,7 @@ static void replace_fetcher(dmf_scheduler_t *s, struct dmf_sched_task *t)
     dmf_scheduler_peer_t *f = dmf_sched_pick_fetcher(t);
     if (f == NULL)
         return;
-    peer_set_state(f, DMF_PEER_BACK_TO_SOURCE);
-    s->sink.back_to_source(s->sink_arg, f->stream,
-                           "the peer fetching from the origin is gone: fetch the rest there");
+    send_to_source(s, f, "the peer fetching from the origin is gone: fetch the rest there");
 }
 
 /* Removes p; its attached stream (unless it is the one going away) hears why; children
@@ -748,14 +808,16 @@ size_t dmf_scheduler_expire_hosts(dmf_scheduler_t *s)
 
 /* ------------------------------------------------------------ peer decisions */
 
-/* True when a peer of t other than p brings new pieces from the origin: one fetching
- * from it with its stream open, or a triggered seed not heard from yet. */
+/* True when a peer of t other than p brings new pieces from the origin whose digests
+ * count: one the scheduler sent there with its stream open (or a seed), or a triggered
+ * seed not heard from yet. A peer that only says it is at the origin does not count. */
 static bool task_fetching_from_source(const struct dmf_sched_task *t, const dmf_scheduler_peer_t *p)
 {
     const dmf_scheduler_peer_t *q;
     TAILQ_FOREACH(q, &t->peers, in_task)
     {
-        if (q != p && ((q->state == DMF_PEER_BACK_TO_SOURCE && q->stream != NULL) ||
+        if (q != p && ((q->state == DMF_PEER_BACK_TO_SOURCE && q->stream != NULL &&
+                        (q->source_ordered || dmf_sched_host_is_seed(q->host))) ||
                        (q->placeholder && q->triggered_seed)))
             return true;
     }
@@ -795,7 +857,7 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         t = task_new(s, r->task_id);
     /* A rejoining peer sends no headers: the request of a real registrant stays. */
     if (!rejoin || t->url == NULL || t->url[0] == '\0')
-        task_set_request(t, r);
+        task_set_request(s, t, r);
     if (p == NULL) {
         p = peer_new(s, t, h, r->peer_id);
     } else {
@@ -809,6 +871,10 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
             replace_str(&p->peer_id, r->peer_id);
         }
         p->placeholder = false;
+        /* A peer sent to the origin by this scheduler keeps that standing when it joins
+         * again from the origin; any other register starts over. */
+        if (!r->from_source)
+            p->source_ordered = false;
         peer_drop_parents(p);
         dmf_bitmap_free(&p->held);
         dmf_bitmap_init(&p->held);
@@ -838,16 +904,27 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         return 0;
     }
     if (h->type == DMF_SCHED_HOST_SEED) {
-        peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
-        s->sink.back_to_source(s->sink_arg, stream, "seed peer fetches from the origin");
+        send_to_source(s, p, "seed peer fetches from the origin");
         return 0;
     }
     if (r->stalled && !task_fetching_from_source(t, p)) {
         /* Its parents hold nothing new (the peer that fetched from the origin is gone):
-         * one peer fetches the rest, the others get it from that peer. */
-        peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
-        s->sink.back_to_source(s->sink_arg, stream,
-                               "no peer fetches the missing pieces from the origin");
+         * a seed fetches the rest when there is one (a stalled register cannot make a
+         * peer the task's digest source while a seed could be), else this peer does; the
+         * others get it from there. */
+        struct dmf_sched_view v = rank_view(s, 0);
+        struct dmf_sched_host *seed = t->seed_failed ? NULL : dmf_sched_pick_seed(&v, p);
+        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, t, seed) : NULL;
+        if (ph == NULL) {
+            send_to_source(s, p, "no peer fetches the missing pieces from the origin");
+            return 0;
+        }
+        edge_add(p, ph);
+        struct dmf_scheduler_parent parent = parent_of(ph);
+        struct dmf_scheduler_meta meta;
+        peer_set_state(p, DMF_PEER_RUNNING);
+        send_meta_update(p, &meta);
+        s->sink.candidates(s->sink_arg, stream, &parent, 1, true, &meta);
         return 0;
     }
     schedule(s, p);
@@ -869,6 +946,90 @@ static void push_meta(dmf_scheduler_t *s, struct dmf_sched_task *t, dmf_schedule
         send_meta_update(q, &m);
         s->sink.task_meta(s->sink_arg, q->stream, &m);
     }
+}
+
+/* Applies one reported digest d from p under the provenance rules and returns the
+ * verdict (logged when it is not plain). A seed's digest that overrules another
+ * fetcher's replaces it in place, marking where in the digest list peers must have been
+ * sent the other one (before `sent` counts as sent to someone). */
+static enum dmf_provenance_verdict judge_digest(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
+                                                const struct dmf_scheduler_digest *d, size_t sent)
+{
+    struct dmf_sched_task *t = p->task;
+    const struct dmf_scheduler_digest *have = task_digest(t, d->number);
+    const struct dmf_sched_reporter *by = have ? task_digest_reporter(t, d->number) : NULL;
+    struct dmf_provenance_reporter r = {
+        .seed_host = dmf_sched_host_is_seed(p->host),
+        .source_ordered = p->source_ordered,
+    };
+    enum dmf_provenance_verdict v = dmf_provenance_judge(
+        s->cfg.digest_sources, &r, have ? have->sha256 : NULL, by && by->seed, d->sha256);
+    char a[2 * DMF_SHA256_LEN + 1], b[2 * DMF_SHA256_LEN + 1];
+    dmf_hex_encode(d->sha256, DMF_SHA256_LEN, b);
+    if (have)
+        dmf_hex_encode(have->sha256, DMF_SHA256_LEN, a);
+    switch (v) {
+    case DMF_PROV_UNTRUSTED:
+        if (!p->digests_ignored_logged)
+            dmf_warn("task %s peer %s host %s: its piece digests are ignored: the scheduler "
+                     "did not send it to the origin (digest sources: %s)",
+                     t->id, p->peer_id, p->host->id,
+                     dmf_digest_sources_name(s->cfg.digest_sources));
+        p->digests_ignored_logged = true;
+        break;
+    case DMF_PROV_NEW:
+        task_add_digest(t, d, task_reporter(t, p->host));
+        break;
+    case DMF_PROV_SAME:
+        break;
+    case DMF_PROV_SEED_OVERRULES:
+    case DMF_PROV_SEED_STANDS:
+    case DMF_PROV_CONFLICT:
+        t->conflicted = true;
+        dmf_warn("task %s: conflicted: piece %u has digest %s from host %s and %s from host %s "
+                 "(%s%s)",
+                 t->id, d->number, a, by->host_id, b, p->host->id, dmf_provenance_verdict_name(v),
+                 v == DMF_PROV_SEED_OVERRULES ? ": the seed's, fetched from the origin, counts"
+                 : v == DMF_PROV_SEED_STANDS  ? ": the seed's, fetched from the origin, stays"
+                 : t->digest && t->digest[0]  ? ": the whole-content digest decides"
+                                              : ": the task fails until the origin is asked again");
+        if (v == DMF_PROV_SEED_OVERRULES) {
+            size_t at = t->digest_at[d->number] - 1;
+            memcpy(t->digests[at].sha256, d->sha256, DMF_SHA256_LEN);
+            t->digest_by[at] = task_reporter(t, p->host);
+            if (at < sent && at < t->overruled_from)
+                t->overruled_from = at;
+        }
+        break;
+    }
+    return v;
+}
+
+/* After a conflict: every attached peer still downloading that was given a digest since
+ * overruled (all of them when fail_all) fails the task, with the reason; fail_all also
+ * remembers the failure (negative cache) so that nobody is served the task until the
+ * origin is asked again. */
+static void fail_conflicted(dmf_scheduler_t *s, dmf_scheduler_peer_t *reporter, bool fail_all)
+{
+    struct dmf_sched_task *t = reporter->task;
+    const char *why = fail_all ? "conflicting piece digests from two hosts that fetched from "
+                                 "the origin (the content changed, or a host lies)"
+                               : "a piece digest this peer was given was overruled by a seed's";
+    if (fail_all)
+        dmf_negcache_put(&s->failed, t->id, 0, why, now_ms(s));
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q->stream == NULL || q->state == DMF_PEER_SUCCEEDED || dmf_sched_host_is_seed(q->host))
+            continue;
+        if (!fail_all && q->meta_sent <= t->overruled_from)
+            continue;
+        if (s->sink.task_failed)
+            s->sink.task_failed(s->sink_arg, q->stream, why, 0);
+    }
+    t->overruled_from = SIZE_MAX;
+    /* Peers not told to fail learn the (corrected) digests they lack. */
+    push_meta(s, t, NULL, false);
 }
 
 int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
@@ -900,19 +1061,21 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
 
     bool reporter_current = p->meta_sent >= t->ndigests;
     size_t before = t->ndigests;
-    for (size_t i = 0; i < pr->ndigests; i++) {
-        const struct dmf_scheduler_digest *d = &pr->digests[i];
-        const struct dmf_scheduler_digest *have = task_digest(t, d->number);
-        if (have == NULL) {
-            task_add_digest(t, d);
-        } else if (memcmp(have->sha256, d->sha256, DMF_SHA256_LEN) != 0) {
-            char a[2 * DMF_SHA256_LEN + 1], b[2 * DMF_SHA256_LEN + 1];
-            dmf_hex_encode(have->sha256, DMF_SHA256_LEN, a);
-            dmf_hex_encode(d->sha256, DMF_SHA256_LEN, b);
-            dmf_warn("task %s peer %s host %s: digest of piece %u is %s, but %s was received "
-                     "first; ignored",
-                     t->id, p->peer_id, p->host->id, d->number, b, a);
+    bool fail_given = false, fail_all = false;
+    for (size_t i = 0; i < pr->ndigests && !fail_all; i++)
+        switch (judge_digest(s, p, &pr->digests[i], before)) {
+        case DMF_PROV_SEED_OVERRULES:
+            fail_given = true;
+            break;
+        case DMF_PROV_CONFLICT:
+            fail_all = t->digest == NULL || t->digest[0] == '\0';
+            break;
+        default:
+            break;
         }
+    if (fail_all || fail_given) {
+        fail_conflicted(s, p, fail_all);
+        return 0;
     }
     if (reporter_current)
         p->meta_sent = t->ndigests;
@@ -1099,7 +1262,7 @@ int dmf_scheduler_stat_task(dmf_scheduler_t *s, const char *task_id,
     if (t == NULL)
         return dmf_sched_fail(err, errlen, -ENOENT, "task %s is not known", task_id);
     task_meta(t, t->ndigests, &st->meta);
-    st->url = t->url ? t->url : "";
+    st->url = t->shown_url ? t->shown_url : "";
     st->peers = dmf_xcalloc(t->npeers, sizeof(*st->peers));
     dmf_scheduler_peer_t *p;
     TAILQ_FOREACH(p, &t->peers, in_task)

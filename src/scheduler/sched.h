@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/config.h"
 #include "common/digest.h"
 
 /* Bounds on what the network may make us keep. */
@@ -144,6 +145,12 @@ struct dmf_scheduler_config {
      * (negcache.h); 10 s unless negative_ttl_set (then 0 = never). */
     uint64_t negative_ttl_ms;
     bool negative_ttl_set;
+    /* Who may report piece digests (provenance.h): seeds and peers sent to the origin
+     * (default), or seed hosts only. */
+    int digest_sources; /* enum dmf_digest_sources */
+    /* Query parameters hidden in what StatTask returns, besides each request's filtered
+     * ones (url_secrets.h); borrowed for the scheduler's life, may be NULL. */
+    const struct dmf_strlist *secret_query;
     size_t max_hosts; /* 0 = 100,000 */
     size_t max_tasks; /* 0 = 100,000 */
     size_t max_peers; /* 0 = 1,000,000 */
@@ -223,9 +230,14 @@ struct dmf_scheduler_progress {
     const char *etag, *last_modified; /* the origin's validators (a fetcher's), or NULL/"" */
 };
 
-/* Records pieces held by the peer, its digests (first writer wins) and the task's layout;
- * new digests or layout are pushed (task_meta) to every other attached peer. 0 or -EINVAL
- * (nothing is changed then). */
+/* Records pieces held by the peer, its digests and the task's layout; new digests or
+ * layout are pushed (task_meta) to every other attached peer. Digests count only from a
+ * peer that fetched from the origin on the scheduler's order (provenance.h): others are
+ * ignored. Two accepted reporters that disagree mark the task conflicted (logged with
+ * both): a seed's digest prevails over another fetcher's, and peers that were given the
+ * other one fail the task (task_failed); between equals, the task fails for good unless
+ * its whole-content digest is known (which then decides). 0 or -EINVAL (nothing is
+ * changed then). */
 int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                            const struct dmf_scheduler_progress *pr, char *err, size_t errlen);
 /* The peer holds the whole task (SUCCEEDED); it stays a parent candidate until its host
@@ -275,8 +287,8 @@ struct dmf_scheduler_peer_stat {
 };
 
 struct dmf_scheduler_task_stat {
-    struct dmf_scheduler_meta meta; /* without digests */
-    const char *url;
+    struct dmf_scheduler_meta meta;        /* without digests */
+    const char *url;                       /* redacted: secret query parameters hidden */
     struct dmf_scheduler_peer_stat *peers; /* owned: free with dmf_scheduler_task_stat_free */
     size_t npeers;
 };

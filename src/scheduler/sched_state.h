@@ -52,6 +52,14 @@ struct dmf_sched_host {
 /* The list of seed hosts (struct dmf_sched_host.seeds). */
 LIST_HEAD(dmf_sched_host_list, dmf_sched_host);
 
+#define DMF_SCHED_REPORTERS_MAX 64 /* distinct digest reporters remembered per task */
+
+/* A host that reported digests of a task. */
+struct dmf_sched_reporter {
+    char *host_id;
+    bool seed;
+};
+
 /* A request header kept to trigger a seed (owned copies; the value is a secret). */
 struct dmf_sched_req_header {
     char *name;
@@ -60,8 +68,11 @@ struct dmf_sched_req_header {
 
 struct dmf_sched_task {
     char id[DMF_TASK_ID_LEN + 1];
-    /* The latest registrant's request, kept to trigger a seed; headers never logged. */
+    /* The latest registrant's request, kept to trigger a seed; headers never logged, url
+     * never logged or returned (it may carry secret query parameters): shown_url is its
+     * redacted form (url_secrets.h), for StatTask. */
     char *url;
+    char *shown_url;
     struct dmf_sched_req_header *headers;
     size_t nheaders;
     char *tag;
@@ -79,6 +90,14 @@ struct dmf_sched_task {
     size_t ndigests, digests_cap;
     uint32_t *digest_at;
     uint32_t digest_at_len;
+    /* Who reported each digest (provenance.h): an index into reporters, parallel to
+     * digests. reporters holds host ids (owned), at most DMF_SCHED_REPORTERS_MAX; a
+     * reporter beyond that is recorded as the last entry. */
+    uint16_t *digest_by;
+    struct dmf_sched_reporter *reporters;
+    size_t nreporters;
+    bool conflicted;       /* two accepted reporters disagreed on a piece (logged) */
+    size_t overruled_from; /* lowest digest index a seed overruled, SIZE_MAX when none */
 
     bool seed_failed; /* a seed trigger failed: ask none again for this task */
     size_t npeers;
@@ -99,11 +118,13 @@ struct dmf_scheduler_peer {
     struct dmf_sched_task *task;
     struct dmf_sched_host *host;
     enum dmf_scheduler_peer_state state;
-    uint32_t held_base;  /* pieces held at register (a resumed download) */
-    dmf_bitmap_t held;   /* pieces reported since */
-    bool placeholder;    /* a seed asked to fetch; no stream has taken it over yet */
-    bool triggered_seed; /* this peer exists because the scheduler triggered a seed */
-    bool fetched_source; /* it was sent to (or said it was at) the origin */
+    uint32_t held_base;          /* pieces held at register (a resumed download) */
+    dmf_bitmap_t held;           /* pieces reported since */
+    bool placeholder;            /* a seed asked to fetch; no stream has taken it over yet */
+    bool triggered_seed;         /* this peer exists because the scheduler triggered a seed */
+    bool fetched_source;         /* it was sent to (or said it was at) the origin */
+    bool source_ordered;         /* the scheduler sent it to the origin: its digests count */
+    bool digests_ignored_logged; /* the warning that its digests do not count was given */
     uint64_t trigger_id;
     void *stream;     /* the service's stream, or NULL when detached */
     size_t meta_sent; /* task digests already sent on the stream */

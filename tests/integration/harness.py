@@ -13,6 +13,7 @@ Environment:
 """
 
 import atexit
+import base64
 import functools
 import hashlib
 import http.server
@@ -819,10 +820,14 @@ def start_cluster(tmp_path, daemons=3, scheduler_flags=None, daemon_flags=None, 
 class FakeParent:
     """Announces a host and a peer that holds every piece of a task, and serves pieces from
     its own HTTP piece server, corrupted when corrupt=True (one byte flipped in the middle
-    of every piece). requests lists every request path it received."""
+    of every piece). requests lists every request path it received. With report_digests it
+    also reports the SHA-256 of the pieces it serves (a rogue claiming its bytes are the
+    task's) and sends them in made-up digest headers with every piece; register_kw adds
+    fields to its RegisterPeer (from_source=True: it claims to fetch from the origin)."""
 
     def __init__(self, scheduler, task_id, url, content, host_id="fake", peer_id=None,
-                 corrupt=True, upload_capacity=10 << 30, rate=None):
+                 corrupt=True, upload_capacity=10 << 30, rate=None, report_digests=False,
+                 register_kw=None):
         self.scheduler = scheduler
         self.task_id = task_id
         self.url = url
@@ -834,6 +839,8 @@ class FakeParent:
         self.corrupt = corrupt
         self.upload_capacity = upload_capacity
         self.rate = rate  # bytes per second of each piece response (None: as fast as it can)
+        self.report_digests = report_digests
+        self.register_kw = dict(register_kw or {})
         self.requests = []
         self.lock = threading.Lock()
         self.responses = []
@@ -877,6 +884,11 @@ class FakeParent:
                         self.send_response(200)
                         self.send_header("Content-Type", "application/octet-stream")
                         self.send_header("Content-Length", str(len(body)))
+                        if fake.report_digests:
+                            h = hashlib.sha256(body)
+                            self.send_header("X-Damselfly-Piece-Digest", h.hexdigest())
+                            self.send_header("Digest", "sha-256=" + base64.b64encode(
+                                h.digest()).decode())
                         self.end_headers()
                         if fake.rate is None:
                             self.wfile.write(body)
@@ -947,9 +959,13 @@ class FakeParent:
 
         def requests():
             yield s.AnnouncePeerRequest(register=s.RegisterPeer(
-                task_id=self.task_id, peer_id=self.peer_id, host_id=self.host_id, url=self.url))
+                task_id=self.task_id, peer_id=self.peer_id, host_id=self.host_id, url=self.url,
+                **self.register_kw))
+            digests = [pb.common_pb2.PieceDigest(number=n, sha256=hashlib.sha256(
+                self.piece(n)).digest()) for n in range(self.total)] if self.report_digests else []
             yield s.AnnouncePeerRequest(progress=s.PieceProgress(
-                pieces=list(range(self.total)), content_length=L, piece_length=self.piece_len))
+                pieces=list(range(self.total)), digests=digests, content_length=L,
+                piece_length=self.piece_len))
             yield s.AnnouncePeerRequest(finished=s.PeerFinished(content_length=L,
                                                                 total_pieces=self.total))
             while not self._stop.wait(0.2):

@@ -304,12 +304,25 @@ def test_stalled_parent_sigstop(tmp_path, origin, need_binary):
         f"a stalled parent made the download take {stalled:.2f} s (vs {base:.2f} s)"
 
 
+def _get_beside_a_trickler(c, url, content, d, out):
+    """A get on d while a fake parent that sends ~10 KiB/s holds the whole task: (seconds it
+    took, requests the trickler received)."""
+    from harness import FakeParent, task_id
+    fake = FakeParent(c.scheduler, task_id(url), url, content, host_id="trickler",
+                      corrupt=False, rate=10 << 10).start()
+    try:
+        time.sleep(0.5)
+        took = _timed_get(d, url, out)
+        return took, fake.request_count()
+    finally:
+        fake.stop()
+
+
 @pytest.mark.serial
 @pytest.mark.deadline(240)
 def test_trickling_parent(tmp_path, origin, need_binary):
     """A parent that sends ~10 KiB/s: the download finishes within 2x the time without it,
     and the trickler was asked (so it was in the way)."""
-    from harness import FakeParent, task_id
     size = 64 * MiB
     sha = origin.add_random("/tr.bin", size, tmp_path / "origin")
     content = origin.files["/tr.bin"].path.read_bytes()
@@ -318,20 +331,40 @@ def test_trickling_parent(tmp_path, origin, need_binary):
     d1, d2, d3 = c.daemons
     _timed_get(d1, url, tmp_path / "o1")
     base = _timed_get(d2, url, tmp_path / "o2")
-    fake = FakeParent(c.scheduler, task_id(url), url, content, host_id="trickler",
-                      corrupt=False, rate=10 << 10).start()
-    try:
-        time.sleep(0.5)
-        slow = _timed_get(d3, url, tmp_path / "o3")
-        asked = fake.request_count()
-    finally:
-        fake.stop()
+    slow, asked = _get_beside_a_trickler(c, url, content, d3, tmp_path / "o3")
     assert sha256_file(tmp_path / "o3") == sha
     print(f"without a trickling parent {base:.2f} s, with one {slow:.2f} s; it got {asked} "
           f"requests")
     assert asked > 0, "the trickling parent was never asked: the test proves nothing"
     assert slow <= 2 * base + scaled(0.5), \
         f"a trickling parent made the download take {slow:.2f} s (vs {base:.2f} s)"
+
+
+@pytest.mark.serial
+@pytest.mark.deadline(120)
+def test_endgame_last_pieces_do_not_wait_for_a_trickler(tmp_path, origin, need_binary):
+    """The endgame: when every piece left is being fetched, the requests held by a parent that
+    trickles (~10 KiB/s) are asked of the fast parent too, the first copy wins and the
+    trickler's is cancelled (metrics), so the end does not wait for a deadline; the bytes are
+    exact."""
+    size = 8 * MiB  # 32 pieces: over long before any request deadline (500 ms at least)
+    sha = origin.add_random("/eg.bin", size, tmp_path / "origin")
+    content = origin.files["/eg.bin"].path.read_bytes()
+    url = origin.url("/eg.bin")
+    c = start_cluster(tmp_path, daemons=2, daemon_flags={"announce_interval": "1s"})
+    d1, d2 = c.daemons
+    _timed_get(d1, url, tmp_path / "o1")
+    took, asked = _get_beside_a_trickler(c, url, content, d2, tmp_path / "o2")
+    assert sha256_file(tmp_path / "o2") == sha
+    dups = d2.metric("damselfly_endgame_requests_total")
+    cancels = d2.metric("damselfly_endgame_cancels_total")
+    print(f"{took:.2f} s with a trickling parent; it got {asked} requests; "
+          f"endgame: {dups:.0f} duplicated, {cancels:.0f} cancelled")
+    assert asked > 0, "the trickling parent was never asked: the test proves nothing"
+    assert dups >= 1, "no request was duplicated at the end"
+    assert cancels >= 1, "no losing copy was cancelled"
+    assert d1.metric("damselfly_endgame_requests_total") == 0, \
+        "the origin's downloader had a single source: nothing to duplicate"
 
 
 @pytest.mark.deadline(180)

@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/taskid.h"
+#include "common/url_secrets.h"
 #include "common/util.h"
 #include "daemon/peer/engine.h"
 #include "damselfly/v1/daemon.pb-c.h"
@@ -210,6 +211,16 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
     }
     for (size_t i = 0; i < req->n_filter_query; i++)
         dmf_strlist_push(&filter, req->filter_query[i]);
+    /* Secret query parameters are not part of the task's identity (url_secrets.h), and go
+     * to the scheduler with the filtered ones so that a seed derives the same ID. A request
+     * that names its task (the scheduler's, for a seed) carries that list already. */
+    if (req->task_id == NULL || req->task_id[0] == '\0')
+        dmf_strlist_merge(&filter, &d->cfg.secret_query);
+    if (filter.n > FILTERS_MAX) {
+        snprintf(err, sizeof(err), "more than %d filtered and secret query parameters",
+                 FILTERS_MAX);
+        goto fail;
+    }
     uint8_t digest[DMF_SHA256_LEN];
     char digest_str[DMF_DIGEST_STR_LEN + 1] = "";
     if (req->digest && req->digest[0]) {

@@ -140,3 +140,80 @@ size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_r
     free(count);
     return nout;
 }
+
+bool dmf_dispatch_in_endgame(const struct dmf_piece_book *book)
+{
+    if (book->content_length < 0 || book->piece_length == 0 || dmf_book_all_held(book))
+        return false;
+    for (uint32_t i = 0; i * 8 < book->total_pieces; i++) {
+        unsigned lacking =
+            (uint8_t) ~(dmf_bitmap_byte(&book->have, i) | dmf_bitmap_byte(&book->claimed, i));
+        uint32_t left = book->total_pieces - i * 8;
+        if (left < 8)
+            lacking &= (1u << left) - 1;
+        if (lacking)
+            return false;
+    }
+    return true;
+}
+
+/* How many of the flights are for piece n, and whether one of them goes to parent k. */
+static int flights_of(const struct dmf_dispatch_flight *f, size_t nf, uint32_t n, size_t k,
+                      bool *to_k)
+{
+    int count = 0;
+    *to_k = false;
+    for (size_t i = 0; i < nf; i++)
+        if (f[i].piece == n) {
+            count++;
+            *to_k |= f[i].parent == k;
+        }
+    return count;
+}
+
+size_t dmf_dispatch_endgame(const struct dmf_dispatch_in *in,
+                            const struct dmf_dispatch_flight *flights, size_t nf,
+                            uint64_t min_age_ms, struct dmf_dispatch_req *out, size_t max)
+{
+    if (nf == 0 || max == 0 || !dmf_dispatch_in_endgame(in->book))
+        return 0;
+    struct dmf_dispatch_budget budget = dmf_dispatch_budget(in, in->book->total_pieces);
+    int *inflight = dmf_xcalloc(in->nparents, sizeof(*inflight));
+    for (size_t k = 0; k < in->nparents; k++)
+        inflight[k] = in->parents[k].inflight;
+    bool *done = dmf_xcalloc(nf, sizeof(*done)); /* looked at (duplicated, or cannot be) */
+    size_t nout = 0;
+    while (nout < max) {
+        /* The oldest request not looked at yet. */
+        size_t oldest = nf;
+        for (size_t i = 0; i < nf; i++)
+            if (!done[i] && flights[i].age_ms >= min_age_ms &&
+                (oldest == nf || flights[i].age_ms > flights[oldest].age_ms))
+                oldest = i;
+        if (oldest == nf)
+            break;
+        done[oldest] = true;
+        uint32_t n = flights[oldest].piece;
+        bool dummy;
+        if (flights_of(flights, nf, n, nf, &dummy) > 1)
+            continue; /* duplicated already */
+        size_t best = in->nparents;
+        for (size_t k = 0; k < in->nparents; k++) {
+            const struct dmf_dispatch_parent *p = &in->parents[k];
+            bool fetching;
+            flights_of(flights, nf, n, k, &fetching);
+            if (!p->active || p->is_seed || fetching || !dmf_bitmap_get(p->has, n) ||
+                inflight[k] >= budget.per_parent)
+                continue;
+            if (best == in->nparents || inflight[k] < inflight[best])
+                best = k;
+        }
+        if (best == in->nparents)
+            continue;
+        out[nout++] = (struct dmf_dispatch_req){.parent = best, .piece = n};
+        inflight[best]++;
+    }
+    free(done);
+    free(inflight);
+    return nout;
+}

@@ -9,7 +9,12 @@
  *    pieces (two seeds and no peer share the pieces between them);
  *  - pacing: parent_concurrency requests per (non-seed) parent, at least MIN_IN_FLIGHT over
  *    all of them; a child ahead of the other downloaders among its parents keeps one per
- *    parent and at most half its parents busy. */
+ *    parent and at most half its parents busy;
+ *  - endgame: once every piece the task lacks is claimed, a request that has taken longer
+ *    than a piece should (at the parents' typical rate) is duplicated to another parent that
+ *    holds the piece and has a free slot, oldest first, at most two requests per piece; the
+ *    first to arrive wins and parent.c cancels the other. So the last pieces never wait on
+ *    the slowest parent, and the cost is bounded by the requests in flight at the end. */
 #ifndef DMF_DISPATCH_H
 #define DMF_DISPATCH_H
 
@@ -65,5 +70,23 @@ struct dmf_dispatch_budget dmf_dispatch_budget(const struct dmf_dispatch_in *in,
  * most once, and never one the book holds, has claimed, or has no digest for. */
 size_t dmf_dispatch_plan(const struct dmf_dispatch_in *in, struct dmf_dispatch_req *out,
                          size_t max);
+
+/* A piece request in flight, as the endgame sees it. */
+struct dmf_dispatch_flight {
+    size_t parent; /* index into in->parents */
+    uint32_t piece;
+    uint64_t age_ms; /* since it was sent */
+};
+
+/* True when every piece the task lacks is claimed (being fetched or checked): nothing is
+ * left for dmf_dispatch_plan, and only a duplicate can make the end come sooner. */
+bool dmf_dispatch_in_endgame(const struct dmf_piece_book *book);
+/* Plans duplicates of the nf requests in flight (see the endgame rule above): a request at
+ * least min_age_ms old, of a piece requested once, goes to the active non-seed parent
+ * holding the piece with the fewest requests in flight (below the per-parent budget).
+ * Up to max into out; returns how many (0 outside the endgame). */
+size_t dmf_dispatch_endgame(const struct dmf_dispatch_in *in,
+                            const struct dmf_dispatch_flight *flights, size_t nf,
+                            uint64_t min_age_ms, struct dmf_dispatch_req *out, size_t max);
 
 #endif

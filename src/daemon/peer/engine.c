@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/piecemem.h"
 #include "common/taskid.h"
 #include "common/util.h"
 #include "daemon/peer/announce.h"
+#include "daemon/peer/parent.h"
 #include "daemon/peer/task.h"
 #include "daemon/peer/task_cache.h"
 
@@ -38,10 +40,20 @@ static void on_rejoin(void *arg)
         dmf_task_rejoin(t);
 }
 
+/* Piece memory was freed after a transfer was refused for want of it: every task looks
+ * again (the one refused may not be the one whose piece was written). */
+static void on_piece_memory(void *arg)
+{
+    struct dmf_daemon *d = arg;
+    for (struct dmf_task *t = d->engine ? d->engine->tasks : NULL; t; t = t->next)
+        dmf_task_kick(t);
+}
+
 void dmf_engine_new(struct dmf_daemon *d)
 {
     struct dmf_engine *e = dmf_xcalloc(1, sizeof(*e));
     d->engine = e;
+    dmf_piecemem_set_wake(on_piece_memory, d);
     if (d->cfg.scheduler)
         e->announcer = dmf_announce_client_new(d, on_rejoin, d);
 }
@@ -74,6 +86,7 @@ void dmf_engine_stop(struct dmf_daemon *d)
     /* The announce client's goodbye below runs the loop, and the piece server still
      * listens then: a request in that window must not load a task that nobody frees. */
     e->closing = true;
+    dmf_piecemem_set_wake(NULL, NULL);
     while (e->tasks) {
         struct dmf_task *t = e->tasks;
         e->tasks = t->next;
@@ -92,6 +105,11 @@ void dmf_engine_metrics_register(void)
     dmf_metric_register(&dmf_m_bytes_local);
     dmf_metric_register(&dmf_m_verify_failures);
     dmf_metric_register(&dmf_m_cache_verified);
+    dmf_metric_register(&dmf_m_endgame_requests);
+    dmf_metric_register(&dmf_m_piecemem_bytes);
+    dmf_metric_register(&dmf_m_piecemem_peak);
+    dmf_metric_register(&dmf_m_piecemem_waits);
+    dmf_metric_register(&dmf_m_endgame_cancels);
     dmf_metric_register(&dmf_m_cache_failures);
     dmf_metric_register(&dmf_m_tasks_succeeded);
     dmf_metric_register(&dmf_m_tasks_failed);

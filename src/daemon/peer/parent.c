@@ -8,7 +8,10 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
+#include "common/piecemem.h"
 #include "common/util.h"
+#include "daemon/peer/have_line.h"
 #include "daemon/peer/dispatch.h"
 #include "daemon/peer/rate.h"
 #include "daemon/piece_server.h"
@@ -17,6 +20,12 @@
 #define HAVE_RETRY_MS 200
 #define HAVE_LINE_MAX 64
 #define LATE_TICK_MS  100 /* how often requests in flight are held against their deadline */
+
+DMF_METRIC_COUNTER(dmf_m_endgame_requests, "damselfly_endgame_requests_total", NULL,
+                   "Piece requests duplicated to a second parent at the end of a download");
+DMF_METRIC_COUNTER(dmf_m_endgame_cancels, "damselfly_endgame_cancels_total", NULL,
+                   "Piece requests cancelled because the same piece came first from another "
+                   "parent");
 
 enum parent_state {
     PARENT_CONNECTING, /* /have requested, not answered yet */
@@ -105,6 +114,26 @@ int dmf_parents_usable(const struct dmf_parents *ps)
     return n;
 }
 
+/* The request in flight for piece n other than except (the endgame's other copy), or NULL. */
+static struct slot *other_request(struct dmf_parents *ps, uint32_t n, const struct slot *except)
+{
+    for (struct dmf_parent *p = ps->list; p; p = p->next)
+        for (int i = 0; i < DMF_DISPATCH_SLOTS_MAX; i++) {
+            struct slot *s = &p->slots[i];
+            if (s->req != NULL && s != except && s->n == n)
+                return s;
+        }
+    return NULL;
+}
+
+/* A request for piece n has ended without bytes (s->req already NULL): the claim goes back
+ * to the pool unless the endgame's other copy of the request still runs, which keeps it. */
+static void release_claim(struct dmf_parents *ps, const struct slot *s)
+{
+    if (other_request(ps, s->n, s) == NULL)
+        dmf_book_release(ps->env.book, s->n);
+}
+
 static void cancel_slots(struct dmf_parent *p)
 {
     for (int i = 0; i < DMF_DISPATCH_SLOTS_MAX; i++) {
@@ -112,11 +141,30 @@ static void cancel_slots(struct dmf_parent *p)
         if (s->req) {
             dmf_http_cancel(s->req);
             s->req = NULL;
-            dmf_book_release(p->ps->env.book, s->n);
+            release_claim(p->ps, s);
         }
         dmf_piece_buf_free(&s->piece);
     }
     p->inflight = 0;
+}
+
+/* Piece n arrived through winner: the other copy of its request loses and is cancelled. Its
+ * parent's rate learns what it managed in that time (the claim stays with the piece). */
+static void cancel_loser(struct dmf_parents *ps, const struct slot *winner)
+{
+    struct slot *s = other_request(ps, winner->n, winner);
+    if (s == NULL)
+        return;
+    uint64_t now = dmf_now_ms();
+    dmf_http_cancel(s->req);
+    s->req = NULL;
+    s->p->inflight--;
+    dmf_rate_add(&s->p->rate, s->piece.len, now > s->started_ms ? now - s->started_ms : 0);
+    dmf_metric_add(&dmf_m_endgame_cancels, 1);
+    dmf_info("task %s peer %s: piece %u came first from parent %s; cancelled its request to %s "
+             "(%zu bytes in %llu ms)",
+             ps->env.task_id, ps->env.peer_id, winner->n, winner->p->peer_id, s->p->peer_id,
+             s->piece.len, (unsigned long long)(now - s->started_ms));
 }
 
 /* A parent stops being used: its requests go back to the pool. */
@@ -147,23 +195,19 @@ static int have_on_headers(void *arg, dmf_http_req_t *req, long status)
     return 0;
 }
 
-static int have_line(struct dmf_parent *p, const char *line)
+static int have_line(struct dmf_parent *p, const char *line, size_t len)
 {
     const struct dmf_piece_book *book = p->ps->env.book;
-    unsigned long n;
-    char *end;
-    if (strncmp(line, "have ", 5) == 0) {
-        errno = 0;
-        n = strtoul(line + 5, &end, 10);
-        if (errno || *end || end == line + 5 || n >= DMF_PIECES_MAX ||
-            (book->content_length >= 0 && n >= book->total_pieces))
-            return -EPROTO;
-        dmf_bitmap_set(&p->has, (uint32_t)n);
+    uint32_t limit = book->content_length >= 0 ? book->total_pieces : DMF_PIECES_MAX, n;
+    switch (dmf_have_line_parse(line, len, limit, &n)) {
+    case DMF_HAVE_PIECE:
+        dmf_bitmap_set(&p->has, n);
         return 0;
-    }
-    if (strncmp(line, "done ", 5) == 0) {
+    case DMF_HAVE_DONE:
         p->complete = true;
         return 0;
+    case DMF_HAVE_BAD:
+        break;
     }
     return -EPROTO;
 }
@@ -179,8 +223,9 @@ static int have_on_data(void *arg, dmf_http_req_t *req, const char *data, size_t
             continue;
         }
         p->line[p->linelen] = '\0';
+        size_t linelen = p->linelen;
         p->linelen = 0;
-        if (have_line(p, p->line) != 0)
+        if (have_line(p, p->line, linelen) != 0)
             return -EPROTO;
     }
     changed(p->ps);
@@ -272,7 +317,7 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     s->req = NULL;
     p->inflight--;
     if (err != 0)
-        dmf_book_release(ps->env.book, n);
+        release_claim(ps, s);
     if (err == -EAGAIN) {
         /* A seed that already served this piece to someone: it will come from a peer;
          * ask the seed again only after a while. */
@@ -307,6 +352,7 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     uint64_t now = dmf_now_ms();
     dmf_rate_add(&p->rate, s->piece.len, now > s->started_ms ? now - s->started_ms : 0);
     p->strikes = 0;
+    cancel_loser(ps, s);
     /* The task checks the bytes against the piece digest off the loop (the claim stays
      * with the piece until then), and calls dmf_parents_bad_piece() if they do not match. */
     size_t got = s->piece.len;
@@ -336,7 +382,9 @@ static const struct dmf_http_req_ops piece_ops = {
     .on_done = piece_on_done,
 };
 
-static void piece_request(struct dmf_parent *p, uint32_t n)
+/* Asks p for piece n. The first request for a piece takes its claim; the endgame's second
+ * copy (duplicate) shares the claim of the request already running. */
+static void piece_request(struct dmf_parent *p, uint32_t n, bool duplicate)
 {
     struct dmf_parents *ps = p->ps;
     const struct dmf_piece_book *book = ps->env.book;
@@ -344,8 +392,20 @@ static void piece_request(struct dmf_parent *p, uint32_t n)
     for (int i = 0; i < DMF_DISPATCH_SLOTS_MAX && s == NULL; i++)
         if (p->slots[i].req == NULL)
             s = &p->slots[i];
-    if (s == NULL || !dmf_book_claim(ps->env.book, n))
+    if (s == NULL || !dmf_piecemem_may_start(dmf_book_piece_size(book, n)))
+        return; /* no slot, or no memory (the task is kicked when some is freed) */
+    if (duplicate) {
+        const struct slot *first = other_request(ps, n, NULL);
+        if (first == NULL || first->p == p)
+            return;
+        dmf_metric_add(&dmf_m_endgame_requests, 1);
+        dmf_info("task %s peer %s: endgame: piece %u also asked of parent %s (the request to %s "
+                 "is %llu ms old)",
+                 ps->env.task_id, ps->env.peer_id, n, p->peer_id, first->p->peer_id,
+                 (unsigned long long)(dmf_now_ms() - first->started_ms));
+    } else if (!dmf_book_claim(ps->env.book, n)) {
         return;
+    }
     s->p = p;
     s->n = n;
     dmf_piece_buf_start(&s->piece, dmf_book_piece_size(book, n));
@@ -412,7 +472,7 @@ static int take_back_late(struct dmf_parent *p, uint64_t now, uint64_t deadline)
         s->req = NULL;
         p->inflight--;
         taken++;
-        dmf_book_release(ps->env.book, s->n);
+        release_claim(ps, s);
         dmf_bitmap_set(&p->deferred, s->n);
         if (!evtimer_pending(p->undefer, NULL)) {
             struct timeval tv = {1, 0};
@@ -438,6 +498,7 @@ static void on_late_tick(evutil_socket_t fd, short what, void *arg)
     const struct dmf_piece_book *book = ps->env.book;
     uint64_t now = dmf_now_ms();
     uint64_t deadline = dmf_rate_deadline_ms(typical_rate(ps), book->piece_length);
+    bool endgame = dmf_dispatch_in_endgame(book);
     int taken = 0;
     bool any = false;
     for (struct dmf_parent *p = ps->list; p; p = p->next) {
@@ -450,13 +511,37 @@ static void on_late_tick(evutil_socket_t fd, short what, void *arg)
         struct timeval tv = {0, LATE_TICK_MS * 1000};
         evtimer_add(ps->late, &tv);
     }
-    if (taken)
+    /* In the endgame a request can turn late without any event: look again each tick. */
+    if (taken || (any && endgame))
         changed(ps);
 }
 
 static uint32_t dispatch_random(void *arg)
 {
     return (uint32_t)random();
+}
+
+/* Nothing left to plan: duplicates of the requests that take too long (dispatch.c). */
+static void endgame(struct dmf_parents *ps, const struct dmf_dispatch_in *in,
+                    struct dmf_parent **by_index, struct dmf_dispatch_req *reqs, size_t max)
+{
+    if (!dmf_dispatch_in_endgame(ps->env.book))
+        return;
+    struct dmf_dispatch_flight *flights = dmf_xcalloc(max, sizeof(*flights));
+    size_t nf = 0;
+    uint64_t now = dmf_now_ms();
+    for (size_t k = 0; k < ps->n; k++)
+        for (int i = 0; i < DMF_DISPATCH_SLOTS_MAX && nf < max; i++) {
+            const struct slot *s = &by_index[k]->slots[i];
+            if (s->req != NULL)
+                flights[nf++] = (struct dmf_dispatch_flight){
+                    .parent = k, .piece = s->n, .age_ms = now - s->started_ms};
+        }
+    uint64_t min_age = dmf_rate_endgame_ms(typical_rate(ps), ps->env.book->piece_length);
+    size_t ndup = dmf_dispatch_endgame(in, flights, nf, min_age, reqs, max);
+    for (size_t i = 0; i < ndup; i++)
+        piece_request(by_index[reqs[i].parent], reqs[i].piece, true);
+    free(flights);
 }
 
 void dmf_parents_dispatch(struct dmf_parents *ps)
@@ -492,7 +577,9 @@ void dmf_parents_dispatch(struct dmf_parents *ps)
     struct dmf_dispatch_req *reqs = dmf_xcalloc(max, sizeof(*reqs));
     size_t nreqs = dmf_dispatch_plan(&in, reqs, max);
     for (size_t i = 0; i < nreqs; i++)
-        piece_request(by_index[reqs[i].parent], reqs[i].piece);
+        piece_request(by_index[reqs[i].parent], reqs[i].piece, false);
+    if (nreqs == 0)
+        endgame(ps, &in, by_index, reqs, max);
     free(reqs);
     free(by_index);
     free(view);

@@ -16,6 +16,9 @@
 struct event_base;
 struct dmf_parents;
 
+/* Endgame duplicates sent, and requests cancelled because the other copy came first. */
+extern struct dmf_metric dmf_m_endgame_requests, dmf_m_endgame_cancels;
+
 struct dmf_parent_info {
     const char *peer_id;
     const char *host_id;

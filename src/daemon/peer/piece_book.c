@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/piecemem.h"
 #include "common/util.h"
 
 void dmf_book_init(struct dmf_piece_book *b)
@@ -171,7 +172,7 @@ void dmf_piece_buf_start(struct dmf_piece_buf *b, size_t want)
 {
     b->len = 0;
     b->want = want;
-    b->buf = dmf_xrealloc(b->buf, want ? want : 1);
+    b->buf = dmf_piecemem_realloc(b->buf, want);
 }
 
 int dmf_piece_buf_append(struct dmf_piece_buf *b, const char *data, size_t len)
@@ -197,7 +198,7 @@ uint8_t *dmf_piece_buf_take(struct dmf_piece_buf *b)
 
 void dmf_piece_buf_free(struct dmf_piece_buf *b)
 {
-    free(b->buf);
+    dmf_piecemem_free(b->buf);
     b->buf = NULL;
     b->len = b->want = 0;
 }

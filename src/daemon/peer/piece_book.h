@@ -95,7 +95,8 @@ void dmf_piece_buf_start(struct dmf_piece_buf *b, size_t want);
 int dmf_piece_buf_append(struct dmf_piece_buf *b, const char *data, size_t len);
 /* True when exactly the piece's size arrived. */
 bool dmf_piece_buf_full(const struct dmf_piece_buf *b);
-/* Hands the bytes over (the caller frees them); the buffer is empty after. */
+/* Hands the bytes over (the caller frees them with dmf_piecemem_free: the buffer comes from
+ * common/piecemem.c, counted against --memory-limit); the buffer is empty after. */
 uint8_t *dmf_piece_buf_take(struct dmf_piece_buf *b);
 void dmf_piece_buf_free(struct dmf_piece_buf *b);
 

@@ -14,6 +14,8 @@
 #define DMF_RATE_MAX_DEADLINE   30000 /* ms: never more */
 #define DMF_RATE_FIRST_DEADLINE 5000  /* ms: before any request completed anywhere */
 #define DMF_RATE_STRIKES        3     /* late requests in a row before a silent parent is dropped */
+#define DMF_RATE_ENDGAME_FACTOR 2     /* endgame: duplicate a request this many pieces' time old */
+#define DMF_RATE_ENDGAME_MIN    100   /* ms: ... and never younger */
 
 /* A smoothed rate in bytes per millisecond (0 = nothing observed yet). */
 struct dmf_rate {
@@ -26,5 +28,9 @@ void dmf_rate_add(struct dmf_rate *r, uint64_t len, uint64_t ms);
 /* How long a request for piece_size bytes may take, given the typical rate observed among a
  * task's parents (best->samples 0: nothing observed yet). */
 uint64_t dmf_rate_deadline_ms(const struct dmf_rate *best, uint64_t piece_size);
+/* How old a request for piece_size bytes must be before the endgame duplicates it to another
+ * parent (dispatch.h): ENDGAME_FACTOR pieces' time at the typical rate, at least ENDGAME_MIN,
+ * and half the first deadline while nothing was observed. */
+uint64_t dmf_rate_endgame_ms(const struct dmf_rate *best, uint64_t piece_size);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "common/backoff.h"
 #include "common/log.h"
+#include "common/piecemem.h"
 #include "common/util.h"
 
 #define MAX_RANGES    16
@@ -198,7 +199,7 @@ static int stream_commit(struct dmf_source *src, size_t len)
         return 0;
     /* The buffer goes with the piece; the stream continues into a new one. */
     uint8_t *buf = src->buf;
-    src->buf = dmf_xmalloc(book->piece_length);
+    src->buf = dmf_piecemem_alloc(book->piece_length);
     int e = src->env.sink->piece(src->env.arg, n, buf, len, DMF_FROM_ORIGIN, NULL);
     if (e == -ECANCELED)
         return e;
@@ -247,7 +248,7 @@ static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
  * (held pieces are skipped) after a backoff. */
 static bool stream_restart(struct dmf_source *src)
 {
-    free(src->buf);
+    dmf_piecemem_free(src->buf);
     src->buf = NULL;
     src->len = 0;
     src->next_piece = 0;
@@ -331,7 +332,7 @@ static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
         dmf_info("task %s: origin supports ranges, %lld bytes in %u pieces", src->env.task_id,
                  (long long)total, book->total_pieces);
     if (mode == DMF_SOURCE_STREAM) {
-        src->buf = dmf_xmalloc(book->piece_length);
+        src->buf = dmf_piecemem_alloc(book->piece_length);
         dmf_info("task %s: origin has no range support, streaming %s%lld bytes", src->env.task_id,
                  total < 0 ? "an unknown number of " : "", (long long)(total < 0 ? 0 : total));
     }
@@ -483,6 +484,9 @@ void dmf_source_dispatch(struct dmf_source *src)
         struct range *r = &src->ranges[i];
         if (r->req)
             continue;
+        /* No memory for one more: the task is kicked when some is freed. */
+        if (!dmf_piecemem_may_start(book->piece_length))
+            return;
         while (next < book->total_pieces && !dmf_book_claim(book, next))
             next++;
         if (next >= book->total_pieces)
@@ -528,6 +532,6 @@ void dmf_source_free(struct dmf_source *src)
         event_free(src->retry);
     free(src->etag);
     free(src->last_modified);
-    free(src->buf);
+    dmf_piecemem_free(src->buf);
     free(src);
 }

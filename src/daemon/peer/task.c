@@ -14,6 +14,8 @@
 
 #include "common/backoff.h"
 #include "common/log.h"
+#include "common/piecemem.h"
+#include "common/url_secrets.h"
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/peer/announce.h"
@@ -62,6 +64,12 @@ static void kick(struct dmf_task *t)
     event_active(t->kick, 0, 0);
 }
 
+void dmf_task_kick(struct dmf_task *t)
+{
+    if (running(t))
+        kick(t);
+}
+
 static void set_str(char **dst, const char *v)
 {
     free(*dst);
@@ -105,7 +113,7 @@ static void save(struct dmf_task *t)
     struct dmf_store_task st;
     memset(&st, 0, sizeof(st));
     memcpy(st.id, t->id, sizeof(st.id));
-    st.url = t->url;
+    st.url = t->shown_url;
     st.content_length = t->book.content_length;
     st.piece_length = t->book.piece_length;
     st.total_pieces = t->book.total_pieces;
@@ -124,6 +132,7 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
     struct dmf_task *t = dmf_task_new(d, announcer, id);
     struct dmf_piece_book *b = &t->book;
     t->url = st->url ? dmf_xstrdup(st->url) : NULL;
+    t->shown_url = st->url ? dmf_xstrdup(st->url) : NULL;
     /* The store's layout was checked when it was learnt; taken as it is. */
     b->content_length = st->content_length;
     b->piece_length = st->piece_length;
@@ -173,6 +182,12 @@ void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req
     dmf_flow_set(f, req->rate_limit, req->priority);
     free(t->url);
     t->url = dmf_xstrdup(req->url);
+    struct dmf_strlist hide = {0};
+    dmf_strlist_merge(&hide, req->filter_query);
+    dmf_strlist_merge(&hide, &t->d->cfg.secret_query);
+    free(t->shown_url);
+    t->shown_url = dmf_url_redact(req->url, &hide);
+    dmf_strlist_free(&hide);
     dmf_strlist_free(&t->headers);
     for (size_t i = 0; req->headers && i < req->headers->n; i++)
         dmf_strlist_push(&t->headers, req->headers->v[i]);
@@ -305,7 +320,7 @@ static void piece_work(void *arg)
 
 static void piece_job_free(struct piece_job *j)
 {
-    free(j->buf);
+    dmf_piecemem_free(j->buf);
     free(j->parent_host_id);
     free(j);
 }
@@ -413,7 +428,7 @@ static int piece_submit(struct dmf_task *t, uint32_t n, uint8_t *buf, size_t len
         e = dmf_task_ensure_data(t);
     if (e != 0 || dmf_bitmap_get(&b->have, n)) {
         dmf_book_release(&t->book, n);
-        free(buf);
+        dmf_piecemem_free(buf);
         return e;
     }
     struct piece_job *j = dmf_xcalloc(1, sizeof(*j));
@@ -1177,7 +1192,7 @@ void dmf_task_info(const struct dmf_task *t, struct dmf_task_info *info)
     *info = (struct dmf_task_info){
         .id = t->id,
         .peer_id = t->peer_id,
-        .url = t->url ? t->url : "",
+        .url = t->shown_url ? t->shown_url : "",
         .data_path = t->data_path ? t->data_path : "",
         .data_gen = t->fd >= 0 ? t->data_gen : 0,
         .content_digest = t->content_digest,
@@ -1279,6 +1294,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
         close(t->fd);
     free(t->data_path);
     free(t->url);
+    free(t->shown_url);
     free(t->tag);
     free(t->error);
     free(t->etag);

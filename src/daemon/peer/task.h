@@ -42,7 +42,8 @@ struct dmf_task {
 
     /* The request that started the current download (headers are secrets: never logged,
      * never stored). */
-    char *url;
+    char *url;       /* as asked: may carry secret query parameters (memory only) */
+    char *shown_url; /* url redacted (url_secrets.h): what is stored, shown and returned */
     struct dmf_strlist headers;
     char *tag;
     char expected_digest[DMF_DIGEST_STR_LEN + 1]; /* "" when not given */
@@ -110,6 +111,8 @@ void dmf_task_rejoin(struct dmf_task *t);
 void dmf_task_release_now(struct dmf_task *t);
 /* The piece server's view of the task. */
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
+/* Something outside the task changed (piece memory was freed): it makes a dispatch pass. */
+void dmf_task_kick(struct dmf_task *t);
 /* Frees the task; watchers first get the end with reason why (daemon shutdown). */
 void dmf_task_free(struct dmf_task *t, const char *why);
 

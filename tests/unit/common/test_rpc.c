@@ -1,5 +1,6 @@
 /* The gRPC bridge against itself over loopback TCP: unary, server streaming, status
- * details, a call to nobody, and a client that goes away mid-stream. */
+ * details, a call to nobody, a client that goes away mid-stream, and a client that stops
+ * reading a stream (its queue is bounded and it is cut off; one that reads is not). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,15 +13,47 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc_security.h>
+
 #include "common/rpc.h"
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
+
+#define FLOOD_MESSAGE (64u << 10) /* bytes of each message of a "flood" call */
+#define FLOOD_LIMIT   (1u << 20)  /* its send bound */
 
 struct server_state {
     int calls;
     int ended_cancelled;
     int streamed; /* messages a streaming call should send */
+    /* A "flood" call: `streamed` messages of FLOOD_MESSAGE bytes, one per millisecond. */
+    struct event_base *base;
+    struct event *flood_timer;
+    dmf_rpc_call_t *flood_call;
+    int flood_sent;
+    int flood_result; /* of the send that stopped the flood (0: all were sent) */
+    bool flood_over;
 };
+
+static void on_flood_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct server_state *st = arg;
+    static char payload[FLOOD_MESSAGE + 1];
+    memset(payload, 'x', FLOOD_MESSAGE);
+    Damselfly__V1__StatLocalTaskResponse r = DAMSELFLY__V1__STAT_LOCAL_TASK_RESPONSE__INIT;
+    r.task_id = payload;
+    r.held_pieces = (uint32_t)st->flood_sent;
+    st->flood_result = dmf_rpc_call_send(st->flood_call, &r.base);
+    if (st->flood_result == 0 && ++st->flood_sent < st->streamed) {
+        struct timeval tv = {0, 1000};
+        evtimer_add(st->flood_timer, &tv);
+        return;
+    }
+    if (st->flood_result == 0)
+        dmf_rpc_call_finish(st->flood_call, GRPC_STATUS_OK, NULL);
+    st->flood_over = true;
+}
 
 static void srv_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
 {
@@ -34,6 +67,11 @@ static void srv_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data,
         dmf_rpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "no such task");
     } else if (strcmp(req->task_id, "hang") == 0) {
         /* Never answers: the client cancels. */
+    } else if (strcmp(req->task_id, "flood") == 0) {
+        dmf_rpc_call_set_send_limit(call, FLOOD_LIMIT);
+        st->flood_call = call;
+        st->flood_timer = evtimer_new(st->base, on_flood_tick, st);
+        on_flood_tick(-1, 0, st);
     } else {
         for (int i = 0; i < st->streamed; i++) {
             Damselfly__V1__StatLocalTaskResponse r = DAMSELFLY__V1__STAT_LOCAL_TASK_RESPONSE__INIT;
@@ -103,6 +141,7 @@ struct fixture {
     dmf_rpc_t *rpc;
     dmf_rpc_server_t *server;
     dmf_rpc_channel_t *ch;
+    int port;
     struct server_state st;
 };
 
@@ -112,10 +151,12 @@ static int setup(void **state)
     char err[128], target[64];
     int port = 0;
     f->base = dmf_rpc_event_base_new();
+    f->st.base = f->base;
     f->rpc = dmf_rpc_new(f->base);
     f->server = dmf_rpc_server_new(f->rpc, on_call, &f->st);
     assert_int_equal(dmf_rpc_server_listen(f->server, "127.0.0.1:0", &port, err, sizeof(err)), 0);
     assert_true(port > 0);
+    f->port = port;
     dmf_rpc_server_start(f->server);
     snprintf(target, sizeof(target), "127.0.0.1:%d", port);
     f->ch = dmf_rpc_channel_new(f->rpc, target);
@@ -126,6 +167,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
+    if (f->st.flood_timer)
+        event_free(f->st.flood_timer);
     dmf_rpc_channel_free(f->ch);
     dmf_rpc_server_free(f->server);
     dmf_rpc_free(f->rpc);
@@ -245,6 +288,77 @@ static void test_client_cancel_reaches_server(void **state)
     assert_false(cs.ended);
 }
 
+static void test_a_reader_that_keeps_up_is_never_cut_off(void **state)
+{
+    struct fixture *f = *state;
+    struct client_state cs = {0};
+    f->st.streamed = 200; /* 12.5 MiB in all, 12 times the bound */
+    dmf_rpc_call_t *c = stat_call(f, "flood", &cs);
+    run_until(f, &cs.ended);
+    assert_int_equal(cs.status, GRPC_STATUS_OK);
+    assert_int_equal(cs.messages, 200);
+    assert_int_equal(f->st.flood_result, 0);
+    dmf_rpc_call_release(c);
+}
+
+/* A client on gRPC core directly that sends its request and never asks for a message. */
+static void test_a_reader_that_stops_is_cut_off(void **state)
+{
+    struct fixture *f = *state;
+    f->st.streamed = 100000; /* 6 GiB if nothing stopped it */
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", f->port);
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(target, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(20, GPR_TIMESPAN));
+    grpc_call *call = grpc_channel_create_call(
+        ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+        grpc_slice_from_static_string("/damselfly.v1.Daemon/StatTask"), NULL, deadline, NULL);
+    Damselfly__V1__StatLocalTaskRequest req = DAMSELFLY__V1__STAT_LOCAL_TASK_REQUEST__INIT;
+    req.task_id = "flood";
+    uint8_t packed[64];
+    grpc_slice slice = grpc_slice_from_copied_buffer((const char *)packed,
+                                                     protobuf_c_message_pack(&req.base, packed));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    assert_int_equal(grpc_call_start_batch(call, ops, 3, (void *)1, NULL), GRPC_CALL_OK);
+    grpc_event ev = grpc_completion_queue_pluck(cq, (void *)1, deadline, NULL);
+    assert_int_equal(ev.type, GRPC_OP_COMPLETE);
+    /* The server floods, the client reads nothing: the server's queue reaches its bound. */
+    uint64_t until = dmf_now_ms() + 10000;
+    while (!f->st.flood_over && dmf_now_ms() < until)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_true(f->st.flood_over);
+    assert_int_equal(f->st.flood_result, -ENOBUFS);
+    /* Well before 6 GiB: the bound plus what HTTP/2 lets through before the reader reads. */
+    assert_true((size_t)f->st.flood_sent * FLOOD_MESSAGE < 16 * FLOOD_LIMIT);
+    /* The call is over on the server (cancelled): its queue is freed. */
+    until = dmf_now_ms() + 5000;
+    while (f->st.ended_cancelled == 0 && dmf_now_ms() < until)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(f->st.ended_cancelled, 1);
+    /* (The client itself learns it only at its deadline: the server's status would have to
+     * queue behind the data flow control holds back.) */
+    grpc_call_cancel(call, NULL);
+    grpc_byte_buffer_destroy(bb);
+    grpc_slice_unref(slice);
+    grpc_call_unref(call);
+    grpc_channel_destroy(ch);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +367,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nobody_listening_fails_fast, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_cancel_reaches_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_reader_that_keeps_up_is_never_cut_off, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_reader_that_stops_is_cut_off, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "common/pieces.h"
+#include "scheduler/provenance.h"
 #include "scheduler/sched.h"
 
 #define T1  "1111111111111111111111111111111111111111111111111111111111111111"
@@ -172,6 +173,16 @@ static void host_full(dmf_scheduler_t *s, const char *id, int type, const char *
 static void host(dmf_scheduler_t *s, const char *id)
 {
     host_full(s, id, DMF_SCHED_HOST_NORMAL, "", "", 100, 0, 0);
+}
+
+/* A scheduler (4 candidates) that knows hosts a, b and c. */
+static dmf_scheduler_t *new_sched_abc(void)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    return s;
 }
 
 static const struct dmf_scheduler_header headers[] = {
@@ -795,10 +806,7 @@ static void test_succeeded_peer_stays_candidate_after_stream_closes(void **state
 
 static void test_failed_parent_reschedules_children(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* origin */
     reg(s, T1, "b", "pb");
     assert_candidates("pb", 1, (const char *[]){"pa"});
@@ -814,10 +822,7 @@ static void test_failed_parent_reschedules_children(void **state)
  * again. */
 static void test_failed_for_good_is_remembered(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* origin */
     reg(s, T1, "b", "pb");
     dmf_scheduler_failed_for_good(s, pa, 404, "the origin answered HTTP 404");
@@ -852,10 +857,7 @@ static dmf_scheduler_peer_t *reg_with(dmf_scheduler_t *s, struct dmf_scheduler_r
  * it goes there; a second one, with the first at the origin, gets parents instead. */
 static void test_stalled_register_goes_to_the_origin_once(void **state)
 {
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
     reg(s, T1, "b", "pb");
     reg(s, T1, "c", "pc");
@@ -952,13 +954,10 @@ static struct dmf_scheduler_digest digest(uint32_t n, uint8_t fill)
     return d;
 }
 
-static void test_progress_digests_first_writer_wins_and_are_pushed(void **state)
+static void test_progress_digests_are_pushed(void **state)
 {
     char err[256];
-    dmf_scheduler_t *s = new_sched(4);
-    host(s, "a");
-    host(s, "b");
-    host(s, "c");
+    dmf_scheduler_t *s = new_sched_abc();
     dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
     reg(s, T1, "b", "pb");
     const struct ev *e = last_for("pb");
@@ -978,10 +977,10 @@ static void test_progress_digests_first_writer_wins_and_are_pushed(void **state)
     assert_int_equal(e->ndigests, 2);
     assert_int_equal(last_for("pa")->kind, EV_BTS); /* the reporter hears nothing back */
 
-    /* A different digest for piece 0 is ignored; piece 2 is new and pushed alone. */
+    /* The same digest for piece 0 again changes nothing; piece 2 is new and pushed alone. */
     size_t before = count_kind(EV_META);
     uint32_t more[] = {2};
-    struct dmf_scheduler_digest d2[] = {digest(0, 0xcc), digest(2, 0xdd)};
+    struct dmf_scheduler_digest d2[] = {digest(0, 0xaa), digest(2, 0xdd)};
     struct dmf_scheduler_progress pr2 = {more, 1, d2, 2, -1, 0};
     assert_int_equal(dmf_scheduler_progress(s, pa, &pr2, err, sizeof(err)), 0);
     assert_int_equal(count_kind(EV_META), before + 1);
@@ -1002,6 +1001,167 @@ static void test_progress_digests_first_writer_wins_and_are_pushed(void **state)
     assert_int_equal(e->kind, EV_CANDIDATES);
     assert_int_equal(e->ndigests, 3);
     assert_int_equal(e->total, 3);
+    dmf_scheduler_free(s);
+}
+
+/* Reports digests d[0..n) (one byte pattern each) for pieces of a 3 MiB task. */
+static void report_digests(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
+                           const struct dmf_scheduler_digest *d, size_t n)
+{
+    char err[256];
+    struct dmf_scheduler_progress pr = {NULL, 0, d, n, 3 * MIB, 1 * MIB};
+    if (dmf_scheduler_progress(s, p, &pr, err, sizeof(err)) != 0)
+        fail_msg("progress: %s", err);
+}
+
+/* A peer in P2P mode (it was given parents) reports digests of what it holds: they are
+ * not the task's, nobody is told of them, a newcomer gets only the fetcher's. */
+static void test_p2p_digests_do_not_count(void **state)
+{
+    dmf_scheduler_t *s = new_sched_abc();
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* sent to the origin */
+    dmf_scheduler_peer_t *pb = reg(s, T1, "b", "pb"); /* P2P, pa's child */
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    size_t metas = count_kind(EV_META);
+    struct dmf_scheduler_digest rogue[] = {digest(0, 0x66), digest(1, 0x66), digest(2, 0x66)};
+    report_digests(s, pb, rogue, 3);
+    /* The layout is news to pa; digests are not. */
+    assert_int_equal(last_for("pa")->kind, EV_META);
+    assert_int_equal(last_for("pa")->ndigests, 0);
+    assert_int_equal(count_kind(EV_META), metas + 1);
+    struct dmf_scheduler_digest real[] = {digest(0, 0xaa)};
+    report_digests(s, pa, real, 1);
+    assert_int_equal(last_for("pb")->kind, EV_META);
+    assert_int_equal(last_for("pb")->ndigests, 1);
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->ndigests, 1); /* pa's piece 0, none of pb's */
+    dmf_scheduler_free(s);
+}
+
+/* A peer that registers saying it already fetches from the origin (a rejoin) was not sent
+ * there by this scheduler: its digests do not count, and it is not the task's fetcher (a
+ * stalled peer is sent to the origin instead of waiting on it). */
+static void test_claimed_source_digests_do_not_count(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "rogue");
+    host(s, "b");
+    struct dmf_scheduler_register r = reg_req(T1, "rogue", "pr");
+    r.from_source = true;
+    dmf_scheduler_peer_t *pr = reg_with(s, r, "pr");
+    assert_int_equal(stat_state(s, T1, "pr", NULL), DMF_PEER_BACK_TO_SOURCE);
+    struct dmf_scheduler_digest rogue[] = {digest(0, 0x66)};
+    report_digests(s, pr, rogue, 1);
+    reg(s, T1, "b", "pb");
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("pb")->ndigests, 0);
+    r = reg_req(T1, "b", "pb");
+    r.stalled = true;
+    reg_with(s, r, "pb");
+    assert_int_equal(last_for("pb")->kind, EV_BTS);
+    dmf_scheduler_free(s);
+}
+
+/* Two answers from the origin for one piece (here the same fetcher twice): not "first
+ * wins" — every peer still downloading fails, and so does a newcomer, for a while. */
+static void test_conflict_between_fetchers_fails_the_task(void **state)
+{
+    dmf_scheduler_t *s = new_sched_abc();
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    reg(s, T1, "b", "pb");
+    struct dmf_scheduler_digest one[] = {digest(0, 0xaa)}, other[] = {digest(0, 0xcc)};
+    report_digests(s, pa, one, 1);
+    report_digests(s, pa, other, 1);
+    assert_int_equal(last_for("pb")->kind, EV_FAILED);
+    assert_non_null(strstr(last_for("pb")->reason, "conflicting piece digests"));
+    assert_int_equal(last_for("pa")->kind, EV_FAILED);
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_FAILED);
+    dmf_scheduler_free(s);
+}
+
+/* With the whole-content digest known, a conflict is logged and the content digest (which
+ * every daemon checks) decides: nobody fails on the scheduler's word. */
+static void test_conflict_with_content_digest_goes_on(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    struct dmf_scheduler_register r = reg_req(T1, "a", "pa");
+    r.digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    dmf_scheduler_peer_t *pa = reg_with(s, r, "pa");
+    r.host_id = "b";
+    r.peer_id = "pb";
+    reg_with(s, r, "pb");
+    struct dmf_scheduler_digest one[] = {digest(0, 0xaa)}, other[] = {digest(0, 0xcc)};
+    report_digests(s, pa, one, 1);
+    report_digests(s, pa, other, 1);
+    assert_int_equal(count_kind(EV_FAILED), 0);
+    dmf_scheduler_free(s);
+}
+
+/* A fetcher reported first; a seed, fetching from the origin too, disagrees: the seed's
+ * digest counts, the peer that was given the other fails, a newcomer gets the seed's. */
+static void test_seed_digest_overrules_a_fetchers(void **state)
+{
+    dmf_scheduler_t *s = new_sched_abc();
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* no seed yet: pa to the origin */
+    reg(s, T1, "b", "pb");
+    struct dmf_scheduler_digest lie[] = {digest(0, 0x66)}, real[] = {digest(0, 0xaa)};
+    report_digests(s, pa, lie, 1);
+    assert_int_equal(last_for("pb")->ndigests, 1);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    dmf_scheduler_peer_t *ps = reg(s, T1, "seed", "ps");
+    assert_int_equal(last_for("ps")->kind, EV_BTS);
+    report_digests(s, ps, real, 1);
+    assert_int_equal(last_for("pb")->kind, EV_FAILED);
+    assert_non_null(strstr(last_for("pb")->reason, "overruled"));
+    /* The seed's stands against the fetcher's now. */
+    report_digests(s, pa, lie, 1);
+    reg(s, T1, "c", "pc");
+    assert_int_not_equal(last_for("pc")->kind, EV_FAILED);
+    assert_int_equal(last_for("pc")->ndigests, 1);
+    dmf_scheduler_free(s);
+}
+
+/* --digest-sources seeds: a peer sent to the origin reports, nobody hears of it. */
+static void test_digest_sources_seeds(void **state)
+{
+    dmf_scheduler_t *s = new_sched_cfg((struct dmf_scheduler_config){
+        .candidate_limit = 4, .digest_sources = DMF_DIGEST_SOURCES_SEEDS});
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa");
+    assert_int_equal(last_for("pa")->kind, EV_BTS);
+    struct dmf_scheduler_digest real[] = {digest(0, 0xaa)};
+    report_digests(s, pa, real, 1);
+    reg(s, T1, "b", "pb");
+    assert_int_equal(last_for("pb")->ndigests, 0);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    dmf_scheduler_peer_t *ps = reg(s, T1, "seed", "ps");
+    report_digests(s, ps, real, 1);
+    assert_int_equal(last_for("pb")->kind, EV_META);
+    assert_int_equal(last_for("pb")->ndigests, 1);
+    dmf_scheduler_free(s);
+}
+
+/* A stalled register with nobody at the origin, while a seed could fetch: the seed is
+ * triggered (and given as the parent) rather than the stalled peer made the task's digest
+ * source. */
+static void test_stalled_register_prefers_a_seed(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "rogue");
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    struct dmf_scheduler_register r = reg_req(T1, "rogue", "pr");
+    r.stalled = true;
+    reg_with(s, r, "pr");
+    const struct ev *e = last_for("pr");
+    assert_int_equal(e->kind, EV_CANDIDATES);
+    assert_true(e->seed_triggered);
+    assert_true(e->parent_is_seed[0]);
+    assert_int_equal(count_kind(EV_TRIGGER), 1);
     dmf_scheduler_free(s);
 }
 
@@ -1184,7 +1344,14 @@ int main(void)
         cmocka_unit_test(test_holder_rejoins),
         cmocka_unit_test(test_leave_peer_and_host),
         cmocka_unit_test(test_register_again_from_same_host_replaces_stream),
-        cmocka_unit_test(test_progress_digests_first_writer_wins_and_are_pushed),
+        cmocka_unit_test(test_progress_digests_are_pushed),
+        cmocka_unit_test(test_p2p_digests_do_not_count),
+        cmocka_unit_test(test_claimed_source_digests_do_not_count),
+        cmocka_unit_test(test_conflict_between_fetchers_fails_the_task),
+        cmocka_unit_test(test_conflict_with_content_digest_goes_on),
+        cmocka_unit_test(test_seed_digest_overrules_a_fetchers),
+        cmocka_unit_test(test_digest_sources_seeds),
+        cmocka_unit_test(test_stalled_register_prefers_a_seed),
         cmocka_unit_test(test_progress_rejects_bad_layouts),
         cmocka_unit_test(test_register_from_unannounced_host),
         cmocka_unit_test(test_bounds_on_network_input),

@@ -446,6 +446,131 @@ static void test_inactive_parents(void **state)
     assert_int_equal(dmf_dispatch_budget(&fx->in, 8).in_flight, 2);
 }
 
+/* ---- the endgame */
+
+/* Pieces [0, held) held, the rest claimed; every parent holds everything. */
+static void endgame_book(struct fixture *fx, uint32_t npieces, uint32_t held, size_t nparents)
+{
+    fx_init(fx, npieces);
+    uint8_t d[DMF_SHA256_LEN] = {0};
+    for (uint32_t n = 0; n < npieces; n++) {
+        d[0] = (uint8_t)n;
+        if (n < held)
+            dmf_book_commit(&fx->book, n, d);
+        else
+            assert_true(dmf_book_claim(&fx->book, n));
+    }
+    for (size_t k = 0; k < nparents; k++) {
+        add_parent(fx, 0, npieces);
+        fx->parents[k].complete = true;
+    }
+}
+
+static size_t endgame(struct fixture *fx, const struct dmf_dispatch_flight *f, size_t nf,
+                      uint64_t min_age)
+{
+    fx->nout = dmf_dispatch_endgame(&fx->in, f, nf, min_age, fx->out, MAXREQS);
+    for (size_t i = 0; i < fx->nout; i++) {
+        const struct dmf_dispatch_req *r = &fx->out[i];
+        const struct dmf_dispatch_parent *p = &fx->parents[r->parent];
+        assert_true(p->active && !p->is_seed && dmf_bitmap_get(p->has, r->piece));
+        assert_true(dmf_book_claimed(&fx->book, r->piece));
+        for (size_t j = 0; j < nf; j++) /* never to the parent fetching it already */
+            assert_false(f[j].piece == r->piece && f[j].parent == r->parent);
+        for (size_t j = 0; j < i; j++)
+            assert_int_not_equal(fx->out[j].piece, r->piece);
+    }
+    return fx->nout;
+}
+
+static void test_endgame_only_when_all_claimed(void **state)
+{
+    struct fixture *fx = *state;
+    endgame_book(fx, 16, 12, 3);
+    struct dmf_dispatch_flight f[] = {{.parent = 0, .piece = 12, .age_ms = 5000}};
+    fx->parents[0].inflight = 1;
+    dmf_book_release(&fx->book, 15); /* a piece nobody fetches: plan it, no endgame yet */
+    assert_false(dmf_dispatch_in_endgame(&fx->book));
+    assert_int_equal(endgame(fx, f, 1, 100), 0);
+    assert_true(dmf_book_claim(&fx->book, 15));
+    assert_true(dmf_dispatch_in_endgame(&fx->book));
+    assert_int_equal(endgame(fx, f, 1, 100), 1);
+    assert_int_equal(fx->out[0].piece, 12);
+    /* Everything held: over, not an endgame. */
+    uint8_t d[DMF_SHA256_LEN] = {0};
+    for (uint32_t n = 12; n < 16; n++) {
+        d[0] = (uint8_t)n;
+        dmf_book_commit(&fx->book, n, d);
+    }
+    assert_false(dmf_dispatch_in_endgame(&fx->book));
+    assert_int_equal(endgame(fx, f, 1, 100), 0);
+}
+
+static void test_endgame_old_requests_to_the_least_busy(void **state)
+{
+    struct fixture *fx = *state;
+    endgame_book(fx, 16, 14, 3);
+    struct dmf_dispatch_flight f[] = {
+        {.parent = 0, .piece = 14, .age_ms = 900},
+        {.parent = 0, .piece = 15, .age_ms = 50}, /* young: its parent may be fine */
+    };
+    fx->parents[0].inflight = 2;
+    fx->parents[1].inflight = 1;
+    assert_int_equal(endgame(fx, f, 2, 100), 1);
+    assert_int_equal(fx->out[0].piece, 14);
+    assert_int_equal(fx->out[0].parent, 2); /* the one with nothing in flight */
+    /* Later both are old: each gets one copy, spread over the other two parents. */
+    f[1].age_ms = 400;
+    assert_int_equal(endgame(fx, f, 2, 100), 2);
+    assert_int_not_equal(fx->out[0].parent, 0);
+    assert_int_not_equal(fx->out[1].parent, 0);
+}
+
+static void test_endgame_at_most_two_copies(void **state)
+{
+    struct fixture *fx = *state;
+    endgame_book(fx, 8, 7, 3);
+    struct dmf_dispatch_flight f[] = {
+        {.parent = 0, .piece = 7, .age_ms = 900},
+        {.parent = 1, .piece = 7, .age_ms = 400}, /* its copy, already running */
+    };
+    fx->parents[0].inflight = fx->parents[1].inflight = 1;
+    assert_int_equal(endgame(fx, f, 2, 100), 0);
+}
+
+static void test_endgame_oldest_first_within_the_budget(void **state)
+{
+    struct fixture *fx = *state;
+    endgame_book(fx, 16, 13, 2); /* 2 peers: 2 requests each */
+    struct dmf_dispatch_flight f[] = {
+        {.parent = 0, .piece = 13, .age_ms = 300},
+        {.parent = 0, .piece = 14, .age_ms = 800},
+        {.parent = 1, .piece = 15, .age_ms = 200},
+    };
+    fx->parents[0].inflight = 2;
+    fx->parents[1].inflight = 1; /* one free slot: for the oldest of parent 0's */
+    assert_int_equal(endgame(fx, f, 3, 100), 1);
+    assert_int_equal(fx->out[0].piece, 14);
+    assert_int_equal(fx->out[0].parent, 1);
+}
+
+static void test_endgame_never_to_seeds_idle_or_lacking_parents(void **state)
+{
+    struct fixture *fx = *state;
+    endgame_book(fx, 8, 7, 1);
+    add_seed(fx, 0, 8);                    /* 1: a seed */
+    size_t idle = add_parent(fx, 0, 8);    /* 2: not active */
+    size_t lacking = add_parent(fx, 0, 7); /* 3: lacks piece 7 */
+    fx->parents[idle].active = false;
+    fx->parents[lacking].complete = fx->parents[idle].complete = true;
+    struct dmf_dispatch_flight f[] = {{.parent = 0, .piece = 7, .age_ms = 5000}};
+    fx->parents[0].inflight = 1;
+    assert_int_equal(endgame(fx, f, 1, 100), 0);
+    dmf_bitmap_set(&fx->has[lacking], 7);
+    assert_int_equal(endgame(fx, f, 1, 100), 1);
+    assert_int_equal(fx->out[0].parent, lacking);
+}
+
 #define FX_TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -465,6 +590,11 @@ int main(void)
         FX_TEST(test_parent_past_the_end),
         FX_TEST(test_deferred_skipped),
         FX_TEST(test_inactive_parents),
+        FX_TEST(test_endgame_only_when_all_claimed),
+        FX_TEST(test_endgame_old_requests_to_the_least_busy),
+        FX_TEST(test_endgame_at_most_two_copies),
+        FX_TEST(test_endgame_oldest_first_within_the_budget),
+        FX_TEST(test_endgame_never_to_seeds_idle_or_lacking_parents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "common/piecemem.h"
 #include "daemon/peer/piece_book.h"
 
 #define MIN DMF_PIECE_LENGTH_MIN
@@ -315,7 +316,7 @@ static void test_piece_buf_bounds(void **state)
     uint8_t *got = dmf_piece_buf_take(&b);
     assert_memory_equal(got, "abcde", 5);
     assert_null(b.buf);
-    free(got);
+    dmf_piecemem_free(got);
     /* Started again after a take, and for an empty piece. */
     dmf_piece_buf_start(&b, 0);
     assert_true(dmf_piece_buf_full(&b));

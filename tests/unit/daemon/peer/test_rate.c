@@ -45,12 +45,25 @@ static void test_smoothing(void **state)
     assert_int_equal(r.samples, 2);
 }
 
+static void test_endgame_age(void **state)
+{
+    assert_int_equal(dmf_rate_endgame_ms(NULL, 4 * KiB * KiB), DMF_RATE_FIRST_DEADLINE / 2);
+    struct dmf_rate r = {0};
+    dmf_rate_add(&r, 4 * KiB * KiB, 100); /* 4 MiB in 100 ms */
+    assert_int_equal(dmf_rate_endgame_ms(&r, 4 * KiB * KiB), 200); /* two pieces' time */
+    assert_int_equal(dmf_rate_endgame_ms(&r, 256 * KiB), DMF_RATE_ENDGAME_MIN);
+    struct dmf_rate slow = {0};
+    dmf_rate_add(&slow, 1, 1000);
+    assert_int_equal(dmf_rate_endgame_ms(&slow, 4 * KiB * KiB), DMF_RATE_MAX_DEADLINE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nothing_observed),
         cmocka_unit_test(test_deadline_follows_the_best_rate),
         cmocka_unit_test(test_smoothing),
+        cmocka_unit_test(test_endgame_age),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
