@@ -22,6 +22,7 @@
 #include "cli/header_file.h"
 #include "cli/local_socket.h"
 #include "cli/output.h"
+#include "common/bucket.h"
 #include "common/cmd.h"
 #include "common/config.h"
 #include "common/curl_dl.h"
@@ -48,6 +49,8 @@ struct get_config {
     uint64_t timeout;
     bool no_back_to_source;
     bool require_fresh;
+    uint64_t limit; /* bytes/s for this task, 0 = none */
+    char *priority; /* background, normal, foreground */
     bool overwrite;
     bool quiet;
 };
@@ -82,6 +85,11 @@ static const struct dmf_option options[] = {
     OPT("require-fresh", 0, DMF_OPT_BOOL, require_fresh, 0, 0, "false", NULL,
         "fail rather than take a cached copy due for revalidation that the origin cannot "
         "confirm (unreachable)"),
+    OPT("limit", 0, DMF_OPT_SIZE, limit, 0, 0, NULL, "BYTES/S",
+        "most this download takes per second (at least 64k; within the daemon's limits)"),
+    OPT("priority", 0, DMF_OPT_STRING, priority, 0, 0, "normal", "PRIORITY",
+        "share of the daemon's bandwidth against other tasks: background (weight 1), "
+        "normal (4) or foreground (16)"),
     OPT("quiet", 'q', DMF_OPT_BOOL, quiet, 0, 0, "false", NULL, "no progress and no summary"),
 };
 
@@ -560,6 +568,10 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
     req.n_filter_query = cfg->filter_query.n;
     req.disable_back_to_source = cfg->no_back_to_source;
     req.require_fresh = cfg->require_fresh;
+    req.rate_limit = cfg->limit;
+    enum dmf_priority prio = DMF_PRIORITY_NORMAL;
+    dmf_priority_parse(cfg->priority, &prio); /* checked with the other options */
+    req.priority = (Damselfly__V1__Priority)prio;
     req.timeout_ms = (uint32_t)DMF_MIN(cfg->timeout, UINT32_MAX);
     size_t blen = damselfly__v1__download_task_request__get_packed_size(&req);
     char head[256];
@@ -731,6 +743,8 @@ static int direct_download(struct get *g)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, direct_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &dw);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curlerr);
+    if (cfg->limit) /* one transfer, no daemon: libcurl's own cap is the task's limit */
+        curl_easy_setopt(e, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)cfg->limit);
     if (cfg->timeout)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout);
     CURLcode res = curl_easy_perform(e);
@@ -795,6 +809,16 @@ static int check_args(struct get_config *cfg, struct dmf_strlist *pos, char *err
             snprintf(err, errlen, "-H number %zu is not 'Name: value'", i + 1);
             return -EINVAL;
         }
+    }
+    enum dmf_priority prio;
+    if (dmf_priority_parse(cfg->priority, &prio) != 0) {
+        snprintf(err, errlen, "--priority: '%.40s' is not background, normal or foreground",
+                 cfg->priority);
+        return -EINVAL;
+    }
+    if (cfg->limit != 0 && cfg->limit < 64 * 1024) {
+        snprintf(err, errlen, "--limit: at least 64k (65536 bytes/s)");
+        return -EINVAL;
     }
     if (cfg->digest) {
         uint8_t d[DMF_SHA256_LEN];

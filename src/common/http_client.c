@@ -30,6 +30,7 @@ struct dmf_http {
     STACK_OF(X509) * extra_ca; /* trusted for HTTPS besides the system's, or NULL */
     char *proxy;               /* every request goes through it; NULL: none, whatever the
                                 * environment (http_proxy, ...) says */
+    dmf_throttle_t *throttle;  /* bandwidth limits, or NULL */
 };
 
 enum {
@@ -66,6 +67,8 @@ struct dmf_http_req {
     const char *(*addr_check)(void *arg, const struct sockaddr *sa);
     void *addr_check_arg;
     const char *refused; /* addr_check's reason for the last refused address */
+    bool throttled;      /* charged to the throttle's buckets (wait.charge, wait.flow) */
+    struct dmf_throttle_wait wait;
     struct dmf_http_req *prev, *next;
 };
 
@@ -214,6 +217,10 @@ static void req_free(dmf_http_req_t *r)
         h->reqs = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    if (r->throttled) {
+        dmf_throttle_cancel(h->throttle, &r->wait);
+        dmf_flow_unref(r->wait.flow);
+    }
     curl_multi_remove_handle(h->multi, r->easy);
     curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
@@ -262,9 +269,15 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
     size_t len = size * n;
     if (r->cancelled || deliver_headers(r) < 0 || r->cancelled)
         return 0;
+    if (r->throttled && len > 0 && dmf_throttle_take(r->h->throttle, &r->wait, len) != 0) {
+        r->paused = true; /* on_throttle_wake resumes it */
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (r->ops->on_data) {
         int e = r->ops->on_data(r->arg, r, data, len);
         if (e == DMF_HTTP_PAUSE && !r->cancelled) {
+            if (r->throttled)
+                dmf_throttle_unused(&r->wait, len); /* offered again: charged once */
             r->paused = true;
             return CURL_WRITEFUNC_PAUSE;
         }
@@ -386,6 +399,16 @@ static CURLcode add_extra_ca(CURL *curl, void *ssl_ctx, void *arg)
     return CURLE_OK;
 }
 
+void dmf_http_set_throttle(dmf_http_t *h, dmf_throttle_t *t)
+{
+    h->throttle = t;
+}
+
+static void on_throttle_wake(void *arg)
+{
+    dmf_http_resume(arg);
+}
+
 void dmf_http_set_proxy(dmf_http_t *h, const char *url)
 {
     free(h->proxy);
@@ -479,6 +502,13 @@ dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_ht
         curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
         curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r);
     }
+    if (h->throttle && opts && (opts->charge || opts->flow)) {
+        r->throttled = true;
+        r->wait.wake = on_throttle_wake;
+        r->wait.arg = r;
+        r->wait.charge = opts->charge;
+        r->wait.flow = dmf_flow_ref(opts->flow);
+    }
     if (opts && opts->headers) {
         for (size_t i = 0; i < opts->headers->n; i++)
             r->headers = curl_slist_append(r->headers, opts->headers->v[i]);
@@ -499,6 +529,8 @@ void dmf_http_cancel(dmf_http_req_t *req)
     if (req == NULL || req->cancelled)
         return;
     req->cancelled = true;
+    if (req->throttled)
+        dmf_throttle_cancel(req->h->throttle, &req->wait); /* its turn goes to others */
     event_active(req->h->reap, 0, 0);
 }
 

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "common/throttle.h"
 
 struct event_base;
 
@@ -55,6 +56,11 @@ struct dmf_http_opts {
      * "refused: <reason>"). NULL hook = any address. */
     const char *(*addr_check)(void *arg, const struct sockaddr *sa);
     void *addr_check_arg;
+    /* Bandwidth limits (throttle.h, with dmf_http_set_throttle): the host buckets the
+     * response body is charged to (DMF_CHARGE_*; 0 = none) and the task's flow (a
+     * reference is taken; NULL = none). The transfer pauses while a bucket is in debt. */
+    unsigned charge;
+    struct dmf_flow *flow;
 };
 
 /* Loads libcurl (curl_dl.h): 0, or -ENOENT with the reason in err. dmf_http_new needs it
@@ -67,6 +73,9 @@ void dmf_http_free(dmf_http_t *h);
 /* Sends every later request through the proxy at url (NULL or "": none). Proxy environment
  * variables are never followed: a daemon pointed at its own proxy would deadlock. */
 void dmf_http_set_proxy(dmf_http_t *h, const char *url);
+
+/* Charges later requests' bodies to t's buckets as their opts say (NULL: none). */
+void dmf_http_set_throttle(dmf_http_t *h, dmf_throttle_t *t);
 
 /* Trusts the CA certificates in this PEM file for HTTPS, in addition to the system's
  * (every later request; NULL clears). Returns 0, or -EINVAL when the file holds no

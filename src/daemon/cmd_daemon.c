@@ -23,6 +23,7 @@
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/daemon.h"
+#include "daemon/limits.h"
 #include "daemon/manager_link.h"
 #include "daemon/api/local_api.h"
 #include "daemon/api/local_service.h"
@@ -78,6 +79,15 @@ static const struct dmf_option options[] = {
         "location labels, most general first (locality)"),
     OPT("upload-capacity", 0, DMF_OPT_SIZE, upload_capacity, 0, 0, "1g", "BYTES/S",
         "upload bandwidth this host offers, announced to the scheduler"),
+    OPT("download-limit", 0, DMF_OPT_SIZE, download_limit, 0, 0, NULL, "BYTES/S",
+        "most this host downloads per second, from parents and origins together, shared "
+        "fairly by its tasks (default unlimited; SIGHUP reloads it from --config)"),
+    OPT("origin-limit", 0, DMF_OPT_SIZE, origin_limit, 0, 0, NULL, "BYTES/S",
+        "most this host downloads per second from origins (back-to-source, the proxy's "
+        "pass-through), within --download-limit (default unlimited; SIGHUP reloads it)"),
+    OPT("upload-limit", 0, DMF_OPT_SIZE, upload_limit, 0, 0, NULL, "BYTES/S",
+        "most this host uploads per second to other hosts; also the upload capacity it "
+        "announces, if lower (default unlimited; SIGHUP reloads it)"),
     OPT("announce-interval", 0, DMF_OPT_DURATION, announce_interval, 100, 600000, "2s", "DURATION",
         "how often the host announces itself to the scheduler"),
     OPT("parent-stall-timeout", 0, DMF_OPT_DURATION, parent_stall_timeout, 100, 600000, "3s",
@@ -228,14 +238,64 @@ struct daemon_run {
     bool proxy_on;
     struct dmf_proxy_rules rules; /* from --config, until the proxy takes them */
     struct dmf_socket_perms socket_perms;
-    struct event *sigint, *sigterm;
+    struct event *sigint, *sigterm, *sighup;
+    struct dmf_daemon *d;
+    int argc; /* the command line, for a reload of --config on SIGHUP */
+    char **argv;
 };
+
+static struct dmf_limits limits_of(const struct dmf_daemon_config *cfg)
+{
+    struct dmf_limits l = {cfg->download_limit, cfg->origin_limit, cfg->upload_limit};
+    return l;
+}
 
 /* Fills err with "flag: why" and returns -1. */
 static int flag_error(char *err, size_t errlen, const char *flag, const char *why)
 {
     snprintf(err, errlen, "%s: %s", flag, why);
     return -1;
+}
+
+/* The bandwidth limits: unset, or at least DMF_LIMIT_MIN. 0, or -1 with the message in err. */
+static int check_limits(const struct dmf_daemon_config *cfg, char *err, size_t errlen)
+{
+    const struct {
+        const char *flag;
+        uint64_t v;
+    } limits[] = {{"--download-limit", cfg->download_limit},
+                  {"--origin-limit", cfg->origin_limit},
+                  {"--upload-limit", cfg->upload_limit}};
+    for (size_t i = 0; i < DMF_ARRAY_SIZE(limits); i++)
+        if (limits[i].v != 0 && limits[i].v < DMF_LIMIT_MIN)
+            return flag_error(err, errlen, limits[i].flag,
+                              "a limit is at least 64k (bytes per second), or unset");
+    return 0;
+}
+
+/* SIGHUP: reads the command line and --config again (flags still win over the file) and
+ * applies the bandwidth limits they give now; other options need a restart. */
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon_run *r = arg;
+    struct dmf_daemon *d = r->d;
+    struct dmf_daemon_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    char err[1024];
+    bool help = false;
+    if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &cfg, r->argc, r->argv, NULL, &help, err,
+                         sizeof(err)) != 0 ||
+        check_limits(&cfg, err, sizeof(err)) != 0) {
+        dmf_warn("SIGHUP: config not reloaded, limits unchanged: %s", err);
+    } else {
+        struct dmf_limits l = limits_of(&cfg);
+        dmf_info("SIGHUP: reloaded %s", cfg.config ? cfg.config : "the command line");
+        dmf_daemon_limits_set_local(d, &l, "SIGHUP");
+        d->cfg.download_limit = cfg.download_limit;
+        d->cfg.origin_limit = cfg.origin_limit;
+        d->cfg.upload_limit = cfg.upload_limit;
+    }
+    dmf_config_free(options, DMF_ARRAY_SIZE(options), &cfg);
 }
 
 /* Every check of cfg that needs no resource: 0, or -1 with the message in err. Parses
@@ -288,6 +348,8 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
     if (dmf_parse_hostport(cfg->piece_listen, r->piece_host, sizeof(r->piece_host), &r->piece_port,
                            why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--piece-listen", why);
+    if (check_limits(cfg, err, errlen) != 0)
+        return -1;
     if (dmf_socket_perms_parse(cfg->socket_group, cfg->socket_mode, &r->socket_perms, err,
                                errlen) != 0)
         return -1;
@@ -370,6 +432,10 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     d->base = dmf_rpc_event_base_new();
     d->rpc = dmf_rpc_new(d->base);
     d->http = dmf_http_new(d->base);
+    d->throttle = dmf_throttle_new(d->base);
+    dmf_http_set_throttle(d->http, d->throttle);
+    struct dmf_limits limits = limits_of(cfg);
+    dmf_daemon_limits_set_local(d, &limits, "config");
     d->workq = dmf_workq_new(d->base, 2);
     /* The engine exists before any listener that can reach a task: the piece server, the
      * rpc server and the proxy serve requests during the announce below. */
@@ -407,6 +473,7 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     if (d->pieces == NULL)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);
+    dmf_piece_server_set_throttle(d->pieces, d->throttle);
     d->piece_port = dmf_piece_server_port(d->pieces);
     if (cfg->host_id == NULL) {
         /* The machine id keeps two machines with one hostname (and a NAT'd address) apart. */
@@ -444,6 +511,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     r->sigterm = evsignal_new(d->base, SIGTERM, on_signal, d);
     event_add(r->sigint, NULL);
     event_add(r->sigterm, NULL);
+    r->sighup = evsignal_new(d->base, SIGHUP, on_sighup, r);
+    event_add(r->sighup, NULL);
     dmf_info("%s ready: host %s, pieces on %s:%u, rpc on port %d, socket %s, scheduler %s",
              cfg->seed ? "seed peer" : "daemon", cfg->host_id, r->piece_host, d->piece_port,
              d->rpc_port, cfg->socket, cfg->scheduler ? cfg->scheduler : "none (origin only)");
@@ -474,7 +543,11 @@ static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
         event_free(r->sigint);
     if (r->sigterm)
         event_free(r->sigterm);
+    if (r->sighup)
+        event_free(r->sighup);
     dmf_http_free(d->http);
+    dmf_throttle_free(d->throttle); /* after every request that could wait on it */
+    d->throttle = NULL;
     dmf_rpc_free(d->rpc);
     if (d->base)
         event_base_free(d->base);
@@ -494,7 +567,7 @@ static int run(int argc, char **argv)
 {
     struct dmf_daemon d;
     memset(&d, 0, sizeof(d));
-    struct daemon_run r = {0};
+    struct daemon_run r = {.argc = argc, .argv = argv, .d = &d};
     char err[1024];
     bool help = false;
     int rc = 1;

@@ -10,6 +10,7 @@
 #include "common/http_client.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/throttle.h"
 #include "daemon/piece_server.h"
 #include "daemon/store.h"
 
@@ -27,7 +28,10 @@ struct dmf_daemon_config {
     char *hostname;
     char *idc;
     char *location;
-    uint64_t upload_capacity;        /* bytes per second, announced to the scheduler */
+    uint64_t upload_capacity; /* bytes per second, announced to the scheduler */
+    uint64_t download_limit;  /* bytes per second, 0 = unlimited (limits.h) */
+    uint64_t origin_limit;
+    uint64_t upload_limit;
     uint64_t announce_interval;      /* ms */
     uint64_t parent_stall_timeout;   /* ms without any usable parent before going to the origin */
     uint64_t revalidate_after;       /* ms: age of a cached URL task checked with the origin */
@@ -70,6 +74,11 @@ struct dmf_daemon_config {
     struct dmf_strlist rpc_allow;    /* callers allowed besides the schedulers and managers */
 };
 
+/* Host bandwidth limits in bytes per second; 0 = unlimited (limits.h applies them). */
+struct dmf_limits {
+    uint64_t download, origin, upload;
+};
+
 struct dmf_engine;
 struct dmf_open_files;
 struct dmf_cache_gc;
@@ -98,6 +107,9 @@ struct dmf_daemon {
     struct dmf_daemon_manager_link *manager_link;
     struct dmf_origin_policy *origin_policy; /* for fetches others ask for (owned) */
     struct dmf_rpc_acl *rpc_acl;             /* who may call DownloadTask (owned) */
+    /* Bandwidth limits: the host's buckets, and where their values come from (limits.h). */
+    dmf_throttle_t *throttle;
+    struct dmf_limits limits_local, limits_manager;
     bool stopping;
 };
 

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/manager_client.h"
 #include "common/util.h"
+#include "daemon/limits.h"
 #include "daemon/peer/engine.h"
 
 struct dmf_daemon_manager_link {
@@ -21,7 +22,7 @@ struct dmf_daemon_manager_link {
     bool answered;
     bool pinned; /* --scheduler given: never moved */
     uint32_t candidate_limit;
-    uint64_t download_rate_limit;
+    uint64_t download_rate_limit, upload_rate_limit;
 };
 
 static struct dmf_daemon_manager_link *link_of(struct dmf_daemon *d)
@@ -58,13 +59,22 @@ static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp
     if (resp->config) {
         const Damselfly__V1__DynamicConfig *c = resp->config;
         if (c->candidate_limit != l->candidate_limit ||
-            c->download_rate_limit != l->download_rate_limit)
-            dmf_info("manager: cluster %llu config: candidate limit %u, download limit %llu B/s"
-                     " (the bandwidth limits apply once the daemon has a limiter)",
+            c->download_rate_limit != l->download_rate_limit ||
+            c->upload_rate_limit != l->upload_rate_limit) {
+            dmf_info("manager: cluster %llu config: candidate limit %u, download limit %llu B/s,"
+                     " upload limit %llu B/s (0 = none; the lower of these and the local ones "
+                     "applies)",
                      (unsigned long long)resp->cluster_id, c->candidate_limit,
-                     (unsigned long long)c->download_rate_limit);
+                     (unsigned long long)c->download_rate_limit,
+                     (unsigned long long)c->upload_rate_limit);
+            struct dmf_limits ml = {.download = c->download_rate_limit,
+                                    .upload = c->upload_rate_limit};
+            if (d->throttle)
+                dmf_daemon_limits_set_manager(d, &ml);
+        }
         l->candidate_limit = c->candidate_limit;
         l->download_rate_limit = c->download_rate_limit;
+        l->upload_rate_limit = c->upload_rate_limit;
     }
     if (l->pinned)
         return;

@@ -22,6 +22,7 @@
 #include "common/header_deadline.h"
 #include "common/fdlimit.h"
 #include "common/log.h"
+#include "common/throttle.h"
 #include "common/metrics.h"
 #include "common/taskid.h"
 #include "common/util.h"
@@ -106,6 +107,7 @@ struct dmf_piece_server {
     uint32_t nqueued;
     bool stopping;
     uint64_t uploaded_bytes;
+    struct dmf_throttle *throttle; /* the upload limit, or NULL */
 };
 
 /* ---- replies ---- */
@@ -364,6 +366,7 @@ static bool send_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const
     evhttp_add_header(h, "Content-Length", len);
     evhttp_request_set_on_complete_cb(req, upload_on_complete, u);
     evhttp_connection_set_closecb(u->evcon, upload_on_close, u);
+    dmf_throttle_add_upload(ps->throttle, evhttp_connection_get_bufferevent(u->evcon));
     evhttp_send_reply(req, 200, "OK", body);
     evbuffer_free(body);
     return true;
@@ -782,6 +785,11 @@ bool dmf_piece_server_uploading(const dmf_piece_server_t *ps, const char *task_i
 uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps)
 {
     return ps->active_uploads;
+}
+
+void dmf_piece_server_set_throttle(dmf_piece_server_t *ps, struct dmf_throttle *t)
+{
+    ps->throttle = t;
 }
 
 uint64_t dmf_piece_server_uploaded_bytes(const dmf_piece_server_t *ps)

@@ -96,6 +96,10 @@ bool dmf_piece_server_uploading(const dmf_piece_server_t *ps, const char *task_i
 #define DMF_PROGRESS_HEADER           "X-Dmf-Progress"
 void dmf_piece_server_set_upload_slots(dmf_piece_server_t *ps, uint32_t slots);
 
+/* Puts the connections that upload pieces under t's upload limit (throttle.h; NULL: none). */
+struct dmf_throttle;
+void dmf_piece_server_set_throttle(dmf_piece_server_t *ps, struct dmf_throttle *t);
+
 /* Pieces being uploaded right now, and bytes uploaded since start (the host's load). */
 uint32_t dmf_piece_server_active_uploads(const dmf_piece_server_t *ps);
 uint64_t dmf_piece_server_uploaded_bytes(const dmf_piece_server_t *ps);

@@ -1,6 +1,6 @@
 """Smoke run of the cluster benchmark (bench/cluster), so it cannot rot: N=2 hosts, a 4 MiB
-file, one repetition of every scenario (direct, bittorrent, damselfly) in network
-namespaces. Needs root, `ip netns` and the benchmark's tools (scripts/install-deps.sh
+file, one repetition of every scenario (direct, bittorrent, damselfly, damselfly-limited) in
+network namespaces. Needs root, `ip netns` and the benchmark's tools (scripts/install-deps.sh
 installs them); skipped with the reason otherwise."""
 
 import json
@@ -48,7 +48,7 @@ def test_bench_cluster_smoke_every_scenario_completes_and_verifies(tmp_path, nee
     log = tmp_path / "cluster.log"
     args = [str(repo_root() / "bench" / "cluster"), "-n", "2", "--size-mib", "4", "--reps", "1",
             "--origin-up", "200", "--host-up", "100", "--host-down", "200",
-            "--scenarios", "direct,bittorrent,damselfly", "--timeout", str(scaled(30)),
+            "--scenarios", "direct,bittorrent,damselfly,damselfly-limited", "--timeout", str(scaled(30)),
             "--damselfly", str(binary()), "--workdir", str(tmp_path / "work"), "--json", str(out)]
     with open(log, "wb") as f:
         p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
@@ -69,12 +69,13 @@ def test_bench_cluster_smoke_every_scenario_completes_and_verifies(tmp_path, nee
     print(text)  # the table, in the test's captured output
     assert rc == 0, f"bench/cluster exited with {rc}:\n{text[-3000:]}"
     data = json.loads(out.read_text())
-    for sc in ("direct", "bittorrent", "damselfly"):
+    for sc in ("direct", "bittorrent", "damselfly", "damselfly-limited"):
         s = data["summary"].get(sc)
         assert s is not None, f"no {sc} row in the results:\n{text[-3000:]}"
         assert all(w is not None and w > 0 for w in s["walls"]), f"{sc} did not complete: {s}"
         assert s["sha_total"] == 2 and s["sha_ok"] == 2, \
             f"{sc}: {s['sha_ok']} of {s['sha_total']} copies verified"
+    assert "damselfly-limited: host limits at 0.5 of the link caps" in text, text[-3000:]
     leftover = [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                             text=True, timeout=10).stdout.split()
                 if ns.startswith(f"dmfb-{p.pid % 100000}-")]

@@ -322,6 +322,17 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         dmf_strlist_push(&headers, line);
         free(line);
     }
+    if (req->priority != DAMSELFLY__V1__PRIORITY__PRIORITY_NORMAL &&
+        req->priority != DAMSELFLY__V1__PRIORITY__PRIORITY_BACKGROUND &&
+        req->priority != DAMSELFLY__V1__PRIORITY__PRIORITY_FOREGROUND) {
+        snprintf(err, sizeof(err), "unknown priority %d", (int)req->priority);
+        goto fail;
+    }
+    if (req->rate_limit != 0 && req->rate_limit < DMF_TASK_RATE_LIMIT_MIN) {
+        snprintf(err, sizeof(err), "a task's rate limit is at least %d bytes/s (or 0: none)",
+                 DMF_TASK_RATE_LIMIT_MIN);
+        goto fail;
+    }
     for (size_t i = 0; i < req->n_filter_query; i++)
         dmf_strlist_push(&filter, req->filter_query[i]);
     /* Secret query parameters are not part of the task's identity (url_secrets.h), and go
@@ -382,6 +393,8 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         .filter_query = &filter,
         .disable_back_to_source = req->disable_back_to_source,
         .origin_policy = check_addrs ? policy : NULL,
+        .rate_limit = req->rate_limit,
+        .priority = (enum dmf_priority)req->priority,
     };
     struct dmf_task *t;
     int e = dmf_engine_open(d, id, &treq, &t);

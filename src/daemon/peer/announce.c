@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/limits.h"
 #include "common/pb_headers.h"
 #include "common/rendezvous.h"
 #include "common/rpc.h"
@@ -143,7 +144,7 @@ static void announce(struct dmf_announce_client *c)
                             : DAMSELFLY__V1__HOST_TYPE__HOST_TYPE_NORMAL;
     host.idc = d->cfg.idc ? d->cfg.idc : "";
     host.location = d->cfg.location ? d->cfg.location : "";
-    host.upload_capacity = d->cfg.upload_capacity;
+    host.upload_capacity = dmf_daemon_upload_capacity(d);
     host.upload_rate = c->upload_rate;
     host.active_uploads = dmf_piece_server_active_uploads(d->pieces);
     Damselfly__V1__AnnounceHostRequest req = DAMSELFLY__V1__ANNOUNCE_HOST_REQUEST__INIT;

@@ -420,8 +420,11 @@ static void piece_request(struct dmf_parent *p, uint32_t n, bool duplicate)
                  (unsigned)((uint64_t)book->have.count * 1000 / book->total_pieces));
         headers.n = 1;
     }
-    struct dmf_http_opts o = {
-        .headers = &headers, .connect_timeout_ms = 3000, .low_speed_time_s = 10};
+    struct dmf_http_opts o = {.headers = &headers,
+                              .connect_timeout_ms = 3000,
+                              .low_speed_time_s = 10,
+                              .charge = DMF_CHARGE_DOWNLOAD,
+                              .flow = ps->env.flow};
     p->inflight++;
     s->started_ms = dmf_now_ms();
     s->req = dmf_http_get(ps->env.http, url, &o, &piece_ops, s);

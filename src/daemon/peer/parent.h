@@ -49,6 +49,7 @@ struct dmf_parents_env {
     const char *task_id;         /* borrowed: outlive the set */
     const char *peer_id;
     int parent_concurrency;
+    struct dmf_flow *flow; /* the task's bandwidth share (borrowed; NULL: none) */
     const struct dmf_parents_sink *sink;
     void *arg;
 };

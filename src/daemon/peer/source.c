@@ -99,6 +99,8 @@ static struct dmf_http_opts request_opts(struct dmf_source *src, const char *ran
         .headers = src->env.headers,
         .range = range,
         .follow_redirects = 1,
+        .charge = DMF_CHARGE_DOWNLOAD | DMF_CHARGE_ORIGIN,
+        .flow = src->env.flow,
     };
     if (src->env.origin_policy) {
         /* Redirects and re-resolved names are checked too: every connect goes through it. */

@@ -57,7 +57,8 @@ struct dmf_source_env {
     const struct dmf_strlist *headers; /* secrets: passed to the origin, never logged */
     /* Checked on every address connected to (origin_policy.h); NULL = none. */
     const struct dmf_origin_policy *origin_policy;
-    int concurrency; /* range requests at once */
+    int concurrency;       /* range requests at once */
+    struct dmf_flow *flow; /* the task's bandwidth share (borrowed; NULL: none) */
     /* The validators the task's pieces so far are of (from the scheduler, or an earlier
      * fetch); NULL = none known. Read when the origin answers: another version fails the
      * fetch (content_changed) instead of mixing. */

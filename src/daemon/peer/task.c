@@ -164,10 +164,37 @@ struct dmf_task *dmf_task_load(struct dmf_daemon *d, struct dmf_announce_client 
     return t;
 }
 
+/* The task's flow in the host's throttle (made on first use, unlimited and normal). */
+static struct dmf_flow *task_flow(struct dmf_task *t)
+{
+    if (t->flow == NULL)
+        t->flow = dmf_flow_new(t->d->throttle, 0, DMF_PRIORITY_NORMAL);
+    return t->flow;
+}
+
+/* Rank of a priority: background < normal < foreground. */
+static int priority_rank(enum dmf_priority p)
+{
+    return p == DMF_PRIORITY_BACKGROUND ? 0 : p == DMF_PRIORITY_FOREGROUND ? 2 : 1;
+}
+
 void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req)
 {
-    if (running(t))
-        return; /* the download in progress keeps the request that started it */
+    struct dmf_flow *f = task_flow(t);
+    if (running(t)) {
+        /* The download in progress keeps the request that started it; a more urgent
+         * request joining it raises its priority. */
+        if (priority_rank(req->priority) > priority_rank(dmf_flow_priority(f))) {
+            dmf_info("task %s: priority %s -> %s (a new request)", t->id,
+                     dmf_priority_name(dmf_flow_priority(f)), dmf_priority_name(req->priority));
+            dmf_flow_set(f, dmf_flow_rate(f), req->priority);
+        }
+        return;
+    }
+    if (req->rate_limit != dmf_flow_rate(f) || req->priority != dmf_flow_priority(f))
+        dmf_info("task %s: limit %llu B/s (0 = none), priority %s", t->id,
+                 (unsigned long long)req->rate_limit, dmf_priority_name(req->priority));
+    dmf_flow_set(f, req->rate_limit, req->priority);
     free(t->url);
     t->url = dmf_xstrdup(req->url);
     struct dmf_strlist hide = {0};
@@ -909,6 +936,7 @@ static void start_source(struct dmf_task *t, const char *why)
         .headers = &t->headers,
         .origin_policy = t->origin_policy,
         .concurrency = (int)t->d->cfg.source_concurrency,
+        .flow = task_flow(t),
         .etag = &t->etag,
         .last_modified = &t->last_modified,
         .immutable = t->expected_digest[0] != '\0',
@@ -928,6 +956,7 @@ static void add_parents(struct dmf_task *t, const struct sched_news *news, bool 
             .task_id = t->id,
             .peer_id = t->peer_id,
             .parent_concurrency = (int)t->d->cfg.parent_concurrency,
+            .flow = task_flow(t),
             .sink = &parents_sink,
             .arg = t,
         };
@@ -958,6 +987,15 @@ static uint64_t stall_deadline(const struct dmf_task *t)
         return cfg->progress_timeout; /* the origin is the last resort: only the bound */
     uint64_t ms = dmf_watchdog_deadline(&t->watchdog, t->book.piece_length, WATCHDOG_MIN_MS,
                                         cfg->progress_timeout);
+    /* A bandwidth limit slows pieces on purpose: that is no stall. */
+    uint64_t lim = t->flow ? dmf_flow_rate(t->flow) : 0,
+             host = dmf_throttle_get(t->d->throttle, DMF_LIMIT_DOWNLOAD);
+    if (host && (lim == 0 || host < lim))
+        lim = host;
+    if (lim) {
+        uint64_t floor = DMF_WATCHDOG_MARGIN * (uint64_t)t->book.piece_length * 1000 / lim;
+        ms = floor > ms ? floor : ms;
+    }
     if (t->state == DMF_TASK_P2P && dmf_parents_usable(t->parents) == 0 &&
         cfg->parent_stall_timeout < ms)
         ms = cfg->parent_stall_timeout;
@@ -1440,5 +1478,6 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     dmf_book_free(&t->book);
     dmf_task_cache_free(t);
     dmf_seed_ledger_free(&t->ledger);
+    dmf_flow_unref(t->flow); /* requests still being reaped hold their own reference */
     free(t);
 }

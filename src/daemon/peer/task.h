@@ -51,6 +51,7 @@ struct dmf_task {
     struct dmf_strlist filter_query;
     bool disable_back_to_source;
     const struct dmf_origin_policy *origin_policy; /* borrowed; NULL = none (task_view.h) */
+    struct dmf_flow *flow; /* its share of the host's bandwidth (throttle.h); NULL until used */
 
     struct dmf_piece_book book;
     struct dmf_seed_ledger ledger; /* a seed's uploads of this task (piece_server.h) */

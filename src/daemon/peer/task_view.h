@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "common/config.h"
+#include "common/bucket.h"
 #include "common/metrics.h"
 #include "daemon/peer/freshness.h"
 
@@ -39,7 +40,14 @@ struct dmf_task_request {
      * origin fetch connects to is checked against this policy (borrowed: the daemon's,
      * outlives the task). NULL: a local client's own request, no check. */
     const struct dmf_origin_policy *origin_policy;
+    /* Bandwidth (throttle.h): this task's own limit in bytes per second (0 = none) and its
+     * priority in the host's fair share. The request that starts a download sets both; a
+     * request joining a running one may raise the priority. */
+    uint64_t rate_limit;
+    enum dmf_priority priority;
 };
+/* The lowest per-task limit a request may ask for (bytes/s). */
+#define DMF_TASK_RATE_LIMIT_MIN (64 * 1024)
 
 /* A snapshot of a task. Strings are borrowed from the task: valid until control returns
  * to the event loop. */

@@ -77,11 +77,15 @@ static void dispatch(struct conn *c)
         c->digest[0] = '\0';
 
     bool p2p = false;
+    c->rate_limit = 0; /* a rule's, for this request only */
+    c->priority = DMF_PRIORITY_NORMAL;
     if (get && c->mirror) {
         p2p = c->is_blob;
     } else if (get) {
-        int r = dmf_proxy_rules_match(&p->rules, c->url);
-        p2p = r == 1 || (r < 0 && p->rules.n == 0 && c->is_blob);
+        const struct dmf_proxy_rule *rule = dmf_proxy_rules_find(&p->rules, c->url);
+        p2p = (rule && rule->p2p) || (rule == NULL && p->rules.n == 0 && c->is_blob);
+        c->rate_limit = rule ? rule->limit : 0;
+        c->priority = rule ? rule->priority : DMF_PRIORITY_NORMAL;
     }
     if (p2p)
         proxy_blob_start(c);

@@ -242,6 +242,8 @@ static void start_task(struct conn *c)
         .url = c->url,
         .headers = &c->fwd,
         .digest = c->digest[0] ? c->digest : NULL,
+        .rate_limit = c->rate_limit,
+        .priority = c->priority,
     };
     struct dmf_task *t;
     if (dmf_engine_open(d, id, &treq, &t) != 0) {

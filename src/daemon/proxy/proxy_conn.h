@@ -104,6 +104,8 @@ struct conn {
     struct evbuffer *body;
     struct dmf_proxy_chunked chunked;
     bool mirror, is_blob;
+    uint64_t rate_limit;        /* the matching proxy rule's task limit (0 = none) */
+    enum dmf_priority priority; /* ... and priority */
     char digest[DMF_DIGEST_STR_LEN + 1];
 
     /* Pass-through. */

@@ -224,6 +224,7 @@ void proxy_pass_start(struct conn *c, bool fallback)
         .low_speed_time_s = 60,
         .addr_check = pass_addr_check,
         .addr_check_arg = c->p,
+        .charge = DMF_CHARGE_DOWNLOAD | DMF_CHARGE_ORIGIN, /* from an origin, not a peer */
     };
     if (o.body == NULL && c->body) /* an empty body */
         o.body = "";

@@ -32,16 +32,24 @@ int dmf_proxy_rules_add(struct dmf_proxy_rules *r, const char *regex, bool p2p, 
     x->regex = dmf_xstrdup(regex);
     x->re = re;
     x->p2p = p2p;
+    x->limit = 0;
+    x->priority = DMF_PRIORITY_NORMAL;
     x->line = 0;
     return 0;
 }
 
-int dmf_proxy_rules_match(const struct dmf_proxy_rules *r, const char *url)
+const struct dmf_proxy_rule *dmf_proxy_rules_find(const struct dmf_proxy_rules *r, const char *url)
 {
     for (size_t i = 0; i < r->n; i++)
         if (regexec(&r->v[i].re, url, 0, NULL, 0) == 0)
-            return r->v[i].p2p ? 1 : 0;
-    return -1;
+            return &r->v[i];
+    return NULL;
+}
+
+int dmf_proxy_rules_match(const struct dmf_proxy_rules *r, const char *url)
+{
+    const struct dmf_proxy_rule *x = dmf_proxy_rules_find(r, url);
+    return x == NULL ? -1 : x->p2p ? 1 : 0;
 }
 
 void dmf_proxy_rules_free(struct dmf_proxy_rules *r)
@@ -68,7 +76,9 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
                      const yaml_event_t *start)
 {
     char *regex = NULL;
-    bool p2p = true, seen_p2p = false;
+    bool p2p = true, seen_p2p = false, seen_limit = false, seen_prio = false;
+    uint64_t limit = 0;
+    enum dmf_priority prio = DMF_PRIORITY_NORMAL;
     int rc = 0;
     for (;;) {
         yaml_event_t k, v;
@@ -79,7 +89,7 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
             break;
         }
         if (k.type != YAML_SCALAR_EVENT) {
-            rc = fail_at(rd, &k, "a rule's keys are 'regex' and 'p2p'");
+            rc = fail_at(rd, &k, "a rule's keys are 'regex', 'p2p', 'limit' and 'priority'");
             yaml_event_delete(&k);
             goto out;
         }
@@ -103,9 +113,19 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
             if (seen_p2p || dmf_parse_bool((const char *)v.data.scalar.value, &p2p) != 0)
                 rc = fail_at(rd, &v, "'p2p' must be true or false, once");
             seen_p2p = true;
+        } else if (strcmp(key, "limit") == 0) {
+            if (seen_limit || dmf_parse_size((const char *)v.data.scalar.value, &limit) != 0 ||
+                (limit != 0 && limit < 64 * 1024))
+                rc = fail_at(rd, &v, "'limit' must be a rate of at least 64k (bytes/s), once");
+            seen_limit = true;
+        } else if (strcmp(key, "priority") == 0) {
+            if (seen_prio || dmf_priority_parse((const char *)v.data.scalar.value, &prio) != 0)
+                rc = fail_at(rd, &v, "'priority' must be background, normal or foreground, once");
+            seen_prio = true;
         } else {
             char why[160];
-            snprintf(why, sizeof(why), "unknown key '%.64s' in a proxy rule (regex, p2p)", key);
+            snprintf(why, sizeof(why),
+                     "unknown key '%.64s' in a proxy rule (regex, p2p, limit, priority)", key);
             rc = fail_at(rd, &k, why);
         }
         yaml_event_delete(&k);
@@ -123,6 +143,8 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
         goto out;
     }
     r->v[r->n - 1].line = dmf_yaml_line(start->start_mark);
+    r->v[r->n - 1].limit = limit;
+    r->v[r->n - 1].priority = prio;
 out:
     free(regex);
     return rc;

@@ -10,6 +10,9 @@
  *       p2p: true
  *     - regex: '.*'
  *       p2p: false
+ *
+ * A P2P rule may also give the task's bandwidth: `limit: 4m` (bytes per second, as
+ * `get --limit`) and `priority: background|normal|foreground` (as `get --priority`).
  */
 #ifndef DMF_PROXY_RULES_H
 #define DMF_PROXY_RULES_H
@@ -17,6 +20,9 @@
 #include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "common/bucket.h"
 
 #define DMF_PROXY_RULES_MAX 256
 
@@ -24,7 +30,9 @@ struct dmf_proxy_rule {
     char *regex; /* as written */
     regex_t re;
     bool p2p;
-    unsigned long line; /* where it was written (0 when not from a file) */
+    uint64_t limit;             /* bytes/s of the task (0 = none) */
+    enum dmf_priority priority; /* of the task */
+    unsigned long line;         /* where it was written (0 when not from a file) */
 };
 
 struct dmf_proxy_rules {
@@ -37,11 +45,14 @@ int dmf_proxy_rules_add(struct dmf_proxy_rules *r, const char *regex, bool p2p, 
                         size_t errlen);
 /* The first matching rule's decision: 1 = P2P, 0 = direct; -1 when no rule matches. */
 int dmf_proxy_rules_match(const struct dmf_proxy_rules *r, const char *url);
+/* The first matching rule, or NULL (borrowed from r). */
+const struct dmf_proxy_rule *dmf_proxy_rules_find(const struct dmf_proxy_rules *r, const char *url);
 void dmf_proxy_rules_free(struct dmf_proxy_rules *r);
 
 /* Reads the value of the top-level key `key` (e.g. "proxy-rules"; '_' and '-' are the
  * same) of the YAML file at path into r: a sequence of mappings with keys `regex`
- * (required) and `p2p` (boolean, default true). Other top-level keys are skipped; a file
+ * (required), `p2p` (boolean, default true), `limit` (a size per second, at least 64k) and
+ * `priority`. Other top-level keys are skipped; a file
  * without the key adds nothing. Returns 0 or -EINVAL with "file:line: reason" in err. */
 int dmf_proxy_rules_load_yaml(struct dmf_proxy_rules *r, const char *path, const char *key,
                               char *err, size_t errlen);

@@ -77,11 +77,44 @@ static void test_yaml(void **state)
     unlink(path);
 }
 
+static void test_yaml_bandwidth(void **state)
+{
+    struct dmf_proxy_rules r = {0};
+    char err[256];
+    write_file("proxy-rules:\n  - regex: 'big'\n    limit: 4m\n    priority: background\n"
+               "  - regex: '.*'\n");
+    assert_int_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)), 0);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.v[0].limit, 4 << 20);
+    assert_int_equal(r.v[0].priority, DMF_PRIORITY_BACKGROUND);
+    assert_int_equal(r.v[1].limit, 0);
+    assert_int_equal(r.v[1].priority, DMF_PRIORITY_NORMAL);
+    assert_ptr_equal(dmf_proxy_rules_find(&r, "http://x/big"), &r.v[0]);
+    assert_ptr_equal(dmf_proxy_rules_find(&r, "http://x/small"), &r.v[1]);
+    dmf_proxy_rules_free(&r);
+    unlink(path);
+    const char *bad[] = {
+        "proxy-rules:\n  - regex: 'a'\n    limit: 60k\n",       /* below 64k */
+        "proxy-rules:\n  - regex: 'a'\n    limit: fast\n",      /* no size */
+        "proxy-rules:\n  - regex: 'a'\n    priority: urgent\n", /* no priority */
+        "proxy-rules:\n  - regex: 'a'\n    limit: 1m\n    limit: 2m\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_file(bad[i]);
+        assert_int_not_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)),
+                             0);
+        assert_non_null(strstr(err, i < 3 ? ":3:" : ":4:"));
+        dmf_proxy_rules_free(&r);
+        unlink(path);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_match_wins),
         cmocka_unit_test(test_yaml),
+        cmocka_unit_test(test_yaml_bandwidth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
