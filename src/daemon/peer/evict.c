@@ -67,9 +67,12 @@ size_t dmf_evict_plan(const struct dmf_evict_task *tasks, size_t n,
         const struct dmf_evict_task *t = &tasks[i];
         if (t->in_use)
             continue;
-        if (t->failed && t->bytes == 0)
+        int64_t idle = p->now - t->accessed;
+        int64_t grace = p->ttl > 0 && p->ttl < DMF_EVICT_FAILED_GRACE ? (int64_t)p->ttl
+                                                                      : DMF_EVICT_FAILED_GRACE;
+        if (t->failed && (t->bytes == 0 || idle >= grace))
             out[i] = DMF_EVICT_FAILED;
-        else if (p->ttl > 0 && p->now - t->accessed >= (int64_t)p->ttl)
+        else if (p->ttl > 0 && idle >= (int64_t)p->ttl)
             out[i] = DMF_EVICT_EXPIRED;
         else
             continue;
@@ -79,8 +82,10 @@ size_t dmf_evict_plan(const struct dmf_evict_task *tasks, size_t n,
     uint64_t excess = dmf_evict_excess(total, p);
     if (gone < excess && n > 0) {
         struct rank *order = dmf_xmalloc(n * sizeof(*order));
+        /* Failed tasks first (their pieces are only a head start for a retry), then the
+         * least recently used. */
         for (size_t i = 0; i < n; i++)
-            order[i] = (struct rank){tasks[i].accessed, i};
+            order[i] = (struct rank){tasks[i].failed ? INT64_MIN : tasks[i].accessed, i};
         qsort(order, n, sizeof(*order), by_access);
         for (size_t k = 0; k < n && gone < excess; k++) {
             size_t i = order[k].i;

@@ -8,8 +8,9 @@
  * filesystem decides: above DMF_EVICT_HIGH_PCT % used, tasks go until DMF_EVICT_LOW_PCT %
  * would be used, counting only what this daemon's own tasks free. A write that failed for
  * want of space asks for `need` more bytes besides. A failed task that holds no piece goes
- * at once (its row and empty file are all that is left; one with pieces stays, to resume
- * from, until the limits take it). Pure: no clock, no disk. */
+ * at once (its row and empty file are all that is left); one with pieces stays to resume
+ * from for DMF_EVICT_FAILED_GRACE without use (or the TTL, if shorter), and goes before any
+ * other when room is needed. Pure: no clock, no disk. */
 #ifndef DMF_EVICT_H
 #define DMF_EVICT_H
 
@@ -17,8 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DMF_EVICT_HIGH_PCT 80
-#define DMF_EVICT_LOW_PCT  70
+#define DMF_EVICT_HIGH_PCT     80
+#define DMF_EVICT_LOW_PCT      70
+#define DMF_EVICT_FAILED_GRACE (10 * 60 * 1000) /* ms a failed task's pieces wait for a retry */
 
 struct dmf_evict_task {
     uint64_t bytes;   /* task data held */
@@ -39,7 +41,7 @@ enum dmf_evict_reason {
     DMF_EVICT_KEEP,
     DMF_EVICT_EXPIRED, /* unused for the TTL */
     DMF_EVICT_SPACE,   /* over the limit (or the filesystem's watermark, or a full disk) */
-    DMF_EVICT_FAILED,  /* its download failed and left no piece: nothing to keep */
+    DMF_EVICT_FAILED,  /* its download failed: no piece, or no retry within the grace */
 };
 
 const char *dmf_evict_reason_name(enum dmf_evict_reason r);

@@ -126,6 +126,38 @@ static void test_failed_empty_goes(void **state)
     assert_string_equal(dmf_evict_reason_name(out[0]), "failed");
 }
 
+static void test_failed_with_pieces_has_a_grace(void **state)
+{
+    /* A failed download's pieces wait DMF_EVICT_FAILED_GRACE for a retry to resume from,
+     * then go; a shorter TTL shortens the wait. */
+    struct dmf_evict_task t[2] = {{5 * MIB, 0, false, true}, {5 * MIB, 0, false, false}};
+    struct dmf_evict_policy p = {.limit = 100 * MIB, .now = DMF_EVICT_FAILED_GRACE - 1};
+    enum dmf_evict_reason out[2];
+    assert_int_equal(dmf_evict_plan(t, 2, &p, out, NULL), 0);
+    p.now = DMF_EVICT_FAILED_GRACE;
+    assert_int_equal(dmf_evict_plan(t, 2, &p, out, NULL), 1);
+    assert_int_equal(out[0], DMF_EVICT_FAILED);
+    assert_int_equal(out[1], DMF_EVICT_KEEP);
+    p.now = 1000;
+    p.ttl = 1000;
+    assert_int_equal(dmf_evict_plan(t, 2, &p, out, NULL), 2);
+    assert_int_equal(out[0], DMF_EVICT_FAILED);
+    assert_int_equal(out[1], DMF_EVICT_EXPIRED);
+}
+
+static void test_failed_go_first_for_room(void **state)
+{
+    /* Over the limit, a failed task goes before older complete ones. */
+    struct dmf_evict_task t[3] = {
+        {30 * MIB, 10, false, false}, {30 * MIB, 20, false, false}, {30 * MIB, 500, false, true}};
+    struct dmf_evict_policy p = {.limit = 60 * MIB, .now = 1000};
+    enum dmf_evict_reason out[3];
+    assert_int_equal(dmf_evict_plan(t, 3, &p, out, NULL), 1);
+    assert_int_equal(out[0], DMF_EVICT_KEEP);
+    assert_int_equal(out[1], DMF_EVICT_KEEP);
+    assert_int_equal(out[2], DMF_EVICT_SPACE);
+}
+
 static void test_room_needed(void **state)
 {
     /* 10 MiB wanted with 4 MiB free: 6 MiB and the margin; with enough free (another
@@ -145,6 +177,8 @@ int main(void)
         cmocka_unit_test(test_filesystem_watermarks),
         cmocka_unit_test(test_need_on_a_full_disk),
         cmocka_unit_test(test_failed_empty_goes),
+        cmocka_unit_test(test_failed_with_pieces_has_a_grace),
+        cmocka_unit_test(test_failed_go_first_for_room),
         cmocka_unit_test(test_room_needed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
