@@ -140,6 +140,7 @@ class Procs:
         if logf is not None:
             logf.close()  # the child holds its own descriptor
         p.bench_args = args
+        p.bench_log = log
         p.label = label
         self.labels[p.pid] = label
         self.live.append(p)
