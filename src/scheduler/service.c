@@ -168,12 +168,14 @@ static void call_finish(struct call *c, grpc_status_code st, const char *detail)
     if (c->finished)
         return;
     c->finished = true;
-    /* An unknown task is an answer, not a problem; anything else is worth a warning. */
-    /* Refusals are summarised by log_refusal. */
+    /* An unknown task is an answer, not a problem; refusals are summarised by log_refusal;
+     * a peer ended because its host went (ABORTED) was logged once with the host, not once
+     * per stream. Anything else is worth a warning. */
+    bool quiet = st == GRPC_STATUS_NOT_FOUND || st == GRPC_STATUS_RESOURCE_EXHAUSTED ||
+                 st == GRPC_STATUS_ABORTED;
     if (st != GRPC_STATUS_OK)
-        dmf_log(st == GRPC_STATUS_NOT_FOUND || st == GRPC_STATUS_RESOURCE_EXHAUSTED ? DMF_LOG_DEBUG
-                                                                                    : DMF_LOG_WARN,
-                "%s from %s: %s", method_names[c->method], dmf_rpc_call_peer(c->rpc_call), detail);
+        dmf_log(quiet ? DMF_LOG_DEBUG : DMF_LOG_WARN, "%s from %s: %s", method_names[c->method],
+                dmf_rpc_call_peer(c->rpc_call), detail);
     dmf_rpc_call_finish(c->rpc_call, st, detail);
 }
 
