@@ -106,7 +106,7 @@ struct dmf_scheduler_seed_trigger {
     const char *const *filter_query;
     size_t nfilter_query;
     const char *etag, *last_modified; /* the version pinned for the task, or NULL */
-    const char *requester_host_id; /* the host whose peer needed the seed */
+    const char *requester_host_id;    /* the host whose peer needed the seed */
 };
 
 /* Where decisions go. `stream` is the pointer the service attached to the peer at

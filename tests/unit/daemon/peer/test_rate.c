@@ -49,7 +49,7 @@ static void test_endgame_age(void **state)
 {
     assert_int_equal(dmf_rate_endgame_ms(NULL, 4 * KiB * KiB), DMF_RATE_FIRST_DEADLINE / 2);
     struct dmf_rate r = {0};
-    dmf_rate_add(&r, 4 * KiB * KiB, 100); /* 4 MiB in 100 ms */
+    dmf_rate_add(&r, 4 * KiB * KiB, 100);                          /* 4 MiB in 100 ms */
     assert_int_equal(dmf_rate_endgame_ms(&r, 4 * KiB * KiB), 200); /* two pieces' time */
     assert_int_equal(dmf_rate_endgame_ms(&r, 256 * KiB), DMF_RATE_ENDGAME_MIN);
     struct dmf_rate slow = {0};
