@@ -394,7 +394,8 @@ def http_get(url, timeout=5.0, headers=None):
 
 
 def fetch_metrics(port, timeout=5.0):
-    _, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=timeout)
+    # Scaled like every other wait: a sanitizer build on a loaded machine answers slower.
+    _, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=scaled(timeout))
     return Metrics.parse(body.decode("utf-8", "replace"))
 
 
