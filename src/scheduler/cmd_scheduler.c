@@ -31,6 +31,7 @@ struct scheduler_opts {
     int64_t candidate_limit;
     uint64_t host_timeout;
     int64_t bad_parent_threshold;
+    int64_t unreachable_threshold;
     uint64_t negative_cache_ttl;
     char *parent_graph;
     char *digest_sources;
@@ -69,6 +70,10 @@ static const struct dmf_option options[] = {
     {"bad-parent-threshold", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, bad_parent_threshold),
      1, 1000, "2", "N",
      "Bad-piece reports (one per reporting peer) after which a host is never a parent again."},
+    {"unreachable-threshold", 0, DMF_OPT_INT,
+     offsetof(struct scheduler_opts, unreachable_threshold), 0, 8, "2", "N",
+     "Distinct hosts that found a parent unreachable or stalled within a minute before it is "
+     "offered to nobody until the reports age out (seeds exempt; 0 = never)."},
     {"negative-cache-ttl", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, negative_cache_ttl),
      0, 3600000, "10s", "DURATION",
      "How long a task whose origin fetch failed for good (4xx, wrong digest) is answered "
@@ -270,6 +275,7 @@ static int run(int argc, char **argv)
                 .candidate_limit = (uint32_t)o.candidate_limit,
                 .host_timeout_ms = o.host_timeout,
                 .bad_parent_threshold = (uint32_t)o.bad_parent_threshold,
+                .unreachable_threshold = (uint32_t)o.unreachable_threshold,
                 .mesh = strcmp(o.parent_graph, "mesh") == 0,
                 .digest_sources = digest_sources,
                 .secret_query = &o.secret_query,

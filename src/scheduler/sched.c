@@ -89,6 +89,25 @@ static bool host_count_bad(struct dmf_sched_host *h, const char *reporter_host, 
     return true;
 }
 
+/* Records that reporter_host found h unreachable or stalled: one slot per reporter (its
+ * latest report), else the oldest slot is taken. Only distinct reporters add up, so one
+ * host cannot keep another from being offered. */
+static void host_count_unreachable(struct dmf_sched_host *h, const char *reporter_host,
+                                   uint64_t now)
+{
+    uint64_t key = dmf_sched_rendezvous("unreachable", reporter_host);
+    size_t slot = 0;
+    for (size_t i = 0; i < DMF_SCHED_UNREACHABLE_RING; i++) {
+        if (h->unreachable[i].at != 0 && h->unreachable[i].reporter == key) {
+            slot = i;
+            break;
+        }
+        if (h->unreachable[i].at < h->unreachable[slot].at)
+            slot = i;
+    }
+    h->unreachable[slot] = (struct dmf_sched_unreachable){key, now ? now : 1};
+}
+
 static void host_free(struct dmf_sched_host *h)
 {
     host_forget_bad(h);
@@ -558,6 +577,7 @@ static struct dmf_sched_view rank_view(const dmf_scheduler_t *s, uint64_t epoch)
         .now = now_ms(s),
         .mesh = s->cfg.mesh,
         .bad_parent_threshold = s->cfg.bad_parent_threshold,
+        .unreachable_threshold = s->cfg.unreachable_threshold,
         .host_timeout_ms = s->cfg.host_timeout_ms,
         .epoch = epoch,
         .seeds = &s->seeds,
@@ -1258,6 +1278,20 @@ void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     peer_remove(s, p, "stream closed", false);
 }
 
+/* Does host h hold a peer of p's task (so a report about h is about a host that could
+ * have been p's parent, not any host p picked to slander)? The report may come after the
+ * scheduler took the edge away (p went back to the source), so the edge is not asked for. */
+static bool host_in_task(const struct dmf_sched_host *h, const dmf_scheduler_peer_t *p)
+{
+    const dmf_scheduler_peer_t *q;
+    LIST_FOREACH(q, &h->peers, in_host)
+    {
+        if (q->task == p->task)
+            return true;
+    }
+    return false;
+}
+
 int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                  const char *parent_peer_id, const char *parent_host_id, int reason,
                                  char *err, size_t errlen)
@@ -1282,12 +1316,18 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                      "reports before exclusion)",
                      p->task->id, p->peer_id, p->host->id, h->id, h->bad_reports,
                      s->cfg.bad_parent_threshold);
-    } else if (h && reason == DMF_PARENT_UNREACHABLE &&
-               !dmf_sched_peer_blocked(p, parent_host_id)) {
-        h->unreachable_at[h->unreachable_reports % DMF_SCHED_UNREACHABLE_RING] = now;
-        h->unreachable_reports++;
-        dmf_info("task %s peer %s host %s: parent host %s unreachable", p->task->id, p->peer_id,
-                 p->host->id, h->id);
+    } else if (h && reason == DMF_PARENT_UNREACHABLE && h != p->host &&
+               !dmf_sched_peer_blocked(p, parent_host_id) && host_in_task(h, p)) {
+        bool was = dmf_sched_host_stalling(h, now, s->cfg.unreachable_threshold);
+        host_count_unreachable(h, p->host->id, now);
+        dmf_info("task %s peer %s host %s: parent host %s unreachable or stalled (%u distinct "
+                 "reporters in the last %d s)",
+                 p->task->id, p->peer_id, p->host->id, h->id, dmf_sched_host_unreachable(h, now),
+                 DMF_SCHED_UNREACHABLE_WIN / 1000);
+        if (!was && dmf_sched_host_stalling(h, now, s->cfg.unreachable_threshold))
+            dmf_warn("host %s: reported unreachable or stalled by %u hosts: offered to nobody "
+                     "until the reports are %d s old",
+                     h->id, dmf_sched_host_unreachable(h, now), DMF_SCHED_UNREACHABLE_WIN / 1000);
     }
     if (!dmf_sched_peer_blocked(p, parent_host_id))
         peer_block(p, parent_host_id);

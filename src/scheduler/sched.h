@@ -142,6 +142,9 @@ struct dmf_scheduler_config {
     uint32_t candidate_limit;      /* 1..DMF_SCHED_CANDIDATES_MAX; 0 = DEFAULT */
     uint64_t host_timeout_ms;      /* 0 = 10 s */
     uint32_t bad_parent_threshold; /* 0 = 2 */
+    /* Distinct hosts that must find a host unreachable or stalled within a minute before it
+     * is offered to nobody (until the reports age out); 0 = never excluded for that. */
+    uint32_t unreachable_threshold;
     /* false: the parent graph of a task is a DAG (Dragonfly's rule: nobody is offered one
      * of its descendants), seeds are parents of last resort. true ("mesh"): peers of a
      * task may exchange pieces both ways (each piece still travels a tree: a peer fetches

@@ -10,16 +10,6 @@
 #define FNV_OFFSET 1469598103934665603ull
 #define FNV_PRIME  1099511628211ull
 
-static uint32_t host_recent_unreachable(const struct dmf_sched_host *h, uint64_t now)
-{
-    uint32_t n = 0;
-    uint32_t kept = DMF_MIN(h->unreachable_reports, (uint32_t)DMF_SCHED_UNREACHABLE_RING);
-    for (uint32_t i = 0; i < kept; i++)
-        if (now - h->unreachable_at[i] < DMF_SCHED_UNREACHABLE_WIN)
-            n++;
-    return n;
-}
-
 double dmf_sched_location_affinity(const char *a, const char *b)
 {
     if (*a == '\0' || *b == '\0')
@@ -76,7 +66,7 @@ double dmf_sched_score(const struct dmf_sched_view *v, const dmf_scheduler_peer_
         capacity = 0.5 * capacity + 0.5 / (1.0 + c->nchildren);
     double idc = *me->idc && strcmp(me->idc, h->idc) == 0 ? 1.0 : 0.0;
     double locality = 0.5 * idc + 0.5 * dmf_sched_location_affinity(me->location, h->location);
-    double health = 1.0 / (1.0 + host_recent_unreachable(h, v->now));
+    double health = 1.0 / (1.0 + dmf_sched_host_unreachable(h, v->now));
     return 0.3 * capacity + 0.3 * peer_progress(c) + 0.2 * locality + 0.2 * health;
 }
 
@@ -156,6 +146,7 @@ size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_sched
     {
         if (c->mark == v->epoch || !peer_can_serve(c) ||
             dmf_sched_host_excluded(c->host, v->bad_parent_threshold) ||
+            dmf_sched_host_stalling(c->host, v->now, v->unreachable_threshold) ||
             dmf_sched_peer_blocked(p, c->host->id))
             continue;
         struct dmf_sched_ranked r = {c, dmf_sched_score(v, p, c), tiebreak(v, p, c)};

@@ -16,11 +16,12 @@
 
 /* What the rules read besides the peers (all borrowed for the call). */
 struct dmf_sched_view {
-    uint64_t now;                  /* monotonic ms, for recent failures and host liveness */
-    bool mesh;                     /* dmf_scheduler_config.mesh */
-    uint32_t bad_parent_threshold; /* hosts with this many bad-piece reports are excluded */
-    uint64_t host_timeout_ms;      /* a seed that has not announced within it is dead */
-    uint64_t epoch;                /* pick_candidates skips peers marked with it */
+    uint64_t now;                   /* monotonic ms, for recent failures and host liveness */
+    bool mesh;                      /* dmf_scheduler_config.mesh */
+    uint32_t bad_parent_threshold;  /* hosts with this many bad-piece reports are excluded */
+    uint32_t unreachable_threshold; /* ... with this many recent unreachable reporters (0: no) */
+    uint64_t host_timeout_ms;       /* a seed that has not announced within it is dead */
+    uint64_t epoch;                 /* pick_candidates skips peers marked with it */
     const struct dmf_sched_host_list *seeds; /* the seed hosts */
     const dmf_strmap_t *peers;               /* the peer table (dmf_sched_peer_find) */
 };

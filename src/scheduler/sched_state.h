@@ -19,7 +19,7 @@
 #include "scheduler/sched.h"
 #include "scheduler/strmap.h"
 
-#define DMF_SCHED_UNREACHABLE_RING 8  /* recent unreachable reports remembered per host */
+#define DMF_SCHED_UNREACHABLE_RING 8  /* distinct recent unreachable reporters per host */
 #define DMF_SCHED_BLOCKED_MAX      16 /* parent hosts a peer asked not to be offered again */
 
 /* The peer table's key: task id then host id. */
@@ -41,10 +41,14 @@ struct dmf_sched_host {
     uint32_t bad_reports; /* distinct reporting hosts (bad_reporters), until it wears off */
     uint64_t last_bad_at; /* the latest; DMF_SCHED_BAD_FORGET_MS later they are forgotten */
     char **bad_reporters; /* their host ids (owned), at most the threshold */
-    uint32_t unreachable_reports;
-    uint64_t unreachable_at[DMF_SCHED_UNREACHABLE_RING]; /* ring, indexed by count % size */
-    bool leaving;                                        /* being removed: offer nothing on it */
-    size_t npeers;                                       /* its peers (max_peers_per_host) */
+    /* Hosts that recently reported this one unreachable or stalled, one slot per reporter
+     * (a hash of its host id) with the time of its latest report; at 0 = free. */
+    struct dmf_sched_unreachable {
+        uint64_t reporter;
+        uint64_t at;
+    } unreachable[DMF_SCHED_UNREACHABLE_RING];
+    bool leaving;  /* being removed: offer nothing on it */
+    size_t npeers; /* its peers (max_peers_per_host) */
     LIST_HEAD(, dmf_scheduler_peer) peers;
     TAILQ_ENTRY(dmf_sched_host) by_seen; /* oldest announce first */
     LIST_ENTRY(dmf_sched_host) seeds;    /* on the seed list when type is seed */
@@ -158,6 +162,27 @@ static inline bool dmf_sched_host_is_seed(const struct dmf_sched_host *h)
 static inline bool dmf_sched_host_excluded(const struct dmf_sched_host *h, uint32_t threshold)
 {
     return h->leaving || h->bad_reports >= threshold;
+}
+
+/* How many distinct hosts reported h unreachable or stalled within DMF_SCHED_UNREACHABLE_WIN
+ * before now. */
+static inline uint32_t dmf_sched_host_unreachable(const struct dmf_sched_host *h, uint64_t now)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < DMF_SCHED_UNREACHABLE_RING; i++)
+        if (h->unreachable[i].at != 0 && now - h->unreachable[i].at < DMF_SCHED_UNREACHABLE_WIN)
+            n++;
+    return n;
+}
+
+/* A host that this many distinct hosts found unreachable or stalled lately is not offered as
+ * a parent until the reports age out (0: never). Seeds are exempt: they are the cluster's
+ * own, and a child that finds one stalled goes back to the source by itself. */
+static inline bool dmf_sched_host_stalling(const struct dmf_sched_host *h, uint64_t now,
+                                           uint32_t threshold)
+{
+    return threshold != 0 && !dmf_sched_host_is_seed(h) &&
+           dmf_sched_host_unreachable(h, now) >= threshold;
 }
 
 /* How many pieces the peer holds (the whole task once it SUCCEEDED and the layout is

@@ -852,11 +852,13 @@ class FakeParent:
     of every piece). requests lists every request path it received. With report_digests it
     also reports the SHA-256 of the pieces it serves (a rogue claiming its bytes are the
     task's) and sends them in made-up digest headers with every piece; register_kw adds
-    fields to its RegisterPeer (from_source=True: it claims to fetch from the origin)."""
+    fields to its RegisterPeer (from_source=True: it claims to fetch from the origin). With
+    stall=True it offers every piece on /have and then answers no piece request at all (the
+    connection stays open until stop())."""
 
     def __init__(self, scheduler, task_id, url, content, host_id="fake", peer_id=None,
                  corrupt=True, upload_capacity=10 << 30, rate=None, report_digests=False,
-                 register_kw=None):
+                 register_kw=None, stall=False):
         self.scheduler = scheduler
         self.task_id = task_id
         self.url = url
@@ -870,6 +872,7 @@ class FakeParent:
         self.rate = rate  # bytes per second of each piece response (None: as fast as it can)
         self.report_digests = report_digests
         self.register_kw = dict(register_kw or {})
+        self.stall = stall
         self.requests = []
         self.lock = threading.Lock()
         self.responses = []
@@ -908,6 +911,10 @@ class FakeParent:
                         n = int(parts[2])
                     except ValueError:
                         n = -1
+                    if 0 <= n < fake.total and fake.stall:
+                        fake._stop.wait(120)
+                        self.close_connection = True
+                        return
                     if 0 <= n < fake.total:
                         body = fake.piece(n)
                         self.send_response(200)

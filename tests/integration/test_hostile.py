@@ -456,3 +456,50 @@ def test_origin_500_once_then_200(tmp_path, need_binary):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.deadline(180)
+def test_stalling_hosts_stop_being_offered(tmp_path, need_binary, origin):
+    """Twenty registered hosts that claim the whole task and then answer no piece request:
+    once two honest hosts have found them stalled, the scheduler offers them to nobody, so
+    later downloads never wait on them (no piece request reaches them), and every download
+    is exact."""
+    from harness import FakeParent, sha256_file
+    size = 2 * MiB + 4321
+    sha = origin.add_random("/stall.bin", size, tmp_path / "origin")
+    url = origin.url("/stall.bin")
+    content = (tmp_path / "origin" / "origin-stall.bin").read_bytes()
+    tid = task_id(url)
+    from harness import start_cluster
+    c = start_cluster(tmp_path, daemons=4, scheduler_flags={"unreachable_threshold": 2})
+    stallers = [FakeParent(c.scheduler, tid, url, content, host_id=f"staller{i}",
+                           corrupt=False, stall=True) for i in range(20)]
+    for f in stallers:
+        f.start()
+    try:
+        wait_hosts(c.scheduler, 5 + len(stallers))
+
+        def asked():
+            return sum(f.request_count() for f in stallers)
+
+        took, seen = [], []
+        for i, d in enumerate(c.daemons):
+            before = asked()
+            t = time.monotonic()
+            cp = run_get(d, url, tmp_path / f"out{i}", timeout=90)
+            took.append(round(time.monotonic() - t, 2))
+            seen.append(asked() - before)
+            assert cp.returncode == 0, f"get on {d.name}: {cp.stderr[-2000:]}"
+            assert sha256_file(tmp_path / f"out{i}") == sha
+    finally:
+        for f in stallers:
+            f.stop()
+    print(f"get times {took} s; requests to the stallers per get {seen}")
+    log = c.scheduler.log_path.read_bytes()
+    excluded = log.count(b"offered to nobody")
+    assert seen[0] > 0, "the stallers were never offered: the test proves nothing"
+    # Each staller found by two honest hosts is offered to nobody: most of them after three
+    # downloads, and the fourth barely asks them (without the rule it asks as many as the
+    # second: ~40 requests).
+    assert excluded >= 15, f"only {excluded} of 20 stallers excluded"
+    assert seen[3] * 10 <= seen[0], f"stallers still asked by later gets: {seen}"

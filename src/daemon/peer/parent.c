@@ -65,6 +65,8 @@ struct dmf_parent {
     struct dmf_rate rate; /* of its completed piece requests */
     int strikes;          /* requests in a row that missed their deadline */
     uint64_t data_ms;     /* when it last sent us piece bytes */
+    uint64_t asked_ms;    /* when it was first asked for a piece (0: never) */
+    bool stall_reported;  /* dmf_parents_report_stalled told the scheduler */
 };
 
 struct dmf_parents {
@@ -427,6 +429,8 @@ static void piece_request(struct dmf_parent *p, uint32_t n, bool duplicate)
                               .flow = ps->env.flow};
     p->inflight++;
     s->started_ms = dmf_now_ms();
+    if (p->asked_ms == 0)
+        p->asked_ms = s->started_ms;
     s->req = dmf_http_get(ps->env.http, url, &o, &piece_ops, s);
     if (!evtimer_pending(ps->late, NULL)) {
         struct timeval tv = {0, LATE_TICK_MS * 1000};
@@ -630,6 +634,27 @@ void dmf_parents_add(struct dmf_parents *ps, const struct dmf_parent_info *info)
              p->peer_id, p->host_id, p->is_seed ? ", seed" : "", p->base_url);
     have_connect(p);
     changed(ps);
+}
+
+/* A parent asked this long before the end of the download that never sent a byte is
+ * reported stalled (a parent asked just before the end is not: it had no time). */
+#define STALLED_AFTER_MS 1000
+
+void dmf_parents_report_stalled(struct dmf_parents *ps)
+{
+    if (ps == NULL)
+        return;
+    uint64_t now = dmf_now_ms();
+    for (struct dmf_parent *p = ps->list; p; p = p->next) {
+        if (!usable(p) || p->is_seed || p->data_ms != 0 || p->asked_ms == 0 ||
+            now - p->asked_ms < STALLED_AFTER_MS || p->stall_reported)
+            continue;
+        p->stall_reported = true;
+        dmf_warn("task %s peer %s: parent %s stalled (asked %llu ms ago, never sent a byte)",
+                 ps->env.task_id, ps->env.peer_id, p->peer_id,
+                 (unsigned long long)(now - p->asked_ms));
+        ps->env.sink->parent_failed(ps->env.arg, p->peer_id, p->host_id, false, 0);
+    }
 }
 
 void dmf_parents_free(struct dmf_parents *ps)

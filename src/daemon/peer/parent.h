@@ -65,6 +65,11 @@ void dmf_parents_add(struct dmf_parents *ps, const struct dmf_parent_info *p);
 void dmf_parents_dispatch(struct dmf_parents *ps);
 /* Parents that are connected or connecting (not failed or excluded); 0 for NULL. */
 int dmf_parents_usable(const struct dmf_parents *ps);
+/* The download is over: every parent (not a seed) asked for a piece at least a second ago
+ * that never sent a byte is reported through the sink as failed, so the scheduler learns of hosts
+ * that offer pieces and then stall even when other parents carried the whole task; each parent
+ * once. NULL is ignored. */
+void dmf_parents_report_stalled(struct dmf_parents *ps);
 /* The parent on host_id sent piece n with bytes that do not match its digest: it is
  * excluded for this task and reported through the sink. */
 void dmf_parents_bad_piece(struct dmf_parents *ps, const char *host_id, uint32_t n);

@@ -734,8 +734,11 @@ static const struct dmf_announce_sink announce_sink = {
 
 /* ---------------------------------------------------------------- applying a step */
 
+/* The transfers stop (the task finished, failed or goes back to the source): parents that
+ * stalled are reported first (dmf_parents_report_stalled). */
 static void stop_transfers(struct dmf_task *t)
 {
+    dmf_parents_report_stalled(t->parents);
     dmf_parents_free(t->parents);
     t->parents = NULL;
     dmf_source_free(t->source);
@@ -892,6 +895,8 @@ static void register_peer(struct dmf_task *t, bool stalled)
 {
     dmf_announce_peer_free(t->announce);
     t->announce = open_stream(t, false, stalled);
+    /* Queued behind the register (the old stream's queue goes with it). */
+    dmf_parents_report_stalled(t->parents);
 }
 
 /* Tells the scheduler this host holds the whole task (layout and digests included). */
@@ -924,6 +929,7 @@ void dmf_task_rejoin(struct dmf_task *t)
 static void start_source(struct dmf_task *t, const char *why)
 {
     dmf_info("task %s peer %s: back to source: %s", t->id, t->peer_id, why);
+    dmf_parents_report_stalled(t->parents);
     dmf_parents_free(t->parents);
     t->parents = NULL;
     dmf_source_free(t->source);
@@ -1456,6 +1462,8 @@ void dmf_task_free(struct dmf_task *t, const char *why)
         t->verify = NULL;
         verify_job_free(job);
     }
+    dmf_parents_free(t->parents); /* freed, not stopped: nothing is reported any more */
+    t->parents = NULL;
     stop_transfers(t);
     dmf_announce_peer_free(t->announce);
     event_free(t->kick);

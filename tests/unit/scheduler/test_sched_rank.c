@@ -272,15 +272,47 @@ static void test_recently_unreachable_ranks_lower(void **state)
     dmf_scheduler_peer_t *pf = peer("pf", flaky, DMF_PEER_SUCCEEDED, 0);
     dmf_scheduler_peer_t *po = peer("po", old, DMF_PEER_SUCCEEDED, 0);
     dmf_scheduler_peer_t *pg = peer("pg", host("good"), DMF_PEER_SUCCEEDED, 0);
-    flaky->unreachable_at[0] = NOW - 1000;
-    flaky->unreachable_at[1] = NOW - 2000;
-    flaky->unreachable_reports = 2;
-    old->unreachable_at[0] = NOW - DMF_SCHED_UNREACHABLE_WIN; /* just out of the window */
-    old->unreachable_reports = 1;
+    flaky->unreachable[0] = (struct dmf_sched_unreachable){1, NOW - 1000};
+    flaky->unreachable[1] = (struct dmf_sched_unreachable){2, NOW - 2000};
+    /* just out of the window */
+    old->unreachable[0] = (struct dmf_sched_unreachable){1, NOW - DMF_SCHED_UNREACHABLE_WIN};
     assert_true(score(me, pf) < score(me, pg));
     assert_float_equal(score(me, pg) - score(me, pf), 0.2 * (1 - 1.0 / 3), 1e-12);
     assert_float_equal(score(me, po), score(me, pg), 0.0);
     assert_pick(me, 3, 3, (const char *[]){"pg", "po", "pf"});
+}
+
+/* Two distinct recent reporters take a host out of every candidate set, one does not, and
+ * a seed stays; the host is back once the reports are a minute old. */
+static void test_stalling_host_is_not_offered(void **state)
+{
+    world(false);
+    w.view.unreachable_threshold = 2;
+    dmf_scheduler_peer_t *me = child("me", host("x"));
+    struct dmf_sched_host *staller = host("staller"), *once = host("once");
+    struct dmf_sched_host *seed = seed_host("seed");
+    peer("ps", staller, DMF_PEER_SUCCEEDED, 0);
+    peer("po", once, DMF_PEER_SUCCEEDED, 0);
+    peer("pseed", seed, DMF_PEER_SUCCEEDED, 0);
+    staller->unreachable[3] = (struct dmf_sched_unreachable){11, NOW - 5000};
+    staller->unreachable[5] = (struct dmf_sched_unreachable){12, NOW - 100};
+    once->unreachable[0] = (struct dmf_sched_unreachable){11, NOW - 100};
+    seed->unreachable[0] = (struct dmf_sched_unreachable){11, NOW - 100};
+    seed->unreachable[1] = (struct dmf_sched_unreachable){12, NOW - 100};
+    assert_int_equal(dmf_sched_host_unreachable(staller, NOW), 2);
+    assert_true(dmf_sched_host_stalling(staller, NOW, 2));
+    assert_false(dmf_sched_host_stalling(once, NOW, 2));
+    assert_false(dmf_sched_host_stalling(seed, NOW, 2));
+    assert_pick(me, 4, 2, (const char *[]){"po", "pseed"});
+    /* Threshold 0: never excluded for this, only ranked lower (and with two normal
+     * parents the seed, a parent of last resort, is not needed). */
+    w.view.unreachable_threshold = 0;
+    assert_pick(me, 4, 2, (const char *[]){"po", "ps"});
+    /* A minute after the older report, one reporter is left: offered again. */
+    w.view.unreachable_threshold = 2;
+    w.view.now = NOW - 5000 + DMF_SCHED_UNREACHABLE_WIN;
+    assert_false(dmf_sched_host_stalling(staller, w.view.now, 2));
+    assert_pick(me, 4, 2, (const char *[]){"po", "ps"});
 }
 
 /* ------------------------------------------------------------ selection */
@@ -508,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_location_affinity),
         cmocka_unit_test_teardown(test_farther_ranks_lower, teardown),
         cmocka_unit_test_teardown(test_recently_unreachable_ranks_lower, teardown),
+        cmocka_unit_test_teardown(test_stalling_host_is_not_offered, teardown),
         cmocka_unit_test_teardown(test_limit_is_respected_best_first, teardown),
         cmocka_unit_test_teardown(test_who_is_not_offered, teardown),
         cmocka_unit_test_teardown(test_parents_in_use_are_not_offered_again, teardown),
