@@ -1,4 +1,5 @@
 /* Descriptor limit and accept-error backoff; see fdlimit.h. */
+#include "common/evx.h"
 #include "common/fdlimit.h"
 
 #include <errno.h>
@@ -80,7 +81,7 @@ struct dmf_listener_guard *dmf_listener_guard_new(struct evconnlistener *l, cons
     struct dmf_listener_guard *g = dmf_xcalloc(1, sizeof(*g));
     g->l = l;
     g->name = name;
-    g->resume = evtimer_new(evconnlistener_get_base(l), on_resume, g);
+    g->resume = dmf_xevtimer_new(evconnlistener_get_base(l), on_resume, g);
     evconnlistener_set_error_cb(l, on_accept_error);
     g->next = guards;
     guards = g;

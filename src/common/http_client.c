@@ -1,6 +1,7 @@
 /* libcurl multi on libevent: curl tells us which sockets to watch (socket callback) and
  * when to call it back (timer callback); we turn those into libevent events and hand
  * readiness back with curl_multi_socket_action. */
+#include "common/evx.h"
 #include "common/http_client.h"
 
 #include <errno.h>
@@ -165,7 +166,7 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     } else {
         event_free(sc->ev);
     }
-    sc->ev = event_new(h->base, s, kind, on_socket_event, h);
+    sc->ev = dmf_xevent_new(h->base, s, kind, on_socket_event, h);
     event_add(sc->ev, NULL);
     return 0;
 }
@@ -196,10 +197,10 @@ dmf_http_t *dmf_http_new(struct event_base *base)
     }
     dmf_http_t *h = dmf_xcalloc(1, sizeof(*h));
     h->base = base;
-    h->multi = curl_multi_init();
-    h->timer = evtimer_new(base, on_timer, h);
-    h->reap = event_new(base, -1, 0, on_reap, h);
-    h->resume = event_new(base, -1, 0, on_resume, h);
+    h->multi = dmf_xcheck(curl_multi_init(), "a curl multi handle");
+    h->timer = dmf_xevtimer_new(base, on_timer, h);
+    h->reap = dmf_xevent_new(base, -1, 0, on_reap, h);
+    h->resume = dmf_xevent_new(base, -1, 0, on_resume, h);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -446,7 +447,7 @@ dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_ht
     r->h = h;
     r->ops = ops;
     r->arg = arg;
-    r->easy = curl_easy_init();
+    r->easy = dmf_xcheck(curl_easy_init(), "a curl easy handle");
     r->next = h->reqs;
     if (h->reqs)
         h->reqs->prev = r;

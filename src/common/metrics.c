@@ -2,6 +2,7 @@
  * grouped by name (a new series is inserted after the last one of the same name) so that
  * rendering is a single pass. Values are read with atomic loads; the list itself is only
  * walked or changed under registry_lock. */
+#include "common/evx.h"
 #include "common/metrics.h"
 
 #include <event2/buffer.h>
@@ -132,11 +133,7 @@ void dmf_metrics_http_handler(struct evhttp_request *req, void *arg)
         return;
     }
     char *text = dmf_metrics_render();
-    struct evbuffer *body = evbuffer_new();
-    if (body == NULL) {
-        fprintf(stderr, "damselfly: out of memory allocating an evbuffer\n");
-        abort();
-    }
+    struct evbuffer *body = dmf_xevbuffer_new();
     evbuffer_add(body, text, strlen(text));
     free(text);
     evhttp_add_header(headers, "Content-Type", "text/plain; version=0.0.4");

@@ -4,6 +4,7 @@
  * (tag, success) pairs from the completion queue to a locked list and wakes the loop;
  * the loop runs op->done(). A call is reference-counted: the owner holds one reference
  * and each batch in flight holds one, so the memory outlives every batch gRPC still has. */
+#include "common/evx.h"
 #include "common/rpc.h"
 
 #include <errno.h>
@@ -224,7 +225,7 @@ dmf_rpc_t *dmf_rpc_new(struct event_base *base)
     rpc->cq = grpc_completion_queue_create_for_next(NULL);
     pthread_mutex_init(&rpc->lock, NULL);
     pthread_cond_init(&rpc->cond, NULL);
-    rpc->wake = event_new(base, -1, 0, on_wake, rpc);
+    rpc->wake = dmf_xevent_new(base, -1, 0, on_wake, rpc);
     if (pthread_create(&rpc->poller, NULL, poller_main, rpc) != 0) {
         fprintf(stderr, "damselfly: cannot start the gRPC poller thread\n");
         abort();

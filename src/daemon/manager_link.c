@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 #include "common/manager_client.h"
 #include "common/util.h"
@@ -139,7 +140,7 @@ void dmf_daemon_manager_resolve(struct dmf_daemon *d, uint64_t timeout_ms)
         return;
     struct dmf_daemon_manager_link *l = link_of(d);
     ask(l, timeout_ms);
-    struct event *wake = evtimer_new(d->base, on_wake, NULL);
+    struct event *wake = dmf_xevtimer_new(d->base, on_wake, NULL);
     struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
     evtimer_add(wake, &tv);
     uint64_t deadline = dmf_now_ms() + timeout_ms;
@@ -158,7 +159,7 @@ void dmf_daemon_manager_link_start(struct dmf_daemon *d)
     if (d->cfg.manager.n == 0)
         return;
     struct dmf_daemon_manager_link *l = link_of(d);
-    l->poll = event_new(d->base, -1, EV_PERSIST, on_poll, l);
+    l->poll = dmf_xevent_new(d->base, -1, EV_PERSIST, on_poll, l);
     struct timeval tv = {(time_t)(l->interval_ms / 1000),
                          (suseconds_t)(l->interval_ms % 1000) * 1000};
     evtimer_add(l->poll, &tv);

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/evx.h"
 #include "common/header_deadline.h"
 #include "common/fdlimit.h"
 #include "common/log.h"
@@ -112,21 +113,11 @@ struct dmf_piece_server {
 
 /* ---- replies ---- */
 
-static struct evbuffer *xevbuffer_new(void)
-{
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL) {
-        fprintf(stderr, "damselfly: out of memory allocating an evbuffer\n");
-        abort();
-    }
-    return b;
-}
-
 /* A short text/plain answer. Unlike evhttp_send_error it keeps the connection open: a 404
  * is routine on the data plane and must not cost a reconnect. */
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
-    struct evbuffer *b = xevbuffer_new();
+    struct evbuffer *b = dmf_xevbuffer_new();
     evbuffer_add_printf(b, "%s\n", text);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; charset=utf-8");
@@ -335,7 +326,7 @@ static bool send_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const
     }
     /* Without DRAINS_TO_FD libevent maps the file into memory instead of keeping a
      * sendfile chain; the chain then moves as is into the socket's output buffer. */
-    struct evbuffer *body = xevbuffer_new();
+    struct evbuffer *body = dmf_xevbuffer_new();
     evbuffer_set_flags(body, EVBUFFER_FLAG_DRAINS_TO_FD);
     int added = evbuffer_add_file_segment(body, seg, 0, size);
     evbuffer_file_segment_free(seg); /* body holds its own reference */
@@ -514,7 +505,7 @@ static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const
         return;
     }
 
-    struct evbuffer *b = xevbuffer_new();
+    struct evbuffer *b = dmf_xevbuffer_new();
     add_have_lines(b, v.have);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; charset=utf-8");
@@ -721,7 +712,7 @@ void dmf_piece_server_notify_piece(dmf_piece_server_t *ps, const char *task_id, 
     for (struct watcher *w = ps->watchers[bucket_of(task_id)]; w != NULL; w = w->next) {
         if (strcmp(w->task_id, task_id) != 0)
             continue;
-        struct evbuffer *b = xevbuffer_new();
+        struct evbuffer *b = dmf_xevbuffer_new();
         evbuffer_add(b, line, (size_t)len);
         evhttp_send_reply_chunk(w->req, b);
         evbuffer_free(b);
@@ -738,7 +729,7 @@ static void end_watchers(dmf_piece_server_t *ps, const char *task_id, const char
         if (strcmp(w->task_id, task_id) != 0)
             continue;
         if (done_line != NULL) {
-            struct evbuffer *b = xevbuffer_new();
+            struct evbuffer *b = dmf_xevbuffer_new();
             evbuffer_add(b, done_line, strlen(done_line));
             evhttp_send_reply_chunk(w->req, b);
             evbuffer_free(b);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/taskid.h"
@@ -966,7 +967,7 @@ dmf_scheduler_t *dmf_scheduler_service_sched(dmf_scheduler_service_t *svc)
 void dmf_scheduler_service_start(dmf_scheduler_service_t *svc)
 {
     dmf_rpc_server_start(svc->server);
-    svc->expiry = event_new(svc->base, -1, EV_PERSIST, on_expiry, svc);
+    svc->expiry = dmf_xevent_new(svc->base, -1, EV_PERSIST, on_expiry, svc);
     struct timeval second = {1, 0};
     event_add(svc->expiry, &second);
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/daemon.h"
@@ -25,7 +26,7 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *fmt,
                        ...)
 {
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = dmf_xevbuffer_new();
     va_list ap;
     va_start(ap, fmt);
     evbuffer_add_vprintf(b, fmt, ap);
@@ -78,7 +79,7 @@ static void on_list(struct evhttp_request *req, void *arg)
         reply_text(req, 500, "Internal Server Error", "cannot read the store\n");
         return;
     }
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = dmf_xevbuffer_new();
     for (size_t i = 0; i < n; i++) {
         const struct dmf_cache_row *r = &rows[i];
         evbuffer_add_printf(b, "%s\t%llu\t%u\t%u\t%lld\t%s\t%s\t", r->u.id,

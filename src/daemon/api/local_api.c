@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/evx.h"
 #include "common/fdlimit.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -45,7 +46,7 @@ struct http_download {
 static void send_frame(struct evhttp_request *req, char type, const void *a, size_t alen,
                        const void *b, size_t blen)
 {
-    struct evbuffer *buf = evbuffer_new();
+    struct evbuffer *buf = dmf_xevbuffer_new();
     uint32_t len = htonl((uint32_t)(alen + blen));
     evbuffer_add(buf, &type, 1);
     evbuffer_add(buf, &len, 4);

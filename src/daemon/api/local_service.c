@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/origin_policy.h"
@@ -208,7 +209,7 @@ static void serve_or_start(struct dmf_download *dl)
         send_held(dl, DAMSELFLY__V1__TASK_STATE__TASK_STATE_RUNNING);
     if (!dl->done && dl->req_timeout_ms > 0) {
         dl->timeout_ms = dl->req_timeout_ms;
-        dl->timeout = evtimer_new(d->base, on_timeout, dl);
+        dl->timeout = dmf_xevtimer_new(d->base, on_timeout, dl);
         struct timeval tv = {.tv_sec = dl->req_timeout_ms / 1000,
                              .tv_usec = (dl->req_timeout_ms % 1000) * 1000};
         evtimer_add(dl->timeout, &tv);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 #include "daemon/limits.h"
 #include "common/pb_headers.h"
@@ -188,7 +189,7 @@ struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d,
     c->rejoin = rejoin;
     c->rejoin_arg = arg;
     connect_all(c);
-    c->timer = event_new(d->base, -1, EV_PERSIST, on_timer, c);
+    c->timer = dmf_xevent_new(d->base, -1, EV_PERSIST, on_timer, c);
     uint64_t ms = d->cfg.announce_interval;
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     event_add(c->timer, &tv);
@@ -509,7 +510,7 @@ struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
     struct dmf_announce_peer *sp = dmf_xcalloc(1, sizeof(*sp));
     sp->env = *env;
     sp->c = c;
-    sp->flush = evtimer_new(d->base, on_flush, sp);
+    sp->flush = dmf_xevtimer_new(d->base, on_flush, sp);
     sp->pieces = dmf_xmalloc(REPORT_BATCH * sizeof(*sp->pieces));
     sp->digests = dmf_xmalloc(REPORT_BATCH * sizeof(*sp->digests));
     sp->digest_bytes = dmf_xmalloc(REPORT_BATCH * DMF_SHA256_LEN);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 #include "common/taskid.h"
 #include "common/util.h"
@@ -52,7 +53,7 @@ struct dmf_cache_gc *dmf_cache_gc_new(const struct dmf_cache_gc_env *env)
 {
     struct dmf_cache_gc *gc = dmf_xcalloc(1, sizeof(*gc));
     gc->env = *env;
-    gc->timer = evtimer_new(env->d->base, on_timer, gc);
+    gc->timer = dmf_xevtimer_new(env->d->base, on_timer, gc);
     arm(gc, env->d->cfg.gc_interval);
     return gc;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/piecemem.h"
@@ -593,7 +594,7 @@ struct dmf_parents *dmf_parents_new(const struct dmf_parents_env *env)
 {
     struct dmf_parents *ps = dmf_xcalloc(1, sizeof(*ps));
     ps->env = *env;
-    ps->late = evtimer_new(env->base, on_late_tick, ps);
+    ps->late = dmf_xevtimer_new(env->base, on_late_tick, ps);
     return ps;
 }
 
@@ -624,8 +625,8 @@ void dmf_parents_add(struct dmf_parents *ps, const struct dmf_parent_info *info)
         snprintf(p->base_url, sizeof(p->base_url), "http://%s:%u", info->ip, info->port);
     dmf_bitmap_init(&p->has);
     dmf_bitmap_init(&p->deferred);
-    p->retry = evtimer_new(ps->env.base, on_have_retry, p);
-    p->undefer = evtimer_new(ps->env.base, on_undefer, p);
+    p->retry = dmf_xevtimer_new(ps->env.base, on_have_retry, p);
+    p->undefer = dmf_xevtimer_new(ps->env.base, on_undefer, p);
     p->state = PARENT_CONNECTING;
     p->next = ps->list;
     ps->list = p;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/evx.h"
 #include "common/backoff.h"
 #include "common/log.h"
 #include "common/origin_policy.h"
@@ -537,7 +538,7 @@ struct dmf_source *dmf_source_start(const struct dmf_source_env *env)
     struct dmf_source *src = dmf_xcalloc(1, sizeof(*src));
     src->env = *env;
     if (env->base)
-        src->retry = evtimer_new(env->base, on_retry, src);
+        src->retry = dmf_xevtimer_new(env->base, on_retry, src);
     if (dmf_book_all_held(env->book)) {
         src->mode = DMF_SOURCE_DONE;
         changed(src);

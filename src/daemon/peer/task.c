@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/evx.h"
 #include "common/backoff.h"
 #include "common/log.h"
 #include "common/piecemem.h"
@@ -103,10 +104,10 @@ struct dmf_task *dmf_task_new(struct dmf_daemon *d, struct dmf_announce_client *
     dmf_book_init(&t->book);
     dmf_cache_init(&t->cache);
     dmf_bitmap_init(&t->ledger.served);
-    t->kick = event_new(d->base, -1, 0, on_kick, t);
-    t->stall = evtimer_new(d->base, on_stall, t);
-    t->reconnect = evtimer_new(d->base, on_reconnect, t);
-    t->release = evtimer_new(d->base, on_release, t);
+    t->kick = dmf_xevent_new(d->base, -1, 0, on_kick, t);
+    t->stall = dmf_xevtimer_new(d->base, on_stall, t);
+    t->reconnect = dmf_xevtimer_new(d->base, on_reconnect, t);
+    t->release = dmf_xevtimer_new(d->base, on_release, t);
     snprintf(t->peer_id, sizeof(t->peer_id), "%s-%.12s-%06x", d->cfg.host_id, id,
              (unsigned)(random() & 0xffffff));
     return t;
@@ -1248,7 +1249,7 @@ static void start_verify(struct dmf_task *t)
     job->scan.fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     job->scan.content_length = t->book.content_length;
     job->scan.piece_length = t->book.piece_length;
-    job->done = event_new(t->d->base, -1, 0, on_verified, job);
+    job->done = dmf_xevent_new(t->d->base, -1, 0, on_verified, job);
     if (job->scan.fd < 0 || pthread_create(&job->thread, NULL, verify_main, job) != 0) {
         if (job->scan.fd >= 0)
             close(job->scan.fd);

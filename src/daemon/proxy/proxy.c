@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/proxy/proxy_conn.h"
@@ -190,7 +191,7 @@ static void handle_head(struct conn *c)
         return;
     }
     if (c->req.content_length > 0 || c->req.chunked) {
-        c->body = evbuffer_new();
+        c->body = dmf_xevbuffer_new();
         proxy_conn_set_state(c, C_BODY);
         if (c->req.expect_continue)
             evbuffer_add_printf(proxy_out(c), "HTTP/1.1 100 Continue\r\n\r\n");
@@ -198,7 +199,7 @@ static void handle_head(struct conn *c)
         return;
     }
     if (c->req.content_length == 0)
-        c->body = evbuffer_new(); /* an explicit empty body (POST with no data) */
+        c->body = dmf_xevbuffer_new(); /* an explicit empty body (POST with no data) */
     on_body_complete(c);
 }
 

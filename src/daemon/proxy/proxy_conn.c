@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 
 DMF_METRIC_COUNTER(proxy_m_req_p2p, "damselfly_proxy_requests_total", "path=\"p2p\"",
@@ -225,9 +226,9 @@ struct conn *proxy_conn_new(dmf_proxy_t *p, struct event_base *base, event_callb
     struct conn *c = dmf_xcalloc(1, sizeof(*c));
     c->p = p;
     c->id = ++p->next_id;
-    c->reap = event_new(base, -1, 0, on_reap, c);
-    c->kick = event_new(base, -1, 0, on_kick, c);
-    c->head_timer = evtimer_new(base, on_head_timeout, c);
+    c->reap = dmf_xevent_new(base, -1, 0, on_reap, c);
+    c->kick = dmf_xevent_new(base, -1, 0, on_kick, c);
+    c->head_timer = dmf_xevtimer_new(base, on_head_timeout, c);
     c->framing = F_NONE;
     c->next = p->conns;
     if (p->conns)

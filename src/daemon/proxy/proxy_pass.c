@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 
 static bool status_has_body(long status, bool head_only)
@@ -73,7 +74,7 @@ static int pass_on_headers(void *arg, dmf_http_req_t *req, long status)
     c->resp_started = true;
     if (c->verify) {
         c->sha = dmf_sha256_new();
-        c->hold = evbuffer_new();
+        c->hold = dmf_xevbuffer_new();
     }
     dmf_debug("proxy conn %lu: %s: origin answered %ld", c->id, c->what, status);
     return 0;

@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "common/evx.h"
 #include "common/log.h"
 
 static bool intercepted(dmf_proxy_t *p, const char *host, uint16_t port)
@@ -123,7 +124,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
         proxy_reset_request(c);
         bufferevent_set_timeouts(c->bev, NULL, NULL);
         bufferevent_set_timeouts(c->up, NULL, NULL);
-        c->tunnel_timer = evtimer_new(bufferevent_get_base(c->bev), on_tunnel_idle, c);
+        c->tunnel_timer = dmf_xevtimer_new(bufferevent_get_base(c->bev), on_tunnel_idle, c);
         tunnel_touch(c);
         bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
         bufferevent_enable(c->up, EV_READ | EV_WRITE);
