@@ -175,6 +175,19 @@ static const struct dmf_option options[] = {
         "(e.g. a scheduler behind NAT)"),
     OPT("proxy-tunnel-timeout", 0, DMF_OPT_DURATION, proxy_tunnel_timeout, 100, 86400000, "10m",
         "DURATION", "close a CONNECT tunnel with no byte in either direction this long"),
+    OPT("tls-cert", 0, DMF_OPT_STRING, tls_cert, 0, 0, NULL, "FILE",
+        "PEM certificate of this host (CN = its host ID, OU = peer or seed), signed by "
+        "--tls-ca: turns on mutual TLS for the rpc port, the piece server and this host's "
+        "requests to other hosts (scripts/make-certs.sh; SIGHUP reloads it)"),
+    OPT("tls-key", 0, DMF_OPT_STRING, tls_key, 0, 0, NULL, "FILE",
+        "PEM private key of --tls-cert"),
+    OPT("tls-ca", 0, DMF_OPT_STRING, tls_ca, 0, 0, NULL, "FILE",
+        "PEM CA certificate of the cluster: every other host must present a certificate it "
+        "signed"),
+    OPT("cluster-key-file", 0, DMF_OPT_STRING, cluster_key_file, 0, 0, NULL, "FILE",
+        "the cluster's secret key (32 bytes or more, not readable by others): with it, the "
+        "piece server serves a task's pieces only to hosts holding a token the scheduler gave "
+        "them for that task (403 otherwise)"),
 };
 
 static const char usage[] =

@@ -72,6 +72,11 @@ struct dmf_daemon_config {
     struct dmf_strlist origin_allow; /* CIDRs / host names the origin policy allows */
     struct dmf_strlist origin_deny;  /* CIDRs / host names it refuses */
     struct dmf_strlist rpc_allow;    /* callers allowed besides the schedulers and managers */
+
+    /* Mutual TLS on the rpc port, the piece server and their client sides (common/tls.h):
+     * all three or none. The certificate's CN is this host's ID. */
+    char *tls_cert, *tls_key, *tls_ca;
+    char *cluster_key_file; /* HMAC key of piece-fetch tokens (common/piece_token.h) */
 };
 
 /* Host bandwidth limits in bytes per second; 0 = unlimited (limits.h applies them). */

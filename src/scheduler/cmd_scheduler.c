@@ -48,6 +48,8 @@ struct scheduler_opts {
     int64_t seed_triggers_per_min;
     int64_t seed_trigger_burst;
     uint64_t peer_ttl;
+    char *tls_cert, *tls_key, *tls_ca;
+    char *cluster_key_file;
 };
 
 static const struct dmf_option options[] = {
@@ -118,6 +120,18 @@ static const struct dmf_option options[] = {
      "1h", "DURATION",
      "A finished peer whose stream closed is forgotten after this long, so finished tasks do "
      "not pile up (0: never)."},
+    {"tls-cert", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_cert), 0, 0, NULL, "FILE",
+     "PEM certificate of this scheduler (OU = scheduler), signed by --tls-ca: turns on mutual "
+     "TLS; every caller must then present a certificate, and acts only for the host ID it "
+     "names (scripts/make-certs.sh; SIGHUP reloads it)."},
+    {"tls-key", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_key), 0, 0, NULL, "FILE",
+     "PEM private key of --tls-cert."},
+    {"tls-ca", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_ca), 0, 0, NULL, "FILE",
+     "PEM CA certificate of the cluster, which signs every member's certificate."},
+    {"cluster-key-file", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, cluster_key_file), 0,
+     0, NULL, "FILE",
+     "The cluster's secret key (as the daemons'): the scheduler gives each child a token, bound "
+     "to the task and the child's host ID, that its parents' piece servers check."},
 };
 
 static const char *bind_reason(int err)

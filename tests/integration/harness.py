@@ -439,6 +439,28 @@ class Scheduler:
 _seed_rpc = []  # the rpc port of the current test's known seed ("seed"), once reserved
 
 
+def make_certs(directory, hosts):
+    """A cluster CA and one certificate per host under directory, by scripts/make-certs.sh:
+    hosts maps host ID -> role ("peer", "seed", "scheduler", "manager"). Returns directory
+    (a Path). Existing certificates are remade (a rotated certificate)."""
+    d = Path(directory)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make-certs.sh"
+    if not (d / "ca.pem").exists():
+        subprocess.run(["sh", str(script), str(d), "ca"], check=True, capture_output=True)
+    for host_id, role in hosts.items():
+        subprocess.run(["sh", str(script), str(d), "host", host_id, role], check=True,
+                       capture_output=True)
+    return d
+
+
+def tls_flags(certdir, host_id):
+    """The --tls-cert/--tls-key/--tls-ca flags (as keyword arguments of start_daemon or
+    start_scheduler) of host_id's certificate in certdir (make_certs)."""
+    d = Path(certdir)
+    return {"tls_cert": str(d / f"{host_id}.pem"), "tls_key": str(d / f"{host_id}.key"),
+            "tls_ca": str(d / "ca.pem")}
+
+
 def seed_rpc_port():
     """The rpc port the current test's seed daemon (host id "seed") listens on: reserved
     before any process starts, so that every scheduler can list it in --seed-hosts (seeds
