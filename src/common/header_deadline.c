@@ -1,6 +1,7 @@
 /* Request-head deadline for evhttp servers; see header_deadline.h. */
 #include "common/header_deadline.h"
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -13,10 +14,10 @@
 #define BUCKETS 1024
 
 struct conn {
-    struct bufferevent *bev; /* one reference is ours */
-    uint64_t accepted_ms;
-    bool got_request;
-    bool shut; /* shut down for a late head; waiting for evhttp to free it */
+    struct bufferevent *bev;         /* one reference is ours */
+    struct evbuffer_cb_entry *on_in; /* on the bufferevent's input: a head begins */
+    uint64_t head_from_ms;           /* when the head being awaited began; 0: none */
+    bool shut;                       /* shut down for a late head; waiting for evhttp to free it */
     struct conn *next;
 };
 
@@ -30,16 +31,25 @@ struct dmf_header_deadline {
     uint64_t closed;
 };
 
-bool dmf_header_deadline_late(uint64_t accepted_ms, uint64_t now_ms, uint64_t timeout_ms,
-                              bool got_request)
+bool dmf_header_deadline_late(uint64_t head_from_ms, uint64_t now_ms, uint64_t timeout_ms,
+                              bool head_waiting)
 {
-    return !got_request && now_ms >= accepted_ms && now_ms - accepted_ms >= timeout_ms;
+    return head_from_ms != 0 && !head_waiting && now_ms >= head_from_ms &&
+           now_ms - head_from_ms >= timeout_ms;
 }
 
 static size_t bucket_of(const struct bufferevent *bev)
 {
     uintptr_t p = (uintptr_t)bev;
     return (size_t)((p >> 4) ^ (p >> 14)) % BUCKETS;
+}
+
+/* Bytes arrived on a connection with no head awaited: the next request's head begins. */
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    if (info->n_added > 0 && c->head_from_ms == 0)
+        c->head_from_ms = dmf_now_ms();
 }
 
 /* evhttp_set_bevcb: the bufferevent of a new incoming connection (evhttp sets its fd). */
@@ -54,7 +64,8 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
     bufferevent_incref(bev);
     struct conn *c = dmf_xcalloc(1, sizeof(*c));
     c->bev = bev;
-    c->accepted_ms = dmf_now_ms();
+    c->head_from_ms = dmf_now_ms(); /* the first head is due from accept */
+    c->on_in = evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
     size_t b = bucket_of(bev);
     c->next = hd->buckets[b];
     hd->buckets[b] = c;
@@ -71,6 +82,22 @@ static bool freed_by_evhttp(struct bufferevent *bev)
     return r == NULL && w == NULL && e == NULL;
 }
 
+/* A complete head sits in the input, not yet read by evhttp (it reads the next request
+ * only once the response before it is sent): the client is not late. */
+static bool head_waiting(struct bufferevent *bev)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    return evbuffer_get_length(in) >= 4 && evbuffer_search(in, "\r\n\r\n", 4, NULL).pos >= 0;
+}
+
+static void conn_free(struct conn *c)
+{
+    if (c->on_in)
+        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->on_in);
+    bufferevent_decref(c->bev);
+    free(c);
+}
+
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     dmf_header_deadline_t *hd = arg;
@@ -82,13 +109,13 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             struct conn *c = *pp;
             if (freed_by_evhttp(c->bev)) {
                 *pp = c->next;
-                bufferevent_decref(c->bev); /* the last reference (evhttp closed the fd) */
-                free(c);
+                conn_free(c); /* the last reference (evhttp closed the fd) */
                 hd->nconns--;
                 continue;
             }
-            if (!c->shut &&
-                dmf_header_deadline_late(c->accepted_ms, now, hd->timeout_ms, c->got_request)) {
+            if (!c->shut && c->head_from_ms != 0 &&
+                dmf_header_deadline_late(c->head_from_ms, now, hd->timeout_ms,
+                                         head_waiting(c->bev))) {
                 evutil_socket_t s = bufferevent_getfd(c->bev);
                 if (s >= 0)
                     shutdown(s, SHUT_RDWR);
@@ -100,7 +127,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
     if (late > 0) {
         hd->closed += late;
-        dmf_info("%s: closed %zu connection(s) with no complete request head after %llu ms "
+        dmf_info("%s: closed %zu connection(s) with no complete request head %llu ms after "
+                 "it was due (accept, or its first byte on a keep-alive connection) "
                  "(%llu in all)",
                  hd->what, late, (unsigned long long)hd->timeout_ms,
                  (unsigned long long)hd->closed);
@@ -146,7 +174,7 @@ void dmf_header_deadline_got_request(dmf_header_deadline_t *hd, struct evhttp_re
         return;
     for (struct conn *c = hd->buckets[bucket_of(bev)]; c; c = c->next) {
         if (c->bev == bev) {
-            c->got_request = true;
+            c->head_from_ms = 0; /* met; the next head is due from its first byte */
             return;
         }
     }
@@ -166,8 +194,7 @@ void dmf_header_deadline_free(dmf_header_deadline_t *hd)
         while (hd->buckets[b]) {
             struct conn *c = hd->buckets[b];
             hd->buckets[b] = c->next;
-            bufferevent_decref(c->bev);
-            free(c);
+            conn_free(c);
         }
     }
     free(hd);

@@ -1,4 +1,5 @@
-/* A deadline from accept to the first complete request head on an evhttp server.
+/* A deadline on every request head of an evhttp server: from accept to the first complete
+ * head, and on a keep-alive connection from the first byte of each later head to its end.
  *
  * evhttp's timeouts are the bufferevent's, which every byte read restarts: a client that
  * drips one header byte every few seconds keeps its connection (and a descriptor) for
@@ -7,13 +8,16 @@
  * and a sweep timer shuts down the socket of any connection that has not completed a
  * request head within the timeout; evhttp then sees the end of the stream and frees the
  * connection as it would any other. The server's request callback marks the connection
- * (dmf_header_deadline_got_request). The bufferevent is made without BEV_OPT_CLOSE_ON_FREE,
- * so evhttp closes the descriptor itself the moment it frees the connection; the held
- * reference keeps only the bufferevent's memory, and tells the sweep that evhttp freed it
+ * (dmf_header_deadline_got_request); a callback on the bufferevent's input notes when the
+ * next head's first byte arrives. A complete head waiting in the input (a pipelined request
+ * while a response is still being sent) is not late. The bufferevent is made without
+ * BEV_OPT_CLOSE_ON_FREE, so evhttp closes the descriptor itself the moment it frees the connection;
+ * the held reference keeps only the bufferevent's memory, and tells the sweep that evhttp freed it
  * (its callbacks are cleared): the sweep checks that first, so it never shuts down a
  * descriptor that was closed and reused.
  *
- * Later requests on a keep-alive connection are bounded by the server's idle timeout. */
+ * A keep-alive connection that sends nothing between requests is bounded by the server's
+ * idle timeout instead. */
 #ifndef DMF_HEADER_DEADLINE_H
 #define DMF_HEADER_DEADLINE_H
 
@@ -40,8 +44,9 @@ uint64_t dmf_header_deadline_closed(const dmf_header_deadline_t *hd);
 /* Call after evhttp_free() of the server: releases what is still held. NULL is ignored. */
 void dmf_header_deadline_free(dmf_header_deadline_t *hd);
 
-/* The decision, pure: is a connection accepted at accepted_ms late at now_ms? */
-bool dmf_header_deadline_late(uint64_t accepted_ms, uint64_t now_ms, uint64_t timeout_ms,
-                              bool got_request);
+/* The decision, pure: is a connection whose awaited head began at head_from_ms (0: no head
+ * awaited) late at now_ms? head_waiting: a complete head is buffered, unread by evhttp. */
+bool dmf_header_deadline_late(uint64_t head_from_ms, uint64_t now_ms, uint64_t timeout_ms,
+                              bool head_waiting);
 
 #endif

@@ -56,7 +56,8 @@ static const struct dmf_option options[] = {
     OPT("piece-header-timeout", 0, DMF_OPT_DURATION, piece_header_timeout, 100, 600000, "10s",
         "DURATION",
         "a piece-port connection must send a complete request head this long after it was "
-        "accepted, or it is closed (a client dripping header bytes keeps nothing)"),
+        "accepted, and each later head on a keep-alive connection this long after its first "
+        "byte, or it is closed (a client dripping header bytes keeps nothing)"),
     OPT("piece-idle-timeout", 0, DMF_OPT_DURATION, piece_idle_timeout, 100, 3600000, "60s",
         "DURATION",
         "close a piece server connection idle, or whose peer stalls reading or sending, this long"),

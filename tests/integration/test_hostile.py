@@ -377,6 +377,12 @@ def test_piece_port_closes_dripping_heads(tmp_path, need_binary):
     for _ in range(20):
         s = socket.create_connection(("127.0.0.1", d.piece_port), timeout=5)
         drips.append(s)
+    # Keep-alive connections that completed a request, then drip the next head: the
+    # deadline runs from its first byte, so they are closed too.
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", d.piece_port), timeout=5)
+        assert roundtrip(s) == b"HTTP/1.1 200 OK"
+        drips.append(s)
     # A client that completed a request keeps its keep-alive connection.
     good = socket.create_connection(("127.0.0.1", d.piece_port), timeout=5)
     assert roundtrip(good) == b"HTTP/1.1 200 OK"
