@@ -47,6 +47,7 @@ struct scheduler_opts {
     int64_t max_tasks_per_host;
     int64_t seed_triggers_per_min;
     int64_t seed_trigger_burst;
+    uint64_t seed_trigger_bytes_per_hour;
     uint64_t peer_ttl;
     char *tls_cert, *tls_key, *tls_ca;
     char *cluster_key_file;
@@ -116,6 +117,11 @@ static const struct dmf_option options[] = {
      "origin themselves."},
     {"seed-trigger-burst", 0, DMF_OPT_INT, offsetof(struct scheduler_opts, seed_trigger_burst), 1,
      1000000, "20", "N", "Seed triggers one host may cause at once above the rate."},
+    {"seed-trigger-bytes-per-hour", 0, DMF_OPT_SIZE,
+     offsetof(struct scheduler_opts, seed_trigger_bytes_per_hour), 0, 0, "100g", "BYTES",
+     "Bytes one host's peers may make seeds fetch per hour, charged when a triggered task's "
+     "size is known (at most 8 triggers of unknown size at once); beyond it they go to the "
+     "origin themselves (0: no byte budget)."},
     {"peer-ttl", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, peer_ttl), 0, 2592000000ULL,
      "1h", "DURATION",
      "A finished peer whose stream closed is forgotten after this long, so finished tasks do "
@@ -128,8 +134,8 @@ static const struct dmf_option options[] = {
      "PEM private key of --tls-cert."},
     {"tls-ca", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_ca), 0, 0, NULL, "FILE",
      "PEM CA certificate of the cluster, which signs every member's certificate."},
-    {"cluster-key-file", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, cluster_key_file), 0,
-     0, NULL, "FILE",
+    {"cluster-key-file", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, cluster_key_file), 0, 0,
+     NULL, "FILE",
      "The cluster's secret key (as the daemons'): the scheduler gives each child a token, bound "
      "to the task and the child's host ID, that its parents' piece servers check."},
 };
@@ -306,6 +312,7 @@ static int run(int argc, char **argv)
                 .register_burst = (uint32_t)o.register_burst,
                 .triggers_per_min = (uint32_t)o.seed_triggers_per_min,
                 .trigger_burst = (uint32_t)o.seed_trigger_burst,
+                .trigger_bytes_per_hour = o.seed_trigger_bytes_per_hour,
             },
         .seeds = seeds,
     };

@@ -517,6 +517,7 @@ static void peer_update_idle(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 
 static void peer_free(dmf_scheduler_peer_t *p)
 {
+    free(p->trigger_for);
     for (size_t i = 0; i < DMF_MIN(p->nblocked, (size_t)DMF_SCHED_BLOCKED_MAX); i++)
         free(p->blocked[i]);
     dmf_bitmap_free(&p->held);
@@ -626,6 +627,18 @@ static void trigger_seed(dmf_scheduler_t *s, dmf_scheduler_peer_t *ph, const cha
     free(headers);
 }
 
+/* Seed peer p's trigger is charged to its requester once the task's size is known, or
+ * dropped (-1) when p goes first: exactly once per trigger the sink admitted. */
+static void trigger_settle(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, bool dropped)
+{
+    if (p->trigger_for == NULL || (!dropped && p->task->content_length < 0))
+        return;
+    if (s->sink.trigger_sized)
+        s->sink.trigger_sized(s->sink_arg, p->trigger_for, dropped ? -1 : p->task->content_length);
+    free(p->trigger_for);
+    p->trigger_for = NULL;
+}
+
 /* Peer c as a candidate parent (borrowed strings). */
 static struct dmf_scheduler_parent parent_of(const dmf_scheduler_peer_t *c)
 {
@@ -661,6 +674,8 @@ static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sch
     ph->triggered_seed = true;
     ph->source_ordered = true;
     ph->trigger_id = ++s->next_trigger_id;
+    ph->trigger_for = s->sink.may_trigger ? dmf_xstrdup(requester->id) : NULL;
+    trigger_settle(s, ph, false);
     trigger_seed(s, ph, requester->id);
     return ph;
 }
@@ -780,6 +795,7 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
                         (p->placeholder && p->triggered_seed);
     dmf_info("task %s peer %s host %s: %s -> (removed: %s)", t->id, p->peer_id, p->host->id,
              dmf_scheduler_peer_state_name(p->state), why);
+    trigger_settle(s, p, true);
     if (p->stream && tell_stream && s->sink.peer_gone)
         s->sink.peer_gone(s->sink_arg, p->stream, why);
     p->stream = NULL;
@@ -1178,6 +1194,7 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                               "(%.100s)",
                               pr->etag && *pr->etag ? pr->etag : "-", t->etag ? t->etag : "-");
     bool layout_changed = task_set_layout(t, &l);
+    trigger_settle(s, p, false);
     layout_changed |= task_pin(&t->etag, pr->etag);
     layout_changed |= task_pin(&t->last_modified, pr->last_modified);
     for (size_t i = 0; i < pr->npieces; i++)
@@ -1219,6 +1236,7 @@ int dmf_scheduler_finished(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, int64_t 
     if (rc != 0)
         return rc;
     bool layout_changed = task_set_layout(t, &l);
+    trigger_settle(s, p, false);
     peer_drop_parents(p);
     peer_set_state(p, DMF_PEER_SUCCEEDED);
     if (layout_changed)

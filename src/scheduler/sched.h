@@ -136,6 +136,9 @@ struct dmf_scheduler_sink {
     /* May a peer of requester_host_id make seed_host_id fetch a task now (its budget of
      * triggered tasks)? false: the peer goes back to the source instead. NULL: always. */
     bool (*may_trigger)(void *arg, const char *requester_host_id, const char *seed_host_id);
+    /* A trigger may_trigger admitted learnt its task's size in bytes, or ended before it was
+     * known (bytes < 0): called once per admitted trigger. NULL: not told. */
+    void (*trigger_sized)(void *arg, const char *requester_host_id, int64_t bytes);
 };
 
 struct dmf_scheduler_config {

@@ -123,6 +123,9 @@ struct dmf_scheduler_peer {
     struct dmf_sched_task *task;
     struct dmf_sched_host *host;
     enum dmf_scheduler_peer_state state;
+    /* The requester whose trigger made this seed fetch, until the task's size is charged to
+     * its budget (sink.trigger_sized); owned; NULL when settled or never triggered. */
+    char *trigger_for;
     uint32_t held_base;          /* pieces held at register (a resumed download) */
     dmf_bitmap_t held;           /* pieces reported since */
     bool placeholder;            /* a seed asked to fetch; no stream has taken it over yet */

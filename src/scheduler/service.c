@@ -50,6 +50,10 @@ static DMF_METRIC_COUNTER(m_refused_hosts, "damselfly_scheduler_refused_total", 
                           REFUSED_HELP);
 static DMF_METRIC_COUNTER(m_refused_triggers, "damselfly_scheduler_refused_total",
                           "reason=\"trigger_budget\"", REFUSED_HELP);
+static DMF_METRIC_COUNTER(m_refused_trigger_bytes, "damselfly_scheduler_refused_total",
+                          "reason=\"trigger_bytes\"", REFUSED_HELP);
+static DMF_METRIC_COUNTER(m_refused_trigger_unsized, "damselfly_scheduler_refused_total",
+                          "reason=\"trigger_unsized\"", REFUSED_HELP);
 static DMF_METRIC_COUNTER(m_unlisted_seeds, "damselfly_scheduler_unlisted_seed_announces_total",
                           NULL,
                           "Announces of type seed from hosts not in --seed-hosts (treated as "
@@ -865,18 +869,40 @@ static void on_call(void *arg, dmf_rpc_call_t *rpc_call, const char *method)
 
 /* ------------------------------------------------------------ lifetime */
 
-/* A peer of requester_host_id needs a seed: within the host's budget of triggers? */
+/* A peer of requester_host_id needs a seed: within the host's budget of triggers (tasks per
+ * minute, bytes per hour, triggers of unknown size at once)? */
 static bool on_may_trigger(void *arg, const char *requester_host_id, const char *seed_host_id)
 {
     dmf_scheduler_service_t *svc = arg;
-    if (dmf_admission_trigger(&svc->admission, requester_host_id, dmf_now_ms()))
+    enum dmf_admission_refusal r =
+        dmf_admission_trigger(&svc->admission, requester_host_id, dmf_now_ms());
+    const char *budget = "seed triggers";
+    switch (r) {
+    case DMF_ADMIT_OK:
         return true;
-    dmf_metric_add(&m_refused_triggers, 1);
+    case DMF_ADMIT_TRIGGER_BYTES:
+        dmf_metric_add(&m_refused_trigger_bytes, 1);
+        budget = "triggered bytes this hour";
+        break;
+    case DMF_ADMIT_TRIGGER_UNSIZED:
+        dmf_metric_add(&m_refused_trigger_unsized, 1);
+        budget = "triggers of a size not yet known";
+        break;
+    default:
+        dmf_metric_add(&m_refused_triggers, 1);
+        break;
+    }
     char what[300];
-    snprintf(what, sizeof(what), "host %s spent its budget of seed triggers (seed %s)",
-             requester_host_id, seed_host_id);
+    snprintf(what, sizeof(what), "host %s spent its budget of %s (seed %s)", requester_host_id,
+             budget, seed_host_id);
     log_refusal(svc, what);
     return false;
+}
+
+static void on_trigger_sized(void *arg, const char *requester_host_id, int64_t bytes)
+{
+    dmf_scheduler_service_t *svc = arg;
+    dmf_admission_trigger_sized(&svc->admission, requester_host_id, bytes, dmf_now_ms());
 }
 
 /* Once a second: hosts and finished peers expire; every 10 s, admission forgets idle hosts;
@@ -915,6 +941,7 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
         .peer_gone = on_peer_gone,
         .host_gone = on_host_gone,
         .may_trigger = on_may_trigger,
+        .trigger_sized = on_trigger_sized,
     };
     dmf_scheduler_service_t *svc = dmf_xcalloc(1, sizeof(*svc));
     svc->base = base;
@@ -945,6 +972,8 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
                                     &m_refused_tasks,
                                     &m_refused_hosts,
                                     &m_refused_triggers,
+                                    &m_refused_trigger_bytes,
+                                    &m_refused_trigger_unsized,
                                     &m_unlisted_seeds,
                                     &m_peers_expired};
     for (size_t i = 0; i < DMF_ARRAY_SIZE(metrics); i++)

@@ -15,6 +15,7 @@ scheduler's gRPC API, or the daemon's, can no longer do.
 
 import http.server
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -250,6 +251,91 @@ def test_seed_trigger_budget_per_host(tmp_path, need_binary, pb):
         assert results.count("back_to_source") >= 16
         time.sleep(1)
         assert origin.sent() <= 4 * size + MiB, origin.sent()
+    finally:
+        origin.stop()
+
+
+def test_seed_trigger_byte_budget_per_host(tmp_path, need_binary, pb):
+    """Registers of 8 MiB URLs from one host, within its task budget (burst 20) but with a
+    byte budget of 24 MiB an hour: the seed fetches three or four of them, not twenty."""
+    origin = Origin().start()
+    size = 8 * MiB
+    try:
+        for i in range(21):
+            origin.add_bytes(f"/large/{i}", bytes([i]) * size)
+        sched = start_scheduler(tmp_path, seed_trigger_burst=20, seed_triggers_per_min=60,
+                                seed_trigger_bytes_per_hour="24m")
+        seed = start_daemon(tmp_path, "seed", scheduler=sched, seed=True)
+        wait_hosts(sched, 1)
+        results = []
+        for i in range(20):
+            before = origin.sent()
+            ps, r = announce_and_register(pb, sched, "mallory", origin.url(f"/large/{i}"))
+            results.append(r.WhichOneof("msg"))
+            if results[-1] != "back_to_source":
+                # Let the seed learn the size (and the scheduler charge it) before the next:
+                # the byte budget is charged when the size is known.
+                wait_until(lambda: origin.sent() > before, scaled(10), what="the seed's fetch")
+                time.sleep(0.3)
+            ps.close()
+        m = sched.metrics()
+        triggers = m.value("damselfly_scheduler_seed_triggers_total")
+        refused = m.value("damselfly_scheduler_refused_total", reason="trigger_bytes")
+        time.sleep(1)
+        print(f"20 registers of 8 MiB URLs, byte budget 24 MiB: {triggers:.0f} seed triggers, "
+              f"{refused:.0f} refused for bytes, origin sent {origin.sent() / MiB:.1f} MiB")
+        # Three tasks spend the budget; the hour's refill lets a fourth start (the budget is
+        # charged once a size is known, so it overshoots by at most one task), whose debt
+        # then keeps the host out for about 20 minutes.
+        assert 3 <= triggers <= 4, triggers
+        assert refused >= 16, refused
+        assert results.count("back_to_source") >= 16
+        assert origin.sent() <= 4 * size + MiB, origin.sent()
+        # Another host's budget is its own: its register triggers the seed.
+        ps, r = announce_and_register(pb, sched, "honest", origin.url("/large/20"))
+        assert r.WhichOneof("msg") != "back_to_source", r
+        ps.close()
+        assert sched.metrics().value("damselfly_scheduler_seed_triggers_total") == triggers + 1
+    finally:
+        origin.stop()
+
+
+def test_triggered_seed_data_counts_against_its_cache_limit(tmp_path, need_binary, pb):
+    """Hosts that make the seed fetch 8 tasks of 8 MiB cannot fill its disk: a seed with
+    --cache-limit 20m evicts what it fetched for them like any other task."""
+    origin = Origin().start()
+    size = 8 * MiB
+    try:
+        for i in range(8):
+            origin.add_bytes(f"/fill/{i}", bytes([i]) * size)
+        sched = start_scheduler(tmp_path)
+        seed = start_daemon(tmp_path, "seed", scheduler=sched, seed=True, cache_limit="20m",
+                            gc_interval="300ms")
+        wait_hosts(sched, 1)
+        for i in range(8):
+            before = seed.metric("damselfly_download_bytes_total", source="origin")
+            ps, r = announce_and_register(pb, sched, f"filler-{i}", origin.url(f"/fill/{i}"))
+            assert r.WhichOneof("msg") != "back_to_source", r
+            wait_until(lambda: seed.metric("damselfly_download_bytes_total", source="origin")
+                       >= before + size, scaled(20), what=f"the seed's fetch of /fill/{i}")
+            ps.close()
+        def task_bytes():
+            """Bytes of the task data files (the seed may remove one while we look)."""
+            total = 0
+            for dirpath, _, names in os.walk(Path(seed.data_dir) / "tasks"):
+                for n in names:
+                    try:
+                        total += os.stat(os.path.join(dirpath, n)).st_size
+                    except FileNotFoundError:
+                        pass
+            return total
+        wait_until(lambda: task_bytes() <= 20 * MiB, scaled(10),
+                   what="the seed's task data back under its cache limit")
+        evicted = seed.metric("damselfly_cache_evictions_total", reason="space")
+        print(f"seed fetched {8 * size // MiB} MiB for 8 hosts; task data on disk "
+              f"{task_bytes() / MiB:.0f} MiB, {evicted:.0f} evicted")
+        assert evicted >= 5, evicted
+        assert seed.metric("damselfly_cache_bytes") <= 20 * MiB
     finally:
         origin.stop()
 

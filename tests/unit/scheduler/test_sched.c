@@ -132,14 +132,25 @@ static void on_host_gone(void *arg, const char *host_id)
 }
 
 static bool triggers_allowed = true; /* what the sink's may_trigger answers */
+static int sized_calls;              /* trigger_sized calls, and the latest's arguments */
+static int64_t sized_bytes;
+static char sized_for[64];
 
 static bool on_may_trigger(void *arg, const char *requester, const char *seed)
 {
     return triggers_allowed;
 }
 
+static void on_trigger_sized(void *arg, const char *requester, int64_t bytes)
+{
+    sized_calls++;
+    sized_bytes = bytes;
+    snprintf(sized_for, sizeof(sized_for), "%s", requester);
+}
+
 static const struct dmf_scheduler_sink sink = {
     .may_trigger = on_may_trigger,
+    .trigger_sized = on_trigger_sized,
     .candidates = on_candidates,
     .back_to_source = on_back_to_source,
     .task_meta = on_task_meta,
@@ -155,6 +166,7 @@ static dmf_scheduler_t *new_sched_cfg(struct dmf_scheduler_config cfg)
     nevs = 0;
     clock_ms = 1000000;
     triggers_allowed = true;
+    sized_calls = 0;
     cfg.now = test_now;
     return dmf_scheduler_new(&cfg, &sink, NULL);
 }
@@ -887,6 +899,37 @@ static void test_spent_trigger_budget_goes_to_the_origin(void **state)
     dmf_scheduler_free(s);
 }
 
+/* Every admitted trigger is settled once: with the task's size when the seed reports it, or
+ * -1 when the seed's peer goes first (the admission's count of unsized triggers). */
+static void test_trigger_is_charged_its_size_once(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "a");
+    reg(s, T1, "a", "pa");
+    assert_int_equal(count_kind(EV_TRIGGER), 1);
+    assert_int_equal(sized_calls, 0);
+    dmf_scheduler_peer_t *sp = reg(s, T1, "seed", "seed-peer");
+    progress(s, sp, 0, 2);
+    assert_int_equal(sized_calls, 1);
+    assert_int_equal(sized_bytes, 10 * MIB);
+    assert_string_equal(sized_for, "a");
+    progress(s, sp, 2, 4);
+    finish(s, sp);
+    assert_int_equal(sized_calls, 1);
+    dmf_scheduler_free(s);
+
+    s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "a");
+    reg(s, T1, "a", "pa");
+    const struct ev *t = last_kind(EV_TRIGGER);
+    dmf_scheduler_seed_result(s, T1, "seed", t->trigger_id, false, "connection refused");
+    assert_int_equal(sized_calls, 1);
+    assert_int_equal(sized_bytes, -1);
+    dmf_scheduler_free(s);
+}
+
 static void test_failed_parent_reschedules_children(void **state)
 {
     dmf_scheduler_t *s = new_sched_abc();
@@ -1514,6 +1557,7 @@ int main(void)
         cmocka_unit_test(test_finished_peer_expires_after_peer_ttl),
         cmocka_unit_test(test_tasks_per_host_limit),
         cmocka_unit_test(test_spent_trigger_budget_goes_to_the_origin),
+        cmocka_unit_test(test_trigger_is_charged_its_size_once),
         cmocka_unit_test(test_failed_parent_reschedules_children),
         cmocka_unit_test(test_failed_for_good_is_remembered),
         cmocka_unit_test(test_content_changed_forgets_the_version),
