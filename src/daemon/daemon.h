@@ -115,6 +115,7 @@ struct dmf_daemon {
     /* Bandwidth limits: the host's buckets, and where their values come from (limits.h). */
     dmf_throttle_t *throttle;
     struct dmf_limits limits_local, limits_manager;
+    uint64_t cache_limit_manager; /* the cluster's cache limit (manager_link.h); 0 = none */
     bool stopping;
 };
 

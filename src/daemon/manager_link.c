@@ -9,8 +9,11 @@
 #include "common/evx.h"
 #include "common/log.h"
 #include "common/manager_client.h"
+#include "common/url_secrets.h"
 #include "common/util.h"
+#include "daemon/blocklist.h"
 #include "daemon/limits.h"
+#include "daemon/peer/cache_gc.h"
 #include "daemon/peer/engine.h"
 
 struct dmf_daemon_manager_link {
@@ -24,6 +27,7 @@ struct dmf_daemon_manager_link {
     bool pinned; /* --scheduler given: never moved */
     uint32_t candidate_limit;
     uint64_t download_rate_limit, upload_rate_limit;
+    struct dmf_blocklist *blocklist; /* the cluster's block_urls; NULL = none */
 };
 
 static struct dmf_daemon_manager_link *link_of(struct dmf_daemon *d)
@@ -35,6 +39,39 @@ static struct dmf_daemon_manager_link *link_of(struct dmf_daemon *d)
         d->manager_link->pinned = d->cfg.scheduler != NULL;
     }
     return d->manager_link;
+}
+
+static void apply_cache_limit(struct dmf_daemon *d, uint64_t limit)
+{
+    if (limit == d->cache_limit_manager)
+        return;
+    dmf_info("manager: cluster cache limit %llu -> %llu bytes (0 = none; the lower of it and "
+             "--cache-limit %llu applies)",
+             (unsigned long long)d->cache_limit_manager, (unsigned long long)limit,
+             (unsigned long long)d->cfg.cache_limit);
+    d->cache_limit_manager = limit;
+    if (limit != 0 && dmf_engine_cache(d))
+        dmf_cache_gc_soon(dmf_engine_cache(d)); /* a lower limit evicts now */
+}
+
+static void apply_blocklist(struct dmf_daemon_manager_link *l,
+                            const Damselfly__V1__DynamicConfig *c)
+{
+    const char *const *pats = (const char *const *)c->block_urls;
+    if (dmf_blocklist_same(l->blocklist, pats, c->n_block_urls))
+        return;
+    char err[256];
+    struct dmf_blocklist *b = dmf_blocklist_new(pats, c->n_block_urls, err, sizeof(err));
+    if (b == NULL) {
+        dmf_warn("manager: the cluster's block list is not applied (keeping the %zu pattern(s) "
+                 "in force): %s",
+                 dmf_blocklist_count(l->blocklist), err);
+        return;
+    }
+    dmf_info("manager: cluster block list: %zu URL pattern(s) (was %zu)", dmf_blocklist_count(b),
+             dmf_blocklist_count(l->blocklist));
+    dmf_blocklist_free(l->blocklist);
+    l->blocklist = b;
 }
 
 static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp, const char *err)
@@ -76,6 +113,8 @@ static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp
         l->candidate_limit = c->candidate_limit;
         l->download_rate_limit = c->download_rate_limit;
         l->upload_rate_limit = c->upload_rate_limit;
+        apply_cache_limit(d, c->cache_limit);
+        apply_blocklist(l, c);
     }
     if (l->pinned)
         return;
@@ -187,6 +226,18 @@ void dmf_daemon_manager_link_free(struct dmf_daemon *d)
     dmf_manager_keepalive_free(l->keepalive);
     if (l->poll)
         event_free(l->poll);
+    dmf_blocklist_free(l->blocklist);
     free(l);
     d->manager_link = NULL;
+}
+
+const char *dmf_daemon_url_blocked(struct dmf_daemon *d, const char *url)
+{
+    struct dmf_daemon_manager_link *l = d->manager_link;
+    if (l == NULL || dmf_blocklist_count(l->blocklist) == 0 || url == NULL)
+        return NULL;
+    char *shown = dmf_url_redact(url, &d->cfg.secret_query);
+    const char *hit = dmf_blocklist_match(l->blocklist, shown ? shown : url);
+    free(shown);
+    return hit;
 }

@@ -18,4 +18,8 @@ void dmf_daemon_manager_resolve(struct dmf_daemon *d, uint64_t timeout_ms);
 void dmf_daemon_manager_link_start(struct dmf_daemon *d);
 void dmf_daemon_manager_link_free(struct dmf_daemon *d);
 
+/* The pattern of the cluster's block list (blocklist.h) that url matches, with its secret
+ * query parameters removed, or NULL: such a download is refused. */
+const char *dmf_daemon_url_blocked(struct dmf_daemon *d, const char *url);
+
 #endif

@@ -3,6 +3,7 @@ stream (inactive at once when it ends, or when it goes quiet past --keepalive-ti
 daemons find their cluster's schedulers by scopes, a cluster of daemons started with
 --manager only downloads P2P, and a scheduler that dies is left out and replaced."""
 
+import http.client
 import queue
 import threading
 import time
@@ -242,3 +243,61 @@ def test_scheduler_flag_still_works_without_manager(tmp_path, origin, need_binar
     sha = origin.add_random("/plain.bin", MiB, tmp_path / "origin")
     cp = run_get(c.daemons[0], origin.url("/plain.bin"), tmp_path / "out", timeout=60)
     assert cp.returncode == 0 and sha256_file(tmp_path / "out") == sha
+
+
+def test_cluster_cache_limit_and_block_list_are_applied(tmp_path, origin, need_binary):
+    """The cluster's dynamic config reaches a daemon started with --manager and is applied
+    without a restart: a cache limit lower than the daemon's own evicts down to it, and a
+    URL on the block list is refused by `get` and by the proxy (403) without one request to
+    the origin; an emptied list lets it through again."""
+    m = ms.start_manager(tmp_path, config_interval="1s")
+    root = m.signin()
+    s1 = start_scheduler(tmp_path, name="sched1", manager=m.grpc_addr)
+    ms.wait_for(lambda: list(states(m, root).values()) == ["active"], 10, "scheduler registered")
+    d = start_managed_daemon(tmp_path, "d1", m, cache_limit="1g", gc_interval="1h")
+    harness.wait_hosts(s1, 1)
+
+    m.ok("PATCH", "/api/v1/clusters/1",
+         {"config": {"cache_limit": 10 * MiB, "block_urls": ["/private/", r"\.iso$"]}}, root)
+    ms.wait_for(lambda: b"cluster block list: 2 URL pattern(s)" in d.log_bytes() and
+                b"cluster cache limit 0 -> 10485760" in d.log_bytes(), 10,
+                "the daemon to apply the cluster's config")
+
+    shas = [origin.add_random(f"/pub/{i}.bin", 4 * MiB, tmp_path / "origin") for i in range(4)]
+    for i, sha in enumerate(shas):
+        out = tmp_path / f"pub-{i}"
+        cp = run_get(d, origin.url(f"/pub/{i}.bin"), out)
+        assert cp.returncode == 0, describe(cp)
+        assert sha256_file(out) == sha
+    # 16 MiB of tasks under a 10 MiB limit (the daemon's own is 1 GiB): two go.
+    ms.wait_for(lambda: d.metric("damselfly_cache_evictions_total", reason="space") >= 2, 10,
+                "evictions down to the cluster's 10 MiB limit")
+    assert d.metric("damselfly_cache_bytes") <= 10 * MiB
+
+    origin.add_random("/private/key.bin", MiB, tmp_path / "origin")
+    origin.add_random("/pub/disk.iso", MiB, tmp_path / "origin")
+    for path in ("/private/key.bin?token=abc", "/pub/disk.iso"):
+        cp = run_get(d, origin.url(path), tmp_path / "blocked")
+        assert cp.returncode != 0, describe(cp)
+        assert b"block list" in cp.stderr, cp.stderr
+    status, _, _ = proxy_get(d, origin.url("/private/key.bin"))
+    assert status == 403
+    assert origin.sent("/private/key.bin") == 0 and origin.sent("/pub/disk.iso") == 0
+    assert d.metric("damselfly_blocked_downloads_total") == 2
+    assert b"abc" not in d.log_bytes()
+
+    m.ok("PATCH", "/api/v1/clusters/1", {"config": {"block_urls": []}}, root)
+    ms.wait_for(lambda: b"cluster block list: 0 URL pattern(s)" in d.log_bytes(), 10,
+                "the daemon to drop the block list")
+    cp = run_get(d, origin.url("/pub/disk.iso"), tmp_path / "iso")
+    assert cp.returncode == 0, describe(cp)
+
+
+def proxy_get(d, url):
+    conn = http.client.HTTPConnection("127.0.0.1", d.proxy_port, timeout=harness.scaled(20))
+    try:
+        conn.request("GET", url)
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()

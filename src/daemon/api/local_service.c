@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/origin_policy.h"
+#include "daemon/manager_link.h"
 #include "common/taskid.h"
 #include "common/url_secrets.h"
 #include "common/util.h"
@@ -247,11 +248,14 @@ static DMF_METRIC_COUNTER(m_rpc_refused_caller, "damselfly_rpc_refused_total", "
 static DMF_METRIC_COUNTER(m_rpc_refused_origin, "damselfly_rpc_refused_total",
                           "reason=\"origin_policy\"",
                           "DownloadTask calls on the rpc port refused, by reason.");
+static DMF_METRIC_COUNTER(m_blocked, "damselfly_blocked_downloads_total", NULL,
+                          "Downloads refused because their URL is on the cluster's block list.");
 
 void dmf_local_service_metrics_register(void)
 {
     dmf_metric_register(&m_rpc_refused_caller);
     dmf_metric_register(&m_rpc_refused_origin);
+    dmf_metric_register(&m_blocked);
 }
 
 /* The URL of a request from another host, against the origin policy: NULL when it may be
@@ -296,6 +300,15 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
 
     if (req->url == NULL || req->url[0] == '\0' || strlen(req->url) > URL_MAX) {
         snprintf(err, sizeof(err), "a URL of at most %d bytes is required", URL_MAX);
+        goto fail;
+    }
+    const char *blocked = dmf_daemon_url_blocked(d, req->url);
+    if (blocked != NULL) {
+        dmf_metric_add(&m_blocked, 1);
+        dmf_info("download refused: its URL matches the cluster's block list (%.200s)", blocked);
+        snprintf(err, sizeof(err), "the URL is on the cluster's block list (pattern %.200s)",
+                 blocked);
+        status = GRPC_STATUS_PERMISSION_DENIED;
         goto fail;
     }
     bool check_addrs = false;

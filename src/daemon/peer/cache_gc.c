@@ -31,12 +31,14 @@ DMF_METRIC_COUNTER(dmf_m_evictions_removed, "damselfly_cache_evictions_total", "
 struct dmf_cache_gc {
     struct dmf_cache_gc_env env;
     struct event *timer; /* the periodic pass, or the next one soon */
+    uint64_t due_ms;     /* when it fires (dmf_now_ms) */
 };
 
 static void arm(struct dmf_cache_gc *gc, uint64_t ms)
 {
     struct timeval tv = dmf_timeval_ms(ms);
     evtimer_add(gc->timer, &tv);
+    gc->due_ms = dmf_now_ms() + ms;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -68,14 +70,9 @@ void dmf_cache_gc_free(struct dmf_cache_gc *gc)
 
 void dmf_cache_gc_soon(struct dmf_cache_gc *gc)
 {
-    struct timeval left;
-    if (evtimer_pending(gc->timer, &left)) {
-        struct timeval now, tv;
-        evutil_gettimeofday(&now, NULL);
-        evutil_timersub(&left, &now, &tv);
-        if (tv.tv_sec * 1000 + tv.tv_usec / 1000 <= SOON_MS)
-            return;
-    }
+    /* Our own due time: evtimer_pending() gives the loop's clock, which is not the wall's. */
+    if (evtimer_pending(gc->timer, NULL) && gc->due_ms <= dmf_now_ms() + SOON_MS)
+        return;
     arm(gc, SOON_MS);
 }
 
@@ -164,8 +161,12 @@ int dmf_cache_gc_run(struct dmf_cache_gc *gc, uint64_t need, struct dmf_cache_gc
     int e = dmf_cache_gc_list(gc, &rows, &n);
     if (e != 0)
         return e;
+    /* The lower of --cache-limit and the cluster's (0 is none). */
+    uint64_t limit = cfg->cache_limit, cluster = gc->env.d->cache_limit_manager;
+    if (cluster != 0 && (limit == 0 || cluster < limit))
+        limit = cluster;
     struct dmf_evict_policy p = {
-        .limit = cfg->cache_limit, .need = need, .now = dmf_wall_ms(), .ttl = cfg->task_ttl};
+        .limit = limit, .need = need, .now = dmf_wall_ms(), .ttl = cfg->task_ttl};
     struct statvfs v;
     if (p.limit == 0 && statvfs(cfg->data_dir, &v) == 0) {
         p.fs_size = (uint64_t)v.f_blocks * v.f_frsize;

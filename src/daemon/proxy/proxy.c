@@ -22,6 +22,7 @@
 #include "common/evx.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/manager_link.h"
 #include "daemon/proxy/proxy_conn.h"
 #include "daemon/proxy/registry.h"
 
@@ -76,6 +77,14 @@ static void dispatch(struct conn *c)
     free(bare);
     if (!c->is_blob)
         c->digest[0] = '\0';
+
+    const char *blocked = dmf_daemon_url_blocked(p->d, c->url);
+    if (blocked != NULL) {
+        dmf_info("proxy: %s refused: its URL matches the cluster's block list (%.200s)",
+                 c->req.method, blocked);
+        proxy_respond_error(c, 403, "the URL is on the cluster's block list");
+        return;
+    }
 
     bool p2p = false;
     c->rate_limit = 0; /* a rule's, for this request only */
