@@ -23,6 +23,7 @@
 #include "damselfly/v1/manager.pb-c.h"
 #include "manager/jobs.h"
 #include "manager/scope.h"
+#include "manager/signin_limit.h"
 
 static DMF_METRIC_COUNTER(m_requests, "damselfly_manager_http_requests_total", NULL,
                           "REST API requests answered.");
@@ -30,6 +31,9 @@ static DMF_METRIC_COUNTER(m_denied_401, "damselfly_manager_http_denied_total", "
                           "REST API requests refused for missing or invalid credentials.");
 static DMF_METRIC_COUNTER(m_denied_403, "damselfly_manager_http_denied_total", "status=\"403\"",
                           "REST API requests refused for a missing role or scope.");
+static DMF_METRIC_COUNTER(m_signin_throttled, "damselfly_manager_signin_throttled_total", NULL,
+                          "Sign-ins refused (429) after repeated failures from the address or "
+                          "for the name.");
 
 #define NAME_MAX_LEN     64
 #define PASSWORD_MIN_LEN 8
@@ -57,8 +61,9 @@ struct api_req {
     enum dmf_token_kind token_kind;
     int status;
     json_t *resp;
-    bool kick_jobs;  /* a job was created or cancelled: tell the runner */
-    char *live_addr; /* the live view: ask this scheduler on the loop, then reply */
+    bool kick_jobs;      /* a job was created or cancelled: tell the runner */
+    int64_t retry_after; /* seconds, sent with a 429 */
+    char *live_addr;     /* the live view: ask this scheduler on the loop, then reply */
     dmf_rpc_channel_t *live_ch;
 };
 
@@ -287,6 +292,18 @@ static int h_signin(struct api_req *r)
     if ((st = only_keys(r, b, keys)) || (st = get_str(r, b, "name", true, NAME_MAX_LEN, &name)) ||
         (st = get_str(r, b, "password", true, PASSWORD_MAX_LEN, &pw)))
         goto out;
+    char addr[64];
+    dmf_signin_addr_of(r->peer, addr, sizeof(addr));
+    int64_t wait =
+        r->m->signin ? dmf_signin_limit_check(r->m->signin, addr, name, dmf_manager_now()) : 0;
+    if (wait > 0) {
+        dmf_metric_add(&m_signin_throttled, 1);
+        dmf_info("api: sign-in for '%s' from %s refused for %llds after repeated failures", name,
+                 r->peer, (long long)wait);
+        r->retry_after = wait;
+        st = fail(r, 429, "too many failed sign-ins; try again in %lld s", (long long)wait);
+        goto out;
+    }
     const char *p[] = {name};
     json_t *u = dmf_mdb_row(r->m->db,
                             "SELECT id, name, role, password_hash FROM users"
@@ -300,10 +317,14 @@ static int h_signin(struct api_req *r)
     dmf_mdb_lock(r->m->db);
     if (!good) {
         json_decref(u);
+        if (r->m->signin)
+            dmf_signin_limit_failed(r->m->signin, addr, name, dmf_manager_now());
         dmf_info("api: sign-in refused for '%s' from %s", name, r->peer);
         st = fail(r, 401, "wrong name or password");
         goto out;
     }
+    if (r->m->signin)
+        dmf_signin_limit_succeeded(r->m->signin, addr, name);
     r->user_id = json_integer_value(json_object_get(u, "id"));
     snprintf(r->user_name, sizeof(r->user_name), "%s", name);
     char tok[DMF_TOKEN_LEN + 1], hash_hex[DMF_TOKEN_HASH_LEN + 1], uid[24], now[24], exp[24];
@@ -1241,6 +1262,11 @@ static void reply(struct api_req *r)
         evhttp_add_header(h, "Cache-Control", "no-store");
         if (r->status == 401)
             evhttp_add_header(h, "WWW-Authenticate", "Bearer");
+        if (r->status == 429 && r->retry_after > 0) {
+            char ra[24];
+            snprintf(ra, sizeof(ra), "%lld", (long long)r->retry_after);
+            evhttp_add_header(h, "Retry-After", ra);
+        }
         evhttp_send_reply(r->req, r->status, NULL, out);
         evbuffer_free(out);
     }
@@ -1448,7 +1474,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     char *host = NULL;
     ev_uint16_t port = 0;
     evhttp_connection_get_peer(conn, &host, &port);
-    snprintf(r->peer, sizeof(r->peer), "%s:%u", host ? host : "?", port);
+    /* An IPv6 address in brackets: the address is then told from the port. */
+    snprintf(r->peer, sizeof(r->peer), host && strchr(host, ':') ? "[%s]:%u" : "%s:%u",
+             host ? host : "?", port);
     evhttp_connection_set_closecb(conn, on_conn_close, r);
     dmf_workq_submit(m->wq, req_work, req_done, r);
 }
@@ -1458,6 +1486,7 @@ void dmf_api_install(struct dmf_manager *m, struct evhttp *http)
     dmf_metric_register(&m_requests);
     dmf_metric_register(&m_denied_401);
     dmf_metric_register(&m_denied_403);
+    dmf_metric_register(&m_signin_throttled);
     evhttp_set_max_body_size(http, DMF_API_MAX_BODY);
     evhttp_set_max_headers_size(http, 16 * 1024);
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PATCH |

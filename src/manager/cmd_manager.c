@@ -22,6 +22,7 @@
 #include "common/util.h"
 #include "manager/api.h"
 #include "manager/grpc_service.h"
+#include "manager/signin_limit.h"
 #include "manager/jobs.h"
 #include "manager/manager.h"
 #include "manager/mdb.h"
@@ -164,6 +165,7 @@ static int run_manager(int argc, char **argv)
     m.keepalive_timeout_ms = o.keepalive_timeout;
     m.session_ttl_s = o.session_ttl / 1000;
     m.config_interval_ms = o.config_interval;
+    m.signin = dmf_signin_limit_new();
     /* Before the loop runs, so blocking is fine here. */
     if (dmf_api_bootstrap_root(&m, o.root_password_file, err, sizeof(err)) != 0) {
         fprintf(stderr, "damselfly manager: %s\n", err);
@@ -233,6 +235,7 @@ out:
     if (m.base)
         event_base_free(m.base);
     dmf_mdb_close(m.db);
+    dmf_signin_limit_free(m.signin); /* after the workers that use it */
     free(dburl);
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &o);
     return rc;

@@ -19,11 +19,12 @@ struct dmf_manager {
     dmf_workq_t *wq;
     dmf_mdb_t *db;
     dmf_rpc_t *rpc;
-    char id[96];                   /* this manager: "hostname-pid-start", claims jobs */
-    uint64_t keepalive_timeout_ms; /* a component silent this long is inactive */
-    uint64_t session_ttl_s;        /* a sign-in's lifetime */
-    uint64_t config_interval_ms;   /* daemons re-poll their dynamic config this often */
-    struct dmf_manager_jobs *jobs; /* jobs.h */
+    char id[96];                     /* this manager: "hostname-pid-start", claims jobs */
+    uint64_t keepalive_timeout_ms;   /* a component silent this long is inactive */
+    uint64_t session_ttl_s;          /* a sign-in's lifetime */
+    uint64_t config_interval_ms;     /* daemons re-poll their dynamic config this often */
+    struct dmf_manager_jobs *jobs;   /* jobs.h */
+    struct dmf_signin_limit *signin; /* failed sign-ins per address and name (signin_limit.h) */
     bool stopping;
 };
 

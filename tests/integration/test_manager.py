@@ -2,6 +2,7 @@
 personal access tokens, clusters with validated scopes and config, the audit log, the
 schema migrations — each on SQLite and on a real PostgreSQL server."""
 
+import http.client
 import json
 import sqlite3
 import time
@@ -103,6 +104,52 @@ def test_every_route_denies_by_default(tmp_path, need_binary, database):
     met = harness.fetch_metrics(m.metrics_port)
     assert met.value("damselfly_manager_http_denied_total", status="401") >= 4 * (len(ROUTES) - 2)
     assert met.value("damselfly_manager_http_denied_total", status="403") > 0
+
+
+def signin_from(m, source_ip, name, password):
+    """A sign-in from source_ip (a loopback address other than 127.0.0.1 is another client):
+    (status, Retry-After header or None, decoded body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", m.port, timeout=harness.scaled(10),
+                                      source_address=(source_ip, 0))
+    try:
+        conn.request("POST", "/api/v1/users/signin",
+                     json.dumps({"name": name, "password": password}),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, r.getheader("Retry-After"), json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_password_guessing_is_throttled(tmp_path, need_binary):
+    """Five wrong passwords are free; then the address and the name are locked for a delay
+    that doubles (429 with Retry-After), even for the right password; another address
+    guessing the same name is locked too, another name from a fresh address is not; the
+    right password after the lock works and clears it."""
+    m = ms.start_manager(tmp_path)
+    for i in range(5):
+        st, ra, _ = signin_from(m, "127.0.0.1", "root", f"guess-{i}-xxxxxx")
+        assert (st, ra) == (401, None), (i, st, ra)
+    # The fifth failure set the first lock (1 s).
+    st, ra, body = signin_from(m, "127.0.0.1", "root", ms.ROOT_PASSWORD)
+    assert st == 429 and ra is not None and 1 <= int(ra) <= 2, (st, ra, body)
+    assert "too many failed sign-ins" in body["error"]
+    # The name is locked from anywhere; another name from another address is not.
+    assert signin_from(m, "127.0.0.2", "root", ms.ROOT_PASSWORD)[0] == 429
+    assert signin_from(m, "127.0.0.3", "nobody", "wrong-password")[0] == 401
+    # A guess after the lock doubles it.
+    time.sleep(int(ra) + 0.2)
+    assert signin_from(m, "127.0.0.1", "root", "guess-6-xxxxxx")[0] == 401
+    st, ra2, _ = signin_from(m, "127.0.0.1", "root", ms.ROOT_PASSWORD)
+    assert st == 429 and int(ra2) >= 2, (st, ra2)
+    time.sleep(int(ra2) + 0.2)
+    assert signin_from(m, "127.0.0.1", "root", ms.ROOT_PASSWORD)[0] == 200
+    # Cleared: the next wrong guess is free again.
+    assert signin_from(m, "127.0.0.1", "root", "guess-7-xxxxxx")[0] == 401
+    assert signin_from(m, "127.0.0.1", "root", ms.ROOT_PASSWORD)[0] == 200
+    met = harness.fetch_metrics(m.metrics_port)
+    assert met.value("damselfly_manager_signin_throttled_total") == 3
+    assert b"guess-" not in m.proc.log_bytes()
 
 
 def test_users_sessions_and_roles(tmp_path, need_binary, database):
