@@ -1,0 +1,92 @@
+"""Bounded under load (the daemon side): what any peer can make the piece server do with
+requests for tasks it does not hold."""
+import os
+import secrets
+import socket
+import sqlite3
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import scaled, start_daemon
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def flood_unknown(port, n, kind="pieces", batch=1000):
+    """n pipelined GETs for random task ids on one keep-alive connection; returns how many
+    were answered 404."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(30))
+    answered, tail = 0, b""
+    pat = b"HTTP/1.1 404"
+    try:
+        for i in range(0, n, batch):
+            k = min(batch, n - i)
+            s.sendall(b"".join(b"GET /%s/%s%s HTTP/1.1\r\nHost: x\r\n\r\n" %
+                               (kind.encode(), secrets.token_hex(32).encode(),
+                                b"/0" if kind == "pieces" else b"") for _ in range(k)))
+            while answered < i + k:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    return answered
+                data = tail + chunk
+                answered += data.count(pat)
+                tail = data[-(len(pat) - 1):]
+    finally:
+        s.close()
+    return answered
+
+
+@pytest.mark.deadline(180)
+def test_unknown_task_requests_touch_nothing(tmp_path, need_binary):
+    """100,000 /pieces and 10,000 /have requests for random unknown task ids: every one 404,
+    no file or row made, RSS flat, and the loop still answers another client within 10 ms
+    (median) meanwhile."""
+    d = start_daemon(tmp_path, "d1")
+    before = rss_kib(d.proc.pid)
+    latencies, done = [], threading.Event()
+
+    def probe():
+        s = socket.create_connection(("127.0.0.1", d.piece_port), timeout=scaled(10))
+        try:
+            while not done.is_set() and len(latencies) < 200:
+                t0 = time.monotonic()
+                s.sendall(b"GET /pieces/" + b"0" * 64 + b"/0 HTTP/1.1\r\nHost: x\r\n\r\n")
+                buf = b""
+                while b"\r\n\r\n" not in buf or not buf.endswith(b"\n"):
+                    buf += s.recv(4096)
+                latencies.append(time.monotonic() - t0)
+                time.sleep(0.02)
+        finally:
+            s.close()
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t0 = time.monotonic()
+    got = flood_unknown(d.piece_port, 100_000)
+    got_have = flood_unknown(d.piece_port, 10_000, kind="have")
+    elapsed = time.monotonic() - t0
+    done.set()
+    t.join(scaled(10))
+    after = rss_kib(d.proc.pid)
+    med = statistics.median(latencies) if latencies else float("inf")
+    print(f"100,000 /pieces + 10,000 /have for unknown tasks in {elapsed:.1f}s; RSS "
+          f"{before} -> {after} KiB; another client's request meanwhile: median "
+          f"{med * 1000:.2f} ms, max {max(latencies) * 1000:.2f} ms over {len(latencies)}")
+    assert got == 100_000 and got_have == 10_000, (got, got_have)
+    assert after - before < 4096, (before, after)
+    assert med < scaled(0.010), med
+    tasks_dir = Path(d.data_dir) / "tasks"
+    made = [p for p in tasks_dir.rglob("*")] if tasks_dir.exists() else []
+    assert made == [], made[:5]
+    with sqlite3.connect(f"file:{d.data_dir / 'meta.db'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 0
+    assert d.proc.poll() is None
