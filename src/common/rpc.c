@@ -77,6 +77,7 @@ struct dmf_rpc_call {
     size_t sq_bytes, send_limit; /* queued behind the batch in flight, and the bound */
     grpc_byte_buffer *send_buf;  /* the buffer of the batch in flight */
     uint64_t send_started_ms;    /* when the batch in flight was started */
+    struct event *stall;         /* fires DMF_RPC_SEND_STALL_MS after a message batch starts */
     bool close_pending;          /* close_send (client) or finish (server) asked */
     bool close_sent;
     bool send_broken;
@@ -312,6 +313,8 @@ static void drop_send_queue(dmf_rpc_call_t *c)
 
 static void call_destroy(dmf_rpc_call_t *c)
 {
+    if (c->stall)
+        event_free(c->stall);
     drop_send_queue(c);
     if (c->finish_details_set)
         grpc_slice_unref(c->finish_details);
@@ -363,6 +366,8 @@ static void call_maybe_end(dmf_rpc_call_t *c)
     call_unref(c);
 }
 
+static void on_stall_check(evutil_socket_t fd, short what, void *arg);
+
 static void call_pump_send(dmf_rpc_call_t *c)
 {
     if (c->send_in_flight || c->send_broken || c->close_sent)
@@ -410,6 +415,12 @@ static void call_pump_send(dmf_rpc_call_t *c)
     c->initial_md_sent = true;
     c->send_in_flight = true;
     c->send_started_ms = dmf_now_ms();
+    if (c->send_buf != NULL) {
+        if (c->stall == NULL)
+            c->stall = dmf_xevtimer_new(c->rpc->base, on_stall_check, c);
+        struct timeval tv = dmf_timeval_ms(DMF_RPC_SEND_STALL_MS + 100);
+        evtimer_add(c->stall, &tv);
+    }
 }
 
 static void call_on_send(struct op *op, int ok)
@@ -511,23 +522,43 @@ void dmf_rpc_call_set_send_limit(dmf_rpc_call_t *c, size_t bytes)
     c->send_limit = bytes;
 }
 
+/* The other side stopped reading (or reads far slower than we produce): buffering more for
+ * it would let one client grow our memory without bound, so its call ends. */
+static void call_cut_slow_reader(dmf_rpc_call_t *c, bool stalled)
+{
+    dmf_metric_add(&m_slow_readers, 1);
+    dmf_warn("rpc: the reader at %s is %zu bytes behind (bound %zu)%s: ending its call",
+             dmf_rpc_call_peer(c), c->sq_bytes, c->send_limit,
+             stalled ? ", and has not taken a message for a while" : "");
+    c->send_broken = true;
+    drop_send_queue(c);
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                 "the reader stayed too far behind", NULL);
+}
+
+static bool call_send_stalled(const dmf_rpc_call_t *c)
+{
+    return c->send_in_flight && c->send_buf != NULL &&
+           dmf_now_ms() - c->send_started_ms > DMF_RPC_SEND_STALL_MS;
+}
+
+/* A message batch has waited since send_started_ms: a reader that stopped for good is cut
+ * off here even when nothing more is sent to it (its queue would be held for ever). */
+static void on_stall_check(evutil_socket_t fd, short what, void *arg)
+{
+    dmf_rpc_call_t *c = arg;
+    if (!c->ended && !c->send_broken && call_send_stalled(c))
+        call_cut_slow_reader(c, true);
+}
+
 int dmf_rpc_call_send(dmf_rpc_call_t *c, const ProtobufCMessage *msg)
 {
     if (c->ended || c->close_pending || c->send_broken)
         return -EPIPE;
     size_t len = protobuf_c_message_get_packed_size(msg);
-    bool stalled = c->send_in_flight && dmf_now_ms() - c->send_started_ms > DMF_RPC_SEND_STALL_MS;
+    bool stalled = call_send_stalled(c);
     if (c->sq_head != NULL && (c->sq_bytes + len > c->send_limit || stalled)) {
-        /* The other side stopped reading (or reads far slower than we produce): buffering
-         * more for it would let one client grow our memory without bound. */
-        dmf_metric_add(&m_slow_readers, 1);
-        dmf_warn("rpc: the reader at %s is %zu bytes behind (bound %zu)%s: ending its call",
-                 dmf_rpc_call_peer(c), c->sq_bytes, c->send_limit,
-                 stalled ? ", and has not taken a message for a while" : "");
-        c->send_broken = true;
-        drop_send_queue(c);
-        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                                     "the reader stayed too far behind", NULL);
+        call_cut_slow_reader(c, stalled);
         return -ENOBUFS;
     }
     grpc_slice s = grpc_slice_malloc(len);

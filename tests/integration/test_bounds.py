@@ -90,3 +90,76 @@ def test_unknown_task_requests_touch_nothing(tmp_path, need_binary):
     with sqlite3.connect(f"file:{d.data_dir / 'meta.db'}?mode=ro", uri=True) as db:
         assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 0
     assert d.proc.poll() is None
+
+
+@pytest.mark.deadline(180)
+def test_scheduler_ends_a_stream_that_never_reads(tmp_path, need_binary, pb):
+    """A peer that registers and then never reads its AnnouncePeer stream while 1,000
+    TaskMeta pushes are due (a source reports 200 digests at a time, 200,000 in all, about
+    8 MiB of pushes, more than the client's transport window takes in): the scheduler's RSS
+    grows by less than 32 MiB (the task's digests themselves take about 10), the stream is ended as a slow reader 30 s after its first
+    message stalled (DMF_RPC_SEND_STALL_MS) although nothing more is sent to it, and the
+    scheduler serves others meanwhile."""
+    import grpc
+    from harness import MiB, start_scheduler, task_id
+    from test_scheduler_contract import PeerStream, host
+    s = pb.scheduler_pb2
+    c = pb.common_pb2
+    sched = start_scheduler(tmp_path, seed_hosts=None)
+    stub = sched.stub()
+    for h in ("source", "sloth"):
+        stub.AnnounceHost(host(pb, h), timeout=scaled(5))
+    tid = task_id("http://origin.invalid/big")
+    src = PeerStream(stub, pb)
+    src.send(register=s.RegisterPeer(task_id=tid, peer_id="src", host_id="source",
+                                     url="http://origin.invalid/big"))
+    assert src.recv().WhichOneof("msg") == "back_to_source"
+
+    # The sloth's call: its requests are sent, its responses never read.
+    out = []
+    cond = threading.Condition()
+
+    def requests():
+        yield s.AnnouncePeerRequest(register=s.RegisterPeer(
+            task_id=tid, peer_id="sloth", host_id="sloth", url="http://origin.invalid/big"))
+        with cond:
+            cond.wait_for(lambda: out, timeout=scaled(120))
+    sloth = stub.AnnouncePeer(requests(), timeout=scaled(120))
+    time.sleep(0.5)
+    before = rss_kib(sched.proc.pid)
+    per = 200  # digests per report: each push carries about 8 KiB
+    pieces = 1000 * per
+    for n in range(1000):
+        nums = range(n * per, (n + 1) * per)
+        src.send(progress=s.PieceProgress(
+            pieces=list(nums),
+            digests=[c.PieceDigest(number=k, sha256=k.to_bytes(32, "big")) for k in nums],
+            content_length=pieces * MiB, piece_length=MiB))
+        if n % 100 == 99:
+            time.sleep(0.05)
+    peak = before
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < scaled(60):
+        peak = max(peak, rss_kib(sched.proc.pid))
+        if sched.metrics().value("damselfly_rpc_slow_readers_total") >= 1:
+            break
+        time.sleep(0.5)
+    ended_after = time.monotonic() - t0
+    slow = sched.metrics().value("damselfly_rpc_slow_readers_total")
+    print(f"1,000 pushes to a stream that never reads: scheduler RSS {before} -> peak {peak} "
+          f"KiB; the stream ended as a slow reader after {ended_after:.1f} s ({slow:.0f})")
+    assert slow >= 1, "the stream that never reads was not ended"
+    assert peak - before < 32 * 1024, (before, peak)
+    with cond:
+        out.append(True)
+        cond.notify_all()
+    sloth.cancel()
+    src.close()
+    # The scheduler serves others as before.
+    stub.AnnounceHost(host(pb, "other"), timeout=scaled(5))
+    other = PeerStream(stub, pb)
+    other.send(register=s.RegisterPeer(task_id=task_id("http://origin.invalid/other"),
+                                       peer_id="o", host_id="other",
+                                       url="http://origin.invalid/other"))
+    assert other.recv().WhichOneof("msg") == "back_to_source"
+    other.close()
