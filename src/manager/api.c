@@ -1288,10 +1288,12 @@ static json_t *live_json(const Damselfly__V1__ListLiveResponse *l, json_int_t id
         for (size_t k = 0; k < h->n_peers; k++) {
             const Damselfly__V1__LivePeer *p = h->peers[k];
             json_array_append_new(peers,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:I}", "task_id", p->task_id,
-                                            "peer_id", p->peer_id, "state", p->state, "held_pieces",
-                                            (json_int_t)p->held_pieces, "total_pieces",
-                                            (json_int_t)p->total_pieces));
+                                  json_pack("{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}}", "task_id",
+                                            p->task_id, "peer_id", p->peer_id, "state", p->state,
+                                            "held_pieces", (json_int_t)p->held_pieces,
+                                            "total_pieces", (json_int_t)p->total_pieces, "bytes",
+                                            "parents", (json_int_t)p->bytes_from_parents, "origin",
+                                            (json_int_t)p->bytes_from_origin));
             json_t *t = json_object_get(tasks, p->task_id);
             if (!t) {
                 t = json_pack("{s:s, s:s, s:I, s:I, s:[]}", "task_id", p->task_id, "url", p->url,
@@ -1304,14 +1306,16 @@ static json_t *live_json(const Damselfly__V1__ListLiveResponse *l, json_int_t id
                                             p->peer_id, "state", p->state, "held_pieces",
                                             (json_int_t)p->held_pieces));
         }
-        json_array_append_new(hosts,
-                              json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:o}",
-                                        "id", h->id, "hostname", h->hostname, "ip", h->ip, "seed",
-                                        h->seed, "idc", h->idc, "location", h->location,
-                                        "upload_capacity", (json_int_t)h->upload_capacity,
-                                        "upload_rate", (json_int_t)h->upload_rate, "active_uploads",
-                                        (json_int_t)h->active_uploads, "last_seen_ms_ago",
-                                        (json_int_t)h->last_seen_ms_ago, "peers", peers));
+        json_array_append_new(
+            hosts,
+            json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:{s:I, s:I}, s:o}", "id",
+                      h->id, "hostname", h->hostname, "ip", h->ip, "seed", h->seed, "idc", h->idc,
+                      "location", h->location, "upload_capacity", (json_int_t)h->upload_capacity,
+                      "upload_rate", (json_int_t)h->upload_rate, "active_uploads",
+                      (json_int_t)h->active_uploads, "last_seen_ms_ago",
+                      (json_int_t)h->last_seen_ms_ago, "bytes", "parents",
+                      (json_int_t)h->bytes_from_parents, "origin", (json_int_t)h->bytes_from_origin,
+                      "peers", peers));
     }
     json_t *tl = json_array();
     const char *k;

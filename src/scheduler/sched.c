@@ -1195,6 +1195,8 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                               pr->etag && *pr->etag ? pr->etag : "-", t->etag ? t->etag : "-");
     bool layout_changed = task_set_layout(t, &l);
     trigger_settle(s, p, false);
+    p->bytes_from_parents = pr->bytes_from_parents;
+    p->bytes_from_origin = pr->bytes_from_origin;
     layout_changed |= task_pin(&t->etag, pr->etag);
     layout_changed |= task_pin(&t->last_modified, pr->last_modified);
     for (size_t i = 0; i < pr->npieces; i++)

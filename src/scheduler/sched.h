@@ -255,6 +255,9 @@ struct dmf_scheduler_progress {
     int64_t content_length;           /* -1 unknown */
     uint32_t piece_length;            /* 0 unknown */
     const char *etag, *last_modified; /* the origin's validators (a fetcher's), or NULL/"" */
+    /* The peer's bytes so far in this download, by source (cumulative; shown in the live
+     * view, never trusted for a decision). */
+    uint64_t bytes_from_parents, bytes_from_origin;
 };
 
 /* Records pieces held by the peer, its digests and the task's layout; new digests or

@@ -126,6 +126,7 @@ struct dmf_scheduler_peer {
     /* The requester whose trigger made this seed fetch, until the task's size is charged to
      * its budget (sink.trigger_sized); owned; NULL when settled or never triggered. */
     char *trigger_for;
+    uint64_t bytes_from_parents, bytes_from_origin; /* as last reported (live view only) */
     uint32_t held_base;          /* pieces held at register (a resumed download) */
     dmf_bitmap_t held;           /* pieces reported since */
     bool placeholder;            /* a seed asked to fetch; no stream has taken it over yet */

@@ -702,6 +702,8 @@ static int peer_progress(struct call *c, const Damselfly__V1__PieceProgress *m, 
         .piece_length = m->piece_length,
         .etag = m->etag,
         .last_modified = m->last_modified,
+        .bytes_from_parents = m->bytes_from_parents,
+        .bytes_from_origin = m->bytes_from_origin,
     };
     rc = dmf_scheduler_progress(c->svc->sched, c->peer, &pr, err, errlen);
 out:

@@ -193,6 +193,12 @@ def test_cluster_with_manager_only(tmp_path, origin, need_binary):
     assert {peer_states[d.name] for d in ds} == {"SUCCEEDED"}, peer_states
     assert all(p["held_pieces"] == task["total_pieces"] for p in task["peers"]
                if p["state"] == "SUCCEEDED")
+    # Bytes by source per host, as the daemons reported them: the seed's from the origin,
+    # the daemons' from peers and the seed (their last progress may precede a final piece).
+    by_host = {h["id"]: h["bytes"] for h in live["hosts"]}
+    assert by_host["seed"]["origin"] >= size // 2, by_host
+    assert sum(by_host[d.name]["parents"] for d in ds) >= 2 * size, by_host
+    assert sum(by_host[d.name]["origin"] for d in ds) == 0, by_host
 
     # Dynamic config: the cluster's candidate limit reaches the scheduler, no restart.
     m.ok("PATCH", "/api/v1/clusters/1", {"config": {"candidate_limit": 2}}, root)
