@@ -249,17 +249,21 @@ static void job_list(struct db_job *j)
         return;
     j->config = cluster_config(db, j->cluster_id);
     if (q->host_id && *q->host_id) {
-        const char *hp[] = {q->host_id, q->hostname, q->ip,
-                            q->idc,     q->location, q->seed ? "seed" : "normal",
-                            cls,        now};
+        /* The ports too: jobs reach hosts at their rpc port (scope all_peers, delete_task). */
+        char rpc[12], piece[12];
+        snprintf(rpc, sizeof(rpc), "%u", q->rpc_port <= 65535 ? q->rpc_port : 0);
+        snprintf(piece, sizeof(piece), "%u", q->piece_port <= 65535 ? q->piece_port : 0);
+        const char *hp[] = {
+            q->host_id, q->hostname, q->ip, q->idc, q->location, q->seed ? "seed" : "normal",
+            cls,        now,         rpc,   piece};
         (void)dmf_mdb_exec(db,
                            "INSERT INTO hosts (host_id, hostname, ip, idc, location, type,"
-                           " cluster_id, last_seen_at, created_at)"
-                           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+                           " cluster_id, last_seen_at, created_at, rpc_port, piece_port)"
+                           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)"
                            " ON CONFLICT (host_id) DO UPDATE SET hostname = $2, ip = $3,"
                            " idc = $4, location = $5, type = $6, cluster_id = $7,"
-                           " last_seen_at = $8",
-                           hp, 8, NULL, NULL, 0);
+                           " last_seen_at = $8, rpc_port = $9, piece_port = $10",
+                           hp, 10, NULL, NULL, 0);
     }
 }
 

@@ -51,6 +51,7 @@ struct item {
     char *reason;
     uint64_t completed;
     json_t *peers; /* get_task: the peers this scheduler knows of the task */
+    int removed;   /* delete_task: 1 the host dropped the task, 0 it held none, -1 unknown */
     dmf_rpc_channel_t *ch;
     dmf_rpc_call_t *call;
 };
@@ -110,6 +111,8 @@ static json_t *result_json(const struct run *r)
             json_object_set_new(o, "reason", json_string(it->reason));
         if (it->peers)
             json_object_set(o, "peers", it->peers);
+        if (it->removed >= 0 && strcmp(r->type, "delete_task") == 0)
+            json_object_set_new(o, "removed", json_boolean(it->removed));
         json_array_append_new(items, o);
         ok += it->state == ITEM_SUCCEEDED;
         failed += it->state == ITEM_FAILED;
@@ -226,7 +229,10 @@ static void op_targets(struct op *o)
     struct dmf_manager *m = o->jobs->m;
     json_t *args = o->run->args;
     bool get_task = strcmp(o->run->type, "get_task") == 0;
-    const char *scope = json_string_value(json_object_get(args, "scope")) ?: "single_seed_peer";
+    /* A task is deleted from every seed and every host. */
+    const char *scope = strcmp(o->run->type, "delete_task") == 0
+                            ? "all_peers"
+                            : json_string_value(json_object_get(args, "scope")) ?: "single_seed_peer";
     char since[24], hsince[24], e[256];
     i64s(dmf_manager_now() - (int64_t)(m->keepalive_timeout_ms + 999) / 1000, since);
     i64s(dmf_manager_now() - 3 * (int64_t)(m->config_interval_ms + 999) / 1000 - 5, hsince);
@@ -453,6 +459,35 @@ static void item_on_stat(void *arg, grpc_status_code st, const char *details, co
     run_step(r);
 }
 
+/* delete_task: the daemon's DeleteTask answer. */
+static void item_on_delete(void *arg, grpc_status_code st, const char *details, const uint8_t *resp,
+                           size_t len)
+{
+    struct item *it = arg;
+    struct run *r = it->run;
+    dmf_rpc_channel_free(it->ch);
+    it->ch = NULL;
+    r->running--;
+    Damselfly__V1__DeleteTaskResponse *dr =
+        st == GRPC_STATUS_OK ? damselfly__v1__delete_task_response__unpack(NULL, len, resp) : NULL;
+    if (dr) {
+        it->state = ITEM_SUCCEEDED;
+        it->removed = dr->removed;
+        it->completed = dr->freed_bytes;
+        dmf_info("job %lld: task %s on %s: %s", (long long)r->id, it->url, it->host,
+                 dr->removed ? "deleted" : "not held");
+        damselfly__v1__delete_task_response__free_unpacked(dr, NULL);
+    } else {
+        it->state = ITEM_FAILED;
+        free(it->reason);
+        it->reason = dmf_xasprintf("%s (%d)", details && details[0] ? details : "failed", (int)st);
+        dmf_warn("job %lld: task %s on %s: not deleted: %s", (long long)r->id, it->url, it->host,
+                 it->reason);
+    }
+    run_save(r);
+    run_step(r);
+}
+
 static void item_start(struct item *it)
 {
     struct run *r = it->run;
@@ -463,6 +498,14 @@ static void item_start(struct item *it)
         q.task_id = it->url;
         it->ch = dmf_rpc_channel_new(r->jobs->m->rpc, it->addr);
         dmf_rpc_unary(it->ch, "/damselfly.v1.Scheduler/StatTask", &q.base, 10000, item_on_stat, it);
+        return;
+    }
+    if (strcmp(r->type, "delete_task") == 0) {
+        Damselfly__V1__DeleteTaskRequest q = DAMSELFLY__V1__DELETE_TASK_REQUEST__INIT;
+        q.task_id = it->url;
+        it->ch = dmf_rpc_channel_new(r->jobs->m->rpc, it->addr);
+        dmf_rpc_unary(it->ch, "/damselfly.v1.Daemon/DeleteTask", &q.base, 30000, item_on_delete,
+                      it);
         return;
     }
     json_t *hd = json_object_get(r->args, "headers");
@@ -566,6 +609,7 @@ static void add_item(struct run *r, const char *url, const char *digest, const c
     it->digest = digest ? dmf_xstrdup(digest) : NULL;
     it->host = dmf_xstrdup(host ? host : "");
     it->addr = dmf_xstrdup(addr ? addr : "");
+    it->removed = -1;
 }
 
 /* Items of a resumed job, from its stored result; false when it has none. */
@@ -598,7 +642,7 @@ static void build_items(struct run *r, json_t *targets, json_t *layers)
     json_t *u, *tg;
     json_t *urls = layers ? layers : json_object_get(r->args, "urls");
     json_t *one = NULL;
-    if (strcmp(r->type, "get_task") == 0) {
+    if (strcmp(r->type, "get_task") == 0 || strcmp(r->type, "delete_task") == 0) {
         one = json_pack("[O]", json_object_get(r->args, "task_id"));
         urls = one;
     }
@@ -690,7 +734,8 @@ static void op_done(void *arg)
                      resumed ? "running" : "pending", c->type, resumed ? ", resumed" : "");
             free(c->type);
             json_decref(c->result);
-            if (strcmp(nr->type, "preheat") != 0 && strcmp(nr->type, "get_task") != 0) {
+            if (strcmp(nr->type, "preheat") != 0 && strcmp(nr->type, "get_task") != 0 &&
+                strcmp(nr->type, "delete_task") != 0) {
                 set_state_log(nr, "failed", "this job type is not carried out yet");
                 run_finish(nr, "failed", "this job type is not carried out yet");
             } else if (resumed) {

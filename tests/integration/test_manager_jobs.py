@@ -89,6 +89,62 @@ def test_preheat_file_then_gets_skip_the_origin(tmp_path, origin, need_binary, d
     assert met.value("damselfly_manager_jobs_total", result="succeeded") == 2  # preheat, get_task
 
 
+@pytest.mark.deadline(180)
+def test_delete_task_drops_it_from_every_host(tmp_path, origin, need_binary):
+    """A preheat with scope all_peers reaches every host (the manager records their rpc
+    ports); delete_task then drops the task from every seed and host that holds it, also
+    while children were fetching from them moments before (the job's items say which did),
+    the next get fetches it again, and nothing else is touched."""
+    m = ms.start_manager(tmp_path, config_interval="1s")
+    root, s, seed, ds = managed_cluster(tmp_path, m, daemons=2)
+    size = 3 * MiB
+    sha = origin.add_random("/del.bin", size, tmp_path / "origin")
+    keep_sha = origin.add_random("/keep.bin", MiB, tmp_path / "origin")
+    url = origin.url("/del.bin")
+    # The daemons give the manager their rpc ports within a poll or two.
+    ms.wait_for(lambda: len([h for h in m.ok("GET", "/api/v1/hosts", token=root)
+                             if h.get("rpc_port")]) >= 3, 15, "hosts with rpc ports")
+    # A preheat with scope all_peers puts the task on the seed and on every host.
+    pj = m.ok("POST", "/api/v1/jobs", {"type": "preheat", "args": {
+        "type": "file", "urls": [url], "scope": "all_peers"}}, root)
+    p = wait_job(m, root, pj["id"])
+    assert p["state"] == "succeeded", p
+    assert {i["host"] for i in p["result"]["items"]} >= {d.name for d in ds}, p["result"]
+    for d in ds:
+        for path, want in (("/del.bin", sha), ("/keep.bin", keep_sha)):
+            out = tmp_path / f"{d.name}{path.replace('/', '-')}"
+            cp = run_get(d, origin.url(path), out, timeout=60)
+            assert cp.returncode == 0, describe(cp)
+            assert sha256_file(out) == want
+        assert d.download_bytes("origin") + d.download_bytes("peer") + \
+            d.download_bytes("seed") == size + MiB  # del.bin came with the preheat
+    tid = harness.task_id(url)
+    job = m.ok("POST", "/api/v1/jobs", {"type": "delete_task", "args": {"task_id": tid}}, root)
+    j = wait_job(m, root, job["id"])
+    assert j["state"] == "succeeded", j
+    removed = {i["host"] for i in j["result"]["items"] if i.get("removed")}
+    print(f"delete_task: removed on {sorted(removed)} of "
+          f"{sorted(i['host'] for i in j['result']['items'])}")
+    assert {d.name for d in ds} <= removed, j["result"]
+    for d in ds:
+        assert d.metric("damselfly_cache_evictions_total", reason="removed") == 1
+        assert b"deleted on the request of" in d.log_bytes()
+    # The other task stays; the deleted one is fetched again on the next get.
+    n_keep = origin.request_count("/keep.bin")
+    cp = run_get(ds[0], origin.url("/keep.bin"), tmp_path / "keep-again")
+    assert cp.returncode == 0 and origin.request_count("/keep.bin") == n_keep
+    before = ds[0].download_bytes("origin") + ds[0].download_bytes("peer") + \
+        ds[0].download_bytes("seed")
+    cp = run_get(ds[0], url, tmp_path / "del-again", timeout=60)
+    assert cp.returncode == 0, describe(cp)
+    assert sha256_file(tmp_path / "del-again") == sha
+    after = ds[0].download_bytes("origin") + ds[0].download_bytes("peer") + \
+        ds[0].download_bytes("seed")
+    assert after - before == size, (before, after)
+    # A peer of the cluster (not the manager or the scheduler) may not delete tasks.
+    assert b"DeleteTask from" not in ds[1].log_bytes()
+
+
 def test_job_inputs_and_failures(tmp_path, need_binary, origin):
     m = ms.start_manager(tmp_path)
     root = m.signin()

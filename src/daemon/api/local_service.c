@@ -20,7 +20,9 @@
 #include "common/url_secrets.h"
 #include "common/util.h"
 #include "daemon/api/rpc_acl.h"
+#include "daemon/peer/cache_gc.h"
 #include "daemon/peer/engine.h"
+#include "daemon/peer/task.h"
 #include "damselfly/v1/daemon.pb-c.h"
 
 #define URL_MAX        8192
@@ -566,6 +568,125 @@ static const struct dmf_rpc_call_handler stat_handler = {
     .on_end = stat_on_end,
 };
 
+/* DeleteTask: the task leaves this host's cache (cache_gc.h). A task in use (a download, a
+ * reader, a child fetching from it) first leaves the scheduler, so that nobody is sent
+ * here for it any more, and is removed as soon as it is idle: retried every
+ * DELETE_RETRY_MS for up to DELETE_WAIT_MS, then FAILED_PRECONDITION. */
+#define DELETE_RETRY_MS 250
+#define DELETE_WAIT_MS  20000
+
+struct delete_call {
+    struct dmf_daemon *d;
+    dmf_rpc_call_t *call;
+    char task_id[DMF_TASK_ID_LEN + 1];
+    char peer[64];
+    uint64_t deadline_ms;
+    struct event *retry;
+    bool answered;
+};
+
+static void delete_free(struct delete_call *dc)
+{
+    if (dc->retry)
+        event_free(dc->retry);
+    dmf_rpc_call_release(dc->call);
+    free(dc);
+}
+
+/* One try: true when the call was answered. */
+static bool delete_try(struct delete_call *dc)
+{
+    size_t n = 0;
+    uint64_t freed = 0;
+    struct dmf_cache_gc *gc = dmf_engine_cache(dc->d);
+    int e = gc ? dmf_cache_gc_remove(gc, dc->task_id, &n, &freed) : -EIO;
+    if (e == -EBUSY && dmf_now_ms() < dc->deadline_ms)
+        return false;
+    Damselfly__V1__DeleteTaskResponse r = DAMSELFLY__V1__DELETE_TASK_RESPONSE__INIT;
+    if (e == 0 || e == -ENOENT) {
+        r.removed = e == 0 && n > 0;
+        r.freed_bytes = freed;
+        dmf_info("task %s: %s on the request of %s (%llu bytes freed)", dc->task_id,
+                 r.removed ? "deleted" : "not held, nothing deleted", dc->peer,
+                 (unsigned long long)freed);
+        dmf_rpc_call_send(dc->call, &r.base);
+        dmf_rpc_call_finish(dc->call, GRPC_STATUS_OK, NULL);
+    } else if (e == -EBUSY) {
+        dmf_warn("task %s: not deleted on the request of %s: still in use after %d s", dc->task_id,
+                 dc->peer, DELETE_WAIT_MS / 1000);
+        dmf_rpc_call_finish(dc->call, GRPC_STATUS_FAILED_PRECONDITION,
+                            "the task stayed in use on this host (a download or a reader)");
+    } else {
+        dmf_rpc_call_finish(dc->call, GRPC_STATUS_INTERNAL, "the cache could not remove the task");
+    }
+    dc->answered = true;
+    return true;
+}
+
+static void delete_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct delete_call *dc = arg;
+    if (dc->answered || delete_try(dc))
+        return;
+    struct timeval tv = dmf_timeval_ms(DELETE_RETRY_MS);
+    evtimer_add(dc->retry, &tv);
+}
+
+static void delete_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
+{
+    struct delete_call *dc = arg;
+    struct dmf_daemon *d = dc->d;
+    if (data == NULL || dc->answered || dc->retry)
+        return;
+    const char *peer = dmf_rpc_call_peer(call);
+    snprintf(dc->peer, sizeof(dc->peer), "%s", peer && *peer ? peer : "?");
+    dmf_rpc_acl_cluster(d->rpc_acl, d->cfg.scheduler, &d->cfg.manager);
+    const char *why = dmf_rpc_acl_check(d->rpc_acl, peer);
+    if (why != NULL) {
+        dmf_metric_add(&m_rpc_refused_caller, 1);
+        dmf_warn("DeleteTask from %s refused: %s", dc->peer, why);
+        dmf_rpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, why);
+        dc->answered = true;
+        return;
+    }
+    Damselfly__V1__DeleteTaskRequest *req =
+        damselfly__v1__delete_task_request__unpack(NULL, len, data);
+    if (req == NULL || !dmf_task_id_valid(req->task_id)) {
+        dmf_rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                            "task_id must be 64 lower-case hex digits");
+        dc->answered = true;
+        if (req)
+            damselfly__v1__delete_task_request__free_unpacked(req, NULL);
+        return;
+    }
+    snprintf(dc->task_id, sizeof(dc->task_id), "%s", req->task_id);
+    damselfly__v1__delete_task_request__free_unpacked(req, NULL);
+    dc->deadline_ms = dmf_now_ms() + DELETE_WAIT_MS;
+    if (delete_try(dc))
+        return;
+    struct dmf_task *t = dmf_engine_find(d, dc->task_id);
+    if (t != NULL) {
+        dmf_info("task %s: in use; it leaves the scheduler and is deleted once idle (request of "
+                 "%s)",
+                 dc->task_id, dc->peer);
+        dmf_task_leave(t);
+    }
+    dc->retry = dmf_xevtimer_new(d->base, delete_on_retry, dc);
+    struct timeval tv = dmf_timeval_ms(DELETE_RETRY_MS);
+    evtimer_add(dc->retry, &tv);
+}
+
+static void delete_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code status,
+                          const char *details)
+{
+    delete_free(arg);
+}
+
+static const struct dmf_rpc_call_handler delete_handler = {
+    .on_message = delete_on_message,
+    .on_end = delete_on_end,
+};
+
 void dmf_local_service_on_call(void *arg, dmf_rpc_call_t *call, const char *method)
 {
     struct dmf_daemon *d = arg;
@@ -576,6 +697,11 @@ void dmf_local_service_on_call(void *arg, dmf_rpc_call_t *call, const char *meth
         dmf_rpc_call_set_handler(call, &download_handler, gd);
     } else if (strcmp(method, "/damselfly.v1.Daemon/StatTask") == 0) {
         dmf_rpc_call_set_handler(call, &stat_handler, d);
+    } else if (strcmp(method, "/damselfly.v1.Daemon/DeleteTask") == 0) {
+        struct delete_call *dc = dmf_xcalloc(1, sizeof(*dc));
+        dc->d = d;
+        dc->call = call;
+        dmf_rpc_call_set_handler(call, &delete_handler, dc);
     } else {
         dmf_rpc_call_set_handler(call, &stat_handler, d);
         dmf_rpc_call_finish(call, GRPC_STATUS_UNIMPLEMENTED, "no such method");
