@@ -123,13 +123,14 @@ static const struct dmf_option options[] = {
     {"tls-cert", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_cert), 0, 0, NULL, "FILE",
      "PEM certificate of this scheduler (OU = scheduler), signed by --tls-ca: turns on mutual "
      "TLS; every caller must then present a certificate, and acts only for the host ID it "
-     "names (scripts/make-certs.sh; SIGHUP reloads it)."},
+     "names (scripts/make-certs.sh; the files are reread every 2 s: a rotated certificate "
+     "serves new connections, open ones keep theirs)."},
     {"tls-key", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_key), 0, 0, NULL, "FILE",
      "PEM private key of --tls-cert."},
     {"tls-ca", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_ca), 0, 0, NULL, "FILE",
      "PEM CA certificate of the cluster, which signs every member's certificate."},
-    {"cluster-key-file", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, cluster_key_file), 0,
-     0, NULL, "FILE",
+    {"cluster-key-file", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, cluster_key_file), 0, 0,
+     NULL, "FILE",
      "The cluster's secret key (as the daemons'): the scheduler gives each child a token, bound "
      "to the task and the child's host ID, that its parents' piece servers check."},
 };
@@ -283,6 +284,13 @@ static int run(int argc, char **argv)
 
     base = dmf_rpc_event_base_new();
     rpc = dmf_rpc_new(base);
+    struct dmf_tls_files tls = {.cert = o.tls_cert, .key = o.tls_key, .ca = o.tls_ca};
+    if (dmf_rpc_tls_enable(rpc, &tls, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly scheduler: --tls-cert/--tls-key/--tls-ca: %s\n", err);
+        goto out;
+    }
+    if (dmf_rpc_tls_on(rpc))
+        dmf_info("mutual TLS on: callers must present a certificate signed by %s", o.tls_ca);
     struct dmf_scheduler_service_config cfg = {
         .sched =
             {
