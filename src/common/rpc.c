@@ -58,6 +58,7 @@ struct dmf_rpc {
     /* Mutual TLS (dmf_rpc_tls_enable), or NULL: one file watcher shared by every server and
      * member channel; it rereads the files every DMF_RPC_TLS_REFRESH_S seconds. */
     grpc_tls_certificate_provider *tls;
+    struct dmf_tls_identity self; /* the identity in --tls-cert, when tls is set */
 };
 
 struct send_item {
@@ -618,7 +619,14 @@ int dmf_rpc_tls_enable(dmf_rpc_t *rpc, const struct dmf_tls_files *f, char *err,
     SSL_CTX *probe = dmf_tls_ctx_new(f, true, err, errlen);
     if (probe == NULL)
         return -EINVAL;
+    char why[300];
+    X509 *own = SSL_CTX_get0_certificate(probe); /* borrowed from probe */
+    int rc = own ? dmf_tls_identity_from_x509(own, &rpc->self, why, sizeof(why)) : -EPERM;
     SSL_CTX_free(probe);
+    if (rc != 0) {
+        snprintf(err, errlen, "certificate %s: %s", f->cert, own ? why : "none loaded");
+        return -EINVAL;
+    }
     if (rpc->tls)
         grpc_tls_certificate_provider_release(rpc->tls);
     rpc->tls = grpc_tls_certificate_provider_file_watcher_create(f->key, f->cert, f->ca,
@@ -633,6 +641,11 @@ int dmf_rpc_tls_enable(dmf_rpc_t *rpc, const struct dmf_tls_files *f, char *err,
 bool dmf_rpc_tls_on(const dmf_rpc_t *rpc)
 {
     return rpc->tls != NULL;
+}
+
+const struct dmf_tls_identity *dmf_rpc_tls_identity(const dmf_rpc_t *rpc)
+{
+    return rpc->tls ? &rpc->self : NULL;
 }
 
 /* The identity in a PEM certificate (the one gRPC verified). 0 or -EPERM with why. */

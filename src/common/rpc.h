@@ -57,6 +57,9 @@ void dmf_rpc_free(dmf_rpc_t *rpc);
  * not load. */
 int dmf_rpc_tls_enable(dmf_rpc_t *rpc, const struct dmf_tls_files *f, char *err, size_t errlen);
 bool dmf_rpc_tls_on(const dmf_rpc_t *rpc);
+/* The identity in this process's own certificate (read when TLS was enabled; a certificate
+ * carrying none is refused then), or NULL with TLS off. */
+const struct dmf_tls_identity *dmf_rpc_tls_identity(const dmf_rpc_t *rpc);
 
 /* ---- calls (client and server side) ---- */
 

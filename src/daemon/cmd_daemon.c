@@ -13,8 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/pem.h>
-
 #include "common/origin_policy.h"
 #include "common/cmd.h"
 #include "common/config.h"
@@ -420,17 +418,7 @@ static int daemon_tls_setup(struct dmf_daemon *d, char *err, size_t errlen)
         return flag_error(err, errlen, "--tls-cert/--tls-key/--tls-ca", why);
     if (!dmf_rpc_tls_on(d->rpc))
         return 0;
-    FILE *fp = fopen(f.cert, "r");
-    X509 *x = fp ? PEM_read_X509(fp, NULL, NULL, NULL) : NULL;
-    if (fp)
-        fclose(fp);
-    struct dmf_tls_identity id;
-    int rc = x ? dmf_tls_identity_from_x509(x, &id, why, sizeof(why)) : -EINVAL;
-    X509_free(x);
-    if (rc != 0) {
-        snprintf(err, errlen, "--tls-cert %s: %s", f.cert, x ? why : "no PEM certificate in it");
-        return -1;
-    }
+    struct dmf_tls_identity id = *dmf_rpc_tls_identity(d->rpc);
     if (id.role != DMF_TLS_ROLE_PEER && id.role != DMF_TLS_ROLE_SEED) {
         snprintf(err, errlen,
                  "--tls-cert %s is a %s certificate (host %s): a daemon needs a peer "

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/tls_identity.h"
 #include "common/url_secrets.h"
 #include "common/util.h"
 #include "scheduler/manager_link.h"
@@ -289,8 +290,18 @@ static int run(int argc, char **argv)
         fprintf(stderr, "damselfly scheduler: --tls-cert/--tls-key/--tls-ca: %s\n", err);
         goto out;
     }
-    if (dmf_rpc_tls_on(rpc))
-        dmf_info("mutual TLS on: callers must present a certificate signed by %s", o.tls_ca);
+    const struct dmf_tls_identity *self = dmf_rpc_tls_identity(rpc);
+    if (self && self->role != DMF_TLS_ROLE_SCHEDULER) {
+        fprintf(stderr,
+                "damselfly scheduler: --tls-cert %s is a %s certificate (host %s): a scheduler "
+                "needs one whose OU is scheduler (scripts/make-certs.sh DIR host ID scheduler)\n",
+                o.tls_cert, dmf_tls_role_name(self->role), self->host_id);
+        goto out;
+    }
+    if (self)
+        dmf_info("mutual TLS on: this scheduler is %s by its certificate; callers must present a "
+                 "certificate signed by %s",
+                 self->host_id, o.tls_ca);
     struct dmf_scheduler_service_config cfg = {
         .sched =
             {

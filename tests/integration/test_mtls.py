@@ -127,6 +127,19 @@ def test_clients_without_certificate_are_refused(tmp_path, need_binary):
         with pytest.raises(RuntimeError) as e:
             start_daemon(tmp_path, "d2", scheduler=s, ready_timeout=10, **bad)
         assert "tls" in str(e.value).lower()
+    # So does a scheduler.
+    for bad in ({"tls_cert": str(certs / "sched.pem")},
+                dict(tls_flags(certs, "sched"), tls_key=str(certs / "d1.key"))):
+        with pytest.raises(RuntimeError) as e:
+            start_scheduler(tmp_path, name="sched-bad", ready_timeout=10, **bad)
+        assert "--tls-cert/--tls-key/--tls-ca" in str(e.value)
+    # Each needs a certificate of its role.
+    with pytest.raises(RuntimeError) as e:
+        start_scheduler(tmp_path, name="sched-peer", ready_timeout=10, **tls_flags(certs, "d2"))
+    assert "is a peer certificate" in str(e.value)
+    with pytest.raises(RuntimeError) as e:
+        start_daemon(tmp_path, "sched", scheduler=s, ready_timeout=10, **tls_flags(certs, "sched"))
+    assert "is a scheduler certificate" in str(e.value)
     # A --host-id that is not the certificate's is refused.
     with pytest.raises(RuntimeError) as e:
         start_daemon(tmp_path, "d2x", scheduler=s, host_id="d2x", ready_timeout=10, **f)
