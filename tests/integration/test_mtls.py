@@ -83,7 +83,7 @@ def test_tls_cluster_distributes_byte_exact(tmp_path, origin, need_binary):
     assert s.metrics().value("damselfly_scheduler_seed_triggers_total") >= 1
     wait_until(lambda: b"finished DownloadTask" in s.proc.log_bytes(), scaled(30),
                what="the seed's DownloadTask to end")
-    assert b"DownloadTask failed" not in s.proc.log_bytes()
+    assert b"could not fetch it" not in s.proc.log_bytes()
     for d in [sd] + ds:
         assert b"mutual TLS on: this host is " + d.name.encode() in d.log_bytes()
     # A get after everything is cached is still exact.
@@ -270,3 +270,87 @@ def test_rotated_certificates_keep_transfers_going(tmp_path, origin, need_binary
     # d1's stream to the scheduler survived the rotation: still one stream per peer, no
     # reconnect storm; the scheduler knows d1 and rogue.
     assert s.metrics().value("damselfly_scheduler_hosts") >= 2
+
+
+class _FakeScheduler:
+    """A Python Scheduler service over TLS (client certificates required) presenting
+    host's certificate: counts the AnnounceHost calls that reach it."""
+
+    def __init__(self, certdir, host):
+        from concurrent import futures
+        pb = proto_modules()
+        self.announces = 0
+        fake = self
+
+        class Servicer(pb.scheduler_pb2_grpc.SchedulerServicer):
+            def AnnounceHost(self, request, context):
+                fake.announces += 1
+                return pb.scheduler_pb2.AnnounceHostResponse(host_timeout_ms=30000,
+                                                             scheduler_id="fake")
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        pb.scheduler_pb2_grpc.add_SchedulerServicer_to_server(Servicer(), self.server)
+        creds = grpc.ssl_server_credentials(
+            [(_read(certdir / f"{host}.key"), _read(certdir / f"{host}.pem"))],
+            root_certificates=_read(certdir / "ca.pem"), require_client_auth=True)
+        self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+        self.server.start()
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.stop(0)
+
+
+@pytest.mark.deadline(120)
+@pytest.mark.parametrize("server_host", ["rogue", "sched"])
+def test_daemon_talks_only_to_a_scheduler_certificate(tmp_path, need_binary, server_host):
+    """A server with a valid peer certificate posing as the scheduler never gets the
+    daemon's announce; the same fake with the scheduler's certificate does (control)."""
+    certs = make_certs(tmp_path / "certs", ROLES)
+    fake = _FakeScheduler(certs, server_host)
+    try:
+        d1 = start_daemon(tmp_path, "d1", scheduler=fake.addr, **tls_flags(certs, "d1"))
+        if server_host == "sched":
+            wait_until(lambda: fake.announces >= 1, scaled(15), what="the daemon's announce")
+        else:
+            time.sleep(scaled(3))
+            assert fake.announces == 0
+            assert d1.proc.alive()
+    finally:
+        fake.stop()
+
+
+@pytest.mark.deadline(150)
+def test_download_task_reaches_only_the_seed_named_by_its_certificate(tmp_path, origin,
+                                                                      need_binary):
+    """A host with a seed certificate announces itself as a seed at another daemon's rpc
+    port (d1's): the scheduler's DownloadTask must not reach d1 (its certificate is d1's, not
+    the seed's), so d1 never fetches on the seed's behalf."""
+    certs = make_certs(tmp_path / "certs", ROLES)
+    s = start_scheduler(tmp_path, seed_hosts=None, **tls_flags(certs, "sched"))
+    d1 = start_daemon(tmp_path, "d1", scheduler=s, **tls_flags(certs, "d1"))
+    d2 = start_daemon(tmp_path, "d2", scheduler=s, **tls_flags(certs, "d2"))
+    pb = proto_modules()
+    sp = pb.scheduler_pb2
+    with _tls_channel(certs, s.addr, "seed") as ch:
+        h = sp.Host(id="seed", hostname="seed", ip="127.0.0.1", piece_port=d1.piece_port,
+                    rpc_port=d1.rpc_port, type=sp.HOST_TYPE_SEED, upload_capacity=10 << 30)
+        pb.scheduler_pb2_grpc.SchedulerStub(ch).AnnounceHost(sp.AnnounceHostRequest(host=h),
+                                                              timeout=scaled(5))
+    wait_hosts(s, 3)
+    want = origin.add_random("/impostor.bin", 1 * MiB + 9, tmp_path / "origin")
+    cp = run_get(d2, origin.url("/impostor.bin"), tmp_path / "out")
+    assert cp.returncode == 0, describe(cp)
+    assert sha256_file(tmp_path / "out") == want
+    # The scheduler did try the seed (so the check below can fail) ...
+    assert s.metrics().value("damselfly_scheduler_seed_triggers_total") >= 1
+    wait_until(lambda: b"seed host seed could not fetch it" in s.proc.log_bytes(), scaled(20),
+               what="the scheduler to give up on the impostor seed")
+    # ... and d1 never saw a DownloadTask nor fetched the file.
+    assert d1.metric("damselfly_rpc_refused_total", reason="caller") == 0
+    assert b"DownloadTask" not in d1.log_bytes()
+    assert origin.request_count("/impostor.bin") >= 1
+    assert d1.download_bytes("source") == 0
