@@ -182,6 +182,17 @@ def test_peer_certificate_acts_only_for_itself(tmp_path, origin, need_binary):
         with pytest.raises(grpc.RpcError) as e:
             list(stub.AnnouncePeer(iter([reg]), timeout=scaled(5)))
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # d1 may stat its own task; rogue may not make d1's peer leave.
+    with _tls_channel(certs, s.addr, "d1") as ch:
+        st = pb.scheduler_pb2_grpc.SchedulerStub(ch).StatTask(sp.StatTaskRequest(task_id=tid),
+                                                               timeout=scaled(5))
+    d1_peers = [p.peer_id for p in st.peers if p.host_id == "d1"]
+    assert d1_peers
+    with _tls_channel(certs, s.addr, "rogue") as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            pb.scheduler_pb2_grpc.SchedulerStub(ch).LeavePeer(
+                sp.LeavePeerRequest(task_id=tid, peer_id=d1_peers[0]), timeout=scaled(5))
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # d1 is still known and its task still has d1's peer.
     with _tls_channel(certs, s.addr, "d1") as ch:
         st = pb.scheduler_pb2_grpc.SchedulerStub(ch).StatTask(sp.StatTaskRequest(task_id=tid),
