@@ -551,23 +551,24 @@ static void stat_task(struct call *c, const uint8_t *data, size_t len)
     }
     struct dmf_scheduler_task_stat st;
     int rc = dmf_scheduler_stat_task(c->svc->sched, req->task_id, &st, err, sizeof(err));
-    if (rc != 0) {
-        damselfly__v1__stat_task_request__free_unpacked(req, NULL);
-        call_finish(c, status_for(rc), err);
-        return;
-    }
     const struct dmf_tls_identity *caller = dmf_rpc_call_identity(c->rpc_call);
     bool in_task = false;
-    for (size_t i = 0; caller && i < st.npeers && !in_task; i++)
+    for (size_t i = 0; rc == 0 && caller && i < st.npeers && !in_task; i++)
         in_task = strcmp(st.peers[i].host_id, caller->host_id) == 0;
-    if (!dmf_tls_may_stat_task(caller, in_task)) {
+    /* An unknown task gets the same answer as another host's: no oracle of which tasks
+     * exist. */
+    if ((rc == 0 || rc == -ENOENT) && !dmf_tls_may_stat_task(caller, in_task)) {
         snprintf(err, sizeof(err),
                  "the certificate of host %s may not stat task %s: the host "
                  "has no peer in it",
                  caller->host_id, req->task_id);
+        if (rc == 0)
+            dmf_scheduler_task_stat_free(&st);
+        rc = -EPERM;
+    }
+    if (rc != 0) {
         damselfly__v1__stat_task_request__free_unpacked(req, NULL);
-        dmf_scheduler_task_stat_free(&st);
-        call_finish(c, GRPC_STATUS_PERMISSION_DENIED, err);
+        call_finish(c, status_for(rc), err);
         return;
     }
     damselfly__v1__stat_task_request__free_unpacked(req, NULL);

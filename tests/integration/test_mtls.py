@@ -170,6 +170,8 @@ def test_peer_certificate_acts_only_for_itself(tmp_path, origin, need_binary):
              lambda: stub.LeaveHost(sp.LeaveHostRequest(host_id="d1"), timeout=scaled(5))),
             ("StatTask of d1's task",
              lambda: stub.StatTask(sp.StatTaskRequest(task_id=tid), timeout=scaled(5))),
+            ("StatTask of a task nobody has (no oracle)",
+             lambda: stub.StatTask(sp.StatTaskRequest(task_id="0" * 64), timeout=scaled(5))),
         ]
         for what, call in calls:
             with pytest.raises(grpc.RpcError) as e:
