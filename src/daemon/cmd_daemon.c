@@ -75,7 +75,8 @@ static const struct dmf_option options[] = {
         "be a seed peer: fetch from origins when the scheduler asks, and cache"),
     OPT("host-id", 0, DMF_OPT_STRING, host_id, 0, 0, NULL, "ID",
         "this host's ID (default: HOSTNAME-MACHINEID-IP-PIECEPORT, MACHINEID the first 12 "
-        "digits of /etc/machine-id)"),
+        "digits of /etc/machine-id; with --tls-cert, the certificate's CN, and a --host-id "
+        "that differs is refused)"),
     OPT("idc", 0, DMF_OPT_STRING, idc, 0, 0, "", "NAME", "data centre label (locality)"),
     OPT("location", 0, DMF_OPT_STRING, location, 0, 0, "", "A|B|C",
         "location labels, most general first (locality)"),
