@@ -58,7 +58,8 @@ struct dmf_rpc {
     /* Mutual TLS (dmf_rpc_tls_enable), or NULL: one file watcher shared by every server and
      * member channel; it rereads the files every DMF_RPC_TLS_REFRESH_S seconds. */
     grpc_tls_certificate_provider *tls;
-    struct dmf_tls_identity self; /* the identity in --tls-cert, when tls is set */
+    struct dmf_tls_identity self;      /* the identity in --tls-cert, when tls is set */
+    char *tls_cert, *tls_key, *tls_ca; /* the watched files (owned) */
 };
 
 struct send_item {
@@ -260,6 +261,9 @@ void dmf_rpc_free(dmf_rpc_t *rpc)
     event_free(rpc->wake);
     if (rpc->tls)
         grpc_tls_certificate_provider_release(rpc->tls);
+    free(rpc->tls_cert);
+    free(rpc->tls_key);
+    free(rpc->tls_ca);
     pthread_mutex_destroy(&rpc->lock);
     pthread_cond_destroy(&rpc->cond);
     free(rpc);
@@ -629,6 +633,12 @@ int dmf_rpc_tls_enable(dmf_rpc_t *rpc, const struct dmf_tls_files *f, char *err,
     }
     if (rpc->tls)
         grpc_tls_certificate_provider_release(rpc->tls);
+    free(rpc->tls_cert);
+    free(rpc->tls_key);
+    free(rpc->tls_ca);
+    rpc->tls_cert = dmf_xstrdup(f->cert);
+    rpc->tls_key = dmf_xstrdup(f->key);
+    rpc->tls_ca = dmf_xstrdup(f->ca);
     rpc->tls = grpc_tls_certificate_provider_file_watcher_create(f->key, f->cert, f->ca,
                                                                  DMF_RPC_TLS_REFRESH_S);
     if (rpc->tls == NULL) {
@@ -646,6 +656,34 @@ bool dmf_rpc_tls_on(const dmf_rpc_t *rpc)
 const struct dmf_tls_identity *dmf_rpc_tls_identity(const dmf_rpc_t *rpc)
 {
     return rpc->tls ? &rpc->self : NULL;
+}
+
+int dmf_rpc_tls_recheck(const dmf_rpc_t *rpc, char *err, size_t errlen)
+{
+    if (rpc->tls == NULL)
+        return 0;
+    struct dmf_tls_files f = {.cert = rpc->tls_cert, .key = rpc->tls_key, .ca = rpc->tls_ca};
+    SSL_CTX *probe = dmf_tls_ctx_new(&f, true, err, errlen);
+    if (probe == NULL)
+        return -EINVAL;
+    struct dmf_tls_identity id;
+    char why[300];
+    X509 *own = SSL_CTX_get0_certificate(probe);
+    int rc = own ? dmf_tls_identity_from_x509(own, &id, why, sizeof(why)) : -EPERM;
+    SSL_CTX_free(probe);
+    if (rc != 0) {
+        snprintf(err, errlen, "certificate %s: %s", f.cert, own ? why : "none loaded");
+        return -EINVAL;
+    }
+    if (strcmp(id.host_id, rpc->self.host_id) != 0 || id.role != rpc->self.role) {
+        snprintf(err, errlen,
+                 "certificate %s now names host %s (role %s), not %s (role %s): restart to "
+                 "change identity",
+                 f.cert, id.host_id, dmf_tls_role_name(id.role), rpc->self.host_id,
+                 dmf_tls_role_name(rpc->self.role));
+        return -EINVAL;
+    }
+    return 0;
 }
 
 /* The identity in a PEM certificate (the one gRPC verified). 0 or -EPERM with why. */

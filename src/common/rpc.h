@@ -60,6 +60,10 @@ bool dmf_rpc_tls_on(const dmf_rpc_t *rpc);
 /* The identity in this process's own certificate (read when TLS was enabled; a certificate
  * carrying none is refused then), or NULL with TLS off. */
 const struct dmf_tls_identity *dmf_rpc_tls_identity(const dmf_rpc_t *rpc);
+/* Loads the TLS files again, as gRPC will at its next reread (SIGHUP calls this to tell
+ * the operator whether a rotation is good): 0 when they load and still name this
+ * process's identity; -EINVAL with err filled otherwise. 0 with TLS off. */
+int dmf_rpc_tls_recheck(const dmf_rpc_t *rpc, char *err, size_t errlen);
 
 /* ---- calls (client and server side) ---- */
 

@@ -311,6 +311,14 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         d->cfg.upload_limit = cfg.upload_limit;
     }
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &cfg);
+    /* gRPC rereads the TLS files by itself; tell whether the ones on disk are good. */
+    if (dmf_rpc_tls_recheck(d->rpc, err, sizeof(err)) != 0)
+        dmf_warn("SIGHUP: the TLS files do not load: %s (new gRPC connections fail until they "
+                 "do)",
+                 err);
+    else if (dmf_rpc_tls_on(d->rpc))
+        dmf_info("SIGHUP: the TLS files load; new gRPC connections use them within %d s",
+                 DMF_RPC_TLS_REFRESH_S);
 }
 
 /* Every check of cfg that needs no resource: 0, or -1 with the message in err. Parses

@@ -207,6 +207,21 @@ static int socket_port(int fd)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+/* SIGHUP: nothing to reload by hand (gRPC rereads the TLS files every few seconds), but
+ * say whether the files on disk now are good, and do not die of the signal. */
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    dmf_rpc_t *rpc = arg;
+    char err[512];
+    if (!dmf_rpc_tls_on(rpc))
+        dmf_info("SIGHUP: nothing to reload");
+    else if (dmf_rpc_tls_recheck(rpc, err, sizeof(err)) != 0)
+        dmf_warn("SIGHUP: the TLS files do not load: %s (new connections fail until they do)", err);
+    else
+        dmf_info("SIGHUP: the TLS files load; new connections use them within %d s",
+                 DMF_RPC_TLS_REFRESH_S);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     dmf_info("signal %d: shutting down", (int)sig);
@@ -224,7 +239,7 @@ static int run(int argc, char **argv)
     dmf_scheduler_service_t *svc = NULL;
     struct evhttp *http = NULL;
     struct dmf_listener_guard *guard = NULL;
-    struct event *sigint = NULL, *sigterm = NULL;
+    struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
     dmf_manager_keepalive_t *mlink = NULL;
     struct dmf_seed_list *seeds = dmf_xcalloc(1, sizeof(*seeds));
 
@@ -350,8 +365,10 @@ static int run(int argc, char **argv)
 
     sigint = evsignal_new(base, SIGINT, on_signal, base);
     sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    sighup = evsignal_new(base, SIGHUP, on_sighup, rpc);
     event_add(sigint, NULL);
     event_add(sigterm, NULL);
+    event_add(sighup, NULL);
     dmf_scheduler_service_start(svc);
 
     char a[300], m[300];
@@ -387,6 +404,8 @@ out:
         event_free(sigint);
     if (sigterm)
         event_free(sigterm);
+    if (sighup)
+        event_free(sighup);
     if (metrics_fd >= 0)
         close(metrics_fd);
     dmf_rpc_free(rpc);

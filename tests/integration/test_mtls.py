@@ -7,6 +7,8 @@ that announces type=seed with a peer certificate is no seed; DownloadTask on a d
 scheduler's (or manager's) certificate; a rotated certificate is picked up without dropping a
 transfer. The piece plane is not what these tests look at (it may be plain HTTP or HTTPS)."""
 
+import os
+import signal
 import socket
 import ssl
 import time
@@ -267,6 +269,12 @@ def test_rotated_certificates_keep_transfers_going(tmp_path, origin, need_binary
     make_certs(certs, {"sched": "scheduler", "d1": "peer", "rogue": "peer"})
     assert _read(certs / "sched.pem") != old_sched_cert
     new_der = ssl.PEM_cert_to_DER_cert(_read(certs / "sched.pem").decode())
+    # SIGHUP is not needed, but an operator's habit must not hurt: both say the files load.
+    for p in (s, ds[0]):
+        os.kill(p.proc.popen.pid, signal.SIGHUP)
+    for p in (s, ds[0]):
+        wait_until(lambda: b"SIGHUP: the TLS files load" in p.proc.log_bytes(), scaled(10),
+                   what=f"{p.proc.name} to check its TLS files on SIGHUP")
 
     def serves_new_cert():
         return _server_cert_der(certs, s.port, "rogue") == new_der
@@ -280,9 +288,14 @@ def test_rotated_certificates_keep_transfers_going(tmp_path, origin, need_binary
     (cp,) = wait_gets([g], 90)
     assert cp.returncode == 0, describe(cp)
     assert sha256_file(tmp_path / "out") == want
-    # d1's stream to the scheduler survived the rotation: still one stream per peer, no
-    # reconnect storm; the scheduler knows d1 and rogue.
-    assert s.metrics().value("damselfly_scheduler_hosts") >= 2
+    assert s.metrics().value("damselfly_scheduler_hosts") >= 2  # d1 and rogue
+    # A bad rotation (a key that is not the certificate's) is reported on SIGHUP, and the
+    # process stays up.
+    (certs / "sched.key").write_bytes(_read(certs / "d1.key"))
+    os.kill(s.proc.popen.pid, signal.SIGHUP)
+    wait_until(lambda: b"SIGHUP: the TLS files do not load" in s.proc.log_bytes(), scaled(10),
+               what="the scheduler to report the bad key")
+    assert s.proc.alive()
 
 
 class _FakeScheduler:
