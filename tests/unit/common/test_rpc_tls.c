@@ -236,6 +236,8 @@ static void test_bad_files_are_refused(void **state)
     assert_int_equal(dmf_rpc_tls_enable(f->plain_rpc, &mismatched, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "sch.key"));
     assert_false(dmf_rpc_tls_on(f->plain_rpc));
+    assert_int_equal(dmf_rpc_tls_recheck(f->srv_rpc, err, sizeof(err)), 0);
+    assert_int_equal(dmf_rpc_tls_recheck(f->plain_rpc, err, sizeof(err)), 0); /* TLS off */
     struct dmf_tls_files none = {0};
     assert_int_equal(dmf_rpc_tls_enable(f->plain_rpc, &none, err, sizeof(err)), 0);
     assert_false(dmf_rpc_tls_on(f->plain_rpc));
