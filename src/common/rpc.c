@@ -14,6 +14,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
+#include <grpc/support/string_util.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,7 +24,11 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls.h"
+#include "common/tls_expect.h"
 #include "common/util.h"
+
+#include <openssl/pem.h>
 
 static DMF_METRIC_COUNTER(m_slow_readers, "damselfly_rpc_slow_readers_total", NULL,
                           "gRPC calls cut off because the other side stayed too far behind "
@@ -50,6 +55,11 @@ struct dmf_rpc {
     struct completion *head, *tail; /* guarded by lock */
     struct event *wake;
     int live_calls; /* calls not yet destroyed */
+    /* Mutual TLS (dmf_rpc_tls_enable), or NULL: one file watcher shared by every server and
+     * member channel; it rereads the files every DMF_RPC_TLS_REFRESH_S seconds. */
+    grpc_tls_certificate_provider *tls;
+    struct dmf_tls_identity self;      /* the identity in --tls-cert, when tls is set */
+    char *tls_cert, *tls_key, *tls_ca; /* the watched files (owned) */
 };
 
 struct send_item {
@@ -68,6 +78,8 @@ struct dmf_rpc_call {
     const struct dmf_rpc_call_handler *h;
     void *arg;
     char *peer;
+    bool has_identity; /* server side over TLS: the client's verified certificate */
+    struct dmf_tls_identity identity;
 
     /* Sending: one batch in flight; messages queued in order; then the closing op. */
     struct op send_op;
@@ -115,6 +127,7 @@ struct pending_request {
 
 struct dmf_rpc_server {
     dmf_rpc_t *rpc;
+    bool tls; /* listening with client certificates required */
     grpc_server *server;
     dmf_rpc_on_call on_call;
     void *arg;
@@ -247,6 +260,11 @@ void dmf_rpc_free(dmf_rpc_t *rpc)
     run_completions(rpc);
     grpc_completion_queue_destroy(rpc->cq);
     event_free(rpc->wake);
+    if (rpc->tls)
+        grpc_tls_certificate_provider_release(rpc->tls);
+    free(rpc->tls_cert);
+    free(rpc->tls_key);
+    free(rpc->tls_ca);
     pthread_mutex_destroy(&rpc->lock);
     pthread_cond_destroy(&rpc->cond);
     free(rpc);
@@ -623,6 +641,202 @@ const char *dmf_rpc_call_peer(dmf_rpc_call_t *c)
     return c->peer ? c->peer : "";
 }
 
+/* ---------------------------------------------------------------- mutual TLS */
+
+int dmf_rpc_tls_enable(dmf_rpc_t *rpc, const struct dmf_tls_files *f, char *err, size_t errlen)
+{
+    if (dmf_tls_files_check(f, err, errlen) != 0)
+        return -EINVAL;
+    if (f->cert == NULL)
+        return 0;
+    /* gRPC's file watcher reports nothing useful when a file does not load: load them once
+     * with OpenSSL, which words the error, before handing the paths to gRPC. */
+    SSL_CTX *probe = dmf_tls_ctx_new(f, true, err, errlen);
+    if (probe == NULL)
+        return -EINVAL;
+    char why[300];
+    X509 *own = SSL_CTX_get0_certificate(probe); /* borrowed from probe */
+    int rc = own ? dmf_tls_identity_from_x509(own, &rpc->self, why, sizeof(why)) : -EPERM;
+    SSL_CTX_free(probe);
+    if (rc != 0) {
+        snprintf(err, errlen, "certificate %s: %s", f->cert, own ? why : "none loaded");
+        return -EINVAL;
+    }
+    if (rpc->tls)
+        grpc_tls_certificate_provider_release(rpc->tls);
+    free(rpc->tls_cert);
+    free(rpc->tls_key);
+    free(rpc->tls_ca);
+    rpc->tls_cert = dmf_xstrdup(f->cert);
+    rpc->tls_key = dmf_xstrdup(f->key);
+    rpc->tls_ca = dmf_xstrdup(f->ca);
+    rpc->tls = grpc_tls_certificate_provider_file_watcher_create(f->key, f->cert, f->ca,
+                                                                 DMF_RPC_TLS_REFRESH_S);
+    if (rpc->tls == NULL) {
+        snprintf(err, errlen, "gRPC cannot watch the TLS files %s, %s, %s", f->cert, f->key, f->ca);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+bool dmf_rpc_tls_on(const dmf_rpc_t *rpc)
+{
+    return rpc->tls != NULL;
+}
+
+const struct dmf_tls_identity *dmf_rpc_tls_identity(const dmf_rpc_t *rpc)
+{
+    return rpc->tls ? &rpc->self : NULL;
+}
+
+int dmf_rpc_tls_recheck(const dmf_rpc_t *rpc, char *err, size_t errlen)
+{
+    if (rpc->tls == NULL)
+        return 0;
+    struct dmf_tls_files f = {.cert = rpc->tls_cert, .key = rpc->tls_key, .ca = rpc->tls_ca};
+    SSL_CTX *probe = dmf_tls_ctx_new(&f, true, err, errlen);
+    if (probe == NULL)
+        return -EINVAL;
+    struct dmf_tls_identity id;
+    char why[300];
+    X509 *own = SSL_CTX_get0_certificate(probe);
+    int rc = own ? dmf_tls_identity_from_x509(own, &id, why, sizeof(why)) : -EPERM;
+    SSL_CTX_free(probe);
+    if (rc != 0) {
+        snprintf(err, errlen, "certificate %s: %s", f.cert, own ? why : "none loaded");
+        return -EINVAL;
+    }
+    if (strcmp(id.host_id, rpc->self.host_id) != 0 || id.role != rpc->self.role) {
+        snprintf(err, errlen,
+                 "certificate %s now names host %s (role %s), not %s (role %s): restart to "
+                 "change identity",
+                 f.cert, id.host_id, dmf_tls_role_name(id.role), rpc->self.host_id,
+                 dmf_tls_role_name(rpc->self.role));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The identity in a PEM certificate (the one gRPC verified). 0 or -EPERM with why. */
+static int identity_from_pem(const char *pem, size_t len, struct dmf_tls_identity *out, char *why,
+                             size_t whylen)
+{
+    if (pem == NULL || len == 0 || len > (64u << 10)) {
+        snprintf(why, whylen, "no client certificate");
+        return -EPERM;
+    }
+    BIO *bio = BIO_new_mem_buf(pem, (int)len);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (x == NULL) {
+        snprintf(why, whylen, "unreadable certificate");
+        return -EPERM;
+    }
+    int rc = dmf_tls_identity_from_x509(x, out, why, whylen);
+    X509_free(x);
+    return rc;
+}
+
+/* The verified client certificate of a server call over TLS. */
+static int call_identity_load(grpc_call *gc, struct dmf_tls_identity *out, char *why, size_t whylen)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(gc);
+    if (ctx == NULL || !grpc_auth_context_peer_is_authenticated(ctx)) {
+        if (ctx)
+            grpc_auth_context_release(ctx);
+        snprintf(why, whylen, "no verified client certificate");
+        return -EPERM;
+    }
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+    int rc = identity_from_pem(p ? p->value : NULL, p ? p->value_length : 0, out, why, whylen);
+    grpc_auth_context_release(ctx);
+    return rc;
+}
+
+const struct dmf_tls_identity *dmf_rpc_call_identity(const dmf_rpc_call_t *call)
+{
+    return call->has_identity ? &call->identity : NULL;
+}
+
+/* The check a member channel makes of the server's certificate, after gRPC verified its
+ * chain against the CA (no host-name check: peers are dialled by IP). Runs on a gRPC
+ * thread: it only reads its own copy of the expectation. */
+struct expect_verifier {
+    grpc_tls_certificate_verifier_external ext;
+    enum dmf_tls_role role;
+    char *host_id; /* NULL = any */
+};
+
+static int expect_verify(void *user_data, grpc_tls_custom_verification_check_request *request,
+                         grpc_tls_on_custom_verification_check_done_cb callback, void *callback_arg,
+                         grpc_status_code *sync_status, char **sync_error_details)
+{
+    struct expect_verifier *v = user_data;
+    struct dmf_tls_identity id;
+    char why[300];
+    const char *pem = request->peer_info.peer_cert;
+    int rc = identity_from_pem(pem, pem ? strlen(pem) : 0, &id, why, sizeof(why));
+    if (rc == 0) {
+        struct dmf_tls_expect e = {.role = v->role, .host_id = v->host_id};
+        rc = dmf_tls_expect_check(&e, &id, why, sizeof(why));
+    }
+    if (rc == 0) {
+        *sync_status = GRPC_STATUS_OK;
+    } else {
+        *sync_status = GRPC_STATUS_UNAUTHENTICATED;
+        *sync_error_details = gpr_strdup(why);
+        dmf_debug("rpc: refusing the server at %s: %s",
+                  request->target_name ? request->target_name : "?", why);
+    }
+    return 1; /* done synchronously */
+}
+
+static void expect_cancel(void *user_data, grpc_tls_custom_verification_check_request *request)
+{
+}
+
+static void expect_destruct(void *user_data)
+{
+    struct expect_verifier *v = user_data;
+    free(v->host_id);
+    free(v);
+}
+
+static grpc_channel_credentials *member_credentials(dmf_rpc_t *rpc,
+                                                    const struct dmf_tls_expect *expect)
+{
+    grpc_tls_credentials_options *o = grpc_tls_credentials_options_create();
+    grpc_tls_credentials_options_set_certificate_provider(o, rpc->tls);
+    grpc_tls_credentials_options_watch_root_certs(o);
+    grpc_tls_credentials_options_watch_identity_key_cert_pairs(o);
+    grpc_tls_credentials_options_set_verify_server_cert(o, 1);
+    grpc_tls_credentials_options_set_check_call_host(o, 0);
+    struct expect_verifier *v = dmf_xcalloc(1, sizeof(*v));
+    v->role = expect->role;
+    v->host_id = expect->host_id ? dmf_xstrdup(expect->host_id) : NULL;
+    v->ext.user_data = v;
+    v->ext.verify = expect_verify;
+    v->ext.cancel = expect_cancel;
+    v->ext.destruct = expect_destruct;
+    grpc_tls_certificate_verifier *ver = grpc_tls_certificate_verifier_external_create(&v->ext);
+    grpc_tls_credentials_options_set_certificate_verifier(o, ver);
+    grpc_tls_certificate_verifier_release(ver);
+    return grpc_tls_credentials_create(o); /* takes o */
+}
+
+static grpc_server_credentials *server_credentials(dmf_rpc_t *rpc)
+{
+    grpc_tls_credentials_options *o = grpc_tls_credentials_options_create();
+    grpc_tls_credentials_options_set_certificate_provider(o, rpc->tls);
+    grpc_tls_credentials_options_watch_root_certs(o);
+    grpc_tls_credentials_options_watch_identity_key_cert_pairs(o);
+    grpc_tls_credentials_options_set_cert_request_type(
+        o, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    return grpc_tls_server_credentials_create(o); /* takes o */
+}
+
 /* ---------------------------------------------------------------- server */
 
 static void server_request_next(dmf_rpc_server_t *s);
@@ -638,11 +852,21 @@ static void server_on_request(struct op *op, int ok)
         memset(&close, 0, sizeof(close));
         close.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
         close.data.recv_close_on_server.cancelled = &c->cancelled;
+        char why[300];
         if (call_batch(c, &close, 1, &c->status_op) != 0) {
             /* Without its close op the call could never end: refuse it at once. */
             grpc_call_cancel(c->call, NULL);
             call_unref(c);
+        } else if (s->tls && call_identity_load(c->call, &c->identity, why, sizeof(why)) != 0) {
+            /* gRPC verified the chain; a certificate naming no damselfly identity is
+             * refused before any service sees the call. */
+            dmf_warn("rpc: refusing a call from %s: %s", dmf_rpc_call_peer(c), why);
+            char details[340];
+            snprintf(details, sizeof(details), "client certificate refused: %s", why);
+            dmf_rpc_call_finish(c, GRPC_STATUS_UNAUTHENTICATED, details);
+            dmf_rpc_call_release(c);
         } else {
+            c->has_identity = s->tls;
             char *method = grpc_slice_to_c_string(pr->details.method);
             s->on_call(s->arg, c, method);
             gpr_free(method);
@@ -686,7 +910,9 @@ dmf_rpc_server_t *dmf_rpc_server_new(dmf_rpc_t *rpc, dmf_rpc_on_call on_call, vo
 int dmf_rpc_server_listen(dmf_rpc_server_t *s, const char *addr, int *bound_port, char *err,
                           size_t errlen)
 {
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds =
+        s->rpc->tls ? server_credentials(s->rpc) : grpc_insecure_server_credentials_create();
+    s->tls = s->rpc->tls != NULL;
     int port = grpc_server_add_http2_port(s->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (port <= 0) {
@@ -733,9 +959,16 @@ void dmf_rpc_server_free(dmf_rpc_server_t *s)
 
 dmf_rpc_channel_t *dmf_rpc_channel_new(dmf_rpc_t *rpc, const char *target)
 {
+    return dmf_rpc_channel_new_member(rpc, target, NULL);
+}
+
+dmf_rpc_channel_t *dmf_rpc_channel_new_member(dmf_rpc_t *rpc, const char *target,
+                                              const struct dmf_tls_expect *expect)
+{
     dmf_rpc_channel_t *ch = dmf_xcalloc(1, sizeof(*ch));
     ch->rpc = rpc;
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds =
+        rpc->tls && expect ? member_credentials(rpc, expect) : grpc_insecure_credentials_create();
     ch->channel = grpc_channel_create(target, creds, message_size_args());
     grpc_channel_credentials_release(creds);
     return ch;

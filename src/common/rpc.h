@@ -14,6 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/tls.h"
+#include "common/tls_expect.h"
+
 struct event_base;
 
 typedef struct dmf_rpc dmf_rpc_t;
@@ -39,6 +42,28 @@ struct event_base *dmf_rpc_event_base_new(void);
 dmf_rpc_t *dmf_rpc_new(struct event_base *base);
 /* Stops the poller; every server, channel and call must be gone. Calls grpc_shutdown. */
 void dmf_rpc_free(dmf_rpc_t *rpc);
+
+/* ---- mutual TLS (optional) ---- */
+
+/* How often gRPC rereads the certificate files (rotation needs no restart and no signal:
+ * new connections use the new files; open ones keep theirs). */
+#define DMF_RPC_TLS_REFRESH_S 2
+
+/* Turns on mutual TLS for every server listening after this and every member channel
+ * (dmf_rpc_channel_new_member) made after it: servers require a client certificate that
+ * verifies against f->ca; member channels present f->cert/f->key and require the server's
+ * certificate to verify against f->ca and match what the channel expects. All three files
+ * NULL: TLS stays off (0). 0, or -EINVAL with err filled when only some are given or they do
+ * not load. */
+int dmf_rpc_tls_enable(dmf_rpc_t *rpc, const struct dmf_tls_files *f, char *err, size_t errlen);
+bool dmf_rpc_tls_on(const dmf_rpc_t *rpc);
+/* The identity in this process's own certificate (read when TLS was enabled; a certificate
+ * carrying none is refused then), or NULL with TLS off. */
+const struct dmf_tls_identity *dmf_rpc_tls_identity(const dmf_rpc_t *rpc);
+/* Loads the TLS files again, as gRPC will at its next reread (SIGHUP calls this to tell
+ * the operator whether a rotation is good): 0 when they load and still name this
+ * process's identity; -EINVAL with err filled otherwise. 0 with TLS off. */
+int dmf_rpc_tls_recheck(const dmf_rpc_t *rpc, char *err, size_t errlen);
 
 /* ---- calls (client and server side) ---- */
 
@@ -73,6 +98,10 @@ void dmf_rpc_call_cancel(dmf_rpc_call_t *call);
 /* The owner gives up its reference: no callback runs after this returns. A call still in
  * progress is cancelled. Memory is freed once gRPC has returned every batch. */
 void dmf_rpc_call_release(dmf_rpc_call_t *call);
+/* Server side: the identity in the client's verified certificate when the server listens
+ * with TLS (a call whose certificate names no valid identity never reaches the service:
+ * it is refused with UNAUTHENTICATED); NULL without TLS. Borrowed, lives with the call. */
+const struct dmf_tls_identity *dmf_rpc_call_identity(const dmf_rpc_call_t *call);
 /* The peer address as gRPC reports it ("ipv4:127.0.0.1:5555"); borrowed, may be "". */
 const char *dmf_rpc_call_peer(dmf_rpc_call_t *call);
 
@@ -93,8 +122,15 @@ void dmf_rpc_server_free(dmf_rpc_server_t *s);
 
 /* ---- client ---- */
 
-/* A channel to "HOST:PORT" or "unix:/path" (insecure). Never NULL; connects lazily. */
+/* A channel to "HOST:PORT" or "unix:/path" (insecure, always: the manager's plane has no
+ * TLS yet). Never NULL; connects lazily. */
 dmf_rpc_channel_t *dmf_rpc_channel_new(dmf_rpc_t *rpc, const char *target);
+/* A channel to another member of the cluster (scheduler, seed): with TLS on it presents
+ * this host's certificate and accepts only a server whose verified certificate matches
+ * expect (copied); a mismatch fails calls with UNAVAILABLE. TLS off or expect NULL: as
+ * dmf_rpc_channel_new. */
+dmf_rpc_channel_t *dmf_rpc_channel_new_member(dmf_rpc_t *rpc, const char *target,
+                                              const struct dmf_tls_expect *expect);
 void dmf_rpc_channel_free(dmf_rpc_channel_t *ch);
 
 /* Starts a streaming call. timeout_ms 0 = no deadline. wait_for_ready: wait for the

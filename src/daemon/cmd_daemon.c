@@ -20,6 +20,8 @@
 #include "common/hostinfo.h"
 #include "common/log.h"
 #include "common/piecemem.h"
+#include "common/rpc.h"
+#include "common/tls_identity.h"
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/daemon.h"
@@ -74,7 +76,8 @@ static const struct dmf_option options[] = {
         "be a seed peer: fetch from origins when the scheduler asks, and cache"),
     OPT("host-id", 0, DMF_OPT_STRING, host_id, 0, 0, NULL, "ID",
         "this host's ID (default: HOSTNAME-MACHINEID-IP-PIECEPORT, MACHINEID the first 12 "
-        "digits of /etc/machine-id)"),
+        "digits of /etc/machine-id; with --tls-cert, the certificate's CN, and a --host-id "
+        "that differs is refused)"),
     OPT("idc", 0, DMF_OPT_STRING, idc, 0, 0, "", "NAME", "data centre label (locality)"),
     OPT("location", 0, DMF_OPT_STRING, location, 0, 0, "", "A|B|C",
         "location labels, most general first (locality)"),
@@ -180,8 +183,7 @@ static const struct dmf_option options[] = {
         "PEM certificate of this host (CN = its host ID, OU = peer or seed), signed by "
         "--tls-ca: turns on mutual TLS for the rpc port, the piece server and this host's "
         "requests to other hosts (scripts/make-certs.sh; SIGHUP reloads it)"),
-    OPT("tls-key", 0, DMF_OPT_STRING, tls_key, 0, 0, NULL, "FILE",
-        "PEM private key of --tls-cert"),
+    OPT("tls-key", 0, DMF_OPT_STRING, tls_key, 0, 0, NULL, "FILE", "PEM private key of --tls-cert"),
     OPT("tls-ca", 0, DMF_OPT_STRING, tls_ca, 0, 0, NULL, "FILE",
         "PEM CA certificate of the cluster: every other host must present a certificate it "
         "signed"),
@@ -310,6 +312,14 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         d->cfg.upload_limit = cfg.upload_limit;
     }
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &cfg);
+    /* gRPC rereads the TLS files by itself; tell whether the ones on disk are good. */
+    if (dmf_rpc_tls_recheck(d->rpc, err, sizeof(err)) != 0)
+        dmf_warn("SIGHUP: the TLS files do not load: %s (new gRPC connections fail until they "
+                 "do)",
+                 err);
+    else if (dmf_rpc_tls_on(d->rpc))
+        dmf_info("SIGHUP: the TLS files load; new gRPC connections use them within %d s",
+                 DMF_RPC_TLS_REFRESH_S);
 }
 
 /* Every check of cfg that needs no resource: 0, or -1 with the message in err. Parses
@@ -407,6 +417,43 @@ static int resolve_ip(struct dmf_daemon_config *cfg, char *err, size_t errlen)
 /* Acquires the daemon's resources in order, the local API socket last: once it exists the
  * daemon is ready for `get`. 0, or -1 with the message in err; either way daemon_stop()
  * releases what was made. */
+/* With --tls-*: the gRPC planes use the certificate, and this host's ID is its CN. A
+ * --host-id that differs, or a certificate that is not a peer's or seed's, is refused. */
+static int daemon_tls_setup(struct dmf_daemon *d, char *err, size_t errlen)
+{
+    struct dmf_daemon_config *cfg = &d->cfg;
+    struct dmf_tls_files f = {.cert = cfg->tls_cert, .key = cfg->tls_key, .ca = cfg->tls_ca};
+    char why[300];
+    if (dmf_rpc_tls_enable(d->rpc, &f, why, sizeof(why)) != 0)
+        return flag_error(err, errlen, "--tls-cert/--tls-key/--tls-ca", why);
+    if (!dmf_rpc_tls_on(d->rpc))
+        return 0;
+    struct dmf_tls_identity id = *dmf_rpc_tls_identity(d->rpc);
+    if (id.role != DMF_TLS_ROLE_PEER && id.role != DMF_TLS_ROLE_SEED) {
+        snprintf(err, errlen,
+                 "--tls-cert %s is a %s certificate (host %s): a daemon needs a peer "
+                 "or seed certificate",
+                 f.cert, dmf_tls_role_name(id.role), id.host_id);
+        return -1;
+    }
+    if (cfg->host_id != NULL && strcmp(cfg->host_id, id.host_id) != 0) {
+        snprintf(err, errlen,
+                 "--host-id %s differs from the host ID %s in --tls-cert %s: with "
+                 "TLS the certificate names the host (drop --host-id)",
+                 cfg->host_id, id.host_id, f.cert);
+        return -1;
+    }
+    free(cfg->host_id);
+    cfg->host_id = dmf_xstrdup(id.host_id);
+    dmf_info("mutual TLS on: this host is %s (role %s) by its certificate %s", id.host_id,
+             dmf_tls_role_name(id.role), f.cert);
+    if (cfg->seed && id.role != DMF_TLS_ROLE_SEED)
+        dmf_warn("this seed peer's certificate is a %s certificate: the scheduler treats it as "
+                 "a seed only if its --seed-hosts lists it",
+                 dmf_tls_role_name(id.role));
+    return 0;
+}
+
 static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, size_t errlen)
 {
     struct dmf_daemon_config *cfg = &d->cfg;
@@ -445,6 +492,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     }
     d->base = dmf_rpc_event_base_new();
     d->rpc = dmf_rpc_new(d->base);
+    if (daemon_tls_setup(d, err, errlen) != 0)
+        return -1;
     d->http = dmf_http_new(d->base);
     d->throttle = dmf_throttle_new(d->base);
     dmf_http_set_throttle(d->http, d->throttle);

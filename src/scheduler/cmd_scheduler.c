@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/tls_identity.h"
 #include "common/url_secrets.h"
 #include "common/util.h"
 #include "scheduler/manager_link.h"
@@ -129,7 +130,8 @@ static const struct dmf_option options[] = {
     {"tls-cert", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_cert), 0, 0, NULL, "FILE",
      "PEM certificate of this scheduler (OU = scheduler), signed by --tls-ca: turns on mutual "
      "TLS; every caller must then present a certificate, and acts only for the host ID it "
-     "names (scripts/make-certs.sh; SIGHUP reloads it)."},
+     "names (scripts/make-certs.sh; the files are reread every 2 s: a rotated certificate "
+     "serves new connections, open ones keep theirs)."},
     {"tls-key", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_key), 0, 0, NULL, "FILE",
      "PEM private key of --tls-cert."},
     {"tls-ca", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_ca), 0, 0, NULL, "FILE",
@@ -211,6 +213,21 @@ static int socket_port(int fd)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+/* SIGHUP: nothing to reload by hand (gRPC rereads the TLS files every few seconds), but
+ * say whether the files on disk now are good, and do not die of the signal. */
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    dmf_rpc_t *rpc = arg;
+    char err[512];
+    if (!dmf_rpc_tls_on(rpc))
+        dmf_info("SIGHUP: nothing to reload");
+    else if (dmf_rpc_tls_recheck(rpc, err, sizeof(err)) != 0)
+        dmf_warn("SIGHUP: the TLS files do not load: %s (new connections fail until they do)", err);
+    else
+        dmf_info("SIGHUP: the TLS files load; new connections use them within %d s",
+                 DMF_RPC_TLS_REFRESH_S);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     dmf_info("signal %d: shutting down", (int)sig);
@@ -228,7 +245,7 @@ static int run(int argc, char **argv)
     dmf_scheduler_service_t *svc = NULL;
     struct evhttp *http = NULL;
     struct dmf_listener_guard *guard = NULL;
-    struct event *sigint = NULL, *sigterm = NULL;
+    struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
     dmf_manager_keepalive_t *mlink = NULL;
     struct dmf_seed_list *seeds = dmf_xcalloc(1, sizeof(*seeds));
 
@@ -289,6 +306,23 @@ static int run(int argc, char **argv)
 
     base = dmf_rpc_event_base_new();
     rpc = dmf_rpc_new(base);
+    struct dmf_tls_files tls = {.cert = o.tls_cert, .key = o.tls_key, .ca = o.tls_ca};
+    if (dmf_rpc_tls_enable(rpc, &tls, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly scheduler: --tls-cert/--tls-key/--tls-ca: %s\n", err);
+        goto out;
+    }
+    const struct dmf_tls_identity *self = dmf_rpc_tls_identity(rpc);
+    if (self && self->role != DMF_TLS_ROLE_SCHEDULER) {
+        fprintf(stderr,
+                "damselfly scheduler: --tls-cert %s is a %s certificate (host %s): a scheduler "
+                "needs one whose OU is scheduler (scripts/make-certs.sh DIR host ID scheduler)\n",
+                o.tls_cert, dmf_tls_role_name(self->role), self->host_id);
+        goto out;
+    }
+    if (self)
+        dmf_info("mutual TLS on: this scheduler is %s by its certificate; callers must present a "
+                 "certificate signed by %s",
+                 self->host_id, o.tls_ca);
     struct dmf_scheduler_service_config cfg = {
         .sched =
             {
@@ -338,8 +372,10 @@ static int run(int argc, char **argv)
 
     sigint = evsignal_new(base, SIGINT, on_signal, base);
     sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    sighup = evsignal_new(base, SIGHUP, on_sighup, rpc);
     event_add(sigint, NULL);
     event_add(sigterm, NULL);
+    event_add(sighup, NULL);
     dmf_scheduler_service_start(svc);
 
     char a[300], m[300];
@@ -375,6 +411,8 @@ out:
         event_free(sigint);
     if (sigterm)
         event_free(sigterm);
+    if (sighup)
+        event_free(sighup);
     if (metrics_fd >= 0)
         close(metrics_fd);
     dmf_rpc_free(rpc);

@@ -1362,7 +1362,7 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
 }
 
 int dmf_scheduler_leave_peer(dmf_scheduler_t *s, const char *task_id, const char *peer_id,
-                             char *err, size_t errlen)
+                             const char *only_host, char *err, size_t errlen)
 {
     int rc;
     if ((rc = dmf_sched_check_task_id(task_id, err, errlen)) != 0 ||
@@ -1375,6 +1375,10 @@ int dmf_scheduler_leave_peer(dmf_scheduler_t *s, const char *task_id, const char
     if (p == NULL)
         return dmf_sched_fail(err, errlen, -ENOENT, "peer %s of task %s is not known", peer_id,
                               task_id);
+    if (only_host != NULL && strcmp(p->host->id, only_host) != 0)
+        return dmf_sched_fail(err, errlen, -EPERM,
+                              "peer %s of task %s belongs to another host than %s", peer_id,
+                              task_id, only_host);
     peer_remove(s, p, "left", true);
     return 0;
 }

@@ -297,9 +297,11 @@ void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p);
 int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                  const char *parent_peer_id, const char *parent_host_id, int reason,
                                  char *err, size_t errlen);
-/* LeavePeer: removes the peer whatever its state. 0, -EINVAL or -ENOENT. */
+/* LeavePeer: removes the peer whatever its state. only_host (NULL = any): the caller's
+ * authenticated host ID; a peer of another host is not removed (-EPERM). 0, -EINVAL,
+ * -ENOENT or -EPERM. */
 int dmf_scheduler_leave_peer(dmf_scheduler_t *s, const char *task_id, const char *peer_id,
-                             char *err, size_t errlen);
+                             const char *only_host, char *err, size_t errlen);
 /* The DownloadTask call of trigger `trigger_id` ended. On error the seed's placeholder peer
  * fails (its children are rescheduled, and the task asks no seed again); on success a
  * placeholder that no seed stream took over is marked SUCCEEDED. */

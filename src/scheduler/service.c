@@ -15,6 +15,8 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/taskid.h"
+#include "common/tls_expect.h"
+#include "common/tls_identity.h"
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
 #include "damselfly/v1/scheduler.pb-c.h"
@@ -149,9 +151,22 @@ static grpc_status_code status_for(int rc)
         return GRPC_STATUS_ALREADY_EXISTS;
     case -ENOSPC:
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case -EPERM:
+        return GRPC_STATUS_PERMISSION_DENIED;
     default:
         return GRPC_STATUS_INTERNAL;
     }
+}
+
+/* With TLS on, may this call's certificate act for host_id? 0, or -EPERM with why. */
+static int check_acts_for(const struct call *c, const char *host_id, char *err, size_t errlen)
+{
+    const struct dmf_tls_identity *id = dmf_rpc_call_identity(c->rpc_call);
+    if (dmf_tls_may_act_for(id, host_id))
+        return 0;
+    snprintf(err, errlen, "the certificate of host %s may not act for host %s", id->host_id,
+             host_id ? host_id : "(none)");
+    return -EPERM;
 }
 
 /* Refusals come in floods: one summary line per second at most, not one per refusal. */
@@ -368,7 +383,10 @@ static struct seed_channel *seed_channel(dmf_scheduler_service_t *svc, const cha
     ch = dmf_xcalloc(1, sizeof(*ch));
     ch->host_id = dmf_xstrdup(host_id);
     ch->target = dmf_xstrdup(target);
-    ch->channel = dmf_rpc_channel_new(svc->rpc, target);
+    /* With TLS, DownloadTask (and the client's headers in it) reaches only the host whose
+     * certificate names this seed. */
+    struct dmf_tls_expect expect = {.role = DMF_TLS_ROLE_NONE, .host_id = host_id};
+    ch->channel = dmf_rpc_channel_new_member(svc->rpc, target, &expect);
     LIST_INSERT_HEAD(&svc->channels, ch, link);
     return ch;
 }
@@ -479,8 +497,11 @@ static void announce_host(struct call *c, const uint8_t *data, size_t len)
     }
     const Damselfly__V1__Host *h = req->host;
     int rc = -EINVAL;
+    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(c->rpc_call);
     if (h == NULL) {
         snprintf(err, sizeof(err), "host is missing");
+    } else if ((rc = check_acts_for(c, h->id, err, sizeof(err))) != 0) {
+        /* refused: the certificate names another host */
     } else {
         struct dmf_scheduler_host_info info = {
             .id = h->id,
@@ -495,16 +516,20 @@ static void announce_host(struct call *c, const uint8_t *data, size_t len)
             .upload_rate = h->upload_rate,
             .active_uploads = h->active_uploads,
         };
-        if (info.type == DMF_SCHED_HOST_SEED &&
-            !dmf_seed_list_admits(&svc->seeds, h->id, h->ip, h->rpc_port)) {
+        /* Seeds are known, not claimed: listed in --seed-hosts or, with TLS, holding a seed
+         * certificate. */
+        bool listed = dmf_seed_list_admits(&svc->seeds, h->id, h->ip, h->rpc_port);
+        if (info.type == DMF_SCHED_HOST_SEED && !dmf_tls_is_seed(caller, listed)) {
             /* Seeds are known, not claimed: this one gets no DownloadTask, no headers. */
             info.type = DMF_SCHED_HOST_NORMAL;
             dmf_metric_add(&m_unlisted_seeds, 1);
             if (dmf_metric_get(&m_unlisted_seeds) <= 16 ||
                 dmf_metric_get(&m_unlisted_seeds) % 1000 == 0)
                 dmf_warn("host %s announced itself as a seed at %s rpc port %u, which "
-                         "--seed-hosts does not list: it is a normal peer (%lld such announces)",
-                         h->id, h->ip, h->rpc_port, (long long)dmf_metric_get(&m_unlisted_seeds));
+                         "--seed-hosts does not list%s: it is a normal peer (%lld such announces)",
+                         h->id, h->ip, h->rpc_port,
+                         caller ? " and its certificate is not a seed's" : "",
+                         (long long)dmf_metric_get(&m_unlisted_seeds));
         }
         rc = dmf_scheduler_announce_host(svc->sched, &info, err, sizeof(err));
     }
@@ -530,11 +555,27 @@ static void stat_task(struct call *c, const uint8_t *data, size_t len)
     }
     struct dmf_scheduler_task_stat st;
     int rc = dmf_scheduler_stat_task(c->svc->sched, req->task_id, &st, err, sizeof(err));
-    damselfly__v1__stat_task_request__free_unpacked(req, NULL);
+    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(c->rpc_call);
+    bool in_task = false;
+    for (size_t i = 0; rc == 0 && caller && i < st.npeers && !in_task; i++)
+        in_task = strcmp(st.peers[i].host_id, caller->host_id) == 0;
+    /* An unknown task gets the same answer as another host's: no oracle of which tasks
+     * exist. */
+    if ((rc == 0 || rc == -ENOENT) && !dmf_tls_may_stat_task(caller, in_task)) {
+        snprintf(err, sizeof(err),
+                 "the certificate of host %s may not stat task %s: the host "
+                 "has no peer in it",
+                 caller->host_id, req->task_id);
+        if (rc == 0)
+            dmf_scheduler_task_stat_free(&st);
+        rc = -EPERM;
+    }
     if (rc != 0) {
+        damselfly__v1__stat_task_request__free_unpacked(req, NULL);
         call_finish(c, status_for(rc), err);
         return;
     }
+    damselfly__v1__stat_task_request__free_unpacked(req, NULL);
     Damselfly__V1__PeerStat *ps = dmf_xcalloc(st.npeers, sizeof(*ps));
     Damselfly__V1__PeerStat **pps = dmf_xcalloc(st.npeers, sizeof(*pps));
     for (size_t i = 0; i < st.npeers; i++) {
@@ -569,7 +610,9 @@ static void leave_peer(struct call *c, const uint8_t *data, size_t len)
         call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed LeavePeerRequest");
         return;
     }
-    int rc = dmf_scheduler_leave_peer(c->svc->sched, req->task_id, req->peer_id, err, sizeof(err));
+    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(c->rpc_call);
+    int rc = dmf_scheduler_leave_peer(c->svc->sched, req->task_id, req->peer_id,
+                                      caller ? caller->host_id : NULL, err, sizeof(err));
     damselfly__v1__leave_peer_request__free_unpacked(req, NULL);
     if (rc != 0) {
         call_finish(c, status_for(rc), err);
@@ -589,7 +632,9 @@ static void leave_host(struct call *c, const uint8_t *data, size_t len)
         call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed LeaveHostRequest");
         return;
     }
-    int rc = dmf_scheduler_leave_host(c->svc->sched, req->host_id, err, sizeof(err));
+    int rc = check_acts_for(c, req->host_id, err, sizeof(err));
+    if (rc == 0)
+        rc = dmf_scheduler_leave_host(c->svc->sched, req->host_id, err, sizeof(err));
     damselfly__v1__leave_host_request__free_unpacked(req, NULL);
     if (rc != 0) {
         call_finish(c, status_for(rc), err);
@@ -650,6 +695,10 @@ static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, c
     c->registered = true;
     int rc = dmf_sched_check_id("host_id", m->host_id, DMF_SCHED_ID_MAX, err, errlen);
     if (rc != 0)
+        return rc;
+    /* The stream's progress, finish and failures speak for the peer registered here: one
+     * check covers them. */
+    if ((rc = check_acts_for(c, m->host_id, err, errlen)) != 0)
         return rc;
     dmf_scheduler_service_t *svc = c->svc;
     enum dmf_admission_refusal why =
@@ -861,6 +910,14 @@ static void on_call(void *arg, dmf_rpc_call_t *rpc_call, const char *method)
             dmf_rpc_call_set_handler(rpc_call, &call_handler, c);
             return;
         }
+    }
+    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(rpc_call);
+    if (caller && caller->role != DMF_TLS_ROLE_MANAGER &&
+        strcmp(method, "/damselfly.v1.SchedulerView/ListLive") == 0) {
+        dmf_rpc_call_finish(rpc_call, GRPC_STATUS_PERMISSION_DENIED,
+                            "only a manager certificate may read the live view");
+        dmf_rpc_call_release(rpc_call);
+        return;
     }
     if (dmf_scheduler_live_on_call(svc->sched, rpc_call, method))
         return;

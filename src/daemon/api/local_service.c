@@ -19,6 +19,7 @@
 #include "common/taskid.h"
 #include "common/url_secrets.h"
 #include "common/util.h"
+#include "common/tls_identity.h"
 #include "daemon/api/rpc_acl.h"
 #include "daemon/peer/cache_gc.h"
 #include "daemon/peer/engine.h"
@@ -490,6 +491,18 @@ static void download_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *
     gd->got_request = true;
     struct dmf_daemon *d = gd->d;
     const char *peer = dmf_rpc_call_peer(call);
+    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(call);
+    if (!dmf_tls_may_trigger_download(caller)) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "the certificate of host %s (role %s) may not trigger downloads: only a "
+                 "scheduler's or manager's may",
+                 caller->host_id, dmf_tls_role_name(caller->role));
+        dmf_metric_add(&m_rpc_refused_caller, 1);
+        dmf_warn("DownloadTask from %s refused: %s", peer ? peer : "?", msg);
+        dmf_rpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, msg);
+        return;
+    }
     dmf_rpc_acl_cluster(d->rpc_acl, d->cfg.scheduler, &d->cfg.manager);
     const char *why = dmf_rpc_acl_check(d->rpc_acl, peer);
     if (why != NULL) {

@@ -176,7 +176,9 @@ static void connect_all(struct dmf_announce_client *c)
          a = strtok_r(NULL, ", ", &save)) {
         struct sched_conn *sc = &c->conns[c->nconns++];
         sc->addr = dmf_xstrdup(a);
-        sc->ch = dmf_rpc_channel_new(c->d->rpc, a);
+        /* With TLS: only a host whose certificate is a scheduler's. */
+        struct dmf_tls_expect expect = {.role = DMF_TLS_ROLE_SCHEDULER};
+        sc->ch = dmf_rpc_channel_new_member(c->d->rpc, a, &expect);
     }
     free(list);
 }

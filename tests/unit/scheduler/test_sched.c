@@ -1125,9 +1125,11 @@ static void test_leave_peer_and_host(void **state)
     host(s, "c");
     holder(s, "a", "pa");
     reg(s, T1, "b", "pb");
-    assert_int_equal(dmf_scheduler_leave_peer(s, T1, "nobody", err, sizeof(err)), -ENOENT);
-    assert_int_equal(dmf_scheduler_leave_peer(s, T2, "pa", err, sizeof(err)), -ENOENT);
-    assert_int_equal(dmf_scheduler_leave_peer(s, T1, "pa", err, sizeof(err)), 0);
+    assert_int_equal(dmf_scheduler_leave_peer(s, T1, "nobody", NULL, err, sizeof(err)), -ENOENT);
+    assert_int_equal(dmf_scheduler_leave_peer(s, T2, "pa", NULL, err, sizeof(err)), -ENOENT);
+    /* another host's authenticated caller cannot make it leave */
+    assert_int_equal(dmf_scheduler_leave_peer(s, T1, "pa", "rogue", err, sizeof(err)), -EPERM);
+    assert_int_equal(dmf_scheduler_leave_peer(s, T1, "pa", NULL, err, sizeof(err)), 0);
     assert_int_equal(last_for("pa")->kind, EV_GONE);
     assert_int_equal(last_for("pb")->kind, EV_BTS);
     holder(s, "c", "pc");
