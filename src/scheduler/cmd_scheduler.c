@@ -128,8 +128,8 @@ static const struct dmf_option options[] = {
      "PEM private key of --tls-cert."},
     {"tls-ca", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, tls_ca), 0, 0, NULL, "FILE",
      "PEM CA certificate of the cluster, which signs every member's certificate."},
-    {"cluster-key-file", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, cluster_key_file), 0,
-     0, NULL, "FILE",
+    {"cluster-key-file", 0, DMF_OPT_STRING, offsetof(struct scheduler_opts, cluster_key_file), 0, 0,
+     NULL, "FILE",
      "The cluster's secret key (as the daemons'): the scheduler gives each child a token, bound "
      "to the task and the child's host ID, that its parents' piece servers check."},
 };
@@ -225,6 +225,7 @@ static int run(int argc, char **argv)
     struct event *sigint = NULL, *sigterm = NULL;
     dmf_manager_keepalive_t *mlink = NULL;
     struct dmf_seed_list *seeds = dmf_xcalloc(1, sizeof(*seeds));
+    struct dmf_cluster_key *ckey = NULL; /* --cluster-key-file */
 
     if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &o, argc, argv, NULL, &help, err,
                          sizeof(err)) != 0) {
@@ -263,6 +264,14 @@ static int run(int argc, char **argv)
                 o.digest_sources);
         rc = 2;
         goto out;
+    }
+    if (o.cluster_key_file != NULL) {
+        ckey = dmf_xcalloc(1, sizeof(*ckey));
+        if (dmf_cluster_key_load(o.cluster_key_file, ckey, err, sizeof(err)) != 0) {
+            fprintf(stderr, "damselfly scheduler: --cluster-key-file: %s\n", err);
+            rc = 2;
+            goto out;
+        }
     }
     dmf_log_set_component("scheduler");
     signal(SIGPIPE, SIG_IGN);
@@ -308,6 +317,7 @@ static int run(int argc, char **argv)
                 .trigger_burst = (uint32_t)o.seed_trigger_burst,
             },
         .seeds = seeds,
+        .cluster_key = ckey,
     };
     dmf_fd_limit_raise();
     svc = dmf_scheduler_service_new(base, rpc, &cfg);
@@ -375,6 +385,10 @@ out:
         event_base_free(base);
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &o);
     free(seeds);
+    if (ckey != NULL) {
+        dmf_cluster_key_clear(ckey);
+        free(ckey);
+    }
     return rc;
 }
 
