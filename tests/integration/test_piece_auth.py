@@ -1,0 +1,210 @@
+"""The data plane between daemons over mutual TLS, and piece-fetch tokens (issue 12, items 3
+and 4): with --tls-* the piece port speaks only HTTPS and wants a certificate of the
+cluster CA; with --cluster-key-file a task's /pieces and /have are served only to a host
+holding the scheduler's token for that task and that host (the CN of its certificate).
+The attacking clients are Python's ssl and http.client; tokens are made here with hmac in
+the daemons' format, to test expiry and forgery."""
+
+import hashlib
+import hmac
+import http.client
+import os
+import re
+import socket
+import ssl
+import time
+
+import pytest
+
+from harness import (MiB, describe, make_certs, run_get, scaled, sha256_file, start_daemon,
+                     start_scheduler, task_id, tls_client_context, tls_flags, wait_hosts)
+
+PIECE = 256 * 1024  # the piece length of the files below (harness.piece_length_for)
+TOKEN_HEADER = "X-Damselfly-Piece-Token"
+HOST_HEADER = "X-Damselfly-Host-Id"
+
+
+def mint(key, task, host, expiry):
+    """A piece-fetch token as src/common/piece_token.c makes it."""
+    msg = f"damselfly-piece-token-v1\n{task}\n{host}\n{expiry}".encode()
+    return f"v1.{expiry}." + hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def cluster_key(tmp_path):
+    path = tmp_path / "cluster.key"
+    key = os.urandom(48)
+    path.write_bytes(key)
+    os.chmod(path, 0o600)
+    return path, key
+
+
+def request(port, path, tls, headers=None, timeout=10):
+    """GET path on 127.0.0.1:port over TLS (tls: an ssl context); (status, body, reason)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=scaled(timeout), context=tls)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        body = r.read() if path.startswith("/pieces/") or r.status != 200 else r.read(64)
+        return r.status, body, r.reason
+    finally:
+        conn.close()
+
+
+def denied(d):
+    m = d.metrics()
+    return {r: m.value("damselfly_piece_auth_denied_total", reason=r)
+            for r in ("missing", "malformed", "expired", "forged")}
+
+
+@pytest.fixture
+def tls_cluster(tmp_path, origin, need_binary):
+    """A scheduler, a seed and three daemons, all with certificates of one CA and the
+    cluster key; "outsider" has a valid certificate too, and runs nothing."""
+    hosts = {"scheduler": "scheduler", "seed": "seed", "d1": "peer", "d2": "peer", "d3": "peer",
+             "outsider": "peer"}
+    certs = make_certs(tmp_path / "certs", hosts)
+    keyfile, key = cluster_key(tmp_path)
+    s = start_scheduler(tmp_path, cluster_key_file=str(keyfile), **tls_flags(certs, "scheduler"))
+    kw = {"cluster_key_file": str(keyfile)}
+    seed = start_daemon(tmp_path, "seed", scheduler=s, seed=True, **kw, **tls_flags(certs, "seed"))
+    ds = [start_daemon(tmp_path, n, scheduler=s, **kw, **tls_flags(certs, n))
+          for n in ("d1", "d2", "d3")]
+    wait_hosts(s, 4)
+    return {"scheduler": s, "seed": seed, "daemons": ds, "certs": certs, "key": key,
+            "tmp": tmp_path}
+
+
+@pytest.mark.deadline(240)
+def test_tls_cluster_with_tokens_distributes_from_peers(tls_cluster, origin):
+    c = tls_cluster
+    tmp = c["tmp"]
+    d1, d2, d3 = c["daemons"]
+    size = 6 * MiB + 12345  # 25 pieces of 256 KiB, the last one short
+    sha = origin.add_random("/tls.bin", size, tmp / "origin")
+    url = origin.url("/tls.bin")
+
+    cp = run_get(d1, url, tmp / "out-d1", timeout=90)
+    assert cp.returncode == 0, describe(cp)
+    for d in (d2, d3):
+        cp = run_get(d, url, tmp / f"out-{d.name}", timeout=90)
+        assert cp.returncode == 0, f"{d.name}: {describe(cp)}"
+    for d in (d1, d2, d3):
+        assert sha256_file(tmp / f"out-{d.name}") == sha, f"{d.name}: content differs"
+
+    # The bytes crossed between daemons (over HTTPS: the piece ports speak nothing else)...
+    peer = {d.name: d.metrics().value("damselfly_download_bytes_total", source="peer")
+            for d in (d2, d3)}
+    seed = {d.name: d.metrics().value("damselfly_download_bytes_total", source="seed")
+            for d in (d1, d2, d3)}
+    print(f"from peers {peer}, from the seed {seed}")
+    assert sum(peer.values()) > 0, f"no bytes from peers: {peer}"
+    # ...and no child was refused on the way: each carried its token.
+    for d in [c["seed"]] + c["daemons"]:
+        assert sum(denied(d).values()) == 0, f"{d.name} refused requests: {denied(d)}"
+    logs = b"".join(d.log_bytes() for d in [c["seed"]] + c["daemons"])
+    assert not re.search(rb"v1\.[0-9]+\.[0-9a-f]{64}", logs), "a piece-fetch token in a log"
+    assert c["key"] not in logs
+
+
+@pytest.mark.deadline(240)
+def test_member_without_a_token_for_the_task_gets_403(tls_cluster, origin):
+    c = tls_cluster
+    tmp, certs, key = c["tmp"], c["certs"], c["key"]
+    d1 = c["daemons"][0]
+    size = 2 * MiB + 777
+    origin.add_random("/held.bin", size, tmp / "origin")
+    url = origin.url("/held.bin")
+    cp = run_get(d1, url, tmp / "out-d1", timeout=90)
+    assert cp.returncode == 0, describe(cp)
+    content = (tmp / "out-d1").read_bytes()
+    tid = task_id(url)
+    other_tid = task_id(origin.url("/another.bin"))
+    outsider = tls_client_context(tls_flags(certs, "outsider"))
+    now = int(time.time())
+    before = denied(d1)
+
+    cases = [  # (what, headers, the reason the daemon counts)
+        ("no token", {}, "missing"),
+        ("a malformed token", {TOKEN_HEADER: "v1.123.nothex"}, "malformed"),
+        ("a token for another task", {TOKEN_HEADER: mint(key, other_tid, "outsider", now + 600)},
+         "forged"),
+        ("a token minted for another host",
+         {TOKEN_HEADER: mint(key, tid, "d2", now + 600), HOST_HEADER: "d2"}, "forged"),
+        ("an expired token", {TOKEN_HEADER: mint(key, tid, "outsider", now - 5)}, "expired"),
+        ("a token made with another key",
+         {TOKEN_HEADER: mint(os.urandom(48), tid, "outsider", now + 600)}, "forged"),
+    ]
+    want = dict(before)
+    for what, headers, reason in cases:
+        for path in (f"/pieces/{tid}/0", f"/have/{tid}"):
+            status, body, _ = request(d1.piece_port, path, outsider, headers)
+            assert status == 403, f"{path} with {what}: {status} {body[:80]!r}"
+            assert reason.encode() in body, f"{path} with {what}: {body!r}"
+            want[reason] += 1
+    got = denied(d1)
+    assert got == want, f"denials counted {got}, expected {want} (before {before})"
+
+    # The control: the same member with a true token for itself gets the pieces, byte-exact
+    # over TLS (a full 256 KiB piece and the short last one: no sendfile on this path).
+    good = {TOKEN_HEADER: mint(key, tid, "outsider", now + 600)}
+    last = (size - 1) // PIECE
+    for n in (0, 1, last):
+        status, body, reason = request(d1.piece_port, f"/pieces/{tid}/{n}", outsider, good)
+        assert status == 200, f"piece {n} with a valid token: {status} {reason}"
+        assert body == content[n * PIECE:(n + 1) * PIECE], f"piece {n}: bytes differ"
+    status, body, _ = request(d1.piece_port, f"/have/{tid}", outsider, good)
+    assert status == 200 and body.startswith(b"have 0\n"), (status, body)
+    # /metrics is not token-checked (a certificate is still needed).
+    status, _, _ = request(d1.piece_port, "/metrics", outsider)
+    assert status == 200
+    assert denied(d1) == want
+    # The token never reaches the log; the refusals are there, at most one per 10 s.
+    log = d1.log_bytes()
+    assert good[TOKEN_HEADER].encode() not in log
+    assert all(h[TOKEN_HEADER].encode() not in log for _, h, _ in cases if h)
+    assert 1 <= log.count(b"piece-fetch token (") <= 2, log.count(b"piece-fetch token (")
+
+
+def _no_http_answer(port, ctx):
+    """True when a GET over TLS with ctx gets no HTTP response (the handshake or the
+    connection fails instead)."""
+    try:
+        status, _, _ = request(port, "/metrics", ctx, timeout=5)
+    except (ssl.SSLError, ConnectionError, http.client.HTTPException, socket.timeout, OSError):
+        return True
+    return False
+
+
+@pytest.mark.deadline(120)
+def test_piece_port_refuses_clients_without_a_cluster_certificate(tmp_path, need_binary):
+    certs = make_certs(tmp_path / "certs", {"d1": "peer", "outsider": "peer"})
+    other = make_certs(tmp_path / "other-ca", {"outsider": "peer"})  # same CN, another CA
+    keyfile, _ = cluster_key(tmp_path)
+    d1 = start_daemon(tmp_path, "d1", cluster_key_file=str(keyfile), **tls_flags(certs, "d1"))
+
+    # The control: a certificate of the cluster CA gets an answer.
+    assert request(d1.piece_port, "/metrics", tls_client_context(tls_flags(certs, "outsider"))
+                   )[0] == 200
+
+    # (c) No client certificate: the handshake is refused, no request completes.
+    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    bare.check_hostname = False
+    bare.load_verify_locations(cafile=str(certs / "ca.pem"))
+    assert _no_http_answer(d1.piece_port, bare)
+
+    # (d) A certificate from another CA (even one naming a cluster host) is refused.
+    foreign = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    foreign.check_hostname = False
+    foreign.load_verify_locations(cafile=str(certs / "ca.pem"))
+    foreign.load_cert_chain(str(other / "outsider.pem"), str(other / "outsider.key"))
+    assert _no_http_answer(d1.piece_port, foreign)
+
+    # Plain HTTP gets no HTTP answer either.
+    with socket.create_connection(("127.0.0.1", d1.piece_port), timeout=scaled(5)) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            got = s.recv(4096)
+        except OSError:
+            got = b""
+    assert not got.startswith(b"HTTP/"), got[:80]
+    assert d1.proc.alive()
