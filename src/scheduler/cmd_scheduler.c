@@ -50,6 +50,7 @@ struct scheduler_opts {
     uint64_t peer_ttl;
     char *tls_cert, *tls_key, *tls_ca;
     char *cluster_key_file;
+    uint64_t piece_token_ttl;
 };
 
 static const struct dmf_option options[] = {
@@ -132,6 +133,10 @@ static const struct dmf_option options[] = {
      NULL, "FILE",
      "The cluster's secret key (as the daemons'): the scheduler gives each child a token, bound "
      "to the task and the child's host ID, that its parents' piece servers check."},
+    {"piece-token-ttl", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, piece_token_ttl), 2000,
+     86400000, "10m", "DURATION",
+     "How long a piece-fetch token is valid; the scheduler sends a peer a fresh one when half of "
+     "it is gone, for as long as the peer's stream lasts."},
 };
 
 static const char *bind_reason(int err)
@@ -318,6 +323,7 @@ static int run(int argc, char **argv)
             },
         .seeds = seeds,
         .cluster_key = ckey,
+        .piece_token_ttl_s = (int64_t)(o.piece_token_ttl / 1000),
     };
     dmf_fd_limit_raise();
     svc = dmf_scheduler_service_new(base, rpc, &cfg);

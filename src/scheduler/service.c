@@ -127,10 +127,10 @@ struct dmf_scheduler_service {
     uint64_t refusals_logged;    /* second of the last refusal summary */
     uint64_t refusals_pending;   /* refusals not yet in a summary */
     struct dmf_cluster_key *key; /* piece-fetch tokens are minted with it, or NULL */
+    int64_t token_ttl_s;         /* a token lives this long; renewed once half of it is gone */
 };
 
-/* A piece-fetch token lives this long and is renewed once half of it is gone. */
-#define PIECE_TOKEN_TTL_S 600
+#define PIECE_TOKEN_TTL_S 600 /* the default token_ttl_s */
 
 static void update_gauges(dmf_scheduler_service_t *svc)
 {
@@ -255,7 +255,7 @@ static bool mint_token(struct call *c, const char *task_id, char *out, size_t ou
     dmf_scheduler_service_t *svc = c->svc;
     if (svc->key == NULL || c->admitted_host == NULL || task_id == NULL)
         return false;
-    int64_t expiry = (int64_t)time(NULL) + PIECE_TOKEN_TTL_S;
+    int64_t expiry = (int64_t)time(NULL) + svc->token_ttl_s;
     if (dmf_piece_token_mint(svc->key, task_id, c->admitted_host, expiry, out, outlen) != 0)
         return false;
     snprintf(c->token_task, sizeof(c->token_task), "%s", task_id);
@@ -267,7 +267,7 @@ static bool mint_token(struct call *c, const char *task_id, char *out, size_t ou
 static void renew_token(struct call *c, int64_t now)
 {
     if (c->finished || c->peer == NULL || c->token_expiry == 0 ||
-        now < c->token_expiry - PIECE_TOKEN_TTL_S / 2)
+        now < c->token_expiry - c->svc->token_ttl_s / 2)
         return;
     char token[DMF_PIECE_TOKEN_MAX + 1];
     char task[DMF_TASK_ID_LEN + 1];
@@ -927,7 +927,8 @@ static bool on_may_trigger(void *arg, const char *requester_host_id, const char 
     return false;
 }
 
-/* Once a second: hosts and finished peers expire; every 10 s, admission forgets idle hosts;
+/* Once a second: hosts and finished peers expire; piece-fetch tokens past half their life
+ * are renewed; every 10 s, admission forgets idle hosts;
  * and once a wave of expiries is over (100 or more freed, none this second), the heap's
  * free pages go back to the system (glibc keeps them otherwise, and a flood's memory would
  * never come back). */
@@ -943,7 +944,7 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
     svc->freed_since_trim += hosts + peers;
     if (++svc->ticks % 10 == 0)
         dmf_admission_sweep(&svc->admission, dmf_now_ms());
-    if (svc->key != NULL && svc->ticks % 5 == 0) {
+    if (svc->key != NULL) {
         int64_t now = (int64_t)time(NULL);
         struct call *c;
         LIST_FOREACH(c, &svc->calls, link)
@@ -982,6 +983,7 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
         svc->key = dmf_xmalloc(sizeof(*svc->key));
         *svc->key = *cfg->cluster_key;
     }
+    svc->token_ttl_s = cfg->piece_token_ttl_s > 0 ? cfg->piece_token_ttl_s : PIECE_TOKEN_TTL_S;
     uint8_t rnd[16];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
         uint64_t x = dmf_now_ms() ^ ((uint64_t)getpid() << 32);

@@ -28,6 +28,7 @@ struct dmf_scheduler_service_config {
      * the peer's host, renewed while the stream lasts (piece_token.h). Borrowed for the
      * call; copied. NULL: no tokens. */
     const struct dmf_cluster_key *cluster_key;
+    int64_t piece_token_ttl_s; /* a token's life (renewed at half of it); 0: 600 */
 };
 
 /* Creates the service and its gRPC server on rpc (both borrowed; they outlive the

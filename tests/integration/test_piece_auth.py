@@ -56,22 +56,29 @@ def denied(d):
             for r in ("missing", "malformed", "expired", "forged")}
 
 
-@pytest.fixture
-def tls_cluster(tmp_path, origin, need_binary):
+def start_tls_cluster(tmp_path, scheduler_flags=None, daemon_flags=None):
     """A scheduler, a seed and three daemons, all with certificates of one CA and the
-    cluster key; "outsider" has a valid certificate too, and runs nothing."""
+    cluster key; "outsider" has a valid certificate too, and runs nothing. daemon_flags
+    maps a daemon's name to more flags."""
     hosts = {"scheduler": "scheduler", "seed": "seed", "d1": "peer", "d2": "peer", "d3": "peer",
              "outsider": "peer"}
     certs = make_certs(tmp_path / "certs", hosts)
     keyfile, key = cluster_key(tmp_path)
-    s = start_scheduler(tmp_path, cluster_key_file=str(keyfile), **tls_flags(certs, "scheduler"))
+    s = start_scheduler(tmp_path, cluster_key_file=str(keyfile), **tls_flags(certs, "scheduler"),
+                        **(scheduler_flags or {}))
     kw = {"cluster_key_file": str(keyfile)}
     seed = start_daemon(tmp_path, "seed", scheduler=s, seed=True, **kw, **tls_flags(certs, "seed"))
-    ds = [start_daemon(tmp_path, n, scheduler=s, **kw, **tls_flags(certs, n))
+    ds = [start_daemon(tmp_path, n, scheduler=s, **kw, **tls_flags(certs, n),
+                       **(daemon_flags or {}).get(n, {}))
           for n in ("d1", "d2", "d3")]
     wait_hosts(s, 4)
     return {"scheduler": s, "seed": seed, "daemons": ds, "certs": certs, "key": key,
             "tmp": tmp_path}
+
+
+@pytest.fixture
+def tls_cluster(tmp_path, origin, need_binary):
+    return start_tls_cluster(tmp_path)
 
 
 @pytest.mark.deadline(240)
@@ -208,3 +215,32 @@ def test_piece_port_refuses_clients_without_a_cluster_certificate(tmp_path, need
             got = b""
     assert not got.startswith(b"HTTP/"), got[:80]
     assert d1.proc.alive()
+
+
+@pytest.mark.deadline(240)
+def test_tokens_are_renewed_during_a_long_download(tmp_path, origin, need_binary):
+    """Tokens of 4 s, a download of about 12 s: the scheduler renews the child's token
+    (at half its life) while the download runs, and no request is ever refused."""
+    ttl = 4
+    c = start_tls_cluster(tmp_path, scheduler_flags={"piece_token_ttl": f"{ttl}s"},
+                          daemon_flags={"d2": {"download_limit": "512k"}})
+    d1, d2, _ = c["daemons"]
+    size = 6 * MiB
+    sha = origin.add_random("/slow.bin", size, tmp_path / "origin")
+    url = origin.url("/slow.bin")
+    cp = run_get(d1, url, tmp_path / "out-d1", timeout=90)
+    assert cp.returncode == 0, describe(cp)
+    sent_before = origin.sent("/slow.bin")
+
+    start = time.monotonic()
+    cp = run_get(d2, url, tmp_path / "out-d2", timeout=120)
+    took = time.monotonic() - start
+    assert cp.returncode == 0, describe(cp)
+    assert sha256_file(tmp_path / "out-d2") == sha
+    assert took > 2 * ttl, f"the download took {took:.1f} s: too short to outlive a token"
+    m = d2.metrics()
+    p2p = sum(m.value("damselfly_download_bytes_total", source=s) for s in ("peer", "seed"))
+    assert p2p >= size, f"d2 got {p2p} of {size} bytes from peers and the seed"
+    assert origin.sent("/slow.bin") == sent_before, "d2 went to the origin"
+    for d in (c["seed"], d1):
+        assert sum(denied(d).values()) == 0, f"{d.name} refused d2: {denied(d)}"
