@@ -244,3 +244,50 @@ def test_tokens_are_renewed_during_a_long_download(tmp_path, origin, need_binary
     assert origin.sent("/slow.bin") == sent_before, "d2 went to the origin"
     for d in (c["seed"], d1):
         assert sum(denied(d).values()) == 0, f"{d.name} refused d2: {denied(d)}"
+
+
+@pytest.mark.deadline(180)
+def test_tokens_without_tls_bind_the_claimed_host(tmp_path, origin, need_binary):
+    """Without --tls-* the requester's host ID is the one it claims in X-Damselfly-Host-Id:
+    children still fetch from peers with their tokens, a request without a token is
+    refused, and a token is only good together with the host it names (weaker than TLS:
+    whoever sees a token can replay it with that claim; docs/operations.md)."""
+    keyfile, key = cluster_key(tmp_path)
+    s = start_scheduler(tmp_path, cluster_key_file=str(keyfile))
+    kw = {"cluster_key_file": str(keyfile)}
+    seed = start_daemon(tmp_path, "seed", scheduler=s, seed=True, **kw)
+    d1 = start_daemon(tmp_path, "d1", scheduler=s, **kw)
+    d2 = start_daemon(tmp_path, "d2", scheduler=s, **kw)
+    wait_hosts(s, 3)
+    size = 3 * MiB + 99
+    sha = origin.add_random("/plain.bin", size, tmp_path / "origin")
+    url = origin.url("/plain.bin")
+    for d in (d1, d2):
+        cp = run_get(d, url, tmp_path / f"out-{d.name}", timeout=90)
+        assert cp.returncode == 0, f"{d.name}: {describe(cp)}"
+        assert sha256_file(tmp_path / f"out-{d.name}") == sha
+    assert d2.metrics().value("damselfly_download_bytes_total", source="peer") > 0
+    assert all(sum(denied(d).values()) == 0 for d in (seed, d1))
+
+    tid = task_id(url)
+    tok = mint(key, tid, "d2", int(time.time()) + 600)
+    content = (tmp_path / "out-d1").read_bytes()
+
+    def plain(headers):
+        conn = http.client.HTTPConnection("127.0.0.1", d1.piece_port, timeout=scaled(10))
+        try:
+            conn.request("GET", f"/pieces/{tid}/1", headers=headers)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    before = denied(d1)
+    assert plain({})[0] == 403
+    assert plain({TOKEN_HEADER: tok})[0] == 403  # no host claimed
+    assert plain({TOKEN_HEADER: tok, HOST_HEADER: "d3"})[0] == 403  # another host
+    status, body = plain({TOKEN_HEADER: tok, HOST_HEADER: "d2"})
+    assert status == 200 and body == content[PIECE:2 * PIECE]
+    after = denied(d1)
+    assert after["missing"] == before["missing"] + 1
+    assert after["forged"] == before["forged"] + 2
