@@ -699,9 +699,11 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 /* ---- lifecycle ---- */
 
-/* evhttp's hook for each accepted connection: with TLS on, an OpenSSL bufferevent that
- * completes the handshake (the client's certificate required and verified: tls.c) before
- * evhttp reads a byte; NULL lets evhttp make a plain one. */
+/* The bufferevent of each accepted connection (made through the header deadline, which
+ * owns evhttp's hook): with TLS on, an OpenSSL one that completes the handshake (the
+ * client's certificate required and verified: tls.c) before evhttp reads a byte; NULL
+ * for a plain one. It closes its descriptor and frees its SSL when the last reference
+ * goes (header_deadline.h). */
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 {
     dmf_piece_server_t *ps = arg;
@@ -820,7 +822,7 @@ dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *ad
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                              EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(ps->http, on_request, ps);
-    evhttp_set_bevcb(ps->http, on_new_connection, ps);
+    dmf_header_deadline_set_maker(ps->deadline, on_new_connection, ps);
     /* Read the port back before the listener owns the socket (port 0 binds any). */
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
