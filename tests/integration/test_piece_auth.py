@@ -187,7 +187,8 @@ def test_piece_port_refuses_clients_without_a_cluster_certificate(tmp_path, need
     certs = make_certs(tmp_path / "certs", {"d1": "peer", "outsider": "peer"})
     other = make_certs(tmp_path / "other-ca", {"outsider": "peer"})  # same CN, another CA
     keyfile, _ = cluster_key(tmp_path)
-    d1 = start_daemon(tmp_path, "d1", cluster_key_file=str(keyfile), **tls_flags(certs, "d1"))
+    d1 = start_daemon(tmp_path, "d1", cluster_key_file=str(keyfile), piece_header_timeout="1s",
+                      **tls_flags(certs, "d1"))
 
     # The control: a certificate of the cluster CA gets an answer.
     assert request(d1.piece_port, "/metrics", tls_client_context(tls_flags(certs, "outsider"))
@@ -214,6 +215,17 @@ def test_piece_port_refuses_clients_without_a_cluster_certificate(tmp_path, need
         except OSError:
             got = b""
     assert not got.startswith(b"HTTP/"), got[:80]
+
+    # A connection that never completes a handshake is closed by the request-head deadline
+    # (--piece-header-timeout 1s), as a plain one would be.
+    with socket.create_connection(("127.0.0.1", d1.piece_port), timeout=scaled(10)) as s:
+        start = time.monotonic()
+        try:
+            got = s.recv(4096)
+        except OSError:
+            got = b""
+        took = time.monotonic() - start
+    assert got == b"" and took < scaled(5), f"{got[:40]!r} after {took:.1f} s"
     assert d1.proc.alive()
 
 
@@ -291,3 +303,26 @@ def test_tokens_without_tls_bind_the_claimed_host(tmp_path, origin, need_binary)
     after = denied(d1)
     assert after["missing"] == before["missing"] + 1
     assert after["forged"] == before["forged"] + 2
+
+
+@pytest.mark.deadline(180)
+def test_children_without_tokens_are_refused_and_say_why(tmp_path, origin, need_binary):
+    """Daemons with the cluster key under a scheduler without it: no child gets a token,
+    every parent answers 403, and the child says so and fetches from the origin."""
+    keyfile, _ = cluster_key(tmp_path)
+    s = start_scheduler(tmp_path)
+    kw = {"cluster_key_file": str(keyfile)}
+    start_daemon(tmp_path, "seed", scheduler=s, seed=True, **kw)
+    d1 = start_daemon(tmp_path, "d1", scheduler=s, **kw)
+    d2 = start_daemon(tmp_path, "d2", scheduler=s, **kw)
+    wait_hosts(s, 3)
+    size = 1 * MiB + 5
+    sha = origin.add_random("/nokey.bin", size, tmp_path / "origin")
+    url = origin.url("/nokey.bin")
+    for d in (d1, d2):
+        cp = run_get(d, url, tmp_path / f"out-{d.name}", timeout=90)
+        assert cp.returncode == 0, f"{d.name}: {describe(cp)}"
+        assert sha256_file(tmp_path / f"out-{d.name}") == sha
+    assert d2.metrics().value("damselfly_download_bytes_total", source="peer") == 0
+    assert denied(d1)["missing"] >= 1, denied(d1)
+    assert b"refused our piece-fetch token (403)" in d2.log_bytes()

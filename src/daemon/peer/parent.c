@@ -188,11 +188,20 @@ static void parent_drop(struct dmf_parent *p, enum parent_state s, bool bad_piec
 
 /* ---------------------------------------------------------------- /have stream */
 
+/* What a failed request to a parent tells the log: a 403 (on_headers' -EPERM) is the
+ * parent refusing our piece-fetch token; the http client's reason otherwise. */
+static const char *failure_reason(int err, const char *reason)
+{
+    return err == -EPERM ? "refused our piece-fetch token (403)" : reason;
+}
+
 static int have_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     struct dmf_parent *p = arg;
     if (status == 404)
         return -ENOENT;
+    if (status == 403)
+        return -EPERM;
     if (status != 200)
         return -EPROTO;
     parent_set_state(p, PARENT_ACTIVE);
@@ -272,7 +281,7 @@ static void have_on_done(void *arg, dmf_http_req_t *req, int err, const char *re
              p->peer_id, p->base_url,
              err == 0         ? "stopped the task"
              : err == -ENOENT ? "never had the task"
-                              : reason);
+                              : failure_reason(err, reason));
     parent_drop(p, PARENT_FAILED, false, 0);
 }
 
@@ -320,7 +329,11 @@ static void have_connect(struct dmf_parent *p)
 
 static int piece_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
-    return status == 200 ? 0 : status == 404 ? -ENOENT : status == 503 ? -EAGAIN : -EPROTO;
+    return status == 200   ? 0
+           : status == 404 ? -ENOENT
+           : status == 503 ? -EAGAIN
+           : status == 403 ? -EPERM
+                           : -EPROTO;
 }
 
 static void on_undefer(evutil_socket_t fd, short what, void *arg)
@@ -375,7 +388,7 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     }
     if (err != 0) {
         dmf_warn("task %s peer %s: piece %u from parent %s failed: %s", ps->env.task_id,
-                 ps->env.peer_id, n, p->peer_id, reason);
+                 ps->env.peer_id, n, p->peer_id, failure_reason(err, reason));
         parent_drop(p, PARENT_FAILED, false, n);
         return;
     }
