@@ -10,6 +10,7 @@ import hmac
 import http.client
 import os
 import re
+import signal
 import socket
 import ssl
 import time
@@ -17,7 +18,8 @@ import time
 import pytest
 
 from harness import (MiB, describe, make_certs, run_get, scaled, sha256_file, start_daemon,
-                     start_scheduler, task_id, tls_client_context, tls_flags, wait_hosts)
+                     start_scheduler, task_id, tls_client_context, tls_flags, wait_hosts,
+                     wait_until)
 
 PIECE = 256 * 1024  # the piece length of the files below (harness.piece_length_for)
 TOKEN_HEADER = "X-Damselfly-Piece-Token"
@@ -326,3 +328,37 @@ def test_children_without_tokens_are_refused_and_say_why(tmp_path, origin, need_
     assert d2.metrics().value("damselfly_download_bytes_total", source="peer") == 0
     assert denied(d1)["missing"] >= 1, denied(d1)
     assert b"refused our piece-fetch token (403)" in d2.log_bytes()
+
+
+def _server_cert(port, ctx):
+    """The DER certificate the piece port presents to a new connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(5)) as raw:
+        with ctx.wrap_socket(raw) as s:
+            return s.getpeercert(binary_form=True)
+
+
+@pytest.mark.deadline(120)
+def test_sighup_serves_a_rotated_certificate_to_new_connections(tmp_path, need_binary):
+    certs = make_certs(tmp_path / "certs", {"d1": "peer", "outsider": "peer"})
+    d1 = start_daemon(tmp_path, "d1", **tls_flags(certs, "d1"))
+    ctx = tls_client_context(tls_flags(certs, "outsider"))
+    der = lambda: ssl.PEM_cert_to_DER_cert((certs / "d1.pem").read_text())  # noqa: E731
+    old = der()
+    assert _server_cert(d1.piece_port, ctx) == old
+    # A connection opened before the rotation stays usable after it.
+    kept = http.client.HTTPSConnection("127.0.0.1", d1.piece_port, timeout=scaled(10),
+                                       context=ctx)
+    kept.request("GET", "/metrics")
+    kept.getresponse().read()
+
+    make_certs(certs, {"d1": "peer"})  # a new key and certificate for the same host
+    new = der()
+    assert new != old
+    os.kill(d1.proc.pid, signal.SIGHUP)
+    wait_until(lambda: _server_cert(d1.piece_port, ctx) == new, scaled(10),
+               what="the rotated certificate on a new connection")
+    kept.request("GET", "/metrics")
+    r = kept.getresponse()
+    assert r.status == 200 and b"damselfly_" in r.read()
+    kept.close()
+    assert b"SIGHUP: reloaded the TLS certificate" in d1.log_bytes()
