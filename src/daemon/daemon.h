@@ -104,8 +104,7 @@ struct dmf_daemon {
     dmf_rpc_server_t *rpc_server;    /* TCP, for the scheduler */
     int rpc_port;                    /* bound TCP port of rpc_server */
     uint16_t piece_port;
-    bool peer_tls;             /* --tls-*: pieces are fetched from other daemons over mutual TLS */
-    struct dmf_engine *engine; /* the download engine (peer/engine.h) */
+    struct dmf_engine *engine;         /* the download engine (peer/engine.h) */
     struct dmf_open_files *open_files; /* tasks' data-file descriptors (peer/data_file.h) */
     struct dmf_cache_gc *cache_gc;     /* the cache's eviction (peer/cache_gc.h) */
     struct dmf_proxy *proxy;           /* NULL with --proxy-listen off */
@@ -117,6 +116,9 @@ struct dmf_daemon {
     dmf_throttle_t *throttle;
     struct dmf_limits limits_local, limits_manager;
     bool stopping;
+
+    /* --tls-*: pieces are fetched from other daemons over mutual TLS. */
+    bool peer_tls;
 };
 
 #endif

@@ -85,14 +85,11 @@ struct dmf_task {
 
     struct dmf_announce_peer *announce; /* the AnnouncePeer stream, when registered */
     struct dmf_parents *parents;        /* while P2P */
-    /* The scheduler's piece-fetch token for this task (a secret: never logged), renewed in
-     * place; "" until one comes. The parents read it at each request. */
-    char piece_token[DMF_PIECE_TOKEN_MAX + 1];
-    struct dmf_source *source; /* while BACK_TO_SOURCE */
-    struct event *kick;        /* deferred: the KICK pass */
-    struct event *stall;       /* the progress watchdog's timer (watchdog.h) */
-    struct event *reconnect;   /* the backoff before reopening a lost stream */
-    struct event *release;     /* gives a failed task's blocks back (disk full) */
+    struct dmf_source *source;          /* while BACK_TO_SOURCE */
+    struct event *kick;                 /* deferred: the KICK pass */
+    struct event *stall;                /* the progress watchdog's timer (watchdog.h) */
+    struct event *reconnect;            /* the backoff before reopening a lost stream */
+    struct event *release;              /* gives a failed task's blocks back (disk full) */
     struct dmf_watchdog watchdog;
     unsigned reconnects;       /* stream losses in a row (the backoff's attempt) */
     bool held_announced;       /* a held task told the scheduler since it joined */
@@ -100,6 +97,10 @@ struct dmf_task {
 
     struct dmf_transfer_bytes bytes;
     uint64_t started_ms;
+
+    /* The scheduler's piece-fetch token for this task (a secret: never logged), renewed in
+     * place; "" until one comes. The parents read it at each request. */
+    char piece_token[DMF_PIECE_TOKEN_MAX + 1];
 };
 
 /* A new task (IDLE, nothing known). announcer may be NULL (no scheduler). */
