@@ -29,6 +29,8 @@ struct dmf_header_deadline {
     struct conn *buckets[BUCKETS];
     size_t nconns;
     uint64_t closed;
+    dmf_header_deadline_make_cb make; /* or NULL: plain socket bufferevents */
+    void *maker_arg;
 };
 
 bool dmf_header_deadline_late(uint64_t head_from_ms, uint64_t now_ms, uint64_t timeout_ms,
@@ -58,7 +60,9 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
     dmf_header_deadline_t *hd = arg;
     /* Without BEV_OPT_CLOSE_ON_FREE evhttp_connection_free closes the descriptor itself, at
      * once, although our reference keeps the bufferevent's memory until the next sweep. */
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    struct bufferevent *bev = hd->make ? hd->make(base, hd->maker_arg) : NULL;
+    if (bev == NULL)
+        bev = bufferevent_socket_new(base, -1, 0);
     if (bev == NULL)
         return NULL; /* evhttp makes its own (without a deadline) */
     bufferevent_incref(bev);
@@ -155,6 +159,13 @@ dmf_header_deadline_t *dmf_header_deadline_new(struct event_base *base, struct e
     arm(hd);
     evhttp_set_bevcb(http, on_new_connection, hd);
     return hd;
+}
+
+void dmf_header_deadline_set_maker(dmf_header_deadline_t *hd, dmf_header_deadline_make_cb make,
+                                   void *arg)
+{
+    hd->make = make;
+    hd->maker_arg = arg;
 }
 
 void dmf_header_deadline_set_timeout(dmf_header_deadline_t *hd, uint64_t timeout_ms)

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct bufferevent;
 struct event_base;
 struct evhttp;
 struct evhttp_request;
@@ -35,6 +36,15 @@ typedef struct dmf_header_deadline dmf_header_deadline_t;
  * what names the server in logs ("piece server"). Never NULL. */
 dmf_header_deadline_t *dmf_header_deadline_new(struct event_base *base, struct evhttp *http,
                                                uint64_t timeout_ms, const char *what);
+/* How each new connection's bufferevent is made, instead of a plain socket one (an
+ * OpenSSL one for TLS): make returns a bufferevent made with fd -1, or NULL for a plain
+ * one. Make it with BEV_OPT_CLOSE_ON_FREE: its descriptor (and its SSL) then go when the
+ * module drops its reference, at the sweep after evhttp freed the connection (at most a
+ * second later), so the descriptor is never closed and reused under a bufferevent that
+ * still holds it. */
+typedef struct bufferevent *(*dmf_header_deadline_make_cb)(struct event_base *base, void *arg);
+void dmf_header_deadline_set_maker(dmf_header_deadline_t *hd, dmf_header_deadline_make_cb make,
+                                   void *arg);
 /* Changes the timeout (> 0) for connections accepted from now on and the sweep. */
 void dmf_header_deadline_set_timeout(dmf_header_deadline_t *hd, uint64_t timeout_ms);
 /* A request head arrived on req's connection: its deadline is met. */

@@ -19,6 +19,7 @@
 
 #include "common/curl_dl.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/util.h"
 
 struct dmf_http {
@@ -32,6 +33,9 @@ struct dmf_http {
     char *proxy;               /* every request goes through it; NULL: none, whatever the
                                 * environment (http_proxy, ...) says */
     dmf_throttle_t *throttle;  /* bandwidth limits, or NULL */
+    /* Daemon-to-daemon mutual TLS (dmf_http_set_peer_tls), or all NULL. */
+    char *peer_cert, *peer_key, *peer_ca_path;
+    STACK_OF(X509) * peer_ca; /* the only CA trusted by peer requests */
 };
 
 enum {
@@ -70,6 +74,8 @@ struct dmf_http_req {
     const char *refused; /* addr_check's reason for the last refused address */
     bool throttled;      /* charged to the throttle's buckets (wait.charge, wait.flow) */
     struct dmf_throttle_wait wait;
+    char *peer_host_id;      /* opts->peer_host_id (copied), or NULL */
+    char peer_mismatch[200]; /* why the server's certificate was refused, or "" */
     struct dmf_http_req *prev, *next;
 };
 
@@ -225,6 +231,7 @@ static void req_free(dmf_http_req_t *r)
     curl_multi_remove_handle(h->multi, r->easy);
     curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
+    free(r->peer_host_id);
     dmf_strlist_free(&r->all);
     for (int i = 0; i < HDR_COUNT; i++)
         free(r->hdr[i]);
@@ -244,6 +251,7 @@ void dmf_http_free(dmf_http_t *h)
     free(h->proxy);
     if (h->extra_ca)
         sk_X509_pop_free(h->extra_ca, X509_free);
+    dmf_http_set_peer_tls(h, NULL, NULL, 0);
     free(h);
 }
 
@@ -359,6 +367,9 @@ static void check_done(dmf_http_t *h)
         if (r->abort_err < 0) {
             err = r->abort_err;
             reason = "aborted";
+        } else if (res != CURLE_OK && r->peer_mismatch[0]) {
+            err = -EACCES;
+            reason = r->peer_mismatch;
         } else if (res != CURLE_OK && r->refused) {
             err = -EACCES;
             snprintf(refused, sizeof(refused), "refused: %s", r->refused);
@@ -400,6 +411,92 @@ static CURLcode add_extra_ca(CURL *curl, void *ssl_ctx, void *arg)
     return CURLE_OK;
 }
 
+/* Peer requests trust the cluster CA alone: libcurl's store (the system's CAs, cached
+ * between connections) is replaced, not added to. */
+static CURLcode set_peer_store(CURL *curl, void *ssl_ctx, void *arg)
+{
+    dmf_http_t *h = arg;
+    X509_STORE *st = X509_STORE_new();
+    if (st == NULL)
+        return CURLE_OUT_OF_MEMORY;
+    for (int i = 0; h->peer_ca && i < sk_X509_num(h->peer_ca); i++)
+        X509_STORE_add_cert(st, sk_X509_value(h->peer_ca, i));
+    SSL_CTX_set_cert_store(ssl_ctx, st); /* frees the one it had */
+    return CURLE_OK;
+}
+
+/* Before each request is sent on a connection (new or reused): does the server's verified
+ * certificate name the host the scheduler named? */
+static int check_peer(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    dmf_http_req_t *r = arg;
+    struct curl_tlssessioninfo *info = NULL;
+    struct dmf_tls_identity id;
+    char why[160];
+    if (curl_easy_getinfo(r->easy, CURLINFO_TLS_SSL_PTR, &info) != CURLE_OK || info == NULL ||
+        info->backend != CURLSSLBACKEND_OPENSSL || info->internals == NULL) {
+        snprintf(r->peer_mismatch, sizeof(r->peer_mismatch),
+                 "refused: no TLS session to check the parent's certificate on");
+        return CURL_PREREQFUNC_ABORT;
+    }
+    if (dmf_tls_peer_identity(info->internals, &id, why, sizeof(why)) != 0) {
+        snprintf(r->peer_mismatch, sizeof(r->peer_mismatch), "refused: parent's certificate: %s",
+                 why);
+        return CURL_PREREQFUNC_ABORT;
+    }
+    if (strcmp(id.host_id, r->peer_host_id) != 0) {
+        snprintf(r->peer_mismatch, sizeof(r->peer_mismatch),
+                 "refused: the certificate at %s:%d names host %.64s, not %.64s", primary_ip,
+                 primary_port, id.host_id, r->peer_host_id);
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
+/* Reads every certificate of a PEM file: a stack (owned by the caller), or NULL. */
+static STACK_OF(X509) * read_certs(const char *pem_path)
+{
+    FILE *f = fopen(pem_path, "r");
+    if (f == NULL)
+        return NULL;
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    X509 *x;
+    while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL)
+        sk_X509_push(sk, x);
+    ERR_clear_error(); /* the end of the file reads as an error */
+    fclose(f);
+    if (sk_X509_num(sk) == 0) {
+        sk_X509_free(sk);
+        return NULL;
+    }
+    return sk;
+}
+
+int dmf_http_set_peer_tls(dmf_http_t *h, const struct dmf_tls_files *f, char *err, size_t errlen)
+{
+    STACK_OF(X509) *ca = NULL;
+    if (f != NULL) {
+        if (dmf_tls_files_check(f, err, errlen) != 0)
+            return -EINVAL;
+        if (f->ca == NULL)
+            f = NULL; /* all three unset: TLS off */
+    }
+    if (f != NULL && (ca = read_certs(f->ca)) == NULL) {
+        snprintf(err, errlen, "cannot read a CA certificate from %s", f->ca);
+        return -EINVAL;
+    }
+    free(h->peer_cert);
+    free(h->peer_key);
+    free(h->peer_ca_path);
+    if (h->peer_ca)
+        sk_X509_pop_free(h->peer_ca, X509_free);
+    h->peer_cert = f ? dmf_xstrdup(f->cert) : NULL;
+    h->peer_key = f ? dmf_xstrdup(f->key) : NULL;
+    h->peer_ca_path = f ? dmf_xstrdup(f->ca) : NULL;
+    h->peer_ca = ca;
+    return 0;
+}
+
 void dmf_http_set_throttle(dmf_http_t *h, dmf_throttle_t *t)
 {
     h->throttle = t;
@@ -423,21 +520,8 @@ int dmf_http_set_extra_ca(dmf_http_t *h, const char *pem_path)
     h->extra_ca = NULL;
     if (pem_path == NULL)
         return 0;
-    FILE *f = fopen(pem_path, "r");
-    if (f == NULL)
-        return -errno;
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    X509 *x;
-    while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL)
-        sk_X509_push(sk, x);
-    ERR_clear_error(); /* the end of the file reads as an error */
-    fclose(f);
-    if (sk_X509_num(sk) == 0) {
-        sk_X509_free(sk);
-        return -EINVAL;
-    }
-    h->extra_ca = sk;
-    return 0;
+    h->extra_ca = read_certs(pem_path);
+    return h->extra_ca ? 0 : -EINVAL;
 }
 
 dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_http_opts *opts,
@@ -493,7 +577,20 @@ dmf_http_req_t *dmf_http_get(dmf_http_t *h, const char *url, const struct dmf_ht
     if (opts && opts->http11)
         curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     r->keep_all = opts && opts->keep_all_headers;
-    if (h->extra_ca) {
+    if (opts && opts->peer_host_id && h->peer_ca) {
+        r->peer_host_id = dmf_xstrdup(opts->peer_host_id);
+        curl_easy_setopt(e, CURLOPT_SSLCERT, h->peer_cert);
+        curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(e, CURLOPT_SSLKEY, h->peer_key);
+        curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+        curl_easy_setopt(e, CURLOPT_CAINFO, h->peer_ca_path);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L); /* an IP: the CN is checked instead */
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, set_peer_store);
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, h);
+        curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, check_peer);
+        curl_easy_setopt(e, CURLOPT_PREREQDATA, r);
+    } else if (h->extra_ca) {
         curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, add_extra_ca);
         curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, h);
     }

@@ -61,6 +61,11 @@ struct dmf_http_opts {
      * reference is taken; NULL = none). The transfer pauses while a bucket is in debt. */
     unsigned charge;
     struct dmf_flow *flow;
+    /* A request to another daemon over mutual TLS (with dmf_http_set_peer_tls): the host ID
+     * the server's certificate must name (its CN). Checked after every handshake and before
+     * each request is sent, on new and reused connections alike; another name fails the
+     * request with -EACCES. NULL: an ordinary request (origins). */
+    const char *peer_host_id;
 };
 
 /* Loads libcurl (curl_dl.h): 0, or -ENOENT with the reason in err. dmf_http_new needs it
@@ -81,6 +86,14 @@ void dmf_http_set_throttle(dmf_http_t *h, dmf_throttle_t *t);
  * (every later request; NULL clears). Returns 0, or -EINVAL when the file holds no
  * certificate it can read. */
 int dmf_http_set_extra_ca(dmf_http_t *h, const char *pem_path);
+
+/* The certificate, key and cluster CA of daemon-to-daemon requests (opts->peer_host_id):
+ * they present f->cert/f->key and trust only f->ca (not the system's CAs), without host
+ * name checks (peers are addressed by IP; the CN is checked instead). The CA is read now
+ * (call again to reload: requests started later use the new one); the certificate and key
+ * are read for each new connection. 0, or -EINVAL with err filled. NULL f: off. */
+struct dmf_tls_files;
+int dmf_http_set_peer_tls(dmf_http_t *h, const struct dmf_tls_files *f, char *err, size_t errlen);
 
 /* Starts a request (a GET unless opts->method says otherwise). Never NULL; failures are
  * reported through on_done (on a later loop pass). */

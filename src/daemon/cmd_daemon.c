@@ -19,9 +19,11 @@
 #include "common/fdlimit.h"
 #include "common/hostinfo.h"
 #include "common/log.h"
+#include "common/piece_token.h"
 #include "common/piecemem.h"
 #include "common/rpc.h"
 #include "common/tls_identity.h"
+#include "common/tls.h"
 #include "common/util.h"
 #include "common/workq.h"
 #include "daemon/daemon.h"
@@ -289,6 +291,56 @@ static int check_limits(const struct dmf_daemon_config *cfg, char *err, size_t e
     return 0;
 }
 
+static struct dmf_tls_files tls_files_of(const struct dmf_daemon_config *cfg)
+{
+    struct dmf_tls_files f = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    return f;
+}
+
+/* The data plane's mutual TLS (--tls-*): the piece server's context for new connections,
+ * and the certificate and CA of this host's requests to other daemons. At start-up and on
+ * SIGHUP (the files are read again; connections already open keep going). 0, or -1 with
+ * the message in err (nothing changed). */
+static int load_piece_tls(struct dmf_daemon *d, char *err, size_t errlen)
+{
+    struct dmf_tls_files f = tls_files_of(&d->cfg);
+    char why[512];
+    if (f.ca == NULL)
+        return 0;
+    SSL_CTX *ctx = dmf_tls_ctx_new(&f, true, why, sizeof(why));
+    if (ctx == NULL)
+        return flag_error(err, errlen, "--tls-cert", why);
+    if (dmf_http_set_peer_tls(d->http, &f, why, sizeof(why)) != 0) {
+        SSL_CTX_free(ctx);
+        return flag_error(err, errlen, "--tls-ca", why);
+    }
+    dmf_piece_server_set_tls(d->pieces, ctx);
+    SSL_CTX_free(ctx); /* the piece server holds its own reference */
+    d->peer_tls = true;
+    return 0;
+}
+
+/* Start-up: TLS on the data plane and the cluster key of piece-fetch tokens. */
+static int setup_piece_tls(struct dmf_daemon *d, char *err, size_t errlen)
+{
+    if (load_piece_tls(d, err, errlen) != 0)
+        return -1;
+    if (d->cfg.cluster_key_file != NULL) {
+        struct dmf_cluster_key *key = dmf_xcalloc(1, sizeof(*key));
+        char why[512];
+        int rc = dmf_cluster_key_load(d->cfg.cluster_key_file, key, why, sizeof(why));
+        if (rc == 0)
+            dmf_piece_server_set_cluster_key(d->pieces, key); /* copies it */
+        dmf_cluster_key_clear(key);
+        free(key);
+        if (rc != 0)
+            return flag_error(err, errlen, "--cluster-key-file", why);
+    }
+    dmf_info("piece server: %s, %s", d->peer_tls ? "HTTPS with client certificates" : "plain HTTP",
+             d->cfg.cluster_key_file ? "piece-fetch tokens required" : "no piece-fetch tokens");
+    return 0;
+}
+
 /* SIGHUP: reads the command line and --config again (flags still win over the file) and
  * applies the bandwidth limits they give now; other options need a restart. */
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
@@ -320,6 +372,12 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     else if (dmf_rpc_tls_on(d->rpc))
         dmf_info("SIGHUP: the TLS files load; new gRPC connections use them within %d s",
                  DMF_RPC_TLS_REFRESH_S);
+    if (d->peer_tls) {
+        if (load_piece_tls(d, err, sizeof(err)) != 0)
+            dmf_warn("SIGHUP: TLS certificates not reloaded, the old ones stay in use: %s", err);
+        else
+            dmf_info("SIGHUP: reloaded the TLS certificate, key and CA for new connections");
+    }
 }
 
 /* Every check of cfg that needs no resource: 0, or -1 with the message in err. Parses
@@ -373,6 +431,9 @@ static int check_config(const struct dmf_daemon_config *cfg, struct daemon_run *
                            why, sizeof(why)) != 0)
         return flag_error(err, errlen, "--piece-listen", why);
     if (check_limits(cfg, err, errlen) != 0)
+        return -1;
+    struct dmf_tls_files tf = tls_files_of(cfg);
+    if (dmf_tls_files_check(&tf, err, errlen) != 0)
         return -1;
     if (dmf_socket_perms_parse(cfg->socket_group, cfg->socket_mode, &r->socket_perms, err,
                                errlen) != 0)
@@ -534,6 +595,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
         dmf_piece_server_set_header_timeout(d->pieces, cfg->piece_header_timeout);
     dmf_piecemem_set_limit(cfg->memory_limit);
     if (d->pieces == NULL)
+        return -1;
+    if (setup_piece_tls(d, err, errlen) != 0)
         return -1;
     dmf_piece_server_set_upload_slots(d->pieces, (uint32_t)cfg->upload_slots);
     dmf_piece_server_set_throttle(d->pieces, d->throttle);

@@ -117,6 +117,9 @@ struct dmf_daemon {
     struct dmf_limits limits_local, limits_manager;
     uint64_t cache_limit_manager; /* the cluster's cache limit (manager_link.h); 0 = none */
     bool stopping;
+
+    /* --tls-*: pieces are fetched from other daemons over mutual TLS. */
+    bool peer_tls;
 };
 
 #endif

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/evx.h"
@@ -25,7 +27,9 @@
 #include "common/log.h"
 #include "common/throttle.h"
 #include "common/metrics.h"
+#include "common/piece_token.h"
 #include "common/taskid.h"
+#include "common/tls.h"
 #include "common/util.h"
 #include "daemon/piece_target.h"
 
@@ -40,6 +44,7 @@
 #define AGING_MS          20   /* waiting this long counts as one permille less progress */
 #define CHILDREN_PER_SLOT 4    /* /have watchers per upload slot, at most (upload_slots()) */
 #define SLOTS_MAX         64
+#define DENIED_LOG_MS     10000 /* refused piece fetches are logged at most this often */
 
 static DMF_METRIC_COUNTER(m_upload_bytes, "damselfly_upload_bytes_total", NULL,
                           "Bytes of pieces sent to other peers by the piece server.");
@@ -49,6 +54,15 @@ static DMF_METRIC_GAUGE(m_uploads_queued, "damselfly_uploads_queued", NULL,
                         "Piece requests waiting for an upload slot.");
 static DMF_METRIC_GAUGE(m_have_watchers, "damselfly_have_watchers", NULL,
                         "Open /have streams (children watching a task).");
+#define DENIED_HELP "Piece and /have requests refused for want of a valid piece-fetch token."
+static DMF_METRIC_COUNTER(m_denied_missing, "damselfly_piece_auth_denied_total",
+                          "reason=\"missing\"", DENIED_HELP);
+static DMF_METRIC_COUNTER(m_denied_malformed, "damselfly_piece_auth_denied_total",
+                          "reason=\"malformed\"", DENIED_HELP);
+static DMF_METRIC_COUNTER(m_denied_expired, "damselfly_piece_auth_denied_total",
+                          "reason=\"expired\"", DENIED_HELP);
+static DMF_METRIC_COUNTER(m_denied_forged, "damselfly_piece_auth_denied_total", "reason=\"forged\"",
+                          DENIED_HELP);
 
 /* One piece request, from its arrival until the last byte of the reply has left (SENT)
  * or the connection has dropped first (ABORTED). While every upload slot is taken it
@@ -109,6 +123,10 @@ struct dmf_piece_server {
     bool stopping;
     uint64_t uploaded_bytes;
     struct dmf_throttle *throttle; /* the upload limit, or NULL */
+    SSL_CTX *tls;                  /* new connections speak TLS with it (a reference), or NULL */
+    struct dmf_cluster_key *key;   /* piece-fetch tokens are checked with it, or NULL */
+    uint64_t denied_logged_ms;     /* when refusals were last logged */
+    uint64_t denied_pending;       /* refusals since then */
 };
 
 /* ---- replies ---- */
@@ -134,6 +152,18 @@ static const char *peer_of(struct evhttp_request *req, char *buf, size_t len)
         evhttp_connection_get_peer(evcon, &addr, &port);
     snprintf(buf, len, "%s:%u", addr ? addr : "?", port);
     return buf;
+}
+
+/* The TLS session of a connection, or NULL for plain HTTP. */
+static SSL *connection_ssl(struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    return bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+}
+
+static bool connection_is_tls(struct evhttp_connection *evcon)
+{
+    return connection_ssl(evcon) != NULL;
 }
 
 /* Pieces of the task when its layout is known; otherwise what it holds. */
@@ -325,9 +355,11 @@ static bool send_piece(dmf_piece_server_t *ps, struct evhttp_request *req, const
         return false;
     }
     /* Without DRAINS_TO_FD libevent maps the file into memory instead of keeping a
-     * sendfile chain; the chain then moves as is into the socket's output buffer. */
+     * sendfile chain; the chain then moves as is into the socket's output buffer. Over TLS
+     * the bytes must pass through OpenSSL, which reads them from memory: no sendfile. */
     struct evbuffer *body = dmf_xevbuffer_new();
-    evbuffer_set_flags(body, EVBUFFER_FLAG_DRAINS_TO_FD);
+    if (!connection_is_tls(evhttp_request_get_connection(req)))
+        evbuffer_set_flags(body, EVBUFFER_FLAG_DRAINS_TO_FD);
     int added = evbuffer_add_file_segment(body, seg, 0, size);
     evbuffer_file_segment_free(seg); /* body holds its own reference */
     if (added != 0) {
@@ -554,6 +586,73 @@ static void serve_have(dmf_piece_server_t *ps, struct evhttp_request *req, const
     upload_next(ps); /* one more child may mean one more upload slot */
 }
 
+/* ---- who asks, and may they (piece-fetch tokens) ---- */
+
+/* The requesting host's ID into host: over TLS the CN of the certificate the handshake
+ * verified; without TLS the ID it claims in DMF_HOST_ID_HEADER (empty when absent or not a
+ * valid host ID). Returns false when a TLS connection carries no usable identity. */
+static bool requester_of(struct evhttp_request *req, char *host, size_t len)
+{
+    host[0] = '\0';
+    SSL *ssl = connection_ssl(evhttp_request_get_connection(req));
+    if (ssl != NULL) {
+        struct dmf_tls_identity id;
+        char why[160];
+        if (dmf_tls_peer_identity(ssl, &id, why, sizeof(why)) != 0)
+            return false;
+        snprintf(host, len, "%s", id.host_id);
+        return true;
+    }
+    const char *claimed =
+        evhttp_find_header(evhttp_request_get_input_headers(req), DMF_HOST_ID_HEADER);
+    if (claimed != NULL && dmf_tls_host_id_valid(claimed))
+        snprintf(host, len, "%s", claimed);
+    return true;
+}
+
+static void count_denied(enum dmf_piece_token_verdict v)
+{
+    struct dmf_metric *m = v == DMF_PIECE_TOKEN_MISSING     ? &m_denied_missing
+                           : v == DMF_PIECE_TOKEN_MALFORMED ? &m_denied_malformed
+                           : v == DMF_PIECE_TOKEN_EXPIRED   ? &m_denied_expired
+                                                            : &m_denied_forged;
+    dmf_metric_add(m, 1);
+}
+
+/* With a cluster key, may the requester fetch task_id's pieces? True, or false after a
+ * 403 with the verdict as its reason. Refusals are counted, and logged at most once per
+ * DENIED_LOG_MS (the token itself never is). */
+static bool authorised(dmf_piece_server_t *ps, struct evhttp_request *req, const char *what,
+                       const char *task_id)
+{
+    if (ps->key == NULL)
+        return true;
+    char host[DMF_TLS_ID_MAX + 1], peer[80];
+    enum dmf_piece_token_verdict v = DMF_PIECE_TOKEN_FORGED;
+    if (requester_of(req, host, sizeof(host))) {
+        const char *token =
+            evhttp_find_header(evhttp_request_get_input_headers(req), DMF_PIECE_TOKEN_HEADER);
+        v = dmf_piece_token_verify(ps->key, token, task_id, host, (int64_t)time(NULL));
+    }
+    if (v == DMF_PIECE_TOKEN_OK)
+        return true;
+    count_denied(v);
+    ps->denied_pending++;
+    uint64_t now = dmf_now_ms();
+    if (ps->denied_logged_ms == 0 || now - ps->denied_logged_ms >= DENIED_LOG_MS) {
+        dmf_warn("piece server: refused %s of task %s to host %s at %s: %s piece-fetch token "
+                 "(%llu refusals since the last report)",
+                 what, task_id, host[0] ? host : "(unnamed)", peer_of(req, peer, sizeof(peer)),
+                 dmf_piece_token_verdict_str(v), (unsigned long long)ps->denied_pending);
+        ps->denied_logged_ms = now;
+        ps->denied_pending = 0;
+    }
+    char text[64];
+    snprintf(text, sizeof(text), "piece-fetch token %s", dmf_piece_token_verdict_str(v));
+    reply_text(req, 403, "Forbidden", text);
+    return false;
+}
+
 /* ---- routing ---- */
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -579,10 +678,12 @@ static void on_request(struct evhttp_request *req, void *arg)
         dmf_metrics_http_handler(req, NULL);
         break;
     case DMF_TARGET_PIECE:
-        serve_piece(ps, req, t.task_id, t.piece);
+        if (authorised(ps, req, "a piece", t.task_id))
+            serve_piece(ps, req, t.task_id, t.piece);
         break;
     case DMF_TARGET_HAVE:
-        serve_have(ps, req, t.task_id);
+        if (authorised(ps, req, "/have", t.task_id))
+            serve_have(ps, req, t.task_id);
         break;
     case DMF_TARGET_BAD_PIECE:
         reply_text(req, 400, "Bad Request", "expected /pieces/<64 hex task id>/<piece number>");
@@ -597,6 +698,56 @@ static void on_request(struct evhttp_request *req, void *arg)
 }
 
 /* ---- lifecycle ---- */
+
+/* The bufferevent of each accepted connection (made through the header deadline, which
+ * owns evhttp's hook): with TLS on, an OpenSSL one that completes the handshake (the
+ * client's certificate required and verified: tls.c) before evhttp reads a byte; NULL
+ * for a plain one. It closes its descriptor and frees its SSL when the last reference
+ * goes (header_deadline.h). */
+static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
+{
+    dmf_piece_server_t *ps = arg;
+    if (ps->tls == NULL)
+        return NULL;
+    SSL *ssl = dmf_xcheck(SSL_new(ps->tls), "an SSL connection");
+    struct bufferevent *bev =
+        dmf_xcheck(bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                  BEV_OPT_CLOSE_ON_FREE),
+                   "a TLS bufferevent");
+    /* A child that closes without close_notify has still read its whole reply. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+void dmf_piece_server_set_tls(dmf_piece_server_t *ps, SSL_CTX *ctx)
+{
+    if (ctx != NULL)
+        SSL_CTX_up_ref(ctx);
+    SSL_CTX_free(ps->tls); /* connections made with it keep their own reference */
+    ps->tls = ctx;
+}
+
+bool dmf_piece_server_tls(const dmf_piece_server_t *ps)
+{
+    return ps->tls != NULL;
+}
+
+void dmf_piece_server_set_cluster_key(dmf_piece_server_t *ps, const struct dmf_cluster_key *key)
+{
+    if (ps->key != NULL) {
+        dmf_cluster_key_clear(ps->key);
+        free(ps->key);
+        ps->key = NULL;
+    }
+    if (key == NULL)
+        return;
+    ps->key = dmf_xmalloc(sizeof(*ps->key));
+    *ps->key = *key;
+    struct dmf_metric *metrics[] = {&m_denied_missing, &m_denied_malformed, &m_denied_expired,
+                                    &m_denied_forged};
+    for (size_t i = 0; i < DMF_ARRAY_SIZE(metrics); i++)
+        dmf_metric_register(metrics[i]);
+}
 
 /* Creates a listening socket on addr:port; returns the fd or -errno with err filled. */
 static int listen_on(const char *addr, uint16_t port, char *err, size_t errlen)
@@ -671,6 +822,7 @@ dmf_piece_server_t *dmf_piece_server_new(struct event_base *base, const char *ad
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                              EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(ps->http, on_request, ps);
+    dmf_header_deadline_set_maker(ps->deadline, on_new_connection, ps);
     /* Read the port back before the listener owns the socket (port 0 binds any). */
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -811,5 +963,7 @@ void dmf_piece_server_free(dmf_piece_server_t *ps)
     dmf_listener_guard_free(ps->guard);
     evhttp_free(ps->http);
     dmf_header_deadline_free(ps->deadline); /* after evhttp let go of its connections */
+    SSL_CTX_free(ps->tls);
+    dmf_piece_server_set_cluster_key(ps, NULL);
     free(ps);
 }

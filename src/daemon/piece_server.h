@@ -12,6 +12,13 @@
  *                              it holds; the scheduler is never on this path.
  *   GET /metrics               Prometheus text.
  *
+ * With dmf_piece_server_set_tls the port speaks only HTTPS and every client must present a
+ * certificate signed by the cluster CA. With dmf_piece_server_set_cluster_key /pieces and
+ * /have answer 403 unless the request carries a piece-fetch token (piece_token.h) for the
+ * task and the requesting host: the CN of its certificate, or without TLS the host ID it
+ * claims in DMF_HOST_ID_HEADER (weaker: anyone who saw a token can replay it). /metrics is
+ * never token-checked.
+ *
  * Every path component is validated (task IDs are 64 lower-case hex digits; piece numbers
  * are canonical decimal). Other paths get 404, other methods 405. At most
  * DMF_PIECE_SERVER_MAX_WATCHERS /have streams are open at once; beyond that /have answers
@@ -95,6 +102,24 @@ bool dmf_piece_server_uploading(const dmf_piece_server_t *ps, const char *task_i
 #define DMF_PIECE_SERVER_UPLOAD_SLOTS 2
 #define DMF_PROGRESS_HEADER           "X-Dmf-Progress"
 void dmf_piece_server_set_upload_slots(dmf_piece_server_t *ps, uint32_t slots);
+
+/* The request headers of piece-fetch authorisation (the token is never logged). */
+#define DMF_PIECE_TOKEN_HEADER "X-Damselfly-Piece-Token"
+#define DMF_HOST_ID_HEADER     "X-Damselfly-Host-Id"
+
+/* Connections accepted from now on speak TLS with ctx (tls.h: it requires and verifies the
+ * client's certificate); a reference is taken, so the caller may free its own. Connections
+ * already open keep the context they were made with: this is the SIGHUP reload. NULL turns
+ * TLS off for later connections (only meant before the server runs). */
+typedef struct ssl_ctx_st SSL_CTX;
+void dmf_piece_server_set_tls(dmf_piece_server_t *ps, SSL_CTX *ctx);
+bool dmf_piece_server_tls(const dmf_piece_server_t *ps);
+
+/* Checks piece-fetch tokens with key (copied; wiped when replaced or freed) on /pieces and
+ * /have; refusals get 403 and count in damselfly_piece_auth_denied_total{reason}. NULL:
+ * every request is served, as without --cluster-key-file. */
+struct dmf_cluster_key;
+void dmf_piece_server_set_cluster_key(dmf_piece_server_t *ps, const struct dmf_cluster_key *key);
 
 /* Puts the connections that upload pieces under t's upload limit (throttle.h; NULL: none). */
 struct dmf_throttle;

@@ -52,6 +52,7 @@ struct scheduler_opts {
     uint64_t peer_ttl;
     char *tls_cert, *tls_key, *tls_ca;
     char *cluster_key_file;
+    uint64_t piece_token_ttl;
 };
 
 static const struct dmf_option options[] = {
@@ -140,6 +141,10 @@ static const struct dmf_option options[] = {
      NULL, "FILE",
      "The cluster's secret key (as the daemons'): the scheduler gives each child a token, bound "
      "to the task and the child's host ID, that its parents' piece servers check."},
+    {"piece-token-ttl", 0, DMF_OPT_DURATION, offsetof(struct scheduler_opts, piece_token_ttl), 2000,
+     86400000, "10m", "DURATION",
+     "How long a piece-fetch token is valid; the scheduler sends a peer a fresh one when half of "
+     "it is gone, for as long as the peer's stream lasts."},
 };
 
 static const char *bind_reason(int err)
@@ -248,6 +253,7 @@ static int run(int argc, char **argv)
     struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
     dmf_manager_keepalive_t *mlink = NULL;
     struct dmf_seed_list *seeds = dmf_xcalloc(1, sizeof(*seeds));
+    struct dmf_cluster_key *ckey = NULL; /* --cluster-key-file */
 
     if (dmf_config_parse(options, DMF_ARRAY_SIZE(options), &o, argc, argv, NULL, &help, err,
                          sizeof(err)) != 0) {
@@ -286,6 +292,14 @@ static int run(int argc, char **argv)
                 o.digest_sources);
         rc = 2;
         goto out;
+    }
+    if (o.cluster_key_file != NULL) {
+        ckey = dmf_xcalloc(1, sizeof(*ckey));
+        if (dmf_cluster_key_load(o.cluster_key_file, ckey, err, sizeof(err)) != 0) {
+            fprintf(stderr, "damselfly scheduler: --cluster-key-file: %s\n", err);
+            rc = 2;
+            goto out;
+        }
     }
     dmf_log_set_component("scheduler");
     signal(SIGPIPE, SIG_IGN);
@@ -349,6 +363,8 @@ static int run(int argc, char **argv)
                 .trigger_bytes_per_hour = o.seed_trigger_bytes_per_hour,
             },
         .seeds = seeds,
+        .cluster_key = ckey,
+        .piece_token_ttl_s = (int64_t)(o.piece_token_ttl / 1000),
     };
     dmf_fd_limit_raise();
     svc = dmf_scheduler_service_new(base, rpc, &cfg);
@@ -420,6 +436,10 @@ out:
         event_base_free(base);
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &o);
     free(seeds);
+    if (ckey != NULL) {
+        dmf_cluster_key_clear(ckey);
+        free(ckey);
+    }
     return rc;
 }
 

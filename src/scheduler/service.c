@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include "common/evx.h"
 #include "common/log.h"
@@ -86,6 +87,10 @@ struct call {
     bool registered;            /* a register arrived on this stream */
     dmf_scheduler_peer_t *peer; /* the stream's peer while the scheduler keeps it */
     char *admitted_host;        /* the host whose stream count this stream holds, or NULL */
+    /* The piece-fetch token last sent on this stream (with a cluster key): its task and
+     * expiry (Unix s; 0: none sent yet). */
+    char token_task[DMF_TASK_ID_LEN + 1];
+    int64_t token_expiry;
     LIST_ENTRY(call) link;
 };
 
@@ -123,11 +128,15 @@ struct dmf_scheduler_service {
     char id[33]; /* random per process (AnnounceHostResponse.scheduler_id) */
     struct dmf_admission admission;
     struct dmf_seed_list seeds;
-    uint64_t ticks;            /* of the expiry timer */
-    size_t freed_since_trim;   /* peers and hosts expired since the last malloc_trim */
-    uint64_t refusals_logged;  /* second of the last refusal summary */
-    uint64_t refusals_pending; /* refusals not yet in a summary */
+    uint64_t ticks;              /* of the expiry timer */
+    size_t freed_since_trim;     /* peers and hosts expired since the last malloc_trim */
+    uint64_t refusals_logged;    /* second of the last refusal summary */
+    uint64_t refusals_pending;   /* refusals not yet in a summary */
+    struct dmf_cluster_key *key; /* piece-fetch tokens are minted with it, or NULL */
+    int64_t token_ttl_s;         /* a token lives this long; renewed once half of it is gone */
 };
+
+#define PIECE_TOKEN_TTL_S 600 /* the default token_ttl_s */
 
 static void update_gauges(dmf_scheduler_service_t *svc)
 {
@@ -258,11 +267,47 @@ static void send_meta_rest(struct call *c, const struct dmf_scheduler_meta *m, s
     free(ppd);
 }
 
+/* A fresh piece-fetch token for c's peer (its host, task_id) into out; false without a
+ * cluster key or a host. Remembered on c for the renewal. */
+static bool mint_token(struct call *c, const char *task_id, char *out, size_t outlen)
+{
+    dmf_scheduler_service_t *svc = c->svc;
+    if (svc->key == NULL || c->admitted_host == NULL || task_id == NULL)
+        return false;
+    int64_t expiry = (int64_t)time(NULL) + svc->token_ttl_s;
+    if (dmf_piece_token_mint(svc->key, task_id, c->admitted_host, expiry, out, outlen) != 0)
+        return false;
+    snprintf(c->token_task, sizeof(c->token_task), "%s", task_id);
+    c->token_expiry = expiry;
+    return true;
+}
+
+/* Sends c's peer a new token, alone, when half the last one's life is gone. */
+static void renew_token(struct call *c, int64_t now)
+{
+    if (c->finished || c->peer == NULL || c->token_expiry == 0 ||
+        now < c->token_expiry - c->svc->token_ttl_s / 2)
+        return;
+    char token[DMF_PIECE_TOKEN_MAX + 1];
+    char task[DMF_TASK_ID_LEN + 1];
+    snprintf(task, sizeof(task), "%s", c->token_task);
+    if (!mint_token(c, task, token, sizeof(token)))
+        return;
+    Damselfly__V1__Candidates cand = DAMSELFLY__V1__CANDIDATES__INIT;
+    cand.piece_token = token;
+    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
+    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_CANDIDATES;
+    resp.candidates = &cand;
+    send_response(c, &resp);
+    explicit_bzero(token, sizeof(token));
+}
+
 static void on_candidates(void *arg, void *stream, const struct dmf_scheduler_parent *parents,
                           size_t nparents, bool seed_triggered,
                           const struct dmf_scheduler_meta *meta)
 {
     struct call *c = stream;
+    char token[DMF_PIECE_TOKEN_MAX + 1] = "";
     Damselfly__V1__Parent pv[DMF_SCHED_CANDIDATES_MAX];
     Damselfly__V1__Parent *pp[DMF_SCHED_CANDIDATES_MAX];
     for (size_t i = 0; i < nparents; i++) {
@@ -288,10 +333,13 @@ static void on_candidates(void *arg, void *stream, const struct dmf_scheduler_pa
     cand.parents = pp;
     cand.seed_triggered = seed_triggered;
     cand.task = &tm;
+    if (mint_token(c, meta->task_id, token, sizeof(token)))
+        cand.piece_token = token;
     Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
     resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_CANDIDATES;
     resp.candidates = &cand;
     send_response(c, &resp);
+    explicit_bzero(token, sizeof(token));
     free(pd);
     free(ppd);
     send_meta_rest(c, meta, next, false);
@@ -964,7 +1012,8 @@ static void on_trigger_sized(void *arg, const char *requester_host_id, int64_t b
     dmf_admission_trigger_sized(&svc->admission, requester_host_id, bytes, dmf_now_ms());
 }
 
-/* Once a second: hosts and finished peers expire; every 10 s, admission forgets idle hosts;
+/* Once a second: hosts and finished peers expire; piece-fetch tokens past half their life
+ * are renewed; every 10 s, admission forgets idle hosts;
  * and once a wave of expiries is over (100 or more freed, none this second), the heap's
  * free pages go back to the system (glibc keeps them otherwise, and a flood's memory would
  * never come back). */
@@ -980,6 +1029,13 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
     svc->freed_since_trim += hosts + peers;
     if (++svc->ticks % 10 == 0)
         dmf_admission_sweep(&svc->admission, dmf_now_ms());
+    if (svc->key != NULL) {
+        int64_t now = (int64_t)time(NULL);
+        struct call *c;
+        LIST_FOREACH(c, &svc->calls, link)
+        if (c->method == M_ANNOUNCE_PEER)
+            renew_token(c, now);
+    }
     if (svc->freed_since_trim >= 100 && hosts + peers == 0) {
         /* The expiry wave is over: give its pages back (a few ms for a large heap). */
         malloc_trim(0);
@@ -1009,6 +1065,11 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
     dmf_admission_init(&svc->admission, &cfg->admission);
     if (cfg->seeds)
         svc->seeds = *cfg->seeds;
+    if (cfg->cluster_key) {
+        svc->key = dmf_xmalloc(sizeof(*svc->key));
+        *svc->key = *cfg->cluster_key;
+    }
+    svc->token_ttl_s = cfg->piece_token_ttl_s > 0 ? cfg->piece_token_ttl_s : PIECE_TOKEN_TTL_S;
     uint8_t rnd[16];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
         uint64_t x = dmf_now_ms() ^ ((uint64_t)getpid() << 32);
@@ -1078,5 +1139,9 @@ void dmf_scheduler_service_free(dmf_scheduler_service_t *svc)
         channel_free(LIST_FIRST(&svc->channels));
     dmf_scheduler_free(svc->sched);
     dmf_admission_free(&svc->admission);
+    if (svc->key) {
+        dmf_cluster_key_clear(svc->key);
+        free(svc->key);
+    }
     free(svc);
 }

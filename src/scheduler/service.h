@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+#include "common/piece_token.h"
 #include "common/rpc.h"
 #include "scheduler/admission.h"
 #include "scheduler/sched.h"
@@ -23,6 +24,11 @@ struct dmf_scheduler_service_config {
     /* The known seeds: a host announcing type=seed that matches none is a normal peer.
      * Borrowed for the call; copied. NULL or empty: no host is a seed. */
     const struct dmf_seed_list *seeds;
+    /* --cluster-key-file: every Candidates carries a piece-fetch token for the task and
+     * the peer's host, renewed while the stream lasts (piece_token.h). Borrowed for the
+     * call; copied. NULL: no tokens. */
+    const struct dmf_cluster_key *cluster_key;
+    int64_t piece_token_ttl_s; /* a token's life (renewed at half of it); 0: 600 */
 };
 
 /* Creates the service and its gRPC server on rpc (both borrowed; they outlive the

@@ -387,15 +387,32 @@ class Metrics(dict):
         return self.key(name, labels) in self
 
 
-def http_get(url, timeout=5.0, headers=None):
+def tls_client_context(tls):
+    """An ssl context for a mutual-TLS port: tls is a dict of tls_flags (tls_cert, tls_key,
+    tls_ca). It presents that certificate and trusts only that CA; host names are not
+    checked (members are addressed by IP, their CN is their host ID)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=str(tls["tls_ca"]))
+    ctx.load_cert_chain(str(tls["tls_cert"]), str(tls["tls_key"]))
+    return ctx
+
+
+def http_get(url, timeout=5.0, headers=None, tls=None):
     req = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
+    ctx = tls_client_context(tls) if tls else None
+    with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
         return r.status, r.read()
 
 
-def fetch_metrics(port, timeout=5.0):
+def fetch_metrics(port, timeout=5.0, tls=None):
+    """The Prometheus text on port; tls (tls_flags of a cluster member) for a port that
+    speaks mutual TLS (a daemon's piece port with --tls-*)."""
     # Scaled like every other wait: a sanitizer build on a loaded machine answers slower.
-    _, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=scaled(timeout))
+    scheme = "https" if tls else "http"
+    _, body = http_get(f"{scheme}://127.0.0.1:{port}/metrics", timeout=scaled(timeout), tls=tls)
     return Metrics.parse(body.decode("utf-8", "replace"))
 
 
@@ -557,8 +574,16 @@ class Daemon:
             raise RuntimeError(f"{self.name} is still running")
         return self._start(ready_timeout)
 
+    @property
+    def tls(self):
+        """This daemon's tls_flags when it runs with --tls-* (its piece port is HTTPS and
+        wants a client certificate: its own serves), else None."""
+        if self.extra.get("tls_cert"):
+            return {k: self.extra[k] for k in ("tls_cert", "tls_key", "tls_ca")}
+        return None
+
     def metrics(self):
-        return fetch_metrics(self.piece_port)
+        return fetch_metrics(self.piece_port, tls=self.tls)
 
     def metric(self, name, default=0.0, **labels):
         return self.metrics().value(name, default, **labels)

@@ -653,6 +653,19 @@ static void delete_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *da
         return;
     const char *peer = dmf_rpc_call_peer(call);
     snprintf(dc->peer, sizeof(dc->peer), "%s", peer && *peer ? peer : "?");
+    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(call);
+    if (!dmf_tls_may_trigger_download(caller)) { /* the same callers as DownloadTask */
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "the certificate of host %s (role %s) may not delete tasks: only a "
+                 "scheduler's or manager's may",
+                 caller->host_id, dmf_tls_role_name(caller->role));
+        dmf_metric_add(&m_rpc_refused_caller, 1);
+        dmf_warn("DeleteTask from %s refused: %s", dc->peer, msg);
+        dmf_rpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, msg);
+        dc->answered = true;
+        return;
+    }
     dmf_rpc_acl_cluster(d->rpc_acl, d->cfg.scheduler, &d->cfg.manager);
     const char *why = dmf_rpc_acl_check(d->rpc_acl, peer);
     if (why != NULL) {

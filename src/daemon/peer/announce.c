@@ -360,6 +360,10 @@ static bool parent_ok(const Damselfly__V1__Parent *p, const char *self_host_id)
 static void decode_candidates(const Damselfly__V1__Candidates *cand, const char *self_host_id,
                               const struct dmf_announce_sink *sink, void *arg)
 {
+    if (cand->piece_token != NULL && cand->piece_token[0] != '\0' && sink->piece_token)
+        sink->piece_token(arg, cand->piece_token);
+    if (cand->n_parents == 0 && cand->piece_token != NULL && cand->piece_token[0] != '\0')
+        return; /* a renewal of the token alone */
     const Damselfly__V1__TaskMeta *m = cand->task;
     struct dmf_announce_digest *digests = dmf_xcalloc(m ? m->n_digests + 1 : 1, sizeof(*digests));
     struct dmf_parent_info *parents = dmf_xcalloc(cand->n_parents + 1, sizeof(*parents));

@@ -66,6 +66,10 @@ struct dmf_announce_sink {
     void (*candidates)(void *arg, const struct dmf_parent_info *parents, size_t n,
                        bool seed_triggered, const struct dmf_announce_meta *meta);
     void (*meta)(void *arg, const struct dmf_announce_meta *meta);
+    /* A piece-fetch token for the task (borrowed for the call; a secret: never log it).
+     * It comes before the candidates it came with, or alone (a renewal: a Candidates
+     * without parents). NULL hook: tokens are ignored. */
+    void (*piece_token)(void *arg, const char *token);
     /* The scheduler says: fetch it from the origin. */
     void (*back_to_source)(void *arg, const char *reason);
     /* The scheduler says: the task failed for good elsewhere (origin_status: the origin's

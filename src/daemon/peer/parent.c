@@ -10,7 +10,9 @@
 #include "common/evx.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/piece_token.h"
 #include "common/piecemem.h"
+#include "common/tls_identity.h"
 #include "common/util.h"
 #include "daemon/peer/have_line.h"
 #include "daemon/peer/dispatch.h"
@@ -186,11 +188,20 @@ static void parent_drop(struct dmf_parent *p, enum parent_state s, bool bad_piec
 
 /* ---------------------------------------------------------------- /have stream */
 
+/* What a failed request to a parent tells the log: a 403 (on_headers' -EPERM) is the
+ * parent refusing our piece-fetch token; the http client's reason otherwise. */
+static const char *failure_reason(int err, const char *reason)
+{
+    return err == -EPERM ? "refused our piece-fetch token (403)" : reason;
+}
+
 static int have_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
     struct dmf_parent *p = arg;
     if (status == 404)
         return -ENOENT;
+    if (status == 403)
+        return -EPERM;
     if (status != 200)
         return -EPROTO;
     parent_set_state(p, PARENT_ACTIVE);
@@ -270,7 +281,7 @@ static void have_on_done(void *arg, dmf_http_req_t *req, int err, const char *re
              p->peer_id, p->base_url,
              err == 0         ? "stopped the task"
              : err == -ENOENT ? "never had the task"
-                              : reason);
+                              : failure_reason(err, reason));
     parent_drop(p, PARENT_FAILED, false, 0);
 }
 
@@ -280,20 +291,49 @@ static const struct dmf_http_req_ops have_ops = {
     .on_done = have_on_done,
 };
 
+/* The authorisation lines of a request to a parent (piece-fetch token and host ID) into
+ * lines[*n...]; bufs holds them (two of DMF_AUTH_LINE_MAX). */
+#define DMF_AUTH_LINE_MAX (DMF_PIECE_TOKEN_MAX + 64 + DMF_TLS_ID_MAX)
+static void add_auth_lines(const struct dmf_parents *ps, char (*bufs)[DMF_AUTH_LINE_MAX],
+                           char **lines, size_t *n)
+{
+    const char *token = ps->env.piece_token;
+    if (token == NULL || token[0] == '\0')
+        return;
+    snprintf(bufs[0], DMF_AUTH_LINE_MAX, DMF_PIECE_TOKEN_HEADER ": %s", token);
+    lines[(*n)++] = bufs[0];
+    if (ps->env.self_host_id != NULL) {
+        snprintf(bufs[1], DMF_AUTH_LINE_MAX, DMF_HOST_ID_HEADER ": %s", ps->env.self_host_id);
+        lines[(*n)++] = bufs[1];
+    }
+}
+
 static void have_connect(struct dmf_parent *p)
 {
     char url[256];
     snprintf(url, sizeof(url), "%s/have/%s", p->base_url, p->ps->env.task_id);
-    struct dmf_http_opts o = {.connect_timeout_ms = 3000, .low_speed_time_s = 24 * 3600};
+    char auth[2][DMF_AUTH_LINE_MAX];
+    char *lines[2];
+    struct dmf_strlist headers = {.v = lines, .n = 0};
+    add_auth_lines(p->ps, auth, lines, &headers.n);
+    struct dmf_http_opts o = {.headers = &headers,
+                              .connect_timeout_ms = 3000,
+                              .low_speed_time_s = 24 * 3600,
+                              .peer_host_id = p->ps->env.tls ? p->host_id : NULL};
     p->linelen = 0;
     p->have_req = dmf_http_get(p->ps->env.http, url, &o, &have_ops, p);
+    explicit_bzero(auth, sizeof(auth));
 }
 
 /* ---------------------------------------------------------------- pieces */
 
 static int piece_on_headers(void *arg, dmf_http_req_t *req, long status)
 {
-    return status == 200 ? 0 : status == 404 ? -ENOENT : status == 503 ? -EAGAIN : -EPROTO;
+    return status == 200   ? 0
+           : status == 404 ? -ENOENT
+           : status == 503 ? -EAGAIN
+           : status == 403 ? -EPERM
+                           : -EPROTO;
 }
 
 static void on_undefer(evutil_socket_t fd, short what, void *arg)
@@ -348,7 +388,7 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     }
     if (err != 0) {
         dmf_warn("task %s peer %s: piece %u from parent %s failed: %s", ps->env.task_id,
-                 ps->env.peer_id, n, p->peer_id, reason);
+                 ps->env.peer_id, n, p->peer_id, failure_reason(err, reason));
         parent_drop(p, PARENT_FAILED, false, n);
         return;
     }
@@ -416,23 +456,27 @@ static void piece_request(struct dmf_parent *p, uint32_t n, bool duplicate)
     snprintf(url, sizeof(url), "%s/pieces/%s/%u", p->base_url, ps->env.task_id, n);
     /* How far along we are, so that a busy parent serves those behind first. */
     char progress[48];
-    char *lines[] = {progress};
+    char auth[2][DMF_AUTH_LINE_MAX];
+    char *lines[3];
     struct dmf_strlist headers = {.v = lines, .n = 0};
     if (book->content_length >= 0 && book->total_pieces > 0) {
         snprintf(progress, sizeof(progress), DMF_PROGRESS_HEADER ": %u",
                  (unsigned)((uint64_t)book->have.count * 1000 / book->total_pieces));
-        headers.n = 1;
+        lines[headers.n++] = progress;
     }
+    add_auth_lines(ps, auth, lines, &headers.n);
     struct dmf_http_opts o = {.headers = &headers,
                               .connect_timeout_ms = 3000,
                               .low_speed_time_s = 10,
                               .charge = DMF_CHARGE_DOWNLOAD,
-                              .flow = ps->env.flow};
+                              .flow = ps->env.flow,
+                              .peer_host_id = ps->env.tls ? p->host_id : NULL};
     p->inflight++;
     s->started_ms = dmf_now_ms();
     if (p->asked_ms == 0)
         p->asked_ms = s->started_ms;
     s->req = dmf_http_get(ps->env.http, url, &o, &piece_ops, s);
+    explicit_bzero(auth, sizeof(auth));
     if (!evtimer_pending(ps->late, NULL)) {
         struct timeval tv = {0, LATE_TICK_MS * 1000};
         evtimer_add(ps->late, &tv);
@@ -619,10 +663,11 @@ void dmf_parents_add(struct dmf_parents *ps, const struct dmf_parent_info *info)
     p->peer_id = dmf_xstrdup(info->peer_id);
     p->host_id = dmf_xstrdup(info->host_id);
     p->is_seed = info->is_seed;
+    const char *scheme = ps->env.tls ? "https" : "http";
     if (strchr(info->ip, ':'))
-        snprintf(p->base_url, sizeof(p->base_url), "http://[%s]:%u", info->ip, info->port);
+        snprintf(p->base_url, sizeof(p->base_url), "%s://[%s]:%u", scheme, info->ip, info->port);
     else
-        snprintf(p->base_url, sizeof(p->base_url), "http://%s:%u", info->ip, info->port);
+        snprintf(p->base_url, sizeof(p->base_url), "%s://%s:%u", scheme, info->ip, info->port);
     dmf_bitmap_init(&p->has);
     dmf_bitmap_init(&p->deferred);
     p->retry = dmf_xevtimer_new(ps->env.base, on_have_retry, p);

@@ -52,6 +52,14 @@ struct dmf_parents_env {
     struct dmf_flow *flow; /* the task's bandwidth share (borrowed; NULL: none) */
     const struct dmf_parents_sink *sink;
     void *arg;
+    /* Mutual TLS to the parents (the http client has dmf_http_set_peer_tls): their URLs are
+     * https:// and each parent's certificate must name the host ID the scheduler gave. */
+    bool tls;
+    /* The task's piece-fetch token (piece_token.h): a buffer the task updates in place
+     * whenever the scheduler renews it, read at each request; "" or NULL: none. Sent in
+     * DMF_PIECE_TOKEN_HEADER, with this host's ID in DMF_HOST_ID_HEADER (self_host_id). */
+    const char *piece_token;
+    const char *self_host_id;
 };
 
 /* An empty set; env is copied (the strings and the book it points to are borrowed). */

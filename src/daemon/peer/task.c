@@ -686,6 +686,15 @@ static void on_candidates(void *arg, const struct dmf_parent_info *parents, size
     handle_news(arg, DMF_TASK_EV_CANDIDATES, &news);
 }
 
+/* A new piece-fetch token (with parents, or alone: a renewal before the last one expires). */
+static void on_piece_token(void *arg, const char *token)
+{
+    struct dmf_task *t = arg;
+    if (strlen(token) > DMF_PIECE_TOKEN_MAX)
+        return; /* not one of ours: keep the one we have */
+    snprintf(t->piece_token, sizeof(t->piece_token), "%s", token);
+}
+
 static void on_meta(void *arg, const struct dmf_announce_meta *meta)
 {
     ((struct dmf_task *)arg)->reconnects = 0; /* the scheduler answers again */
@@ -727,6 +736,7 @@ static void on_lost(void *arg, const char *details)
 
 static const struct dmf_announce_sink announce_sink = {
     .candidates = on_candidates,
+    .piece_token = on_piece_token,
     .meta = on_meta,
     .back_to_source = on_back_to_source,
     .failed = on_sched_failed,
@@ -966,6 +976,9 @@ static void add_parents(struct dmf_task *t, const struct sched_news *news, bool 
             .flow = task_flow(t),
             .sink = &parents_sink,
             .arg = t,
+            .tls = t->d->peer_tls,
+            .piece_token = t->piece_token,
+            .self_host_id = t->d->cfg.host_id,
         };
         t->parents = dmf_parents_new(&env);
     }
@@ -1472,6 +1485,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     event_free(t->reconnect);
     event_free(t->release);
     dmf_data_file_free(&t->file);
+    explicit_bzero(t->piece_token, sizeof(t->piece_token));
     free(t->url);
     free(t->shown_url);
     free(t->tag);

@@ -11,6 +11,7 @@
 
 #include "common/config.h"
 #include "common/digest.h"
+#include "common/piece_token.h"
 #include "common/pieces.h"
 #include "common/taskid.h"
 #include "daemon/daemon.h"
@@ -96,6 +97,10 @@ struct dmf_task {
 
     struct dmf_transfer_bytes bytes;
     uint64_t started_ms;
+
+    /* The scheduler's piece-fetch token for this task (a secret: never logged), renewed in
+     * place; "" until one comes. The parents read it at each request. */
+    char piece_token[DMF_PIECE_TOKEN_MAX + 1];
 };
 
 /* A new task (IDLE, nothing known). announcer may be NULL (no scheduler). */
