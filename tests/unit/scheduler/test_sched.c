@@ -996,12 +996,14 @@ static void test_register_with_new_validators_forgets_the_old(void **state)
     assert_true(has_parent(last_for("pb"), "pa"));
     r = reg_req(T1, "c", "pc");
     r.etag = "\"v2\"";
-    reg_with(s, r, "pc");
+    dmf_scheduler_peer_t *pc = reg_with(s, r, "pc");
     assert_int_equal(stat_state(s, T1, "pa", NULL), UINT32_MAX);
     assert_int_not_equal(last_for("pc")->kind, EV_CANDIDATES);
     assert_int_equal(last_for("pc")->ndigests, 0);
     assert_int_equal(count_kind(EV_CHANGED), 1); /* pb was still downloading */
-    /* The new task is pinned to v2: a holder of v1 cannot fill it. */
+    /* pc's claim is provisional until pc, sent to the origin, reports what it fetches:
+     * then the new task is pinned to v2 and a holder of v1 cannot fill it. */
+    progress_version(s, pc, "\"v2\"", 0x22);
     dmf_scheduler_peer_t *pd = reg(s, T1, "a", "pa2");
     char err[256];
     uint32_t p0 = 0;
@@ -1297,6 +1299,144 @@ static void test_seed_digest_overrules_a_fetchers(void **state)
     dmf_scheduler_free(s);
 }
 
+/* Two fetchers that are not seeds (sent to the origin because their trigger budgets were
+ * spent) disagree, a seed is known: the seed is triggered whatever the budget, peers that
+ * were given a fetcher's digests fail, a newcomer is given none until the seed reported,
+ * then the seed's. */
+static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_scheduler_peer_t **pb)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    host(s, "d");
+    host(s, "x");
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    triggers_allowed = false;
+    *pa = reg(s, T1, "a", "pa");
+    assert_int_equal(last_for("pa")->kind, EV_BTS);
+    struct dmf_scheduler_digest one[] = {digest(0, 0x66), digest(1, 0x66), digest(2, 0x66)};
+    report_digests(s, *pa, one, 3);
+    char err[256];
+    assert_int_equal(dmf_scheduler_finished(s, *pa, 3 * MIB, 3, err, sizeof(err)), 0);
+    reg(s, T1, "d", "pd"); /* P2P, given pa's digests */
+    assert_int_equal(last_for("pd")->ndigests, 3);
+    struct dmf_scheduler_register r = reg_req(T1, "b", "pb");
+    r.stalled = true;
+    *pb = reg_with(s, r, "pb");
+    assert_int_equal(last_for("pb")->kind, EV_BTS);
+    size_t triggers = count_kind(EV_TRIGGER);
+    struct dmf_scheduler_digest other[] = {digest(0, 0xcc), digest(1, 0xcc), digest(2, 0xcc)};
+    report_digests(s, *pb, other, 3);
+    assert_int_equal(count_kind(EV_TRIGGER), triggers + 1);
+    assert_string_equal(last_kind(EV_TRIGGER)->host_id, "seed");
+    triggers_allowed = true;
+    return s;
+}
+
+static void test_conflict_is_reverified_by_a_seed(void **state)
+{
+    dmf_scheduler_peer_t *pa, *pb;
+    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb);
+    assert_int_equal(last_for("pd")->kind, EV_FAILED);
+    assert_non_null(strstr(last_for("pd")->reason, "re-verified"));
+    assert_int_equal(last_for("pb")->kind, EV_BTS); /* a fetcher is not told to stop */
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("pc")->ndigests, 0); /* withheld */
+    /* More of the same from the fetchers hands out nothing. */
+    struct dmf_scheduler_digest again[] = {digest(0, 0x66)};
+    report_digests(s, pa, again, 1);
+    assert_int_equal(last_for("pc")->ndigests, 0);
+    /* The seed takes its placeholder over and reports what the origin has. */
+    dmf_scheduler_peer_t *ps = reg(s, T1, "seed", "ps");
+    assert_int_equal(last_for("ps")->kind, EV_BTS);
+    struct dmf_scheduler_digest real[] = {digest(0, 0xaa), digest(1, 0x66)};
+    report_digests(s, ps, real, 2);
+    assert_int_equal(last_for("pc")->kind, EV_META);
+    assert_int_equal(last_for("pc")->ndigests, 2);
+    struct dmf_scheduler_digest last[] = {digest(2, 0xaa)};
+    report_digests(s, ps, last, 1);
+    assert_int_equal(last_for("pc")->ndigests, 1);
+    assert_int_equal(last_for("pc")->first_digest, 2);
+    /* Verified: a newcomer gets the seed's three, a fetcher's lie changes nothing. */
+    report_digests(s, pb, again, 1);
+    reg(s, T1, "x", "px");
+    assert_int_equal(last_for("px")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("px")->ndigests, 3);
+    assert_int_equal(count_kind(EV_FAILED), 1); /* pd alone */
+    dmf_scheduler_free(s);
+}
+
+/* The seed re-verifying a conflicted task cannot fetch it: the task fails as it does
+ * without a seed (every downloading peer told, newcomers too, for the negative ttl). */
+static void test_conflict_fails_when_the_seed_cannot_reverify(void **state)
+{
+    dmf_scheduler_peer_t *pa, *pb;
+    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb);
+    const struct ev *t = last_kind(EV_TRIGGER);
+    size_t from = nevs;
+    dmf_scheduler_seed_result(s, T1, "seed", t->trigger_id, false, "connection refused");
+    bool told = false;
+    for (size_t i = from; i < nevs; i++)
+        told |= evs[i].kind == EV_FAILED && strcmp(evs[i].stream, "pb") == 0 &&
+                strstr(evs[i].reason, "conflicting piece digests") != NULL;
+    assert_true(told);
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_FAILED);
+    dmf_scheduler_free(s);
+}
+
+/* A peer in P2P mode reports validators: they are not pinned, the fetcher's are, and the
+ * P2P peer's other ones are then refused. Its word that the content changed only fails
+ * itself. */
+static void test_validators_only_from_digest_sources(void **state)
+{
+    dmf_scheduler_t *s = new_sched_abc();
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* sent to the origin */
+    dmf_scheduler_peer_t *pb = reg(s, T1, "b", "pb"); /* P2P */
+    progress_version(s, pb, "\"bogus\"", 0x66);
+    progress_version(s, pa, "\"real\"", 0xaa); /* not -ESTALE */
+    char err[256];
+    uint32_t p0 = 0;
+    struct dmf_scheduler_progress bogus = {.pieces = &p0,
+                                           .npieces = 1,
+                                           .content_length = 10 * MIB,
+                                           .piece_length = 1 * MIB,
+                                           .etag = "\"bogus\""};
+    assert_int_equal(dmf_scheduler_progress(s, pb, &bogus, err, sizeof(err)), -ESTALE);
+    dmf_scheduler_content_changed(s, pb, "the content changed at the origin");
+    assert_int_equal(stat_state(s, T1, "pb", NULL), UINT32_MAX);
+    assert_int_equal(stat_state(s, T1, "pa", NULL), DMF_PEER_BACK_TO_SOURCE);
+    assert_int_equal(count_kind(EV_CHANGED), 0);
+    dmf_scheduler_free(s);
+}
+
+/* A registrant's validators are provisional: a seed's (a digest source's) replace them,
+ * and peers that report the provisional ones are not refused before that. */
+static void test_registrant_validators_are_provisional(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "rogue");
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    struct dmf_scheduler_register r = reg_req(T1, "rogue", "pr");
+    r.etag = "\"bogus\"";
+    dmf_scheduler_peer_t *pr = reg_with(s, r, "pr");
+    assert_int_equal(last_for("pr")->kind, EV_CANDIDATES); /* a seed triggered: P2P */
+    progress_version(s, pr, "\"other\"", 0x66);            /* not refused, not pinned */
+    dmf_scheduler_peer_t *ps = reg(s, T1, "seed", "ps");
+    progress_version(s, ps, "\"real\"", 0xaa);
+    char err[256];
+    uint32_t p0 = 0;
+    struct dmf_scheduler_progress bogus = {.pieces = &p0,
+                                           .npieces = 1,
+                                           .content_length = 10 * MIB,
+                                           .piece_length = 1 * MIB,
+                                           .etag = "\"bogus\""};
+    assert_int_equal(dmf_scheduler_progress(s, pr, &bogus, err, sizeof(err)), -ESTALE);
+    dmf_scheduler_free(s);
+}
+
 /* --digest-sources seeds: a peer sent to the origin reports, nobody hears of it. */
 static void test_digest_sources_seeds(void **state)
 {
@@ -1527,6 +1667,10 @@ int main(void)
         cmocka_unit_test(test_claimed_source_digests_do_not_count),
         cmocka_unit_test(test_conflict_between_fetchers_fails_the_task),
         cmocka_unit_test(test_conflict_with_content_digest_goes_on),
+        cmocka_unit_test(test_conflict_is_reverified_by_a_seed),
+        cmocka_unit_test(test_conflict_fails_when_the_seed_cannot_reverify),
+        cmocka_unit_test(test_validators_only_from_digest_sources),
+        cmocka_unit_test(test_registrant_validators_are_provisional),
         cmocka_unit_test(test_seed_digest_overrules_a_fetchers),
         cmocka_unit_test(test_digest_sources_seeds),
         cmocka_unit_test(test_stalled_register_prefers_a_seed),
