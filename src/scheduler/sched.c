@@ -242,6 +242,7 @@ static void task_free(struct dmf_sched_task *t)
     task_clear_request(t);
     free(t->etag);
     free(t->last_modified);
+    free(t->content_type);
     free(t->digests);
     free(t->digest_at);
     free(t->digest_by);
@@ -291,6 +292,7 @@ static void task_meta(struct dmf_sched_task *t, size_t from, struct dmf_schedule
         m->digests = n ? t->meta_buf : NULL;
         m->ndigests = n;
     }
+    m->content_type = t->content_type ? t->content_type : "";
     /* Validators only a registrant claimed are not the cluster's yet. */
     m->etag = t->etag && t->validators_trusted ? t->etag : "";
     m->last_modified = t->last_modified && t->validators_trusted ? t->last_modified : "";
@@ -1381,6 +1383,10 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
             return dmf_sched_fail(err, errlen, -EINVAL,
                                   "digest of piece %u is out of range (task has %u)",
                                   pr->digests[i].number, limit);
+    if (pr->content_type && *pr->content_type && !dmf_content_type_valid(pr->content_type))
+        return dmf_sched_fail(err, errlen, -EINVAL,
+                              "content_type is not 1..%d bytes of printable ASCII",
+                              DMF_CONTENT_TYPE_MAX);
 
     /* Validators pinned by a digest source are the task's: pieces of another version are
      * refused. Provisional ones (a registrant's claim) refuse nobody. */
@@ -1396,8 +1402,10 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
     bool layout_changed = task_set_layout(t, &l);
     /* Only a digest source's validators are pinned: a peer in P2P mode reports what it
      * was told, or lies. */
-    if (trusted)
+    if (trusted) {
         layout_changed |= task_pin_validators(t, pr->etag, pr->last_modified, true, p->host->id);
+        layout_changed |= task_pin(&t->content_type, pr->content_type);
+    }
     for (size_t i = 0; i < pr->npieces; i++)
         dmf_bitmap_set(&p->held, pr->pieces[i]);
 

@@ -79,6 +79,7 @@ struct dmf_scheduler_meta {
     const struct dmf_scheduler_digest *digests; /* new since the last meta on this stream */
     size_t ndigests;
     const char *etag, *last_modified; /* the origin's validators of that content, or "" */
+    const char *content_type;         /* the origin's Content-Type (a digest source's), or "" */
 };
 
 /* One candidate parent (Parent). */
@@ -252,6 +253,7 @@ struct dmf_scheduler_progress {
     int64_t content_length;           /* -1 unknown */
     uint32_t piece_length;            /* 0 unknown */
     const char *etag, *last_modified; /* the origin's validators (a fetcher's), or NULL/"" */
+    const char *content_type;         /* the origin's, or NULL/"" (else dmf_content_type_valid) */
 };
 
 /* Records pieces held by the peer, its digests and the task's layout; new digests or

@@ -92,6 +92,7 @@ struct dmf_sched_task {
      * pins them provisionally: they go to a triggered seed, but not into TaskMeta, and a
      * digest source's validators replace them. */
     bool validators_trusted;
+    char *content_type;     /* the origin's, from the first digest source that said, or NULL */
     int64_t content_length; /* -1 unknown */
     uint32_t piece_length;  /* 0 unknown */
     uint32_t total_pieces;  /* valid when content_length >= 0 */

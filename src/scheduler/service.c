@@ -202,6 +202,7 @@ static void fill_meta(Damselfly__V1__TaskMeta *tm, const struct dmf_scheduler_me
     tm->total_pieces = m->total_pieces;
     tm->etag = (char *)(m->etag ? m->etag : "");
     tm->last_modified = (char *)(m->last_modified ? m->last_modified : "");
+    tm->content_type = (char *)(m->content_type ? m->content_type : "");
     size_t n = DMF_MIN(m->ndigests - *next, (size_t)DIGESTS_PER_MESSAGE);
     for (size_t i = 0; i < n; i++) {
         const struct dmf_scheduler_digest *d = &m->digests[*next + i];
@@ -698,6 +699,7 @@ static int peer_progress(struct call *c, const Damselfly__V1__PieceProgress *m, 
         .piece_length = m->piece_length,
         .etag = m->etag,
         .last_modified = m->last_modified,
+        .content_type = m->content_type,
     };
     rc = dmf_scheduler_progress(c->svc->sched, c->peer, &pr, err, errlen);
 out:

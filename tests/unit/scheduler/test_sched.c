@@ -38,6 +38,7 @@ struct ev {
     char host_id[64];
     char url[128];
     size_t nheaders;
+    char content_type[64];
 };
 
 static struct ev evs[512];
@@ -66,6 +67,8 @@ static void ev_meta(struct ev *e, const struct dmf_scheduler_meta *m)
     e->total = m->total_pieces;
     e->ndigests = m->ndigests;
     e->first_digest = m->ndigests ? m->digests[0].number : UINT32_MAX;
+    snprintf(e->content_type, sizeof(e->content_type), "%s",
+             m->content_type ? m->content_type : "");
 }
 
 static void on_candidates(void *arg, void *stream, const struct dmf_scheduler_parent *parents,
@@ -1412,6 +1415,37 @@ static void test_validators_only_from_digest_sources(void **state)
     dmf_scheduler_free(s);
 }
 
+/* The origin's Content-Type travels like the validators: from a digest source only, and
+ * only printable and bounded. */
+static void test_content_type_only_from_digest_sources(void **state)
+{
+    dmf_scheduler_t *s = new_sched_abc();
+    host(s, "x");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* sent to the origin */
+    dmf_scheduler_peer_t *pb = reg(s, T1, "b", "pb"); /* P2P */
+    char err[256];
+    uint32_t p0 = 0;
+    struct dmf_scheduler_progress pr = {.pieces = &p0,
+                                        .npieces = 1,
+                                        .content_length = 10 * MIB,
+                                        .piece_length = 1 * MIB,
+                                        .content_type = "text/html"};
+    assert_int_equal(dmf_scheduler_progress(s, pb, &pr, err, sizeof(err)), 0);
+    reg(s, T1, "c", "pc");
+    assert_string_equal(last_for("pc")->content_type, "");
+    pr.content_type = "text/plain\r\nX: y";
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "content_type"));
+    pr.content_type = "application/x-real";
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr, err, sizeof(err)), 0);
+    assert_string_equal(last_for("pc")->content_type, "application/x-real");
+    pr.content_type = "text/other";
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr, err, sizeof(err)), 0);
+    reg(s, T1, "x", "px");
+    assert_string_equal(last_for("px")->content_type, "application/x-real"); /* the first */
+    dmf_scheduler_free(s);
+}
+
 /* A registrant's validators are provisional: a seed's (a digest source's) replace them,
  * and peers that report the provisional ones are not refused before that. */
 static void test_registrant_validators_are_provisional(void **state)
@@ -1670,6 +1704,7 @@ int main(void)
         cmocka_unit_test(test_conflict_is_reverified_by_a_seed),
         cmocka_unit_test(test_conflict_fails_when_the_seed_cannot_reverify),
         cmocka_unit_test(test_validators_only_from_digest_sources),
+        cmocka_unit_test(test_content_type_only_from_digest_sources),
         cmocka_unit_test(test_registrant_validators_are_provisional),
         cmocka_unit_test(test_seed_digest_overrules_a_fetchers),
         cmocka_unit_test(test_digest_sources_seeds),
