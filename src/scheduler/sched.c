@@ -312,27 +312,22 @@ static bool validator_set(const char *v)
     return v != NULL && v[0] != '\0' && strlen(v) <= DMF_SCHED_TAG_MAX;
 }
 
-/* Pins the validators a reporter saw (trusted: it is a digest source, provenance.h).
- * Nothing pinned yet: they are pinned, provisionally when untrusted. Provisional ones are
- * replaced by a digest source's. An untrusted reporter never changes a pin. Returns true
- * when what TaskMeta carries changed. */
+/* Pins the validators a reporter saw (trusted: it is a digest source) as
+ * dmf_provenance_validators decides. Returns true when what TaskMeta carries changed. */
 static bool task_pin_validators(struct dmf_sched_task *t, const char *etag, const char *lm,
                                 bool trusted, const char *host_id)
 {
     bool any = validator_set(etag) || validator_set(lm);
-    if (t->etag == NULL && t->last_modified == NULL) {
-        if (!any)
-            return false;
+    bool pinned = t->etag != NULL || t->last_modified != NULL;
+    switch (dmf_provenance_validators(pinned, t->validators_trusted, trusted, any)) {
+    case DMF_VAL_KEEP:
+        return false;
+    case DMF_VAL_PIN:
         task_pin(&t->etag, etag);
         task_pin(&t->last_modified, lm);
         t->validators_trusted = trusted;
         return trusted;
-    }
-    if (!trusted)
-        return false;
-    if (!t->validators_trusted) {
-        if (!any)
-            return false;
+    case DMF_VAL_REPLACE:
         if ((validator_set(etag) && t->etag && strcmp(etag, t->etag) != 0) ||
             (validator_set(lm) && t->last_modified && strcmp(lm, t->last_modified) != 0))
             dmf_warn("task %s: the validators a registrant claimed (ETag %.100s) are replaced by "
@@ -345,6 +340,8 @@ static bool task_pin_validators(struct dmf_sched_task *t, const char *etag, cons
         task_pin(&t->last_modified, lm);
         t->validators_trusted = true;
         return true;
+    case DMF_VAL_FILL:
+        break;
     }
     bool changed = task_pin(&t->etag, etag);
     changed |= task_pin(&t->last_modified, lm);
@@ -1391,10 +1388,11 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
     /* Validators pinned by a digest source are the task's: pieces of another version are
      * refused. Provisional ones (a registrant's claim) refuse nobody. */
     bool trusted = reporter_trusted(s, p);
-    if (t->validators_trusted &&
-        ((pr->etag && *pr->etag && t->etag && strcmp(pr->etag, t->etag) != 0) ||
-         (pr->last_modified && *pr->last_modified && t->last_modified &&
-          strcmp(pr->last_modified, t->last_modified) != 0)))
+    if (dmf_provenance_refuses_version(
+            t->validators_trusted,
+            (pr->etag && *pr->etag && t->etag && strcmp(pr->etag, t->etag) != 0) ||
+                (pr->last_modified && *pr->last_modified && t->last_modified &&
+                 strcmp(pr->last_modified, t->last_modified) != 0)))
         return dmf_sched_fail(err, errlen, -ESTALE,
                               "the pieces are of another version (ETag %.100s) than the task's "
                               "(%.100s)",
