@@ -705,19 +705,18 @@ static struct dmf_scheduler_parent parent_of(const dmf_scheduler_peer_t *c)
     };
 }
 
-/* Makes seed fetch t for a peer of host `requester`: its placeholder peer, or NULL (with
- * the reason in *why) when the peer table is full or, when budgeted, the requester's
- * budget of seed triggers is spent (the sink's may_trigger). Unbudgeted triggers are the
- * scheduler's own (re-verifying a conflicted task, once per task). */
+/* Makes seed fetch t for a peer of host `requester` (the seed itself for the scheduler's
+ * own triggers): its placeholder peer, or NULL (with the reason in *why) when the peer
+ * table is full or the requester's budget of seed triggers is spent (the sink's
+ * may_trigger). */
 static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sched_task *t,
                                               struct dmf_sched_host *seed,
-                                              const struct dmf_sched_host *requester, bool budgeted,
+                                              const struct dmf_sched_host *requester,
                                               const char **why)
 {
     if (s->npeers >= s->cfg.max_peers)
         return NULL;
-    if (budgeted && s->sink.may_trigger &&
-        !s->sink.may_trigger(s->sink_arg, requester->id, seed->id)) {
+    if (s->sink.may_trigger && !s->sink.may_trigger(s->sink_arg, requester->id, seed->id)) {
         *why = "this host's budget of seed triggers is spent";
         return NULL;
     }
@@ -759,8 +758,7 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
         struct dmf_sched_view v = rank_view(s, 0); /* marks do not matter to a seed */
         struct dmf_sched_host *seed = dmf_sched_pick_seed(&v, p);
         const char *why = "no seed peer and no peer holds the task";
-        dmf_scheduler_peer_t *ph =
-            seed ? trigger_new_seed(s, p->task, seed, p->host, true, &why) : NULL;
+        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, p->task, seed, p->host, &why) : NULL;
         if (ph == NULL) {
             send_to_source(s, p, why);
             return;
@@ -1111,7 +1109,7 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         struct dmf_sched_view v = rank_view(s, 0);
         struct dmf_sched_host *seed = t->seed_failed ? NULL : dmf_sched_pick_seed(&v, p);
         const char *why = "no peer fetches the missing pieces from the origin";
-        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, t, seed, h, true, &why) : NULL;
+        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, t, seed, h, &why) : NULL;
         if (ph == NULL) {
             send_to_source(s, p, why);
             return 0;
@@ -1295,7 +1293,7 @@ static bool peer_given_suspect(const struct dmf_sched_task *t, const dmf_schedul
 
 /* Two hosts that are not seeds but fetched from the origin disagree, and no whole-content
  * digest decides: a seed fetches the task from the origin (one already doing so, or one
- * triggered now, whatever the reporter's trigger budget) and only seeds' digests are
+ * triggered now on the seed's own trigger budget) and only seeds' digests are
  * handed out until it has reported every piece. Peers that were given another host's
  * digests fail now (their pieces may be a liar's; they may ask again). false when no seed
  * can: the caller fails the task as before. */
@@ -1306,7 +1304,10 @@ static bool reverify_start(dmf_scheduler_t *s, struct dmf_sched_task *t, dmf_sch
         struct dmf_sched_view v = rank_view(s, 0);
         struct dmf_sched_host *h = dmf_sched_pick_seed(&v, p);
         const char *why = NULL;
-        seed = h ? trigger_new_seed(s, t, h, p->host, false, &why) : NULL;
+        /* Charged to the seed's own budget of triggers, not the reporter's (spent, as a
+         * rule: that is how it came to fetch from the origin): a cluster-wide bound on the
+         * origin fetches conflicts can cause. */
+        seed = h ? trigger_new_seed(s, t, h, h, &why) : NULL;
     }
     if (seed == NULL)
         return false;

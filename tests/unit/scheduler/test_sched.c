@@ -135,9 +135,11 @@ static void on_host_gone(void *arg, const char *host_id)
 }
 
 static bool triggers_allowed = true; /* what the sink's may_trigger answers */
+static char last_trigger_requester[64];
 
 static bool on_may_trigger(void *arg, const char *requester, const char *seed)
 {
+    snprintf(last_trigger_requester, sizeof(last_trigger_requester), "%s", requester);
     return triggers_allowed;
 }
 
@@ -1306,7 +1308,8 @@ static void test_seed_digest_overrules_a_fetchers(void **state)
  * spent) disagree, a seed is known: the seed is triggered whatever the budget, peers that
  * were given a fetcher's digests fail, a newcomer is given none until the seed reported,
  * then the seed's. */
-static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_scheduler_peer_t **pb)
+static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_scheduler_peer_t **pb,
+                                           bool seed_budget)
 {
     dmf_scheduler_t *s = new_sched(4);
     host(s, "a");
@@ -1330,9 +1333,12 @@ static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_schedu
     assert_int_equal(last_for("pb")->kind, EV_BTS);
     size_t triggers = count_kind(EV_TRIGGER);
     struct dmf_scheduler_digest other[] = {digest(0, 0xcc), digest(1, 0xcc), digest(2, 0xcc)};
+    triggers_allowed = seed_budget; /* the re-verification is charged to the seed itself */
     report_digests(s, *pb, other, 3);
-    assert_int_equal(count_kind(EV_TRIGGER), triggers + 1);
-    assert_string_equal(last_kind(EV_TRIGGER)->host_id, "seed");
+    assert_string_equal(last_trigger_requester, "seed");
+    assert_int_equal(count_kind(EV_TRIGGER), triggers + (seed_budget ? 1 : 0));
+    if (seed_budget)
+        assert_string_equal(last_kind(EV_TRIGGER)->host_id, "seed");
     triggers_allowed = true;
     return s;
 }
@@ -1340,7 +1346,7 @@ static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_schedu
 static void test_conflict_is_reverified_by_a_seed(void **state)
 {
     dmf_scheduler_peer_t *pa, *pb;
-    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb);
+    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb, true);
     assert_int_equal(last_for("pd")->kind, EV_FAILED);
     assert_non_null(strstr(last_for("pd")->reason, "re-verified"));
     assert_int_equal(last_for("pb")->kind, EV_BTS); /* a fetcher is not told to stop */
@@ -1376,7 +1382,7 @@ static void test_conflict_is_reverified_by_a_seed(void **state)
 static void test_conflict_fails_when_the_seed_cannot_reverify(void **state)
 {
     dmf_scheduler_peer_t *pa, *pb;
-    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb);
+    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb, true);
     const struct ev *t = last_kind(EV_TRIGGER);
     size_t from = nevs;
     dmf_scheduler_seed_result(s, T1, "seed", t->trigger_id, false, "connection refused");
@@ -1385,6 +1391,19 @@ static void test_conflict_fails_when_the_seed_cannot_reverify(void **state)
         told |= evs[i].kind == EV_FAILED && strcmp(evs[i].stream, "pb") == 0 &&
                 strstr(evs[i].reason, "conflicting piece digests") != NULL;
     assert_true(told);
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_FAILED);
+    dmf_scheduler_free(s);
+}
+
+/* The seed's own budget of triggers is spent (conflicts made it fetch too much): the
+ * conflicted task fails as it does without a seed. */
+static void test_conflict_fails_when_the_seeds_budget_is_spent(void **state)
+{
+    dmf_scheduler_peer_t *pa, *pb;
+    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb, false);
+    assert_int_equal(last_for("pd")->kind, EV_FAILED);
+    assert_non_null(strstr(last_for("pd")->reason, "the content changed, or a host lies"));
     reg(s, T1, "c", "pc");
     assert_int_equal(last_for("pc")->kind, EV_FAILED);
     dmf_scheduler_free(s);
@@ -1703,6 +1722,7 @@ int main(void)
         cmocka_unit_test(test_conflict_with_content_digest_goes_on),
         cmocka_unit_test(test_conflict_is_reverified_by_a_seed),
         cmocka_unit_test(test_conflict_fails_when_the_seed_cannot_reverify),
+        cmocka_unit_test(test_conflict_fails_when_the_seeds_budget_is_spent),
         cmocka_unit_test(test_validators_only_from_digest_sources),
         cmocka_unit_test(test_content_type_only_from_digest_sources),
         cmocka_unit_test(test_registrant_validators_are_provisional),
