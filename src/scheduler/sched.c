@@ -1216,13 +1216,18 @@ static enum dmf_provenance_verdict judge_digest(dmf_scheduler_t *s, dmf_schedule
     case DMF_PROV_SEED_OVERRULES:
     case DMF_PROV_SEED_STANDS:
         t->conflicted = true;
-        dmf_warn("task %s: conflicted: piece %u has digest %s from host %s and %s from host %s "
-                 "(%s%s)",
-                 t->id, d->number, a, by->host_id, b, p->host->id, dmf_provenance_verdict_name(v),
-                 v == DMF_PROV_SEED_OVERRULES ? ": the seed's, fetched from the origin, counts"
-                 : v == DMF_PROV_SEED_STANDS  ? ": the seed's, fetched from the origin, stays"
-                 : t->digest && t->digest[0]  ? ": the whole-content digest decides"
-                                              : ": the origin decides");
+        /* One line per disagreeing piece, at warn for the first few of the task only: a
+         * message may carry thousands. */
+        dmf_log(t->conflicts_logged < DMF_SCHED_CONFLICTS_LOGGED ? DMF_LOG_WARN : DMF_LOG_DEBUG,
+                "task %s: conflicted: piece %u has digest %s from host %s and %s from host %s "
+                "(%s%s)",
+                t->id, d->number, a, by->host_id, b, p->host->id, dmf_provenance_verdict_name(v),
+                v == DMF_PROV_SEED_OVERRULES ? ": the seed's, fetched from the origin, counts"
+                : v == DMF_PROV_SEED_STANDS  ? ": the seed's, fetched from the origin, stays"
+                : t->digest && t->digest[0]  ? ": the whole-content digest decides"
+                                             : ": the origin decides");
+        if (t->conflicts_logged++ == DMF_SCHED_CONFLICTS_LOGGED)
+            dmf_warn("task %s: more disagreeing piece digests are logged at debug level", t->id);
         if (v == DMF_PROV_SEED_OVERRULES) {
             size_t at = t->digest_at[d->number] - 1;
             if (t->reverifying) {

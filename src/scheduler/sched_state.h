@@ -59,7 +59,8 @@ LIST_HEAD(dmf_sched_host_list, dmf_sched_host);
 
 #define DMF_SCHED_REPORTERS_MAX 64 /* distinct digest reporters remembered per task */
 /* digest_by of a digest a seed's has replaced (a tombstone: handed out to nobody again). */
-#define DMF_SCHED_DIGEST_DEAD UINT16_MAX
+#define DMF_SCHED_DIGEST_DEAD      UINT16_MAX
+#define DMF_SCHED_CONFLICTS_LOGGED 8 /* disagreeing digests logged at warn per task */
 
 /* A host that reported digests of a task. */
 struct dmf_sched_reporter {
@@ -108,8 +109,9 @@ struct dmf_sched_task {
     uint16_t *digest_by;
     struct dmf_sched_reporter *reporters;
     size_t nreporters;
-    bool conflicted;       /* two accepted reporters disagreed on a piece (logged) */
-    size_t overruled_from; /* lowest digest index a seed overruled, SIZE_MAX when none */
+    bool conflicted;           /* two accepted reporters disagreed on a piece (logged) */
+    uint32_t conflicts_logged; /* disagreements logged at warn (DMF_SCHED_CONFLICTS_LOGGED) */
+    size_t overruled_from;     /* lowest digest index a seed overruled, SIZE_MAX when none */
     /* Conflicted and being re-verified: a seed fetches the task from the origin, and until
      * it has reported every piece only seeds' digests are handed out. nsuspect counts the
      * live digests of other hosts (withheld), ndead the tombstones. */
