@@ -508,6 +508,24 @@ static void send_to_source(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const ch
     s->sink.back_to_source(s->sink_arg, p->stream, reason);
 }
 
+static const char budget_spent[] = "this host's budget of seed triggers is spent";
+
+/* p goes to the origin because no seed fetches for it: no seed could (its digests count,
+ * as send_to_source), or one could but its host's budget of triggers is spent (why is
+ * budget_spent). Then the download is its own business: its digests do not count, or a
+ * host could spend its budget on purpose and become the digest source of any task it
+ * registers for first; peers that stall on it get the seed. */
+static void send_to_source_for(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *why)
+{
+    send_to_source(s, p, why);
+    if (why == budget_spent) {
+        p->source_ordered = false;
+        dmf_info("task %s peer %s host %s: fetches from the origin for itself (a seed could, "
+                 "for a budget it spent): its digests do not count",
+                 p->task->id, p->peer_id, p->host->id);
+    }
+}
+
 static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
 {
     struct dmf_sched_edge *e = dmf_xmalloc(sizeof(*e));
@@ -717,7 +735,7 @@ static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sch
     if (s->npeers >= s->cfg.max_peers)
         return NULL;
     if (s->sink.may_trigger && !s->sink.may_trigger(s->sink_arg, requester->id, seed->id)) {
-        *why = "this host's budget of seed triggers is spent";
+        *why = budget_spent;
         return NULL;
     }
     char *ph_id = dmf_xasprintf("seed-%s", seed->id);
@@ -760,7 +778,7 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
         const char *why = "no seed peer and no peer holds the task";
         dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, p->task, seed, p->host, &why) : NULL;
         if (ph == NULL) {
-            send_to_source(s, p, why);
+            send_to_source_for(s, p, why);
             return;
         }
         best[0].peer = ph;
@@ -1111,7 +1129,7 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         const char *why = "no peer fetches the missing pieces from the origin";
         dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, t, seed, h, &why) : NULL;
         if (ph == NULL) {
-            send_to_source(s, p, why);
+            send_to_source_for(s, p, why);
             return 0;
         }
         edge_add(p, ph);

@@ -119,27 +119,27 @@ def _peer_state(scheduler, tid, host_id):
 
 @pytest.mark.deadline(150)
 def test_conflicting_sources_are_reverified_by_a_seed(tmp_path, origin, need_binary):
-    """Two rogues that are not seeds get themselves sent to the origin (each spent its seed
-    trigger budget first) and report digests of two different made-up contents: the task is
-    conflicted. With a seed known, the scheduler has the seed fetch the task from the origin
-    and hands out only its digests: every honest get afterwards returns the origin's bytes
-    (before, the task failed for everyone for the negative-cache TTL)."""
+    """Two rogues that are not seeds are sent to the origin (no seed has announced yet) and
+    report digests of two different made-up contents; the second reports once the seed
+    has announced: the task is conflicted. The scheduler has the seed fetch the task from
+    the origin and hands out only its digests: every honest get afterwards returns the
+    origin's bytes (before, the task failed for everyone for the negative-cache TTL)."""
+    import threading
+
     size = 2 * MiB + 777
     real = origin.add_random("/conflict.bin", size, tmp_path / "origin")
-    origin.add_random("/spend.bin", 1000, tmp_path / "origin")
     url = origin.url("/conflict.bin")
     tid = task_id(url)
-    c = start_cluster(tmp_path, daemons=3, daemon_flags={"progress_timeout": "5s"},
-                      scheduler_flags={"seed_triggers_per_min": 1, "seed_trigger_burst": 1})
+    c = start_cluster(tmp_path, daemons=3, daemon_flags={"progress_timeout": "5s"}, seed=False)
     pb = proto_modules()
     bytes_a, bytes_b = os.urandom(size), os.urandom(size)
     fakes = {sha256_bytes(bytes_a), sha256_bytes(bytes_b)}
-    for h in ("rogue-a", "rogue-b"):
-        _spend_trigger_budget(c.scheduler, h, origin.url("/spend.bin"))
+    gate = threading.Event()
     rogue_a = FakeParent(c.scheduler, tid, url, bytes_a, host_id="rogue-a", corrupt=False,
                          report_digests=True)
     rogue_b = FakeParent(c.scheduler, tid, url, bytes_b, host_id="rogue-b", corrupt=False,
-                         report_digests=True, register_kw={"stalled": True})
+                         report_digests=True, register_kw={"stalled": True},
+                         progress_gate=gate)
     outcomes = {}
     try:
         rogue_a.start()
@@ -147,6 +147,13 @@ def test_conflicting_sources_are_reverified_by_a_seed(tmp_path, origin, need_bin
                    PEER_STATE_SUCCEEDED, scaled(10), interval=0.1,
                    what="rogue-a to be the task's first fetcher")
         rogue_b.start()
+        wait_until(lambda: _peer_state(c.scheduler, tid, "rogue-b") == pb.scheduler_pb2.
+                   PEER_STATE_BACK_TO_SOURCE, scaled(10), interval=0.1,
+                   what="rogue-b to be sent to the origin")
+        start_daemon(tmp_path, "seed", scheduler=c.scheduler, seed=True,
+                     progress_timeout="5s")
+        wait_hosts(c.scheduler, 6)
+        gate.set()
         wait_until(lambda: b"from host rogue-b (conflict" in c.scheduler.log_path.read_bytes(),
                    scaled(10), interval=0.1, what="the scheduler to see the conflict")
         outs = [tmp_path / f"out-{d.name}" for d in c.daemons]
@@ -167,6 +174,47 @@ def test_conflicting_sources_are_reverified_by_a_seed(tmp_path, origin, need_bin
     assert b"conflicted -> re-verifying: seed host" in log
     assert b"re-verifying -> verified" in log
     assert b"conflicted -> failed" not in log
+
+
+@pytest.mark.deadline(150)
+def test_spending_the_trigger_budget_does_not_make_a_digest_source(tmp_path, origin,
+                                                                   need_binary):
+    """A rogue spends its budget of seed triggers on purpose (--seed-trigger-burst 1), then
+    registers first for a task, so the scheduler sends it to the origin instead of
+    triggering the seed, and reports the digests of its own bytes. While a seed could
+    fetch, such a peer's digests do not count: the honest gets stall on it, get the seed,
+    and return the origin's bytes (before, they returned the rogue's)."""
+    size = 2 * MiB + 555
+    real = origin.add_random("/budget.bin", size, tmp_path / "origin")
+    origin.add_random("/spend.bin", 1000, tmp_path / "origin")
+    url = origin.url("/budget.bin")
+    tid = task_id(url)
+    c = start_cluster(tmp_path, daemons=2, daemon_flags={"progress_timeout": "3s"},
+                      scheduler_flags={"seed_triggers_per_min": 1, "seed_trigger_burst": 1})
+    pb = proto_modules()
+    rogue_bytes = os.urandom(size)
+    fake = sha256_bytes(rogue_bytes)
+    _spend_trigger_budget(c.scheduler, "rogue", origin.url("/spend.bin"))
+    rogue = FakeParent(c.scheduler, tid, url, rogue_bytes, host_id="rogue", corrupt=False,
+                       report_digests=True)
+    outcomes = {}
+    try:
+        rogue.start()
+        wait_until(lambda: _peer_state(c.scheduler, tid, "rogue") == pb.scheduler_pb2.
+                   PEER_STATE_SUCCEEDED, scaled(10), interval=0.1,
+                   what="the rogue to be the task's first registrant")
+        for d in c.daemons:
+            out = tmp_path / f"out-{d.name}"
+            cp = run_get(d, url, out, timeout=60)
+            got = sha256_file(out) if out.exists() else None
+            outcomes[d.name] = ("ROGUE BYTES" if got == fake else
+                                "real" if cp.returncode == 0 and got == real else describe(cp))
+    finally:
+        rogue.stop()
+    print(f"outcomes {outcomes}; the rogue served {rogue.request_count()} requests")
+    assert all(o == "real" for o in outcomes.values()), outcomes
+    log = c.scheduler.log_path.read_bytes()
+    assert b"host rogue: fetches from the origin for itself" in log
 
 
 @pytest.mark.deadline(120)

@@ -1304,8 +1304,8 @@ static void test_seed_digest_overrules_a_fetchers(void **state)
     dmf_scheduler_free(s);
 }
 
-/* Two fetchers that are not seeds (sent to the origin because their trigger budgets were
- * spent) disagree, a seed is known: the seed is triggered whatever the budget, peers that
+/* Two fetchers that are not seeds (sent to the origin while no seed had announced)
+ * disagree once a seed is known: the seed is triggered (on its own budget), peers that
  * were given a fetcher's digests fail, a newcomer is given none until the seed reported,
  * then the seed's. */
 static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_scheduler_peer_t **pb,
@@ -1317,8 +1317,6 @@ static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_schedu
     host(s, "c");
     host(s, "d");
     host(s, "x");
-    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
-    triggers_allowed = false;
     *pa = reg(s, T1, "a", "pa");
     assert_int_equal(last_for("pa")->kind, EV_BTS);
     struct dmf_scheduler_digest one[] = {digest(0, 0x66), digest(1, 0x66), digest(2, 0x66)};
@@ -1331,6 +1329,7 @@ static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_schedu
     r.stalled = true;
     *pb = reg_with(s, r, "pb");
     assert_int_equal(last_for("pb")->kind, EV_BTS);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
     size_t triggers = count_kind(EV_TRIGGER);
     struct dmf_scheduler_digest other[] = {digest(0, 0xcc), digest(1, 0xcc), digest(2, 0xcc)};
     triggers_allowed = seed_budget; /* the re-verification is charged to the seed itself */
@@ -1487,6 +1486,33 @@ static void test_registrant_validators_are_provisional(void **state)
                                            .piece_length = 1 * MIB,
                                            .etag = "\"bogus\""};
     assert_int_equal(dmf_scheduler_progress(s, pr, &bogus, err, sizeof(err)), -ESTALE);
+    dmf_scheduler_free(s);
+}
+
+/* A host could spend its budget on purpose to be sent to the origin: while a seed could
+ * fetch the task, such a peer's digests do not count, and a peer that stalls on it gets
+ * the seed (on its own budget) instead of going to the origin itself. */
+static void test_spent_budget_does_not_make_a_digest_source(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "rogue");
+    host(s, "b");
+    triggers_allowed = false;
+    dmf_scheduler_peer_t *pr = reg(s, T1, "rogue", "pr");
+    assert_int_equal(last_for("pr")->kind, EV_BTS);
+    triggers_allowed = true;
+    struct dmf_scheduler_digest lie[] = {digest(0, 0x66), digest(1, 0x66), digest(2, 0x66)};
+    report_digests(s, pr, lie, 3);
+    reg(s, T1, "b", "pb");
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("pb")->ndigests, 0);
+    struct dmf_scheduler_register r = reg_req(T1, "b", "pb");
+    r.stalled = true;
+    reg_with(s, r, "pb");
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    assert_true(last_for("pb")->seed_triggered);
+    assert_string_equal(last_kind(EV_TRIGGER)->host_id, "seed");
     dmf_scheduler_free(s);
 }
 
@@ -1707,6 +1733,7 @@ int main(void)
         cmocka_unit_test(test_finished_peer_expires_after_peer_ttl),
         cmocka_unit_test(test_tasks_per_host_limit),
         cmocka_unit_test(test_spent_trigger_budget_goes_to_the_origin),
+        cmocka_unit_test(test_spent_budget_does_not_make_a_digest_source),
         cmocka_unit_test(test_failed_parent_reschedules_children),
         cmocka_unit_test(test_failed_for_good_is_remembered),
         cmocka_unit_test(test_content_changed_forgets_the_version),
