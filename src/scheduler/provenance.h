@@ -5,8 +5,9 @@
  * A piece digest is the reference every other host checks bytes against, so it counts
  * only when its reporter fetched that piece from the origin because the scheduler told it
  * to: a seed host (the scheduler sends a seed nowhere but to the origin), or a peer the
- * scheduler sent back to source because no seed could fetch for it (not one whose host
- * merely spent its budget of seed triggers: sched.c). A peer in P2P mode, or one that only says it
+ * scheduler sent back to source while no seed could fetch the task (not one whose host
+ * spent its budget of seed triggers, or that reported the seeds away: sched.c). A peer in
+ * P2P mode, or one that only says it
  * is at the origin (a re-register with from_source), reports digests of bytes it got from anyone:
  * they are ignored. Whether a host is a seed is the host table's business (its announce,
  * and a seed allow-list where one is configured). */

@@ -510,19 +510,44 @@ static void send_to_source(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const ch
 
 static const char budget_spent[] = "this host's budget of seed triggers is spent";
 
-/* p goes to the origin because no seed fetches for it: no seed could (its digests count,
- * as send_to_source), or one could but its host's budget of triggers is spent (why is
- * budget_spent). Then the download is its own business: its digests do not count, or a
- * host could spend its budget on purpose and become the digest source of any task it
- * registers for first; peers that stall on it get the seed. */
+static dmf_scheduler_peer_t *task_seed_fetching(const struct dmf_sched_task *t);
+
+/* Whether a seed fetches t, or one could: alive, not excluded, and no trigger failed for
+ * the task. The blocks of the peer asking do not count: a peer cannot report the seeds
+ * away to be sent to the origin itself. */
+static bool seed_could_fetch(const dmf_scheduler_t *s, const struct dmf_sched_task *t)
+{
+    if (task_seed_fetching(t) != NULL)
+        return true;
+    if (t->seed_failed)
+        return false;
+    uint64_t now = now_ms(s);
+    const struct dmf_sched_host *h;
+    LIST_FOREACH(h, &s->seeds, seeds)
+    {
+        if (!dmf_sched_host_excluded(h, s->cfg.bad_parent_threshold) &&
+            now - h->last_seen < s->cfg.host_timeout_ms)
+            return true;
+    }
+    return false;
+}
+
+/* p goes to the origin because no seed fetches for it. Its digests count (as
+ * send_to_source) only when no seed fetches the task or could: otherwise it is there for
+ * a budget of seed triggers its host spent, or seeds it reported itself, and the download
+ * is its own business, or a host could spend its budget (or report the seeds) on purpose
+ * and become the digest source of any task it registers for first. Peers that stall on
+ * it get the seed. */
 static void send_to_source_for(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *why)
 {
     send_to_source(s, p, why);
-    if (why == budget_spent) {
+    if (seed_could_fetch(s, p->task)) {
         p->source_ordered = false;
-        dmf_info("task %s peer %s host %s: fetches from the origin for itself (a seed could, "
-                 "for a budget it spent): its digests do not count",
-                 p->task->id, p->peer_id, p->host->id);
+        dmf_info("task %s peer %s host %s: fetches from the origin for itself (%s, but a seed "
+                 "could): its digests do not count",
+                 p->task->id, p->peer_id, p->host->id,
+                 why == budget_spent ? "its budget of seed triggers is spent"
+                                     : "no seed is free for it");
     }
 }
 

@@ -1516,6 +1516,29 @@ static void test_spent_budget_does_not_make_a_digest_source(void **state)
     dmf_scheduler_free(s);
 }
 
+/* A peer that reports the seed away (a parent failure naming it) is sent to the origin,
+ * but while the seed fetches (or could), its digests do not count. */
+static void test_reporting_the_seed_away_does_not_make_a_digest_source(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "rogue");
+    host(s, "b");
+    dmf_scheduler_peer_t *pr = reg(s, T1, "rogue", "pr");
+    assert_true(last_for("pr")->seed_triggered);
+    char err[256];
+    assert_int_equal(dmf_scheduler_parent_failure(s, pr, "seed-seed", "seed",
+                                                  DMF_PARENT_UNREACHABLE, err, sizeof(err)),
+                     0);
+    assert_int_equal(last_for("pr")->kind, EV_BTS);
+    struct dmf_scheduler_digest lie[] = {digest(0, 0x66)};
+    report_digests(s, pr, lie, 1);
+    reg(s, T1, "b", "pb");
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("pb")->ndigests, 0);
+    dmf_scheduler_free(s);
+}
+
 /* --digest-sources seeds: a peer sent to the origin reports, nobody hears of it. */
 static void test_digest_sources_seeds(void **state)
 {
@@ -1734,6 +1757,7 @@ int main(void)
         cmocka_unit_test(test_tasks_per_host_limit),
         cmocka_unit_test(test_spent_trigger_budget_goes_to_the_origin),
         cmocka_unit_test(test_spent_budget_does_not_make_a_digest_source),
+        cmocka_unit_test(test_reporting_the_seed_away_does_not_make_a_digest_source),
         cmocka_unit_test(test_failed_parent_reschedules_children),
         cmocka_unit_test(test_failed_for_good_is_remembered),
         cmocka_unit_test(test_content_changed_forgets_the_version),
