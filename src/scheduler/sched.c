@@ -774,6 +774,19 @@ static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sch
     return ph;
 }
 
+static bool task_fetching_from_source(const struct dmf_sched_task *t,
+                                      const dmf_scheduler_peer_t *p);
+
+/* Whether t has no digest source for what p may still need: its digests (those handed
+ * out) do not cover every piece, and no peer but p whose digests count fetches from the
+ * origin (task_fetching_from_source). */
+static bool task_lacks_source(const struct dmf_sched_task *t, const dmf_scheduler_peer_t *p)
+{
+    bool covered =
+        t->content_length >= 0 && !t->reverifying && t->ndigests - t->ndead >= t->total_pieces;
+    return !covered && !task_fetching_from_source(t, p);
+}
+
 /* Gives p more parents until it uses candidate_limit of them, and tells its stream (a
  * pushed Candidates adds to the parents in use). A peer left with no parent at all gets a
  * freshly triggered seed, or is sent back to the source. p must be PENDING or RUNNING and
@@ -796,6 +809,17 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
         dmf_debug("task %s peer %s host %s: no new parent; keeps its %u", p->task->id, p->peer_id,
                   p->host->id, p->nparents);
         return;
+    }
+    if (n > 0 && task_lacks_source(p->task, p)) {
+        /* The candidates hold pieces but nobody whose digests count brings them (holders
+         * that rejoined, peers at the origin for themselves): without digests p could
+         * take nothing from them, and would stall. A seed fetches, as for no candidate. */
+        struct dmf_sched_view v = rank_view(s, 0);
+        struct dmf_sched_host *seed = dmf_sched_pick_seed(&v, p);
+        const char *why = NULL;
+        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, p->task, seed, p->host, &why) : NULL;
+        if (ph != NULL)
+            best[n < want ? n++ : n - 1].peer = ph;
     }
     if (n == 0) {
         struct dmf_sched_view v = rank_view(s, 0); /* marks do not matter to a seed */

@@ -1074,9 +1074,18 @@ static void test_holder_rejoins(void **state)
     dmf_scheduler_peer_t *p = reg_with(s, r, "pa");
     assert_int_equal(nevs, before);
     finish(s, p);
-    reg(s, T1, "b", "pb");
-    assert_candidates("pb", 1, (const char *[]){"pa"});
     assert_int_equal(count_kind(EV_TRIGGER), 0);
+    /* A newcomer gets the holder, and the seed: a rejoined holder's digests do not count
+     * (it did not fetch on this scheduler's order), so without a seed fetching the
+     * newcomer could take nothing from it. */
+    reg(s, T1, "b", "pb");
+    assert_candidates("pb", 2, (const char *[]){"pa", "seed-seed"});
+    assert_true(last_for("pb")->seed_triggered);
+    assert_int_equal(count_kind(EV_TRIGGER), 1);
+    /* Once the seed is at it, the next one is not given another. */
+    host(s, "c");
+    reg(s, T1, "c", "pc");
+    assert_int_equal(count_kind(EV_TRIGGER), 1);
     dmf_scheduler_free(s);
 }
 
