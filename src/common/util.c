@@ -178,3 +178,14 @@ int dmf_mkdir_p(const char *path)
         return -errno;
     return 0;
 }
+
+bool dmf_content_type_valid(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (n >= DMF_CONTENT_TYPE_MAX || (unsigned char)s[n] < 0x20 || (unsigned char)s[n] > 0x7e)
+            return false;
+    return true;
+}

@@ -3,6 +3,7 @@
 #ifndef DMF_UTIL_H
 #define DMF_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/time.h>
@@ -51,5 +52,10 @@ int dmf_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port
 
 /* Creates a directory and its parents (mode 0755); returns 0 or -errno. */
 int dmf_mkdir_p(const char *path);
+
+#define DMF_CONTENT_TYPE_MAX 256
+/* Whether s may be passed on between hosts as an origin's Content-Type: 1..256 bytes of
+ * printable ASCII (space included; no control character, so no CR/LF). */
+bool dmf_content_type_valid(const char *s);
 
 #endif

@@ -53,3 +53,20 @@ const char *dmf_provenance_verdict_name(enum dmf_provenance_verdict v)
                                         "seed overrules", "seed stands", "conflict"};
     return (unsigned)v < DMF_ARRAY_SIZE(names) ? names[v] : "?";
 }
+
+enum dmf_validators_verdict dmf_provenance_validators(bool pinned, bool pinned_trusted,
+                                                      bool reporter_trusted, bool reported)
+{
+    if (!reported)
+        return DMF_VAL_KEEP;
+    if (!pinned)
+        return DMF_VAL_PIN;
+    if (!reporter_trusted)
+        return DMF_VAL_KEEP;
+    return pinned_trusted ? DMF_VAL_FILL : DMF_VAL_REPLACE;
+}
+
+bool dmf_provenance_refuses_version(bool pinned_trusted, bool differs)
+{
+    return pinned_trusted && differs;
+}

@@ -5,8 +5,10 @@
  * A piece digest is the reference every other host checks bytes against, so it counts
  * only when its reporter fetched that piece from the origin because the scheduler told it
  * to: a seed host (the scheduler sends a seed nowhere but to the origin), or a peer the
- * scheduler sent back to source. A peer in P2P mode, or one that only says it is at the
- * origin (a re-register with from_source), reports digests of bytes it got from anyone:
+ * scheduler sent back to source while no seed could fetch the task (not one whose host
+ * spent its budget of seed triggers, or that reported the seeds away: sched.c). A peer in
+ * P2P mode, or one that only says it
+ * is at the origin (a re-register with from_source), reports digests of bytes it got from anyone:
  * they are ignored. Whether a host is a seed is the host table's business (its announce,
  * and a seed allow-list where one is configured). */
 #ifndef DMF_PROVENANCE_H
@@ -57,5 +59,26 @@ enum dmf_provenance_verdict dmf_provenance_judge(enum dmf_digest_sources policy,
 
 /* A name for a verdict, for logs ("untrusted", "new", ...). */
 const char *dmf_provenance_verdict_name(enum dmf_provenance_verdict v);
+
+/* The origin's validators (ETag, Last-Modified) follow the same rule: pinned for the task
+ * only from a reporter whose digests count. A registrant that is not one (its conditional
+ * request's validators) pins them provisionally: a triggered seed is told them, TaskMeta
+ * is not, and they refuse nobody. */
+enum dmf_validators_verdict {
+    DMF_VAL_KEEP,    /* nothing reported, or an untrusted reporter with validators pinned */
+    DMF_VAL_PIN,     /* none pinned: pinned, trusted or provisional as the reporter is */
+    DMF_VAL_REPLACE, /* provisional ones pinned, a trusted reporter's replace them */
+    DMF_VAL_FILL,    /* trusted ones pinned: only those still missing are added */
+};
+
+/* What validators from a reporter (reporter_trusted: dmf_provenance_trusted) do to a task
+ * with validators pinned or not (pinned_trusted: by a trusted reporter); reported: the
+ * report carries one. */
+enum dmf_validators_verdict dmf_provenance_validators(bool pinned, bool pinned_trusted,
+                                                      bool reporter_trusted, bool reported);
+/* Whether progress with validators other than the pinned ones is refused as another
+ * version: only against validators a trusted reporter pinned (a provisional pin must not
+ * let a registrant make the sources' progress fail). */
+bool dmf_provenance_refuses_version(bool pinned_trusted, bool differs);
 
 #endif

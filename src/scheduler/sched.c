@@ -242,9 +242,11 @@ static void task_free(struct dmf_sched_task *t)
     task_clear_request(t);
     free(t->etag);
     free(t->last_modified);
+    free(t->content_type);
     free(t->digests);
     free(t->digest_at);
     free(t->digest_by);
+    free(t->meta_buf);
     for (size_t i = 0; i < t->nreporters; i++)
         free(t->reporters[i].host_id);
     free(t->reporters);
@@ -260,7 +262,17 @@ static void task_remove(dmf_scheduler_t *s, struct dmf_sched_task *t)
     task_free(t);
 }
 
-static void task_meta(const struct dmf_sched_task *t, size_t from, struct dmf_scheduler_meta *m)
+/* Whether the digest at index i of t's list goes to peers: not a tombstone, and while the
+ * task is re-verified, a seed's. */
+static bool digest_handed_out(const struct dmf_sched_task *t, size_t i)
+{
+    uint16_t by = t->digest_by[i];
+    return by != DMF_SCHED_DIGEST_DEAD && (!t->reverifying || t->reporters[by].seed);
+}
+
+/* What t is known to be, with the digests from index `from` on that go to peers (in
+ * t->meta_buf when some are left out: valid until the next call). */
+static void task_meta(struct dmf_sched_task *t, size_t from, struct dmf_scheduler_meta *m)
 {
     m->task_id = t->id;
     m->content_length = t->content_length;
@@ -268,8 +280,22 @@ static void task_meta(const struct dmf_sched_task *t, size_t from, struct dmf_sc
     m->total_pieces = t->content_length >= 0 ? t->total_pieces : 0;
     m->digests = from < t->ndigests ? t->digests + from : NULL;
     m->ndigests = from < t->ndigests ? t->ndigests - from : 0;
-    m->etag = t->etag ? t->etag : "";
-    m->last_modified = t->last_modified ? t->last_modified : "";
+    if (m->ndigests && (t->ndead || t->reverifying)) {
+        if (t->meta_cap < m->ndigests) {
+            t->meta_cap = m->ndigests;
+            t->meta_buf = dmf_xrealloc(t->meta_buf, t->meta_cap * sizeof(*t->meta_buf));
+        }
+        size_t n = 0;
+        for (size_t i = from; i < t->ndigests; i++)
+            if (digest_handed_out(t, i))
+                t->meta_buf[n++] = t->digests[i];
+        m->digests = n ? t->meta_buf : NULL;
+        m->ndigests = n;
+    }
+    m->content_type = t->content_type ? t->content_type : "";
+    /* Validators only a registrant claimed are not the cluster's yet. */
+    m->etag = t->etag && t->validators_trusted ? t->etag : "";
+    m->last_modified = t->last_modified && t->validators_trusted ? t->last_modified : "";
 }
 
 /* The first validator a fetcher reports is the task's (like its digests). */
@@ -279,6 +305,47 @@ static bool task_pin(char **dst, const char *v)
         return false;
     *dst = dmf_xstrdup(v);
     return true;
+}
+
+static bool validator_set(const char *v)
+{
+    return v != NULL && v[0] != '\0' && strlen(v) <= DMF_SCHED_TAG_MAX;
+}
+
+/* Pins the validators a reporter saw (trusted: it is a digest source) as
+ * dmf_provenance_validators decides. Returns true when what TaskMeta carries changed. */
+static bool task_pin_validators(struct dmf_sched_task *t, const char *etag, const char *lm,
+                                bool trusted, const char *host_id)
+{
+    bool any = validator_set(etag) || validator_set(lm);
+    bool pinned = t->etag != NULL || t->last_modified != NULL;
+    switch (dmf_provenance_validators(pinned, t->validators_trusted, trusted, any)) {
+    case DMF_VAL_KEEP:
+        return false;
+    case DMF_VAL_PIN:
+        task_pin(&t->etag, etag);
+        task_pin(&t->last_modified, lm);
+        t->validators_trusted = trusted;
+        return trusted;
+    case DMF_VAL_REPLACE:
+        if ((validator_set(etag) && t->etag && strcmp(etag, t->etag) != 0) ||
+            (validator_set(lm) && t->last_modified && strcmp(lm, t->last_modified) != 0))
+            dmf_warn("task %s: the validators a registrant claimed (ETag %.100s) are replaced by "
+                     "those of host %s, a digest source (ETag %.100s)",
+                     t->id, t->etag ? t->etag : "-", host_id, validator_set(etag) ? etag : "-");
+        free(t->etag);
+        free(t->last_modified);
+        t->etag = t->last_modified = NULL;
+        task_pin(&t->etag, etag);
+        task_pin(&t->last_modified, lm);
+        t->validators_trusted = true;
+        return true;
+    case DMF_VAL_FILL:
+        break;
+    }
+    bool changed = task_pin(&t->etag, etag);
+    changed |= task_pin(&t->last_modified, lm);
+    return changed;
 }
 
 /* The stored digest of piece n, or NULL. */
@@ -439,6 +506,49 @@ static void send_to_source(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const ch
     peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
     p->source_ordered = true;
     s->sink.back_to_source(s->sink_arg, p->stream, reason);
+}
+
+static const char budget_spent[] = "this host's budget of seed triggers is spent";
+
+static dmf_scheduler_peer_t *task_seed_fetching(const struct dmf_sched_task *t);
+
+/* Whether a seed fetches t, or one could: alive, not excluded, and no trigger failed for
+ * the task. The blocks of the peer asking do not count: a peer cannot report the seeds
+ * away to be sent to the origin itself. */
+static bool seed_could_fetch(const dmf_scheduler_t *s, const struct dmf_sched_task *t)
+{
+    if (task_seed_fetching(t) != NULL)
+        return true;
+    if (t->seed_failed)
+        return false;
+    uint64_t now = now_ms(s);
+    const struct dmf_sched_host *h;
+    LIST_FOREACH(h, &s->seeds, seeds)
+    {
+        if (!dmf_sched_host_excluded(h, s->cfg.bad_parent_threshold) &&
+            now - h->last_seen < s->cfg.host_timeout_ms)
+            return true;
+    }
+    return false;
+}
+
+/* p goes to the origin because no seed fetches for it. Its digests count (as
+ * send_to_source) only when no seed fetches the task or could: otherwise it is there for
+ * a budget of seed triggers its host spent, or seeds it reported itself, and the download
+ * is its own business, or a host could spend its budget (or report the seeds) on purpose
+ * and become the digest source of any task it registers for first. Peers that stall on
+ * it get the seed. */
+static void send_to_source_for(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *why)
+{
+    send_to_source(s, p, why);
+    if (seed_could_fetch(s, p->task)) {
+        p->source_ordered = false;
+        dmf_info("task %s peer %s host %s: fetches from the origin for itself (%s, but a seed "
+                 "could): its digests do not count",
+                 p->task->id, p->peer_id, p->host->id,
+                 why == budget_spent ? "its budget of seed triggers is spent"
+                                     : "no seed is free for it");
+    }
 }
 
 static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
@@ -651,11 +761,10 @@ static struct dmf_scheduler_parent parent_of(const dmf_scheduler_peer_t *c)
     };
 }
 
-/* A placeholder peer for seed host `seed` in t, asked to fetch t (trigger_seed), or NULL
- * when the peer table is full. */
-/* Makes seed fetch t for a peer of host `requester`: its placeholder peer, or NULL (with
- * the reason in *why) when the peer table is full or the requester's budget of seed
- * triggers is spent (the sink's may_trigger). */
+/* Makes seed fetch t for a peer of host `requester` (the seed itself for the scheduler's
+ * own triggers): its placeholder peer, or NULL (with the reason in *why) when the peer
+ * table is full or the requester's budget of seed triggers is spent (the sink's
+ * may_trigger). */
 static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sched_task *t,
                                               struct dmf_sched_host *seed,
                                               const struct dmf_sched_host *requester,
@@ -664,7 +773,7 @@ static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sch
     if (s->npeers >= s->cfg.max_peers)
         return NULL;
     if (s->sink.may_trigger && !s->sink.may_trigger(s->sink_arg, requester->id, seed->id)) {
-        *why = "this host's budget of seed triggers is spent";
+        *why = budget_spent;
         return NULL;
     }
     char *ph_id = dmf_xasprintf("seed-%s", seed->id);
@@ -678,6 +787,19 @@ static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sch
     trigger_settle(s, ph, false);
     trigger_seed(s, ph, requester->id);
     return ph;
+}
+
+static bool task_fetching_from_source(const struct dmf_sched_task *t,
+                                      const dmf_scheduler_peer_t *p);
+
+/* Whether t has no digest source for what p may still need: its digests (those handed
+ * out) do not cover every piece, and no peer but p whose digests count fetches from the
+ * origin (task_fetching_from_source). */
+static bool task_lacks_source(const struct dmf_sched_task *t, const dmf_scheduler_peer_t *p)
+{
+    bool covered =
+        t->content_length >= 0 && !t->reverifying && t->ndigests - t->ndead >= t->total_pieces;
+    return !covered && !task_fetching_from_source(t, p);
 }
 
 /* Gives p more parents until it uses candidate_limit of them, and tells its stream (a
@@ -703,13 +825,24 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
                   p->host->id, p->nparents);
         return;
     }
+    if (n > 0 && task_lacks_source(p->task, p)) {
+        /* The candidates hold pieces but nobody whose digests count brings them (holders
+         * that rejoined, peers at the origin for themselves): without digests p could
+         * take nothing from them, and would stall. A seed fetches, as for no candidate. */
+        struct dmf_sched_view v = rank_view(s, 0);
+        struct dmf_sched_host *seed = dmf_sched_pick_seed(&v, p);
+        const char *why = NULL;
+        dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, p->task, seed, p->host, &why) : NULL;
+        if (ph != NULL)
+            best[n < want ? n++ : n - 1].peer = ph;
+    }
     if (n == 0) {
         struct dmf_sched_view v = rank_view(s, 0); /* marks do not matter to a seed */
         struct dmf_sched_host *seed = dmf_sched_pick_seed(&v, p);
         const char *why = "no seed peer and no peer holds the task";
         dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, p->task, seed, p->host, &why) : NULL;
         if (ph == NULL) {
-            send_to_source(s, p, why);
+            send_to_source_for(s, p, why);
             return;
         }
         best[0].peer = ph;
@@ -764,6 +897,7 @@ static void reschedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 
 static bool task_fetching_from_source(const struct dmf_sched_task *t,
                                       const dmf_scheduler_peer_t *p);
+static void reverify_check_lost(dmf_scheduler_t *s, struct dmf_sched_task *t);
 
 /* The peer that brought t's pieces from the origin is gone: unless another does, a peer
  * holds the whole task, or the task failed for good, one peer still downloading fetches the rest
@@ -793,6 +927,7 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
     struct dmf_sched_task *t = p->task;
     bool was_fetching = (p->fetched_source && p->state != DMF_PEER_SUCCEEDED) ||
                         (p->placeholder && p->triggered_seed);
+    bool was_seed = dmf_sched_host_is_seed(p->host);
     dmf_info("task %s peer %s host %s: %s -> (removed: %s)", t->id, p->peer_id, p->host->id,
              dmf_scheduler_peer_state_name(p->state), why);
     trigger_settle(s, p, true);
@@ -827,9 +962,13 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
     for (size_t i = 0; i < nkids; i++)
         reschedule(s, kids[i]);
     free(kids);
-    if (t->npeers == 0)
+    if (t->npeers == 0) {
         task_remove(s, t);
-    else if (was_fetching)
+        return;
+    }
+    if (was_seed)
+        reverify_check_lost(s, t);
+    if (was_fetching)
         replace_fetcher(s, t);
 }
 
@@ -918,6 +1057,7 @@ static bool task_forget_version(dmf_scheduler_t *s, struct dmf_sched_task *t,
 {
     dmf_warn("task %s: %s: forgetting the version it had (%zu peers)", t->id, why,
              t->npeers - (keep ? 1 : 0));
+    t->reverifying = false; /* whatever a seed would find is another version */
     for (size_t left = t->npeers - (keep ? 1 : 0); left > 0; left--) {
         dmf_scheduler_peer_t *q = TAILQ_FIRST(&t->peers);
         if (q == keep)
@@ -983,9 +1123,14 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     if (t == NULL)
         t = task_new(s, r->task_id);
     /* The version a registrant's conditional request just found is the task's: a holder of
-     * another one cannot fill it (dmf_scheduler_progress). */
-    task_pin(&t->etag, r->etag);
-    task_pin(&t->last_modified, r->last_modified);
+     * another one cannot fill it (dmf_scheduler_progress). Only a digest source's pin is
+     * the cluster's; anyone else's is provisional (a triggered seed is told, nobody else). */
+    struct dmf_provenance_reporter who = {
+        .seed_host = dmf_sched_host_is_seed(h),
+        .source_ordered = p != NULL && p->source_ordered && r->from_source,
+    };
+    task_pin_validators(t, r->etag, r->last_modified,
+                        dmf_provenance_trusted(s->cfg.digest_sources, &who), h->id);
     /* A rejoining peer sends no headers: the request of a real registrant stays. */
     if (!rejoin || t->url == NULL || t->url[0] == '\0')
         task_set_request(s, t, r);
@@ -1049,7 +1194,7 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         const char *why = "no peer fetches the missing pieces from the origin";
         dmf_scheduler_peer_t *ph = seed ? trigger_new_seed(s, t, seed, h, &why) : NULL;
         if (ph == NULL) {
-            send_to_source(s, p, why);
+            send_to_source_for(s, p, why);
             return 0;
         }
         edge_add(p, ph);
@@ -1081,10 +1226,34 @@ static void push_meta(dmf_scheduler_t *s, struct dmf_sched_task *t, dmf_schedule
     }
 }
 
+/* Whether p's digests count (provenance.h). */
+static bool reporter_trusted(const dmf_scheduler_t *s, const dmf_scheduler_peer_t *p)
+{
+    struct dmf_provenance_reporter r = {
+        .seed_host = dmf_sched_host_is_seed(p->host),
+        .source_ordered = p->source_ordered,
+    };
+    return dmf_provenance_trusted(s->cfg.digest_sources, &r);
+}
+
+/* While t is re-verified, the digest at index `at` (another host's) is replaced by seed
+ * reporter `by`'s d: the old entry becomes a tombstone and d is appended, so that every
+ * peer is handed it. */
+static void replace_by_seed(struct dmf_sched_task *t, size_t at,
+                            const struct dmf_scheduler_digest *d, uint16_t by)
+{
+    t->digest_by[at] = DMF_SCHED_DIGEST_DEAD;
+    t->ndead++;
+    t->nsuspect--;
+    t->digest_at[d->number] = 0;
+    task_add_digest(t, d, by);
+}
+
 /* Applies one reported digest d from p under the provenance rules and returns the
  * verdict (logged when it is not plain). A seed's digest that overrules another
- * fetcher's replaces it in place, marking where in the digest list peers must have been
- * sent the other one (before `sent` counts as sent to someone). */
+ * fetcher's replaces it (in place, marking where in the digest list peers must have been
+ * sent the other one: before `sent` counts as sent to someone; or, while the task is
+ * re-verified, as a new entry, since the other one went to nobody since). */
 static enum dmf_provenance_verdict judge_digest(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                                 const struct dmf_scheduler_digest *d, size_t sent)
 {
@@ -1112,22 +1281,43 @@ static enum dmf_provenance_verdict judge_digest(dmf_scheduler_t *s, dmf_schedule
         break;
     case DMF_PROV_NEW:
         task_add_digest(t, d, task_reporter(t, p->host));
+        if (t->reverifying && !r.seed_host)
+            t->nsuspect++;
         break;
     case DMF_PROV_SAME:
+        if (t->reverifying && r.seed_host && !by->seed)
+            replace_by_seed(t, t->digest_at[d->number] - 1, d, task_reporter(t, p->host));
         break;
+    case DMF_PROV_CONFLICT:
+        if (t->reverifying) {
+            /* Both hosts' digests are withheld already; the seed's decide. */
+            dmf_debug("task %s: piece %u: host %s disagrees with host %s too (being re-verified)",
+                      t->id, d->number, p->host->id, by->host_id);
+            break;
+        }
+        /* fall through */
     case DMF_PROV_SEED_OVERRULES:
     case DMF_PROV_SEED_STANDS:
-    case DMF_PROV_CONFLICT:
         t->conflicted = true;
-        dmf_warn("task %s: conflicted: piece %u has digest %s from host %s and %s from host %s "
-                 "(%s%s)",
-                 t->id, d->number, a, by->host_id, b, p->host->id, dmf_provenance_verdict_name(v),
-                 v == DMF_PROV_SEED_OVERRULES ? ": the seed's, fetched from the origin, counts"
-                 : v == DMF_PROV_SEED_STANDS  ? ": the seed's, fetched from the origin, stays"
-                 : t->digest && t->digest[0]  ? ": the whole-content digest decides"
-                                              : ": the task fails until the origin is asked again");
+        /* One line per disagreeing piece, at warn for the first few of the task only: a
+         * message may carry thousands. */
+        dmf_log(t->conflicts_logged < DMF_SCHED_CONFLICTS_LOGGED ? DMF_LOG_WARN : DMF_LOG_DEBUG,
+                "task %s: conflicted: piece %u has digest %s from host %s and %s from host %s "
+                "(%s%s)",
+                t->id, d->number, a, by->host_id, b, p->host->id, dmf_provenance_verdict_name(v),
+                v == DMF_PROV_SEED_OVERRULES ? ": the seed's, fetched from the origin, counts"
+                : v == DMF_PROV_SEED_STANDS  ? ": the seed's, fetched from the origin, stays"
+                : t->digest && t->digest[0]  ? ": the whole-content digest decides"
+                                             : ": the origin decides");
+        if (t->conflicts_logged++ == DMF_SCHED_CONFLICTS_LOGGED)
+            dmf_warn("task %s: more disagreeing piece digests are logged at debug level", t->id);
         if (v == DMF_PROV_SEED_OVERRULES) {
             size_t at = t->digest_at[d->number] - 1;
+            if (t->reverifying) {
+                t->noverruled++;
+                replace_by_seed(t, at, d, task_reporter(t, p->host));
+                break;
+            }
             memcpy(t->digests[at].sha256, d->sha256, DMF_SHA256_LEN);
             t->digest_by[at] = task_reporter(t, p->host);
             if (at < sent && at < t->overruled_from)
@@ -1142,9 +1332,8 @@ static enum dmf_provenance_verdict judge_digest(dmf_scheduler_t *s, dmf_schedule
  * overruled (all of them when fail_all) fails the task, with the reason; fail_all also
  * remembers the failure (negative cache) so that nobody is served the task until the
  * origin is asked again. */
-static void fail_conflicted(dmf_scheduler_t *s, dmf_scheduler_peer_t *reporter, bool fail_all)
+static void fail_conflicted(dmf_scheduler_t *s, struct dmf_sched_task *t, bool fail_all)
 {
-    struct dmf_sched_task *t = reporter->task;
     const char *why = fail_all ? "conflicting piece digests from two hosts that fetched from "
                                  "the origin (the content changed, or a host lies)"
                                : "a piece digest this peer was given was overruled by a seed's";
@@ -1163,6 +1352,101 @@ static void fail_conflicted(dmf_scheduler_t *s, dmf_scheduler_peer_t *reporter, 
     t->overruled_from = SIZE_MAX;
     /* Peers not told to fail learn the (corrected) digests they lack. */
     push_meta(s, t, NULL, false);
+}
+
+/* A peer of t on a seed host that is fetching it, or will (a triggered seed's
+ * placeholder), or NULL. */
+static dmf_scheduler_peer_t *task_seed_fetching(const struct dmf_sched_task *t)
+{
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (!dmf_sched_host_is_seed(q->host))
+            continue;
+        if ((q->placeholder && q->triggered_seed) ||
+            (q->stream != NULL && q->state != DMF_PEER_SUCCEEDED && q->state != DMF_PEER_FAILED))
+            return q;
+    }
+    return NULL;
+}
+
+/* Whether q was handed a digest of a host other than a seed. */
+static bool peer_given_suspect(const struct dmf_sched_task *t, const dmf_scheduler_peer_t *q)
+{
+    for (size_t i = 0; i < q->meta_sent && i < t->ndigests; i++)
+        if (t->digest_by[i] == DMF_SCHED_DIGEST_DEAD || !t->reporters[t->digest_by[i]].seed)
+            return true;
+    return false;
+}
+
+/* Two hosts that are not seeds but fetched from the origin disagree, and no whole-content
+ * digest decides: a seed fetches the task from the origin (one already doing so, or one
+ * triggered now on the seed's own trigger budget) and only seeds' digests are
+ * handed out until it has reported every piece. Peers that were given another host's
+ * digests fail now (their pieces may be a liar's; they may ask again). false when no seed
+ * can: the caller fails the task as before. */
+static bool reverify_start(dmf_scheduler_t *s, struct dmf_sched_task *t, dmf_scheduler_peer_t *p)
+{
+    dmf_scheduler_peer_t *seed = task_seed_fetching(t);
+    if (seed == NULL && !t->seed_failed) {
+        struct dmf_sched_view v = rank_view(s, 0);
+        struct dmf_sched_host *h = dmf_sched_pick_seed(&v, p);
+        const char *why = NULL;
+        /* Charged to the seed's own budget of triggers, not the reporter's (spent, as a
+         * rule: that is how it came to fetch from the origin): a cluster-wide bound on the
+         * origin fetches conflicts can cause. */
+        seed = h ? trigger_new_seed(s, t, h, h, &why) : NULL;
+    }
+    if (seed == NULL)
+        return false;
+    t->reverifying = true;
+    t->nsuspect = 0;
+    for (size_t i = 0; i < t->ndigests; i++)
+        if (t->digest_by[i] != DMF_SCHED_DIGEST_DEAD && !t->reporters[t->digest_by[i]].seed)
+            t->nsuspect++;
+    dmf_warn("task %s: conflicted -> re-verifying: seed host %s fetches it from the origin; "
+             "until it has, only seeds' piece digests are handed out (%zu of other hosts "
+             "withheld)",
+             t->id, seed->host->id, t->nsuspect);
+    const char *why = "conflicting piece digests from two hosts that fetched from the origin: "
+                      "the task is re-verified from the origin by a seed, ask again";
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        if (q->stream == NULL || q->state == DMF_PEER_SUCCEEDED ||
+            dmf_sched_host_is_seed(q->host) ||
+            (q->state == DMF_PEER_BACK_TO_SOURCE && q->source_ordered) || !peer_given_suspect(t, q))
+            continue;
+        if (s->sink.task_failed)
+            s->sink.task_failed(s->sink_arg, q->stream, why, 0);
+    }
+    return true;
+}
+
+/* While t is re-verified: done once seeds' digests cover every piece (the others' are
+ * all overruled or confirmed). */
+static void reverify_check_done(struct dmf_sched_task *t)
+{
+    if (!t->reverifying || t->nsuspect != 0 || t->content_length < 0 ||
+        t->ndigests - t->ndead < t->total_pieces)
+        return;
+    t->reverifying = false;
+    dmf_warn("task %s: re-verifying -> verified: a seed's digests cover all %u pieces (%zu of "
+             "other hosts' overruled); they are handed out",
+             t->id, t->total_pieces, t->noverruled);
+}
+
+/* While t is re-verified, its seed went away (or finished without every digest): the
+ * task fails for everyone as it would have without a seed. */
+static void reverify_check_lost(dmf_scheduler_t *s, struct dmf_sched_task *t)
+{
+    if (!t->reverifying || task_seed_fetching(t) != NULL)
+        return;
+    t->reverifying = false;
+    dmf_warn("task %s: re-verifying -> failed: the seed fetching it went away before it "
+             "reported every piece digest",
+             t->id);
+    fail_conflicted(s, t, true);
 }
 
 int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
@@ -1185,10 +1469,19 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
             return dmf_sched_fail(err, errlen, -EINVAL,
                                   "digest of piece %u is out of range (task has %u)",
                                   pr->digests[i].number, limit);
+    if (pr->content_type && *pr->content_type && !dmf_content_type_valid(pr->content_type))
+        return dmf_sched_fail(err, errlen, -EINVAL,
+                              "content_type is not 1..%d bytes of printable ASCII",
+                              DMF_CONTENT_TYPE_MAX);
 
-    if ((pr->etag && *pr->etag && t->etag && strcmp(pr->etag, t->etag) != 0) ||
-        (pr->last_modified && *pr->last_modified && t->last_modified &&
-         strcmp(pr->last_modified, t->last_modified) != 0))
+    /* Validators pinned by a digest source are the task's: pieces of another version are
+     * refused. Provisional ones (a registrant's claim) refuse nobody. */
+    bool trusted = reporter_trusted(s, p);
+    if (dmf_provenance_refuses_version(
+            t->validators_trusted,
+            (pr->etag && *pr->etag && t->etag && strcmp(pr->etag, t->etag) != 0) ||
+                (pr->last_modified && *pr->last_modified && t->last_modified &&
+                 strcmp(pr->last_modified, t->last_modified) != 0)))
         return dmf_sched_fail(err, errlen, -ESTALE,
                               "the pieces are of another version (ETag %.100s) than the task's "
                               "(%.100s)",
@@ -1197,32 +1490,42 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
     trigger_settle(s, p, false);
     p->bytes_from_parents = pr->bytes_from_parents;
     p->bytes_from_origin = pr->bytes_from_origin;
-    layout_changed |= task_pin(&t->etag, pr->etag);
-    layout_changed |= task_pin(&t->last_modified, pr->last_modified);
+    /* Only a digest source's validators are pinned: a peer in P2P mode reports what it
+     * was told, or lies. */
+    if (trusted) {
+        layout_changed |= task_pin_validators(t, pr->etag, pr->last_modified, true, p->host->id);
+        layout_changed |= task_pin(&t->content_type, pr->content_type);
+    }
     for (size_t i = 0; i < pr->npieces; i++)
         dmf_bitmap_set(&p->held, pr->pieces[i]);
 
     bool reporter_current = p->meta_sent >= t->ndigests;
     size_t before = t->ndigests;
-    bool fail_given = false, fail_all = false;
-    for (size_t i = 0; i < pr->ndigests && !fail_all; i++)
+    bool fail_given = false, conflict = false;
+    for (size_t i = 0; i < pr->ndigests; i++)
         switch (judge_digest(s, p, &pr->digests[i], before)) {
         case DMF_PROV_SEED_OVERRULES:
-            fail_given = true;
+            fail_given |= t->overruled_from != SIZE_MAX;
             break;
         case DMF_PROV_CONFLICT:
-            fail_all = t->digest == NULL || t->digest[0] == '\0';
+            conflict |= !t->reverifying && (t->digest == NULL || t->digest[0] == '\0');
             break;
         default:
             break;
         }
+    bool fail_all = conflict && !reverify_start(s, t, p);
+    if (fail_all)
+        dmf_warn("task %s: conflicted -> failed: no seed can re-verify it; it fails until the "
+                 "origin is asked again",
+                 t->id);
     if (fail_all || fail_given) {
-        fail_conflicted(s, p, fail_all);
+        fail_conflicted(s, t, fail_all);
         return 0;
     }
+    reverify_check_done(t);
     if (reporter_current)
         p->meta_sent = t->ndigests;
-    if (t->ndigests != before || layout_changed)
+    if (t->ndigests != before || layout_changed || conflict)
         push_meta(s, t, p, layout_changed);
     return 0;
 }
@@ -1241,6 +1544,10 @@ int dmf_scheduler_finished(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, int64_t 
     trigger_settle(s, p, false);
     peer_drop_parents(p);
     peer_set_state(p, DMF_PEER_SUCCEEDED);
+    if (dmf_sched_host_is_seed(p->host)) {
+        reverify_check_done(t);
+        reverify_check_lost(s, t);
+    }
     if (layout_changed)
         push_meta(s, t, p, true);
     /* Mesh: a peer that holds everything can serve any peer still downloading; without
@@ -1279,6 +1586,15 @@ void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
 
 void dmf_scheduler_content_changed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *reason)
 {
+    if (!reporter_trusted(s, p)) {
+        /* Only a digest source saw the origin on the scheduler's order; anyone else's word
+         * would let one host wipe the task for everyone. */
+        dmf_warn("task %s peer %s host %s: says the content changed at the origin, but it is "
+                 "not a digest source: only its own download fails",
+                 p->task->id, p->peer_id, p->host->id);
+        dmf_scheduler_failed(s, p, reason);
+        return;
+    }
     char why[DMF_SCHED_REASON_MAX + 64];
     snprintf(why, sizeof(why), "the content changed at the origin (host %s: %s)", p->host->id,
              reason && *reason ? reason : "no reason given");
@@ -1395,6 +1711,7 @@ void dmf_scheduler_seed_result(dmf_scheduler_t *s, const char *task_id, const ch
             p->placeholder = false;
             peer_set_state(p, DMF_PEER_SUCCEEDED);
             peer_update_idle(s, p);
+            reverify_check_lost(s, p->task); /* it reported no digest */
         }
         return;
     }

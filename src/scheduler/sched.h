@@ -79,6 +79,7 @@ struct dmf_scheduler_meta {
     const struct dmf_scheduler_digest *digests; /* new since the last meta on this stream */
     size_t ndigests;
     const char *etag, *last_modified; /* the origin's validators of that content, or "" */
+    const char *content_type;         /* the origin's Content-Type (a digest source's), or "" */
 };
 
 /* One candidate parent (Parent). */
@@ -258,16 +259,19 @@ struct dmf_scheduler_progress {
     /* The peer's bytes so far in this download, by source (cumulative; shown in the live
      * view, never trusted for a decision). */
     uint64_t bytes_from_parents, bytes_from_origin;
+    const char *content_type;         /* the origin's, or NULL/"" (else dmf_content_type_valid) */
 };
 
 /* Records pieces held by the peer, its digests and the task's layout; new digests or
- * layout are pushed (task_meta) to every other attached peer. Digests count only from a
- * peer that fetched from the origin on the scheduler's order (provenance.h): others are
- * ignored. Two accepted reporters that disagree mark the task conflicted (logged with
- * both): a seed's digest prevails over another fetcher's, and peers that were given the
- * other one fail the task (task_failed); between equals, the task fails for good unless
- * its whole-content digest is known (which then decides). 0 or -EINVAL (nothing is
- * changed then). */
+ * layout are pushed (task_meta) to every other attached peer. Digests and validators count
+ * only from a peer that fetched from the origin on the scheduler's order (provenance.h):
+ * others are ignored. Two accepted reporters that disagree mark the task conflicted
+ * (logged with both): a seed's digest prevails over another fetcher's, and peers that were
+ * given the other one fail the task (task_failed); between equals the whole-content digest
+ * decides when known, else a seed re-verifies the task (one fetching already, or one
+ * triggered now: only seeds' digests are handed out until it reported every piece, peers
+ * given another host's fail), else the task fails for good. 0, -EINVAL or -ESTALE
+ * (validators of another version than a digest source pinned); nothing is changed then. */
 int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                            const struct dmf_scheduler_progress *pr, char *err, size_t errlen);
 /* The peer holds the whole task (SUCCEEDED); it stays a parent candidate until its host
@@ -283,7 +287,8 @@ void dmf_scheduler_failed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const cha
  * every registrant meanwhile; then as dmf_scheduler_failed. */
 void dmf_scheduler_failed_for_good(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                                    uint32_t origin_status, const char *reason);
-/* The peer's download failed because the origin's content changed under it: the task's
+/* The peer's download failed because the origin's content changed under it (believed only
+ * from a digest source, provenance.h; anyone else's is dmf_scheduler_failed): the task's
  * version is forgotten (validators, digests, layout): every other peer of the task is
  * removed, those still downloading told first (task_changed) so that they drop what they
  * hold; then as dmf_scheduler_failed. The next registrant starts the task afresh. */

@@ -58,6 +58,9 @@ struct dmf_sched_host {
 LIST_HEAD(dmf_sched_host_list, dmf_sched_host);
 
 #define DMF_SCHED_REPORTERS_MAX 64 /* distinct digest reporters remembered per task */
+/* digest_by of a digest a seed's has replaced (a tombstone: handed out to nobody again). */
+#define DMF_SCHED_DIGEST_DEAD      UINT16_MAX
+#define DMF_SCHED_CONFLICTS_LOGGED 8 /* disagreeing digests logged at warn per task */
 
 /* A host that reported digests of a task. */
 struct dmf_sched_reporter {
@@ -86,9 +89,14 @@ struct dmf_sched_task {
     size_t nfilter_query;
 
     char *etag, *last_modified; /* the origin's validators, from the first fetcher, or NULL */
-    int64_t content_length;     /* -1 unknown */
-    uint32_t piece_length;      /* 0 unknown */
-    uint32_t total_pieces;      /* valid when content_length >= 0 */
+    /* Whether they come from a digest source (provenance.h). A registrant that is not one
+     * pins them provisionally: they go to a triggered seed, but not into TaskMeta, and a
+     * digest source's validators replace them. */
+    bool validators_trusted;
+    char *content_type;     /* the origin's, from the first digest source that said, or NULL */
+    int64_t content_length; /* -1 unknown */
+    uint32_t piece_length;  /* 0 unknown */
+    uint32_t total_pieces;  /* valid when content_length >= 0 */
 
     /* Piece digests in arrival order, and where each piece's digest sits (index + 1). */
     struct dmf_scheduler_digest *digests;
@@ -101,8 +109,16 @@ struct dmf_sched_task {
     uint16_t *digest_by;
     struct dmf_sched_reporter *reporters;
     size_t nreporters;
-    bool conflicted;       /* two accepted reporters disagreed on a piece (logged) */
-    size_t overruled_from; /* lowest digest index a seed overruled, SIZE_MAX when none */
+    bool conflicted;           /* two accepted reporters disagreed on a piece (logged) */
+    uint32_t conflicts_logged; /* disagreements logged at warn (DMF_SCHED_CONFLICTS_LOGGED) */
+    size_t overruled_from;     /* lowest digest index a seed overruled, SIZE_MAX when none */
+    /* Conflicted and being re-verified: a seed fetches the task from the origin, and until
+     * it has reported every piece only seeds' digests are handed out. nsuspect counts the
+     * live digests of other hosts (withheld), ndead the tombstones. */
+    bool reverifying;
+    size_t nsuspect, ndead, noverruled;
+    struct dmf_scheduler_digest *meta_buf; /* the digests handed out, when some are withheld */
+    size_t meta_cap;
 
     bool seed_failed; /* a seed trigger failed: ask none again for this task */
     size_t npeers;

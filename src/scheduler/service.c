@@ -230,6 +230,7 @@ static void fill_meta(Damselfly__V1__TaskMeta *tm, const struct dmf_scheduler_me
     tm->total_pieces = m->total_pieces;
     tm->etag = (char *)(m->etag ? m->etag : "");
     tm->last_modified = (char *)(m->last_modified ? m->last_modified : "");
+    tm->content_type = (char *)(m->content_type ? m->content_type : "");
     size_t n = DMF_MIN(m->ndigests - *next, (size_t)DIGESTS_PER_MESSAGE);
     for (size_t i = 0; i < n; i++) {
         const struct dmf_scheduler_digest *d = &m->digests[*next + i];
@@ -801,6 +802,7 @@ static int peer_progress(struct call *c, const Damselfly__V1__PieceProgress *m, 
         .last_modified = m->last_modified,
         .bytes_from_parents = m->bytes_from_parents,
         .bytes_from_origin = m->bytes_from_origin,
+        .content_type = m->content_type,
     };
     rc = dmf_scheduler_progress(c->svc->sched, c->peer, &pr, err, errlen);
 out:

@@ -899,13 +899,15 @@ class FakeParent:
     of every piece). requests lists every request path it received. With report_digests it
     also reports the SHA-256 of the pieces it serves (a rogue claiming its bytes are the
     task's) and sends them in made-up digest headers with every piece; register_kw adds
-    fields to its RegisterPeer (from_source=True: it claims to fetch from the origin). With
+    fields to its RegisterPeer (from_source=True: it claims to fetch from the origin), and
+    progress_kw to its PieceProgress (etag=...: validators of its own); with progress_gate
+    (a threading.Event) it sends its progress only once the event is set. With
     stall=True it offers every piece on /have and then answers no piece request at all (the
     connection stays open until stop())."""
 
     def __init__(self, scheduler, task_id, url, content, host_id="fake", peer_id=None,
                  corrupt=True, upload_capacity=10 << 30, rate=None, report_digests=False,
-                 register_kw=None, stall=False):
+                 register_kw=None, stall=False, progress_kw=None, progress_gate=None):
         self.scheduler = scheduler
         self.task_id = task_id
         self.url = url
@@ -919,6 +921,8 @@ class FakeParent:
         self.rate = rate  # bytes per second of each piece response (None: as fast as it can)
         self.report_digests = report_digests
         self.register_kw = dict(register_kw or {})
+        self.progress_kw = dict(progress_kw or {})
+        self.progress_gate = progress_gate
         self.stall = stall
         self.requests = []
         self.lock = threading.Lock()
@@ -1046,9 +1050,12 @@ class FakeParent:
                 **self.register_kw))
             digests = [pb.common_pb2.PieceDigest(number=n, sha256=hashlib.sha256(
                 self.piece(n)).digest()) for n in range(self.total)] if self.report_digests else []
+            while self.progress_gate is not None and not self.progress_gate.wait(0.2):
+                if self._stop.is_set():
+                    return
             yield s.AnnouncePeerRequest(progress=s.PieceProgress(
                 pieces=list(range(self.total)), digests=digests, content_length=L,
-                piece_length=self.piece_len))
+                piece_length=self.piece_len, **self.progress_kw))
             yield s.AnnouncePeerRequest(finished=s.PeerFinished(content_length=L,
                                                                 total_pieces=self.total))
             while not self._stop.wait(0.2):

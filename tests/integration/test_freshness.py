@@ -11,6 +11,7 @@ variants, and a log of every request with its status and body bytes.
 import hashlib
 import http.client
 import http.server
+import os
 import threading
 import time
 
@@ -333,3 +334,30 @@ def test_proxy_revalidates_rule_tasks(tmp_path, fresh_origin, need_binary):
     status, h, body = proxy_get(d, url)
     assert status == 200 and body == v2 and h.get("etag") == '"r2"', (status, h)
     assert reval(d, "not_modified") == 1 and reval(d, "modified") == 1
+
+
+@pytest.mark.deadline(90)
+def test_p2p_served_response_has_the_origins_content_type(tmp_path, fresh_origin,
+                                                          need_binary):
+    """A daemon that got a task only from peers (the seed fetched it) serves it through the
+    proxy with the origin's Content-Type, carried from the seed through the scheduler's
+    TaskMeta, not application/octet-stream."""
+    o = fresh_origin
+    data = os.urandom(600000)
+    o.set("/p2p/typed", data, '"t1"', LM1)
+    url = o.url("/p2p/typed")
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(RULES)
+    c = start_cluster(tmp_path, daemons=2, daemon_flags={"config": cfg})
+    d1, d2 = c.daemons
+    status, h, body = proxy_get(d1, url)
+    assert status == 200 and body == data, (status, h)
+    assert h.get("content-type") == "text/x-fresh", h
+    status, h, body = proxy_get(d2, url)
+    assert status == 200 and body == data, (status, h)
+    assert h.get("content-type") == "text/x-fresh", h
+    # Neither daemon asked the origin for the content: the seed did, once (after a
+    # one-byte probe).
+    full = [(r[1], r[2]) for r in o.requests("/p2p/typed") if r[1] in (200, 206)]
+    print(f"origin content requests: {full}")
+    assert sum(n for _, n in full) <= len(data) + 1, full

@@ -333,8 +333,11 @@ void dmf_announce_leave_peer(struct dmf_announce_client *c, const char *task_id,
 static void decode_meta(const Damselfly__V1__TaskMeta *m, struct dmf_announce_meta *out,
                         struct dmf_announce_digest *digests)
 {
-    *out = (struct dmf_announce_meta){
-        .content_length = -1, .digests = digests, .etag = "", .last_modified = ""};
+    *out = (struct dmf_announce_meta){.content_length = -1,
+                                      .digests = digests,
+                                      .etag = "",
+                                      .last_modified = "",
+                                      .content_type = ""};
     if (m == NULL)
         return;
     out->has_layout = m->piece_length > 0 || m->content_length == 0;
@@ -343,6 +346,7 @@ static void decode_meta(const Damselfly__V1__TaskMeta *m, struct dmf_announce_me
     out->etag = m->etag && strlen(m->etag) <= 1024 ? m->etag : "";
     out->last_modified =
         m->last_modified && strlen(m->last_modified) <= 1024 ? m->last_modified : "";
+    out->content_type = dmf_content_type_valid(m->content_type) ? m->content_type : "";
     for (size_t i = 0; i < m->n_digests; i++) {
         const Damselfly__V1__PieceDigest *pd = m->digests[i];
         if (pd->sha256.len == DMF_SHA256_LEN)
@@ -495,6 +499,8 @@ static void flush_progress(struct dmf_announce_peer *sp)
         pp.etag = *sp->env.etag;
     if (sp->env.last_modified && *sp->env.last_modified)
         pp.last_modified = *sp->env.last_modified;
+    if (sp->env.content_type && dmf_content_type_valid(*sp->env.content_type))
+        pp.content_type = *sp->env.content_type;
     Damselfly__V1__AnnouncePeerRequest req = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__INIT;
     req.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_REQUEST__MSG_PROGRESS;
     req.progress = &pp;

@@ -58,6 +58,7 @@ struct dmf_announce_meta {
     const struct dmf_announce_digest *digests; /* only well-formed ones */
     size_t ndigests;
     const char *etag, *last_modified; /* the origin's validators of that content, or "" */
+    const char *content_type;         /* the origin's (dmf_content_type_valid), or "" */
 };
 
 /* How a stream reports to its task (everything borrowed for the callback). */
@@ -103,6 +104,8 @@ struct dmf_announce_peer_env {
     /* The origin's validators as this host's own fetch saw them (the task's fields, read
      * for progress; NULL or "" when it fetched nothing from the origin). */
     char *const *etag, *const *last_modified;
+    /* The origin's Content-Type as the task has it (NULL or unset: none); sent when valid. */
+    char *const *content_type;
     const struct dmf_announce_sink *sink;
     void *arg;
 };

@@ -672,6 +672,10 @@ static void apply_meta(struct dmf_task *t, const struct dmf_announce_meta *m)
                "another version than this host)");
         return;
     }
+    /* A host that fetches nothing from the origin learns its Content-Type from the
+     * scheduler (a digest source's), to serve the content with it. */
+    if (t->content_type == NULL && m->content_type && *m->content_type)
+        set_str(&t->content_type, m->content_type);
     for (size_t i = 0; i < m->ndigests; i++)
         set_digest(t, m->digests[i].number, m->digests[i].sha256);
 }
@@ -882,6 +886,7 @@ static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, boo
          * from the origin saw (if any). */
         .etag = holds ? &t->etag : &t->source_etag,
         .last_modified = holds ? &t->last_modified : &t->source_last_modified,
+        .content_type = &t->content_type,
         .sink = &announce_sink,
         .arg = t,
     };

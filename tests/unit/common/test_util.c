@@ -37,11 +37,29 @@ static void test_xstrndup_bounds(void **state)
     free(p);
 }
 
+static void test_content_type_valid(void **state)
+{
+    assert_true(dmf_content_type_valid("text/plain; charset=utf-8"));
+    assert_false(dmf_content_type_valid(NULL));
+    assert_false(dmf_content_type_valid(""));
+    assert_false(dmf_content_type_valid("text/plain\r\nSet-Cookie: x=1"));
+    assert_false(dmf_content_type_valid("text/\x7f"));
+    assert_false(dmf_content_type_valid("text/\xc3\xa9"));
+    char s[DMF_CONTENT_TYPE_MAX + 2];
+    memset(s, 'a', sizeof(s));
+    s[DMF_CONTENT_TYPE_MAX] = '\0';
+    assert_true(dmf_content_type_valid(s));
+    s[DMF_CONTENT_TYPE_MAX] = 'a';
+    s[DMF_CONTENT_TYPE_MAX + 1] = '\0';
+    assert_false(dmf_content_type_valid(s));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_xstrndup_stops_at_nul),
         cmocka_unit_test(test_xstrndup_bounds),
+        cmocka_unit_test(test_content_type_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,24 @@ static void test_verdicts(void **state)
     assert_int_equal(dmf_provenance_judge(f, &fetcher, a, true, b), DMF_PROV_SEED_STANDS);
 }
 
+/* Validators: pinned only from a digest source; a registrant's are provisional and refuse
+ * nobody; a digest source's replace them. */
+static void test_validators(void **state)
+{
+    /* (pinned, pinned_trusted, reporter_trusted, reported) */
+    assert_int_equal(dmf_provenance_validators(false, false, false, false), DMF_VAL_KEEP);
+    assert_int_equal(dmf_provenance_validators(false, false, false, true), DMF_VAL_PIN);
+    assert_int_equal(dmf_provenance_validators(false, false, true, true), DMF_VAL_PIN);
+    assert_int_equal(dmf_provenance_validators(true, false, false, true), DMF_VAL_KEEP);
+    assert_int_equal(dmf_provenance_validators(true, true, false, true), DMF_VAL_KEEP);
+    assert_int_equal(dmf_provenance_validators(true, false, true, true), DMF_VAL_REPLACE);
+    assert_int_equal(dmf_provenance_validators(true, true, true, true), DMF_VAL_FILL);
+    assert_int_equal(dmf_provenance_validators(true, false, true, false), DMF_VAL_KEEP);
+    assert_true(dmf_provenance_refuses_version(true, true));
+    assert_false(dmf_provenance_refuses_version(false, true));
+    assert_false(dmf_provenance_refuses_version(true, false));
+}
+
 static void test_parse(void **state)
 {
     enum dmf_digest_sources p = DMF_DIGEST_SOURCES_SEEDS;
@@ -62,6 +80,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_who_counts),
         cmocka_unit_test(test_verdicts),
+        cmocka_unit_test(test_validators),
         cmocka_unit_test(test_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -38,6 +38,7 @@ struct ev {
     char host_id[64];
     char url[128];
     size_t nheaders;
+    char content_type[64];
 };
 
 static struct ev evs[512];
@@ -66,6 +67,8 @@ static void ev_meta(struct ev *e, const struct dmf_scheduler_meta *m)
     e->total = m->total_pieces;
     e->ndigests = m->ndigests;
     e->first_digest = m->ndigests ? m->digests[0].number : UINT32_MAX;
+    snprintf(e->content_type, sizeof(e->content_type), "%s",
+             m->content_type ? m->content_type : "");
 }
 
 static void on_candidates(void *arg, void *stream, const struct dmf_scheduler_parent *parents,
@@ -135,9 +138,11 @@ static bool triggers_allowed = true; /* what the sink's may_trigger answers */
 static int sized_calls;              /* trigger_sized calls, and the latest's arguments */
 static int64_t sized_bytes;
 static char sized_for[64];
+static char last_trigger_requester[64];
 
 static bool on_may_trigger(void *arg, const char *requester, const char *seed)
 {
+    snprintf(last_trigger_requester, sizeof(last_trigger_requester), "%s", requester);
     return triggers_allowed;
 }
 
@@ -1039,12 +1044,14 @@ static void test_register_with_new_validators_forgets_the_old(void **state)
     assert_true(has_parent(last_for("pb"), "pa"));
     r = reg_req(T1, "c", "pc");
     r.etag = "\"v2\"";
-    reg_with(s, r, "pc");
+    dmf_scheduler_peer_t *pc = reg_with(s, r, "pc");
     assert_int_equal(stat_state(s, T1, "pa", NULL), UINT32_MAX);
     assert_int_not_equal(last_for("pc")->kind, EV_CANDIDATES);
     assert_int_equal(last_for("pc")->ndigests, 0);
     assert_int_equal(count_kind(EV_CHANGED), 1); /* pb was still downloading */
-    /* The new task is pinned to v2: a holder of v1 cannot fill it. */
+    /* pc's claim is provisional until pc, sent to the origin, reports what it fetches:
+     * then the new task is pinned to v2 and a holder of v1 cannot fill it. */
+    progress_version(s, pc, "\"v2\"", 0x22);
     dmf_scheduler_peer_t *pd = reg(s, T1, "a", "pa2");
     char err[256];
     uint32_t p0 = 0;
@@ -1110,9 +1117,18 @@ static void test_holder_rejoins(void **state)
     dmf_scheduler_peer_t *p = reg_with(s, r, "pa");
     assert_int_equal(nevs, before);
     finish(s, p);
-    reg(s, T1, "b", "pb");
-    assert_candidates("pb", 1, (const char *[]){"pa"});
     assert_int_equal(count_kind(EV_TRIGGER), 0);
+    /* A newcomer gets the holder, and the seed: a rejoined holder's digests do not count
+     * (it did not fetch on this scheduler's order), so without a seed fetching the
+     * newcomer could take nothing from it. */
+    reg(s, T1, "b", "pb");
+    assert_candidates("pb", 2, (const char *[]){"pa", "seed-seed"});
+    assert_true(last_for("pb")->seed_triggered);
+    assert_int_equal(count_kind(EV_TRIGGER), 1);
+    /* Once the seed is at it, the next one is not given another. */
+    host(s, "c");
+    reg(s, T1, "c", "pc");
+    assert_int_equal(count_kind(EV_TRIGGER), 1);
     dmf_scheduler_free(s);
 }
 
@@ -1342,6 +1358,241 @@ static void test_seed_digest_overrules_a_fetchers(void **state)
     dmf_scheduler_free(s);
 }
 
+/* Two fetchers that are not seeds (sent to the origin while no seed had announced)
+ * disagree once a seed is known: the seed is triggered (on its own budget), peers that
+ * were given a fetcher's digests fail, a newcomer is given none until the seed reported,
+ * then the seed's. */
+static dmf_scheduler_t *conflict_with_seed(dmf_scheduler_peer_t **pa, dmf_scheduler_peer_t **pb,
+                                           bool seed_budget)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "a");
+    host(s, "b");
+    host(s, "c");
+    host(s, "d");
+    host(s, "x");
+    *pa = reg(s, T1, "a", "pa");
+    assert_int_equal(last_for("pa")->kind, EV_BTS);
+    struct dmf_scheduler_digest one[] = {digest(0, 0x66), digest(1, 0x66), digest(2, 0x66)};
+    report_digests(s, *pa, one, 3);
+    char err[256];
+    assert_int_equal(dmf_scheduler_finished(s, *pa, 3 * MIB, 3, err, sizeof(err)), 0);
+    reg(s, T1, "d", "pd"); /* P2P, given pa's digests */
+    assert_int_equal(last_for("pd")->ndigests, 3);
+    struct dmf_scheduler_register r = reg_req(T1, "b", "pb");
+    r.stalled = true;
+    *pb = reg_with(s, r, "pb");
+    assert_int_equal(last_for("pb")->kind, EV_BTS);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    size_t triggers = count_kind(EV_TRIGGER);
+    struct dmf_scheduler_digest other[] = {digest(0, 0xcc), digest(1, 0xcc), digest(2, 0xcc)};
+    triggers_allowed = seed_budget; /* the re-verification is charged to the seed itself */
+    report_digests(s, *pb, other, 3);
+    assert_string_equal(last_trigger_requester, "seed");
+    assert_int_equal(count_kind(EV_TRIGGER), triggers + (seed_budget ? 1 : 0));
+    if (seed_budget)
+        assert_string_equal(last_kind(EV_TRIGGER)->host_id, "seed");
+    triggers_allowed = true;
+    return s;
+}
+
+static void test_conflict_is_reverified_by_a_seed(void **state)
+{
+    dmf_scheduler_peer_t *pa, *pb;
+    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb, true);
+    assert_int_equal(last_for("pd")->kind, EV_FAILED);
+    assert_non_null(strstr(last_for("pd")->reason, "re-verified"));
+    assert_int_equal(last_for("pb")->kind, EV_BTS); /* a fetcher is not told to stop */
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("pc")->ndigests, 0); /* withheld */
+    /* More of the same from the fetchers hands out nothing. */
+    struct dmf_scheduler_digest again[] = {digest(0, 0x66)};
+    report_digests(s, pa, again, 1);
+    assert_int_equal(last_for("pc")->ndigests, 0);
+    /* The seed takes its placeholder over and reports what the origin has. */
+    dmf_scheduler_peer_t *ps = reg(s, T1, "seed", "ps");
+    assert_int_equal(last_for("ps")->kind, EV_BTS);
+    struct dmf_scheduler_digest real[] = {digest(0, 0xaa), digest(1, 0x66)};
+    report_digests(s, ps, real, 2);
+    assert_int_equal(last_for("pc")->kind, EV_META);
+    assert_int_equal(last_for("pc")->ndigests, 2);
+    struct dmf_scheduler_digest last[] = {digest(2, 0xaa)};
+    report_digests(s, ps, last, 1);
+    assert_int_equal(last_for("pc")->ndigests, 1);
+    assert_int_equal(last_for("pc")->first_digest, 2);
+    /* Verified: a newcomer gets the seed's three, a fetcher's lie changes nothing. */
+    report_digests(s, pb, again, 1);
+    reg(s, T1, "x", "px");
+    assert_int_equal(last_for("px")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("px")->ndigests, 3);
+    assert_int_equal(count_kind(EV_FAILED), 1); /* pd alone */
+    dmf_scheduler_free(s);
+}
+
+/* The seed re-verifying a conflicted task cannot fetch it: the task fails as it does
+ * without a seed (every downloading peer told, newcomers too, for the negative ttl). */
+static void test_conflict_fails_when_the_seed_cannot_reverify(void **state)
+{
+    dmf_scheduler_peer_t *pa, *pb;
+    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb, true);
+    const struct ev *t = last_kind(EV_TRIGGER);
+    size_t from = nevs;
+    dmf_scheduler_seed_result(s, T1, "seed", t->trigger_id, false, "connection refused");
+    bool told = false;
+    for (size_t i = from; i < nevs; i++)
+        told |= evs[i].kind == EV_FAILED && strcmp(evs[i].stream, "pb") == 0 &&
+                strstr(evs[i].reason, "conflicting piece digests") != NULL;
+    assert_true(told);
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_FAILED);
+    dmf_scheduler_free(s);
+}
+
+/* The seed's own budget of triggers is spent (conflicts made it fetch too much): the
+ * conflicted task fails as it does without a seed. */
+static void test_conflict_fails_when_the_seeds_budget_is_spent(void **state)
+{
+    dmf_scheduler_peer_t *pa, *pb;
+    dmf_scheduler_t *s = conflict_with_seed(&pa, &pb, false);
+    assert_int_equal(last_for("pd")->kind, EV_FAILED);
+    assert_non_null(strstr(last_for("pd")->reason, "the content changed, or a host lies"));
+    reg(s, T1, "c", "pc");
+    assert_int_equal(last_for("pc")->kind, EV_FAILED);
+    dmf_scheduler_free(s);
+}
+
+/* A peer in P2P mode reports validators: they are not pinned, the fetcher's are, and the
+ * P2P peer's other ones are then refused. Its word that the content changed only fails
+ * itself. */
+static void test_validators_only_from_digest_sources(void **state)
+{
+    dmf_scheduler_t *s = new_sched_abc();
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* sent to the origin */
+    dmf_scheduler_peer_t *pb = reg(s, T1, "b", "pb"); /* P2P */
+    progress_version(s, pb, "\"bogus\"", 0x66);
+    progress_version(s, pa, "\"real\"", 0xaa); /* not -ESTALE */
+    char err[256];
+    uint32_t p0 = 0;
+    struct dmf_scheduler_progress bogus = {.pieces = &p0,
+                                           .npieces = 1,
+                                           .content_length = 10 * MIB,
+                                           .piece_length = 1 * MIB,
+                                           .etag = "\"bogus\""};
+    assert_int_equal(dmf_scheduler_progress(s, pb, &bogus, err, sizeof(err)), -ESTALE);
+    dmf_scheduler_content_changed(s, pb, "the content changed at the origin");
+    assert_int_equal(stat_state(s, T1, "pb", NULL), UINT32_MAX);
+    assert_int_equal(stat_state(s, T1, "pa", NULL), DMF_PEER_BACK_TO_SOURCE);
+    assert_int_equal(count_kind(EV_CHANGED), 0);
+    dmf_scheduler_free(s);
+}
+
+/* The origin's Content-Type travels like the validators: from a digest source only, and
+ * only printable and bounded. */
+static void test_content_type_only_from_digest_sources(void **state)
+{
+    dmf_scheduler_t *s = new_sched_abc();
+    host(s, "x");
+    dmf_scheduler_peer_t *pa = reg(s, T1, "a", "pa"); /* sent to the origin */
+    dmf_scheduler_peer_t *pb = reg(s, T1, "b", "pb"); /* P2P */
+    char err[256];
+    uint32_t p0 = 0;
+    struct dmf_scheduler_progress pr = {.pieces = &p0,
+                                        .npieces = 1,
+                                        .content_length = 10 * MIB,
+                                        .piece_length = 1 * MIB,
+                                        .content_type = "text/html"};
+    assert_int_equal(dmf_scheduler_progress(s, pb, &pr, err, sizeof(err)), 0);
+    reg(s, T1, "c", "pc");
+    assert_string_equal(last_for("pc")->content_type, "");
+    pr.content_type = "text/plain\r\nX: y";
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "content_type"));
+    pr.content_type = "application/x-real";
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr, err, sizeof(err)), 0);
+    assert_string_equal(last_for("pc")->content_type, "application/x-real");
+    pr.content_type = "text/other";
+    assert_int_equal(dmf_scheduler_progress(s, pa, &pr, err, sizeof(err)), 0);
+    reg(s, T1, "x", "px");
+    assert_string_equal(last_for("px")->content_type, "application/x-real"); /* the first */
+    dmf_scheduler_free(s);
+}
+
+/* A registrant's validators are provisional: a seed's (a digest source's) replace them,
+ * and peers that report the provisional ones are not refused before that. */
+static void test_registrant_validators_are_provisional(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host(s, "rogue");
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    struct dmf_scheduler_register r = reg_req(T1, "rogue", "pr");
+    r.etag = "\"bogus\"";
+    dmf_scheduler_peer_t *pr = reg_with(s, r, "pr");
+    assert_int_equal(last_for("pr")->kind, EV_CANDIDATES); /* a seed triggered: P2P */
+    progress_version(s, pr, "\"other\"", 0x66);            /* not refused, not pinned */
+    dmf_scheduler_peer_t *ps = reg(s, T1, "seed", "ps");
+    progress_version(s, ps, "\"real\"", 0xaa);
+    char err[256];
+    uint32_t p0 = 0;
+    struct dmf_scheduler_progress bogus = {.pieces = &p0,
+                                           .npieces = 1,
+                                           .content_length = 10 * MIB,
+                                           .piece_length = 1 * MIB,
+                                           .etag = "\"bogus\""};
+    assert_int_equal(dmf_scheduler_progress(s, pr, &bogus, err, sizeof(err)), -ESTALE);
+    dmf_scheduler_free(s);
+}
+
+/* A host could spend its budget on purpose to be sent to the origin: while a seed could
+ * fetch the task, such a peer's digests do not count, and a peer that stalls on it gets
+ * the seed (on its own budget) instead of going to the origin itself. */
+static void test_spent_budget_does_not_make_a_digest_source(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "rogue");
+    host(s, "b");
+    triggers_allowed = false;
+    dmf_scheduler_peer_t *pr = reg(s, T1, "rogue", "pr");
+    assert_int_equal(last_for("pr")->kind, EV_BTS);
+    triggers_allowed = true;
+    struct dmf_scheduler_digest lie[] = {digest(0, 0x66), digest(1, 0x66), digest(2, 0x66)};
+    report_digests(s, pr, lie, 3);
+    reg(s, T1, "b", "pb");
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("pb")->ndigests, 0);
+    struct dmf_scheduler_register r = reg_req(T1, "b", "pb");
+    r.stalled = true;
+    reg_with(s, r, "pb");
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    assert_true(last_for("pb")->seed_triggered);
+    assert_string_equal(last_kind(EV_TRIGGER)->host_id, "seed");
+    dmf_scheduler_free(s);
+}
+
+/* A peer that reports the seed away (a parent failure naming it) is sent to the origin,
+ * but while the seed fetches (or could), its digests do not count. */
+static void test_reporting_the_seed_away_does_not_make_a_digest_source(void **state)
+{
+    dmf_scheduler_t *s = new_sched(4);
+    host_full(s, "seed", DMF_SCHED_HOST_SEED, "", "", 100, 0, 0);
+    host(s, "rogue");
+    host(s, "b");
+    dmf_scheduler_peer_t *pr = reg(s, T1, "rogue", "pr");
+    assert_true(last_for("pr")->seed_triggered);
+    char err[256];
+    assert_int_equal(dmf_scheduler_parent_failure(s, pr, "seed-seed", "seed",
+                                                  DMF_PARENT_UNREACHABLE, err, sizeof(err)),
+                     0);
+    assert_int_equal(last_for("pr")->kind, EV_BTS);
+    struct dmf_scheduler_digest lie[] = {digest(0, 0x66)};
+    report_digests(s, pr, lie, 1);
+    reg(s, T1, "b", "pb");
+    assert_int_equal(last_for("pb")->kind, EV_CANDIDATES);
+    assert_int_equal(last_for("pb")->ndigests, 0);
+    dmf_scheduler_free(s);
+}
+
 /* --digest-sources seeds: a peer sent to the origin reports, nobody hears of it. */
 static void test_digest_sources_seeds(void **state)
 {
@@ -1560,6 +1811,8 @@ int main(void)
         cmocka_unit_test(test_tasks_per_host_limit),
         cmocka_unit_test(test_spent_trigger_budget_goes_to_the_origin),
         cmocka_unit_test(test_trigger_is_charged_its_size_once),
+        cmocka_unit_test(test_spent_budget_does_not_make_a_digest_source),
+        cmocka_unit_test(test_reporting_the_seed_away_does_not_make_a_digest_source),
         cmocka_unit_test(test_failed_parent_reschedules_children),
         cmocka_unit_test(test_failed_for_good_is_remembered),
         cmocka_unit_test(test_content_changed_forgets_the_version),
@@ -1573,6 +1826,12 @@ int main(void)
         cmocka_unit_test(test_claimed_source_digests_do_not_count),
         cmocka_unit_test(test_conflict_between_fetchers_fails_the_task),
         cmocka_unit_test(test_conflict_with_content_digest_goes_on),
+        cmocka_unit_test(test_conflict_is_reverified_by_a_seed),
+        cmocka_unit_test(test_conflict_fails_when_the_seed_cannot_reverify),
+        cmocka_unit_test(test_conflict_fails_when_the_seeds_budget_is_spent),
+        cmocka_unit_test(test_validators_only_from_digest_sources),
+        cmocka_unit_test(test_content_type_only_from_digest_sources),
+        cmocka_unit_test(test_registrant_validators_are_provisional),
         cmocka_unit_test(test_seed_digest_overrules_a_fetchers),
         cmocka_unit_test(test_digest_sources_seeds),
         cmocka_unit_test(test_stalled_register_prefers_a_seed),
