@@ -53,6 +53,7 @@
 #define CHILDREN_PER_SLOT 4                 /* piece_server.c */
 #define SLOTS_MAX         64                /* piece_server.c */
 #define ARRAY_LEN(a)      (sizeof(a) / sizeof((a)[0]))
+#define SEED_REPEAT_S     3.0 /* DMF_SEED_REPEAT_MS */
 #define LAYERS_MAX        16
 #define ORIGIN            0 /* node index of the origin */
 #define SEED              1 /* node index of the seed host */
@@ -91,6 +92,8 @@ struct par {
     int peer;
     int inflight;
     struct dmf_rate rate;
+    dmf_bitmap_t deferred; /* pieces a seed refused (503): not asked of it for a second */
+    double undefer_at;     /* 0: no timer */
 };
 
 struct peer {
@@ -104,6 +107,10 @@ struct peer {
     int *flights; /* flows this peer asked for and that still run */
     int nflights, capflights;
     bool registered, source, finished, dirty;
+    double undefer_at; /* the earliest of its parents' */
+    /* A seed's ledger (piece_server.c): pieces served at least once, and when last. */
+    dmf_bitmap_t served;
+    double *served_at;
     uint32_t pending[REPORT_BATCH];
     int npending;
     bool pending_digests;
@@ -151,7 +158,7 @@ struct sim {
     uint64_t trigger_id[LAYERS_MAX];
     int hosts_done;
     double *done_times;
-    long n_candidates, n_back_to_source, n_gone, n_failed, n_dups, n_cancels;
+    long n_candidates, n_back_to_source, n_gone, n_failed, n_dups, n_cancels, n_refused;
     double sched_cpu;
     double origin_to_hosts; /* bytes hosts sent back to the source fetched */
     int *arrivals;          /* hosts (node indices) in order of arrival */
@@ -265,7 +272,9 @@ static void on_candidates(void *arg, void *stream, const struct dmf_scheduler_pa
             p->cappars = p->cappars ? p->cappars * 2 : 16;
             p->pars = dmf_xrealloc(p->pars, (size_t)p->cappars * sizeof(*p->pars));
         }
-        p->pars[p->npars++] = (struct par){.peer = q};
+        p->pars[p->npars] = (struct par){.peer = q};
+        dmf_bitmap_init(&p->pars[p->npars].deferred);
+        p->npars++;
         struct peer *pp = &S.peers[q];
         push_int(&pp->children, &pp->nchildren, &pp->capchildren, (int)(p - S.peers));
         S.nodes[nd].watchers++;
@@ -476,6 +485,74 @@ static void activate(int f)
     S.active[S.nactive++] = f;
 }
 
+/* The seed's rule (piece_server.c seed_refuses): a piece it served already is sent again
+ * only once every piece it holds was served, and not within DMF_SEED_REPEAT_MS. */
+static bool seed_refuses(struct peer *sp, uint32_t n)
+{
+    if (sp->served_at == NULL) {
+        dmf_bitmap_init(&sp->served);
+        sp->served_at = dmf_xcalloc(sp->book.total_pieces + 1u, sizeof(double));
+    }
+    if (dmf_bitmap_get(&sp->served, n) &&
+        (sp->served.count < sp->book.have.count || S.t - sp->served_at[n] < SEED_REPEAT_S))
+        return true;
+    sp->served_at[n] = S.t;
+    dmf_bitmap_set(&sp->served, n);
+    return false;
+}
+
+/* A 503 from the seed: the child defers the piece for that parent (1 s) and plans again. */
+static void refuse(int f)
+{
+    struct flow *fl = &S.flows[f];
+    struct peer *c = &S.peers[fl->dst_peer];
+    struct par *par = &c->pars[fl->par];
+    par->inflight--;
+    remove_int(c->flights, &c->nflights, f);
+    dmf_book_release(&c->book, fl->piece);
+    dmf_bitmap_set(&par->deferred, fl->piece);
+    if (par->undefer_at == 0) {
+        par->undefer_at = S.t + 1.0;
+        if (c->undefer_at == 0 || par->undefer_at < c->undefer_at)
+            c->undefer_at = par->undefer_at;
+    }
+    S.n_refused++;
+    c->dirty = true;
+    flow_free(f);
+}
+
+/* Flow f reaches its parent's piece server with a slot free: it is sent, or refused. */
+static void start_upload(int f)
+{
+    struct flow *fl = &S.flows[f];
+    if (fl->src_node == SEED) {
+        struct peer *sp = &S.peers[S.nodes[SEED].peer[S.peers[fl->dst_peer].task]];
+        if (seed_refuses(sp, fl->piece)) {
+            refuse(f);
+            return;
+        }
+    }
+    activate(f);
+}
+
+static void undefer(struct peer *p)
+{
+    p->undefer_at = 0;
+    for (int k = 0; k < p->npars; k++) {
+        struct par *par = &p->pars[k];
+        if (par->undefer_at == 0)
+            continue;
+        if (par->undefer_at <= S.t) {
+            dmf_bitmap_free(&par->deferred);
+            dmf_bitmap_init(&par->deferred);
+            par->undefer_at = 0;
+            p->dirty = true;
+        } else if (p->undefer_at == 0 || par->undefer_at < p->undefer_at) {
+            p->undefer_at = par->undefer_at;
+        }
+    }
+}
+
 /* Starts queued uploads of node nd while it has free slots (least progress first, aged). */
 static void upload_next(int nd)
 {
@@ -497,7 +574,7 @@ static void upload_next(int nd)
         else
             S.flows[bprev].qnext = S.flows[best].qnext;
         h->nqueued--;
-        activate(best);
+        start_upload(best);
     }
 }
 
@@ -523,7 +600,7 @@ static void request(struct peer *c, int par, int src_node, uint32_t n)
     push_int(&c->flights, &c->nflights, &c->capflights, f);
     struct node *h = &S.nodes[src_node];
     if ((uint32_t)h->active_up < node_slots(h, src_node)) {
-        activate(f);
+        start_upload(f);
     } else {
         /* Appended: the queue is scanned for the best score anyway. */
         int *tail = &h->qhead;
@@ -625,6 +702,7 @@ static void dispatch(struct peer *p)
         struct peer *q = &S.peers[p->pars[k].peer];
         view[k] = (struct dmf_dispatch_parent){
             .has = &q->book.have,
+            .deferred = &p->pars[k].deferred,
             .usable = true,
             .active = true,
             .is_seed = q->node == SEED,
@@ -879,6 +957,8 @@ static void step(double dt)
         struct peer *p = &S.peers[i];
         if (p->npending > 0 && S.t - p->pending_since >= REPORT_DELAY_MS / 1000.0)
             flush_progress(p);
+        if (p->undefer_at != 0 && p->undefer_at <= S.t)
+            undefer(p);
     }
     run_triggers();
     for (int i = 0; i < S.npeers; i++)
@@ -1224,9 +1304,9 @@ int main(int argc, char **argv)
            nd_, o->n, first, p50, p90, p99, p999, last);
     printf("x T*:  first %.3f, p50 %.3f, p90 %.3f, p99 %.3f, p99.9 %.3f, last %.3f\n",
            first / tstar, p50 / tstar, p90 / tstar, p99 / tstar, p999 / tstar, last / tstar);
-    printf("origin egress %.2f copies; endgame duplicates %ld (cancelled %ld); back to source "
-           "%ld; candidate sets %ld\n",
-           egress, S.n_dups, S.n_cancels, S.n_back_to_source, S.n_candidates);
+    printf("origin egress %.2f copies; endgame duplicates %ld (cancelled %ld); seed 503s %ld; "
+           "back to source %ld; candidate sets %ld\n",
+           egress, S.n_dups, S.n_cancels, S.n_refused, S.n_back_to_source, S.n_candidates);
     printf("simulator CPU %.2f s (scheduler core %.2f s) for %.2f simulated s\n", cpu, S.sched_cpu,
            S.t);
     printf("sim: n=%d done=%d tstar=%.4f first=%.4f p50=%.4f p90=%.4f p99=%.4f p999=%.4f "
