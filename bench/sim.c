@@ -85,7 +85,8 @@ struct flow {
     double t_req;      /* when it was asked */
     uint32_t permille; /* the child's progress when it asked (X-Dmf-Progress) */
     double rate;       /* this step's share */
-    int qnext;         /* the parent's upload queue */
+    int qnext;         /* the free list */
+    int hpos;          /* where it sits in its parent's upload queue */
 };
 
 struct par {
@@ -119,11 +120,10 @@ struct peer {
 };
 
 struct node {
-    double up, down; /* bytes/s */
-    int watchers;    /* children watching (/have streams) */
-    int active_up;   /* uploads sending */
-    int qhead;       /* waiting uploads (flow indices) */
-    int nqueued;
+    double up, down;  /* bytes/s */
+    int watchers;     /* children watching (/have streams) */
+    int active_up;    /* uploads sending */
+    int *q, nq, capq; /* waiting uploads (flow indices), a heap */
     double up_bytes, up_bytes_window;
     double next_announce;
     double arrive, done;
@@ -553,27 +553,68 @@ static void undefer(struct peer *p)
     }
 }
 
+/* A node's upload queue is a min-heap of waiting flows. The piece server starts the one
+ * with the lowest permille - waited/AGING_MS; the waiting time grows alike for all, so the
+ * order is the static key permille + t_req/AGING_MS (ms). */
+static double qkey(int f)
+{
+    return (double)S.flows[f].permille + S.flows[f].t_req * 1000.0 / AGING_MS;
+}
+
+static void qset(struct node *h, int i, int f)
+{
+    h->q[i] = f;
+    S.flows[f].hpos = i;
+}
+
+static void qsift(struct node *h, int i)
+{
+    int f = h->q[i];
+    double k = qkey(f);
+    while (i > 0 && qkey(h->q[(i - 1) / 2]) > k) {
+        qset(h, i, h->q[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= h->nq)
+            break;
+        if (c + 1 < h->nq && qkey(h->q[c + 1]) < qkey(h->q[c]))
+            c++;
+        if (qkey(h->q[c]) >= k)
+            break;
+        qset(h, i, h->q[c]);
+        i = c;
+    }
+    qset(h, i, f);
+}
+
+static void qpush(struct node *h, int f)
+{
+    if (h->nq == h->capq) {
+        h->capq = h->capq ? h->capq * 2 : 16;
+        h->q = dmf_xrealloc(h->q, (size_t)h->capq * sizeof(*h->q));
+    }
+    qset(h, h->nq++, f);
+    qsift(h, h->nq - 1);
+}
+
+static void qremove(struct node *h, int f)
+{
+    int i = S.flows[f].hpos, last = h->q[--h->nq];
+    if (i < h->nq) {
+        qset(h, i, last);
+        qsift(h, i);
+    }
+}
+
 /* Starts queued uploads of node nd while it has free slots (least progress first, aged). */
 static void upload_next(int nd)
 {
     struct node *h = &S.nodes[nd];
-    while (h->qhead >= 0 && (uint32_t)h->active_up < node_slots(h, nd)) {
-        int best = -1, bprev = -1, prev = -1;
-        int64_t best_score = INT64_MAX;
-        for (int f = h->qhead; f >= 0; prev = f, f = S.flows[f].qnext) {
-            int64_t score = (int64_t)S.flows[f].permille -
-                            (int64_t)((S.t - S.flows[f].t_req) * 1000.0 / AGING_MS);
-            if (score < best_score) {
-                best = f;
-                bprev = prev;
-                best_score = score;
-            }
-        }
-        if (bprev < 0)
-            h->qhead = S.flows[best].qnext;
-        else
-            S.flows[bprev].qnext = S.flows[best].qnext;
-        h->nqueued--;
+    while (h->nq > 0 && (uint32_t)h->active_up < node_slots(h, nd)) {
+        int best = h->q[0];
+        qremove(h, best);
         start_upload(best);
     }
 }
@@ -592,7 +633,6 @@ static void request(struct peer *c, int par, int src_node, uint32_t n)
         .size = dmf_book_piece_size(&c->book, n),
         .t_req = S.t,
         .permille = total ? (uint32_t)((uint64_t)c->book.have.count * 1000 / total) : 0,
-        .qnext = -1,
     };
     fl->left = fl->size;
     if (par >= 0)
@@ -602,12 +642,7 @@ static void request(struct peer *c, int par, int src_node, uint32_t n)
     if ((uint32_t)h->active_up < node_slots(h, src_node)) {
         start_upload(f);
     } else {
-        /* Appended: the queue is scanned for the best score anyway. */
-        int *tail = &h->qhead;
-        while (*tail >= 0)
-            tail = &S.flows[*tail].qnext;
-        *tail = f;
-        h->nqueued++;
+        qpush(h, f);
     }
 }
 
@@ -621,11 +656,7 @@ static void flow_end(int f)
         c->pars[fl->par].inflight--;
     remove_int(c->flights, &c->nflights, f);
     if (fl->state == FLOW_QUEUED) {
-        int *pp = &h->qhead;
-        while (*pp != f)
-            pp = &S.flows[*pp].qnext;
-        *pp = fl->qnext;
-        h->nqueued--;
+        qremove(h, f);
     } else {
         h->active_up--; /* S.active is compacted by the caller */
     }
@@ -1228,11 +1259,11 @@ int main(int argc, char **argv)
     S.peers = dmf_xcalloc((size_t)S.npeers, sizeof(*S.peers));
     S.done_times = dmf_xcalloc((size_t)o->n, sizeof(*S.done_times));
     double fetch = mbit(o->origin_fetch);
-    S.nodes[ORIGIN] = (struct node){.up = fetch, .down = fetch, .qhead = -1};
+    S.nodes[ORIGIN] = (struct node){.up = fetch, .down = fetch};
     snprintf(S.nodes[ORIGIN].id, sizeof(S.nodes[ORIGIN].id), "origin");
     for (int nd = SEED; nd < S.nnodes; nd++) {
         struct node *h = &S.nodes[nd];
-        *h = (struct node){.qhead = -1, .tasks_left = o->layers};
+        *h = (struct node){.tasks_left = o->layers};
         if (nd == SEED) {
             h->up = mbit(o->origin_up);
             h->down = fetch;
