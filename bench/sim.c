@@ -72,6 +72,7 @@ struct opts {
     bool dag;
     uint64_t seed;
     double max_sim_s;
+    double cpu_cores, cpu_ns_per_byte;
     bool quiet;
 };
 
@@ -162,6 +163,7 @@ struct sim {
     double sched_cpu;
     double origin_to_hosts; /* bytes hosts sent back to the source fetched */
     int *arrivals;          /* hosts (node indices) in order of arrival */
+    double cpu_rate;        /* bytes/s the shared CPU can move (--cpu-cores); 0: unlimited */
     int next_arrival;
 };
 
@@ -903,9 +905,22 @@ static int down_link(int nd)
     return 2 * nd + 1;
 }
 
+/* The links flow f crosses: its parent's uplink, its child's downlink and, with
+ * --cpu-cores, the machine's CPU (link 2 * nnodes) that every byte of every transfer costs. */
+static int flow_links(const struct flow *f, int out[3])
+{
+    out[0] = up_link(f->src_node);
+    out[1] = down_link(S.peers[f->dst_peer].node);
+    if (S.cpu_rate > 0) {
+        out[2] = 2 * S.nnodes;
+        return 3;
+    }
+    return 2;
+}
+
 static void maxmin(void)
 {
-    int nl = 2 * S.nnodes;
+    int nl = 2 * S.nnodes + 1;
     if (M.cap == NULL) {
         M.cap = dmf_xcalloc((size_t)nl, sizeof(*M.cap));
         M.cnt = dmf_xcalloc((size_t)nl, sizeof(*M.cnt));
@@ -913,28 +928,25 @@ static void maxmin(void)
         M.start = dmf_xcalloc((size_t)nl + 1, sizeof(*M.start));
         M.fill = dmf_xcalloc((size_t)nl, sizeof(*M.fill));
     }
-    if (M.caplist < 2 * S.nactive) {
-        M.caplist = 2 * S.capactive;
+    if (M.caplist < 3 * S.nactive) {
+        M.caplist = 3 * S.capactive;
         M.list = dmf_xrealloc(M.list, (size_t)M.caplist * sizeof(*M.list));
         M.frozen = dmf_xrealloc(M.frozen, (size_t)S.capactive);
     }
     memset(M.cnt, 0, (size_t)nl * sizeof(*M.cnt));
-    for (int i = 0; i < S.nactive; i++) {
-        struct flow *f = &S.flows[S.active[i]];
-        M.cnt[up_link(f->src_node)]++;
-        M.cnt[down_link(S.peers[f->dst_peer].node)]++;
-    }
+    int ls[3];
+    for (int i = 0; i < S.nactive; i++)
+        for (int k = 0, n = flow_links(&S.flows[S.active[i]], ls); k < n; k++)
+            M.cnt[ls[k]]++;
     M.start[0] = 0;
     for (int l = 0; l < nl; l++) {
         M.start[l + 1] = M.start[l] + M.cnt[l];
         M.fill[l] = M.start[l];
-        M.cap[l] = l & 1 ? S.nodes[l / 2].down : S.nodes[l / 2].up;
+        M.cap[l] = l == nl - 1 ? S.cpu_rate : l & 1 ? S.nodes[l / 2].down : S.nodes[l / 2].up;
     }
-    for (int i = 0; i < S.nactive; i++) {
-        struct flow *f = &S.flows[S.active[i]];
-        M.list[M.fill[up_link(f->src_node)]++] = i;
-        M.list[M.fill[down_link(S.peers[f->dst_peer].node)]++] = i;
-    }
+    for (int i = 0; i < S.nactive; i++)
+        for (int k = 0, n = flow_links(&S.flows[S.active[i]], ls); k < n; k++)
+            M.list[M.fill[ls[k]]++] = i;
     if (S.nactive > 0)
         memset(M.frozen, 0, (size_t)(unsigned)S.nactive);
     M.nheap = 0;
@@ -954,13 +966,16 @@ static void maxmin(void)
             M.frozen[i] = 1;
             struct flow *f = &S.flows[S.active[i]];
             f->rate = share;
-            int ul = up_link(f->src_node), dl = down_link(S.peers[f->dst_peer].node);
-            int o = ul == l ? dl : ul;
-            M.cap[o] -= share;
-            M.cnt[o]--;
-            M.ver[o]++;
-            if (M.cnt[o] > 0)
-                heap_push(DMF_MAX(M.cap[o], 0.0) / M.cnt[o], o, M.ver[o]);
+            for (int k = 0, n = flow_links(f, ls); k < n; k++) {
+                int o = ls[k];
+                if (o == l)
+                    continue;
+                M.cap[o] -= share;
+                M.cnt[o]--;
+                M.ver[o]++;
+                if (M.cnt[o] > 0)
+                    heap_push(DMF_MAX(M.cap[o], 0.0) / M.cnt[o], o, M.ver[o]);
+            }
         }
         M.cnt[l] = 0;
         M.ver[l]++;
@@ -1069,6 +1084,10 @@ static void usage(FILE *f)
             "  --dag                 the scheduler's DAG parent graph instead of the mesh\n"
             "  --seed S              random seed (default 1)\n"
             "  --max-sim-s T         give up after T simulated seconds (default 3600)\n"
+            "  --cpu-cores C --cpu-ns-per-byte X\n"
+            "                        one machine's CPU shared by the whole swarm (as in\n"
+            "                        bench/cluster): every byte moved costs X ns of one of\n"
+            "                        C cores (default: unlimited, each host its own CPU)\n"
             "  -q                    no per-event warnings\n");
 }
 
@@ -1103,7 +1122,9 @@ static int parse(int argc, char **argv, struct opts *o)
         O_CL,
         O_DAG,
         O_SEED,
-        O_MAX
+        O_MAX,
+        O_CORES,
+        O_NSB
     };
     static const struct option lo[] = {
         {"size-mib", 1, 0, O_SIZE},
@@ -1122,6 +1143,8 @@ static int parse(int argc, char **argv, struct opts *o)
         {"dag", 0, 0, O_DAG},
         {"seed", 1, 0, O_SEED},
         {"max-sim-s", 1, 0, O_MAX},
+        {"cpu-cores", 1, 0, O_CORES},
+        {"cpu-ns-per-byte", 1, 0, O_NSB},
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -1182,6 +1205,12 @@ static int parse(int argc, char **argv, struct opts *o)
         case O_MAX:
             o->max_sim_s = atof(optarg);
             break;
+        case O_CORES:
+            o->cpu_cores = atof(optarg);
+            break;
+        case O_NSB:
+            o->cpu_ns_per_byte = atof(optarg);
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -1202,6 +1231,9 @@ static int parse(int argc, char **argv, struct opts *o)
         bad = "sizes and rates must be positive";
     else if (!(o->goodput > 0 && o->goodput <= 1))
         bad = "--goodput must be in (0, 1]";
+    else if (o->cpu_cores < 0 || o->cpu_ns_per_byte < 0 ||
+             (o->cpu_cores > 0) != (o->cpu_ns_per_byte > 0))
+        bad = "--cpu-cores and --cpu-ns-per-byte go together, both positive";
     else if (o->dt_ms < 0 || o->arrival_s < 0 || !(o->max_sim_s > 0))
         bad = "--dt-ms, --arrival-s and --max-sim-s must not be negative";
     else if (o->piece_kib && ((uint64_t)o->piece_kib << 10 < DMF_PIECE_LENGTH_MIN ||
@@ -1252,6 +1284,8 @@ int main(int argc, char **argv)
         .now = sim_now_ms,
     };
     S.sched = dmf_scheduler_new(&cfg, &sink, NULL);
+    if (o->cpu_cores > 0)
+        S.cpu_rate = o->cpu_cores * 1e9 / o->cpu_ns_per_byte;
 
     S.nnodes = o->n + 2;
     S.nodes = dmf_xcalloc((size_t)S.nnodes, sizeof(*S.nodes));
@@ -1330,6 +1364,9 @@ int main(int argc, char **argv)
            o->dag ? "dag" : "mesh", o->candidate_limit, dt * 1000.0, (unsigned long long)o->seed);
     printf("T* = %.2f s (%s; rates as goodput, %.4f of the link rates)\n", tstar, which,
            o->goodput);
+    if (S.cpu_rate > 0)
+        printf("shared CPU: %g cores at %g ns per byte moved = %.1f MB/s for the whole swarm\n",
+               o->cpu_cores, o->cpu_ns_per_byte, S.cpu_rate / 1e6);
     printf("hosts done %d/%d: first %.2f s, p50 %.2f, p90 %.2f, p99 %.2f, p99.9 %.2f, last "
            "%.2f s\n",
            nd_, o->n, first, p50, p90, p99, p999, last);

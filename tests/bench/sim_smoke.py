@@ -3,7 +3,7 @@
 
 Runs 20 hosts on an 8 MiB file (mesh, then the DAG graph, then hosts arriving over 2 s) and
 checks what any correct run satisfies: every host completes, no host before the fluid bound
-(last >= T*, first >= F/d), the origin sends at least one copy, the scheduler failed nobody,
+(last >= T* when all start at once, first >= F/d: times count from each host's arrival), the origin sends at least one copy, the scheduler failed nobody,
 and the same seed gives the same curve twice (the simulator is deterministic)."""
 import re
 import subprocess
@@ -28,7 +28,8 @@ def main(sim):
         r, line = run(sim, *extra)
         what = " ".join(extra) or "mesh"
         assert r["done"] == r["n"] == 20, f"{what}: not every host completed: {line}"
-        assert r["last"] >= r["tstar"] * (1 - 1e-9), f"{what}: last before T*: {line}"
+        if "--arrival-s" not in extra:  # T* assumes every host starts at 0
+            assert r["last"] >= r["tstar"] * (1 - 1e-9), f"{what}: last before T*: {line}"
         assert r["first"] >= F / d * (1 - 1e-9), f"{what}: a host faster than its link: {line}"
         assert r["p50"] <= r["p99"] <= r["last"], f"{what}: curve not monotonic: {line}"
         assert r["egress"] >= 1 - 1e-6, f"{what}: origin sent less than one copy: {line}"
