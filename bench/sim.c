@@ -53,6 +53,7 @@
 #define CHILDREN_PER_SLOT 4                 /* piece_server.c */
 #define SLOTS_MAX         64                /* piece_server.c */
 #define ARRAY_LEN(a)      (sizeof(a) / sizeof((a)[0]))
+#define LATE_TICK_S       0.1 /* parent.c LATE_TICK_MS */
 #define SEED_REPEAT_S     3.0 /* DMF_SEED_REPEAT_MS */
 #define LAYERS_MAX        16
 #define ORIGIN            0 /* node index of the origin */
@@ -73,7 +74,7 @@ struct opts {
     uint64_t seed;
     double max_sim_s;
     double cpu_cores, cpu_ns_per_byte;
-    bool quiet;
+    bool quiet, verbose;
 };
 
 enum flow_state { FLOW_FREE, FLOW_QUEUED, FLOW_ACTIVE };
@@ -94,7 +95,8 @@ struct par {
     int peer;
     int inflight;
     struct dmf_rate rate;
-    dmf_bitmap_t deferred; /* pieces a seed refused (503): not asked of it for a second */
+    dmf_bitmap_t deferred; /* pieces refused (503) or taken back late: not asked for a second */
+    int strikes;           /* requests in a row that missed their deadline */
     double undefer_at;     /* 0: no timer */
 };
 
@@ -110,6 +112,7 @@ struct peer {
     int nflights, capflights;
     bool registered, source, finished, dirty;
     double undefer_at; /* the earliest of its parents' */
+    double late_at;    /* the next late tick (parent.c: every 100 ms while requests run) */
     /* A seed's ledger (piece_server.c): pieces served at least once, and when last. */
     dmf_bitmap_t served;
     double *served_at;
@@ -159,12 +162,13 @@ struct sim {
     uint64_t trigger_id[LAYERS_MAX];
     int hosts_done;
     double *done_times;
-    long n_candidates, n_back_to_source, n_gone, n_failed, n_dups, n_cancels, n_refused;
+    long n_candidates, n_back_to_source, n_gone, n_failed, n_dups, n_cancels, n_refused, n_late;
     double sched_cpu;
     double origin_to_hosts; /* bytes hosts sent back to the source fetched */
     int *arrivals;          /* hosts (node indices) in order of arrival */
     double cpu_rate;        /* bytes/s the shared CPU can move (--cpu-cores); 0: unlimited */
     int next_arrival;
+    double next_report, last_report_t, last_report_up, last_report_seed; /* -v */
 };
 
 static struct sim S;
@@ -503,6 +507,16 @@ static bool seed_refuses(struct peer *sp, uint32_t n)
     return false;
 }
 
+static void defer(struct peer *c, struct par *par, uint32_t n)
+{
+    dmf_bitmap_set(&par->deferred, n);
+    if (par->undefer_at == 0) {
+        par->undefer_at = S.t + 1.0;
+        if (c->undefer_at == 0 || par->undefer_at < c->undefer_at)
+            c->undefer_at = par->undefer_at;
+    }
+}
+
 /* A 503 from the seed: the child defers the piece for that parent (1 s) and plans again. */
 static void refuse(int f)
 {
@@ -512,12 +526,7 @@ static void refuse(int f)
     par->inflight--;
     remove_int(c->flights, &c->nflights, f);
     dmf_book_release(&c->book, fl->piece);
-    dmf_bitmap_set(&par->deferred, fl->piece);
-    if (par->undefer_at == 0) {
-        par->undefer_at = S.t + 1.0;
-        if (c->undefer_at == 0 || par->undefer_at < c->undefer_at)
-            c->undefer_at = par->undefer_at;
-    }
+    defer(c, par, fl->piece);
     S.n_refused++;
     c->dirty = true;
     flow_free(f);
@@ -738,7 +747,9 @@ static void dispatch(struct peer *p)
             .deferred = &p->pars[k].deferred,
             .usable = true,
             .active = true,
-            .is_seed = q->node == SEED,
+            /* A parent late twice in a row is asked, like a seed, only for what no other
+             * parent has (parent.c). */
+            .is_seed = q->node == SEED || p->pars[k].strikes >= 2,
             .complete = dmf_book_all_held(&q->book),
             .inflight = p->pars[k].inflight,
         };
@@ -815,9 +826,11 @@ static void flow_done(int f, double when)
 {
     struct flow fl = S.flows[f];
     struct peer *c = &S.peers[fl.dst_peer];
-    if (fl.par >= 0)
+    if (fl.par >= 0) {
         dmf_rate_add(&c->pars[fl.par].rate, (uint64_t)fl.size,
                      (uint64_t)((when - fl.t_req) * 1000.0));
+        c->pars[fl.par].strikes = 0;
+    }
     flow_end(f);
     if (dmf_bitmap_get(&c->book.have, fl.piece))
         return; /* an endgame duplicate came second */
@@ -984,6 +997,71 @@ static void maxmin(void)
 
 /* ---- the run ---- */
 
+/* parent.c's late tick: a request older than its deadline (6 pieces' time at the typical
+ * rate of the peer's parents, 0.5..30 s, 5 s before any was measured) is cancelled, its
+ * piece deferred for that parent, and the parent gets a strike. (A parent late 3 times in a
+ * row and silent all that time would be dropped: no parent is silent here.) */
+static void late_tick(struct peer *p)
+{
+    p->late_at = S.t + LATE_TICK_S;
+    if (p->nflights == 0 || p->source)
+        return;
+    double deadline = dmf_rate_deadline_ms(typical_rate(p), p->book.piece_length) / 1000.0;
+    int *late = dmf_xmalloc((size_t)p->nflights * sizeof(*late));
+    int nlate = 0;
+    for (int i = 0; i < p->nflights; i++) {
+        const struct flow *f = &S.flows[p->flights[i]];
+        if (f->par >= 0 && S.t - f->t_req >= deadline)
+            late[nlate++] = p->flights[i];
+    }
+    for (int i = 0; i < nlate; i++) {
+        struct flow *f = &S.flows[late[i]];
+        struct par *par = &p->pars[f->par];
+        uint32_t n = f->piece;
+        bool dup = false;
+        for (int j = 0; j < p->nflights; j++)
+            dup |= p->flights[j] != late[i] && S.flows[p->flights[j]].piece == n;
+        flow_end(late[i]);
+        if (!dup)
+            dmf_book_release(&p->book, n);
+        defer(p, par, n);
+        par->strikes++;
+        S.n_late++;
+        p->dirty = true;
+    }
+    free(late);
+}
+
+/* -v: what the last simulated second looked like. */
+static void report_second(void)
+{
+    double up = 0, cap = 0;
+    int sending = 0, queued = 0, idle = 0, running = 0;
+    for (int nd = SEED + 1; nd < S.nnodes; nd++) {
+        up += S.nodes[nd].up_bytes;
+        cap += S.nodes[nd].up;
+        sending += S.nodes[nd].active_up;
+        queued += S.nodes[nd].nq;
+    }
+    for (int i = 0; i < S.npeers; i++) {
+        const struct peer *p = &S.peers[i];
+        if (p->node == SEED || !p->registered || p->finished)
+            continue;
+        running++;
+        idle += p->nflights == 0;
+    }
+    double span = S.t - S.last_report_t;
+    printf("t %6.1f s  done %6d  swarm uplink %3.0f%%  seed uplink %3.0f%%  uploads %6d sending "
+           "%6d queued  downloading %6d (%d with nothing asked)\n",
+           S.t, S.hosts_done, 100 * (up - S.last_report_up) / (cap * span),
+           100 * (S.nodes[SEED].up_bytes - S.last_report_seed) / (S.nodes[SEED].up * span), sending,
+           queued, running, idle);
+    S.last_report_up = up;
+    S.last_report_seed = S.nodes[SEED].up_bytes;
+    S.last_report_t = S.t;
+    S.next_report = S.t + 1.0;
+}
+
 static void step(double dt)
 {
     /* Announces, arrivals, progress batches due. */
@@ -1005,6 +1083,8 @@ static void step(double dt)
             flush_progress(p);
         if (p->undefer_at != 0 && p->undefer_at <= S.t)
             undefer(p);
+        if (S.t >= p->late_at)
+            late_tick(p);
     }
     run_triggers();
     for (int i = 0; i < S.npeers; i++)
@@ -1046,6 +1126,8 @@ static void step(double dt)
             S.active[w++] = S.active[i];
     S.nactive = w;
     S.t += dt;
+    if (S.o.verbose && S.t >= S.next_report)
+        report_second();
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -1088,7 +1170,9 @@ static void usage(FILE *f)
             "                        one machine's CPU shared by the whole swarm (as in\n"
             "                        bench/cluster): every byte moved costs X ns of one of\n"
             "                        C cores (default: unlimited, each host its own CPU)\n"
-            "  -q                    no per-event warnings\n");
+            "  -q                    no per-event warnings\n"
+            "  -v                    a line per simulated second: hosts done, uplink use,\n"
+            "                        uploads sending and queued, peers with nothing to ask\n");
 }
 
 static int parse(int argc, char **argv, struct opts *o)
@@ -1149,7 +1233,7 @@ static int parse(int argc, char **argv, struct opts *o)
         {0, 0, 0, 0},
     };
     int c;
-    while ((c = getopt_long(argc, argv, "n:qh", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:qvh", lo, NULL)) != -1) {
         switch (c) {
         case 'n':
             o->n = atoi(optarg);
@@ -1204,6 +1288,9 @@ static int parse(int argc, char **argv, struct opts *o)
             break;
         case O_MAX:
             o->max_sim_s = atof(optarg);
+            break;
+        case 'v':
+            o->verbose = true;
             break;
         case O_CORES:
             o->cpu_cores = atof(optarg);
@@ -1372,9 +1459,10 @@ int main(int argc, char **argv)
            nd_, o->n, first, p50, p90, p99, p999, last);
     printf("x T*:  first %.3f, p50 %.3f, p90 %.3f, p99 %.3f, p99.9 %.3f, last %.3f\n",
            first / tstar, p50 / tstar, p90 / tstar, p99 / tstar, p999 / tstar, last / tstar);
-    printf("origin egress %.2f copies; endgame duplicates %ld (cancelled %ld); seed 503s %ld; "
-           "back to source %ld; candidate sets %ld\n",
-           egress, S.n_dups, S.n_cancels, S.n_refused, S.n_back_to_source, S.n_candidates);
+    printf("origin egress %.2f copies; endgame duplicates %ld (cancelled %ld); late requests "
+           "taken back %ld; seed 503s %ld; back to source %ld; candidate sets %ld\n",
+           egress, S.n_dups, S.n_cancels, S.n_late, S.n_refused, S.n_back_to_source,
+           S.n_candidates);
     printf("simulator CPU %.2f s (scheduler core %.2f s) for %.2f simulated s\n", cpu, S.sched_cpu,
            S.t);
     printf("sim: n=%d done=%d tstar=%.4f first=%.4f p50=%.4f p90=%.4f p99=%.4f p999=%.4f "
