@@ -1353,6 +1353,8 @@ int main(int argc, char **argv)
     if (parse(argc, argv, &S.o) != 0)
         return 2;
     dmf_log_set_level("error");
+    if (S.o.verbose)
+        setvbuf(stdout, NULL, _IOLBF, 0); /* -v: each line as it comes, also into a file */
     double cpu0 = cpu_now();
     struct opts *o = &S.o;
     S.rng = o->seed * 0x9e3779b97f4a7c15ull + 1;
