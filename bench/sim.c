@@ -74,6 +74,7 @@ struct opts {
     uint64_t seed;
     double max_sim_s;
     double cpu_cores, cpu_ns_per_byte;
+    double seed_repeat_s; /* DMF_SEED_REPEAT_MS, or --seed-repeat-ms */
     bool quiet, verbose;
 };
 
@@ -500,7 +501,7 @@ static bool seed_refuses(struct peer *sp, uint32_t n)
         sp->served_at = dmf_xcalloc(sp->book.total_pieces + 1u, sizeof(double));
     }
     if (dmf_bitmap_get(&sp->served, n) &&
-        (sp->served.count < sp->book.have.count || S.t - sp->served_at[n] < SEED_REPEAT_S))
+        (sp->served.count < sp->book.have.count || S.t - sp->served_at[n] < S.o.seed_repeat_s))
         return true;
     sp->served_at[n] = S.t;
     dmf_bitmap_set(&sp->served, n);
@@ -1170,6 +1171,9 @@ static void usage(FILE *f)
             "                        one machine's CPU shared by the whole swarm (as in\n"
             "                        bench/cluster): every byte moved costs X ns of one of\n"
             "                        C cores (default: unlimited, each host its own CPU)\n"
+            "  --seed-repeat-ms T    a seed sends a piece again only T ms after it last did\n"
+            "                        (and once every piece went out once; default 3000, the\n"
+            "                        piece server's DMF_SEED_REPEAT_MS)\n"
             "  -q                    no per-event warnings\n"
             "  -v                    a line per simulated second: hosts done, uplink use,\n"
             "                        uploads sending and queued, peers with nothing to ask\n");
@@ -1189,6 +1193,7 @@ static int parse(int argc, char **argv, struct opts *o)
                        .upload_slots = 2,
                        .candidate_limit = DMF_SCHED_CANDIDATES_DEFAULT,
                        .seed = 1,
+                       .seed_repeat_s = SEED_REPEAT_S,
                        .max_sim_s = 3600};
     enum {
         O_SIZE = 256,
@@ -1208,7 +1213,8 @@ static int parse(int argc, char **argv, struct opts *o)
         O_SEED,
         O_MAX,
         O_CORES,
-        O_NSB
+        O_NSB,
+        O_REPEAT
     };
     static const struct option lo[] = {
         {"size-mib", 1, 0, O_SIZE},
@@ -1229,6 +1235,7 @@ static int parse(int argc, char **argv, struct opts *o)
         {"max-sim-s", 1, 0, O_MAX},
         {"cpu-cores", 1, 0, O_CORES},
         {"cpu-ns-per-byte", 1, 0, O_NSB},
+        {"seed-repeat-ms", 1, 0, O_REPEAT},
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -1292,6 +1299,9 @@ static int parse(int argc, char **argv, struct opts *o)
         case 'v':
             o->verbose = true;
             break;
+        case O_REPEAT:
+            o->seed_repeat_s = atof(optarg) / 1000.0;
+            break;
         case O_CORES:
             o->cpu_cores = atof(optarg);
             break;
@@ -1321,8 +1331,8 @@ static int parse(int argc, char **argv, struct opts *o)
     else if (o->cpu_cores < 0 || o->cpu_ns_per_byte < 0 ||
              (o->cpu_cores > 0) != (o->cpu_ns_per_byte > 0))
         bad = "--cpu-cores and --cpu-ns-per-byte go together, both positive";
-    else if (o->dt_ms < 0 || o->arrival_s < 0 || !(o->max_sim_s > 0))
-        bad = "--dt-ms, --arrival-s and --max-sim-s must not be negative";
+    else if (o->dt_ms < 0 || o->arrival_s < 0 || !(o->max_sim_s > 0) || o->seed_repeat_s < 0)
+        bad = "--dt-ms, --arrival-s, --max-sim-s and --seed-repeat-ms must not be negative";
     else if (o->piece_kib && ((uint64_t)o->piece_kib << 10 < DMF_PIECE_LENGTH_MIN ||
                               (uint64_t)o->piece_kib << 10 > DMF_PIECE_LENGTH_MAX))
         bad = "--piece-kib must be in 256..16384";
