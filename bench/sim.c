@@ -20,8 +20,12 @@
  *    leaves that uplink); the scheduler triggers it and it fetches from the origin with 4
  *    range requests in flight; a host sent back to the source does the same.
  *
- * Not modelled: TCP (slow start, RTT, tbf's FIFO unfairness), CPU, the late-request
- * take-back (deferred pieces), failures. Deterministic for a given --seed.
+ *  - a request older than its deadline is taken back every 100 ms (parent.c's late tick);
+ *  - optionally (--cpu-cores), one machine's CPU as a link every flow crosses, as when
+ *    bench/cluster runs the whole swarm on one machine.
+ *
+ * Not modelled: TCP (slow start, RTT, tbf's FIFO unfairness), disk, failures and churn.
+ * Deterministic for a given --seed. See bench/README.md.
  *
  * Prints the completion curve against the fluid bound T* = max(F/u_s, F/d, N*F/(u_s+N*u))
  * (bench/cluster's t_star, rates as goodput), the origin egress in copies and its own CPU
@@ -1452,10 +1456,10 @@ int main(int argc, char **argv)
                         : tstar == t2 ? "host download F/d"
                                       : "origin upload F/u_s";
     double egress = (S.nodes[SEED].up_bytes + S.origin_to_hosts) / F;
-    int nd_ = S.hosts_done;
-    double p50 = pct(S.done_times, nd_, 0.5), p90 = pct(S.done_times, nd_, 0.9),
-           p99 = pct(S.done_times, nd_, 0.99), p999 = pct(S.done_times, nd_, 0.999),
-           last = nd_ ? S.done_times[nd_ - 1] : NAN, first = nd_ ? S.done_times[0] : NAN;
+    int ndone = S.hosts_done;
+    double p50 = pct(S.done_times, ndone, 0.5), p90 = pct(S.done_times, ndone, 0.9),
+           p99 = pct(S.done_times, ndone, 0.99), p999 = pct(S.done_times, ndone, 0.999),
+           last = ndone ? S.done_times[ndone - 1] : NAN, first = ndone ? S.done_times[0] : NAN;
     printf("damselfly simulator: N=%d, file %.0f MiB in %d task(s) of %u KiB pieces, origin up "
            "%g Mbit/s, hosts up %g / down %g Mbit/s, %s, candidate limit %d, dt %.2f ms, seed "
            "%llu\n",
@@ -1468,7 +1472,7 @@ int main(int argc, char **argv)
                o->cpu_cores, o->cpu_ns_per_byte, S.cpu_rate / 1e6);
     printf("hosts done %d/%d: first %.2f s, p50 %.2f, p90 %.2f, p99 %.2f, p99.9 %.2f, last "
            "%.2f s\n",
-           nd_, o->n, first, p50, p90, p99, p999, last);
+           ndone, o->n, first, p50, p90, p99, p999, last);
     printf("x T*:  first %.3f, p50 %.3f, p90 %.3f, p99 %.3f, p99.9 %.3f, last %.3f\n",
            first / tstar, p50 / tstar, p90 / tstar, p99 / tstar, p999 / tstar, last / tstar);
     printf("origin egress %.2f copies; endgame duplicates %ld (cancelled %ld); late requests "
@@ -1479,8 +1483,8 @@ int main(int argc, char **argv)
            S.t);
     printf("sim: n=%d done=%d tstar=%.4f first=%.4f p50=%.4f p90=%.4f p99=%.4f p999=%.4f "
            "last=%.4f egress=%.4f cpu=%.3f sched_cpu=%.3f failed=%ld gone=%ld\n",
-           o->n, nd_, tstar, first, p50, p90, p99, p999, last, egress, cpu, S.sched_cpu, S.n_failed,
-           S.n_gone);
+           o->n, ndone, tstar, first, p50, p90, p99, p999, last, egress, cpu, S.sched_cpu,
+           S.n_failed, S.n_gone);
     dmf_scheduler_free(S.sched);
-    return nd_ == o->n ? 0 : 1;
+    return ndone == o->n ? 0 : 1;
 }
