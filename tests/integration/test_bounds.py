@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import scaled, start_daemon
+from harness import binary, scaled, start_daemon
+
+
+def sanitized():
+    """ASan's allocator keeps freed memory in quarantine: RSS bounds do not hold there."""
+    return b"__asan_init" in binary().read_bytes()
 
 
 def rss_kib(pid):
@@ -82,7 +87,7 @@ def test_unknown_task_requests_touch_nothing(tmp_path, need_binary):
           f"{before} -> {after} KiB; another client's request meanwhile: median "
           f"{med * 1000:.2f} ms, max {max(latencies) * 1000:.2f} ms over {len(latencies)}")
     assert got == 100_000 and got_have == 10_000, (got, got_have)
-    assert after - before < 4096, (before, after)
+    assert sanitized() or after - before < 4096, (before, after)
     assert med < scaled(0.010), med
     tasks_dir = Path(d.data_dir) / "tasks"
     made = [p for p in tasks_dir.rglob("*")] if tasks_dir.exists() else []
@@ -149,7 +154,7 @@ def test_scheduler_ends_a_stream_that_never_reads(tmp_path, need_binary, pb):
     print(f"1,000 pushes to a stream that never reads: scheduler RSS {before} -> peak {peak} "
           f"KiB; the stream ended as a slow reader after {ended_after:.1f} s ({slow:.0f})")
     assert slow >= 1, "the stream that never reads was not ended"
-    assert peak - before < 32 * 1024, (before, peak)
+    assert sanitized() or peak - before < 32 * 1024, (before, peak)
     with cond:
         out.append(True)
         cond.notify_all()

@@ -308,7 +308,7 @@ def test_triggered_seed_data_counts_against_its_cache_limit(tmp_path, need_binar
     size = 8 * MiB
     try:
         for i in range(8):
-            origin.add_bytes(f"/fill/{i}", bytes([i]) * size)
+            origin.add_bytes(f"/fill/{i}", os.urandom(size))
         sched = start_scheduler(tmp_path)
         seed = start_daemon(tmp_path, "seed", scheduler=sched, seed=True, cache_limit="20m",
                             gc_interval="300ms")

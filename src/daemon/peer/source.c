@@ -21,6 +21,9 @@
 #define MAX_RETRIES   5    /* failed requests in a row before giving up */
 #define RETRY_BASE_MS 200  /* the first retry's wait (then doubled, jittered) */
 #define RETRY_CAP_MS  4000 /* the longest wait between two tries */
+/* A request to the origin that moves no byte this long is given up and tried again: well
+ * within the progress watchdog's 30 s, which would fail the whole download instead. */
+#define ORIGIN_STALL_S 15
 
 struct range {
     struct dmf_source *src;
@@ -102,6 +105,7 @@ static struct dmf_http_opts request_opts(struct dmf_source *src, const char *ran
         .follow_redirects = 1,
         .charge = DMF_CHARGE_DOWNLOAD | DMF_CHARGE_ORIGIN,
         .flow = src->env.flow,
+        .low_speed_time_s = ORIGIN_STALL_S,
     };
     if (src->env.origin_policy) {
         /* Redirects and re-resolved names are checked too: every connect goes through it. */
