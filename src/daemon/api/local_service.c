@@ -483,6 +483,25 @@ static void grpc_finish(void *ctx, int status, const char *details)
 
 static const struct dmf_download_transport grpc_transport = {grpc_send, grpc_finish};
 
+/* With TLS, only a scheduler's or manager's certificate may call method (which does what):
+ * true when the call was refused (finished with PERMISSION_DENIED, logged, counted). */
+static bool refused_caller(dmf_rpc_call_t *call, const char *method, const char *what)
+{
+    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(call);
+    if (dmf_tls_may_trigger_download(caller))
+        return false;
+    char msg[300];
+    snprintf(msg, sizeof(msg),
+             "the certificate of host %s (role %s) may not %s: only a scheduler's or "
+             "manager's may",
+             caller->host_id, dmf_tls_role_name(caller->role), what);
+    const char *peer = dmf_rpc_call_peer(call);
+    dmf_metric_add(&m_rpc_refused_caller, 1);
+    dmf_warn("%s from %s refused: %s", method, peer && *peer ? peer : "?", msg);
+    dmf_rpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, msg);
+    return true;
+}
+
 static void download_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
 {
     struct grpc_download *gd = arg;
@@ -491,18 +510,8 @@ static void download_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *
     gd->got_request = true;
     struct dmf_daemon *d = gd->d;
     const char *peer = dmf_rpc_call_peer(call);
-    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(call);
-    if (!dmf_tls_may_trigger_download(caller)) {
-        char msg[300];
-        snprintf(msg, sizeof(msg),
-                 "the certificate of host %s (role %s) may not trigger downloads: only a "
-                 "scheduler's or manager's may",
-                 caller->host_id, dmf_tls_role_name(caller->role));
-        dmf_metric_add(&m_rpc_refused_caller, 1);
-        dmf_warn("DownloadTask from %s refused: %s", peer ? peer : "?", msg);
-        dmf_rpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, msg);
+    if (refused_caller(call, "DownloadTask", "trigger downloads"))
         return;
-    }
     dmf_rpc_acl_cluster(d->rpc_acl, d->cfg.scheduler, &d->cfg.manager);
     const char *why = dmf_rpc_acl_check(d->rpc_acl, peer);
     if (why != NULL) {
@@ -653,16 +662,7 @@ static void delete_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *da
         return;
     const char *peer = dmf_rpc_call_peer(call);
     snprintf(dc->peer, sizeof(dc->peer), "%s", peer && *peer ? peer : "?");
-    const struct dmf_tls_identity *caller = dmf_rpc_call_identity(call);
-    if (!dmf_tls_may_trigger_download(caller)) { /* the same callers as DownloadTask */
-        char msg[300];
-        snprintf(msg, sizeof(msg),
-                 "the certificate of host %s (role %s) may not delete tasks: only a "
-                 "scheduler's or manager's may",
-                 caller->host_id, dmf_tls_role_name(caller->role));
-        dmf_metric_add(&m_rpc_refused_caller, 1);
-        dmf_warn("DeleteTask from %s refused: %s", dc->peer, msg);
-        dmf_rpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, msg);
+    if (refused_caller(call, "DeleteTask", "delete tasks")) { /* as DownloadTask's */
         dc->answered = true;
         return;
     }
