@@ -133,11 +133,12 @@ static int parse(const char *token, int64_t *expiry, uint8_t mac[MAC_LEN])
             return -1;
         e = e * 10 + (*p - '0');
     }
-    if (digits == 0 || *p != '.')
-        return -1;
+    if (digits == 0 || *p != '.' || (digits > 1 && token[3] == '0'))
+        return -1; /* canonical: one spelling per token, as minted (no leading zero) */
     p++;
-    if (strnlen(p, 2 * MAC_LEN + 1) != 2 * MAC_LEN || dmf_hex_decode(p, mac, MAC_LEN) != 0)
-        return -1;
+    if (strnlen(p, 2 * MAC_LEN + 1) != 2 * MAC_LEN ||
+        strspn(p, "0123456789abcdef") != 2 * MAC_LEN || dmf_hex_decode(p, mac, MAC_LEN) != 0)
+        return -1; /* lower-case hex only, as minted */
     *expiry = e;
     return 0;
 }

@@ -41,7 +41,7 @@ int dmf_piece_token_mint(const struct dmf_cluster_key *key, const char *task_id,
 enum dmf_piece_token_verdict {
     DMF_PIECE_TOKEN_OK = 0,
     DMF_PIECE_TOKEN_MISSING,   /* no token, or an empty one */
-    DMF_PIECE_TOKEN_MALFORMED, /* not "v1.<digits>.<64 hex>" */
+    DMF_PIECE_TOKEN_MALFORMED, /* not "v1.<digits>.<64 lower-case hex>" as minted */
     DMF_PIECE_TOKEN_EXPIRED,   /* a true MAC whose expiry is at or before now */
     DMF_PIECE_TOKEN_FORGED,    /* the MAC does not match this task, host and expiry */
 };

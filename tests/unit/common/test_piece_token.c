@@ -95,6 +95,15 @@ static void test_malformed_and_missing(void **state)
     assert_int_equal(dmf_piece_token_verify(&k, f, TASK, HOST, NOW), DMF_PIECE_TOKEN_MALFORMED);
     snprintf(f, sizeof(f), "v1.1234567890123456789.%s", tok + 14);
     assert_int_equal(dmf_piece_token_verify(&k, f, TASK, HOST, NOW), DMF_PIECE_TOKEN_MALFORMED);
+    /* One spelling per token: the true MAC in upper case, or a leading zero on the expiry,
+     * is malformed (the fuzzer found both accepted). */
+    snprintf(f, sizeof(f), "%s", tok);
+    for (char *c = strrchr(f, '.'); *c; c++)
+        if (*c >= 'a' && *c <= 'f')
+            *c = (char)(*c - 'a' + 'A');
+    assert_int_equal(dmf_piece_token_verify(&k, f, TASK, HOST, NOW), DMF_PIECE_TOKEN_MALFORMED);
+    snprintf(f, sizeof(f), "v1.0%s", tok + 3);
+    assert_int_equal(dmf_piece_token_verify(&k, f, TASK, HOST, NOW), DMF_PIECE_TOKEN_MALFORMED);
     char big[4096];
     memset(big, 'a', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
