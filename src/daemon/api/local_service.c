@@ -590,10 +590,10 @@ static const struct dmf_rpc_call_handler stat_handler = {
     .on_end = stat_on_end,
 };
 
-/* DeleteTask: the task leaves this host's cache (cache_gc.h). A task in use (a download, a
- * reader, a child fetching from it) first leaves the scheduler, so that nobody is sent
- * here for it any more, and is removed as soon as it is idle: retried every
- * DELETE_RETRY_MS for up to DELETE_WAIT_MS, then FAILED_PRECONDITION. */
+/* DeleteTask: the task leaves this host's cache (cache_gc.h). A task in use is removed as
+ * soon as it is idle: retried every DELETE_RETRY_MS for up to DELETE_WAIT_MS, then
+ * FAILED_PRECONDITION. Unless it is downloading, it first leaves the scheduler, so that no
+ * new child is sent here for it. */
 #define DELETE_RETRY_MS 250
 #define DELETE_WAIT_MS  20000
 
@@ -691,7 +691,11 @@ static void delete_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *da
     if (delete_try(dc))
         return;
     struct dmf_task *t = dmf_engine_find(d, dc->task_id);
-    if (t != NULL) {
+    struct dmf_task_info info;
+    if (t != NULL)
+        dmf_task_info(t, &info);
+    if (t != NULL && info.phase != DMF_TASK_PHASE_RUNNING) {
+        /* Children fetching from it: no new ones. A download in progress keeps its peer. */
         dmf_info("task %s: in use; it leaves the scheduler and is deleted once idle (request of "
                  "%s)",
                  dc->task_id, dc->peer);
