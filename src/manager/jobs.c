@@ -382,6 +382,20 @@ static void item_close(struct item *it)
         it->ch = NULL;
     }
 }
+/* A unary item call came back: its channel goes, and its slot. */
+static void item_unary_over(struct item *it)
+{
+    dmf_rpc_channel_free(it->ch);
+    it->ch = NULL;
+    it->run->running--;
+}
+
+static void item_failed_with(struct item *it, grpc_status_code st, const char *details)
+{
+    it->state = ITEM_FAILED;
+    free(it->reason);
+    it->reason = dmf_xasprintf("%s (%d)", details && details[0] ? details : "failed", (int)st);
+}
 
 static void item_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
 {
@@ -406,9 +420,7 @@ static void item_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code st, co
         it->state = ITEM_SUCCEEDED;
         dmf_info("job %lld: %s on %s: succeeded", (long long)r->id, it->url, it->host);
     } else {
-        it->state = ITEM_FAILED;
-        free(it->reason);
-        it->reason = dmf_xasprintf("%s (%d)", details && details[0] ? details : "failed", (int)st);
+        item_failed_with(it, st, details);
         dmf_warn("job %lld: %s on %s: failed: %s", (long long)r->id, it->url, it->host, it->reason);
     }
     run_save(r);
@@ -426,9 +438,7 @@ static void item_on_stat(void *arg, grpc_status_code st, const char *details, co
 {
     struct item *it = arg;
     struct run *r = it->run;
-    dmf_rpc_channel_free(it->ch);
-    it->ch = NULL;
-    r->running--;
+    item_unary_over(it);
     json_decref(it->peers);
     it->peers = json_array();
     Damselfly__V1__StatTaskResponse *sr =
@@ -451,9 +461,7 @@ static void item_on_stat(void *arg, grpc_status_code st, const char *details, co
         dmf_info("job %lld: scheduler %s knows %zu peers of the task", (long long)r->id, it->host,
                  json_array_size(it->peers));
     } else {
-        it->state = ITEM_FAILED;
-        free(it->reason);
-        it->reason = dmf_xasprintf("%s (%d)", details && details[0] ? details : "failed", (int)st);
+        item_failed_with(it, st, details);
     }
     run_save(r);
     run_step(r);
@@ -465,9 +473,7 @@ static void item_on_delete(void *arg, grpc_status_code st, const char *details, 
 {
     struct item *it = arg;
     struct run *r = it->run;
-    dmf_rpc_channel_free(it->ch);
-    it->ch = NULL;
-    r->running--;
+    item_unary_over(it);
     Damselfly__V1__DeleteTaskResponse *dr =
         st == GRPC_STATUS_OK ? damselfly__v1__delete_task_response__unpack(NULL, len, resp) : NULL;
     if (dr) {
@@ -478,9 +484,7 @@ static void item_on_delete(void *arg, grpc_status_code st, const char *details, 
                  dr->removed ? "deleted" : "not held");
         damselfly__v1__delete_task_response__free_unpacked(dr, NULL);
     } else {
-        it->state = ITEM_FAILED;
-        free(it->reason);
-        it->reason = dmf_xasprintf("%s (%d)", details && details[0] ? details : "failed", (int)st);
+        item_failed_with(it, st, details);
         dmf_warn("job %lld: task %s on %s: not deleted: %s", (long long)r->id, it->url, it->host,
                  it->reason);
     }

@@ -35,9 +35,11 @@ void dmf_signin_limit_free(struct dmf_signin_limit *l)
     free(l);
 }
 
-static void key_of(char *out, const char *prefix, const char *s)
+/* The two keys of a sign-in: its address's and its name's. */
+static void keys_of(const char *addr, const char *name, char *ka, char *kn)
 {
-    snprintf(out, DMF_SIGNIN_KEY_MAX + 1, "%s%s", prefix, s ? s : "");
+    snprintf(ka, DMF_SIGNIN_KEY_MAX + 1, "addr:%s", addr ? addr : "");
+    snprintf(kn, DMF_SIGNIN_KEY_MAX + 1, "user:%s", name ? name : "");
 }
 
 /* The key's entry, or NULL; a forgotten one is cleared on the way. */
@@ -79,8 +81,7 @@ int64_t dmf_signin_limit_check(struct dmf_signin_limit *l, const char *addr, con
                                int64_t now)
 {
     char ka[DMF_SIGNIN_KEY_MAX + 1], kn[DMF_SIGNIN_KEY_MAX + 1];
-    key_of(ka, "addr:", addr);
-    key_of(kn, "user:", name);
+    keys_of(addr, name, ka, kn);
     pthread_mutex_lock(&l->mu);
     int64_t a = wait_of(find(l, ka, now), now), n = wait_of(find(l, kn, now), now);
     pthread_mutex_unlock(&l->mu);
@@ -105,8 +106,7 @@ void dmf_signin_limit_failed(struct dmf_signin_limit *l, const char *addr, const
                              int64_t now)
 {
     char ka[DMF_SIGNIN_KEY_MAX + 1], kn[DMF_SIGNIN_KEY_MAX + 1];
-    key_of(ka, "addr:", addr);
-    key_of(kn, "user:", name);
+    keys_of(addr, name, ka, kn);
     pthread_mutex_lock(&l->mu);
     fail_key(l, ka, now);
     fail_key(l, kn, now);
@@ -116,8 +116,7 @@ void dmf_signin_limit_failed(struct dmf_signin_limit *l, const char *addr, const
 void dmf_signin_limit_succeeded(struct dmf_signin_limit *l, const char *addr, const char *name)
 {
     char ka[DMF_SIGNIN_KEY_MAX + 1], kn[DMF_SIGNIN_KEY_MAX + 1];
-    key_of(ka, "addr:", addr);
-    key_of(kn, "user:", name);
+    keys_of(addr, name, ka, kn);
     pthread_mutex_lock(&l->mu);
     for (size_t i = 0; i < DMF_SIGNIN_KEYS; i++)
         if (strcmp(l->e[i].key, ka) == 0 || strcmp(l->e[i].key, kn) == 0)

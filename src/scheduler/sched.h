@@ -259,7 +259,7 @@ struct dmf_scheduler_progress {
     /* The peer's bytes so far in this download, by source (cumulative; shown in the live
      * view, never trusted for a decision). */
     uint64_t bytes_from_parents, bytes_from_origin;
-    const char *content_type;         /* the origin's, or NULL/"" (else dmf_content_type_valid) */
+    const char *content_type; /* the origin's, or NULL/"" (else dmf_content_type_valid) */
 };
 
 /* Records pieces held by the peer, its digests and the task's layout; new digests or

@@ -283,6 +283,14 @@ static bool mint_token(struct call *c, const char *task_id, char *out, size_t ou
     return true;
 }
 
+static void send_candidates(struct call *c, Damselfly__V1__Candidates *cand)
+{
+    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
+    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_CANDIDATES;
+    resp.candidates = cand;
+    send_response(c, &resp);
+}
+
 /* Sends c's peer a new token, alone, when half the last one's life is gone. */
 static void renew_token(struct call *c, int64_t now)
 {
@@ -296,10 +304,7 @@ static void renew_token(struct call *c, int64_t now)
         return;
     Damselfly__V1__Candidates cand = DAMSELFLY__V1__CANDIDATES__INIT;
     cand.piece_token = token;
-    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
-    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_CANDIDATES;
-    resp.candidates = &cand;
-    send_response(c, &resp);
+    send_candidates(c, &cand);
     explicit_bzero(token, sizeof(token));
 }
 
@@ -336,10 +341,7 @@ static void on_candidates(void *arg, void *stream, const struct dmf_scheduler_pa
     cand.task = &tm;
     if (mint_token(c, meta->task_id, token, sizeof(token)))
         cand.piece_token = token;
-    Damselfly__V1__AnnouncePeerResponse resp = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__INIT;
-    resp.msg_case = DAMSELFLY__V1__ANNOUNCE_PEER_RESPONSE__MSG_CANDIDATES;
-    resp.candidates = &cand;
-    send_response(c, &resp);
+    send_candidates(c, &cand);
     explicit_bzero(token, sizeof(token));
     free(pd);
     free(ppd);
