@@ -26,6 +26,7 @@
 #include "common/tls.h"
 #include "common/util.h"
 #include "daemon/piece_server.h"
+#include "support/certs.h"
 
 #define ID_A "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define PL   (4u << 20)               /* 4 MiB pieces: far more than a socket buffer */
@@ -33,63 +34,9 @@
 
 static char dir[64];
 
-/* ---- certificates ---- */
-
-static EVP_PKEY *new_key(void)
-{
-    EVP_PKEY *k = EVP_EC_gen("P-256");
-    assert_non_null(k);
-    return k;
-}
-
-/* A certificate for cn (OU peer) signed by issuer/ikey (a self-signed CA when NULL). */
-static X509 *new_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ikey)
-{
-    static long serial = 1;
-    X509 *x = X509_new();
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, key);
-    X509_NAME *n = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    if (issuer != NULL)
-        X509_NAME_add_entry_by_txt(n, "OU", MBSTRING_ASC, (const unsigned char *)"peer", -1, -1, 0);
-    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
-    X509V3_CTX ctx;
-    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
-    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints,
-                                            issuer ? "CA:FALSE" : "critical,CA:TRUE");
-    X509_add_ext(x, e, -1);
-    X509_EXTENSION_free(e);
-    assert_true(X509_sign(x, issuer ? ikey : key, EVP_sha256()) > 0);
-    return x;
-}
-
-static void write_pem(const char *name, X509 *x, EVP_PKEY *k)
-{
-    char p[128];
-    snprintf(p, sizeof(p), "%s/%s.pem", dir, name);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    PEM_write_X509(f, x);
-    fclose(f);
-    snprintf(p, sizeof(p), "%s/%s.key", dir, name);
-    f = fopen(p, "w");
-    assert_non_null(f);
-    PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-}
-
 static struct dmf_tls_files files(const char *name, const char *ca)
 {
-    static char c[4][128], k[4][128], a[4][128];
-    static int slot;
-    slot = (slot + 1) % 4;
-    snprintf(c[slot], sizeof(c[slot]), "%s/%s.pem", dir, name);
-    snprintf(k[slot], sizeof(k[slot]), "%s/%s.key", dir, name);
-    snprintf(a[slot], sizeof(a[slot]), "%s/%s.pem", dir, ca);
-    return (struct dmf_tls_files){.cert = c[slot], .key = k[slot], .ca = a[slot]};
+    return dmf_test_tls_files(dir, name, ca);
 }
 
 /* ---- the parent: a piece server with TLS, holding one task ---- */
@@ -134,32 +81,13 @@ static SSL_CTX *server_ctx(const char *name, const char *ca)
 
 static int setup(void **state)
 {
-    snprintf(dir, sizeof(dir), "/tmp/dmf-test-http-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    EVP_PKEY *cak = new_key(), *otherk = new_key();
-    X509 *ca = new_cert("damselfly-ca", cak, NULL, NULL);
-    X509 *other = new_cert("other-ca", otherk, NULL, NULL);
-    write_pem("ca", ca, cak);
-    write_pem("other", other, otherk);
-    struct {
-        const char *name;
-        X509 *ca;
-        EVP_PKEY *cak;
-    } hosts[] = {
-        {"parent", ca, cak}, {"child", ca, cak}, {"parent2", ca, cak}, {"rogue", other, otherk}};
-    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
-        EVP_PKEY *k = new_key();
-        /* "rogue" names the parent: only its CA differs. */
-        X509 *x = new_cert(strcmp(hosts[i].name, "rogue") == 0 ? "parent" : hosts[i].name, k,
-                           hosts[i].ca, hosts[i].cak);
-        write_pem(hosts[i].name, x, k);
-        X509_free(x);
-        EVP_PKEY_free(k);
-    }
-    X509_free(ca);
-    X509_free(other);
-    EVP_PKEY_free(cak);
-    EVP_PKEY_free(otherk);
+    /* "rogue" names the parent: only its CA differs. */
+    static const struct dmf_test_host hosts[] = {{"parent", "parent", "peer", false},
+                                                 {"child", "child", "peer", false},
+                                                 {"parent2", "parent2", "peer", false},
+                                                 {"rogue", "parent", "peer", true}};
+    dmf_test_certs_make(dir, sizeof(dir), "/tmp/dmf-test-http-XXXXXX", hosts,
+                        sizeof(hosts) / sizeof(hosts[0]));
 
     struct fixture *f = dmf_xcalloc(1, sizeof(*f));
     f->base = event_base_new();
@@ -205,9 +133,7 @@ static int teardown(void **state)
     unlink(f->path);
     free(f->content);
     free(f);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return dmf_test_certs_remove(dir);
 }
 
 /* ---- the child ---- */

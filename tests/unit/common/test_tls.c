@@ -17,103 +17,30 @@
 #include <openssl/x509v3.h>
 
 #include "common/tls.h"
+#include "support/certs.h"
 
 static char dir[64];
 
-static EVP_PKEY *new_key(void)
-{
-    EVP_PKEY *k = EVP_EC_gen("P-256");
-    assert_non_null(k);
-    return k;
-}
-
-/* A certificate for (cn, ou) signed by issuer/ikey (self-signed CA when issuer is NULL). */
-static X509 *new_cert(const char *cn, const char *ou, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ikey)
-{
-    static long serial = 1;
-    X509 *x = X509_new();
-    ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, key);
-    X509_NAME *n = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-    if (ou != NULL)
-        X509_NAME_add_entry_by_txt(n, "OU", MBSTRING_ASC, (const unsigned char *)ou, -1, -1, 0);
-    X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
-    X509V3_CTX ctx;
-    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
-    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints,
-                                            issuer ? "CA:FALSE" : "critical,CA:TRUE");
-    X509_add_ext(x, e, -1);
-    X509_EXTENSION_free(e);
-    assert_true(X509_sign(x, issuer ? ikey : key, EVP_sha256()) > 0);
-    return x;
-}
-
-static void write_pem(const char *name, X509 *x, EVP_PKEY *k)
-{
-    char p[128];
-    snprintf(p, sizeof(p), "%s/%s.pem", dir, name);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    PEM_write_X509(f, x);
-    fclose(f);
-    snprintf(p, sizeof(p), "%s/%s.key", dir, name);
-    f = fopen(p, "w");
-    assert_non_null(f);
-    PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-}
-
 static struct dmf_tls_files files(const char *name, const char *ca)
 {
-    static char c[4][128], k[4][128], a[4][128];
-    static int slot;
-    slot = (slot + 1) % 4;
-    snprintf(c[slot], sizeof(c[slot]), "%s/%s.pem", dir, name);
-    snprintf(k[slot], sizeof(k[slot]), "%s/%s.key", dir, name);
-    snprintf(a[slot], sizeof(a[slot]), "%s/%s.pem", dir, ca);
-    return (struct dmf_tls_files){.cert = c[slot], .key = k[slot], .ca = a[slot]};
+    return dmf_test_tls_files(dir, name, ca);
 }
 
 static int setup(void **state)
 {
-    snprintf(dir, sizeof(dir), "/tmp/dmf-test-tls-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-    EVP_PKEY *cak = new_key(), *otherk = new_key();
-    X509 *ca = new_cert("damselfly-ca", NULL, cak, NULL, NULL);
-    X509 *other = new_cert("other-ca", NULL, otherk, NULL, NULL);
-    write_pem("ca", ca, cak);
-    write_pem("other", other, otherk);
-    struct {
-        const char *name, *cn, *ou;
-        X509 *ca;
-        EVP_PKEY *cak;
-    } hosts[] = {
-        {"srv", "srv", "peer", ca, cak},        {"hA", "hA", NULL, ca, cak},
-        {"seed", "s1", "seed", ca, cak},        {"sched", "sch", "scheduler", ca, cak},
-        {"rogue", "hA", "seed", other, otherk}, {"badou", "hB", "admin", ca, cak},
+    static const struct dmf_test_host hosts[] = {
+        {"srv", "srv", "peer", false}, {"hA", "hA", NULL, false},
+        {"seed", "s1", "seed", false}, {"sched", "sch", "scheduler", false},
+        {"rogue", "hA", "seed", true}, {"badou", "hB", "admin", false},
     };
-    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
-        EVP_PKEY *k = new_key();
-        X509 *x = new_cert(hosts[i].cn, hosts[i].ou, k, hosts[i].ca, hosts[i].cak);
-        write_pem(hosts[i].name, x, k);
-        X509_free(x);
-        EVP_PKEY_free(k);
-    }
-    X509_free(ca);
-    X509_free(other);
-    EVP_PKEY_free(cak);
-    EVP_PKEY_free(otherk);
+    dmf_test_certs_make(dir, sizeof(dir), "/tmp/dmf-test-tls-XXXXXX", hosts,
+                        sizeof(hosts) / sizeof(hosts[0]));
     return 0;
 }
 
 static int teardown(void **state)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return dmf_test_certs_remove(dir);
 }
 
 /* Handshake between a server context and a client context (client NULL: a client with
