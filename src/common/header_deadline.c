@@ -12,6 +12,7 @@
 #include "common/util.h"
 
 #define BUCKETS 1024
+#define REAP_MS 100 /* how soon a connection evhttp freed gives back its descriptor */
 
 struct conn {
     struct bufferevent *bev;         /* one reference is ours */
@@ -47,9 +48,17 @@ static size_t bucket_of(const struct bufferevent *bev)
 }
 
 /* Bytes arrived on a connection with no head awaited: the next request's head begins. */
+static bool freed_by_evhttp(struct bufferevent *bev);
+
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct conn *c = arg;
+    if (info->n_added > 0 && freed_by_evhttp(c->bev)) {
+        /* Nobody reads this connection any more: stop taking its bytes. */
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        return;
+    }
     if (info->n_added > 0 && c->head_from_ms == 0)
         c->head_from_ms = dmf_now_ms();
 }
@@ -58,11 +67,11 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 {
     dmf_header_deadline_t *hd = arg;
-    /* Without BEV_OPT_CLOSE_ON_FREE evhttp_connection_free closes the descriptor itself, at
-     * once, although our reference keeps the bufferevent's memory until the next sweep. */
+    /* The descriptor lives as long as the bufferevent (header_deadline.h: a stale read
+     * event must never see its number reused). */
     struct bufferevent *bev = hd->make ? hd->make(base, hd->maker_arg) : NULL;
     if (bev == NULL)
-        bev = bufferevent_socket_new(base, -1, 0);
+        bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL)
         return NULL; /* evhttp makes its own (without a deadline) */
     bufferevent_incref(bev);
@@ -113,7 +122,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             struct conn *c = *pp;
             if (freed_by_evhttp(c->bev)) {
                 *pp = c->next;
-                conn_free(c); /* the last reference (evhttp closed the fd) */
+                conn_free(c); /* the last reference: this closes the descriptor */
                 hd->nconns--;
                 continue;
             }
@@ -141,10 +150,9 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 
 static void arm(dmf_header_deadline_t *hd)
 {
-    uint64_t every = hd->timeout_ms / 4;
-    every = DMF_MAX(every, (uint64_t)100);
-    every = DMF_MIN(every, (uint64_t)1000);
-    struct timeval tv = dmf_timeval_ms(every);
+    /* Often enough to give back freed descriptors promptly; a late head is found within
+     * REAP_MS of its deadline. */
+    struct timeval tv = dmf_timeval_ms(REAP_MS);
     event_add(hd->sweep, &tv);
 }
 

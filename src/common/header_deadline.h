@@ -10,11 +10,16 @@
  * connection as it would any other. The server's request callback marks the connection
  * (dmf_header_deadline_got_request); a callback on the bufferevent's input notes when the
  * next head's first byte arrives. A complete head waiting in the input (a pipelined request
- * while a response is still being sent) is not late. The bufferevent is made without
- * BEV_OPT_CLOSE_ON_FREE, so evhttp closes the descriptor itself the moment it frees the connection;
- * the held reference keeps only the bufferevent's memory, and tells the sweep that evhttp freed it
- * (its callbacks are cleared): the sweep checks that first, so it never shuts down a
- * descriptor that was closed and reused.
+ * while a response is still being sent) is not late.
+ *
+ * The bufferevent owns its descriptor (BEV_OPT_CLOSE_ON_FREE): when evhttp frees the
+ * connection it shuts the socket down for writing (the client sees the end at once), and the
+ * descriptor is closed when the last reference goes, the sweep's, at most 100 ms later
+ * (the sweep sees that evhttp freed it: its callbacks are cleared). It must not be closed
+ * earlier: a freed bufferevent that is still referenced keeps its read event in the event
+ * base, and once the descriptor's number is reused (an origin or peer socket), libevent
+ * runs that stale event for the new socket's bytes, which its read callback would take.
+ * Bytes that still arrive on a freed connection stop its reading at once.
  *
  * A keep-alive connection that sends nothing between requests is bounded by the server's
  * idle timeout instead. */
@@ -39,8 +44,8 @@ dmf_header_deadline_t *dmf_header_deadline_new(struct event_base *base, struct e
 /* How each new connection's bufferevent is made, instead of a plain socket one (an
  * OpenSSL one for TLS): make returns a bufferevent made with fd -1, or NULL for a plain
  * one. Make it with BEV_OPT_CLOSE_ON_FREE: its descriptor (and its SSL) then go when the
- * module drops its reference, at the sweep after evhttp freed the connection (at most a
- * second later), so the descriptor is never closed and reused under a bufferevent that
+ * module drops its reference, at the sweep after evhttp freed the connection (at most
+ * 100 ms later), so the descriptor is never closed and reused under a bufferevent that
  * still holds it. */
 typedef struct bufferevent *(*dmf_header_deadline_make_cb)(struct event_base *base, void *arg);
 void dmf_header_deadline_set_maker(dmf_header_deadline_t *hd, dmf_header_deadline_make_cb make,
