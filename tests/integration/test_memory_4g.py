@@ -16,11 +16,12 @@ from harness import (MiB, binary, scaled, start_daemon, start_scheduler, wait_ho
 
 SIZE = 4 << 30
 LIMIT = 256 * MiB
-# What a daemon holds besides piece buffers, measured on an idle daemon and after this
-# download (RelWithDebInfo, glibc malloc): about 20 MiB of code, gRPC/absl/OpenSSL/SQLite
-# state and thread stacks at start; SQLite's page cache and the 1024-piece bookkeeping
-# add a few MiB more. 64 MiB leaves room for malloc's per-thread arenas and one piece
-# beyond the budget (a task with nothing in flight may always start one: 4 MiB here).
+# What a daemon holds besides piece buffers, measured (RelWithDebInfo, glibc malloc): an
+# idle daemon is about 18.5 MiB (code, gRPC/absl/OpenSSL/SQLite state, thread stacks); at
+# the peak of this download RSS was 20-25 MiB above the piece buffers held (seed: 211.5
+# MiB RSS with 188 MiB of buffers; daemon: 147.4 MiB with 128 MiB). 64 MiB leaves room for
+# malloc's per-thread arenas and one piece beyond the budget (a task with nothing in
+# flight may always start one: 4 MiB here).
 OVERHEAD = 64 * MiB
 
 
@@ -72,10 +73,12 @@ def test_4gib_task_with_memory_limit_256m(tmp_path, origin, need_binary):
     hasher.start()
 
     sched = start_scheduler(tmp_path)
-    seed = start_daemon(tmp_path, "seed", scheduler=sched, seed=True, memory_limit="256m", source_concurrency=16,
-                        log_level="info")
+    # The most parallel fetches each allows, so that as many piece buffers as the daemon
+    # would ever hold are in flight.
+    seed = start_daemon(tmp_path, "seed", scheduler=sched, seed=True, memory_limit="256m",
+                        source_concurrency=16, log_level="info")
     d = start_daemon(tmp_path, "d1", scheduler=sched, memory_limit="256m",
-                      parent_concurrency=16, log_level="info")
+                     parent_concurrency=16, log_level="info")
     wait_hosts(sched, 2)
     idle = {n: status_kib(p.proc.pid, "VmRSS") * 1024 for n, p in (("seed", seed), ("d1", d))}
 
