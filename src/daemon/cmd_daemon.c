@@ -270,7 +270,8 @@ struct daemon_run {
     bool proxy_on;
     struct dmf_proxy_rules rules; /* from --config, until the proxy takes them */
     struct dmf_socket_perms socket_perms;
-    size_t nrules; /* proxy rules given, for the ready line */
+    size_t nrules;    /* proxy rules given, for the ready line */
+    bool socket_made; /* the local API's socket file exists */
     struct event *sigint, *sigterm, *sighup;
     struct dmf_daemon *d;
     int argc; /* the command line, for a reload of --config on SIGHUP */
@@ -773,6 +774,7 @@ static int start_serving(struct daemon_run *r)
     d->local_api = dmf_local_api_new(d, cfg->socket, &r->socket_perms, why, sizeof(why));
     if (d->local_api == NULL)
         return flag_error(r->err, sizeof(r->err), "--socket", why);
+    r->socket_made = true; /* unlinked at the end, also when the shutdown freed the API */
     set_phase(r, PHASE_SERVING, "the local API is up");
     dmf_info("%s ready: host %s, pieces on %s:%u, rpc on port %d, socket %s, scheduler %s",
              cfg->seed ? "seed peer" : "daemon", cfg->host_id, r->piece_host, d->piece_port,
@@ -789,7 +791,7 @@ static int start_serving(struct daemon_run *r)
  * never got to. */
 static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
 {
-    bool socket_made = d->local_api != NULL || r->phase >= PHASE_SERVING;
+    bool socket_made = d->local_api != NULL || r->socket_made;
     /* The listeners (when the shutdown sequence did not run: a failed start), in the
      * order of begin_shutdown(), then what they used. */
     dmf_proxy_free(d->proxy);

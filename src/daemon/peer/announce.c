@@ -343,7 +343,7 @@ static void on_left(void *arg, grpc_status_code status, const char *details, con
         dmf_info("LeaveHost to the scheduler at %s: %s", sc->addr ? sc->addr : "?",
                  details && details[0] ? details : "failed");
     if (c->state == CLIENT_LEAVING && c->leaves_answered == c->leaves_asked)
-        end_phase(c, CLIENT_LEFT, "every scheduler answered LeaveHost");
+        end_phase(c, CLIENT_LEFT, "every LeaveHost answered or failed");
 }
 
 void dmf_announce_client_leave(struct dmf_announce_client *c, dmf_announce_done_cb done, void *arg)
