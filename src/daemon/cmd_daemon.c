@@ -562,15 +562,9 @@ static void on_left(void *arg, bool announced)
         set_phase(r, PHASE_DONE, "the schedulers were told");
 }
 
-/* The shutdown sequence: nothing can reach a task any more before the tasks go (a request
- * in that window would load a task nobody frees), then the goodbye to the schedulers. */
-static void begin_shutdown(struct daemon_run *r, const char *why)
+/* Closes whatever can reach a task, in the one safe order (each may be gone already). */
+static void close_listeners(struct dmf_daemon *d)
 {
-    struct dmf_daemon *d = r->d;
-    if (r->phase >= PHASE_STOPPING)
-        return;
-    d->stopping = true;
-    set_phase(r, PHASE_STOPPING, why);
     dmf_proxy_free(d->proxy); /* before the tasks its connections watch */
     d->proxy = NULL;
     dmf_local_api_free(d->local_api);
@@ -584,6 +578,18 @@ static void begin_shutdown(struct daemon_run *r, const char *why)
      * still hear of them. No loop ran since the first listener closed. */
     dmf_piece_server_free(d->pieces);
     d->pieces = NULL;
+}
+
+/* The shutdown sequence: nothing can reach a task any more before the tasks go (a request
+ * in that window would load a task nobody frees), then the goodbye to the schedulers. */
+static void begin_shutdown(struct daemon_run *r, const char *why)
+{
+    struct dmf_daemon *d = r->d;
+    if (r->phase >= PHASE_STOPPING)
+        return;
+    d->stopping = true;
+    set_phase(r, PHASE_STOPPING, why);
+    close_listeners(d);
     if (dmf_engine_stop(d, on_left, r))
         set_phase(r, PHASE_LEAVING, "listeners closed, tasks freed: LeaveHost");
     else
@@ -792,16 +798,7 @@ static int start_serving(struct daemon_run *r)
 static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
 {
     bool socket_made = d->local_api != NULL || r->socket_made;
-    /* The listeners (when the shutdown sequence did not run: a failed start), in the
-     * order of begin_shutdown(), then what they used. */
-    dmf_proxy_free(d->proxy);
-    dmf_local_api_free(d->local_api);
-    dmf_rpc_server_free(d->rpc_server);
-    dmf_daemon_manager_link_free(d);
-    dmf_workq_free(d->workq);
-    d->workq = NULL;
-    dmf_piece_server_free(d->pieces);
-    d->pieces = NULL;
+    close_listeners(d); /* when the shutdown sequence did not run: a failed start */
     dmf_engine_free(d);
     dmf_open_files_free(d->open_files);
     d->open_files = NULL;

@@ -319,6 +319,17 @@ static int total_answers(const struct dmf_announce_client *c, bool *any_up)
     return n;
 }
 
+/* The streams of finished downloads the schedulers have not closed yet: gone, unheard. */
+static void drop_lingering(struct dmf_announce_client *c)
+{
+    while (c->lingering) {
+        struct dmf_announce_peer *sp = c->lingering;
+        linger_remove(sp);
+        dmf_rpc_call_release(sp->call);
+        peer_free(sp);
+    }
+}
+
 void dmf_announce_client_join(struct dmf_announce_client *c, uint64_t timeout_ms,
                               dmf_announce_done_cb done, void *arg)
 {
@@ -353,12 +364,7 @@ void dmf_announce_client_leave(struct dmf_announce_client *c, dmf_announce_done_
     if (c->state == CLIENT_JOINING)
         end_phase(c, CLIENT_RUNNING, "leaving before the join ended");
     event_del(c->timer);
-    while (c->lingering) {
-        struct dmf_announce_peer *sp = c->lingering;
-        linger_remove(sp);
-        dmf_rpc_call_release(sp->call);
-        peer_free(sp);
-    }
+    drop_lingering(c);
     c->done = done;
     c->done_arg = arg;
     c->rejoin = NULL; /* leaving: nothing to tell the engine any more */
@@ -396,12 +402,7 @@ void dmf_announce_client_free(struct dmf_announce_client *c)
     c->timer = c->phase_timer = NULL;
     c->done = NULL;
     c->rejoin = NULL;
-    while (c->lingering) {
-        struct dmf_announce_peer *sp = c->lingering;
-        linger_remove(sp);
-        dmf_rpc_call_release(sp->call);
-        peer_free(sp);
-    }
+    drop_lingering(c);
     /* An announce or LeaveHost still in flight answers into c: the last answer frees it
      * (gRPC returns every answer by dmf_rpc_free, bounded by the calls' deadlines). */
     c->freed = true;
