@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import (MiB, binary, scaled, start_daemon, start_scheduler, wait_hosts, _get_args)
+from harness import (MiB, _get_args, sanitized, scaled, start_daemon, start_scheduler,
+                     wait_hosts)
 
 SIZE = 4 << 30
 LIMIT = 256 * MiB
@@ -23,11 +24,6 @@ LIMIT = 256 * MiB
 # malloc's per-thread arenas and one piece beyond the budget (a task with nothing in
 # flight may always start one: 4 MiB here).
 OVERHEAD = 64 * MiB
-
-
-def sanitized():
-    """ASan's allocator keeps freed memory in quarantine: RSS bounds do not hold there."""
-    return b"__asan_init" in binary().read_bytes()
 
 
 def status_kib(pid, field):

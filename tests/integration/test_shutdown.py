@@ -16,15 +16,21 @@ from harness import (MiB, run_get, scaled, spawn_get, start_daemon, start_schedu
                      wait_hosts)
 
 
-@pytest.mark.deadline(90)
-def test_no_task_is_loaded_during_shutdown(tmp_path, origin, need_binary):
-    origin.add_random("/held.bin", 1 * MiB, tmp_path / "origin")
+def holding_daemon(tmp_path, origin, size):
+    """A scheduler and a daemon that holds the task of /held.bin (size bytes)."""
+    origin.add_random("/held.bin", size, tmp_path / "origin")
     url = origin.url("/held.bin")
     sched = start_scheduler(tmp_path)
     d = start_daemon(tmp_path, "d1", scheduler=sched)
     wait_hosts(sched, 1)
     cp = run_get(d, url, tmp_path / "out")
     assert cp.returncode == 0, cp.stderr
+    return sched, d, url
+
+
+@pytest.mark.deadline(90)
+def test_no_task_is_loaded_during_shutdown(tmp_path, origin, need_binary):
+    sched, d, url = holding_daemon(tmp_path, origin, 1 * MiB)
     piece = f"http://127.0.0.1:{d.piece_port}/pieces/{task_id(url)}/0"
     with urllib.request.urlopen(piece, timeout=scaled(5)) as r:
         assert r.status == 200
@@ -73,14 +79,8 @@ def test_requests_during_sigterm_end_cleanly(tmp_path, origin, need_binary):
     """Piece requests, /have streams and gets hammer the daemon while SIGTERM arrives: it
     exits 0 within a bounded time, with no crash (and, under ASan, no leak: conftest fails
     the test on a sanitizer report)."""
-    origin.add_random("/held.bin", 4 * MiB, tmp_path / "origin")
+    sched, d, held = holding_daemon(tmp_path, origin, 4 * MiB)
     origin.add_random("/new.bin", 8 * MiB, tmp_path / "origin")
-    held = origin.url("/held.bin")
-    sched = start_scheduler(tmp_path)
-    d = start_daemon(tmp_path, "d1", scheduler=sched)
-    wait_hosts(sched, 1)
-    cp = run_get(d, held, tmp_path / "out")
-    assert cp.returncode == 0, cp.stderr
     tid = task_id(held)
     stop = threading.Event()
     counts = {"answered": 0, "refused": 0}
