@@ -59,11 +59,12 @@ class OriginRequest:
 
 class OriginFile:
     def __init__(self, size, sha256, data=None, path=None, ranges=None, length_mode=None,
-                 require=None):
+                 require=None, gen=None):
         self.size = size
         self.sha256 = sha256
         self.data = data
         self.path = path
+        self.gen = gen  # a Generated: the bytes are made as they are sent
         self.ranges = ranges
         self.length_mode = length_mode
         self.require = dict(require or {})
@@ -116,6 +117,14 @@ class Origin:
                 f.write(chunk)
                 left -= len(chunk)
         return self.add_file(path, fp, sha256=h.hexdigest(), **opts)
+
+    def add_generated(self, path, size, seed=0, **opts):
+        """Serves size bytes made on the fly by Generated(size, seed): nothing on disk or in
+        memory beyond one block, for contents of gigabytes. Returns the Generated (its
+        sha256() streams the whole content once: call it off the critical path)."""
+        g = Generated(size, seed)
+        self.files[path] = OriginFile(size, None, gen=g, **opts)
+        return g
 
     # ---- counters ------------------------------------------------------------------
     def request_count(self, path=None):
@@ -326,6 +335,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     if fh is not None:
                         fh.seek(pos)
                         buf = fh.read(n)
+                    elif f.gen is not None:
+                        buf = f.gen.read(pos, n)
                     else:
                         buf = memoryview(f.data)[pos:pos + n]
                     if chunked:
@@ -339,6 +350,39 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             if fh is not None:
                 fh.close()
+
+
+class Generated:
+    """Deterministic content of any size: block k (1 MiB) is one fixed pseudo-random block
+    whose first 8 bytes are replaced by k, so no two blocks (and no two pieces) are alike."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, size, seed=0):
+        import random
+        self.size = size
+        self.base = random.Random(seed).randbytes(self.BLOCK)
+
+    def _block(self, k):
+        return k.to_bytes(8, "little") + self.base[8:]
+
+    def read(self, pos, n):
+        """The n bytes at pos (clipped to the content)."""
+        n = max(0, min(n, self.size - pos))
+        out = bytearray()
+        while n > 0:
+            k, off = divmod(pos, self.BLOCK)
+            take = min(n, self.BLOCK - off)
+            out += memoryview(self._block(k))[off:off + take]
+            pos += take
+            n -= take
+        return bytes(out)
+
+    def sha256(self):
+        h = hashlib.sha256()
+        for pos in range(0, self.size, self.BLOCK):
+            h.update(self.read(pos, self.BLOCK))
+        return h.hexdigest()
 
 
 def sha256_file(path):

@@ -199,14 +199,6 @@ static const char usage[] =
     "damselfly daemon [--scheduler ADDR:PORT] [--data-dir DIR] [--ip ADDR]\n"
     "                 [--piece-listen ADDR:PORT] [--socket PATH] [--seed] [options]";
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-    struct dmf_daemon *d = arg;
-    dmf_info("signal %d: shutting down", (int)sig);
-    d->stopping = true;
-    event_base_loopbreak(d->base);
-}
-
 /* A socket file left by a daemon that died: remove it; one in use: refuse. */
 static int prepare_socket_path(const char *path, char *err, size_t errlen)
 {
@@ -249,13 +241,37 @@ static int prepare_socket_path(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* The daemon's life, driven by the main loop (set_phase logs every change):
+ *   STARTING        daemon_start(): the resources that need no answer, in order
+ *   ASKING_MANAGER  --manager: ListSchedulers is out (3 s at most)
+ *   ANNOUNCING      every listener bound; the first AnnounceHost is out (2 s at most)
+ *   SERVING         the local API is up: `get` may come
+ *   STOPPING        a signal: every listener closed, then the tasks freed
+ *   LEAVING         LeaveHost is out (1.5 s at most)
+ *   DONE            the loop exits (also after a start-up step failed)
+ * Nothing runs a nested loop: answers and timeouts are events of this one. */
+enum daemon_phase {
+    PHASE_STARTING,
+    PHASE_ASKING_MANAGER,
+    PHASE_ANNOUNCING,
+    PHASE_SERVING,
+    PHASE_STOPPING,
+    PHASE_LEAVING,
+    PHASE_DONE,
+};
+
 /* What this file keeps beside struct dmf_daemon, from check_config() to daemon_stop(). */
 struct daemon_run {
+    enum daemon_phase phase;
+    bool failed;          /* a start-up step failed after the loop began: err says why */
+    char err[1024];       /* why a start-up step failed */
     char piece_host[256]; /* of --piece-listen */
     uint16_t piece_port;
     bool proxy_on;
     struct dmf_proxy_rules rules; /* from --config, until the proxy takes them */
     struct dmf_socket_perms socket_perms;
+    size_t nrules;    /* proxy rules given, for the ready line */
+    bool socket_made; /* the local API's socket file exists */
     struct event *sigint, *sigterm, *sighup;
     struct dmf_daemon *d;
     int argc; /* the command line, for a reload of --config on SIGHUP */
@@ -314,7 +330,8 @@ static int load_piece_tls(struct dmf_daemon *d, char *err, size_t errlen)
         SSL_CTX_free(ctx);
         return flag_error(err, errlen, "--tls-ca", why);
     }
-    dmf_piece_server_set_tls(d->pieces, ctx);
+    if (d->pieces) /* gone once the shutdown sequence began */
+        dmf_piece_server_set_tls(d->pieces, ctx);
     SSL_CTX_free(ctx); /* the piece server holds its own reference */
     d->peer_tls = true;
     return 0;
@@ -515,10 +532,103 @@ static int daemon_tls_setup(struct dmf_daemon *d, char *err, size_t errlen)
     return 0;
 }
 
-static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, size_t errlen)
+static const char *phase_name(enum daemon_phase p)
+{
+    static const char *const names[] = {
+        "starting", "asking the manager", "announcing", "serving", "stopping", "leaving", "done"};
+    return p <= PHASE_DONE ? names[p] : "?";
+}
+
+static void set_phase(struct daemon_run *r, enum daemon_phase to, const char *why)
+{
+    dmf_info("daemon: %s -> %s (%s)", phase_name(r->phase), phase_name(to), why);
+    r->phase = to;
+    if (to == PHASE_DONE)
+        event_base_loopbreak(r->d->base);
+}
+
+/* A start-up step that ran from the loop failed (r->err says why): the loop ends. */
+static void start_failed(struct daemon_run *r)
+{
+    r->failed = true;
+    set_phase(r, PHASE_DONE, "start-up failed");
+}
+
+/* LEAVING ends: every scheduler answered LeaveHost, or its time is up. */
+static void on_left(void *arg, bool announced)
+{
+    struct daemon_run *r = arg;
+    if (r->phase == PHASE_LEAVING)
+        set_phase(r, PHASE_DONE, "the schedulers were told");
+}
+
+/* Closes whatever can reach a task, in the one safe order (each may be gone already). */
+static void close_listeners(struct dmf_daemon *d)
+{
+    dmf_proxy_free(d->proxy); /* before the tasks its connections watch */
+    d->proxy = NULL;
+    dmf_local_api_free(d->local_api);
+    d->local_api = NULL;
+    dmf_rpc_server_free(d->rpc_server);
+    d->rpc_server = NULL;
+    dmf_daemon_manager_link_free(d);
+    dmf_workq_free(d->workq); /* pieces being written land before their tasks go */
+    d->workq = NULL;
+    /* The piece server last of the listeners: the pieces above landed while children could
+     * still hear of them. No loop ran since the first listener closed. */
+    dmf_piece_server_free(d->pieces);
+    d->pieces = NULL;
+}
+
+/* The shutdown sequence: nothing can reach a task any more before the tasks go (a request
+ * in that window would load a task nobody frees), then the goodbye to the schedulers. */
+static void begin_shutdown(struct daemon_run *r, const char *why)
+{
+    struct dmf_daemon *d = r->d;
+    if (r->phase >= PHASE_STOPPING)
+        return;
+    d->stopping = true;
+    set_phase(r, PHASE_STOPPING, why);
+    close_listeners(d);
+    if (dmf_engine_stop(d, on_left, r))
+        set_phase(r, PHASE_LEAVING, "listeners closed, tasks freed: LeaveHost");
+    else
+        set_phase(r, PHASE_DONE, "listeners closed, tasks freed, no scheduler to leave");
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon_run *r = arg;
+    char why[64];
+    snprintf(why, sizeof(why), "signal %d: shutting down", (int)sig);
+    dmf_info("%s", why);
+    begin_shutdown(r, why);
+}
+
+static int start_listeners(struct daemon_run *r);
+static int start_serving(struct daemon_run *r);
+
+/* ASKING_MANAGER ends: d->cfg.scheduler is what the manager said (or still unset). */
+static void on_manager_resolved(void *arg)
+{
+    struct daemon_run *r = arg;
+    if (r->phase == PHASE_ASKING_MANAGER && start_listeners(r) != 0)
+        start_failed(r);
+}
+
+/* ANNOUNCING ends: the scheduler answered, or its time is up. */
+static void on_first_announce(void *arg, bool announced)
+{
+    struct daemon_run *r = arg;
+    if (r->phase == PHASE_ANNOUNCING && start_serving(r) != 0)
+        start_failed(r);
+}
+
+static int daemon_start(struct dmf_daemon *d, struct daemon_run *r)
 {
     struct dmf_daemon_config *cfg = &d->cfg;
-    char why[512];
+    char *err = r->err, why[512];
+    size_t errlen = sizeof(r->err);
     char hostname[256] = "localhost";
     gethostname(hostname, sizeof(hostname) - 1);
     cfg->hostname = dmf_xstrdup(hostname);
@@ -561,9 +671,31 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     struct dmf_limits limits = limits_of(cfg);
     dmf_daemon_limits_set_local(d, &limits, "config");
     d->workq = dmf_workq_new(d->base, 2);
+
+    /* A signal from here on runs the shutdown sequence, in whichever phase it comes. */
+    r->sigint = evsignal_new(d->base, SIGINT, on_signal, r);
+    r->sigterm = evsignal_new(d->base, SIGTERM, on_signal, r);
+    event_add(r->sigint, NULL);
+    event_add(r->sigterm, NULL);
+    r->sighup = evsignal_new(d->base, SIGHUP, on_sighup, r);
+    event_add(r->sighup, NULL);
+    if (dmf_daemon_manager_resolve(d, 3000, on_manager_resolved, r)) {
+        set_phase(r, PHASE_ASKING_MANAGER, "--manager: ListSchedulers");
+        return 0;
+    }
+    return start_listeners(r);
+}
+
+/* The policies that need the scheduler's address, the engine, then every listener that
+ * can reach a task; then the first announce. 0, or -1 with the message in r->err. */
+static int start_listeners(struct daemon_run *r)
+{
+    struct dmf_daemon *d = r->d;
+    struct dmf_daemon_config *cfg = &d->cfg;
+    char *err = r->err, why[512];
+    size_t errlen = sizeof(r->err);
     /* The engine exists before any listener that can reach a task: the piece server, the
      * rpc server and the proxy serve requests during the announce below. */
-    dmf_daemon_manager_resolve(d, 3000);
     d->rpc_acl = dmf_xcalloc(1, sizeof(*d->rpc_acl));
     if (dmf_rpc_acl_init(d->rpc_acl, &cfg->rpc_allow, err, errlen) != 0)
         return -1;
@@ -602,6 +734,8 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
     dmf_piece_server_set_throttle(d->pieces, d->throttle);
     d->piece_port = dmf_piece_server_port(d->pieces);
     if (cfg->host_id == NULL) {
+        char hostname[256] = "localhost";
+        gethostname(hostname, sizeof(hostname) - 1);
         /* The machine id keeps two machines with one hostname (and a NAT'd address) apart. */
         char mid[16];
         if (dmf_machine_id("/etc/machine-id", mid, sizeof(mid)) != 0 &&
@@ -624,28 +758,37 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
             return flag_error(err, errlen, "--proxy-listen", why);
     }
 
+    r->nrules = nrules;
     /* Announce only once every listener is bound: a daemon that is about to fail must not
      * be offered to others as a parent. */
-    dmf_engine_start(d);
+    if (dmf_engine_start(d, on_first_announce, r)) {
+        set_phase(r, PHASE_ANNOUNCING, "listeners bound: AnnounceHost");
+        return 0;
+    }
+    return start_serving(r);
+}
+
+/* The last of start-up: the manager's re-polls, then the local API socket: once it exists
+ * the daemon is ready for `get`. 0, or -1 with the message in r->err. */
+static int start_serving(struct daemon_run *r)
+{
+    struct dmf_daemon *d = r->d;
+    struct dmf_daemon_config *cfg = &d->cfg;
+    char why[512];
     dmf_daemon_manager_link_start(d);
 
     d->local_api = dmf_local_api_new(d, cfg->socket, &r->socket_perms, why, sizeof(why));
     if (d->local_api == NULL)
-        return flag_error(err, errlen, "--socket", why);
-
-    r->sigint = evsignal_new(d->base, SIGINT, on_signal, d);
-    r->sigterm = evsignal_new(d->base, SIGTERM, on_signal, d);
-    event_add(r->sigint, NULL);
-    event_add(r->sigterm, NULL);
-    r->sighup = evsignal_new(d->base, SIGHUP, on_sighup, r);
-    event_add(r->sighup, NULL);
+        return flag_error(r->err, sizeof(r->err), "--socket", why);
+    r->socket_made = true; /* unlinked at the end, also when the shutdown freed the API */
+    set_phase(r, PHASE_SERVING, "the local API is up");
     dmf_info("%s ready: host %s, pieces on %s:%u, rpc on port %d, socket %s, scheduler %s",
              cfg->seed ? "seed peer" : "daemon", cfg->host_id, r->piece_host, d->piece_port,
              d->rpc_port, cfg->socket, cfg->scheduler ? cfg->scheduler : "none (origin only)");
     if (d->proxy)
         dmf_info("proxy on %s (port %u), registry mirror %s, %zu rules, %zu intercepted hosts",
                  cfg->proxy_listen, dmf_proxy_port(d->proxy),
-                 cfg->registry_mirror ? cfg->registry_mirror : "none", nrules,
+                 cfg->registry_mirror ? cfg->registry_mirror : "none", r->nrules,
                  cfg->proxy_intercept.n);
     return 0;
 }
@@ -654,17 +797,11 @@ static int daemon_start(struct dmf_daemon *d, struct daemon_run *r, char *err, s
  * never got to. */
 static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
 {
-    bool socket_made = d->local_api != NULL;
-    dmf_proxy_free(d->proxy); /* before the tasks its connections watch */
-    dmf_local_api_free(d->local_api);
-    dmf_rpc_server_free(d->rpc_server);
-    dmf_daemon_manager_link_free(d);
-    dmf_workq_free(d->workq); /* pieces being written land before their tasks go */
-    d->workq = NULL;
-    dmf_engine_stop(d);
+    bool socket_made = d->local_api != NULL || r->socket_made;
+    close_listeners(d); /* when the shutdown sequence did not run: a failed start */
+    dmf_engine_free(d);
     dmf_open_files_free(d->open_files);
     d->open_files = NULL;
-    dmf_piece_server_free(d->pieces);
     if (r->sigint)
         event_free(r->sigint);
     if (r->sigterm)
@@ -674,7 +811,7 @@ static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
     dmf_http_free(d->http);
     dmf_throttle_free(d->throttle); /* after every request that could wait on it */
     d->throttle = NULL;
-    dmf_rpc_free(d->rpc);
+    dmf_rpc_free(d->rpc); /* answers still due (an announce) arrive here */
     if (d->base)
         event_base_free(d->base);
     if (socket_made)
@@ -710,12 +847,15 @@ static int run(int argc, char **argv)
         dmf_config_free(options, DMF_ARRAY_SIZE(options), &d.cfg);
         return 0;
     }
-    if (check_config(&d.cfg, &r, err, sizeof(err)) != 0 ||
-        daemon_start(&d, &r, err, sizeof(err)) != 0) {
+    if (check_config(&d.cfg, &r, err, sizeof(err)) != 0) {
         fprintf(stderr, "damselfly daemon: %s\n", err);
+    } else if (daemon_start(&d, &r) != 0) {
+        fprintf(stderr, "damselfly daemon: %s\n", r.err);
     } else {
         event_base_dispatch(d.base);
-        rc = d.stopping ? 0 : 1;
+        if (r.failed)
+            fprintf(stderr, "damselfly daemon: %s\n", r.err);
+        rc = d.stopping && !r.failed ? 0 : 1;
     }
     daemon_stop(&d, &r);
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &d.cfg);

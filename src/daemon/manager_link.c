@@ -23,12 +23,27 @@ struct dmf_daemon_manager_link {
     uint64_t interval_ms;
     bool in_flight;
     dmf_manager_list_t *list; /* the ListSchedulers call in flight */
-    bool answered;
-    bool pinned; /* --scheduler given: never moved */
+    bool pinned;              /* --scheduler given: never moved */
     uint32_t candidate_limit;
     uint64_t download_rate_limit, upload_rate_limit;
-    struct dmf_blocklist *blocklist; /* the cluster's block_urls; NULL = none */
+    struct dmf_blocklist *blocklist;  /* the cluster's block_urls; NULL = none */
+    struct event *resolve_timer;      /* bounds the start-up question */
+    dmf_manager_resolved_cb resolved; /* the start-up question's end, once */
+    void *resolved_arg;
 };
+
+/* The start-up question ends (answered, or its time is up): told once, from the loop. */
+static void resolve_end(struct dmf_daemon_manager_link *l, const char *why)
+{
+    dmf_manager_resolved_cb cb = l->resolved;
+    if (cb == NULL)
+        return;
+    l->resolved = NULL;
+    evtimer_del(l->resolve_timer);
+    dmf_info("manager: start-up question %s: scheduler %s", why,
+             l->d->cfg.scheduler ? l->d->cfg.scheduler : "none yet");
+    cb(l->resolved_arg);
+}
 
 static struct dmf_daemon_manager_link *link_of(struct dmf_daemon *d)
 {
@@ -74,17 +89,10 @@ static void apply_blocklist(struct dmf_daemon_manager_link *l,
     l->blocklist = b;
 }
 
-static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp, const char *err)
+static void apply_list(struct dmf_daemon_manager_link *l,
+                       const Damselfly__V1__ListSchedulersResponse *resp)
 {
-    struct dmf_daemon_manager_link *l = arg;
     struct dmf_daemon *d = l->d;
-    l->in_flight = false;
-    l->list = NULL; /* freed after this returns */
-    l->answered = true;
-    if (!resp) {
-        dmf_warn("manager: no answer from any manager (%s)", err);
-        return;
-    }
     if (resp->refresh_interval_ms >= 100 && resp->refresh_interval_ms != l->interval_ms &&
         l->poll) {
         l->interval_ms = resp->refresh_interval_ms;
@@ -151,6 +159,20 @@ static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp
     }
 }
 
+static void on_list(void *arg, const Damselfly__V1__ListSchedulersResponse *resp, const char *err)
+{
+    struct dmf_daemon_manager_link *l = arg;
+    l->in_flight = false;
+    l->list = NULL; /* freed after this returns */
+    if (!resp) {
+        dmf_warn("manager: no answer from any manager (%s)", err);
+        resolve_end(l, "unanswered");
+        return;
+    }
+    apply_list(l, resp);
+    resolve_end(l, "answered");
+}
+
 static void ask(struct dmf_daemon_manager_link *l, uint64_t timeout_ms)
 {
     struct dmf_daemon *d = l->d;
@@ -169,23 +191,24 @@ static void ask(struct dmf_daemon_manager_link *l, uint64_t timeout_ms)
     l->list = dmf_manager_list_schedulers(d->rpc, &d->cfg.manager, &req, timeout_ms, on_list, l);
 }
 
-static void on_wake(evutil_socket_t fd, short what, void *arg)
+static void on_resolve_timeout(evutil_socket_t fd, short what, void *arg)
 {
+    resolve_end(arg, "timed out (asking on)");
 }
 
-void dmf_daemon_manager_resolve(struct dmf_daemon *d, uint64_t timeout_ms)
+bool dmf_daemon_manager_resolve(struct dmf_daemon *d, uint64_t timeout_ms,
+                                dmf_manager_resolved_cb resolved, void *arg)
 {
     if (d->cfg.manager.n == 0)
-        return;
+        return false;
     struct dmf_daemon_manager_link *l = link_of(d);
-    ask(l, timeout_ms);
-    struct event *wake = dmf_xevtimer_new(d->base, on_wake, NULL);
+    l->resolved = resolved;
+    l->resolved_arg = arg;
+    l->resolve_timer = dmf_xevtimer_new(d->base, on_resolve_timeout, l);
     struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
-    evtimer_add(wake, &tv);
-    uint64_t deadline = dmf_now_ms() + timeout_ms;
-    while (!l->answered && dmf_now_ms() < deadline)
-        event_base_loop(d->base, EVLOOP_ONCE);
-    event_free(wake);
+    evtimer_add(l->resolve_timer, &tv);
+    ask(l, timeout_ms);
+    return true;
 }
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
@@ -223,6 +246,8 @@ void dmf_daemon_manager_link_free(struct dmf_daemon *d)
     if (!l)
         return;
     dmf_manager_list_cancel(l->list);
+    if (l->resolve_timer)
+        event_free(l->resolve_timer);
     dmf_manager_keepalive_free(l->keepalive);
     if (l->poll)
         event_free(l->poll);

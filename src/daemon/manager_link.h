@@ -6,14 +6,21 @@
 #ifndef DMF_DAEMON_MANAGER_LINK_H
 #define DMF_DAEMON_MANAGER_LINK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "daemon/daemon.h"
 
-/* Before the engine is made: asks the managers (waiting up to timeout_ms) and sets
- * d->cfg.scheduler to a scheduler of this host's cluster, unless --scheduler was given.
- * Without an answer the daemon starts without a scheduler and keeps asking. */
-void dmf_daemon_manager_resolve(struct dmf_daemon *d, uint64_t timeout_ms);
+/* The end of dmf_daemon_manager_resolve's question (answered or not). */
+typedef void (*dmf_manager_resolved_cb)(void *arg);
+
+/* Before the engine is made: asks the managers and sets d->cfg.scheduler to a scheduler of
+ * this host's cluster, unless --scheduler was given; resolved runs (from the loop, once)
+ * when the answer came or timeout_ms passed. Without an answer the daemon starts without a
+ * scheduler and keeps asking. Returns false, and resolved never runs, without --manager.
+ * Never runs the loop itself. */
+bool dmf_daemon_manager_resolve(struct dmf_daemon *d, uint64_t timeout_ms,
+                                dmf_manager_resolved_cb resolved, void *arg);
 /* Once the listeners are bound: starts the re-polls and, for a seed, the KeepAlive. */
 void dmf_daemon_manager_link_start(struct dmf_daemon *d);
 void dmf_daemon_manager_link_free(struct dmf_daemon *d);

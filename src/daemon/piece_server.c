@@ -857,7 +857,7 @@ uint16_t dmf_piece_server_port(const dmf_piece_server_t *ps)
 
 void dmf_piece_server_notify_piece(dmf_piece_server_t *ps, const char *task_id, uint32_t n)
 {
-    if (!dmf_task_id_valid(task_id))
+    if (ps == NULL || !dmf_task_id_valid(task_id))
         return;
     char line[HAVE_LINE_MAX];
     int len = snprintf(line, sizeof(line), "have %u\n", n);
@@ -892,7 +892,7 @@ static void end_watchers(dmf_piece_server_t *ps, const char *task_id, const char
 
 void dmf_piece_server_notify_done(dmf_piece_server_t *ps, const char *task_id)
 {
-    if (!dmf_task_id_valid(task_id))
+    if (ps == NULL || !dmf_task_id_valid(task_id))
         return;
     struct dmf_piece_view v = {.fd = -1, .content_length = -1};
     if (ps->lookup(ps->lookup_arg, task_id, &v) != 0) {
@@ -906,7 +906,7 @@ void dmf_piece_server_notify_done(dmf_piece_server_t *ps, const char *task_id)
 
 void dmf_piece_server_notify_gone(dmf_piece_server_t *ps, const char *task_id)
 {
-    if (!dmf_task_id_valid(task_id))
+    if (ps == NULL || !dmf_task_id_valid(task_id))
         return;
     end_watchers(ps, task_id, NULL, WATCHER_GONE);
 }

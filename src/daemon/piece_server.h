@@ -86,7 +86,8 @@ void dmf_piece_server_set_header_timeout(dmf_piece_server_t *ps, uint64_t ms);
 void dmf_piece_server_set_timeout(dmf_piece_server_t *ps, uint64_t ms);
 uint16_t dmf_piece_server_port(const dmf_piece_server_t *ps);
 
-/* Piece n of task_id was just verified and stored: tell the /have watchers. */
+/* Piece n of task_id was just verified and stored: tell the /have watchers. These three
+ * ignore a NULL ps (the piece server is already gone at shutdown). */
 void dmf_piece_server_notify_piece(dmf_piece_server_t *ps, const char *task_id, uint32_t n);
 /* The task is complete: watchers get "done <total>" and their responses end. */
 void dmf_piece_server_notify_done(dmf_piece_server_t *ps, const char *task_id);

@@ -35,11 +35,34 @@ struct sched_conn {
     char scheduler_id[64]; /* of the last answer: a change means a new scheduler process */
 };
 
+/* The client's life (every change goes through set_state, which logs it):
+ * IDLE -> JOINING (dmf_announce_client_join: the first announce is out) -> RUNNING (every
+ * scheduler answered, or the join timed out) -> LEAVING (dmf_announce_client_leave:
+ * LeaveHost is out) -> LEFT (every LeaveHost answered, or the leave timed out). No state
+ * runs the event loop itself: answers and timeouts are events of the daemon's loop. */
+enum client_state {
+    CLIENT_IDLE,
+    CLIENT_JOINING,
+    CLIENT_RUNNING,
+    CLIENT_LEAVING,
+    CLIENT_LEFT,
+};
+
+#define LEAVE_TIMEOUT_MS 1000 /* each LeaveHost's deadline */
+#define LEAVE_WAIT_MS    1500 /* the leave ends this long after it began at the latest */
+
 struct dmf_announce_client {
     struct dmf_daemon *d;
+    enum client_state state;
     struct sched_conn conns[SCHEDULERS_MAX];
     size_t nconns;
     struct event *timer;
+    struct event *phase_timer; /* bounds JOINING and LEAVING */
+    dmf_announce_done_cb done; /* the end of JOINING or LEAVING, once */
+    void *done_arg;
+    int calls; /* unary calls whose answer is due: each holds c */
+    int leaves_asked, leaves_answered;
+    bool freed; /* dmf_announce_client_free ran: the last answer frees c */
     dmf_announce_rejoin_cb rejoin;
     void *rejoin_arg;
     uint64_t last_uploaded, last_ms, upload_rate;
@@ -88,14 +111,59 @@ static void set_announced(struct sched_conn *sc, bool up)
         sc->c->rejoin(sc->c->rejoin_arg);
 }
 
+static const char *state_name(enum client_state s)
+{
+    static const char *const names[] = {"idle", "joining", "running", "leaving", "left"};
+    return s <= CLIENT_LEFT ? names[s] : "?";
+}
+
+static void set_state(struct dmf_announce_client *c, enum client_state to, const char *why)
+{
+    dmf_info("scheduler client: %s -> %s (%s)", state_name(c->state), state_name(to), why);
+    c->state = to;
+}
+
+static void client_release(struct dmf_announce_client *c);
+
+/* JOINING or LEAVING ends: the next state, the phase timer stopped, done told (once). */
+static void end_phase(struct dmf_announce_client *c, enum client_state to, const char *why)
+{
+    set_state(c, to, why);
+    evtimer_del(c->phase_timer);
+    dmf_announce_done_cb done = c->done;
+    c->done = NULL;
+    if (done) {
+        bool up = false;
+        for (size_t i = 0; i < c->nconns; i++)
+            up |= c->conns[i].announced;
+        done(c->done_arg, up);
+    }
+}
+
+/* One unary call of c was answered: c may have been freed meanwhile (its memory waited for
+ * this). Returns true when c is gone and the answer must be dropped. */
+static bool call_answered(struct dmf_announce_client *c)
+{
+    c->calls--;
+    if (!c->freed)
+        return false;
+    if (c->calls == 0)
+        client_release(c);
+    return true;
+}
+
+static int total_answers(const struct dmf_announce_client *c, bool *any_up);
+
 static void on_announced(void *arg, grpc_status_code status, const char *details,
                          const uint8_t *resp, size_t len)
 {
     struct sched_conn *sc = arg;
     struct dmf_announce_client *c = sc->c;
     sc->in_flight = false;
-    if (sc->ch == NULL)
-        return; /* the slot's scheduler was dropped from the list meanwhile */
+    if (call_answered(c))
+        return;
+    if (sc->ch == NULL || c->state >= CLIENT_LEAVING)
+        return; /* the slot's scheduler was dropped from the list meanwhile, or leaving */
     sc->answers++;
     if (status == GRPC_STATUS_OK) {
         Damselfly__V1__AnnounceHostResponse *r =
@@ -124,6 +192,10 @@ static void on_announced(void *arg, grpc_status_code status, const char *details
                      details[0] ? details : "unavailable");
         set_announced(sc, false);
     }
+    bool up;
+    if (c->state == CLIENT_JOINING && total_answers(c, &up) == (int)c->nconns)
+        end_phase(c, CLIENT_RUNNING,
+                  up ? "every scheduler answered" : "every scheduler answered, none took us");
 }
 
 static void announce(struct dmf_announce_client *c)
@@ -156,6 +228,7 @@ static void announce(struct dmf_announce_client *c)
         if (sc->in_flight)
             continue;
         sc->in_flight = true;
+        c->calls++;
         dmf_rpc_unary(sc->ch, "/damselfly.v1.Scheduler/AnnounceHost", &req.base, 3000, on_announced,
                       sc);
     }
@@ -164,6 +237,22 @@ static void announce(struct dmf_announce_client *c)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     announce(arg);
+}
+
+static void on_phase_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct dmf_announce_client *c = arg;
+    if (c->state == CLIENT_JOINING)
+        end_phase(c, CLIENT_RUNNING, "not every scheduler answered in time: serving anyway");
+    else if (c->state == CLIENT_LEAVING)
+        end_phase(c, CLIENT_LEFT,
+                  c->leaves_asked == 0 ? "no scheduler to leave" : "LeaveHost timed out");
+}
+
+static void phase_timer_start(struct dmf_announce_client *c, uint64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(c->phase_timer, &tv);
 }
 
 /* One connection per address of d->cfg.scheduler ("A,B,C"). */
@@ -191,6 +280,7 @@ struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d,
     c->rejoin = rejoin;
     c->rejoin_arg = arg;
     connect_all(c);
+    c->phase_timer = dmf_xevtimer_new(d->base, on_phase_timeout, c);
     c->timer = dmf_xevent_new(d->base, -1, EV_PERSIST, on_timer, c);
     uint64_t ms = d->cfg.announce_interval;
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
@@ -229,29 +319,78 @@ static int total_answers(const struct dmf_announce_client *c, bool *any_up)
     return n;
 }
 
-bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms)
+/* The streams of finished downloads the schedulers have not closed yet: gone, unheard. */
+static void drop_lingering(struct dmf_announce_client *c)
 {
-    bool up;
+    while (c->lingering) {
+        struct dmf_announce_peer *sp = c->lingering;
+        linger_remove(sp);
+        dmf_rpc_call_release(sp->call);
+        peer_free(sp);
+    }
+}
+
+void dmf_announce_client_join(struct dmf_announce_client *c, uint64_t timeout_ms,
+                              dmf_announce_done_cb done, void *arg)
+{
+    if (c->state != CLIENT_IDLE)
+        return;
+    c->done = done;
+    c->done_arg = arg;
+    set_state(c, CLIENT_JOINING, "first announce");
     announce(c);
-    uint64_t deadline = dmf_now_ms() + timeout_ms;
-    while (total_answers(c, &up) < (int)c->nconns && dmf_now_ms() < deadline)
-        event_base_loop(c->d->base, EVLOOP_ONCE);
-    total_answers(c, &up);
-    return up;
+    phase_timer_start(c, timeout_ms);
 }
 
 static void on_left(void *arg, grpc_status_code status, const char *details, const uint8_t *resp,
                     size_t len)
 {
-    (*(int *)arg)++;
+    struct sched_conn *sc = arg;
+    struct dmf_announce_client *c = sc->c;
+    if (call_answered(c))
+        return;
+    c->leaves_answered++;
+    if (status != GRPC_STATUS_OK)
+        dmf_info("LeaveHost to the scheduler at %s: %s", sc->addr ? sc->addr : "?",
+                 details && details[0] ? details : "failed");
+    if (c->state == CLIENT_LEAVING && c->leaves_answered == c->leaves_asked)
+        end_phase(c, CLIENT_LEFT, "every LeaveHost answered or failed");
 }
 
-static bool any_in_flight(const struct dmf_announce_client *c)
+void dmf_announce_client_leave(struct dmf_announce_client *c, dmf_announce_done_cb done, void *arg)
 {
-    for (size_t i = 0; i < SCHEDULERS_MAX; i++) /* a dropped slot's answer may be due */
-        if (c->conns[i].in_flight)
-            return true;
-    return false;
+    if (c->state >= CLIENT_LEAVING)
+        return;
+    if (c->state == CLIENT_JOINING)
+        end_phase(c, CLIENT_RUNNING, "leaving before the join ended");
+    event_del(c->timer);
+    drop_lingering(c);
+    c->done = done;
+    c->done_arg = arg;
+    c->rejoin = NULL; /* leaving: nothing to tell the engine any more */
+    Damselfly__V1__LeaveHostRequest req = DAMSELFLY__V1__LEAVE_HOST_REQUEST__INIT;
+    req.host_id = c->d->cfg.host_id;
+    c->leaves_asked = c->leaves_answered = 0;
+    for (size_t i = 0; i < c->nconns; i++) {
+        if (!c->conns[i].announced)
+            continue;
+        c->leaves_asked++;
+        c->calls++;
+        dmf_rpc_unary(c->conns[i].ch, "/damselfly.v1.Scheduler/LeaveHost", &req.base,
+                      LEAVE_TIMEOUT_MS, on_left, &c->conns[i]);
+    }
+    set_state(c, CLIENT_LEAVING, c->leaves_asked ? "LeaveHost sent" : "no scheduler took us");
+    /* Nothing to wait for: the sequence still ends from the loop, never inside this call. */
+    phase_timer_start(c, c->leaves_asked ? LEAVE_WAIT_MS : 0);
+}
+
+static void client_release(struct dmf_announce_client *c)
+{
+    for (size_t i = 0; i < c->nconns; i++) {
+        dmf_rpc_channel_free(c->conns[i].ch);
+        free(c->conns[i].addr);
+    }
+    free(c);
 }
 
 void dmf_announce_client_free(struct dmf_announce_client *c)
@@ -259,35 +398,16 @@ void dmf_announce_client_free(struct dmf_announce_client *c)
     if (c == NULL)
         return;
     event_free(c->timer);
-    while (c->lingering) {
-        struct dmf_announce_peer *sp = c->lingering;
-        linger_remove(sp);
-        dmf_rpc_call_release(sp->call);
-        peer_free(sp);
-    }
-    int asked = 0, done = 0;
-    Damselfly__V1__LeaveHostRequest req = DAMSELFLY__V1__LEAVE_HOST_REQUEST__INIT;
-    req.host_id = c->d->cfg.host_id;
-    c->rejoin = NULL; /* leaving: nothing to tell the engine any more */
-    for (size_t i = 0; i < c->nconns; i++) {
-        if (!c->conns[i].announced)
-            continue;
-        asked++;
-        dmf_rpc_unary(c->conns[i].ch, "/damselfly.v1.Scheduler/LeaveHost", &req.base, 1000, on_left,
-                      &done);
-    }
-    uint64_t deadline = dmf_now_ms() + 1500;
-    while (done < asked && dmf_now_ms() < deadline)
-        event_base_loop(c->d->base, EVLOOP_ONCE);
-    /* An announce still in flight holds c: wait for it (bounded by its 3 s deadline). */
-    deadline = dmf_now_ms() + 3500;
-    while (any_in_flight(c) && dmf_now_ms() < deadline)
-        event_base_loop(c->d->base, EVLOOP_ONCE);
-    for (size_t i = 0; i < c->nconns; i++) {
-        dmf_rpc_channel_free(c->conns[i].ch);
-        free(c->conns[i].addr);
-    }
-    free(c);
+    event_free(c->phase_timer);
+    c->timer = c->phase_timer = NULL;
+    c->done = NULL;
+    c->rejoin = NULL;
+    drop_lingering(c);
+    /* An announce or LeaveHost still in flight answers into c: the last answer frees it
+     * (gRPC returns every answer by dmf_rpc_free, bounded by the calls' deadlines). */
+    c->freed = true;
+    if (c->calls == 0)
+        client_release(c);
 }
 
 /* The scheduler a task's stream goes to: by rendezvous hashing on the task id among those

@@ -25,18 +25,33 @@ struct dmf_announce_peer;
  * be gone, so the engine registers its running and held tasks again. */
 typedef void (*dmf_announce_rejoin_cb)(void *arg);
 
-/* Starts announcing daemon d every d->cfg.announce_interval; rejoin (may be NULL) as above. */
+/* The end of a join or a leave (below): announced tells whether some scheduler has this
+ * host (after a leave: had it). Runs from the daemon's loop, once. */
+typedef void (*dmf_announce_done_cb)(void *arg, bool announced);
+
+/* Makes the client of daemon d and starts announcing every d->cfg.announce_interval;
+ * rejoin (may be NULL) as above. */
 struct dmf_announce_client *dmf_announce_client_new(struct dmf_daemon *d,
                                                     dmf_announce_rejoin_cb rejoin, void *arg);
-/* Announces now and runs the loop until that answer (or timeout_ms) — used once at
- * startup so the first download finds this host known. Returns true when announced. */
-bool dmf_announce_client_announce_sync(struct dmf_announce_client *c, uint64_t timeout_ms);
+/* Announces now and calls done (may be NULL) once every scheduler answered or timeout_ms
+ * passed, whichever is first — used once at startup, so that the daemon starts serving
+ * when the first download can find the host known. Never runs the loop itself; a second
+ * call is ignored. */
+void dmf_announce_client_join(struct dmf_announce_client *c, uint64_t timeout_ms,
+                              dmf_announce_done_cb done, void *arg);
 /* Says LeavePeer for the task's peer on this host (best effort, not waited for): the
  * scheduler stops offering this host as a parent of the task (it was evicted). NULL c is
  * ignored. */
 void dmf_announce_leave_peer(struct dmf_announce_client *c, const char *task_id,
                              const char *peer_id);
-/* Says LeaveHost (best effort) and frees. NULL is ignored. */
+/* The shutdown sequence's step: stops announcing, drops the streams that linger, says
+ * LeaveHost to every scheduler that has this host and calls done (may be NULL) once each
+ * answered or 1.5 s passed (at once, from the loop, when none has it). Never runs the loop
+ * itself. */
+void dmf_announce_client_leave(struct dmf_announce_client *c, dmf_announce_done_cb done, void *arg);
+/* Frees the client without a word more (after dmf_announce_client_leave, or on a failed
+ * start). An answer still due keeps the memory until it arrives (dmf_rpc_free returns
+ * every one); no callback runs after this. NULL is ignored. */
 void dmf_announce_client_free(struct dmf_announce_client *c);
 /* Moves to the schedulers of d->cfg.scheduler (the manager gave another list): every
  * connection is made again and announced at once; streams open on an old one stay there

@@ -112,10 +112,12 @@ struct dmf_cache_gc *dmf_engine_cache(struct dmf_daemon *d)
     return d->cache_gc;
 }
 
-void dmf_engine_start(struct dmf_daemon *d)
+bool dmf_engine_start(struct dmf_daemon *d, dmf_engine_done_cb ready, void *arg)
 {
-    if (d->engine->announcer)
-        dmf_announce_client_announce_sync(d->engine->announcer, 2000);
+    if (d->engine->announcer == NULL)
+        return false;
+    dmf_announce_client_join(d->engine->announcer, 2000, ready, arg);
+    return true;
 }
 
 void dmf_engine_set_scheduler(struct dmf_daemon *d, const char *addr)
@@ -128,17 +130,16 @@ void dmf_engine_set_scheduler(struct dmf_daemon *d, const char *addr)
         dmf_announce_client_retarget(d->engine->announcer);
     } else {
         d->engine->announcer = dmf_announce_client_new(d, on_rejoin, d);
-        (void)dmf_announce_client_announce_sync(d->engine->announcer, 0);
+        dmf_announce_client_join(d->engine->announcer, 2000, NULL, NULL);
     }
 }
 
-void dmf_engine_stop(struct dmf_daemon *d)
+/* Frees every task (once); no task is loaded or made afterwards. */
+static void close_tasks(struct dmf_daemon *d)
 {
     struct dmf_engine *e = d->engine;
-    if (e == NULL)
+    if (e->closing)
         return;
-    /* The announce client's goodbye below runs the loop, and the piece server still
-     * listens then: a request in that window must not load a task that nobody frees. */
     e->closing = true;
     dmf_cache_gc_free(d->cache_gc);
     d->cache_gc = NULL;
@@ -149,6 +150,26 @@ void dmf_engine_stop(struct dmf_daemon *d)
         dmf_revalidations_abort(t, "the daemon is shutting down");
         dmf_task_free(t, "the daemon is shutting down");
     }
+}
+
+bool dmf_engine_stop(struct dmf_daemon *d, dmf_engine_done_cb left, void *arg)
+{
+    struct dmf_engine *e = d->engine;
+    if (e == NULL)
+        return false;
+    close_tasks(d);
+    if (e->announcer == NULL)
+        return false;
+    dmf_announce_client_leave(e->announcer, left, arg);
+    return true;
+}
+
+void dmf_engine_free(struct dmf_daemon *d)
+{
+    struct dmf_engine *e = d->engine;
+    if (e == NULL)
+        return;
+    close_tasks(d); /* a start that failed never stopped */
     dmf_announce_client_free(e->announcer);
     free(e);
     d->engine = NULL;

@@ -24,14 +24,26 @@ struct dmf_task;
  * d->cfg.scheduler is set; it announces nothing yet). Call before any listener that can
  * reach a task (piece server, rpc server, proxy, local API) is made. */
 void dmf_engine_new(struct dmf_daemon *d);
-/* Announces this host, waiting up to 2 s for the answer so that the first download finds
- * the host known. Call once every listener is bound: a daemon about to fail must not be
- * offered to others as a parent. */
-void dmf_engine_start(struct dmf_daemon *d);
-/* Tells every watcher the daemon is shutting down, frees every task, then says LeaveHost
- * (best effort). Pieces still on the worker queue must have landed (dmf_workq_free).
- * Nothing happens when the engine was never made. */
-void dmf_engine_stop(struct dmf_daemon *d);
+/* The end of the start-up announce or of the shutdown's goodbye; announced: some scheduler
+ * has (had) this host. */
+typedef void (*dmf_engine_done_cb)(void *arg, bool announced);
+
+/* Announces this host and calls ready (from the loop) once the scheduler answered or 2 s
+ * passed, so that the daemon starts serving `get` when the first download can find the
+ * host known. Returns false, and ready never runs, without a scheduler: nothing to wait
+ * for. Call once every listener is bound: a daemon about to fail must not be offered to
+ * others as a parent. */
+bool dmf_engine_start(struct dmf_daemon *d, dmf_engine_done_cb ready, void *arg);
+/* The engine's part of the shutdown sequence: tells every watcher the daemon is shutting
+ * down and frees every task (no task is loaded or made after this), then says LeaveHost
+ * and calls left (from the loop) once the schedulers answered or 1.5 s passed. Returns
+ * false, and left never runs, when there is nobody to leave (no scheduler, or no engine).
+ * Pieces still on the worker queue must have landed (dmf_workq_free), and every listener
+ * that can reach a task must be gone. */
+bool dmf_engine_stop(struct dmf_daemon *d, dmf_engine_done_cb left, void *arg);
+/* Frees the engine (and its tasks, when dmf_engine_stop never ran). Runs no loop. Nothing
+ * happens when the engine was never made. */
+void dmf_engine_free(struct dmf_daemon *d);
 /* Uses the scheduler at addr from now on (the manager's ListSchedulers moved us); the
  * first one given to a daemon started without a scheduler makes the scheduler's client. */
 void dmf_engine_set_scheduler(struct dmf_daemon *d, const char *addr);

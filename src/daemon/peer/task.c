@@ -217,6 +217,8 @@ void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req
     t->origin_policy = req->origin_policy;
 }
 
+static struct dmf_task_cache cache_of(struct dmf_task *t);
+
 int dmf_task_ensure_data(struct dmf_task *t)
 {
     if (dmf_data_file_fd(&t->file) >= 0)
@@ -232,7 +234,8 @@ int dmf_task_ensure_data(struct dmf_task *t)
     if (fd < 0)
         return fd;
     dmf_data_file_set(&t->file, fd, path);
-    dmf_task_cache_opened(t, found);
+    struct dmf_task_cache c = cache_of(t);
+    dmf_task_cache_opened(&c, found);
     return 0;
 }
 
@@ -240,6 +243,58 @@ int dmf_task_data_fd(struct dmf_task *t)
 {
     int e = dmf_task_ensure_data(t);
     return e < 0 ? e : t->file.fd;
+}
+
+int dmf_task_open_read(struct dmf_task *t)
+{
+    int dfd = dmf_task_data_fd(t);
+    if (dfd < 0)
+        return dfd;
+    /* Through /proc: a read-only open of the very inode the task writes, whatever its
+     * path has become. */
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", dfd);
+    int fd = open(proc, O_RDONLY | O_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
+}
+
+/* ---------------------------------------------------------------- the cache's view */
+
+static int cache_data_fd(void *owner)
+{
+    return dmf_task_data_fd(owner);
+}
+
+static int cache_reopen(void *owner)
+{
+    return dmf_task_ensure_data(owner);
+}
+
+static void cache_verified(void *owner, uint32_t n)
+{
+    dmf_task_note_verified(owner, n);
+}
+
+static const struct dmf_task_cache_hooks cache_hooks = {
+    .data_fd = cache_data_fd,
+    .reopen = cache_reopen,
+    .verified = cache_verified,
+};
+
+/* The parts of t that task_cache.c works on, for one call. */
+static struct dmf_task_cache cache_of(struct dmf_task *t)
+{
+    return (struct dmf_task_cache){
+        .id = t->id,
+        .state = &t->cache,
+        .book = &t->book,
+        .file = &t->file,
+        .store = t->d->store,
+        .pieces = t->d->pieces,
+        .running = dmf_task_state_running(t->state),
+        .hooks = &cache_hooks,
+        .owner = t,
+    };
 }
 
 #define TOUCH_SAVE_MS 10000 /* an access is written to the store at most this often */
@@ -817,8 +872,10 @@ static void finish(struct dmf_task *t)
     stop_transfers(t);
     /* The file as the daemon's writes left it. A check of the cache alone (no piece came)
      * keeps the mark taken before it hashed: a change during the hash stays visible. */
-    if (t->bytes.origin + t->bytes.seed + t->bytes.peer > 0 || !t->cache.marked)
-        dmf_task_cache_mark(t);
+    if (t->bytes.origin + t->bytes.seed + t->bytes.peer > 0 || !t->cache.marked) {
+        struct dmf_task_cache c = cache_of(t);
+        dmf_task_cache_mark(&c);
+    }
     uint64_t ms = dmf_now_ms() - t->started_ms;
     if (ok) {
         if (t->bytes.origin + t->bytes.seed + t->bytes.peer > 0)
@@ -1055,7 +1112,7 @@ static struct dmf_task_facts facts(const struct dmf_task *t)
         .has_scheduler = t->announcer != NULL,
         .back_to_source_disabled = t->disable_back_to_source,
         .expect_digest = t->expected_digest[0] != '\0',
-        .needs_check = dmf_task_cache_needs_check(t),
+        .needs_check = dmf_task_cache_needs_check(&t->cache, &t->book),
         .has_error = t->error != NULL,
         .usable_parents = dmf_parents_usable(t->parents),
         .announced = t->announce != NULL,
@@ -1221,7 +1278,8 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
     int e = job->scan.err;
     /* Pieces may also have been dropped while the scan ran (a child's request found one
      * bad): then too they are fetched again. */
-    if (e == 0 && (dmf_task_cache_apply_scan(t, &job->scan) > 0 || !dmf_book_all_held(&t->book))) {
+    struct dmf_task_cache c = cache_of(t);
+    if (e == 0 && (dmf_task_cache_apply_scan(&c, &job->scan) > 0 || !dmf_book_all_held(&t->book))) {
         verify_job_free(job);
         /* The bad pieces are dropped: fetch them again, as a download. */
         free(t->error);
@@ -1378,9 +1436,10 @@ bool dmf_task_cached(struct dmf_task *t)
      * is held but the content digest asked for is not checked yet. Not either when a piece
      * is not verified in this session or a content digest is asked for: dmf_task_start
      * checks them first (VERIFYING). */
-    dmf_task_cache_refresh(t);
+    struct dmf_task_cache c = cache_of(t);
+    dmf_task_cache_refresh(&c);
     return complete(t) && (t->state == DMF_TASK_IDLE || t->state == DMF_TASK_SUCCEEDED) &&
-           t->expected_digest[0] == '\0' && !dmf_task_cache_needs_check(t);
+           t->expected_digest[0] == '\0' && !dmf_task_cache_needs_check(&t->cache, &t->book);
 }
 
 void dmf_task_serve_cached(struct dmf_task *t)
@@ -1426,7 +1485,8 @@ static bool piece_view_verify(void *arg, uint32_t n)
     struct dmf_task *t = arg;
     touch(t); /* an upload to a peer is a use of the task */
     t->uploaded_ms = dmf_now_ms();
-    return dmf_task_cache_verify_piece(t, n);
+    struct dmf_task_cache c = cache_of(t);
+    return dmf_task_cache_verify_piece(&c, n);
 }
 
 void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view)
@@ -1457,7 +1517,8 @@ void dmf_task_new_version(struct dmf_task *t, const char *etag, const char *last
         return; /* a download started meanwhile: it pins what it finds */
     dmf_info("task %s: the origin has another version (ETag %s): the cached one is dropped", t->id,
              etag && *etag ? etag : "none");
-    dmf_task_cache_detach(t, "a new version at the origin");
+    struct dmf_task_cache c = cache_of(t);
+    dmf_task_cache_detach(&c, "a new version at the origin");
     dmf_book_free(&t->book);
     dmf_book_init(&t->book);
     set_str(&t->etag, etag);
@@ -1504,7 +1565,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     dmf_strlist_free(&t->headers);
     dmf_strlist_free(&t->filter_query);
     dmf_book_free(&t->book);
-    dmf_task_cache_free(t);
+    dmf_cache_free(&t->cache);
     dmf_seed_ledger_free(&t->ledger);
     dmf_flow_unref(t->flow); /* requests still being reaped hold their own reference */
     free(t);
