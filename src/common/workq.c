@@ -200,6 +200,20 @@ void dmf_workq_free(dmf_workq_t *q)
     for (int i = 0; i < q->nthreads; i++)
         pthread_join(q->threads[i], NULL);
     run_finished(q);
+    /* A done() above may have queued more: with the workers gone, they run here. */
+    for (;;) {
+        pthread_mutex_lock(&q->lock);
+        struct job *j = jobq_pop(&q->todo);
+        if (j == NULL)
+            j = jobq_pop(&q->todo_long);
+        pthread_mutex_unlock(&q->lock);
+        if (j == NULL)
+            break;
+        j->work(j->arg);
+        q->pending--;
+        j->done(j->arg);
+        free(j);
+    }
     event_free(q->wake);
     pthread_mutex_destroy(&q->lock);
     pthread_cond_destroy(&q->cond);

@@ -659,7 +659,9 @@ static void daemon_stop(struct dmf_daemon *d, struct daemon_run *r)
     dmf_local_api_free(d->local_api);
     dmf_rpc_server_free(d->rpc_server);
     dmf_daemon_manager_link_free(d);
-    dmf_workq_free(d->workq); /* pieces being written land before their tasks go */
+    d->stopping = true;             /* no new verification starts from a landing piece */
+    dmf_engine_cancel_long_work(d); /* nor does a running one hold the shutdown up */
+    dmf_workq_free(d->workq);       /* pieces being written land before their tasks go */
     d->workq = NULL;
     dmf_engine_stop(d);
     dmf_open_files_free(d->open_files);

@@ -28,6 +28,9 @@ void dmf_engine_new(struct dmf_daemon *d);
  * the host known. Call once every listener is bound: a daemon about to fail must not be
  * offered to others as a parent. */
 void dmf_engine_start(struct dmf_daemon *d);
+/* Cancels the tasks' long jobs on the worker pool (whole-content verifications), so that
+ * dmf_workq_free at shutdown does not wait for them; call it just before. */
+void dmf_engine_cancel_long_work(struct dmf_daemon *d);
 /* Tells every watcher the daemon is shutting down, frees every task, then says LeaveHost
  * (best effort). Pieces still on the worker queue must have landed (dmf_workq_free).
  * Nothing happens when the engine was never made. */
