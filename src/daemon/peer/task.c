@@ -411,13 +411,6 @@ static void count_bytes(struct dmf_task *t, enum dmf_piece_origin from, int64_t 
     }
 }
 
-/* True when the filesystem of dir has less than need bytes left for us. */
-static bool disk_full(const char *dir, size_t need)
-{
-    struct statvfs v;
-    return statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < need;
-}
-
 static bool no_space(int e)
 {
     return e == -ENOSPC || e == -EDQUOT;
@@ -484,13 +477,13 @@ static void piece_done(void *arg)
         kick(t);
         goto out;
     }
-    int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
-    if (e == -EIO && disk_full(t->d->cfg.data_dir, j->len))
-        e = -ENOSPC; /* SQLite says I/O error when its journal cannot grow */
-    if (no_space(e) && !j->retried && make_room(t, j->len)) {
-        j->retried = true;
-        e = dmf_store_piece_put(t->d->store, t->id, n, j->digest);
-    }
+    int e = j->err;
+    /* The bytes are written: the piece's row may follow. The store's writer commits it with
+     * its batch; when its queue stays full the piece is simply not recorded (it is valid
+     * and served now, and fetched again after a restart: the store knows fewer pieces,
+     * never more). */
+    if (e == 0 && dmf_store_piece_put(t->d->store, t->id, n, j->digest) == -EAGAIN)
+        dmf_debug("task %s: piece %u not recorded: the store's queue is full", t->id, n);
     if (e != 0) {
         if (t->error == NULL)
             t->release_on_failure = e == -ENOSPC || e == -EDQUOT || e == -EIO;
