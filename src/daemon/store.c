@@ -866,7 +866,8 @@ int dmf_store_piece_drop(dmf_store_t *s, const char *id, uint32_t n)
 {
     if (!dmf_task_id_valid(id))
         return -EINVAL;
-    dmf_store_writer_flush(s->writer); /* a put queued before must not land after the drop */
+    /* A put queued before must not land after the drop. */
+    dmf_store_writer_forget(s->writer, id, false, n);
     int ret = tx(s, ST_BEGIN);
     if (ret != 0)
         return ret;
@@ -928,7 +929,7 @@ int dmf_store_task_delete(dmf_store_t *s, const char *id)
      * cannot grow: then the file goes first to make room for it (a crash in between leaves
      * rows whose data file is missing, which dmf_task_cache_opened treats as no piece). */
     /* No put queued before may land after the delete (on a task saved again meanwhile). */
-    dmf_store_writer_flush(s->writer);
+    dmf_store_writer_forget(s->writer, id, true, 0);
     char *file = data_path(s, id);
     char *dir = task_dir(s, id);
     char *prefix = dmf_xasprintf("%s/tasks/%.3s", s->data_dir, id);
@@ -956,6 +957,7 @@ int dmf_store_task_delete(dmf_store_t *s, const char *id)
     if (rmdir(prefix) != 0 && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT)
         dmf_warn("store: cannot remove %s: %s", prefix, strerror(errno));
     ret = had_row || had_file ? 0 : -ENOENT;
+    dmf_store_writer_retry_now(s->writer); /* a batch that found the disk full may fit now */
 out:
     free(file);
     free(dir);

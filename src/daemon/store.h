@@ -6,9 +6,10 @@
  * One thread (the daemon's loop) calls these functions. Piece rows are recorded by the
  * store's writer thread (store_writer.h) on a connection of its own, in batches: the loop
  * only queues them. Reads and the writes that are not per piece (task rows, accesses,
- * drops, deletes) stay on the loop's connection; those that must see or order after the
- * queued rows (drop, delete, usage, the load of a task with rows queued) flush the writer
- * first, which waits for about one batch. */
+ * drops, deletes) stay on the loop's connection; a drop or a delete first takes
+ * the rows it concerns out of the writer's queue (a put queued before cannot land after);
+ * usage and the load of a task with rows queued flush the writer first, which waits for
+ * about one batch. */
 #ifndef DMF_STORE_H
 #define DMF_STORE_H
 

@@ -42,20 +42,23 @@ struct dmf_store_writer {
 
     struct dmf_piece_row *ring; /* capacity rows; queued ones from head, count of them */
     size_t head, count;
-    uint64_t *queued_ms;         /* per ring slot: when it was queued */
+    uint64_t last_commit_ms;     /* when the last batch ended (0: never) */
     struct dmf_piece_row *batch; /* the rows being committed (max_batch) */
     size_t nbatch;
-    uint64_t pushed, finished; /* rows ever queued, and ever committed or failed */
+    bool attempting;           /* the commit callback has the batch now (it may not change) */
+    bool retrying;             /* the batch failed and waits to be tried again */
+    bool retry_now;            /* room was made: end the pause */
+    uint64_t pushed, finished; /* rows ever queued, and ever committed, failed or forgotten */
     uint64_t flush_to;         /* commit at once until finished reaches this */
     bool stopping;
 };
 
-bool dmf_store_batch_due(const struct dmf_store_writer_config *cfg, size_t queued, uint64_t age_ms,
-                         bool flush)
+bool dmf_store_batch_due(const struct dmf_store_writer_config *cfg, size_t queued,
+                         uint64_t since_commit_ms, bool flush)
 {
     if (queued == 0)
         return false;
-    return flush || queued >= cfg->max_batch || age_ms >= cfg->max_delay_ms;
+    return flush || queued >= cfg->max_batch || since_commit_ms >= cfg->max_delay_ms;
 }
 
 /* An absolute CLOCK_MONOTONIC time ms from now, for pthread_cond_timedwait. */
@@ -72,21 +75,61 @@ static struct timespec deadline_in(uint64_t ms)
     return ts;
 }
 
+/* Commits the batch (unlocked), retrying a failed one after a pause that doubles; the
+ * lock is held on entry and on return. Rows forgotten meanwhile leave the batch between
+ * tries (dmf_store_writer_forget). Returns the rows recorded. */
+static size_t commit_batch(dmf_store_writer_t *w)
+{
+    uint32_t pause = w->cfg.retry_ms;
+    for (uint32_t attempt = 0;; attempt++) {
+        size_t k = w->nbatch;
+        if (k == 0)
+            return 0;
+        w->attempting = true;
+        pthread_mutex_unlock(&w->lock);
+        int got = w->commit(w->ctx, w->batch, k);
+        pthread_mutex_lock(&w->lock);
+        w->attempting = false;
+        pthread_cond_broadcast(&w->moved);
+        if (got >= 0) {
+            dmf_metric_add(&dmf_m_store_batches, 1);
+            return DMF_MIN((size_t)got, k);
+        }
+        if (attempt >= w->cfg.retries) {
+            dmf_warn("store: a batch of %zu piece rows was not recorded (%s, %u tries); those "
+                     "pieces are fetched again after a restart",
+                     k, dmf_strerror(got), attempt + 1);
+            return 0;
+        }
+        /* A full disk may get room (the loop evicts for the data writes): try again. A
+         * flush does not wait for this batch meanwhile: its caller may be the one that
+         * makes the room. */
+        w->retrying = true;
+        pthread_cond_broadcast(&w->moved);
+        struct timespec until = deadline_in(pause);
+        while (!w->retry_now && pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT)
+            ;
+        w->retrying = false;
+        w->retry_now = false;
+        pause *= 2;
+    }
+}
+
 static void *writer_main(void *arg)
 {
     dmf_store_writer_t *w = arg;
     pthread_mutex_lock(&w->lock);
     for (;;) {
         uint64_t now = dmf_now_ms();
-        uint64_t age = w->count ? now - w->queued_ms[w->head] : 0;
+        uint64_t since = now - w->last_commit_ms;
         bool flush = w->stopping || w->flush_to > w->finished;
-        if (!dmf_store_batch_due(&w->cfg, w->count, age, flush)) {
+        if (!dmf_store_batch_due(&w->cfg, w->count, since, flush)) {
             if (w->count == 0 && w->stopping)
                 break;
             if (w->count == 0) {
                 pthread_cond_wait(&w->wake, &w->lock);
             } else {
-                struct timespec until = deadline_in(w->cfg.max_delay_ms - age);
+                struct timespec until = deadline_in(w->cfg.max_delay_ms - since);
                 pthread_cond_timedwait(&w->wake, &w->lock, &until);
             }
             continue;
@@ -99,20 +142,13 @@ static void *writer_main(void *arg)
         w->count -= k;
         w->nbatch = k;
         pthread_cond_broadcast(&w->moved); /* room in the queue */
-        pthread_mutex_unlock(&w->lock);
 
-        int got = w->commit(w->ctx, w->batch, k);
+        size_t recorded = commit_batch(w);
 
-        pthread_mutex_lock(&w->lock);
-        size_t recorded = got > 0 ? DMF_MIN((size_t)got, k) : 0;
+        k = w->nbatch; /* less the rows forgotten meanwhile (counted by forget) */
+        w->last_commit_ms = dmf_now_ms();
         dmf_metric_add(&dmf_m_store_rows_committed, (int64_t)recorded);
         dmf_metric_add(&dmf_m_store_rows_failed, (int64_t)(k - recorded));
-        if (got >= 0)
-            dmf_metric_add(&dmf_m_store_batches, 1);
-        else
-            dmf_warn("store: a batch of %zu piece rows was not recorded (%s); those pieces are "
-                     "fetched again after a restart",
-                     k, dmf_strerror(got));
         dmf_metric_add(&dmf_m_store_queue_depth, -(int64_t)k);
         w->nbatch = 0;
         w->finished += k;
@@ -134,12 +170,13 @@ dmf_store_writer_t *dmf_store_writer_new(const struct dmf_store_writer_config *c
         w->cfg.max_delay_ms = defaults.max_delay_ms;
     if (w->cfg.capacity == 0)
         w->cfg.capacity = defaults.capacity;
+    if (w->cfg.retry_ms == 0)
+        w->cfg.retry_ms = defaults.retry_ms;
     if (w->cfg.max_batch > w->cfg.capacity)
         w->cfg.max_batch = w->cfg.capacity; /* a full queue is a due batch */
     w->commit = commit;
     w->ctx = ctx;
     w->ring = dmf_xcalloc(w->cfg.capacity, sizeof(*w->ring));
-    w->queued_ms = dmf_xcalloc(w->cfg.capacity, sizeof(*w->queued_ms));
     w->batch = dmf_xcalloc(w->cfg.max_batch, sizeof(*w->batch));
     pthread_mutex_init(&w->lock, NULL);
     pthread_condattr_t ca;
@@ -173,11 +210,10 @@ int dmf_store_writer_put(dmf_store_writer_t *w, const struct dmf_piece_row *row)
     }
     size_t slot = (w->head + w->count) % w->cfg.capacity;
     w->ring[slot] = *row;
-    w->queued_ms[slot] = dmf_now_ms();
     w->count++;
     w->pushed++;
     dmf_metric_add(&dmf_m_store_queue_depth, 1);
-    /* The writer sleeps with an empty queue, or until its oldest row is due; it looks
+    /* The writer sleeps with an empty queue, or until the next batch is due; it looks
      * again when the first row comes or a batch fills up. */
     if (w->count == 1 || w->count == w->cfg.max_batch)
         pthread_cond_signal(&w->wake);
@@ -194,8 +230,61 @@ void dmf_store_writer_flush(dmf_store_writer_t *w)
         if (w->flush_to < target)
             w->flush_to = target;
         pthread_cond_signal(&w->wake);
-        while (w->finished < target)
+        while (w->finished < target && !w->retrying)
             pthread_cond_wait(&w->moved, &w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+static bool row_matches(const struct dmf_piece_row *r, const char *id, bool all, uint32_t n)
+{
+    return strcmp(r->id, id) == 0 && (all || r->n == n);
+}
+
+void dmf_store_writer_forget(dmf_store_writer_t *w, const char *id, bool all, uint32_t n)
+{
+    pthread_mutex_lock(&w->lock);
+    /* Queued rows: out of the ring, keeping the order of the others. */
+    size_t kept = 0, cap = w->cfg.capacity;
+    for (size_t i = 0; i < w->count; i++) {
+        struct dmf_piece_row *r = &w->ring[(w->head + i) % cap];
+        if (!row_matches(r, id, all, n))
+            w->ring[(w->head + kept++) % cap] = *r;
+    }
+    size_t gone = w->count - kept;
+    w->count = kept;
+    /* The batch: a try in progress may record them (before the caller's delete or drop,
+     * which then removes them); between tries they leave it. */
+    bool in_batch;
+    for (;;) {
+        in_batch = false;
+        for (size_t i = 0; i < w->nbatch && !in_batch; i++)
+            in_batch = row_matches(&w->batch[i], id, all, n);
+        if (!in_batch || !w->attempting)
+            break;
+        pthread_cond_wait(&w->moved, &w->lock);
+    }
+    if (in_batch) {
+        size_t k = 0;
+        for (size_t i = 0; i < w->nbatch; i++)
+            if (!row_matches(&w->batch[i], id, all, n))
+                w->batch[k++] = w->batch[i];
+        gone += w->nbatch - k;
+        w->nbatch = k;
+    }
+    w->finished += gone;
+    dmf_metric_add(&dmf_m_store_queue_depth, -(int64_t)gone);
+    if (gone > 0)
+        pthread_cond_broadcast(&w->moved);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void dmf_store_writer_retry_now(dmf_store_writer_t *w)
+{
+    pthread_mutex_lock(&w->lock);
+    if (w->retrying) {
+        w->retry_now = true;
+        pthread_cond_signal(&w->wake);
     }
     pthread_mutex_unlock(&w->lock);
 }
@@ -233,7 +322,6 @@ void dmf_store_writer_free(dmf_store_writer_t *w)
     pthread_cond_destroy(&w->wake);
     pthread_cond_destroy(&w->moved);
     free(w->ring);
-    free(w->queued_ms);
     free(w->batch);
     free(w);
 }

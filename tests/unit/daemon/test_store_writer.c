@@ -30,7 +30,9 @@ struct sink {
     size_t batches, largest;
     bool gate_closed; /* commit waits while true */
     bool in_commit;
-    int fail; /* return this (negative) instead of committing */
+    int fail;                   /* return this (negative) instead of committing */
+    int fail_times;             /* ... this many times (-1: always) */
+    uint64_t first_ms, last_ms; /* when the first and the last batch were committed */
 };
 
 static int sink_commit(void *arg, const struct dmf_piece_row *rows, size_t n)
@@ -41,8 +43,13 @@ static int sink_commit(void *arg, const struct dmf_piece_row *rows, size_t n)
     pthread_cond_broadcast(&k->changed);
     while (k->gate_closed)
         pthread_cond_wait(&k->changed, &k->lock);
-    int ret = k->fail;
+    int ret = k->fail_times != 0 ? k->fail : 0;
+    if (k->fail_times > 0)
+        k->fail_times--;
     if (ret == 0) {
+        k->last_ms = dmf_now_ms();
+        if (k->batches == 0)
+            k->first_ms = k->last_ms;
         for (size_t i = 0; i < n && k->nrows < 8192; i++)
             k->rows[k->nrows++] = rows[i].n;
         k->batches++;
@@ -108,8 +115,9 @@ static void test_order_and_batches(void **state)
     assert_true(k.batches >= 5000 / 64);
 }
 
-/* A few rows wait for the delay, then go in one batch; shutdown commits what is queued
- * without waiting for the delay. */
+/* A row that comes to an idle writer is committed at once; rows that follow soon after
+ * wait for the next batch, max_delay_ms later, and go in it together. Shutdown commits
+ * what is queued without waiting for the delay. */
 static void test_delay_and_flush_on_shutdown(void **state)
 {
     struct sink k;
@@ -117,15 +125,20 @@ static void test_delay_and_flush_on_shutdown(void **state)
     struct dmf_store_writer_config c = {.max_delay_ms = 50};
     dmf_store_writer_t *w = dmf_store_writer_new(&c, sink_commit, &k);
     uint64_t t0 = dmf_now_ms();
-    for (uint32_t i = 0; i < 3; i++) {
-        struct dmf_piece_row r = row_of(ID_A, i);
+    struct dmf_piece_row r = row_of(ID_A, 0);
+    assert_int_equal(dmf_store_writer_put(w, &r), 0);
+    while (sink_rows(&k) < 1 && dmf_now_ms() - t0 < 5000)
+        usleep(500);
+    assert_int_equal(sink_rows(&k), 1);
+    for (uint32_t i = 1; i < 4; i++) {
+        r = row_of(ID_A, i);
         assert_int_equal(dmf_store_writer_put(w, &r), 0);
     }
-    while (sink_rows(&k) < 3 && dmf_now_ms() - t0 < 5000)
+    while (sink_rows(&k) < 4 && dmf_now_ms() - t0 < 5000)
         usleep(1000);
-    assert_int_equal(sink_rows(&k), 3);
-    assert_true(dmf_now_ms() - t0 >= 50);
-    assert_int_equal(k.batches, 1);
+    assert_int_equal(sink_rows(&k), 4);
+    assert_int_equal(k.batches, 2);            /* the three later rows went together */
+    assert_true(k.last_ms - k.first_ms >= 45); /* a batch at most every 50 ms */
     assert_int_equal(dmf_store_writer_depth(w), 0);
     dmf_store_writer_free(w);
 
@@ -209,8 +222,10 @@ static void test_failed_batch_is_not_recorded(void **state)
     struct sink k;
     sink_init(&k);
     k.fail = -EIO;
+    k.fail_times = -1;
     int64_t failed0 = dmf_metric_get(&dmf_m_store_rows_failed);
-    dmf_store_writer_t *w = dmf_store_writer_new(NULL, sink_commit, &k);
+    struct dmf_store_writer_config c = {.retries = 0};
+    dmf_store_writer_t *w = dmf_store_writer_new(&c, sink_commit, &k);
     for (uint32_t i = 0; i < 3; i++) {
         struct dmf_piece_row r = row_of(ID_A, i);
         assert_int_equal(dmf_store_writer_put(w, &r), 0);
@@ -218,13 +233,34 @@ static void test_failed_batch_is_not_recorded(void **state)
     dmf_store_writer_flush(w);
     assert_int_equal(dmf_metric_get(&dmf_m_store_rows_failed) - failed0, 3);
     pthread_mutex_lock(&k.lock);
-    k.fail = 0;
+    k.fail_times = 0;
     pthread_mutex_unlock(&k.lock);
     struct dmf_piece_row r = row_of(ID_A, 7);
     assert_int_equal(dmf_store_writer_put(w, &r), 0);
     dmf_store_writer_free(w);
     assert_int_equal(k.nrows, 1);
     assert_int_equal(k.rows[0], 7);
+}
+
+/* A batch that fails a few times (a full disk that gets room) is tried again and lands. */
+static void test_failed_batch_is_tried_again(void **state)
+{
+    struct sink k;
+    sink_init(&k);
+    k.fail = -ENOSPC;
+    k.fail_times = 2;
+    int64_t failed0 = dmf_metric_get(&dmf_m_store_rows_failed);
+    struct dmf_store_writer_config c = {.retry_ms = 5, .retries = 4};
+    dmf_store_writer_t *w = dmf_store_writer_new(&c, sink_commit, &k);
+    for (uint32_t i = 0; i < 3; i++) {
+        struct dmf_piece_row r = row_of(ID_A, i);
+        assert_int_equal(dmf_store_writer_put(w, &r), 0);
+    }
+    dmf_store_writer_flush(w); /* returns while the batch waits to be tried again */
+    dmf_store_writer_free(w);  /* waits for the tries */
+    assert_int_equal(k.nrows, 3);
+    assert_int_equal(k.batches, 1);
+    assert_int_equal(dmf_metric_get(&dmf_m_store_rows_failed) - failed0, 0);
 }
 
 int main(void)
@@ -236,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_flush_commits_now),
         cmocka_unit_test(test_full_queue_refuses_after_a_wait),
         cmocka_unit_test(test_failed_batch_is_not_recorded),
+        cmocka_unit_test(test_failed_batch_is_tried_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
