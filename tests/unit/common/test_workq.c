@@ -126,8 +126,18 @@ static void test_long_jobs_are_bounded_and_in_order(void **state)
     dmf_workq_free(q);
     assert_int_equal(done_count, 8);
     assert_int_equal(max_running, 2);
+
+    /* One at a time: they start in the order they came. */
+    q = dmf_workq_new(base, 3);
+    dmf_workq_set_max_long(q, 1);
+    running = max_running = started = done_count = 0;
     for (int i = 0; i < 8; i++)
-        assert_int_equal(order[i], i); /* started in the order they came */
+        dmf_workq_submit_long(q, long_work, long_done, &jobs[i]);
+    dmf_workq_free(q);
+    assert_int_equal(done_count, 8);
+    assert_int_equal(max_running, 1);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(order[i], i);
     event_base_free(base);
 }
 
