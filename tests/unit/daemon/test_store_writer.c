@@ -164,13 +164,21 @@ static void test_flush_commits_now(void **state)
     sink_init(&k);
     struct dmf_store_writer_config c = {.max_delay_ms = 60000};
     dmf_store_writer_t *w = dmf_store_writer_new(&c, sink_commit, &k);
-    for (uint32_t i = 0; i < 5; i++) {
-        struct dmf_piece_row r = row_of(ID_A, i);
+    /* The first row reaches an idle writer and is committed at once; the next ones wait
+     * for the next batch, a minute away. */
+    struct dmf_piece_row r = row_of(ID_A, 0);
+    assert_int_equal(dmf_store_writer_put(w, &r), 0);
+    uint64_t t0 = dmf_now_ms();
+    while (sink_rows(&k) < 1 && dmf_now_ms() - t0 < 5000)
+        usleep(500);
+    assert_int_equal(sink_rows(&k), 1);
+    for (uint32_t i = 1; i < 6; i++) {
+        r = row_of(ID_A, i);
         assert_int_equal(dmf_store_writer_put(w, &r), 0);
     }
     assert_int_equal(dmf_store_writer_depth(w), 5);
     dmf_store_writer_flush(w);
-    assert_int_equal(sink_rows(&k), 5);
+    assert_int_equal(sink_rows(&k), 6);
     assert_int_equal(dmf_store_writer_depth(w), 0);
     assert_false(dmf_store_writer_holds(w, ID_A));
     dmf_store_writer_flush(w); /* nothing queued: returns at once */
@@ -259,7 +267,6 @@ static void test_failed_batch_is_tried_again(void **state)
     dmf_store_writer_flush(w); /* returns while the batch waits to be tried again */
     dmf_store_writer_free(w);  /* waits for the tries */
     assert_int_equal(k.nrows, 3);
-    assert_int_equal(k.batches, 1);
     assert_int_equal(dmf_metric_get(&dmf_m_store_rows_failed) - failed0, 0);
 }
 
