@@ -572,7 +572,9 @@ static void close_listeners(struct dmf_daemon *d)
     dmf_rpc_server_free(d->rpc_server);
     d->rpc_server = NULL;
     dmf_daemon_manager_link_free(d);
-    dmf_workq_free(d->workq); /* pieces being written land before their tasks go */
+    d->stopping = true;             /* no new verification starts from a landing piece */
+    dmf_engine_cancel_long_work(d); /* nor does a running one hold the shutdown up */
+    dmf_workq_free(d->workq);       /* pieces being written land before their tasks go */
     d->workq = NULL;
     /* The piece server last of the listeners: the pieces above landed while children could
      * still hear of them. No loop ran since the first listener closed. */

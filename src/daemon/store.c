@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/store_writer.h"
 
 #define SCHEMA_VERSION  2
 #define BUSY_TIMEOUT_MS 5000
@@ -117,12 +118,20 @@ static const char schema_v2[] = "ALTER TABLE tasks ADD COLUMN etag TEXT;"
 /* What turns version i into version i + 1 (index 0: an empty database). */
 static const char *const migrations[SCHEMA_VERSION] = {schema_v1, schema_v2};
 
+/* The statements of the writer's own connection. */
+enum wstmt_id { WS_BEGIN, WS_COMMIT, WS_ROLLBACK, WS_PIECE_PUT, WS_COUNT };
+static const enum stmt_id wstmt_sql[WS_COUNT] = {ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_PIECE_PUT};
+
 struct dmf_store {
     char *data_dir;
     char *db_path;
     int lock_fd; /* flock'ed <data-dir>/lock: one daemon per data dir */
-    sqlite3 *db;
+    sqlite3 *db; /* the loop's connection: reads, and the writes that are not per piece */
     sqlite3_stmt *st[ST_COUNT];
+    /* Piece rows are written only by the writer thread, on its own connection. */
+    sqlite3 *wdb;
+    sqlite3_stmt *wst[WS_COUNT];
+    dmf_store_writer_t *writer;
 };
 
 /* ---- small helpers ---- */
@@ -399,6 +408,69 @@ static int open_schema(dmf_store_t *s, char *err, size_t errlen)
     return 0;
 }
 
+/* On the writer thread: records a batch of piece rows in one transaction. A row whose task
+ * row is gone (deleted since it was queued) is skipped. Returns the rows recorded, or
+ * -ENOSPC / -EIO when the batch failed (nothing recorded). */
+static int commit_rows(void *arg, const struct dmf_piece_row *rows, size_t n)
+{
+    dmf_store_t *s = arg;
+    int recorded = 0, rc = stmt_run(s->wst[WS_BEGIN]);
+    for (size_t i = 0; rc == SQLITE_DONE && i < n; i++) {
+        sqlite3_stmt *st = s->wst[WS_PIECE_PUT];
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        sqlite3_bind_text(st, 1, rows[i].id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, rows[i].n);
+        sqlite3_bind_blob(st, 3, rows[i].digest, DMF_SHA256_LEN, SQLITE_STATIC);
+        rc = stmt_run(st);
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+            dmf_debug("store: piece %u of task %s not recorded: the task is gone", rows[i].n,
+                      rows[i].id);
+            rc = SQLITE_DONE;
+        } else if (rc == SQLITE_DONE) {
+            recorded++;
+        }
+    }
+    if (rc == SQLITE_DONE)
+        rc = stmt_run(s->wst[WS_COMMIT]);
+    if (rc != SQLITE_DONE) {
+        dmf_error("store: recording %zu pieces: %s", n, sqlite3_errmsg(s->wdb));
+        stmt_run(s->wst[WS_ROLLBACK]);
+        return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+    }
+    return recorded;
+}
+
+/* Opens the writer's connection and starts its thread. */
+static int open_writer(dmf_store_t *s, char *err, size_t errlen)
+{
+    if (!sqlite3_threadsafe()) {
+        snprintf(err, errlen,
+                 "this SQLite was built without thread support (the store's writer "
+                 "needs it)");
+        return -ENOTSUP;
+    }
+    int rc =
+        sqlite3_open_v2(s->db_path, &s->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_extended_result_codes(s->wdb, 1);
+        sqlite3_busy_timeout(s->wdb, BUSY_TIMEOUT_MS);
+        rc = sqlite3_exec(s->wdb, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", NULL,
+                          NULL, NULL);
+    }
+    for (int i = 0; rc == SQLITE_OK && i < WS_COUNT; i++)
+        rc = sqlite3_prepare_v3(s->wdb, stmt_sql[wstmt_sql[i]], -1, SQLITE_PREPARE_PERSISTENT,
+                                &s->wst[i], NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s for the store's writer: %s", s->db_path,
+                 s->wdb ? sqlite3_errmsg(s->wdb) : sqlite3_errstr(rc));
+        return sqlite_errno(s->wdb, rc);
+    }
+    dmf_store_writer_metrics_register();
+    s->writer = dmf_store_writer_new(NULL, commit_rows, s);
+    return 0;
+}
+
 int dmf_store_open(const char *data_dir, dmf_store_t **out, char *err, size_t errlen)
 {
     dmf_store_t *s = dmf_xcalloc(1, sizeof(*s));
@@ -510,12 +582,17 @@ int dmf_store_open(const char *data_dir, dmf_store_t **out, char *err, size_t er
         snprintf(err, errlen, "cannot write %s: %s", s->db_path, sqlite3_errmsg(s->db));
         goto out;
     }
+    if ((ret = open_writer(s, err, errlen)) != 0)
+        goto out;
 
     *out = s;
     s = NULL;
     ret = 0;
 out:
     if (s != NULL) {
+        for (int i = 0; i < WS_COUNT; i++)
+            sqlite3_finalize(s->wst[i]);
+        sqlite3_close(s->wdb);
         for (int i = 0; i < ST_COUNT; i++)
             sqlite3_finalize(s->st[i]);
         sqlite3_close(s->db);
@@ -534,6 +611,12 @@ void dmf_store_close(dmf_store_t *s)
 {
     if (s == NULL)
         return;
+    /* Every queued piece row first (their bytes are written: the rows may follow). */
+    dmf_store_writer_free(s->writer);
+    for (int i = 0; i < WS_COUNT; i++)
+        sqlite3_finalize(s->wst[i]);
+    if (sqlite3_close(s->wdb) != SQLITE_OK)
+        dmf_error("store: closing the writer's %s: %s", s->db_path, sqlite3_errmsg(s->wdb));
     /* Flush every data file before recording a clean shutdown: after this, a power loss
      * cannot take back any piece this session recorded. */
     int dfd = open(s->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -621,6 +704,10 @@ int dmf_store_task_load(dmf_store_t *s, const char *id, struct dmf_store_task **
     if (!dmf_task_id_valid(id))
         return -EINVAL;
 
+    /* A task's own rows still queued are committed first (rare: the task was unloaded
+     * while its last pieces were queued); other tasks' rows do not hold the load up. */
+    if (dmf_store_writer_holds(s->writer, id))
+        dmf_store_writer_flush(s->writer);
     struct dmf_store_task *t = dmf_xcalloc(1, sizeof(*t));
     dmf_bitmap_init(&t->have);
     memcpy(t->id, id, DMF_TASK_ID_LEN + 1);
@@ -764,24 +851,23 @@ int dmf_store_piece_put(dmf_store_t *s, const char *id, uint32_t n,
 {
     if (!dmf_task_id_valid(id) || n >= DMF_PIECES_MAX)
         return -EINVAL;
-    sqlite3_stmt *st = stmt(s, ST_PIECE_PUT);
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, n);
-    sqlite3_bind_blob(st, 3, digest, DMF_SHA256_LEN, SQLITE_STATIC);
-    int rc = stmt_run(st);
-    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return -ENOENT;
-    if (rc != SQLITE_DONE) {
-        db_fail(s, "recording a piece", id);
-        return -EIO;
-    }
-    return 0;
+    struct dmf_piece_row row = {.n = n};
+    memcpy(row.id, id, DMF_TASK_ID_LEN + 1);
+    memcpy(row.digest, digest, DMF_SHA256_LEN);
+    return dmf_store_writer_put(s->writer, &row);
+}
+
+void dmf_store_flush(dmf_store_t *s)
+{
+    dmf_store_writer_flush(s->writer);
 }
 
 int dmf_store_piece_drop(dmf_store_t *s, const char *id, uint32_t n)
 {
     if (!dmf_task_id_valid(id))
         return -EINVAL;
+    /* A put queued before must not land after the drop. */
+    dmf_store_writer_forget(s->writer, id, false, n);
     int ret = tx(s, ST_BEGIN);
     if (ret != 0)
         return ret;
@@ -842,6 +928,8 @@ int dmf_store_task_delete(dmf_store_t *s, const char *id)
      * space), never a row that describes bytes that are gone. On a full disk the journal
      * cannot grow: then the file goes first to make room for it (a crash in between leaves
      * rows whose data file is missing, which dmf_task_cache_opened treats as no piece). */
+    /* No put queued before may land after the delete (on a task saved again meanwhile). */
+    dmf_store_writer_forget(s->writer, id, true, 0);
     char *file = data_path(s, id);
     char *dir = task_dir(s, id);
     char *prefix = dmf_xasprintf("%s/tasks/%.3s", s->data_dir, id);
@@ -869,6 +957,7 @@ int dmf_store_task_delete(dmf_store_t *s, const char *id)
     if (rmdir(prefix) != 0 && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT)
         dmf_warn("store: cannot remove %s: %s", prefix, strerror(errno));
     ret = had_row || had_file ? 0 : -ENOENT;
+    dmf_store_writer_retry_now(s->writer); /* a batch that found the disk full may fit now */
 out:
     free(file);
     free(dir);
@@ -919,6 +1008,7 @@ int dmf_store_usage(dmf_store_t *s, struct dmf_store_usage **out, size_t *nout)
 {
     struct dmf_store_usage *u = NULL;
     size_t n = 0, cap = 0;
+    dmf_store_writer_flush(s->writer); /* counts every piece written so far */
     sqlite3_stmt *st = stmt(s, ST_TASK_USAGE);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

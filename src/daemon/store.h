@@ -3,7 +3,13 @@
  * digests and access times. A restarted daemon keeps and re-serves what it verified.
  *
  * Layout: <data-dir>/tasks/<first 3 hex of id>/<id>/data and <data-dir>/meta.db.
- * Not thread-safe: one thread (the daemon's loop) uses a store. */
+ * One thread (the daemon's loop) calls these functions. Piece rows are recorded by the
+ * store's writer thread (store_writer.h) on a connection of its own, in batches: the loop
+ * only queues them. Reads and the writes that are not per piece (task rows, accesses,
+ * drops, deletes) stay on the loop's connection; a drop or a delete first takes
+ * the rows it concerns out of the writer's queue (a put queued before cannot land after);
+ * usage and the load of a task with rows queued flush the writer first, which waits for
+ * about one batch. */
 #ifndef DMF_STORE_H
 #define DMF_STORE_H
 
@@ -46,7 +52,8 @@ struct dmf_store_task {
  * loss), every recorded piece is re-hashed here and the damaged ones are dropped (see
  * docs/internals/STORE.md); this reads the whole store once. */
 int dmf_store_open(const char *data_dir, dmf_store_t **out, char *err, size_t errlen);
-/* Flushes the data files (syncfs), records a clean shutdown and frees s. */
+/* Commits the queued piece rows and stops the writer, flushes the data files (syncfs),
+ * records a clean shutdown and frees s. */
 void dmf_store_close(dmf_store_t *s);
 
 /* Loads a task with its bitmap and digests; *out is owned by the caller
@@ -75,11 +82,17 @@ int dmf_store_open_data_found(dmf_store_t *s, const char *id, char **path, int64
  * one. Returns 0 or -errno. */
 int dmf_store_detach_data(dmf_store_t *s, const char *id, int fd);
 
-/* Records that piece n's bytes are written to the data file and verified against digest.
- * Call it only after the bytes are written. Idempotent (a second put replaces the digest).
- * Returns 0, -ENOENT when the task row was never saved, -EINVAL or -EIO. */
+/* Queues the record that piece n's bytes are written to the data file and verified
+ * against digest; the writer commits it with its batch (within 50 ms). Call it only after
+ * the bytes are written. Idempotent (a second put replaces the digest). Returns 0, -EINVAL,
+ * or -EAGAIN when the writer's queue stayed full (the piece is not recorded: a restarted
+ * daemon fetches it again). A row whose task row was never saved, or a batch that fails,
+ * is not recorded either (logged and counted in damselfly_store_rows_total). */
 int dmf_store_piece_put(dmf_store_t *s, const char *id, uint32_t n,
                         const uint8_t digest[DMF_SHA256_LEN]);
+
+/* Commits every piece row queued so far, now; returns once they are committed. */
+void dmf_store_flush(dmf_store_t *s);
 
 /* Forgets that piece n is held (e.g. found bad) and marks the task incomplete.
  * Returns 0, -EINVAL or -EIO. */

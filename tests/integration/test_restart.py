@@ -21,12 +21,15 @@ def test_restarted_daemon_resumes(tmp_path, origin, need_binary):
     tid = task_id(url)
 
     def some_pieces_in():
-        """4 verified pieces listed by the piece server's /have (or, should that stream not
-        answer, half the file received from the origin)."""
+        """4 verified pieces listed by the piece server's /have and recorded in the store (or,
+        should that stream not answer, half the file received from the origin)."""
         if g.poll() is not None:
             raise AssertionError(f"the first get ended early: {describe(g.result())}")
         try:
-            if len(read_have(d.piece_port, tid, 4, 0.3)[0]) >= 4:
+            # Verified, and recorded by the store's writer (which commits within 50 ms of
+            # a piece: a kill before that loses the piece's row, and it is fetched again).
+            if len(read_have(d.piece_port, tid, 4, 0.3)[0]) >= 4 and \
+                    d.metric("damselfly_store_rows_total", result="committed") >= 4:
                 return True
         except (OSError, RuntimeError, TimeoutError):
             pass

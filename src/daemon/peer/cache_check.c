@@ -94,6 +94,10 @@ void dmf_cache_scan_run(struct dmf_cache_scan *s)
     for (uint32_t n = 0; n < total && s->err == 0 && !eof; n++) {
         uint64_t end = off + dmf_piece_size(s->content_length, s->piece_length, n);
         while (off < end) {
+            if (s->cancel != NULL && __atomic_load_n(s->cancel, __ATOMIC_RELAXED) != 0) {
+                s->err = -ECANCELED;
+                break;
+            }
             ssize_t r = pread(s->fd, buf, (size_t)DMF_MIN(end - off, SCAN_CHUNK), (off_t)off);
             if (r < 0 && errno == EINTR)
                 continue;

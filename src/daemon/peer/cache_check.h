@@ -76,7 +76,9 @@ struct dmf_cache_scan {
     uint8_t (*pieces)[DMF_SHA256_LEN]; /* out: dmf_piece_count entries, malloc'd */
     uint8_t whole[DMF_SHA256_LEN];     /* out: valid when readable == content_length */
     uint64_t readable;                 /* out: bytes read from offset 0 before the file ended */
-    int err;                           /* out: 0 or -errno (a read error, not a short file) */
+    int err; /* out: 0 or -errno (a read error, not a short file); -ECANCELED when stopped */
+    /* When not NULL, read atomically before each chunk: nonzero stops the scan. */
+    const int *cancel;
 };
 /* Runs the scan (blocking); s->pieces is allocated here and freed by dmf_cache_scan_free. */
 void dmf_cache_scan_run(struct dmf_cache_scan *s);

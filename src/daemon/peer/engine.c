@@ -134,6 +134,12 @@ void dmf_engine_set_scheduler(struct dmf_daemon *d, const char *addr)
     }
 }
 
+void dmf_engine_cancel_long_work(struct dmf_daemon *d)
+{
+    for (struct dmf_task *t = d->engine ? d->engine->tasks : NULL; t != NULL; t = t->next)
+        dmf_task_cancel_long_work(t);
+}
+
 /* Frees every task (once); no task is loaded or made afterwards. */
 static void close_tasks(struct dmf_daemon *d)
 {

@@ -44,6 +44,9 @@ bool dmf_engine_stop(struct dmf_daemon *d, dmf_engine_done_cb left, void *arg);
 /* Frees the engine (and its tasks, when dmf_engine_stop never ran). Runs no loop. Nothing
  * happens when the engine was never made. */
 void dmf_engine_free(struct dmf_daemon *d);
+/* Cancels the tasks' long jobs on the worker pool (whole-content verifications), so that
+ * dmf_workq_free at shutdown does not wait for them; call it just before. */
+void dmf_engine_cancel_long_work(struct dmf_daemon *d);
 /* Uses the scheduler at addr from now on (the manager's ListSchedulers moved us); the
  * first one given to a daemon started without a scheduler makes the scheduler's client. */
 void dmf_engine_set_scheduler(struct dmf_daemon *d, const char *addr);

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -467,13 +466,6 @@ static void count_bytes(struct dmf_task *t, enum dmf_piece_origin from, int64_t 
     }
 }
 
-/* True when the filesystem of dir has less than need bytes left for us. */
-static bool disk_full(const char *dir, size_t need)
-{
-    struct statvfs v;
-    return statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < need;
-}
-
 static bool no_space(int e)
 {
     return e == -ENOSPC || e == -EDQUOT;
@@ -540,13 +532,13 @@ static void piece_done(void *arg)
         kick(t);
         goto out;
     }
-    int e = j->err ? j->err : dmf_store_piece_put(t->d->store, t->id, n, j->digest);
-    if (e == -EIO && disk_full(t->d->cfg.data_dir, j->len))
-        e = -ENOSPC; /* SQLite says I/O error when its journal cannot grow */
-    if (no_space(e) && !j->retried && make_room(t, j->len)) {
-        j->retried = true;
-        e = dmf_store_piece_put(t->d->store, t->id, n, j->digest);
-    }
+    int e = j->err;
+    /* The bytes are written: the piece's row may follow. The store's writer commits it with
+     * its batch; when its queue stays full the piece is simply not recorded (it is valid
+     * and served now, and fetched again after a restart: the store knows fewer pieces,
+     * never more). */
+    if (e == 0 && dmf_store_piece_put(t->d->store, t->id, n, j->digest) == -EAGAIN)
+        dmf_debug("task %s: piece %u not recorded: the store's queue is full", t->id, n);
     if (e != 0) {
         if (t->error == NULL)
             t->release_on_failure = e == -ENOSPC || e == -EDQUOT || e == -EIO;
@@ -1238,38 +1230,55 @@ static void on_reconnect(evutil_socket_t fd, short what, void *arg)
 /* Once every piece is held, and before a cached task is handed out when its pieces are
  * not all verified in this session or a content digest was asked for: one pass over the
  * data file hashes every piece (against the digests in the book) and the whole content
- * (against the digest asked for). Hashing gigabytes takes a while, so it runs on a thread
- * of its own and the result comes back to the loop. */
+ * (against the digest asked for). Hashing gigabytes takes a while, so it runs as a long
+ * job of the worker pool (at most nthreads - 1 at once, the others wait their turn: see
+ * workq.h) and the result comes back to the loop. A task freed meanwhile, or a daemon
+ * shutting down, cancels it: the scan stops at its next chunk and its answer is dropped. */
 struct verify_job {
-    struct dmf_task *t;
+    struct dmf_task *t; /* NULL once the task let go of the job (freed) */
     struct dmf_cache_scan scan;
-    pthread_t thread;
-    struct event *done;
+    int cancel; /* read by the scan with __atomic loads */
 };
 
-static void *verify_main(void *arg)
+static void verify_work(void *arg)
 {
     struct verify_job *job = arg;
     dmf_cache_scan_run(&job->scan);
-    event_active(job->done, 0, 0);
-    return NULL;
 }
 
 static void verify_job_free(struct verify_job *job)
 {
-    pthread_join(job->thread, NULL);
     close(job->scan.fd);
     dmf_cache_scan_free(&job->scan);
-    event_free(job->done);
     free(job);
 }
 
-static void on_verified(evutil_socket_t fd, short what, void *arg)
+/* Stops the task's verification, if any: its done() only frees it. */
+static void verify_cancel(struct dmf_task *t)
+{
+    struct verify_job *job = t->verify;
+    if (job == NULL)
+        return;
+    __atomic_store_n(&job->cancel, 1, __ATOMIC_RELAXED);
+    job->t = NULL;
+    t->verify = NULL;
+}
+
+void dmf_task_cancel_long_work(struct dmf_task *t)
+{
+    verify_cancel(t);
+}
+
+static void on_verified(void *arg)
 {
     struct verify_job *job = arg;
     struct dmf_task *t = job->t;
     uint8_t want[DMF_SHA256_LEN];
     char err[128];
+    if (t == NULL) { /* cancelled */
+        verify_job_free(job);
+        return;
+    }
     t->verify = NULL;
     if (t->state != DMF_TASK_VERIFYING) {
         verify_job_free(job);
@@ -1319,23 +1328,23 @@ static void on_verified(evutil_socket_t fd, short what, void *arg)
 
 static void start_verify(struct dmf_task *t)
 {
+    if (t->d->stopping)
+        return; /* a piece landing during shutdown: the task is freed next */
     struct verify_job *job = dmf_xcalloc(1, sizeof(*job));
     job->t = t;
     int fd = dmf_task_data_fd(t);
     job->scan.fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     job->scan.content_length = t->book.content_length;
     job->scan.piece_length = t->book.piece_length;
-    job->done = dmf_xevent_new(t->d->base, -1, 0, on_verified, job);
-    if (job->scan.fd < 0 || pthread_create(&job->thread, NULL, verify_main, job) != 0) {
-        if (job->scan.fd >= 0)
-            close(job->scan.fd);
-        event_free(job->done);
+    job->scan.cancel = &job->cancel;
+    if (job->scan.fd < 0) {
         free(job);
         set_error(t, "cannot start verifying the content");
         handle(t, DMF_TASK_EV_VERIFY_FAILED, NULL);
         return;
     }
     t->verify = job;
+    dmf_workq_submit_long(t->d->workq, verify_work, on_verified, job);
 }
 
 /* ---------------------------------------------------------------- what other wings may do
@@ -1536,12 +1545,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
         set_error(t, why);
         tell_subscribers(t, true);
     }
-    if (t->verify) {
-        /* Let the hash finish (bounded by the content's size), then drop its answer. */
-        struct verify_job *job = t->verify;
-        t->verify = NULL;
-        verify_job_free(job);
-    }
+    verify_cancel(t);             /* the pool frees the job once its scan stops */
     dmf_parents_free(t->parents); /* freed, not stopped: nothing is reported any more */
     t->parents = NULL;
     stop_transfers(t);

@@ -93,7 +93,7 @@ struct dmf_task {
     struct dmf_watchdog watchdog;
     unsigned reconnects;       /* stream losses in a row (the backoff's attempt) */
     bool held_announced;       /* a held task told the scheduler since it joined */
-    struct verify_job *verify; /* whole-content digest being computed on a thread */
+    struct verify_job *verify; /* whole-content digest being computed on the worker pool */
 
     struct dmf_transfer_bytes bytes;
     uint64_t started_ms;
@@ -147,5 +147,9 @@ void dmf_task_piece_view(struct dmf_task *t, struct dmf_piece_view *view);
 void dmf_task_kick(struct dmf_task *t);
 /* Frees the task; watchers first get the end with reason why (daemon shutdown). */
 void dmf_task_free(struct dmf_task *t, const char *why);
+/* Cancels the task's long jobs on the worker pool (a whole-content verification): the
+ * daemon stops, and dmf_workq_free must not wait for gigabytes to be hashed. The task is
+ * left as it was; free it next. */
+void dmf_task_cancel_long_work(struct dmf_task *t);
 
 #endif

@@ -201,8 +201,15 @@ static void test_piece_put_idempotent_and_drop(void **state)
     assert_false(got->complete); /* a task missing a piece is not complete */
     dmf_store_task_free(got);
 
-    /* A piece of a task that was never saved is refused. */
-    assert_int_equal(dmf_store_piece_put(f->s, ID_B, 0, d1), -ENOENT);
+    /* A piece of a task that was never saved is not recorded (the writer skips it; the
+     * batch around it still lands). */
+    assert_int_equal(dmf_store_piece_put(f->s, ID_B, 0, d1), 0);
+    assert_int_equal(dmf_store_piece_put(f->s, ID_A, 3, d1), 0);
+    dmf_store_flush(f->s);
+    assert_int_equal(dmf_store_task_load(f->s, ID_B, &got), -ENOENT);
+    assert_int_equal(dmf_store_task_load(f->s, ID_A, &got), 0);
+    assert_true(dmf_bitmap_get(&got->have, 3));
+    dmf_store_task_free(got);
 }
 
 static void test_delete(void **state)
@@ -521,6 +528,43 @@ static void test_migrates_schema_v1(void **state)
     free(db_path);
 }
 
+/* Piece rows go through the writer's queue; a drop or a delete after a put takes the
+ * queued row with it, so the put never lands after them (even on a task saved again). */
+static void test_queued_rows_do_not_outlive_drop_or_delete(void **state)
+{
+    struct fixture *f = *state;
+    int64_t len = 4 * PL;
+    struct dmf_store_task t = task_of(ID_A, len), *got;
+    assert_int_equal(dmf_store_task_save(f->s, &t), 0);
+    uint8_t d[DMF_SHA256_LEN];
+    memset(d, 7, sizeof(d));
+    for (uint32_t n = 0; n < 4; n++)
+        assert_int_equal(dmf_store_piece_put(f->s, ID_A, n, d), 0);
+    assert_int_equal(dmf_store_piece_drop(f->s, ID_A, 2), 0);
+    dmf_store_flush(f->s);
+    assert_int_equal(dmf_store_task_load(f->s, ID_A, &got), 0);
+    assert_int_equal(got->have.count, 3);
+    assert_false(dmf_bitmap_get(&got->have, 2));
+    dmf_store_task_free(got);
+
+    for (uint32_t n = 0; n < 4; n++)
+        assert_int_equal(dmf_store_piece_put(f->s, ID_A, n, d), 0);
+    assert_int_equal(dmf_store_task_delete(f->s, ID_A), 0);
+    assert_int_equal(dmf_store_task_save(f->s, &t), 0); /* a new download of the task */
+    dmf_store_flush(f->s);
+    assert_int_equal(dmf_store_task_load(f->s, ID_A, &got), 0);
+    assert_int_equal(got->have.count, 0);
+    dmf_store_task_free(got);
+
+    /* Rows still queued at close are committed: the next open finds them. */
+    for (uint32_t n = 0; n < 4; n++)
+        assert_int_equal(dmf_store_piece_put(f->s, ID_A, n, d), 0);
+    reopen(f);
+    assert_int_equal(dmf_store_task_load(f->s, ID_A, &got), 0);
+    assert_int_equal(got->have.count, 4);
+    dmf_store_task_free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -538,6 +582,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_power_loss_recheck, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validators_persisted, setup, teardown),
         cmocka_unit_test(test_migrates_schema_v1),
+        cmocka_unit_test_setup_teardown(test_queued_rows_do_not_outlive_drop_or_delete, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
