@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/application.h"
 #include "common/log.h"
 #include "common/cmd.h"
 #include "common/metrics.h"
@@ -692,6 +693,12 @@ static int check_config(struct api_req *r, json_t *cfg)
                     return fail(r, 400, "config.%s[%zu] must be a string of at most %d bytes", k, j,
                                 DMF_SCOPE_MAX_LEN);
                 regex_t re;
+                char why[160];
+                if (k[6] == 'a' &&
+                    (json_string_length(e) == 0 ||
+                     dmf_application_check(json_string_value(e), why, sizeof(why)) != 0))
+                    return fail(r, 400, "config.block_applications[%zu]: %s", j,
+                                json_string_length(e) ? why : "an empty name");
                 if (k[6] == 'u') {
                     if (regcomp(&re, json_string_value(e), REG_EXTENDED | REG_NOSUB) != 0)
                         return fail(r, 400, "config.block_urls[%zu] is not a valid regex", j);
@@ -1287,13 +1294,13 @@ static json_t *live_json(const Damselfly__V1__ListLiveResponse *l, json_int_t id
         json_t *peers = json_array();
         for (size_t k = 0; k < h->n_peers; k++) {
             const Damselfly__V1__LivePeer *p = h->peers[k];
-            json_array_append_new(peers,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}}", "task_id",
-                                            p->task_id, "peer_id", p->peer_id, "state", p->state,
-                                            "held_pieces", (json_int_t)p->held_pieces,
-                                            "total_pieces", (json_int_t)p->total_pieces, "bytes",
-                                            "parents", (json_int_t)p->bytes_from_parents, "origin",
-                                            (json_int_t)p->bytes_from_origin));
+            json_array_append_new(
+                peers, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}}", "task_id",
+                                 p->task_id, "peer_id", p->peer_id, "application", p->application,
+                                 "state", p->state, "held_pieces", (json_int_t)p->held_pieces,
+                                 "total_pieces", (json_int_t)p->total_pieces, "bytes", "parents",
+                                 (json_int_t)p->bytes_from_parents, "origin",
+                                 (json_int_t)p->bytes_from_origin));
             json_t *t = json_object_get(tasks, p->task_id);
             if (!t) {
                 t = json_pack("{s:s, s:s, s:I, s:I, s:[]}", "task_id", p->task_id, "url", p->url,
@@ -1302,8 +1309,9 @@ static json_t *live_json(const Damselfly__V1__ListLiveResponse *l, json_int_t id
                 json_object_set_new(tasks, p->task_id, t);
             }
             json_array_append_new(json_object_get(t, "peers"),
-                                  json_pack("{s:s, s:s, s:s, s:I}", "host_id", h->id, "peer_id",
-                                            p->peer_id, "state", p->state, "held_pieces",
+                                  json_pack("{s:s, s:s, s:s, s:s, s:I}", "host_id", h->id,
+                                            "peer_id", p->peer_id, "application", p->application,
+                                            "state", p->state, "held_pieces",
                                             (json_int_t)p->held_pieces));
         }
         json_array_append_new(
