@@ -22,6 +22,7 @@
 #include "common/metrics.h"
 #include "common/util.h"
 #include "damselfly/v1/manager.pb-c.h"
+#include "manager/job_secrets.h"
 #include "manager/jobs.h"
 #include "manager/scope.h"
 #include "manager/signin_limit.h"
@@ -1001,18 +1002,32 @@ static int create_job(struct api_req *r, bool oapi)
         st = fail(r, 400, "%s", e);
         goto out;
     }
-    char *args = json_dumps(json_object_get(norm, "args"), JSON_COMPACT | JSON_SORT_KEYS);
+    /* Credentials stay in this manager's memory (job_secrets.h); the row names what was
+     * withheld, and is reserved for this manager, which holds them (the runner claims a
+     * job reserved by another only once that reservation is stale). */
+    json_t *jargs = json_object_get(norm, "args");
+    json_t *secrets = dmf_job_args_split(jargs);
+    char ref[DMF_JOB_SECRETS_REF_LEN + 1] = "";
+    if (secrets) {
+        dmf_job_secrets_put(r->m->secrets, secrets, ref);
+        json_object_set_new(jargs, "secrets_ref", json_string(ref));
+    }
+    char *args = json_dumps(jargs, JSON_COMPACT | JSON_SORT_KEYS);
     const char *type = json_string_value(json_object_get(norm, "type"));
     char now[24], uid[24];
     i64s(dmf_manager_now(), now);
     i64s(r->user_id, uid);
     json_t *rows = NULL;
-    char sql[256];
+    char sql[320];
     snprintf(sql, sizeof(sql),
              "INSERT INTO jobs (type, state, args, result, reason, user_id, created_at,"
-             " updated_at) VALUES ($1, 'pending', $2, '{}', '', $3, $4, $4) RETURNING %s",
-             JOB_COLS);
-    st = Q(r, &rows, sql, type, args, uid, now);
+             " updated_at, claimed_by, claimed_at) VALUES ($1, 'pending', $2, '{}', '', $3, $4,"
+             " $4, %s) RETURNING %s",
+             secrets ? "$5, $4" : "NULL, NULL", JOB_COLS);
+    if (secrets)
+        st = Q(r, &rows, sql, type, args, uid, now, r->m->id);
+    else
+        st = Q(r, &rows, sql, type, args, uid, now);
     free(args);
     if (st)
         goto out;

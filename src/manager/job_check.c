@@ -204,6 +204,7 @@ json_t *dmf_job_args_public(const json_t *args)
     if (!a)
         return json_null();
     json_object_del(a, "password");
+    json_object_del(a, "secrets_ref");
     json_t *h = json_object_get(a, "headers");
     const char *k;
     json_t *v;
@@ -213,4 +214,58 @@ json_t *dmf_job_args_public(const json_t *args)
             json_object_set_new(h, k, json_string("<redacted>"));
     }
     return a;
+}
+
+json_t *dmf_job_args_split(json_t *args)
+{
+    json_t *sec = json_object(), *withheld = json_object(), *names = json_array();
+    json_t *pw = json_object_get(args, "password");
+    if (json_is_string(pw)) {
+        json_object_set(sec, "password", pw);
+        json_object_set_new(withheld, "password", json_true());
+    }
+    json_object_del(args, "password");
+    json_t *h = json_object_get(args, "headers"), *sh = json_object();
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(h, tmp, k, v)
+    {
+        if (!dmf_header_is_secret(k))
+            continue;
+        json_object_set(sh, k, v);
+        json_array_append_new(names, json_string(k));
+        json_object_del(h, k);
+    }
+    if (json_object_size(sh) > 0) {
+        json_object_set(sec, "headers", sh);
+        json_object_set(withheld, "headers", names);
+    }
+    json_decref(sh);
+    json_decref(names);
+    if (json_object_size(sec) == 0) {
+        json_decref(sec);
+        json_decref(withheld);
+        return NULL;
+    }
+    json_object_set_new(args, "withheld", withheld);
+    return sec;
+}
+
+void dmf_job_args_merge_secrets(json_t *args, const json_t *secrets)
+{
+    json_t *pw = json_object_get(secrets, "password");
+    if (json_is_string(pw))
+        json_object_set(args, "password", pw);
+    json_t *sh = json_object_get(secrets, "headers");
+    if (json_object_size(sh) == 0)
+        return;
+    json_t *h = json_object_get(args, "headers");
+    if (!json_is_object(h)) {
+        h = json_object();
+        json_object_set_new(args, "headers", h);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(sh, k, v) json_object_set(h, k, v);
 }
