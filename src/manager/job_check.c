@@ -213,6 +213,18 @@ json_t *dmf_job_args_public(const json_t *args)
         if (dmf_header_is_secret(k))
             json_object_set_new(h, k, json_string("<redacted>"));
     }
+    /* Headers kept in memory only (dmf_job_args_split) show as they did before. */
+    json_t *hidden = json_object_get(json_object_get(a, "withheld"), "headers");
+    size_t i;
+    json_array_foreach(hidden, i, v)
+    {
+        if (!json_is_object(h)) {
+            h = json_object();
+            json_object_set_new(a, "headers", h);
+        }
+        if (json_is_string(v))
+            json_object_set_new(h, json_string_value(v), json_string("<redacted>"));
+    }
     return a;
 }
 
