@@ -383,3 +383,46 @@ def test_image_job_resumed_without_its_credentials(tmp_path, need_binary):
         assert f"job {j['id']}: pending -> running (preheat)" in log2  # claimed again
         assert f"job {j['id']}: its registry credentials are not in this manager's memory" in log2
     assert password not in m.log_text() + log2
+
+
+@pytest.mark.deadline(300)
+def test_image_job_resumed_with_items_resolves_again(tmp_path, need_binary):
+    """An image job that had resolved its layers (items stored) when its manager died: the
+    token those layers were fetched with lived only in that manager's memory, so the
+    manager that resumes it resolves the image again before any item, anonymously. The
+    htpasswd registry refuses that: the job fails with the clear reason, and the resumed
+    manager sends no layer to a daemon (every layer request the registry answered 401 came
+    before the restart: none)."""
+    user, password = "preheat", "s3cret-Pw-43"
+    locked = ps.Registry(tmp_path, name="locked",
+                         auth=("htpasswd", ps.htpasswd_file(tmp_path / "htpasswd", user,
+                                                            password))).start()
+    img = ps.build_oci_image(tmp_path / "img", layer_sizes=(500 << 10, 100 << 10), seed=b"itm")
+    ps.push_image(tmp_path, img, locked, repo="app", creds=f"{user}:{password}")
+    m = ms.start_manager(tmp_path)
+    root, s, seed, ds = managed_cluster(tmp_path, m, daemons=0)
+    seed.proc.popen.send_signal(signal.SIGSTOP)  # the items wait on the seed
+    try:
+        job = m.ok("POST", "/api/v1/jobs", {"type": "preheat", "args": {
+            "type": "image", "url": f"{locked.url}/v2/app/manifests/{img.tag}",
+            "username": user, "password": password}}, root)
+        ms.wait_for(lambda: len(m.ok("GET", f"/api/v1/jobs/{job['id']}", token=root)
+                                ["result"].get("items", [])) == len(img.layers), 20,
+                    "the layers resolved and stored as items")
+        m.kill9()
+    finally:
+        seed.proc.popen.send_signal(signal.SIGCONT)
+    n_before = len(locked.requests())
+    m2 = ms.start_manager(tmp_path, name="manager2")
+    tok = m2.signin()
+    j = wait_job(m2, tok, job["id"], timeout=60)
+    assert j["state"] == "failed", j
+    assert j["reason"].startswith("registry credentials are not kept across a manager "
+                                  "restart; submit the job again"), j["reason"]
+    log2 = m2.log_text()
+    assert f"job {job['id']}: running -> running (preheat, resumed)" in log2
+    assert f"job {job['id']}: its registry credentials are not in this manager's memory" in log2
+    # After the restart: the manifest refused (401), no blob asked for without a token.
+    after = locked.requests()[n_before:]
+    assert not [r for r in after if "/blobs/" in r[1] and r[2] == 401], after
+    assert password not in m.log_text() + log2
