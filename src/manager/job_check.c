@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/application.h"
 #include "common/log.h"
 #include "manager/jobs.h"
 
@@ -144,6 +145,12 @@ int dmf_job_validate(const json_t *body, int oapi, json_t **norm, char *err, siz
             if (check_string(sv, name, 1024, err, errlen))
                 goto out;
             json_object_set(na, strs[s], (json_t *)sv);
+        }
+        char aerr[160];
+        const char *app = json_string_value(json_object_get(na, "application"));
+        if (app && (app[0] == '\0' || dmf_application_check(app, aerr, sizeof(aerr)) != 0)) {
+            rc = bad(err, errlen, "args.application: %s", app[0] ? aerr : "an empty name");
+            goto out;
         }
         const char *plat = json_string_value(json_object_get(na, "platform"));
         if (plat && (strlen(plat) == 0 || !strchr(plat, '/') || strpbrk(plat, " \t"))) {

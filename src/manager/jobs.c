@@ -538,6 +538,7 @@ static void item_start(struct item *it)
     req.n_headers = k;
     req.digest = it->digest ? it->digest : "";
     req.tag = (char *)(json_string_value(json_object_get(r->args, "tag")) ?: "");
+    req.application = (char *)(json_string_value(json_object_get(r->args, "application")) ?: "");
     it->ch = dmf_rpc_channel_new(r->jobs->m->rpc, it->addr);
     it->call = dmf_rpc_call_start(it->ch, "/damselfly.v1.Daemon/DownloadTask", ITEM_TIMEOUT, false);
     dmf_rpc_call_set_handler(it->call, &item_handler, it);

@@ -80,6 +80,8 @@ static void test_refused(void **state)
         "{\"type\":\"preheat\",\"args\":{\"url\":\"http://a/\"},\"extra\":1}",
         "{\"type\":\"get_task\",\"args\":{\"task_id\":\"abc\"}}",
         "{\"type\":\"rm\",\"args\":{}}",
+        "{\"type\":\"preheat\",\"args\":{\"url\":\"http://a/\",\"application\":\"a b\"}}",
+        "{\"type\":\"preheat\",\"args\":{\"url\":\"http://a/\",\"application\":\"\"}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char err[300] = "";
