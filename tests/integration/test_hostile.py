@@ -603,10 +603,10 @@ def test_origin_500_once_then_200(tmp_path, need_binary):
 @pytest.mark.deadline(180)
 def test_stalling_hosts_stop_being_offered(tmp_path, need_binary, origin):
     """Four registered hosts that claim the whole task and then answer no piece request.
-    The first two downloads (at once) are sure to be given them: they are the only holders
-    of the task, and the candidate limit (8) takes them all. Both wait on them until they
-    register again as stalled (--progress-timeout 2s) and the scheduler triggers the seed;
-    when their transfers stop both report every staller, so each is offered to nobody (the
+    The first two downloads (at once) are sure to be given them: they hold the task, and
+    the candidate limit (8) takes them all beside the seed, whose fetch from the origin is
+    slow (throttled). Both outwait them (a stall counts after a second; --progress-timeout
+    2s); when their transfers stop both report every staller, so each is offered to nobody (the
     rule, --unreachable-threshold 2, is exercised on every run: with it off nothing is
     excluded and the test fails). Later downloads never ask them for a piece, and every
     download is exact."""
@@ -641,8 +641,12 @@ def test_stalling_hosts_stop_being_offered(tmp_path, need_binary, origin):
 
     try:
         wait_hosts(c.scheduler, 5 + len(stallers))
+        # The seed's fetch is slow (4 s), so both downloads outwait the stallers whatever
+        # the seed is given first: their requests to them are seconds old, not a moment.
+        origin.throttle = 2 * MiB
         with futures.ThreadPoolExecutor(2) as pool:
             first = list(pool.map(get, [0, 1]))
+        origin.throttle = 0
         asked_first = {f.host_id: f.request_count() for f in stallers}
         # Both waited on the stallers (the only holders), so both report them.
         assert all(n > 0 for n in asked_first.values()), asked_first
