@@ -164,9 +164,12 @@ static void op_tick(struct op *o)
     i64s(dmf_manager_now(), now);
     i64s(dmf_manager_now() - LEASE_S, stale);
     const char *p[] = {me, now};
-    (void)dmf_mdb_exec(
-        db, "UPDATE jobs SET claimed_at = $2 WHERE claimed_by = $1 AND state = 'running'", p, 2,
-        NULL, e, sizeof(e));
+    /* Pending jobs reserved for this manager (it holds their credentials, job_secrets.h)
+     * stay reserved while it lives, also when it runs MAX_RUNS jobs already. */
+    (void)dmf_mdb_exec(db,
+                       "UPDATE jobs SET claimed_at = $2 WHERE claimed_by = $1 AND"
+                       " (state = 'running' OR state = 'pending')",
+                       p, 2, NULL, e, sizeof(e));
     (void)dmf_mdb_exec(db, "SELECT id FROM jobs WHERE claimed_by = $1 AND state = 'running'", p, 1,
                        &o->still, e, sizeof(e));
     for (size_t n = 0; n < o->want; n++) {
