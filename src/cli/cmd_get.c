@@ -27,6 +27,7 @@
 #include "common/config.h"
 #include "common/curl_dl.h"
 #include "common/digest.h"
+#include "common/application.h"
 #include "common/log.h"
 #include "common/pb_headers.h"
 #include "common/pieces.h"
@@ -45,6 +46,7 @@ struct get_config {
     struct dmf_strlist header_files;
     char *digest;
     char *tag;
+    char *application;
     struct dmf_strlist filter_query;
     uint64_t timeout;
     bool no_back_to_source;
@@ -74,6 +76,9 @@ static const struct dmf_option options[] = {
         "the content's digest: the download fails unless it matches"),
     OPT("tag", 0, DMF_OPT_STRING, tag, 0, 0, NULL, "TAG",
         "tells apart tasks of the same URL (part of the task ID)"),
+    OPT("application", 0, DMF_OPT_STRING, application, 0, 0, NULL, "NAME",
+        "the application this download is for (at most 64 bytes of letters, digits, '.', '_', "
+        "'-'): the cluster's block_applications may refuse it; not part of the task ID"),
     OPT("filter-query", 0, DMF_OPT_LIST, filter_query, 0, 0, NULL, "NAME",
         "query parameter left out of the task ID, e.g. a signature (repeatable)"),
     OPT("timeout", 0, DMF_OPT_DURATION, timeout, 0, 0, "2h", "DURATION",
@@ -564,6 +569,7 @@ static int build_request(struct get *g, uint8_t **out, size_t *outlen)
     req.n_headers = hdrs.n;
     req.digest = cfg->digest ? cfg->digest : "";
     req.tag = cfg->tag ? cfg->tag : "";
+    req.application = cfg->application ? cfg->application : "";
     req.filter_query = cfg->filter_query.v;
     req.n_filter_query = cfg->filter_query.n;
     req.disable_back_to_source = cfg->no_back_to_source;
@@ -814,6 +820,13 @@ static int check_args(struct get_config *cfg, struct dmf_strlist *pos, char *err
     if (dmf_priority_parse(cfg->priority, &prio) != 0) {
         snprintf(err, errlen, "--priority: '%.40s' is not background, normal or foreground",
                  cfg->priority);
+        return -EINVAL;
+    }
+    char aerr[160];
+    if (cfg->application && (cfg->application[0] == '\0' ||
+                             dmf_application_check(cfg->application, aerr, sizeof(aerr)) != 0)) {
+        snprintf(err, errlen, "--application: %s",
+                 cfg->application[0] ? aerr : "an application name is required");
         return -EINVAL;
     }
     if (cfg->limit != 0 && cfg->limit < 64 * 1024) {

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #define GRPC_DEADLINE_EXCEEDED 4
+#define GRPC_PERMISSION_DENIED 7
 
 static bool has(const char *msg, const char *word)
 {
@@ -17,6 +18,8 @@ enum dmf_get_exit dmf_get_exit_for_daemon(int status, const char *msg)
 {
     if (msg == NULL)
         msg = "";
+    if (status == GRPC_PERMISSION_DENIED)
+        return DMF_GET_EXIT_REFUSED; /* a block list, or the origin policy of the rpc port */
     if (status == GRPC_DEADLINE_EXCEEDED || has(msg, "timed out"))
         return DMF_GET_EXIT_TIMEOUT;
     if (has(msg, "digest mismatch") || has(msg, "differs from the one the cluster holds"))
@@ -53,6 +56,8 @@ static const struct {
     {DMF_GET_EXIT_DISK_FULL, "no space or quota left for the output"},
     {DMF_GET_EXIT_NO_DAEMON, "no daemon at --socket, and --no-back-to-source"},
     {DMF_GET_EXIT_DENIED, "permission denied on --socket: not in the daemon's --socket-group"},
+    {DMF_GET_EXIT_REFUSED, "refused by the cluster's policy: the URL or the --application is on "
+                           "its block list (not fetched from the origin either)"},
     {DMF_GET_EXIT_SIGHUP, "SIGHUP (129), SIGINT (130), SIGTERM (143): the temp file is removed"},
 };
 

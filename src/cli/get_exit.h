@@ -17,6 +17,8 @@ enum dmf_get_exit {
     DMF_GET_EXIT_DISK_FULL = 8, /* no space (or quota) left for the output */
     DMF_GET_EXIT_NO_DAEMON = 9, /* no daemon at the socket, and --no-back-to-source */
     DMF_GET_EXIT_DENIED = 10,   /* the daemon's socket refused this user (its group) */
+    DMF_GET_EXIT_REFUSED = 11,  /* the cluster's policy refused it (block list of URLs or
+                                 * applications) */
     DMF_GET_EXIT_SIGHUP = 129,  /* 128 + the signal: the temp file is removed */
     DMF_GET_EXIT_SIGINT = 130,
     DMF_GET_EXIT_SIGTERM = 143,

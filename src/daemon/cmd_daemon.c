@@ -160,8 +160,8 @@ static const struct dmf_option options[] = {
         "HTTP proxy for the daemon's own requests to origins and registries (proxy "
         "environment variables such as http_proxy are ignored)"),
     OPT("proxy-rules", 0, DMF_OPT_YAML, proxy_rules_line, 0, 0, NULL, NULL,
-        "forward-proxy rules: a list of {regex, p2p}; the first match decides (see "
-        "docs/operations.md)"),
+        "forward-proxy rules: a list of {regex, p2p, limit, priority, application}; the first "
+        "match decides (see docs/operations.md)"),
     OPT("proxy-header-timeout", 0, DMF_OPT_DURATION, proxy_header_timeout, 100, 600000, "30s",
         "DURATION",
         "a proxy request head must be complete this long after its first byte (else 408)"),

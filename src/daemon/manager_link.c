@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/application.h"
 #include "common/evx.h"
 #include "common/log.h"
 #include "common/manager_client.h"
@@ -30,6 +31,7 @@ struct dmf_daemon_manager_link {
     struct event *resolve_timer;      /* bounds the start-up question */
     dmf_manager_resolved_cb resolved; /* the start-up question's end, once */
     void *resolved_arg;
+    struct dmf_strlist block_apps;    /* the cluster's block_applications (exact names) */
 };
 
 /* The start-up question ends (answered, or its time is up): told once, from the loop. */
@@ -89,6 +91,46 @@ static void apply_blocklist(struct dmf_daemon_manager_link *l,
     l->blocklist = b;
 }
 
+static bool same_apps(const struct dmf_strlist *have, char *const *names, size_t n)
+{
+    if (have->n != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(have->v[i], names[i]) != 0)
+            return false;
+    return true;
+}
+
+/* The cluster's block_applications: valid names only (the manager checks them too), at
+ * most DMF_BLOCKLIST_MAX; an invalid list keeps the one in force. */
+static void apply_block_apps(struct dmf_daemon_manager_link *l,
+                             const Damselfly__V1__DynamicConfig *c)
+{
+    if (same_apps(&l->block_apps, c->block_applications, c->n_block_applications))
+        return;
+    char err[160];
+    if (c->n_block_applications > DMF_BLOCKLIST_MAX) {
+        dmf_warn("manager: the cluster's %zu blocked applications are not applied (at most %d; "
+                 "keeping the %zu in force)",
+                 c->n_block_applications, DMF_BLOCKLIST_MAX, l->block_apps.n);
+        return;
+    }
+    for (size_t i = 0; i < c->n_block_applications; i++) {
+        const char *name = c->block_applications[i];
+        if (name == NULL || name[0] == '\0' || dmf_application_check(name, err, sizeof(err)) != 0) {
+            dmf_warn("manager: the cluster's blocked applications are not applied (keeping the "
+                     "%zu in force): entry %zu: %s",
+                     l->block_apps.n, i, name && name[0] ? err : "empty");
+            return;
+        }
+    }
+    dmf_info("manager: cluster block list: %zu application(s) (was %zu)", c->n_block_applications,
+             l->block_apps.n);
+    dmf_strlist_free(&l->block_apps);
+    for (size_t i = 0; i < c->n_block_applications; i++)
+        dmf_strlist_push(&l->block_apps, c->block_applications[i]);
+}
+
 static void apply_list(struct dmf_daemon_manager_link *l,
                        const Damselfly__V1__ListSchedulersResponse *resp)
 {
@@ -123,6 +165,7 @@ static void apply_list(struct dmf_daemon_manager_link *l,
         l->upload_rate_limit = c->upload_rate_limit;
         apply_cache_limit(d, c->cache_limit);
         apply_blocklist(l, c);
+        apply_block_apps(l, c);
     }
     if (l->pinned)
         return;
@@ -252,6 +295,7 @@ void dmf_daemon_manager_link_free(struct dmf_daemon *d)
     if (l->poll)
         event_free(l->poll);
     dmf_blocklist_free(l->blocklist);
+    dmf_strlist_free(&l->block_apps);
     free(l);
     d->manager_link = NULL;
 }
@@ -265,4 +309,15 @@ const char *dmf_daemon_url_blocked(struct dmf_daemon *d, const char *url)
     const char *hit = dmf_blocklist_match(l->blocklist, shown ? shown : url);
     free(shown);
     return hit;
+}
+
+bool dmf_daemon_application_blocked(struct dmf_daemon *d, const char *application)
+{
+    struct dmf_daemon_manager_link *l = d->manager_link;
+    if (l == NULL || application == NULL || application[0] == '\0')
+        return false;
+    for (size_t i = 0; i < l->block_apps.n; i++)
+        if (strcmp(l->block_apps.v[i], application) == 0)
+            return true;
+    return false;
 }

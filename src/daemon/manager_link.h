@@ -28,5 +28,8 @@ void dmf_daemon_manager_link_free(struct dmf_daemon *d);
 /* The pattern of the cluster's block list (blocklist.h) that url matches, with its secret
  * query parameters removed, or NULL: such a download is refused. */
 const char *dmf_daemon_url_blocked(struct dmf_daemon *d, const char *url);
+/* Is application (a checked name, application.h; NULL or "" = none, never blocked) on
+ * the cluster's block_applications? Such a download is refused. */
+bool dmf_daemon_application_blocked(struct dmf_daemon *d, const char *application);
 
 #endif

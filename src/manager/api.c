@@ -16,11 +16,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/application.h"
 #include "common/log.h"
 #include "common/cmd.h"
 #include "common/metrics.h"
 #include "common/util.h"
 #include "damselfly/v1/manager.pb-c.h"
+#include "manager/job_secrets.h"
 #include "manager/jobs.h"
 #include "manager/scope.h"
 #include "manager/signin_limit.h"
@@ -692,6 +694,12 @@ static int check_config(struct api_req *r, json_t *cfg)
                     return fail(r, 400, "config.%s[%zu] must be a string of at most %d bytes", k, j,
                                 DMF_SCOPE_MAX_LEN);
                 regex_t re;
+                char why[160];
+                if (k[6] == 'a' &&
+                    (json_string_length(e) == 0 ||
+                     dmf_application_check(json_string_value(e), why, sizeof(why)) != 0))
+                    return fail(r, 400, "config.block_applications[%zu]: %s", j,
+                                json_string_length(e) ? why : "an empty name");
                 if (k[6] == 'u') {
                     if (regcomp(&re, json_string_value(e), REG_EXTENDED | REG_NOSUB) != 0)
                         return fail(r, 400, "config.block_urls[%zu] is not a valid regex", j);
@@ -994,18 +1002,32 @@ static int create_job(struct api_req *r, bool oapi)
         st = fail(r, 400, "%s", e);
         goto out;
     }
-    char *args = json_dumps(json_object_get(norm, "args"), JSON_COMPACT | JSON_SORT_KEYS);
+    /* Credentials stay in this manager's memory (job_secrets.h); the row names what was
+     * withheld, and is reserved for this manager, which holds them (the runner claims a
+     * job reserved by another only once that reservation is stale). */
+    json_t *jargs = json_object_get(norm, "args");
+    json_t *secrets = dmf_job_args_split(jargs);
+    char ref[DMF_JOB_SECRETS_REF_LEN + 1] = "";
+    if (secrets) {
+        dmf_job_secrets_put(r->m->secrets, secrets, ref);
+        json_object_set_new(jargs, "secrets_ref", json_string(ref));
+    }
+    char *args = json_dumps(jargs, JSON_COMPACT | JSON_SORT_KEYS);
     const char *type = json_string_value(json_object_get(norm, "type"));
     char now[24], uid[24];
     i64s(dmf_manager_now(), now);
     i64s(r->user_id, uid);
     json_t *rows = NULL;
-    char sql[256];
+    char sql[320];
     snprintf(sql, sizeof(sql),
              "INSERT INTO jobs (type, state, args, result, reason, user_id, created_at,"
-             " updated_at) VALUES ($1, 'pending', $2, '{}', '', $3, $4, $4) RETURNING %s",
-             JOB_COLS);
-    st = Q(r, &rows, sql, type, args, uid, now);
+             " updated_at, claimed_by, claimed_at) VALUES ($1, 'pending', $2, '{}', '', $3, $4,"
+             " $4, %s) RETURNING %s",
+             secrets ? "$5, $4" : "NULL, NULL", JOB_COLS);
+    if (secrets)
+        st = Q(r, &rows, sql, type, args, uid, now, r->m->id);
+    else
+        st = Q(r, &rows, sql, type, args, uid, now);
     free(args);
     if (st)
         goto out;
@@ -1287,13 +1309,13 @@ static json_t *live_json(const Damselfly__V1__ListLiveResponse *l, json_int_t id
         json_t *peers = json_array();
         for (size_t k = 0; k < h->n_peers; k++) {
             const Damselfly__V1__LivePeer *p = h->peers[k];
-            json_array_append_new(peers,
-                                  json_pack("{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}}", "task_id",
-                                            p->task_id, "peer_id", p->peer_id, "state", p->state,
-                                            "held_pieces", (json_int_t)p->held_pieces,
-                                            "total_pieces", (json_int_t)p->total_pieces, "bytes",
-                                            "parents", (json_int_t)p->bytes_from_parents, "origin",
-                                            (json_int_t)p->bytes_from_origin));
+            json_array_append_new(
+                peers, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}}", "task_id",
+                                 p->task_id, "peer_id", p->peer_id, "application", p->application,
+                                 "state", p->state, "held_pieces", (json_int_t)p->held_pieces,
+                                 "total_pieces", (json_int_t)p->total_pieces, "bytes", "parents",
+                                 (json_int_t)p->bytes_from_parents, "origin",
+                                 (json_int_t)p->bytes_from_origin));
             json_t *t = json_object_get(tasks, p->task_id);
             if (!t) {
                 t = json_pack("{s:s, s:s, s:I, s:I, s:[]}", "task_id", p->task_id, "url", p->url,
@@ -1302,8 +1324,9 @@ static json_t *live_json(const Damselfly__V1__ListLiveResponse *l, json_int_t id
                 json_object_set_new(tasks, p->task_id, t);
             }
             json_array_append_new(json_object_get(t, "peers"),
-                                  json_pack("{s:s, s:s, s:s, s:I}", "host_id", h->id, "peer_id",
-                                            p->peer_id, "state", p->state, "held_pieces",
+                                  json_pack("{s:s, s:s, s:s, s:s, s:I}", "host_id", h->id,
+                                            "peer_id", p->peer_id, "application", p->application,
+                                            "state", p->state, "held_pieces",
                                             (json_int_t)p->held_pieces));
         }
         json_array_append_new(

@@ -23,6 +23,7 @@
 #include "manager/api.h"
 #include "manager/grpc_service.h"
 #include "manager/signin_limit.h"
+#include "manager/job_secrets.h"
 #include "manager/jobs.h"
 #include "manager/manager.h"
 #include "manager/mdb.h"
@@ -166,6 +167,7 @@ static int run_manager(int argc, char **argv)
     m.session_ttl_s = o.session_ttl / 1000;
     m.config_interval_ms = o.config_interval;
     m.signin = dmf_signin_limit_new();
+    m.secrets = dmf_job_secrets_new();
     /* Before the loop runs, so blocking is fine here. */
     if (dmf_api_bootstrap_root(&m, o.root_password_file, err, sizeof(err)) != 0) {
         fprintf(stderr, "damselfly manager: %s\n", err);
@@ -236,6 +238,7 @@ out:
         event_base_free(m.base);
     dmf_mdb_close(m.db);
     dmf_signin_limit_free(m.signin); /* after the workers that use it */
+    dmf_job_secrets_free(m.secrets);
     free(dburl);
     dmf_config_free(options, DMF_ARRAY_SIZE(options), &o);
     return rc;

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/application.h"
 #include "common/log.h"
 #include "manager/jobs.h"
 
@@ -145,6 +146,12 @@ int dmf_job_validate(const json_t *body, int oapi, json_t **norm, char *err, siz
                 goto out;
             json_object_set(na, strs[s], (json_t *)sv);
         }
+        char aerr[160];
+        const char *app = json_string_value(json_object_get(na, "application"));
+        if (app && (app[0] == '\0' || dmf_application_check(app, aerr, sizeof(aerr)) != 0)) {
+            rc = bad(err, errlen, "args.application: %s", app[0] ? aerr : "an empty name");
+            goto out;
+        }
         const char *plat = json_string_value(json_object_get(na, "platform"));
         if (plat && (strlen(plat) == 0 || !strchr(plat, '/') || strpbrk(plat, " \t"))) {
             rc = bad(err, errlen, "%s must look like os/arch[/variant]", "args.platform");
@@ -204,6 +211,7 @@ json_t *dmf_job_args_public(const json_t *args)
     if (!a)
         return json_null();
     json_object_del(a, "password");
+    json_object_del(a, "secrets_ref");
     json_t *h = json_object_get(a, "headers");
     const char *k;
     json_t *v;
@@ -212,5 +220,71 @@ json_t *dmf_job_args_public(const json_t *args)
         if (dmf_header_is_secret(k))
             json_object_set_new(h, k, json_string("<redacted>"));
     }
+    /* Headers kept in memory only (dmf_job_args_split) show as they did before. */
+    json_t *hidden = json_object_get(json_object_get(a, "withheld"), "headers");
+    size_t i;
+    json_array_foreach(hidden, i, v)
+    {
+        if (!json_is_object(h)) {
+            h = json_object();
+            json_object_set_new(a, "headers", h);
+        }
+        if (json_is_string(v))
+            json_object_set_new(h, json_string_value(v), json_string("<redacted>"));
+    }
     return a;
+}
+
+json_t *dmf_job_args_split(json_t *args)
+{
+    json_t *sec = json_object(), *withheld = json_object(), *names = json_array();
+    json_t *pw = json_object_get(args, "password");
+    if (json_is_string(pw)) {
+        json_object_set(sec, "password", pw);
+        json_object_set_new(withheld, "password", json_true());
+    }
+    json_object_del(args, "password");
+    json_t *h = json_object_get(args, "headers"), *sh = json_object();
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(h, tmp, k, v)
+    {
+        if (!dmf_header_is_secret(k))
+            continue;
+        json_object_set(sh, k, v);
+        json_array_append_new(names, json_string(k));
+        json_object_del(h, k);
+    }
+    if (json_object_size(sh) > 0) {
+        json_object_set(sec, "headers", sh);
+        json_object_set(withheld, "headers", names);
+    }
+    json_decref(sh);
+    json_decref(names);
+    if (json_object_size(sec) == 0) {
+        json_decref(sec);
+        json_decref(withheld);
+        return NULL;
+    }
+    json_object_set_new(args, "withheld", withheld);
+    return sec;
+}
+
+void dmf_job_args_merge_secrets(json_t *args, const json_t *secrets)
+{
+    json_t *pw = json_object_get(secrets, "password");
+    if (json_is_string(pw))
+        json_object_set(args, "password", pw);
+    json_t *sh = json_object_get(secrets, "headers");
+    if (json_object_size(sh) == 0)
+        return;
+    json_t *h = json_object_get(args, "headers");
+    if (!json_is_object(h)) {
+        h = json_object();
+        json_object_set_new(args, "headers", h);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(sh, k, v) json_object_set(h, k, v);
 }

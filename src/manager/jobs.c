@@ -24,6 +24,7 @@
 #include "damselfly/v1/daemon.pb-c.h"
 #include "damselfly/v1/scheduler.pb-c.h"
 #include "manager/image.h"
+#include "manager/job_secrets.h"
 
 #define LEASE_S      5 /* a running job whose lease is older than this is claimed again */
 #define MAX_RUNS     8 /* jobs one manager runs at once */
@@ -71,6 +72,9 @@ struct run {
     bool dirty;     /* progress changed since the last write */
     bool done;      /* the final write is on its way */
     bool finished;  /* the final write landed */
+    /* Credentials were given (args.withheld) but this manager does not hold them (it was
+     * restarted, or another one created the job): an image resolves anonymously. */
+    bool secrets_lost;
     LIST_ENTRY(run) link;
 };
 
@@ -160,9 +164,12 @@ static void op_tick(struct op *o)
     i64s(dmf_manager_now(), now);
     i64s(dmf_manager_now() - LEASE_S, stale);
     const char *p[] = {me, now};
-    (void)dmf_mdb_exec(
-        db, "UPDATE jobs SET claimed_at = $2 WHERE claimed_by = $1 AND state = 'running'", p, 2,
-        NULL, e, sizeof(e));
+    /* Pending jobs reserved for this manager (it holds their credentials, job_secrets.h)
+     * stay reserved while it lives, also when it runs MAX_RUNS jobs already. */
+    (void)dmf_mdb_exec(db,
+                       "UPDATE jobs SET claimed_at = $2 WHERE claimed_by = $1 AND"
+                       " (state = 'running' OR state = 'pending')",
+                       p, 2, NULL, e, sizeof(e));
     (void)dmf_mdb_exec(db, "SELECT id FROM jobs WHERE claimed_by = $1 AND state = 'running'", p, 1,
                        &o->still, e, sizeof(e));
     for (size_t n = 0; n < o->want; n++) {
@@ -171,10 +178,12 @@ static void op_tick(struct op *o)
         /* One statement: two managers never both win the same row. */
         if (dmf_mdb_exec(db,
                          "UPDATE jobs SET state = 'running', claimed_by = $1, claimed_at = $2,"
-                         " updated_at = $2 WHERE id = (SELECT id FROM jobs WHERE state = 'pending'"
+                         " updated_at = $2 WHERE id = (SELECT id FROM jobs WHERE (state = 'pending'"
+                         " AND (claimed_by IS NULL OR claimed_by = $1 OR claimed_at < $3))"
                          " OR (state = 'running' AND (claimed_at IS NULL OR claimed_at < $3)"
                          " AND claimed_by <> $1) ORDER BY id LIMIT 1)"
-                         " AND (state = 'pending' OR (state = 'running' AND"
+                         " AND ((state = 'pending' AND (claimed_by IS NULL OR claimed_by = $1 OR"
+                         " claimed_at < $3)) OR (state = 'running' AND"
                          " (claimed_at IS NULL OR claimed_at < $3)))"
                          " RETURNING id, type, args, result",
                          cp, 3, &rows, e, sizeof(e)) != 0) {
@@ -532,6 +541,7 @@ static void item_start(struct item *it)
     req.n_headers = k;
     req.digest = it->digest ? it->digest : "";
     req.tag = (char *)(json_string_value(json_object_get(r->args, "tag")) ?: "");
+    req.application = (char *)(json_string_value(json_object_get(r->args, "application")) ?: "");
     it->ch = dmf_rpc_channel_new(r->jobs->m->rpc, it->addr);
     it->call = dmf_rpc_call_start(it->ch, "/damselfly.v1.Daemon/DownloadTask", ITEM_TIMEOUT, false);
     dmf_rpc_call_set_handler(it->call, &item_handler, it);
@@ -663,10 +673,42 @@ static void build_items(struct run *r, json_t *targets, json_t *layers)
     json_decref(one);
 }
 
+/* A claimed job's credentials, from this manager's memory (job_secrets.h), back into its
+ * args. NULL when the job can go on: it needed none, they are here, or it is an image
+ * (which then resolves anonymously; on_image says why when the registry refuses that);
+ * else the reason it fails: secret headers of a file preheat are gone, and fetching
+ * without them would be fetching something else, or nothing, silently. */
+static const char *take_secrets(struct run *r)
+{
+    const char *ref = json_string_value(json_object_get(r->args, "secrets_ref"));
+    if (ref == NULL)
+        return NULL;
+    json_t *sec = dmf_job_secrets_take(r->jobs->m->secrets, ref);
+    if (sec != NULL) {
+        dmf_job_args_merge_secrets(r->args, sec);
+        json_decref(sec);
+        return NULL;
+    }
+    r->secrets_lost = true;
+    json_t *hidden = json_object_get(json_object_get(r->args, "withheld"), "headers");
+    const char *kind = json_string_value(json_object_get(r->args, "type")) ?: "file";
+    if (strcmp(kind, "image") != 0 || json_array_size(hidden) > 0)
+        return "request headers with credentials are not kept across a manager restart; "
+               "submit the job again";
+    json_object_del(r->args, "username"); /* no half credentials: anonymous */
+    dmf_info("job %lld: its registry credentials are not in this manager's memory (a "
+             "restart): resolving the image anonymously",
+             (long long)r->id);
+    return NULL;
+}
+
 struct image_wait {
     struct run *r;
     json_t *targets;
 };
+
+#define CREDENTIALS_LOST                                                                           \
+    "registry credentials are not kept across a manager restart; submit the job again"
 
 static void on_image(void *arg, json_t *layers, const char *err)
 {
@@ -675,12 +717,17 @@ static void on_image(void *arg, json_t *layers, const char *err)
     r->resolving = false;
     if (!layers) {
         dmf_warn("job %lld: image: %s", (long long)r->id, err);
-        set_state_log(r, "failed", err);
-        run_finish(r, "failed", err);
+        char why[400];
+        snprintf(why, sizeof(why), "%s%s%s%s", r->secrets_lost ? CREDENTIALS_LOST : "",
+                 r->secrets_lost ? " (anonymously: " : "", err, r->secrets_lost ? ")" : "");
+        set_state_log(r, "failed", why);
+        run_finish(r, "failed", why);
     } else {
-        dmf_info("job %lld: image resolved to %zu layers", (long long)r->id,
-                 json_array_size(layers));
-        build_items(r, w->targets, layers);
+        dmf_info("job %lld: image resolved to %zu layers%s", (long long)r->id,
+                 json_array_size(layers), r->nitems ? " (resumed: its items are kept)" : "");
+        /* A resumed job resolves again for the registry's token only (kept in memory). */
+        if (r->nitems == 0)
+            build_items(r, w->targets, layers);
         json_decref(layers);
         run_save(r);
         run_step(r);
@@ -738,10 +785,22 @@ static void op_done(void *arg)
                      resumed ? "running" : "pending", c->type, resumed ? ", resumed" : "");
             free(c->type);
             json_decref(c->result);
+            const char *lost = take_secrets(nr);
+            bool image = strcmp(json_string_value(json_object_get(nr->args, "type")) ?: "file",
+                                "image") == 0;
             if (strcmp(nr->type, "preheat") != 0 && strcmp(nr->type, "get_task") != 0 &&
                 strcmp(nr->type, "delete_task") != 0) {
                 set_state_log(nr, "failed", "this job type is not carried out yet");
                 run_finish(nr, "failed", "this job type is not carried out yet");
+            } else if (lost != NULL) {
+                set_state_log(nr, "failed", lost);
+                run_finish(nr, "failed", lost);
+            } else if (resumed && image) {
+                /* Its layers need the registry's token again: fetched before any item. */
+                struct image_wait *w = dmf_xcalloc(1, sizeof(*w));
+                w->r = nr;
+                nr->resolving = true;
+                dmf_image_resolve(j->images, nr->args, on_image, w);
             } else if (resumed) {
                 run_step(nr);
             } else {

@@ -26,6 +26,14 @@ int dmf_job_validate(const json_t *body, int oapi, json_t **norm, char *err, siz
 /* A copy of args fit to show: passwords dropped, secret header values redacted. */
 json_t *dmf_job_args_public(const json_t *args);
 
+/* Splits a new job's credentials off its args (in place): the registry password and the
+ * values of secret headers (log.h dmf_header_is_secret) go into the object returned (the
+ * caller owns it; NULL when there are none), and args records what was withheld
+ * ({"withheld": {"password": true, "headers": [names]}}). Pure. job_secrets.h keeps them. */
+json_t *dmf_job_args_split(json_t *args);
+/* Puts credentials split off by dmf_job_args_split back into args (in memory only). */
+void dmf_job_args_merge_secrets(json_t *args, const json_t *secrets);
+
 /* Starts the runner on m (its loop, worker pool, database and rpc). */
 struct dmf_manager_jobs *dmf_jobs_start(struct dmf_manager *m);
 /* Looks for pending work now (a job was created or cancelled). */

@@ -25,6 +25,7 @@ struct dmf_manager {
     uint64_t config_interval_ms;     /* daemons re-poll their dynamic config this often */
     struct dmf_manager_jobs *jobs;   /* jobs.h */
     struct dmf_signin_limit *signin; /* failed sign-ins per address and name (signin_limit.h) */
+    struct dmf_job_secrets *secrets; /* jobs' credentials, in memory only (job_secrets.h) */
     bool stopping;
 };
 

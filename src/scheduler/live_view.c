@@ -61,6 +61,7 @@ static bool add_host(void *arg, const struct dmf_sched_host *h)
         q->total_pieces = p->task->total_pieces;
         q->content_length = p->task->content_length;
         q->url = p->task->url ? p->task->url : "";
+        q->application = p->application ? p->application : "";
         q->bytes_from_parents = p->bytes_from_parents;
         q->bytes_from_origin = p->bytes_from_origin;
         o->bytes_from_parents += p->bytes_from_parents;

@@ -632,6 +632,7 @@ static void peer_free(dmf_scheduler_peer_t *p)
         free(p->blocked[i]);
     dmf_bitmap_free(&p->held);
     free(p->peer_id);
+    free(p->application);
     free(p);
 }
 
@@ -1157,6 +1158,8 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
         if (h->type != DMF_SCHED_HOST_SEED)
             peer_set_state(p, DMF_PEER_PENDING);
     }
+    free(p->application);
+    p->application = r->application && r->application[0] ? dmf_xstrdup(r->application) : NULL;
     p->stream = stream;
     peer_update_idle(s, p);
     p->meta_sent = 0;

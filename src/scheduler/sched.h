@@ -223,6 +223,7 @@ struct dmf_scheduler_register {
     const struct dmf_scheduler_header *headers;
     size_t nheaders;
     const char *tag;
+    const char *application; /* checked (application.h); NULL or "" = none */
     const char *digest;
     const char *const *filter_query;
     size_t nfilter_query;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/application.h"
 #include "common/digest.h"
 #include "common/pieces.h"
 #include "common/taskid.h"
@@ -89,7 +90,8 @@ int dmf_sched_check_register(const struct dmf_scheduler_register *r, char *err, 
     if ((rc = dmf_sched_check_task_id(r->task_id, err, errlen)) != 0 ||
         (rc = dmf_sched_check_id("peer_id", r->peer_id, DMF_SCHED_ID_MAX, err, errlen)) != 0 ||
         (rc = dmf_sched_check_id("host_id", r->host_id, DMF_SCHED_ID_MAX, err, errlen)) != 0 ||
-        (rc = dmf_sched_check_text("tag", r->tag, DMF_SCHED_TAG_MAX, err, errlen)) != 0)
+        (rc = dmf_sched_check_text("tag", r->tag, DMF_SCHED_TAG_MAX, err, errlen)) != 0 ||
+        (rc = dmf_application_check(r->application, err, errlen)) != 0)
         return rc;
     /* The URL may carry signed-query secrets: it is checked, never echoed. */
     size_t ul = r->url ? strlen(r->url) : 0;

@@ -136,6 +136,7 @@ struct dmf_sched_edge {
 struct dmf_scheduler_peer {
     char key[DMF_SCHED_PEER_KEY_LEN + 1]; /* task id then host id: the peer table's key */
     char *peer_id;
+    char *application; /* of its latest register (NULL = none; live view only) */
     struct dmf_sched_task *task;
     struct dmf_sched_host *host;
     enum dmf_scheduler_peer_state state;

@@ -733,6 +733,7 @@ static int peer_register(struct call *c, const Damselfly__V1__RegisterPeer *m, c
         .headers = headers,
         .nheaders = m->n_headers,
         .tag = m->tag,
+        .application = m->application,
         .digest = m->digest,
         .filter_query = (const char *const *)m->filter_query,
         .nfilter_query = m->n_filter_query,

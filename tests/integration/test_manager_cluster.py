@@ -299,10 +299,79 @@ def test_cluster_cache_limit_and_block_list_are_applied(tmp_path, origin, need_b
     assert cp.returncode == 0, describe(cp)
 
 
-def proxy_get(d, url):
+def test_cluster_block_applications_refuse_named_downloads(tmp_path, origin, need_binary):
+    """block_applications in the cluster's config refuses the downloads of a named
+    application, applied without a restart: `get --application bad` is refused with a
+    clear message and exit code 11 (nothing fetched from the origin), `--application good`
+    works and the live view shows its application; through the proxy the client's
+    X-Dragonfly-Application header names it (403 when blocked; never sent to the origin)
+    unless a rule's `application` does; an emptied list lets `bad` through."""
+    m = ms.start_manager(tmp_path, config_interval="1s")
+    root = m.signin()
+    s1 = start_scheduler(tmp_path, name="sched1", manager=m.grpc_addr)
+    ms.wait_for(lambda: list(states(m, root).values()) == ["active"], 10, "scheduler registered")
+    conf = tmp_path / "daemon.yaml"
+    conf.write_text("proxy-rules:\n"
+                    "  - regex: '/ruled/'\n    application: bad\n"
+                    "  - regex: '.*'\n    p2p: true\n")
+    d = start_managed_daemon(tmp_path, "d1", m, config=conf)
+    harness.wait_hosts(s1, 1)
+    # A name the manager cannot accept is refused by the API itself.
+    st, _ = m.call("PATCH", "/api/v1/clusters/1",
+                   {"config": {"block_applications": ["no spaces"]}}, root)
+    assert st == 400
+    m.ok("PATCH", "/api/v1/clusters/1", {"config": {"block_applications": ["bad"]}}, root)
+    ms.wait_for(lambda: b"cluster block list: 1 application(s)" in d.log_bytes(), 10,
+                "the daemon to apply the blocked applications")
+
+    sha = origin.add_random("/app.bin", 2 * MiB, tmp_path / "origin")
+    cp = run_get(d, origin.url("/app.bin"), tmp_path / "bad", "--application", "bad")
+    assert cp.returncode == 11, describe(cp)
+    assert b"application 'bad' is on the cluster's block list" in cp.stderr, cp.stderr
+    assert not (tmp_path / "bad").exists()
+    assert origin.request_count("/app.bin") == 0
+    assert d.metric("damselfly_blocked_application_downloads_total") == 1
+    # An invalid name never reaches the daemon.
+    cp = run_get(d, origin.url("/app.bin"), tmp_path / "x", "--application", "a/b")
+    assert cp.returncode == 2 and b"--application" in cp.stderr, describe(cp)
+
+    cp = run_get(d, origin.url("/app.bin"), tmp_path / "good", "--application", "good")
+    assert cp.returncode == 0, describe(cp)
+    assert sha256_file(tmp_path / "good") == sha
+    sid = m.ok("GET", "/api/v1/schedulers", token=root)[0]["id"]
+    live = m.ok("GET", f"/api/v1/schedulers/{sid}/live", token=root)
+    (task,) = live["tasks"]
+    assert [p["application"] for p in task["peers"]] == ["good"], task
+
+    # The proxy: the client's header, checked, and stripped before the origin.
+    origin.add_random("/p.bin", MiB, tmp_path / "origin")
+    origin.add_random("/ruled/r.bin", MiB, tmp_path / "origin")
+    status, _, _ = proxy_get(d, origin.url("/p.bin"), {"X-Dragonfly-Application": "bad"})
+    assert status == 403
+    status, _, _ = proxy_get(d, origin.url("/p.bin"), {"X-Dragonfly-Application": "bad app"})
+    assert status == 400
+    assert origin.request_count("/p.bin") == 0
+    status, _, body = proxy_get(d, origin.url("/p.bin"), {"X-Dragonfly-Application": "good"})
+    assert status == 200 and len(body) == MiB
+    reqs = origin.requests_for("/p.bin")
+    assert reqs and all("x-dragonfly-application" not in r.headers for r in reqs), reqs
+    # A rule's application wins over the client's header.
+    status, _, _ = proxy_get(d, origin.url("/ruled/r.bin"), {"X-Dragonfly-Application": "good"})
+    assert status == 403
+    assert origin.request_count("/ruled/r.bin") == 0
+
+    m.ok("PATCH", "/api/v1/clusters/1", {"config": {"block_applications": []}}, root)
+    ms.wait_for(lambda: b"cluster block list: 0 application(s)" in d.log_bytes(), 10,
+                "the daemon to drop the blocked applications")
+    cp = run_get(d, origin.url("/app.bin"), tmp_path / "bad2", "--application", "bad")
+    assert cp.returncode == 0, describe(cp)
+    assert sha256_file(tmp_path / "bad2") == sha
+
+
+def proxy_get(d, url, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", d.proxy_port, timeout=harness.scaled(20))
     try:
-        conn.request("GET", url)
+        conn.request("GET", url, headers=headers or {})
         r = conn.getresponse()
         return r.status, dict(r.getheaders()), r.read()
     finally:

@@ -6,6 +6,7 @@ running twice — on SQLite and on PostgreSQL."""
 
 import hashlib
 import json
+import signal
 import sqlite3
 import time
 import urllib.request
@@ -320,3 +321,108 @@ def test_two_managers_share_one_postgres(tmp_path, origin, need_binary, postgres
     for i in range(4):
         assert origin.sent(f"/both{i}.bin") <= 512 * 1024 + i + 1
     assert "root password" not in m2.log_text()
+
+
+@pytest.mark.deadline(300)
+def test_image_job_resumed_without_its_credentials(tmp_path, need_binary):
+    """A job's registry password is never written to the database, so a manager that
+    resumes an image job after a restart does not have it: it resolves the image again
+    anonymously. Where the registry allows that (the open one) the job succeeds and the
+    layers are preheated; where it does not (htpasswd) the job fails with a clear reason,
+    and no layer is requested with a missing token."""
+    user, password = "preheat", "s3cret-Pw-42"
+    locked = ps.Registry(tmp_path, name="locked",
+                         auth=("htpasswd", ps.htpasswd_file(tmp_path / "htpasswd", user,
+                                                            password))).start()
+    open_ = ps.Registry(tmp_path, name="open").start()
+    img = ps.build_oci_image(tmp_path / "img", layer_sizes=(600 << 10, 200 << 10), seed=b"cred")
+    ps.push_image(tmp_path, img, locked, repo="app", creds=f"{user}:{password}")
+    ps.push_image(tmp_path, img, open_, repo="app")
+
+    m = ms.start_manager(tmp_path)
+    root, s, seed, ds = managed_cluster(tmp_path, m, daemons=0)
+    # Both registries stall: the jobs are claimed and their resolution hangs, so the
+    # manager dies mid-job (running, claimed by a dead manager).
+    locked.proc.popen.send_signal(signal.SIGSTOP)
+    open_.proc.popen.send_signal(signal.SIGSTOP)
+    jobs = {}
+    try:
+        for name, reg in (("locked", locked), ("open", open_)):
+            jobs[name] = m.ok("POST", "/api/v1/jobs", {"type": "preheat", "args": {
+                "type": "image", "url": f"{reg.url}/v2/app/manifests/{img.tag}",
+                "username": user, "password": password}}, root)
+        ms.wait_for(lambda: all(f"job {j['id']}: pending -> running" in m.log_text()
+                                for j in jobs.values()), 10, "both jobs claimed")
+        m.kill9()
+    finally:
+        locked.proc.popen.send_signal(signal.SIGCONT)
+        open_.proc.popen.send_signal(signal.SIGCONT)
+    # The password is in no row of the database.
+    with sqlite3.connect(tmp_path / "manager-data" / "manager.db") as db:
+        rows = db.execute("SELECT args FROM jobs").fetchall()
+    assert len(rows) == 2 and all(password not in r[0] for r in rows), rows
+    assert all(json.loads(r[0])["withheld"] == {"password": True} for r in rows)
+    assert all(j["args"].get("password") is None for j in jobs.values())
+
+    m2 = ms.start_manager(tmp_path, name="manager2")
+    tok = m2.signin()
+    jl = wait_job(m2, tok, jobs["locked"]["id"], timeout=60)
+    assert jl["state"] == "failed", jl
+    assert jl["reason"].startswith("registry credentials are not kept across a manager "
+                                   "restart; submit the job again"), jl["reason"]
+    assert "401" in jl["reason"]
+    assert [r for r in locked.requests() if r[0] == "GET" and "/blobs/" in r[1]] == []
+    jo = wait_job(m2, tok, jobs["open"]["id"], timeout=90)
+    assert jo["state"] == "succeeded", jo
+    assert sorted(i["digest"] for i in jo["result"]["items"]) == sorted(
+        l["digest"] for l in img.layers)
+    for l in img.layers:
+        assert l["size"] <= open_.blob_bytes_served(l["digest"]) <= l["size"] + 1, l
+    log2 = m2.log_text()
+    for j in jobs.values():
+        assert f"job {j['id']}: pending -> running (preheat)" in log2  # claimed again
+        assert f"job {j['id']}: its registry credentials are not in this manager's memory" in log2
+    assert password not in m.log_text() + log2
+
+
+@pytest.mark.deadline(300)
+def test_image_job_resumed_with_items_resolves_again(tmp_path, need_binary):
+    """An image job that had resolved its layers (items stored) when its manager died: the
+    token those layers were fetched with lived only in that manager's memory, so the
+    manager that resumes it resolves the image again before any item, anonymously. The
+    htpasswd registry refuses that: the job fails with the clear reason, and the resumed
+    manager sends no layer to a daemon (every layer request the registry answered 401 came
+    before the restart: none)."""
+    user, password = "preheat", "s3cret-Pw-43"
+    locked = ps.Registry(tmp_path, name="locked",
+                         auth=("htpasswd", ps.htpasswd_file(tmp_path / "htpasswd", user,
+                                                            password))).start()
+    img = ps.build_oci_image(tmp_path / "img", layer_sizes=(500 << 10, 100 << 10), seed=b"itm")
+    ps.push_image(tmp_path, img, locked, repo="app", creds=f"{user}:{password}")
+    m = ms.start_manager(tmp_path)
+    root, s, seed, ds = managed_cluster(tmp_path, m, daemons=0)
+    seed.proc.popen.send_signal(signal.SIGSTOP)  # the items wait on the seed
+    try:
+        job = m.ok("POST", "/api/v1/jobs", {"type": "preheat", "args": {
+            "type": "image", "url": f"{locked.url}/v2/app/manifests/{img.tag}",
+            "username": user, "password": password}}, root)
+        ms.wait_for(lambda: len(m.ok("GET", f"/api/v1/jobs/{job['id']}", token=root)
+                                ["result"].get("items", [])) == len(img.layers), 20,
+                    "the layers resolved and stored as items")
+        m.kill9()
+    finally:
+        seed.proc.popen.send_signal(signal.SIGCONT)
+    n_before = len(locked.requests())
+    m2 = ms.start_manager(tmp_path, name="manager2")
+    tok = m2.signin()
+    j = wait_job(m2, tok, job["id"], timeout=60)
+    assert j["state"] == "failed", j
+    assert j["reason"].startswith("registry credentials are not kept across a manager "
+                                  "restart; submit the job again"), j["reason"]
+    log2 = m2.log_text()
+    assert f"job {job['id']}: running -> running (preheat, resumed)" in log2
+    assert f"job {job['id']}: its registry credentials are not in this manager's memory" in log2
+    # After the restart: the manifest refused (401), no blob asked for without a token.
+    after = locked.requests()[n_before:]
+    assert not [r for r in after if "/blobs/" in r[1] and r[2] == 401], after
+    assert password not in m.log_text() + log2

@@ -14,6 +14,7 @@
 #include "common/evx.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/application.h"
 #include "common/origin_policy.h"
 #include "daemon/manager_link.h"
 #include "common/taskid.h"
@@ -253,12 +254,16 @@ static DMF_METRIC_COUNTER(m_rpc_refused_origin, "damselfly_rpc_refused_total",
                           "DownloadTask calls on the rpc port refused, by reason.");
 static DMF_METRIC_COUNTER(m_blocked, "damselfly_blocked_downloads_total", NULL,
                           "Downloads refused because their URL is on the cluster's block list.");
+static DMF_METRIC_COUNTER(m_blocked_app, "damselfly_blocked_application_downloads_total", NULL,
+                          "Downloads refused because their application is on the cluster's "
+                          "block list.");
 
 void dmf_local_service_metrics_register(void)
 {
     dmf_metric_register(&m_rpc_refused_caller);
     dmf_metric_register(&m_rpc_refused_origin);
     dmf_metric_register(&m_blocked);
+    dmf_metric_register(&m_blocked_app);
 }
 
 /* The URL of a request from another host, against the origin policy: NULL when it may be
@@ -311,6 +316,17 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         dmf_info("download refused: its URL matches the cluster's block list (%.200s)", blocked);
         snprintf(err, sizeof(err), "the URL is on the cluster's block list (pattern %.200s)",
                  blocked);
+        status = GRPC_STATUS_PERMISSION_DENIED;
+        goto fail;
+    }
+    if (dmf_application_check(req->application, err, sizeof(err)) != 0)
+        goto fail;
+    if (dmf_daemon_application_blocked(d, req->application)) {
+        dmf_metric_add(&m_blocked_app, 1);
+        dmf_info("download refused: application '%s' is on the cluster's block list",
+                 req->application);
+        snprintf(err, sizeof(err), "application '%s' is on the cluster's block list",
+                 req->application);
         status = GRPC_STATUS_PERMISSION_DENIED;
         goto fail;
     }
@@ -406,6 +422,7 @@ static void start_download(struct dmf_download *dl, const Damselfly__V1__Downloa
         .url = req->url,
         .headers = &headers,
         .tag = req->tag,
+        .application = req->application,
         .digest = digest_str[0] ? digest_str : NULL,
         .filter_query = &filter,
         .disable_back_to_source = req->disable_back_to_source,

@@ -661,6 +661,7 @@ struct dmf_announce_peer *dmf_announce_open(struct dmf_announce_client *c,
     reg.headers = hdrs.ptrs;
     reg.n_headers = hdrs.n;
     reg.tag = (char *)(r->tag ? r->tag : "");
+    reg.application = (char *)(r->application ? r->application : "");
     reg.digest = (char *)r->digest;
     reg.filter_query = r->filter_query->v;
     reg.n_filter_query = r->filter_query->n;

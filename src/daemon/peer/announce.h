@@ -101,6 +101,7 @@ struct dmf_announce_register {
     const char *url;
     const struct dmf_strlist *headers; /* secrets: to the scheduler only, never logged */
     const char *tag;                   /* or NULL */
+    const char *application;           /* or NULL */
     const char *digest;                /* "sha256:HEX" or "" */
     const struct dmf_strlist *filter_query;
     bool disable_back_to_source;

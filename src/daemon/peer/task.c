@@ -208,6 +208,8 @@ void dmf_task_set_request(struct dmf_task *t, const struct dmf_task_request *req
         dmf_strlist_push(&t->headers, req->headers->v[i]);
     free(t->tag);
     t->tag = req->tag ? dmf_xstrdup(req->tag) : NULL;
+    free(t->application);
+    t->application = req->application && req->application[0] ? dmf_xstrdup(req->application) : NULL;
     snprintf(t->expected_digest, sizeof(t->expected_digest), "%s", req->digest ? req->digest : "");
     dmf_strlist_free(&t->filter_query);
     for (size_t i = 0; req->filter_query && i < req->filter_query->n; i++)
@@ -943,6 +945,7 @@ static struct dmf_announce_peer *open_stream(struct dmf_task *t, bool holds, boo
         .url = t->url,
         .headers = &t->headers,
         .tag = t->tag,
+        .application = t->application,
         .digest = t->expected_digest,
         .filter_query = &t->filter_query,
         .disable_back_to_source = t->disable_back_to_source,
@@ -1559,6 +1562,7 @@ void dmf_task_free(struct dmf_task *t, const char *why)
     free(t->url);
     free(t->shown_url);
     free(t->tag);
+    free(t->application);
     free(t->error);
     free(t->etag);
     free(t->last_modified);

@@ -48,6 +48,7 @@ struct dmf_task {
     char *shown_url; /* url redacted (url_secrets.h): what is stored, shown and returned */
     struct dmf_strlist headers;
     char *tag;
+    char *application; /* of the latest request (NULL = none): told to the scheduler */
     char expected_digest[DMF_DIGEST_STR_LEN + 1]; /* "" when not given */
     struct dmf_strlist filter_query;
     bool disable_back_to_source;

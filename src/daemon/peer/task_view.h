@@ -33,7 +33,8 @@ struct dmf_task_request {
     const char *url;
     const struct dmf_strlist *headers; /* "Name: value" */
     const char *tag;
-    const char *digest; /* "sha256:HEX" or NULL */
+    const char *application; /* checked (application.h); NULL or "" = none */
+    const char *digest;      /* "sha256:HEX" or NULL */
     const struct dmf_strlist *filter_query;
     bool disable_back_to_source;
     /* Another host asked for this fetch (DownloadTask on the rpc port): every address the

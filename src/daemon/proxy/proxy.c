@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "common/application.h"
 #include "common/evx.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -86,13 +87,30 @@ static void dispatch(struct conn *c)
         return;
     }
 
+    /* The application: the rule's (the operator's word), else the client's header. */
+    const struct dmf_proxy_rule *rule = dmf_proxy_rules_find(&p->rules, c->url);
+    const char *app = dmf_proxy_request_header(&c->req, DMF_PROXY_APPLICATION_HEADER);
+    char why[160];
+    if (rule && rule->application[0]) {
+        app = rule->application;
+    } else if (app && (app[0] == '\0' || dmf_application_check(app, why, sizeof(why)) != 0)) {
+        proxy_respond_error(c, 400, app[0] ? why : "an empty " DMF_PROXY_APPLICATION_HEADER);
+        return;
+    }
+    snprintf(c->application, sizeof(c->application), "%s", app ? app : "");
+    if (dmf_daemon_application_blocked(p->d, c->application)) {
+        dmf_info("proxy: %s refused: application '%s' is on the cluster's block list",
+                 c->req.method, c->application);
+        proxy_respond_error(c, 403, "the application is on the cluster's block list");
+        return;
+    }
+
     bool p2p = false;
     c->rate_limit = 0; /* a rule's, for this request only */
     c->priority = DMF_PRIORITY_NORMAL;
     if (get && c->mirror) {
         p2p = c->is_blob;
     } else if (get) {
-        const struct dmf_proxy_rule *rule = dmf_proxy_rules_find(&p->rules, c->url);
         p2p = (rule && rule->p2p) || (rule == NULL && p->rules.n == 0 && c->is_blob);
         c->rate_limit = rule ? rule->limit : 0;
         c->priority = rule ? rule->priority : DMF_PRIORITY_NORMAL;

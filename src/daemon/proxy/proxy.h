@@ -31,7 +31,10 @@
 #define DMF_PROXY_OUT_HIGH   (1u << 20)   /* client output above this: stop producing */
 #define DMF_PROXY_INPUT_HIGH (256u << 10) /* client input read ahead at most */
 #define DMF_PROXY_CONNS_MAX  4096
-#define DMF_PROXY_HOLD_BACK  (64u << 10) /* tail kept until a direct blob is verified */
+/* The request header naming a request's application (application.h; Dragonfly's proxy
+ * reads the same), removed before a request goes to the origin. */
+#define DMF_PROXY_APPLICATION_HEADER "x-dragonfly-application"
+#define DMF_PROXY_HOLD_BACK          (64u << 10) /* tail kept until a direct blob is verified */
 
 typedef struct dmf_proxy dmf_proxy_t;
 

@@ -244,6 +244,7 @@ static void start_task(struct conn *c)
         .digest = c->digest[0] ? c->digest : NULL,
         .rate_limit = c->rate_limit,
         .priority = c->priority,
+        .application = c->application,
     };
     struct dmf_task *t;
     if (dmf_engine_open(d, id, &treq, &t) != 0) {

@@ -106,6 +106,9 @@ struct conn {
     bool mirror, is_blob;
     uint64_t rate_limit;        /* the matching proxy rule's task limit (0 = none) */
     enum dmf_priority priority; /* ... and priority */
+    /* The request's application: the matching rule's, else the client's
+     * X-Dragonfly-Application header ("" = none). The header never reaches the origin. */
+    char application[DMF_APPLICATION_MAX + 1];
     char digest[DMF_DIGEST_STR_LEN + 1];
 
     /* Pass-through. */

@@ -180,7 +180,8 @@ void proxy_forward_headers(struct conn *c, bool for_task)
     for (size_t i = 0; i < c->req.nh; i++) {
         const struct dmf_proxy_header *h = &c->req.h[i];
         if (dmf_proxy_hop_by_hop(h->name, connection) || strcasecmp(h->name, "host") == 0 ||
-            strcasecmp(h->name, "content-length") == 0 || strcasecmp(h->name, "expect") == 0)
+            strcasecmp(h->name, "content-length") == 0 || strcasecmp(h->name, "expect") == 0 ||
+            strcasecmp(h->name, DMF_PROXY_APPLICATION_HEADER) == 0)
             continue;
         /* A task's request is the whole content, whoever asked for which part of it. */
         if (for_task &&

@@ -76,7 +76,8 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
                      const yaml_event_t *start)
 {
     char *regex = NULL;
-    bool p2p = true, seen_p2p = false, seen_limit = false, seen_prio = false;
+    bool p2p = true, seen_p2p = false, seen_limit = false, seen_prio = false, seen_app = false;
+    char app[DMF_APPLICATION_MAX + 1] = "";
     uint64_t limit = 0;
     enum dmf_priority prio = DMF_PRIORITY_NORMAL;
     int rc = 0;
@@ -89,7 +90,8 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
             break;
         }
         if (k.type != YAML_SCALAR_EVENT) {
-            rc = fail_at(rd, &k, "a rule's keys are 'regex', 'p2p', 'limit' and 'priority'");
+            rc = fail_at(rd, &k,
+                         "a rule's keys are 'regex', 'p2p', 'limit', 'priority' and 'application'");
             yaml_event_delete(&k);
             goto out;
         }
@@ -122,10 +124,23 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
             if (seen_prio || dmf_priority_parse((const char *)v.data.scalar.value, &prio) != 0)
                 rc = fail_at(rd, &v, "'priority' must be background, normal or foreground, once");
             seen_prio = true;
+        } else if (strcmp(key, "application") == 0) {
+            const char *val = (const char *)v.data.scalar.value;
+            char why[160];
+            if (seen_app || strlen(val) != v.data.scalar.length || val[0] == '\0') {
+                rc = fail_at(rd, &v, "'application' must be a name, once");
+            } else if (dmf_application_check(val, why, sizeof(why)) != 0) {
+                rc = fail_at(rd, &v, why);
+            } else {
+                snprintf(app, sizeof(app), "%s", val);
+            }
+            seen_app = true;
         } else {
             char why[160];
-            snprintf(why, sizeof(why),
-                     "unknown key '%.64s' in a proxy rule (regex, p2p, limit, priority)", key);
+            snprintf(
+                why, sizeof(why),
+                "unknown key '%.64s' in a proxy rule (regex, p2p, limit, priority, application)",
+                key);
             rc = fail_at(rd, &k, why);
         }
         yaml_event_delete(&k);
@@ -145,6 +160,7 @@ static int read_rule(struct dmf_yaml_reader *rd, struct dmf_proxy_rules *r,
     r->v[r->n - 1].line = dmf_yaml_line(start->start_mark);
     r->v[r->n - 1].limit = limit;
     r->v[r->n - 1].priority = prio;
+    memcpy(r->v[r->n - 1].application, app, sizeof(app));
 out:
     free(regex);
     return rc;

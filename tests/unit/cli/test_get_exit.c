@@ -25,6 +25,11 @@ static void test_from_daemon(void **state)
                      DMF_GET_EXIT_NETWORK);
     assert_int_equal(dmf_get_exit_for_daemon(13, "cannot store piece 3: No space left on device"),
                      DMF_GET_EXIT_DISK_FULL);
+    assert_int_equal(dmf_get_exit_for_daemon(7, "application 'bad' is on the cluster's block list"),
+                     DMF_GET_EXIT_REFUSED);
+    assert_int_equal(
+        dmf_get_exit_for_daemon(7, "the URL is on the cluster's block list (pattern x)"),
+        DMF_GET_EXIT_REFUSED);
     assert_int_equal(dmf_get_exit_for_daemon(10, "something else"), DMF_GET_EXIT_FAILED);
     assert_int_equal(dmf_get_exit_for_daemon(10, NULL), DMF_GET_EXIT_FAILED);
 }

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -79,6 +80,8 @@ static void test_refused(void **state)
         "{\"type\":\"preheat\",\"args\":{\"url\":\"http://a/\"},\"extra\":1}",
         "{\"type\":\"get_task\",\"args\":{\"task_id\":\"abc\"}}",
         "{\"type\":\"rm\",\"args\":{}}",
+        "{\"type\":\"preheat\",\"args\":{\"url\":\"http://a/\",\"application\":\"a b\"}}",
+        "{\"type\":\"preheat\",\"args\":{\"url\":\"http://a/\",\"application\":\"\"}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char err[300] = "";
@@ -91,12 +94,52 @@ static void test_refused(void **state)
     }
 }
 
+/* Credentials split off a job's args (kept in memory), the rest stored: what was withheld
+ * is named, the public view still shows the header as redacted, and merging restores. */
+static void test_split_and_merge_secrets(void **state)
+{
+    json_t *args =
+        json_pack("{s:s, s:s, s:s, s:{s:s, s:s}}", "type", "image", "username", "u", "password",
+                  "pw1", "headers", "Authorization", "Bearer t0k", "X-Trace", "t1");
+    json_t *sec = dmf_job_args_split(args);
+    assert_non_null(sec);
+    char *stored = json_dumps(args, JSON_COMPACT);
+    assert_null(strstr(stored, "pw1"));
+    assert_null(strstr(stored, "t0k"));
+    free(stored);
+    assert_string_equal(json_string_value(json_object_get(args, "username")), "u");
+    json_t *w = json_object_get(args, "withheld");
+    assert_true(json_is_true(json_object_get(w, "password")));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(w, "headers"), 0)),
+                        "Authorization");
+    json_t *pub = dmf_job_args_public(args);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(pub, "headers"), "Authorization")),
+        "<redacted>");
+    json_decref(pub);
+    dmf_job_args_merge_secrets(args, sec);
+    assert_string_equal(json_string_value(json_object_get(args, "password")), "pw1");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(args, "headers"), "Authorization")),
+        "Bearer t0k");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(args, "headers"), "X-Trace")), "t1");
+    json_decref(sec);
+    json_decref(args);
+    /* Nothing secret: nothing split, nothing marked. */
+    args = json_pack("{s:s, s:{s:s}}", "type", "file", "headers", "X-Trace", "t1");
+    assert_null(dmf_job_args_split(args));
+    assert_null(json_object_get(args, "withheld"));
+    json_decref(args);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_oapi_shape),
         cmocka_unit_test(test_defaults_and_redaction),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_split_and_merge_secrets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -109,12 +109,39 @@ static void test_yaml_bandwidth(void **state)
     }
 }
 
+static void test_yaml_application(void **state)
+{
+    struct dmf_proxy_rules r = {0};
+    char err[256];
+    write_file("proxy-rules:\n  - regex: 'ci'\n    application: ci-runner\n  - regex: '.*'\n");
+    assert_int_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)), 0);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.v[0].application, "ci-runner");
+    assert_string_equal(r.v[1].application, "");
+    dmf_proxy_rules_free(&r);
+    unlink(path);
+    const char *bad[] = {
+        "proxy-rules:\n  - regex: 'a'\n    application: 'a b'\n", /* charset */
+        "proxy-rules:\n  - regex: 'a'\n    application: ''\n",    /* empty */
+        "proxy-rules:\n  - regex: 'a'\n    application: x\n    application: y\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_file(bad[i]);
+        assert_int_not_equal(dmf_proxy_rules_load_yaml(&r, path, "proxy-rules", err, sizeof(err)),
+                             0);
+        assert_non_null(strstr(err, i < 2 ? ":3:" : ":4:"));
+        dmf_proxy_rules_free(&r);
+        unlink(path);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_match_wins),
         cmocka_unit_test(test_yaml),
         cmocka_unit_test(test_yaml_bandwidth),
+        cmocka_unit_test(test_yaml_application),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
