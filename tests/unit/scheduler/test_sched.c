@@ -173,6 +173,7 @@ static dmf_scheduler_t *new_sched_cfg(struct dmf_scheduler_config cfg)
     triggers_allowed = true;
     sized_calls = 0;
     cfg.now = test_now;
+    cfg.check_indexes = true; /* every pick is checked against the full scan */
     return dmf_scheduler_new(&cfg, &sink, NULL);
 }
 

@@ -38,6 +38,7 @@ static struct {
 static void world(bool mesh)
 {
     dmf_strmap_free(&w.table);
+    dmf_rank_index_free(&w.task.rank);
     for (size_t i = 0; i < w.npeers; i++)
         dmf_bitmap_free(&w.peers[i].held);
     memset(&w, 0, sizeof(w));
@@ -133,11 +134,26 @@ static double score(const dmf_scheduler_peer_t *c, const dmf_scheduler_peer_t *c
     return dmf_sched_score(&w.view, c, candidate);
 }
 
+/* The tests change peers by hand: the rank index is brought up to date before a pick. */
+static void index_all(void)
+{
+    dmf_scheduler_peer_t *c;
+    TAILQ_FOREACH(c, &w.task.peers, in_task)
+    {
+        dmf_rank_index_update(&w.task.rank, c, dmf_sched_rank_key(w.view.mesh, c));
+    }
+}
+
 /* Picks for p (at most limit) and checks the peer ids, best first. */
 static void assert_pick(dmf_scheduler_peer_t *p, size_t limit, size_t n, const char *const *want)
 {
-    struct dmf_sched_ranked best[DMF_SCHED_CANDIDATES_MAX];
+    struct dmf_sched_ranked best[DMF_SCHED_CANDIDATES_MAX], scan[DMF_SCHED_CANDIDATES_MAX];
+    index_all();
     size_t got = dmf_sched_pick_candidates(&w.view, p, best, limit);
+    size_t nscan = dmf_sched_pick_candidates_scan(&w.view, p, scan, limit);
+    assert_int_equal(got, nscan);
+    for (size_t i = 0; i < got; i++)
+        assert_ptr_equal(best[i].peer, scan[i].peer);
     char list[512] = "";
     for (size_t i = 0; i < got; i++)
         snprintf(list + strlen(list), sizeof(list) - strlen(list), " %s", best[i].peer->peer_id);
@@ -394,6 +410,7 @@ static void mesh_order(const char *child_id, const char *const *order, char out[
     for (size_t i = 0; i < 4; i++)
         peer(order[i], host(hids[i]), DMF_PEER_SUCCEEDED, 0);
     struct dmf_sched_ranked best[4];
+    index_all();
     assert_int_equal(dmf_sched_pick_candidates(&w.view, me, best, 4), 4);
     for (size_t i = 0; i < 4; i++)
         out[i] = best[i].peer->peer_id[1];
