@@ -879,8 +879,10 @@ static void check_pick(const struct dmf_sched_view *v, const dmf_scheduler_peer_
     struct dmf_sched_ranked scan[DMF_SCHED_CANDIDATES_MAX];
     size_t ns = dmf_sched_pick_candidates_scan(v, p, scan, want);
     bool same = ns == n;
+    /* The same peers, or peers of the same score (a tie among many, sched_rank.h). */
     for (size_t i = 0; same && i < n; i++)
-        same = scan[i].peer == best[i].peer;
+        same = scan[i].peer == best[i].peer ||
+               (scan[i].score - best[i].score < 1e-9 && best[i].score - scan[i].score < 1e-9);
     if (!same) {
         dmf_error("task %s peer %s: the rank index picked %zu parents (first %s), the scan %zu "
                   "(first %s)",

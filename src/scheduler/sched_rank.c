@@ -210,12 +210,19 @@ size_t dmf_sched_pick_candidates_scan(const struct dmf_sched_view *v, const dmf_
 
 /* Slack for the rounding of two sums of the same terms in another order. */
 #define KEY_SLACK 1e-9
+/* Peers that can at best tie with the last pick examined for the tiebreak (see below). */
+#define TIES_MAX 64
 
 /* The index holds every peer that can serve, with a key no lower than its score for any
  * child less that child's locality bound. Walked best key first, once limit picks are
  * made, a peer whose key plus the bound is below the last pick cannot rank before it, and
- * neither can any peer after it. Seeds are skipped there and taken from the seed list
- * (a handful of hosts), so that the best seed is found however low its key. */
+ * neither can any peer after it. Peers whose scores tie exactly are many in a big task
+ * (equal upload figures and children), and the tiebreak (a hash of both peers in a mesh,
+ * the peer id in a DAG) could only be honoured by scoring all of them: the walk examines
+ * TIES_MAX of them and stops. So the picks' scores are always the scan's; the peers differ
+ * from the scan's only among candidates of exactly the last pick's score, when more than
+ * TIES_MAX of them can serve. Seeds are skipped there and taken from the seed list (a
+ * handful of hosts), so that the best seed is found however low its key. */
 size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
                                  struct dmf_sched_ranked *best, size_t limit)
 {
@@ -226,8 +233,14 @@ size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_sched
     struct dmf_rank_walk w;
     dmf_rank_walk_begin(&w, &t->rank);
     dmf_scheduler_peer_t *c;
+    size_t ties = 0;
     while (limit > 0 && (c = dmf_rank_walk_next(&w)) != NULL) {
-        if (n == limit && c->rank_key + bound < best[n - 1].score)
+        if (n == limit && c->rank_key + bound < best[n - 1].score - KEY_SLACK)
+            break;
+        /* From here on a peer can at best tie with the last pick (keys only fall along
+         * the walk, the last pick's score only rises): after TIES_MAX such peers the
+         * rest are left, whose scores are no higher than the picks'. */
+        if (n == limit && c->rank_key + bound <= best[n - 1].score + KEY_SLACK && ++ties > TIES_MAX)
             break;
         if (dmf_sched_host_is_seed(c->host) || !may_offer(v, p, c))
             continue;

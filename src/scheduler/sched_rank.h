@@ -51,7 +51,9 @@ double dmf_sched_locality_bound(const dmf_scheduler_peer_t *child);
  * caller has marked with v->epoch the peers that may not be offered (p, its parents and,
  * under the DAG rule, its descendants). See SCHEDULER.md for the seed rule. It walks the
  * task's rank index best key first and stops once no later peer can beat the limit-th
- * pick; seeds come from the seed list. The result is the scan's below. */
+ * pick; seeds come from the seed list. The result is the scan's below, except among more
+ * than 64 candidates that tie exactly with the last pick: the picks' scores are the same,
+ * the tiebreak is applied to the first 64 of them met (sched_rank.c). */
 size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
                                  struct dmf_sched_ranked *best, size_t limit);
 /* The same choice by scoring every peer of the task: the reference for the index (tests,

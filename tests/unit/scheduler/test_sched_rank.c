@@ -684,6 +684,85 @@ static void test_rank_walk_is_in_key_order(void **state)
     dmf_rank_index_free(&ix);
 }
 
+/* A big task whose peers' figures take few values, so that scores tie in large groups:
+ * the index's picks have the scan's scores (the peers may differ only among those that tie
+ * exactly with the last pick), and it scores far fewer peers. */
+static void test_rank_index_on_a_big_task_with_ties(void **state)
+{
+    enum { NP = 2000 };
+    static struct dmf_sched_host hs[NP];
+    static dmf_scheduler_peer_t ps[NP];
+    static char ids[NP][16];
+    struct dmf_sched_task t;
+    memset(&t, 0, sizeof(t));
+    memcpy(t.id, T1, sizeof(t.id));
+    t.content_length = 10 << 20;
+    t.piece_length = 1 << 20;
+    t.total_pieces = 10;
+    TAILQ_INIT(&t.peers);
+    struct dmf_sched_host_list seeds;
+    LIST_INIT(&seeds);
+    dmf_strmap_t table;
+    dmf_strmap_init(&table);
+    memset(hs, 0, sizeof(hs));
+    memset(ps, 0, sizeof(ps));
+    for (int round = 0; round < 2; round++) {
+        bool mesh = round == 0;
+        struct dmf_sched_view v = {.now = NOW,
+                                   .mesh = mesh,
+                                   .bad_parent_threshold = 2,
+                                   .host_timeout_ms = 10000,
+                                   .epoch = EPOCH,
+                                   .seeds = &seeds,
+                                   .peers = &table};
+        for (int i = 0; i < NP; i++) {
+            snprintf(ids[i], sizeof(ids[i]), "p%d", i);
+            struct dmf_sched_host *h = &hs[i];
+            h->id = ids[i];
+            h->idc = (char *)"";
+            h->location = (char *)(i % 3 ? "" : "eu|fr");
+            h->upload_capacity = 100;
+            h->upload_rate = (uint64_t)(i % 7) * 10;
+            LIST_INIT(&h->peers);
+            dmf_scheduler_peer_t *p = &ps[i];
+            snprintf(p->key, sizeof(p->key), "%.64s%.15s", t.id, h->id);
+            p->peer_id = ids[i];
+            p->task = &t;
+            p->host = h;
+            p->state = i % 5 ? DMF_PEER_RUNNING : DMF_PEER_SUCCEEDED;
+            p->held_base = (uint32_t)(i % 3);
+            p->nchildren = (uint32_t)(i % 4);
+            dmf_bitmap_init(&p->held);
+            LIST_INIT(&p->parents);
+            LIST_INIT(&p->children);
+            if (round == 0) {
+                TAILQ_INSERT_TAIL(&t.peers, p, in_task);
+                t.npeers++;
+                dmf_strmap_put(&table, p->key, p);
+            }
+            dmf_rank_index_update(&t.rank, p, dmf_sched_rank_key(mesh, p));
+        }
+        for (int c = 0; c < NP; c += 97) {
+            dmf_scheduler_peer_t *me = &ps[c];
+            me->mark = EPOCH;
+            for (size_t limit = 1; limit <= DMF_SCHED_CANDIDATES_MAX; limit *= 2) {
+                struct dmf_sched_ranked a[DMF_SCHED_CANDIDATES_MAX], b[DMF_SCHED_CANDIDATES_MAX];
+                size_t na = dmf_sched_pick_candidates(&v, me, a, limit);
+                size_t nb = dmf_sched_pick_candidates_scan(&v, me, b, limit);
+                assert_int_equal(na, nb);
+                for (size_t i = 0; i < na; i++) {
+                    assert_true(a[i].peer == b[i].peer ||
+                                (a[i].score - b[i].score < 1e-9 && b[i].score - a[i].score < 1e-9));
+                    assert_true(a[i].peer != me);
+                }
+            }
+            me->mark = 0;
+        }
+    }
+    dmf_rank_index_free(&t.rank);
+    dmf_strmap_free(&table);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -705,6 +784,7 @@ int main(void)
         cmocka_unit_test_teardown(test_seed_choice_skips_unusable_seeds, teardown),
         cmocka_unit_test_teardown(test_rank_index_picks_as_the_scan, teardown),
         cmocka_unit_test(test_rank_walk_is_in_key_order),
+        cmocka_unit_test(test_rank_index_on_a_big_task_with_ties),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
