@@ -1,6 +1,7 @@
 /* The scheduler's in-memory state, shared by its own modules: hosts, tasks, peers and the
  * edges of the parent graph. sched.c owns and changes it (the tables, the lists, every
- * allocation and free); sched_rank.c only reads it to score and pick parents.
+ * allocation and free); rank_index.c keeps the heap of a task's rank index (and each
+ * peer's rank_at) for it; sched_rank.c only reads it to score and pick parents.
  *
  * Private to src/scheduler/ (and its unit tests): service.c and everything else use the
  * public contract in sched.h, where dmf_scheduler_peer_t stays opaque. */
