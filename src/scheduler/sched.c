@@ -54,6 +54,8 @@ static uint64_t now_ms(const dmf_scheduler_t *s)
     return s->cfg.now ? s->cfg.now(s->cfg.now_arg) : dmf_now_ms();
 }
 
+static void peer_reindex(const dmf_scheduler_t *s, dmf_scheduler_peer_t *p);
+
 /* ------------------------------------------------------------ hosts */
 
 static struct dmf_sched_host *host_get(const dmf_scheduler_t *s, const char *id)
@@ -164,6 +166,11 @@ int dmf_scheduler_announce_host(dmf_scheduler_t *s, const struct dmf_scheduler_h
     h->upload_capacity = in->upload_capacity;
     h->upload_rate = in->upload_rate;
     h->active_uploads = in->active_uploads;
+    dmf_scheduler_peer_t *q;
+    LIST_FOREACH(q, &h->peers, in_host)
+    {
+        peer_reindex(s, q); /* the rank keys read the upload figures */
+    }
     h->last_seen = now_ms(s);
     if (h->bad_reports && h->last_seen - h->last_bad_at >= DMF_SCHED_BAD_FORGET_MS) {
         dmf_info("host %s: its bad-piece reports are forgotten", h->id);
@@ -231,6 +238,10 @@ static struct dmf_sched_task *task_new(dmf_scheduler_t *s, const char *id)
     t->content_length = -1;
     t->overruled_from = SIZE_MAX;
     TAILQ_INIT(&t->peers);
+    dmf_strmap_init(&t->by_peer_id);
+    dmf_rank_index_init(&t->rank);
+    TAILQ_INIT(&t->hungry);
+    TAILQ_INIT(&t->roomy);
     dmf_strmap_put(&s->tasks, t->id, t);
     TAILQ_INSERT_TAIL(&s->all_tasks, t, link);
     s->ntasks++;
@@ -250,6 +261,8 @@ static void task_free(struct dmf_sched_task *t)
     for (size_t i = 0; i < t->nreporters; i++)
         free(t->reporters[i].host_id);
     free(t->reporters);
+    dmf_strmap_free(&t->by_peer_id);
+    dmf_rank_index_free(&t->rank);
     free(t);
 }
 
@@ -477,19 +490,66 @@ static int layout_merge(const struct layout *cur, int64_t cl, uint32_t pl, uint3
 }
 
 /* Stores a merged layout; true when the task learnt something. */
-static bool task_set_layout(struct dmf_sched_task *t, const struct layout *l)
+/* ------------------------------------------------------------ peers and the graph */
+
+/* Which list of peers with room p belongs on (DMF_SCHED_ROOM_*). */
+static uint8_t peer_room(const dmf_scheduler_t *s, const dmf_scheduler_peer_t *p)
+{
+    if (p->stream == NULL || p->state != DMF_PEER_RUNNING)
+        return DMF_SCHED_ROOM_NONE;
+    if (p->nparents < s->cfg.candidate_limit)
+        return DMF_SCHED_ROOM_HUNGRY;
+    return p->nparents < 2 * s->cfg.candidate_limit ? DMF_SCHED_ROOM_ROOMY : DMF_SCHED_ROOM_NONE;
+}
+
+static struct dmf_sched_room_list *room_list(struct dmf_sched_task *t, uint8_t room)
+{
+    return room == DMF_SCHED_ROOM_HUNGRY ? &t->hungry : &t->roomy;
+}
+
+/* Brings p's place in its task's indexes up to date: the rank index (dmf_sched_rank_key)
+ * and the lists of peers with room. Called after every change of what they read: p's
+ * state, placeholder, stream, parents, children and held pieces, its host's upload
+ * figures, its task's layout, the candidate limit. */
+static void peer_reindex(const dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
+{
+    struct dmf_sched_task *t = p->task;
+    dmf_rank_index_update(&t->rank, p, dmf_sched_rank_key(s->cfg.mesh, p));
+    uint8_t room = peer_room(s, p);
+    if (room == p->room)
+        return;
+    if (p->room != DMF_SCHED_ROOM_NONE)
+        TAILQ_REMOVE(room_list(t, p->room), p, in_room);
+    if (room != DMF_SCHED_ROOM_NONE)
+        TAILQ_INSERT_TAIL(room_list(t, room), p, in_room);
+    p->room = room;
+}
+
+static void task_reindex(const dmf_scheduler_t *s, struct dmf_sched_task *t)
+{
+    dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        peer_reindex(s, q);
+    }
+}
+
+/* Stores a merged layout; true when the task learnt something. */
+static bool task_set_layout(const dmf_scheduler_t *s, struct dmf_sched_task *t,
+                            const struct layout *l)
 {
     bool changed = l->content_length != t->content_length || l->piece_length != t->piece_length ||
                    l->total_pieces != t->total_pieces;
     t->content_length = l->content_length;
     t->piece_length = l->piece_length;
     t->total_pieces = l->total_pieces;
+    if (changed)
+        task_reindex(s, t); /* progress reads the layout */
     return changed;
 }
 
-/* ------------------------------------------------------------ peers and the graph */
-
-static void peer_set_state(dmf_scheduler_peer_t *p, enum dmf_scheduler_peer_state st)
+static void peer_set_state(const dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
+                           enum dmf_scheduler_peer_state st)
 {
     if (p->state == st)
         return;
@@ -498,12 +558,13 @@ static void peer_set_state(dmf_scheduler_peer_t *p, enum dmf_scheduler_peer_stat
     p->state = st;
     if (st == DMF_PEER_BACK_TO_SOURCE)
         p->fetched_source = true;
+    peer_reindex(s, p);
 }
 
 /* The scheduler sends p to the origin: from now on its digests count (provenance.h). */
 static void send_to_source(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char *reason)
 {
-    peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
+    peer_set_state(s, p, DMF_PEER_BACK_TO_SOURCE);
     p->source_ordered = true;
     s->sink.back_to_source(s->sink_arg, p->stream, reason);
 }
@@ -551,7 +612,8 @@ static void send_to_source_for(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, cons
     }
 }
 
-static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
+static void edge_add(const dmf_scheduler_t *s, dmf_scheduler_peer_t *child,
+                     dmf_scheduler_peer_t *parent)
 {
     struct dmf_sched_edge *e = dmf_xmalloc(sizeof(*e));
     e->child = child;
@@ -560,21 +622,26 @@ static void edge_add(dmf_scheduler_peer_t *child, dmf_scheduler_peer_t *parent)
     LIST_INSERT_HEAD(&parent->children, e, in_parent);
     child->nparents++;
     parent->nchildren++;
+    peer_reindex(s, child);
+    peer_reindex(s, parent);
 }
 
-static void edge_remove(struct dmf_sched_edge *e)
+static void edge_remove(const dmf_scheduler_t *s, struct dmf_sched_edge *e)
 {
-    e->child->nparents--;
-    e->parent->nchildren--;
+    dmf_scheduler_peer_t *child = e->child, *parent = e->parent;
+    child->nparents--;
+    parent->nchildren--;
     LIST_REMOVE(e, in_child);
     LIST_REMOVE(e, in_parent);
     free(e);
+    peer_reindex(s, child);
+    peer_reindex(s, parent);
 }
 
-static void peer_drop_parents(dmf_scheduler_peer_t *p)
+static void peer_drop_parents(const dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 {
     while (!LIST_EMPTY(&p->parents))
-        edge_remove(LIST_FIRST(&p->parents));
+        edge_remove(s, LIST_FIRST(&p->parents));
 }
 
 /* Remembers a parent host the peer must not be offered again (the oldest is forgotten
@@ -602,11 +669,13 @@ static dmf_scheduler_peer_t *peer_new(dmf_scheduler_t *s, struct dmf_sched_task 
     LIST_INIT(&p->children);
     TAILQ_INSERT_TAIL(&t->peers, p, in_task);
     t->npeers++;
+    dmf_strmap_put(&t->by_peer_id, p->peer_id, p);
     LIST_INSERT_HEAD(&h->peers, p, in_host);
     h->npeers++;
     dmf_strmap_put(&s->peers, p->key, p);
     s->npeers++;
     dmf_info("task %s peer %s host %s: (new) -> PENDING", t->id, p->peer_id, h->id);
+    peer_reindex(s, p);
     return p;
 }
 
@@ -781,6 +850,7 @@ static dmf_scheduler_peer_t *trigger_new_seed(dmf_scheduler_t *s, struct dmf_sch
     dmf_scheduler_peer_t *ph = peer_new(s, t, seed, ph_id);
     free(ph_id);
     ph->placeholder = true;
+    peer_reindex(s, ph);
     ph->triggered_seed = true;
     ph->source_ordered = true;
     ph->trigger_id = ++s->next_trigger_id;
@@ -803,6 +873,52 @@ static bool task_lacks_source(const struct dmf_sched_task *t, const dmf_schedule
     return !covered && !task_fetching_from_source(t, p);
 }
 
+/* check_indexes: the indexed pick must be the scan's. */
+static void check_pick(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
+                       const struct dmf_sched_ranked *best, size_t n, size_t want)
+{
+    struct dmf_sched_ranked scan[DMF_SCHED_CANDIDATES_MAX];
+    size_t ns = dmf_sched_pick_candidates_scan(v, p, scan, want);
+    bool same = ns == n;
+    /* The same peers, or peers of the same score (a tie among many, sched_rank.h). */
+    for (size_t i = 0; same && i < n; i++)
+        same = scan[i].peer == best[i].peer ||
+               (scan[i].score - best[i].score < 1e-9 && best[i].score - scan[i].score < 1e-9);
+    if (!same) {
+        dmf_error("task %s peer %s: the rank index picked %zu parents (first %s), the scan %zu "
+                  "(first %s)",
+                  p->task->id, p->peer_id, n, n ? best[0].peer->peer_id : "-", ns,
+                  ns ? scan[0].peer->peer_id : "-");
+        abort();
+    }
+}
+
+/* check_indexes: the lists of peers with room hold exactly the peers peer_room puts there. */
+static void check_room(const dmf_scheduler_t *s, struct dmf_sched_task *t)
+{
+    size_t want = 0, have = 0;
+    const dmf_scheduler_peer_t *q;
+    TAILQ_FOREACH(q, &t->peers, in_task)
+    {
+        want += peer_room(s, q) != DMF_SCHED_ROOM_NONE;
+    }
+    for (uint8_t room = DMF_SCHED_ROOM_HUNGRY; room <= DMF_SCHED_ROOM_ROOMY; room++)
+        TAILQ_FOREACH(q, room_list(t, room), in_room)
+        {
+            have++;
+            if (q->room != room || peer_room(s, q) != room) {
+                dmf_error("task %s: peer %s is on the wrong list of peers with room", t->id,
+                          q->peer_id);
+                abort();
+            }
+        }
+    if (want != have) {
+        dmf_error("task %s: %zu peers on the lists of peers with room, %zu have room", t->id, have,
+                  want);
+        abort();
+    }
+}
+
 /* Gives p more parents until it uses candidate_limit of them, and tells its stream (a
  * pushed Candidates adds to the parents in use). A peer left with no parent at all gets a
  * freshly triggered seed, or is sent back to the source. p must be PENDING or RUNNING and
@@ -820,6 +936,8 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     if (want) {
         struct dmf_sched_view v = rank_view(s, mark_not_candidates(s, p));
         n = dmf_sched_pick_candidates(&v, p, best, want);
+        if (s->cfg.check_indexes)
+            check_pick(&v, p, best, n, want);
     }
     if (n == 0 && p->nparents > 0) {
         dmf_debug("task %s peer %s host %s: no new parent; keeps its %u", p->task->id, p->peer_id,
@@ -851,37 +969,53 @@ static void schedule(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
     }
     for (size_t i = 0; i < n; i++) {
         dmf_scheduler_peer_t *c = best[i].peer;
-        edge_add(p, c);
+        edge_add(s, p, c);
         parents[i] = parent_of(c);
         seed_triggered |= c->triggered_seed;
     }
-    peer_set_state(p, DMF_PEER_RUNNING);
+    peer_set_state(s, p, DMF_PEER_RUNNING);
     send_meta_update(p, &meta);
     s->sink.candidates(s->sink_arg, p->stream, parents, n, seed_triggered, &meta);
 }
 
+/* Offers p to q as a parent when q has fewer than room parents and may take p. */
+static void offer_one(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, dmf_scheduler_peer_t *q,
+                      uint32_t room)
+{
+    if (q == p || q->stream == NULL || q->state != DMF_PEER_RUNNING || q->nparents >= room ||
+        dmf_sched_peer_blocked(q, p->host->id) ||
+        dmf_sched_host_excluded(p->host, s->cfg.bad_parent_threshold) || q->host->leaving)
+        return;
+    struct dmf_sched_edge *e;
+    bool already = false;
+    LIST_FOREACH(e, &q->parents, in_child)
+    already |= e->parent == p;
+    if (already)
+        return;
+    edge_add(s, q, p);
+    struct dmf_scheduler_parent parent = parent_of(p);
+    struct dmf_scheduler_meta meta;
+    send_meta_update(q, &meta);
+    s->sink.candidates(s->sink_arg, q->stream, &parent, 1, false, &meta);
+}
+
 /* Mesh: a newly registered peer p becomes a parent of every running peer of the task that
  * still has room for one (earlier registrants would otherwise never learn of p). */
-static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, uint32_t room)
+static void offer_to_others(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, bool finished)
 {
-    dmf_scheduler_peer_t *q;
-    TAILQ_FOREACH(q, &p->task->peers, in_task)
-    {
-        if (q == p || q->stream == NULL || q->state != DMF_PEER_RUNNING || q->nparents >= room ||
-            dmf_sched_peer_blocked(q, p->host->id) ||
-            dmf_sched_host_excluded(p->host, s->cfg.bad_parent_threshold) || q->host->leaving)
-            continue;
-        struct dmf_sched_edge *e;
-        bool already = false;
-        LIST_FOREACH(e, &q->parents, in_child)
-        already |= e->parent == p;
-        if (already)
-            continue;
-        edge_add(q, p);
-        struct dmf_scheduler_parent parent = parent_of(p);
-        struct dmf_scheduler_meta meta;
-        send_meta_update(q, &meta);
-        s->sink.candidates(s->sink_arg, q->stream, &parent, 1, false, &meta);
+    uint32_t room = finished ? 2 * s->cfg.candidate_limit : s->cfg.candidate_limit;
+    if (s->cfg.check_indexes)
+        check_room(s, p->task);
+    /* The attached RUNNING peers with fewer parents than room are on the hungry list, and
+     * for a finished p also on the roomy one. An edge to p may move q to another list,
+     * hence next first; q moved to the roomy list has p already. */
+    for (uint8_t list = DMF_SCHED_ROOM_HUNGRY;
+         list <= (finished ? DMF_SCHED_ROOM_ROOMY : DMF_SCHED_ROOM_HUNGRY); list++) {
+        dmf_scheduler_peer_t *q, *next;
+        for (q = TAILQ_FIRST(room_list(p->task, list)); q != NULL; q = next) {
+            next = TAILQ_NEXT(q, in_room);
+            offer_one(s, p, q, room);
+        }
     }
 }
 
@@ -939,7 +1073,7 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
         TAILQ_REMOVE(&s->idle_peers, p, by_idle);
         p->idle = false;
     }
-    peer_drop_parents(p);
+    peer_drop_parents(s, p);
 
     size_t nkids = 0, cap = 0;
     dmf_scheduler_peer_t **kids = NULL;
@@ -950,10 +1084,14 @@ static void peer_remove(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const char 
             kids = dmf_xrealloc(kids, cap * sizeof(*kids));
         }
         kids[nkids++] = e->child;
-        edge_remove(e);
+        edge_remove(s, e);
     }
     TAILQ_REMOVE(&t->peers, p, in_task);
     t->npeers--;
+    dmf_strmap_del(&t->by_peer_id, p->peer_id);
+    dmf_rank_index_remove(&t->rank, p);
+    if (p->room != DMF_SCHED_ROOM_NONE)
+        TAILQ_REMOVE(room_list(t, p->room), p, in_room);
     LIST_REMOVE(p, in_host);
     p->host->npeers--;
     dmf_strmap_del(&s->peers, p->key);
@@ -1100,14 +1238,11 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     }
     dmf_scheduler_peer_t *p = t ? dmf_sched_peer_find(&s->peers, t->id, h->id) : NULL;
     if (t) {
-        dmf_scheduler_peer_t *q;
-        TAILQ_FOREACH(q, &t->peers, in_task)
-        {
-            if (q != p && strcmp(q->peer_id, r->peer_id) == 0)
-                return dmf_sched_fail(err, errlen, -EEXIST,
-                                      "peer %s is already registered from host %s", r->peer_id,
-                                      q->host->id);
-        }
+        dmf_scheduler_peer_t *q = dmf_strmap_get(&t->by_peer_id, r->peer_id);
+        if (q != NULL && q != p)
+            return dmf_sched_fail(err, errlen, -EEXIST,
+                                  "peer %s is already registered from host %s", r->peer_id,
+                                  q->host->id);
     } else if (s->ntasks >= s->cfg.max_tasks) {
         return dmf_sched_fail(err, errlen, -ENOSPC, "too many tasks (%zu): task %s refused",
                               s->cfg.max_tasks, r->task_id);
@@ -1145,18 +1280,20 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
                               "a newer register for this task arrived from the same host");
         if (strcmp(p->peer_id, r->peer_id) != 0) {
             dmf_info("task %s peer %s host %s: now peer %s", t->id, p->peer_id, h->id, r->peer_id);
+            dmf_strmap_del(&t->by_peer_id, p->peer_id);
             replace_str(&p->peer_id, r->peer_id);
+            dmf_strmap_put(&t->by_peer_id, p->peer_id, p);
         }
         p->placeholder = false;
         /* A peer sent to the origin by this scheduler keeps that standing when it joins
          * again from the origin; any other register starts over. */
         if (!r->from_source)
             p->source_ordered = false;
-        peer_drop_parents(p);
+        peer_drop_parents(s, p);
         dmf_bitmap_free(&p->held);
         dmf_bitmap_init(&p->held);
         if (h->type != DMF_SCHED_HOST_SEED)
-            peer_set_state(p, DMF_PEER_PENDING);
+            peer_set_state(s, p, DMF_PEER_PENDING);
     }
     free(p->application);
     p->application = r->application && r->application[0] ? dmf_xstrdup(r->application) : NULL;
@@ -1164,13 +1301,14 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
     peer_update_idle(s, p);
     p->meta_sent = 0;
     p->held_base = rejoin ? 0 : r->held_pieces; /* a rejoining peer reports each piece */
+    peer_reindex(s, p);
     *out = p;
 
     if (rejoin) {
         dmf_info("task %s peer %s host %s: joins again (%s)", t->id, p->peer_id, h->id,
                  r->holds_task ? "holds the task" : "fetching from the origin");
         if (r->from_source)
-            peer_set_state(p, DMF_PEER_BACK_TO_SOURCE);
+            peer_set_state(s, p, DMF_PEER_BACK_TO_SOURCE);
         return 0;
     }
     const struct dmf_negcache_entry *neg = dmf_negcache_get(&s->failed, t->id, now_ms(s));
@@ -1200,17 +1338,17 @@ int dmf_scheduler_register(dmf_scheduler_t *s, const struct dmf_scheduler_regist
             send_to_source_for(s, p, why);
             return 0;
         }
-        edge_add(p, ph);
+        edge_add(s, p, ph);
         struct dmf_scheduler_parent parent = parent_of(ph);
         struct dmf_scheduler_meta meta;
-        peer_set_state(p, DMF_PEER_RUNNING);
+        peer_set_state(s, p, DMF_PEER_RUNNING);
         send_meta_update(p, &meta);
         s->sink.candidates(s->sink_arg, stream, &parent, 1, true, &meta);
         return 0;
     }
     schedule(s, p);
     if (s->cfg.mesh && p->state == DMF_PEER_RUNNING)
-        offer_to_others(s, p, s->cfg.candidate_limit);
+        offer_to_others(s, p, false);
     return 0;
 }
 
@@ -1489,7 +1627,7 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
                               "the pieces are of another version (ETag %.100s) than the task's "
                               "(%.100s)",
                               pr->etag && *pr->etag ? pr->etag : "-", t->etag ? t->etag : "-");
-    bool layout_changed = task_set_layout(t, &l);
+    bool layout_changed = task_set_layout(s, t, &l);
     trigger_settle(s, p, false);
     p->bytes_from_parents = pr->bytes_from_parents;
     p->bytes_from_origin = pr->bytes_from_origin;
@@ -1501,6 +1639,7 @@ int dmf_scheduler_progress(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
     }
     for (size_t i = 0; i < pr->npieces; i++)
         dmf_bitmap_set(&p->held, pr->pieces[i]);
+    peer_reindex(s, p);
 
     bool reporter_current = p->meta_sent >= t->ndigests;
     size_t before = t->ndigests;
@@ -1543,10 +1682,10 @@ int dmf_scheduler_finished(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, int64_t 
     int rc = layout_merge(&cur, content_length, 0, total_pieces, &l, err, errlen);
     if (rc != 0)
         return rc;
-    bool layout_changed = task_set_layout(t, &l);
+    bool layout_changed = task_set_layout(s, t, &l);
     trigger_settle(s, p, false);
-    peer_drop_parents(p);
-    peer_set_state(p, DMF_PEER_SUCCEEDED);
+    peer_drop_parents(s, p);
+    peer_set_state(s, p, DMF_PEER_SUCCEEDED);
     if (dmf_sched_host_is_seed(p->host)) {
         reverify_check_done(t);
         reverify_check_lost(s, t);
@@ -1557,7 +1696,7 @@ int dmf_scheduler_finished(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, int64_t 
      * this its uplink would idle while peers whose parents lack pieces wait on the seed.
      * Up to twice the candidate limit of parents per peer. */
     if (s->cfg.mesh)
-        offer_to_others(s, p, 2 * s->cfg.candidate_limit);
+        offer_to_others(s, p, true);
     return 0;
 }
 
@@ -1565,7 +1704,7 @@ void dmf_scheduler_failed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, const cha
 {
     char why[DMF_SCHED_REASON_MAX + 16];
     snprintf(why, sizeof(why), "failed: %s", reason && *reason ? reason : "no reason given");
-    peer_set_state(p, DMF_PEER_FAILED);
+    peer_set_state(s, p, DMF_PEER_FAILED);
     peer_remove(s, p, why, false);
 }
 
@@ -1608,6 +1747,7 @@ void dmf_scheduler_content_changed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p, 
 void dmf_scheduler_stream_closed(dmf_scheduler_t *s, dmf_scheduler_peer_t *p)
 {
     p->stream = NULL;
+    peer_reindex(s, p);
     if (p->state == DMF_PEER_SUCCEEDED) {
         dmf_debug("task %s peer %s host %s: stream closed, stays a parent", p->task->id, p->peer_id,
                   p->host->id);
@@ -1674,7 +1814,7 @@ int dmf_scheduler_parent_failure(dmf_scheduler_t *s, dmf_scheduler_peer_t *p,
     for (e = LIST_FIRST(&p->parents); e != NULL; e = next) {
         next = LIST_NEXT(e, in_child);
         if (strcmp(e->parent->host->id, parent_host_id) == 0)
-            edge_remove(e);
+            edge_remove(s, e);
     }
     reschedule(s, p);
     return 0;
@@ -1712,7 +1852,8 @@ void dmf_scheduler_seed_result(dmf_scheduler_t *s, const char *task_id, const ch
         if (p->placeholder) {
             /* The seed had (or fetched) the task without announcing it: it holds it. */
             p->placeholder = false;
-            peer_set_state(p, DMF_PEER_SUCCEEDED);
+            peer_reindex(s, p);
+            peer_set_state(s, p, DMF_PEER_SUCCEEDED);
             peer_update_idle(s, p);
             reverify_check_lost(s, p->task); /* it reported no digest */
         }
@@ -1724,7 +1865,8 @@ void dmf_scheduler_seed_result(dmf_scheduler_t *s, const char *task_id, const ch
              reason && *reason ? reason : "unknown error");
     p->task->seed_failed = true;
     p->placeholder = false;
-    peer_set_state(p, DMF_PEER_FAILED);
+    peer_reindex(s, p);
+    peer_set_state(s, p, DMF_PEER_FAILED);
     peer_remove(s, p, "seed trigger failed", false);
 }
 
@@ -1806,8 +1948,14 @@ void dmf_scheduler_each_host(const dmf_scheduler_t *s,
 
 uint32_t dmf_scheduler_set_candidate_limit(dmf_scheduler_t *s, uint32_t n)
 {
-    if (n >= 1 && n <= DMF_SCHED_CANDIDATES_MAX)
+    if (n >= 1 && n <= DMF_SCHED_CANDIDATES_MAX && n != s->cfg.candidate_limit) {
         s->cfg.candidate_limit = n;
+        struct dmf_sched_task *t;
+        TAILQ_FOREACH(t, &s->all_tasks, link)
+        {
+            task_reindex(s, t); /* the hungry lists read the limit */
+        }
+    }
     return s->cfg.candidate_limit;
 }
 
@@ -1859,7 +2007,7 @@ void dmf_scheduler_free(dmf_scheduler_t *s)
     {
         TAILQ_FOREACH(p, &t->peers, in_task)
         {
-            peer_drop_parents(p);
+            peer_drop_parents(s, p);
         }
     }
     while ((t = TAILQ_FIRST(&s->all_tasks)) != NULL) {

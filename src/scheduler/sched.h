@@ -178,6 +178,9 @@ struct dmf_scheduler_config {
     /* Monotonic milliseconds; NULL = dmf_now_ms. */
     uint64_t (*now)(void *arg);
     void *now_arg;
+    /* Tests: every choice made through an index (the rank index, the hungry lists) is also
+     * made by a walk over every peer of the task, and a difference aborts. */
+    bool check_indexes;
 };
 
 /* Creates the scheduler; cfg and sink are copied. Never NULL. */

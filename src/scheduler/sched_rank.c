@@ -48,11 +48,10 @@ static double peer_progress(const dmf_scheduler_peer_t *p)
     return (double)held / (held + 16.0);
 }
 
-double dmf_sched_score(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *child,
-                       const dmf_scheduler_peer_t *c)
+/* The candidate's upload capacity term, in [0, 1]. */
+static double candidate_capacity(bool mesh, const dmf_scheduler_peer_t *c)
 {
     const struct dmf_sched_host *h = c->host;
-    const struct dmf_sched_host *me = child->host;
     double free_upload = 0.5;
     if (h->upload_capacity > 0)
         free_upload = h->upload_rate >= h->upload_capacity
@@ -62,8 +61,17 @@ double dmf_sched_score(const struct dmf_sched_view *v, const dmf_scheduler_peer_
     /* Mesh: the children the scheduler already gave this peer are its upload's future load
      * (host announces lag by seconds; a burst of registrations would otherwise all pick the
      * same few parents and leave the other uplinks idle). */
-    if (v->mesh)
+    if (mesh)
         capacity = 0.5 * capacity + 0.5 / (1.0 + c->nchildren);
+    return capacity;
+}
+
+double dmf_sched_score(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *child,
+                       const dmf_scheduler_peer_t *c)
+{
+    const struct dmf_sched_host *h = c->host;
+    const struct dmf_sched_host *me = child->host;
+    double capacity = candidate_capacity(v->mesh, c);
     double idc = *me->idc && strcmp(me->idc, h->idc) == 0 ? 1.0 : 0.0;
     double locality = 0.5 * idc + 0.5 * dmf_sched_location_affinity(me->location, h->location);
     double health = 1.0 / (1.0 + dmf_sched_host_unreachable(h, v->now));
@@ -123,17 +131,42 @@ static void rank_insert(struct dmf_sched_ranked *best, size_t *n, size_t limit,
     best[i] = r;
 }
 
+double dmf_sched_rank_key(bool mesh, const dmf_scheduler_peer_t *c)
+{
+    if (!peer_can_serve(c))
+        return -1.0;
+    /* The score with full health (recent reports only lower it, and wear off with time
+     * alone) and no locality. */
+    return 0.3 * candidate_capacity(mesh, c) + 0.3 * peer_progress(c) + 0.2;
+}
+
+double dmf_sched_locality_bound(const dmf_scheduler_peer_t *child)
+{
+    const struct dmf_sched_host *me = child->host;
+    return 0.2 * (0.5 * (*me->idc != '\0') + 0.5 * (*me->location != '\0'));
+}
+
+/* Whether c may be offered to p at all (before any score). */
+static bool may_offer(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
+                      const dmf_scheduler_peer_t *c)
+{
+    return c->mark != v->epoch && peer_can_serve(c) &&
+           !dmf_sched_host_excluded(c->host, v->bad_parent_threshold) &&
+           !dmf_sched_host_stalling(c->host, v->now, v->unreachable_threshold) &&
+           !dmf_sched_peer_blocked(p, c->host->id);
+}
+
 /* Not p's descendants (the caller marked them: the graph stays a DAG), not parents it
  * already uses. Seeds are parents of last resort: one is added only while p would have
  * fewer than SEED_FALLBACK_BELOW normal parents, so the seed's upload goes to the peers
- * that have nobody else. */
-size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
-                                 struct dmf_sched_ranked *best, size_t limit)
+ * that have nobody else. best[0..n) holds the normal picks and seed the best seed (nseed
+ * of them, 0 or 1). */
+static size_t add_seed(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
+                       struct dmf_sched_ranked *best, size_t n, size_t limit,
+                       const struct dmf_sched_ranked *seed, size_t nseed)
 {
-    size_t n = 0, nseed = 0, normal_in_use = 0;
+    size_t normal_in_use = 0;
     bool seed_in_use = false;
-    struct dmf_sched_ranked seed;
-    dmf_scheduler_peer_t *c;
     struct dmf_sched_edge *e;
     LIST_FOREACH(e, &p->parents, in_child)
     {
@@ -142,19 +175,6 @@ size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_sched
         else
             normal_in_use++;
     }
-    TAILQ_FOREACH(c, &p->task->peers, in_task)
-    {
-        if (c->mark == v->epoch || !peer_can_serve(c) ||
-            dmf_sched_host_excluded(c->host, v->bad_parent_threshold) ||
-            dmf_sched_host_stalling(c->host, v->now, v->unreachable_threshold) ||
-            dmf_sched_peer_blocked(p, c->host->id))
-            continue;
-        struct dmf_sched_ranked r = {c, dmf_sched_score(v, p, c), tiebreak(v, p, c)};
-        if (dmf_sched_host_is_seed(c->host))
-            rank_insert(&seed, &nseed, 1, r);
-        else
-            rank_insert(best, &n, limit, r);
-    }
     if (v->mesh && nseed && !seed_in_use) {
         /* Mesh: every peer has the seed among its parents. The daemon asks a seed only
          * for pieces no peer among its parents holds, and the seed serves each piece once before
@@ -162,11 +182,82 @@ size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_sched
          * them (a peer whose own uplink is full receives slowly: its ACKs queue). */
         if (n == limit)
             n--;
-        best[n++] = seed;
+        best[n++] = *seed;
     } else if (nseed && !seed_in_use && n < limit && normal_in_use + n < SEED_FALLBACK_BELOW) {
-        best[n++] = seed;
+        best[n++] = *seed;
     }
     return n;
+}
+
+size_t dmf_sched_pick_candidates_scan(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
+                                      struct dmf_sched_ranked *best, size_t limit)
+{
+    size_t n = 0, nseed = 0;
+    struct dmf_sched_ranked seed;
+    dmf_scheduler_peer_t *c;
+    TAILQ_FOREACH(c, &p->task->peers, in_task)
+    {
+        if (!may_offer(v, p, c))
+            continue;
+        struct dmf_sched_ranked r = {c, dmf_sched_score(v, p, c), tiebreak(v, p, c)};
+        if (dmf_sched_host_is_seed(c->host))
+            rank_insert(&seed, &nseed, 1, r);
+        else
+            rank_insert(best, &n, limit, r);
+    }
+    return add_seed(v, p, best, n, limit, &seed, nseed);
+}
+
+/* Slack for the rounding of two sums of the same terms in another order. */
+#define KEY_SLACK 1e-9
+/* Peers that can at best tie with the last pick examined for the tiebreak (see below). */
+#define TIES_MAX 64
+
+/* The index holds every peer that can serve, with a key no lower than its score for any
+ * child less that child's locality bound. Walked best key first, once limit picks are
+ * made, a peer whose key plus the bound is below the last pick cannot rank before it, and
+ * neither can any peer after it. Peers whose scores tie exactly are many in a big task
+ * (equal upload figures and children), and the tiebreak (a hash of both peers in a mesh,
+ * the peer id in a DAG) could only be honoured by scoring all of them: the walk examines
+ * TIES_MAX of them and stops. So the picks' scores are always the scan's; the peers differ
+ * from the scan's only among candidates of exactly the last pick's score, when more than
+ * TIES_MAX of them can serve. Seeds are skipped there and taken from the seed list (a
+ * handful of hosts), so that the best seed is found however low its key. */
+size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
+                                 struct dmf_sched_ranked *best, size_t limit)
+{
+    size_t n = 0, nseed = 0;
+    struct dmf_sched_ranked seed;
+    const struct dmf_sched_task *t = p->task;
+    double bound = dmf_sched_locality_bound(p) + KEY_SLACK;
+    struct dmf_rank_walk w;
+    dmf_rank_walk_begin(&w, &t->rank);
+    dmf_scheduler_peer_t *c;
+    size_t ties = 0;
+    while (limit > 0 && (c = dmf_rank_walk_next(&w)) != NULL) {
+        if (n == limit && c->rank_key + bound < best[n - 1].score - KEY_SLACK)
+            break;
+        /* From here on a peer can at best tie with the last pick (keys only fall along
+         * the walk, the last pick's score only rises): after TIES_MAX such peers the
+         * rest are left, whose scores are no higher than the picks'. */
+        if (n == limit && c->rank_key + bound <= best[n - 1].score + KEY_SLACK && ++ties > TIES_MAX)
+            break;
+        if (dmf_sched_host_is_seed(c->host) || !may_offer(v, p, c))
+            continue;
+        struct dmf_sched_ranked r = {c, dmf_sched_score(v, p, c), tiebreak(v, p, c)};
+        rank_insert(best, &n, limit, r);
+    }
+    dmf_rank_walk_end(&w);
+    const struct dmf_sched_host *h;
+    LIST_FOREACH(h, v->seeds, seeds)
+    {
+        c = dmf_sched_peer_find(v->peers, t->id, h->id);
+        if (c == NULL || !may_offer(v, p, c))
+            continue;
+        struct dmf_sched_ranked r = {c, dmf_sched_score(v, p, c), tiebreak(v, p, c)};
+        rank_insert(&seed, &nseed, 1, r);
+    }
+    return add_seed(v, p, best, n, limit, &seed, nseed);
 }
 
 uint64_t dmf_sched_rendezvous(const char *task_id, const char *host_id)

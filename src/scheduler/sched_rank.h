@@ -40,11 +40,26 @@ double dmf_sched_location_affinity(const char *a, const char *b);
  * the task, locality and health (recent unreachable reports). */
 double dmf_sched_score(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *child,
                        const dmf_scheduler_peer_t *c);
+/* Candidate c's rank key: an upper bound of its score as a parent of any child, less the
+ * child's locality bonus (dmf_sched_locality_bound); -1 when c cannot serve. It reads c's
+ * state, held pieces and children, its task's layout and its host's upload figures:
+ * whoever changes one of them updates c in its task's rank index. */
+double dmf_sched_rank_key(bool mesh, const dmf_scheduler_peer_t *c);
+/* The most locality can add to a score for this child (its idc and location). */
+double dmf_sched_locality_bound(const dmf_scheduler_peer_t *child);
 /* Fills best[0..n) with p's best new parents, at most limit, best first; returns n. The
  * caller has marked with v->epoch the peers that may not be offered (p, its parents and,
- * under the DAG rule, its descendants). See SCHEDULER.md for the seed rule. */
+ * under the DAG rule, its descendants). See SCHEDULER.md for the seed rule. It walks the
+ * task's rank index best key first and stops once no later peer can beat the limit-th
+ * pick; seeds come from the seed list. The result is the scan's below, except among more
+ * than 64 candidates that tie exactly with the last pick: the picks' scores are the same,
+ * the tiebreak is applied to the first 64 of them met (sched_rank.c). */
 size_t dmf_sched_pick_candidates(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
                                  struct dmf_sched_ranked *best, size_t limit);
+/* The same choice by scoring every peer of the task: the reference for the index (tests,
+ * and dmf_scheduler_config.check_indexes). */
+size_t dmf_sched_pick_candidates_scan(const struct dmf_sched_view *v, const dmf_scheduler_peer_t *p,
+                                      struct dmf_sched_ranked *best, size_t limit);
 /* The rendezvous weight of a host for a task: the seed with the highest weight gets it. */
 uint64_t dmf_sched_rendezvous(const char *task_id, const char *host_id);
 /* The seed host (borrowed) that should fetch p's task: alive, not excluded, not blocked by

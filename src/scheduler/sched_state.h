@@ -1,6 +1,7 @@
 /* The scheduler's in-memory state, shared by its own modules: hosts, tasks, peers and the
  * edges of the parent graph. sched.c owns and changes it (the tables, the lists, every
- * allocation and free); sched_rank.c only reads it to score and pick parents.
+ * allocation and free); rank_index.c keeps the heap of a task's rank index (and each
+ * peer's rank_at) for it; sched_rank.c only reads it to score and pick parents.
  *
  * Private to src/scheduler/ (and its unit tests): service.c and everything else use the
  * public contract in sched.h, where dmf_scheduler_peer_t stays opaque. */
@@ -16,11 +17,17 @@
 #include "common/pieces.h"
 #include "common/taskid.h"
 #include "common/util.h"
+#include "scheduler/rank_index.h"
 #include "scheduler/sched.h"
 #include "scheduler/strmap.h"
 
 #define DMF_SCHED_UNREACHABLE_RING 8  /* distinct recent unreachable reporters per host */
 #define DMF_SCHED_BLOCKED_MAX      16 /* parent hosts a peer asked not to be offered again */
+
+/* struct dmf_scheduler_peer.room */
+#define DMF_SCHED_ROOM_NONE   0
+#define DMF_SCHED_ROOM_HUNGRY 1 /* fewer parents than the candidate limit */
+#define DMF_SCHED_ROOM_ROOMY  2 /* fewer than twice that */
 
 /* The peer table's key: task id then host id. */
 #define DMF_SCHED_PEER_KEY_LEN (DMF_TASK_ID_LEN + DMF_SCHED_ID_MAX + 1)
@@ -123,6 +130,12 @@ struct dmf_sched_task {
     bool seed_failed; /* a seed trigger failed: ask none again for this task */
     size_t npeers;
     TAILQ_HEAD(, dmf_scheduler_peer) peers;
+    dmf_strmap_t by_peer_id;    /* peer id -> peer (the key is the peer's peer_id) */
+    struct dmf_rank_index rank; /* the peers that can serve, by rank key (rank_index.h) */
+    /* Attached RUNNING peers with fewer parents than the candidate limit (hungry), and
+     * with fewer than twice the limit (roomy, the others): the ones a new peer and a
+     * finished one are offered to in a mesh. */
+    TAILQ_HEAD(dmf_sched_room_list, dmf_scheduler_peer) hungry, roomy;
     TAILQ_ENTRY(dmf_sched_task) link;
 };
 
@@ -163,6 +176,10 @@ struct dmf_scheduler_peer {
     LIST_HEAD(, dmf_sched_edge) children;
     TAILQ_ENTRY(dmf_scheduler_peer) in_task;
     LIST_ENTRY(dmf_scheduler_peer) in_host;
+    uint32_t rank_at; /* its place in the task's rank index + 1; 0 = not in it */
+    double rank_key;  /* its key there (dmf_sched_rank_key when it was last updated) */
+    uint8_t room;     /* DMF_SCHED_ROOM_*: on which of its task's lists of peers with room */
+    TAILQ_ENTRY(dmf_scheduler_peer) in_room;
     /* SUCCEEDED with no stream: on the scheduler's idle list since idle_since, and
      * removed peer_ttl_ms later unless a stream takes it again. */
     bool idle;

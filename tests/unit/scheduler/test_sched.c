@@ -173,6 +173,7 @@ static dmf_scheduler_t *new_sched_cfg(struct dmf_scheduler_config cfg)
     triggers_allowed = true;
     sized_calls = 0;
     cfg.now = test_now;
+    cfg.check_indexes = true; /* every pick is checked against the full scan */
     return dmf_scheduler_new(&cfg, &sink, NULL);
 }
 
@@ -1784,6 +1785,71 @@ static void test_tables_are_capped(void **state)
     dmf_scheduler_free(s);
 }
 
+/* ------------------------------------------------------------ indexes */
+
+static uint32_t rnd_state = 4242;
+
+static uint32_t rnd(uint32_t n)
+{
+    rnd_state = rnd_state * 1103515245u + 12345u;
+    return (rnd_state >> 8) % n;
+}
+
+/* Random registers, progress, finishes, closed streams, announces with new upload figures
+ * and candidate limits on one task, under both graph rules: with check_indexes on, every
+ * pick through the rank index is compared with the full scan and every offer walks lists
+ * checked against the peers (a difference aborts). */
+static void test_indexes_agree_with_scans_on_random_runs(void **state)
+{
+    static const char *const hids[] = {"h0",  "h1",  "h2",  "h3",  "h4",  "h5",  "h6",  "h7",
+                                       "h8",  "h9",  "h10", "h11", "h12", "h13", "h14", "h15",
+                                       "h16", "h17", "h18", "h19", "h20", "h21", "h22", "h23"};
+    static const char *const pids[] = {"q0",  "q1",  "q2",  "q3",  "q4",  "q5",  "q6",  "q7",
+                                       "q8",  "q9",  "q10", "q11", "q12", "q13", "q14", "q15",
+                                       "q16", "q17", "q18", "q19", "q20", "q21", "q22", "q23"};
+    static const char *const idcs[] = {"", "dc1", "dc2"};
+    static const char *const locs[] = {"", "eu|fr", "eu|de", "eu|fr|par"};
+    enum { N = 24 };
+    char err[256];
+    for (int run = 0; run < 40; run++) {
+        dmf_scheduler_t *s = new_sched_cfg((struct dmf_scheduler_config){
+            .candidate_limit = 2 + rnd(3), .mesh = run % 2 == 0, .peer_ttl_set = true});
+        dmf_scheduler_peer_t *peers[N] = {0};
+        for (int i = 0; i < N; i++)
+            host_full(s, hids[i], DMF_SCHED_HOST_NORMAL, idcs[rnd(3)], locs[rnd(4)], 100, rnd(100),
+                      rnd(3));
+        for (int op = 0; op < 400; op++) {
+            nevs = 0;
+            clock_ms += rnd(50);
+            int i = (int)rnd(N);
+            dmf_scheduler_peer_t *p = peers[i];
+            uint32_t what = rnd(10);
+            if (p == NULL || what == 0) {
+                peers[i] = reg(s, T1, hids[i], pids[i]);
+            } else if (what <= 4) {
+                uint32_t from = rnd(10);
+                progress(s, p, from, from + rnd(10 - from + 1));
+            } else if (what == 5) {
+                assert_int_equal(dmf_scheduler_finished(s, p, 10 * MIB, 10, err, sizeof(err)), 0);
+            } else if (what == 6) {
+                dmf_scheduler_stream_closed(s, p);
+                peers[i] = NULL; /* gone, or idle until it registers again */
+            } else if (what == 7) {
+                host_full(s, hids[i], DMF_SCHED_HOST_NORMAL, idcs[rnd(3)], locs[rnd(4)],
+                          rnd(4) ? 100 : 0, rnd(120), rnd(3));
+            } else if (what == 8) {
+                dmf_scheduler_set_candidate_limit(s, 1 + rnd(4));
+            } else {
+                int j = (int)rnd(N);
+                if (peers[j] != NULL && j != i)
+                    dmf_scheduler_parent_failure(s, p, pids[j], hids[j], DMF_PARENT_UNREACHABLE,
+                                                 err, sizeof(err));
+            }
+        }
+        dmf_scheduler_free(s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1797,6 +1863,7 @@ int main(void)
         cmocka_unit_test(test_mesh_offers_new_peers_to_earlier_ones),
         cmocka_unit_test(test_dag_never_offers_a_descendant),
         cmocka_unit_test(test_mesh_offers_a_finished_peer_to_running_ones),
+        cmocka_unit_test(test_indexes_agree_with_scans_on_random_runs),
         cmocka_unit_test(test_back_to_source_without_seed),
         cmocka_unit_test(test_seed_triggered_when_nobody_has_the_task),
         cmocka_unit_test(test_seed_trigger_failure_reschedules_children),

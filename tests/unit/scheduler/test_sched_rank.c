@@ -38,6 +38,7 @@ static struct {
 static void world(bool mesh)
 {
     dmf_strmap_free(&w.table);
+    dmf_rank_index_free(&w.task.rank);
     for (size_t i = 0; i < w.npeers; i++)
         dmf_bitmap_free(&w.peers[i].held);
     memset(&w, 0, sizeof(w));
@@ -133,11 +134,26 @@ static double score(const dmf_scheduler_peer_t *c, const dmf_scheduler_peer_t *c
     return dmf_sched_score(&w.view, c, candidate);
 }
 
+/* The tests change peers by hand: the rank index is brought up to date before a pick. */
+static void index_all(void)
+{
+    dmf_scheduler_peer_t *c;
+    TAILQ_FOREACH(c, &w.task.peers, in_task)
+    {
+        dmf_rank_index_update(&w.task.rank, c, dmf_sched_rank_key(w.view.mesh, c));
+    }
+}
+
 /* Picks for p (at most limit) and checks the peer ids, best first. */
 static void assert_pick(dmf_scheduler_peer_t *p, size_t limit, size_t n, const char *const *want)
 {
-    struct dmf_sched_ranked best[DMF_SCHED_CANDIDATES_MAX];
+    struct dmf_sched_ranked best[DMF_SCHED_CANDIDATES_MAX], scan[DMF_SCHED_CANDIDATES_MAX];
+    index_all();
     size_t got = dmf_sched_pick_candidates(&w.view, p, best, limit);
+    size_t nscan = dmf_sched_pick_candidates_scan(&w.view, p, scan, limit);
+    assert_int_equal(got, nscan);
+    for (size_t i = 0; i < got; i++)
+        assert_ptr_equal(best[i].peer, scan[i].peer);
     char list[512] = "";
     for (size_t i = 0; i < got; i++)
         snprintf(list + strlen(list), sizeof(list) - strlen(list), " %s", best[i].peer->peer_id);
@@ -394,6 +410,7 @@ static void mesh_order(const char *child_id, const char *const *order, char out[
     for (size_t i = 0; i < 4; i++)
         peer(order[i], host(hids[i]), DMF_PEER_SUCCEEDED, 0);
     struct dmf_sched_ranked best[4];
+    index_all();
     assert_int_equal(dmf_sched_pick_candidates(&w.view, me, best, 4), 4);
     for (size_t i = 0; i < 4; i++)
         out[i] = best[i].peer->peer_id[1];
@@ -531,6 +548,221 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ------------------------------------------------------------ the rank index */
+
+static uint32_t rnd_state = 12345;
+
+static uint32_t rnd(uint32_t n)
+{
+    rnd_state = rnd_state * 1103515245u + 12345u;
+    return (rnd_state >> 8) % n;
+}
+
+static const char *const rnd_idcs[] = {"", "", "dc1", "dc2"};
+static const char *const rnd_locations[] = {"", "eu|fr", "eu|fr|par", "eu|de", "us"};
+static const char *const rnd_hids[] = {"h0", "h1", "h2",  "h3",  "h4",  "h5",  "h6",  "h7",
+                                       "h8", "h9", "h10", "h11", "h12", "h13", "h14", "h15"};
+static const char *const rnd_pids[] = {"p0",  "p1",  "p2",  "p3",  "p4",  "p5",  "p6",  "p7",
+                                       "p8",  "p9",  "p10", "p11", "p12", "p13", "p14", "p15",
+                                       "p16", "p17", "p18", "p19", "p20", "p21", "p22", "p23"};
+
+/* Random figures for a host: upload, load, locality, health, exclusion. */
+static void rnd_host(struct dmf_sched_host *h)
+{
+    h->upload_capacity = rnd(3) ? 100 : 0;
+    h->upload_rate = rnd(120);
+    h->active_uploads = rnd(4);
+    h->idc = (char *)rnd_idcs[rnd(4)];
+    h->location = (char *)rnd_locations[rnd(5)];
+    h->bad_reports = rnd(8) == 0 ? 2 : 0;
+    memset(h->unreachable, 0, sizeof(h->unreachable));
+    for (uint32_t i = rnd(4) == 0 ? rnd(3) : 0; i > 0; i--)
+        h->unreachable[i] = (struct dmf_sched_unreachable){i, NOW - 1000};
+}
+
+/* Random state, progress and load for a peer. Equal figures are frequent (few values), so
+ * the tiebreaks are exercised too. */
+static void rnd_peer(dmf_scheduler_peer_t *p)
+{
+    static const enum dmf_scheduler_peer_state states[] = {
+        DMF_PEER_PENDING,        DMF_PEER_RUNNING,   DMF_PEER_RUNNING,
+        DMF_PEER_BACK_TO_SOURCE, DMF_PEER_SUCCEEDED, DMF_PEER_FAILED};
+    p->state = states[rnd(6)];
+    p->placeholder = rnd(10) == 0;
+    p->held_base = rnd(11);
+    p->nchildren = rnd(4);
+    p->mark = rnd(6) == 0 ? EPOCH : 0;
+}
+
+/* On random worlds, and after random changes each followed by an index update of the
+ * peers changed (as sched.c does), the index's pick is the scan's, for every child and
+ * limit. */
+static void test_rank_index_picks_as_the_scan(void **state)
+{
+    for (int round = 0; round < 400; round++) {
+        world(round % 2 == 0);
+        w.view.unreachable_threshold = rnd(2) ? 2 : 0;
+        size_t nh = 2 + rnd(15), np = 1 + rnd(24);
+        for (size_t i = 0; i < nh; i++) {
+            struct dmf_sched_host *h = rnd(6) == 0 ? seed_host(rnd_hids[i]) : host(rnd_hids[i]);
+            rnd_host(h);
+        }
+        /* One peer per host and task, as the peer table wants: np peers on np of the hosts
+         * at most. */
+        np = np < nh ? np : nh;
+        for (size_t i = 0; i < np; i++)
+            rnd_peer(peer(rnd_pids[i], &w.hosts[i], DMF_PEER_PENDING, 0));
+        for (size_t i = 0; i < np; i++)
+            dmf_rank_index_update(&w.task.rank, &w.peers[i],
+                                  dmf_sched_rank_key(w.view.mesh, &w.peers[i]));
+        for (int change = 0; change < 6; change++) {
+            for (size_t c = 0; c < np; c++) {
+                dmf_scheduler_peer_t *me = &w.peers[c];
+                uint64_t mark = me->mark;
+                me->mark = EPOCH; /* a peer is not its own candidate */
+                me->nblocked = 0;
+                if (rnd(4) == 0)
+                    me->blocked[me->nblocked++] = (char *)rnd_hids[rnd(nh)];
+                for (size_t limit = 1; limit <= 8; limit++) {
+                    struct dmf_sched_ranked a[DMF_SCHED_CANDIDATES_MAX],
+                        b[DMF_SCHED_CANDIDATES_MAX];
+                    size_t na = dmf_sched_pick_candidates(&w.view, me, a, limit);
+                    size_t nb = dmf_sched_pick_candidates_scan(&w.view, me, b, limit);
+                    assert_int_equal(na, nb);
+                    for (size_t i = 0; i < na; i++)
+                        assert_ptr_equal(a[i].peer, b[i].peer);
+                }
+                me->mark = mark;
+                me->nblocked = 0;
+            }
+            /* Change a few peers and hosts; update the index for the peers concerned. */
+            for (int k = rnd(4); k >= 0; k--) {
+                dmf_scheduler_peer_t *q = &w.peers[rnd(np)];
+                if (rnd(2))
+                    rnd_peer(q);
+                else
+                    rnd_host(q->host);
+                dmf_rank_index_update(&w.task.rank, q, dmf_sched_rank_key(w.view.mesh, q));
+            }
+        }
+    }
+}
+
+/* The walk visits every peer in the index once, in descending key order, through
+ * inserts, key changes and removals (more than its inline frontier holds). */
+static void test_rank_walk_is_in_key_order(void **state)
+{
+    enum { N = 600 };
+    static dmf_scheduler_peer_t ps[N];
+    struct dmf_rank_index ix;
+    dmf_rank_index_init(&ix);
+    memset(ps, 0, sizeof(ps));
+    for (int round = 0; round < 20; round++) {
+        for (int k = 0; k < 400; k++) {
+            dmf_scheduler_peer_t *q = &ps[rnd(N)];
+            double key = rnd(5) == 0 ? -1.0 : (double)rnd(50) / 50.0;
+            dmf_rank_index_update(&ix, q, key);
+        }
+        size_t in = 0;
+        for (int i = 0; i < N; i++)
+            in += ps[i].rank_at != 0;
+        assert_int_equal(ix.n, in);
+        struct dmf_rank_walk wk;
+        dmf_rank_walk_begin(&wk, &ix);
+        size_t seen = 0;
+        double last = 2.0;
+        dmf_scheduler_peer_t *q;
+        while ((q = dmf_rank_walk_next(&wk)) != NULL) {
+            assert_true(q->rank_at != 0);
+            assert_true(q->rank_key <= last);
+            last = q->rank_key;
+            seen++;
+        }
+        dmf_rank_walk_end(&wk);
+        assert_int_equal(seen, in);
+    }
+    dmf_rank_index_free(&ix);
+}
+
+/* A big task whose peers' figures take few values, so that scores tie in large groups:
+ * the index's picks have the scan's scores (the peers may differ only among those that tie
+ * exactly with the last pick), and it scores far fewer peers. */
+static void test_rank_index_on_a_big_task_with_ties(void **state)
+{
+    enum { NP = 2000 };
+    static struct dmf_sched_host hs[NP];
+    static dmf_scheduler_peer_t ps[NP];
+    static char ids[NP][16];
+    struct dmf_sched_task t;
+    memset(&t, 0, sizeof(t));
+    memcpy(t.id, T1, sizeof(t.id));
+    t.content_length = 10 << 20;
+    t.piece_length = 1 << 20;
+    t.total_pieces = 10;
+    TAILQ_INIT(&t.peers);
+    struct dmf_sched_host_list seeds;
+    LIST_INIT(&seeds);
+    dmf_strmap_t table;
+    dmf_strmap_init(&table);
+    memset(hs, 0, sizeof(hs));
+    memset(ps, 0, sizeof(ps));
+    for (int round = 0; round < 2; round++) {
+        bool mesh = round == 0;
+        struct dmf_sched_view v = {.now = NOW,
+                                   .mesh = mesh,
+                                   .bad_parent_threshold = 2,
+                                   .host_timeout_ms = 10000,
+                                   .epoch = EPOCH,
+                                   .seeds = &seeds,
+                                   .peers = &table};
+        for (int i = 0; i < NP; i++) {
+            snprintf(ids[i], sizeof(ids[i]), "p%d", i);
+            struct dmf_sched_host *h = &hs[i];
+            h->id = ids[i];
+            h->idc = (char *)"";
+            h->location = (char *)(i % 3 ? "" : "eu|fr");
+            h->upload_capacity = 100;
+            h->upload_rate = (uint64_t)(i % 7) * 10;
+            LIST_INIT(&h->peers);
+            dmf_scheduler_peer_t *p = &ps[i];
+            snprintf(p->key, sizeof(p->key), "%.64s%.15s", t.id, h->id);
+            p->peer_id = ids[i];
+            p->task = &t;
+            p->host = h;
+            p->state = i % 5 ? DMF_PEER_RUNNING : DMF_PEER_SUCCEEDED;
+            p->held_base = (uint32_t)(i % 3);
+            p->nchildren = (uint32_t)(i % 4);
+            dmf_bitmap_init(&p->held);
+            LIST_INIT(&p->parents);
+            LIST_INIT(&p->children);
+            if (round == 0) {
+                TAILQ_INSERT_TAIL(&t.peers, p, in_task);
+                t.npeers++;
+                dmf_strmap_put(&table, p->key, p);
+            }
+            dmf_rank_index_update(&t.rank, p, dmf_sched_rank_key(mesh, p));
+        }
+        for (int c = 0; c < NP; c += 97) {
+            dmf_scheduler_peer_t *me = &ps[c];
+            me->mark = EPOCH;
+            for (size_t limit = 1; limit <= DMF_SCHED_CANDIDATES_MAX; limit *= 2) {
+                struct dmf_sched_ranked a[DMF_SCHED_CANDIDATES_MAX], b[DMF_SCHED_CANDIDATES_MAX];
+                size_t na = dmf_sched_pick_candidates(&v, me, a, limit);
+                size_t nb = dmf_sched_pick_candidates_scan(&v, me, b, limit);
+                assert_int_equal(na, nb);
+                for (size_t i = 0; i < na; i++) {
+                    assert_true(a[i].peer == b[i].peer ||
+                                (a[i].score - b[i].score < 1e-9 && b[i].score - a[i].score < 1e-9));
+                    assert_true(a[i].peer != me);
+                }
+            }
+            me->mark = 0;
+        }
+    }
+    dmf_rank_index_free(&t.rank);
+    dmf_strmap_free(&table);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +782,9 @@ int main(void)
         cmocka_unit_test_teardown(test_seed_in_every_mesh_peer, teardown),
         cmocka_unit_test_teardown(test_seed_by_rendezvous_is_stable, teardown),
         cmocka_unit_test_teardown(test_seed_choice_skips_unusable_seeds, teardown),
+        cmocka_unit_test_teardown(test_rank_index_picks_as_the_scan, teardown),
+        cmocka_unit_test(test_rank_walk_is_in_key_order),
+        cmocka_unit_test(test_rank_index_on_a_big_task_with_ties),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
