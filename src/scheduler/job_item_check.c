@@ -124,11 +124,19 @@ bool dmf_job_item_may_run(const struct dmf_tls_identity *caller)
     return caller == NULL || caller->role == DMF_TLS_ROLE_MANAGER;
 }
 
+/* Two ways of naming a target agree where both name it (the manager learns a seed's host
+ * ID from the first answer and sends it when it asks again). */
+static bool both_or_any(const char *a, const char *b)
+{
+    return !a || !b || !a[0] || !b[0] || strcmp(a, b) == 0;
+}
+
 bool dmf_job_item_same(const Damselfly__V1__RunJobItemRequest *a,
                        const Damselfly__V1__RunJobItemRequest *b)
 {
-    return a->kind == b->kind && strcmp(or_empty(a->host_id), or_empty(b->host_id)) == 0 &&
-           strcmp(or_empty(a->ip), or_empty(b->ip)) == 0 && a->rpc_port == b->rpc_port &&
+    bool ip_both = a->ip && a->ip[0] && b->ip && b->ip[0];
+    return a->kind == b->kind && both_or_any(a->host_id, b->host_id) &&
+           (!ip_both || (strcmp(a->ip, b->ip) == 0 && a->rpc_port == b->rpc_port)) &&
            strcmp(or_empty(a->url), or_empty(b->url)) == 0 &&
            strcmp(or_empty(a->task_id), or_empty(b->task_id)) == 0;
 }

@@ -33,8 +33,9 @@ bool dmf_job_item_targets(const Damselfly__V1__RunJobItemRequest *req, const cha
  * certificate. */
 bool dmf_job_item_may_run(const struct dmf_tls_identity *caller);
 
-/* Do a and b describe the same work (kind, target, URL or task)? A second call with an
- * item_id already in use must: else it is refused rather than attached. */
+/* Do a and b describe the same work (kind, URL or task, and a target that agrees: host
+ * IDs where both give one, addresses where both give one)? A second call with an item_id
+ * already in use must: else it is refused rather than attached. */
 bool dmf_job_item_same(const Damselfly__V1__RunJobItemRequest *a,
                        const Damselfly__V1__RunJobItemRequest *b);
 

@@ -145,6 +145,12 @@ static void test_same_compares_the_work(void **state)
     b = preheat();
     b.kind = DAMSELFLY__V1__JOB_ITEM_KIND__JOB_ITEM_DELETE;
     assert_false(dmf_job_item_same(&a, &b));
+    /* Asked again with the host ID the first answer named: the same item. */
+    b = preheat();
+    b.host_id = "seed";
+    assert_true(dmf_job_item_same(&a, &b));
+    a.host_id = "other";
+    assert_false(dmf_job_item_same(&a, &b));
 }
 
 int main(void)
