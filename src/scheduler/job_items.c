@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/tls_expect.h"
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
@@ -20,6 +21,22 @@
 #include "scheduler/sched_state.h"
 
 #define METHOD "/damselfly.v1.Scheduler/RunJobItem"
+
+static DMF_METRIC_COUNTER(m_started, "damselfly_scheduler_job_items_total", "event=\"started\"",
+                          "Manager job items: started on a host, attached to one already "
+                          "running or finished, succeeded, failed.");
+static DMF_METRIC_COUNTER(m_attached, "damselfly_scheduler_job_items_total", "event=\"attached\"",
+                          "Manager job items: started on a host, attached to one already "
+                          "running or finished, succeeded, failed.");
+static DMF_METRIC_COUNTER(m_succeeded, "damselfly_scheduler_job_items_total", "event=\"succeeded\"",
+                          "Manager job items: started on a host, attached to one already "
+                          "running or finished, succeeded, failed.");
+static DMF_METRIC_COUNTER(m_failed, "damselfly_scheduler_job_items_total", "event=\"failed\"",
+                          "Manager job items: started on a host, attached to one already "
+                          "running or finished, succeeded, failed.");
+static DMF_METRIC_COUNTER(m_refused, "damselfly_scheduler_job_items_refused_total", NULL,
+                          "RunJobItem calls refused (not a manager certificate, malformed, "
+                          "unknown host, busy).");
 
 enum item_state { ITEM_RUNNING, ITEM_SUCCEEDED, ITEM_FAILED };
 static const char *const state_names[] = {"running", "succeeded", "failed"};
@@ -76,6 +93,8 @@ static void watcher_finish(struct watcher *w, grpc_status_code st, const char *d
 {
     if (w->finished)
         return;
+    if (st != GRPC_STATUS_OK && w->it == NULL)
+        dmf_metric_add(&m_refused, 1);
     w->finished = true;
     dmf_rpc_call_finish(w->call, st, details);
 }
@@ -168,6 +187,7 @@ static void item_over(struct item *it, bool ok, const char *reason)
     TAILQ_REMOVE(&j->running, it, link);
     j->nrunning--;
     item_set_state(it, ok ? ITEM_SUCCEEDED : ITEM_FAILED, reason);
+    dmf_metric_add(ok ? &m_succeeded : &m_failed, 1);
     it->done_at = dmf_now_ms();
     TAILQ_INSERT_TAIL(&j->done, it, link);
     j->ndone++;
@@ -308,6 +328,7 @@ static void call_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data
         }
         dmf_info("job item %s (%s on host %s): attached to the %s item", it->req->item_id,
                  kind_name(it), it->host_id, state_names[it->state]);
+        dmf_metric_add(&m_attached, 1);
         LIST_REMOVE(w, link);
         LIST_INSERT_HEAD(&it->watchers, w, link);
         w->it = it;
@@ -341,6 +362,7 @@ static void call_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data
     j->nrunning++;
     dmf_info("job item %s (%s on host %s at %s): started", req->item_id, kind_name(it), it->host_id,
              it->target);
+    dmf_metric_add(&m_started, 1);
     LIST_REMOVE(w, link);
     LIST_INSERT_HEAD(&it->watchers, w, link);
     w->it = it;
@@ -366,6 +388,7 @@ bool dmf_job_items_on_call(dmf_job_items_t *j, dmf_rpc_call_t *call, const char 
     if (!dmf_job_item_may_run(dmf_rpc_call_identity(call))) {
         dmf_warn("RunJobItem from %s refused: not a manager certificate",
                  dmf_rpc_call_identity(call)->host_id);
+        dmf_metric_add(&m_refused, 1);
         dmf_rpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED,
                             "only a manager certificate may run job items");
         dmf_rpc_call_release(call);
@@ -381,6 +404,9 @@ bool dmf_job_items_on_call(dmf_job_items_t *j, dmf_rpc_call_t *call, const char 
 
 dmf_job_items_t *dmf_job_items_new(dmf_rpc_t *rpc, dmf_scheduler_t *sched)
 {
+    struct dmf_metric *metrics[] = {&m_started, &m_attached, &m_succeeded, &m_failed, &m_refused};
+    for (size_t i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++)
+        dmf_metric_register(metrics[i]);
     dmf_job_items_t *j = dmf_xcalloc(1, sizeof(*j));
     j->rpc = rpc;
     j->sched = sched;

@@ -100,6 +100,10 @@ def test_tls_cluster_preheat_live_view_and_refusals(tmp_path, origin, need_binar
             list(pb.scheduler_pb2_grpc.SchedulerStub(ch).RunJobItem(req, timeout=scaled(5)))
         assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
     assert _item_log_count(s, "job item rogue/0") == 0
+    met = s.metrics()
+    assert met.value("damselfly_scheduler_job_items_refused_total") == 1  # the rogue's
+    assert met.value("damselfly_scheduler_job_items_total", event="started") == 1
+    assert met.value("damselfly_scheduler_job_items_total", event="succeeded") == 1
     # The manager's gRPC service: a peer certificate cannot register a scheduler.
     mpb, mgrpc = ms.manager_pb()
     comp = mpb.Component(type=mpb.COMPONENT_TYPE_SCHEDULER, hostname="evil", ip="127.0.0.1",
@@ -188,6 +192,9 @@ def test_manager_restart_mid_item_attaches_no_second_run(tmp_path, origin, need_
     # The scheduler started the item once; the resumed manager's call attached to it.
     assert _item_log_count(s, f"job item {item_id} (preheat on host seed at") == 1
     assert _item_log_count(s, f"job item {item_id} (preheat on host seed): attached") >= 1
+    met = s.metrics()
+    assert met.value("damselfly_scheduler_job_items_total", event="started") == 1
+    assert met.value("damselfly_scheduler_job_items_total", event="attached") >= 1
     assert f"job {job['id']}: running -> running (preheat, resumed)" in m2.log_text()
     # Nothing ran twice: the origin was asked for every byte range of the file once.
     ranges = [r.headers.get("range") for r in origin.requests_for("/r.bin")]
