@@ -7,12 +7,12 @@
  * work items are (URL, target host) pairs: resolved from the seed peers and hosts tables at
  * the first claim and stored in the job's result, so a resumed job redoes only what had not
  * succeeded. A preheat or delete item is handed to an active scheduler of the target's
- * cluster (Scheduler.RunJobItem, named "<job id>/<index>"), which calls the target's Daemon
- * service (DownloadTask, DeleteTask) with the cluster's identity and streams the result back;
- * a scheduler that is unreachable, dies mid-item or does not know the host is replaced by
- * the next active one of the cluster, and a resumed job asks the scheduler it had given the
- * item to first (which attaches the call to the running item). get_task items are StatTask
- * calls on every scheduler. */
+ * cluster (Scheduler.RunJobItem, named "<job id>.<created_at>/<index>"), which calls the target's
+ * Daemon service (DownloadTask, DeleteTask) with the cluster's identity and streams the result
+ * back; a scheduler that is unreachable, dies mid-item or does not know the host is replaced by the
+ * next active one of the cluster, and a resumed job asks the scheduler it had given the item to
+ * first (which attaches the call to the running item). get_task items are StatTask calls on every
+ * scheduler. */
 #include "manager/jobs.h"
 
 #include <errno.h>
@@ -75,6 +75,7 @@ struct item {
 struct run {
     struct dmf_manager_jobs *jobs;
     int64_t id;
+    int64_t created_at; /* with id, names the job's items at the schedulers */
     char type[16];
     json_t *args;
     struct item *items;
@@ -156,6 +157,7 @@ enum op_kind { OP_TICK, OP_SAVE, OP_FINISH, OP_TARGETS, OP_SCHEDULERS };
 
 struct claimed {
     int64_t id;
+    int64_t created_at;
     char *type;
     json_t *args;
     json_t *result;
@@ -207,7 +209,7 @@ static void op_tick(struct op *o)
                          " AND claimed_by <> $1) ORDER BY id LIMIT 1)"
                          " AND (state = 'pending' OR (state = 'running' AND"
                          " (claimed_at IS NULL OR claimed_at < $3)))"
-                         " RETURNING id, type, args, result",
+                         " RETURNING id, type, args, result, created_at",
                          cp, 3, &rows, e, sizeof(e)) != 0) {
             dmf_warn("jobs: claim: %s", e);
             json_decref(rows);
@@ -220,6 +222,7 @@ static void op_tick(struct op *o)
         }
         struct claimed *c = &o->claimed[o->nclaimed++];
         c->id = json_integer_value(json_object_get(row, "id"));
+        c->created_at = json_integer_value(json_object_get(row, "created_at"));
         c->type = dmf_xstrdup(json_string_value(json_object_get(row, "type")) ?: "");
         c->args = json_loads(json_string_value(json_object_get(row, "args")) ?: "{}", 0, NULL);
         c->result = json_loads(json_string_value(json_object_get(row, "result")) ?: "{}", 0, NULL);
@@ -643,8 +646,11 @@ static void item_start_on_scheduler(struct item *it)
     }
     it->state = ITEM_RUNNING;
     r->running++;
-    char item_id[48];
-    snprintf(item_id, sizeof(item_id), "%lld/%zu", (long long)r->id, (size_t)(it - r->items));
+    char item_id[72];
+    /* The job's creation time in the ID too: a scheduler that outlived another database's
+     * job of the same number does not take this item for that one. */
+    snprintf(item_id, sizeof(item_id), "%lld.%lld/%zu", (long long)r->id, (long long)r->created_at,
+             (size_t)(it - r->items));
     json_t *hd = json_object_get(r->args, "headers");
     size_t nh = json_object_size(hd), k = 0;
     Damselfly__V1__Header *hv = dmf_xcalloc(nh + 1, sizeof(*hv));
@@ -984,6 +990,7 @@ static void op_done(void *arg)
             struct run *nr = dmf_xcalloc(1, sizeof(*nr));
             nr->jobs = j;
             nr->id = c->id;
+            nr->created_at = c->created_at;
             snprintf(nr->type, sizeof(nr->type), "%s", c->type);
             nr->args = c->args ? c->args : json_object();
             json_int_t conc = json_integer_value(json_object_get(nr->args, "concurrency"));

@@ -41,6 +41,11 @@ def _wait_active(m, token, path, n):
                 20, f"{n} active in {path}")
 
 
+def _item_id(job, index=0):
+    """The ID the manager gives a job's item at the schedulers."""
+    return f"{job['id']}.{job['created_at']}/{index}"
+
+
 def _item_log_count(s, text):
     return s.proc.log_bytes().decode("utf-8", "replace").count(text)
 
@@ -69,7 +74,7 @@ def test_tls_cluster_preheat_live_view_and_refusals(tmp_path, origin, need_binar
     (item,) = j["result"]["items"]
     assert item["completed_length"] == size and item["scheduler"] == s.addr, item
     # The scheduler carried it to the seed over TLS; the seed holds the file.
-    assert _item_log_count(s, f"job item {job['id']}/0 (preheat on host seed") >= 1
+    assert _item_log_count(s, f"job item {_item_id(job)} (preheat on host seed") >= 1
     assert seed.download_bytes("origin") == size
     assert size <= origin.sent("/tls-pre.bin") <= size + 1
     for log in (m.proc.log_bytes(), s.proc.log_bytes(), seed.log_bytes()):
@@ -144,7 +149,7 @@ def test_scheduler_killed_mid_item_second_scheduler_finishes(tmp_path, origin, n
     origin.throttle = 2 * MiB
     job = m.ok("POST", "/api/v1/jobs", {"type": "preheat", "args": {
         "type": "file", "url": origin.url("/k.bin")}}, root)
-    item_id = f"{job['id']}/0"
+    item_id = _item_id(job)
     started = f"job item {item_id} (preheat on host seed at"
     ms.wait_for(lambda: origin.sent("/k.bin") > MiB, 30, "the seed fetching")
     carrier = ms.wait_for(lambda: next((s for s in (s1, s2)
@@ -188,7 +193,7 @@ def test_manager_restart_mid_item_attaches_no_second_run(tmp_path, origin, need_
     j = wait_job(m2, tok, job["id"], timeout=90)
     origin.throttle = 0
     assert j["state"] == "succeeded", j
-    item_id = f"{job['id']}/0"
+    item_id = _item_id(job)
     # The scheduler started the item once; the resumed manager's call attached to it.
     assert _item_log_count(s, f"job item {item_id} (preheat on host seed at") == 1
     assert _item_log_count(s, f"job item {item_id} (preheat on host seed): attached") >= 1
