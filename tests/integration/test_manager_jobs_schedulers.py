@@ -105,8 +105,24 @@ def test_tls_cluster_preheat_live_view_and_refusals(tmp_path, origin, need_binar
             list(pb.scheduler_pb2_grpc.SchedulerStub(ch).RunJobItem(req, timeout=scaled(5)))
         assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
     assert _item_log_count(s, "job item rogue/0") == 0
+    # With the manager's certificate: an unknown host is refused; the finished item asked
+    # again is answered from its result, attached, without a second run.
+    with _tls_channel(certs, s.addr, "mgr", "sched") as ch:
+        stub = pb.scheduler_pb2_grpc.SchedulerStub(ch)
+        unknown = pb.scheduler_pb2.RunJobItemRequest(item_id="x/0", ip="127.0.0.1", rpc_port=1,
+                                                     url=url)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.RunJobItem(unknown, timeout=scaled(5)))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value
+        again = pb.scheduler_pb2.RunJobItemRequest(item_id=_item_id(job), ip="127.0.0.1",
+                                                   rpc_port=seed.rpc_port, url=url)
+        answers = list(stub.RunJobItem(again, timeout=scaled(10)))
+        assert len(answers) == 1 and answers[0].attached and answers[0].done, answers
+        assert answers[0].succeeded and answers[0].host_id == "seed"
+        assert answers[0].completed_length == size
     met = s.metrics()
-    assert met.value("damselfly_scheduler_job_items_refused_total") == 1  # the rogue's
+    assert met.value("damselfly_scheduler_job_items_refused_total") == 2  # rogue, unknown
+    assert met.value("damselfly_scheduler_job_items_total", event="attached") == 1
     assert met.value("damselfly_scheduler_job_items_total", event="started") == 1
     assert met.value("damselfly_scheduler_job_items_total", event="succeeded") == 1
     # The manager's gRPC service: a peer certificate cannot register a scheduler.
