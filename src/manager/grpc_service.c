@@ -9,8 +9,8 @@
 #include <sys/queue.h>
 
 #include "common/log.h"
-#include "common/tls_identity.h"
 #include "common/metrics.h"
+#include "common/tls_identity.h"
 #include "common/util.h"
 #include "damselfly/v1/manager.pb-c.h"
 #include "manager/scope.h"

@@ -7,12 +7,12 @@
  * work items are (URL, target host) pairs: resolved from the seed peers and hosts tables at
  * the first claim and stored in the job's result, so a resumed job redoes only what had not
  * succeeded. A preheat or delete item is handed to an active scheduler of the target's
- * cluster (Scheduler.RunJobItem, named "<job id>.<created_at>/<index>"), which calls the target's
- * Daemon service (DownloadTask, DeleteTask) with the cluster's identity and streams the result
- * back; a scheduler that is unreachable, dies mid-item or does not know the host is replaced by the
- * next active one of the cluster, and a resumed job asks the scheduler it had given the item to
- * first (which attaches the call to the running item). get_task items are StatTask calls on every
- * scheduler. */
+ * cluster (Scheduler.RunJobItem, named "<job id>.<created_at>/<index>"), which calls the
+ * target's Daemon service (DownloadTask, DeleteTask) with the cluster's identity and
+ * streams the result back; a scheduler that is unreachable, dies mid-item or does not know
+ * the host is replaced by the next active one of the cluster, and a resumed job asks the
+ * scheduler it had given the item to first (which attaches the call to the running item).
+ * get_task items are StatTask calls on every scheduler. */
 #include "manager/jobs.h"
 
 #include <errno.h>
@@ -24,11 +24,10 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls_expect.h"
 #include "common/util.h"
 #include "damselfly/v1/common.pb-c.h"
-#include "damselfly/v1/daemon.pb-c.h"
 #include "damselfly/v1/scheduler.pb-c.h"
-#include "common/tls_expect.h"
 #include "manager/image.h"
 
 #define LEASE_S       5 /* a running job whose lease is older than this is claimed again */
