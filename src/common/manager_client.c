@@ -29,6 +29,15 @@ struct dmf_manager_keepalive {
 
 static void ka_connect(dmf_manager_keepalive_t *k);
 
+/* A channel to a manager: with this process's TLS on (--tls-*), mutual TLS, and only a
+ * server whose certificate's role is manager is accepted (the manager learns who is
+ * registering; nobody else hears the registration or hands out schedulers). */
+static dmf_rpc_channel_t *manager_channel(dmf_rpc_t *rpc, const char *target)
+{
+    struct dmf_tls_expect expect = {.role = DMF_TLS_ROLE_MANAGER, .host_id = NULL};
+    return dmf_rpc_channel_new_member(rpc, target, &expect);
+}
+
 static void ka_close(dmf_manager_keepalive_t *k)
 {
     if (k->call) {
@@ -104,7 +113,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 static void ka_connect(dmf_manager_keepalive_t *k)
 {
     k->answered = false;
-    k->ch = dmf_rpc_channel_new(k->rpc, k->managers.v[k->idx]);
+    k->ch = manager_channel(k->rpc, k->managers.v[k->idx]);
     k->call = dmf_rpc_call_start(k->ch, KEEPALIVE, 0, false);
     dmf_rpc_call_set_handler(k->call, &ka_handler, k);
     Damselfly__V1__KeepAliveRequest req = DAMSELFLY__V1__KEEP_ALIVE_REQUEST__INIT;
@@ -248,7 +257,7 @@ static const struct dmf_rpc_call_handler list_handler = {
 
 static void list_try(dmf_manager_list_t *l)
 {
-    l->ch = dmf_rpc_channel_new(l->rpc, l->managers.v[l->idx]);
+    l->ch = manager_channel(l->rpc, l->managers.v[l->idx]);
     l->call = dmf_rpc_call_start(l->ch, LIST, l->timeout_ms, false);
     dmf_rpc_call_set_handler(l->call, &list_handler, l);
     dmf_rpc_call_send(l->call, l->msg);

@@ -1373,7 +1373,9 @@ static void on_live(void *arg, grpc_status_code st, const char *details, const u
 static void live_ask(struct api_req *r)
 {
     Damselfly__V1__ListLiveRequest q = DAMSELFLY__V1__LIST_LIVE_REQUEST__INIT;
-    r->live_ch = dmf_rpc_channel_new(r->m->rpc, r->live_addr);
+    /* With --tls-*, only a server whose certificate is a scheduler's hears the request. */
+    struct dmf_tls_expect expect = {.role = DMF_TLS_ROLE_SCHEDULER, .host_id = NULL};
+    r->live_ch = dmf_rpc_channel_new_member(r->m->rpc, r->live_addr, &expect);
     dmf_rpc_unary(r->live_ch, "/damselfly.v1.SchedulerView/ListLive", &q.base, 5000, on_live, r);
 }
 

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/tls_identity.h"
 #include "common/util.h"
 #include "manager/api.h"
 #include "manager/grpc_service.h"
@@ -41,6 +42,7 @@ struct manager_opts {
     int64_t workers;
     char *log_level;
     char *config;
+    char *tls_cert, *tls_key, *tls_ca;
 };
 
 #define OPT(n, t, f, lo, hi, def, mv, h)                                                           \
@@ -69,6 +71,14 @@ static const struct dmf_option options[] = {
         "how often daemons ask again for their schedulers and dynamic config"),
     OPT("workers", DMF_OPT_INT, workers, 1, 64, "4", "N",
         "worker threads for database calls and password hashing"),
+    OPT("tls-cert", DMF_OPT_STRING, tls_cert, 0, 0, NULL, "FILE",
+        "PEM certificate of this manager (OU = manager), signed by --tls-ca: turns on mutual "
+        "TLS for the gRPC Manager service (callers must present a certificate signed by "
+        "--tls-ca) and for the manager's calls to schedulers (jobs, live view), which accept "
+        "only a scheduler's certificate; reread every 2 s. All three --tls-* or none"),
+    OPT("tls-key", DMF_OPT_STRING, tls_key, 0, 0, NULL, "FILE", "PEM private key of --tls-cert"),
+    OPT("tls-ca", DMF_OPT_STRING, tls_ca, 0, 0, NULL, "FILE",
+        "PEM CA bundle that signs the cluster's certificates"),
     OPT("log-level", DMF_OPT_STRING, log_level, 0, 0, "info", "LEVEL",
         "debug, info, warn or error"),
     OPT("config", DMF_OPT_STRING, config, 0, 0, NULL, "FILE",
@@ -176,6 +186,23 @@ static int run_manager(int argc, char **argv)
 
     m.base = dmf_rpc_event_base_new();
     m.rpc = dmf_rpc_new(m.base);
+    struct dmf_tls_files tls = {.cert = o.tls_cert, .key = o.tls_key, .ca = o.tls_ca};
+    if (dmf_rpc_tls_enable(m.rpc, &tls, err, sizeof(err)) != 0) {
+        fprintf(stderr, "damselfly manager: --tls-cert/--tls-key/--tls-ca: %s\n", err);
+        goto out;
+    }
+    const struct dmf_tls_identity *self = dmf_rpc_tls_identity(m.rpc);
+    if (self && self->role != DMF_TLS_ROLE_MANAGER) {
+        fprintf(stderr,
+                "damselfly manager: --tls-cert %s is a %s certificate (host %s): a manager "
+                "needs one whose OU is manager (scripts/make-certs.sh DIR host ID manager)\n",
+                o.tls_cert, dmf_tls_role_name(self->role), self->host_id);
+        goto out;
+    }
+    if (self)
+        dmf_info("mutual TLS on: this manager is %s by its certificate; callers must present a "
+                 "certificate signed by %s",
+                 self->host_id, o.tls_ca);
     m.wq = dmf_workq_new(m.base, (int)o.workers);
     http = evhttp_new(m.base);
     dmf_api_install(&m, http);

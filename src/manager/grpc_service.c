@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls_identity.h"
 #include "common/util.h"
 #include "damselfly/v1/manager.pb-c.h"
 #include "manager/scope.h"
@@ -450,8 +451,20 @@ static void keepalive_message(struct call *c, const uint8_t *data, size_t len)
             call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "register needs an ip and a port");
             return;
         }
+        /* With TLS, a scheduler registers only with a scheduler certificate and a seed peer
+         * only with a seed certificate: nobody else gets jobs or peers sent its way. */
+        const struct dmf_tls_identity *caller = dmf_rpc_call_identity(c->rpc_call);
+        bool seed = m->type == DAMSELFLY__V1__COMPONENT_TYPE__COMPONENT_TYPE_SEED_PEER;
+        if (caller && caller->role != (seed ? DMF_TLS_ROLE_SEED : DMF_TLS_ROLE_SCHEDULER)) {
+            free(j);
+            damselfly__v1__keep_alive_request__free_unpacked(req, NULL);
+            call_finish(c, GRPC_STATUS_PERMISSION_DENIED,
+                        seed ? "only a seed certificate may register a seed peer"
+                             : "only a scheduler certificate may register a scheduler");
+            return;
+        }
         c->registered = true;
-        c->seed = m->type == DAMSELFLY__V1__COMPONENT_TYPE__COMPONENT_TYPE_SEED_PEER;
+        c->seed = seed;
         snprintf(c->what, sizeof(c->what), "%s %s at %s:%u", c->seed ? "seed peer" : "scheduler",
                  m->hostname ? m->hostname : "", m->ip, m->port);
         j->kind = JOB_REGISTER;
@@ -503,6 +516,14 @@ static void list_message(struct call *c, const uint8_t *data, size_t len)
         damselfly__v1__list_schedulers_request__unpack(NULL, len, data);
     if (!req) {
         call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed ListSchedulersRequest");
+        return;
+    }
+    /* With TLS, a daemon lists itself (its host row) only under its certificate's ID. */
+    if (req->host_id && *req->host_id &&
+        !dmf_tls_may_act_for(dmf_rpc_call_identity(c->rpc_call), req->host_id)) {
+        damselfly__v1__list_schedulers_request__free_unpacked(req, NULL);
+        call_finish(c, GRPC_STATUS_PERMISSION_DENIED,
+                    "the host ID is not the one in the caller's certificate");
         return;
     }
     struct db_job *j = dmf_xcalloc(1, sizeof(*j));

@@ -6,8 +6,13 @@
  * out (their manager died) with an UPDATE that only one manager can win. A claimed job's
  * work items are (URL, target host) pairs: resolved from the seed peers and hosts tables at
  * the first claim and stored in the job's result, so a resumed job redoes only what had not
- * succeeded. Each item is a DownloadTask call on the target's Daemon service (the daemon
- * then fetches through its scheduler: P2P, or from the origin when it is the first). */
+ * succeeded. A preheat or delete item is handed to an active scheduler of the target's
+ * cluster (Scheduler.RunJobItem, named "<job id>.<created_at>/<index>"), which calls the
+ * target's Daemon service (DownloadTask, DeleteTask) with the cluster's identity and
+ * streams the result back; a scheduler that is unreachable, dies mid-item or does not know
+ * the host is replaced by the next active one of the cluster, and a resumed job asks the
+ * scheduler it had given the item to first (which attaches the call to the running item).
+ * get_task items are StatTask calls on every scheduler. */
 #include "manager/jobs.h"
 
 #include <errno.h>
@@ -19,16 +24,18 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls_expect.h"
 #include "common/util.h"
 #include "damselfly/v1/common.pb-c.h"
-#include "damselfly/v1/daemon.pb-c.h"
 #include "damselfly/v1/scheduler.pb-c.h"
 #include "manager/image.h"
 #include "manager/job_secrets.h"
 
-#define LEASE_S      5 /* a running job whose lease is older than this is claimed again */
-#define MAX_RUNS     8 /* jobs one manager runs at once */
-#define ITEM_TIMEOUT (30 * 60 * 1000)
+#define LEASE_S       5 /* a running job whose lease is older than this is claimed again */
+#define MAX_RUNS      8 /* jobs one manager runs at once */
+#define ITEM_TIMEOUT  (30 * 60 * 1000)
+#define ITEM_ATTEMPTS 60   /* schedulers asked for one item (about a second apart) */
+#define RETRY_MS      1000 /* between two attempts of one item */
 
 static DMF_METRIC_COUNTER(m_jobs_ok, "damselfly_manager_jobs_total", "result=\"succeeded\"",
                           "Jobs finished, by result.");
@@ -45,9 +52,17 @@ struct run;
 struct item {
     struct run *run;
     char *url;
-    char *digest; /* "sha256:..." for an image layer, or NULL */
-    char *host;   /* the target's name, for the result */
-    char *addr;   /* its Daemon service "IP:PORT" */
+    char *digest;        /* "sha256:..." for an image layer, or NULL */
+    char *host;          /* the target's name, for the result */
+    char *addr;          /* its Daemon service "IP:PORT" */
+    char *host_id;       /* the target's host ID when known (hosts), else NULL (seed peers) */
+    int64_t cluster_id;  /* the target's cluster (its schedulers carry the item), 0 unknown */
+    char *sched;         /* the scheduler "IP:PORT" the item was last given to, or NULL */
+    bool prefer_sched;   /* resumed: ask sched first, it may be running the item */
+    int attempts;        /* schedulers asked so far */
+    uint64_t not_before; /* a retry waits until then (dmf_now_ms) */
+    bool got_done;       /* the scheduler sent the item's result */
+    bool done_ok;
     enum item_state state;
     char *reason;
     uint64_t completed;
@@ -60,18 +75,24 @@ struct item {
 struct run {
     struct dmf_manager_jobs *jobs;
     int64_t id;
+    int64_t created_at; /* with id, names the job's items at the schedulers */
     char type[16];
     json_t *args;
     struct item *items;
     size_t nitems;
     size_t running;
     int concurrency;
-    bool cancelled; /* by the API, or the job left our hands */
-    bool resolving; /* an image's manifests are being fetched */
-    bool saving;    /* a progress write is in flight */
-    bool dirty;     /* progress changed since the last write */
-    bool done;      /* the final write is on its way */
-    bool finished;  /* the final write landed */
+    bool cancelled;      /* by the API, or the job left our hands */
+    bool resolving;      /* an image's manifests are being fetched */
+    bool saving;         /* a progress write is in flight */
+    bool dirty;          /* progress changed since the last write */
+    bool done;           /* the final write is on its way */
+    bool finished;       /* the final write landed */
+    json_t *schedulers;  /* [{cluster_id, addr}] active schedulers, or NULL until loaded */
+    bool loading;        /* a schedulers load is in flight */
+    bool scheds_stale;   /* reload them before the next attempt */
+    uint64_t scheds_at;  /* when they were last loaded */
+    struct event *retry; /* wakes run_step for items waiting to retry */
     /* Credentials were given (args.withheld) but this manager does not hold them (it was
      * restarted, or another one created the job): an image resolves anonymously. */
     bool secrets_lost;
@@ -111,6 +132,14 @@ static json_t *result_json(const struct run *r)
                               (json_int_t)it->completed);
         if (it->digest)
             json_object_set_new(o, "digest", json_string(it->digest));
+        if (it->host_id)
+            json_object_set_new(o, "host_id", json_string(it->host_id));
+        if (it->cluster_id)
+            json_object_set_new(o, "cluster_id", json_integer(it->cluster_id));
+        if (it->sched)
+            json_object_set_new(o, "scheduler", json_string(it->sched));
+        if (it->attempts)
+            json_object_set_new(o, "attempts", json_integer(it->attempts));
         if (it->reason)
             json_object_set_new(o, "reason", json_string(it->reason));
         if (it->peers)
@@ -127,10 +156,11 @@ static json_t *result_json(const struct run *r)
 
 /* ---------------------------------------------------------------- database work */
 
-enum op_kind { OP_TICK, OP_SAVE, OP_FINISH, OP_TARGETS };
+enum op_kind { OP_TICK, OP_SAVE, OP_FINISH, OP_TARGETS, OP_SCHEDULERS };
 
 struct claimed {
     int64_t id;
+    int64_t created_at;
     char *type;
     json_t *args;
     json_t *result;
@@ -153,7 +183,9 @@ struct op {
     char reason[300];
     bool lost; /* the row was no longer ours */
     /* TARGETS */
-    json_t *targets; /* [{host, addr}] */
+    json_t *targets; /* [{host, addr, cluster_id[, host_id]}] */
+    /* TARGETS, SCHEDULERS */
+    json_t *scheds; /* [{cluster_id, addr}] */
 };
 
 static void op_tick(struct op *o)
@@ -185,7 +217,7 @@ static void op_tick(struct op *o)
                          " AND ((state = 'pending' AND (claimed_by IS NULL OR claimed_by = $1 OR"
                          " claimed_at < $3)) OR (state = 'running' AND"
                          " (claimed_at IS NULL OR claimed_at < $3)))"
-                         " RETURNING id, type, args, result",
+                         " RETURNING id, type, args, result, created_at",
                          cp, 3, &rows, e, sizeof(e)) != 0) {
             dmf_warn("jobs: claim: %s", e);
             json_decref(rows);
@@ -198,6 +230,7 @@ static void op_tick(struct op *o)
         }
         struct claimed *c = &o->claimed[o->nclaimed++];
         c->id = json_integer_value(json_object_get(row, "id"));
+        c->created_at = json_integer_value(json_object_get(row, "created_at"));
         c->type = dmf_xstrdup(json_string_value(json_object_get(row, "type")) ?: "");
         c->args = json_loads(json_string_value(json_object_get(row, "args")) ?: "{}", 0, NULL);
         c->result = json_loads(json_string_value(json_object_get(row, "result")) ?: "{}", 0, NULL);
@@ -277,14 +310,14 @@ static void op_targets(struct op *o)
         char addr[128];
         snprintf(addr, sizeof(addr), "%s:%lld", json_string_value(json_object_get(c, "ip")),
                  (long long)json_integer_value(json_object_get(c, "port")));
-        json_array_append_new(o->targets, json_pack("{s:s, s:s}", "host",
+        json_array_append_new(o->targets, json_pack("{s:s, s:s, s:I}", "host",
                                                     json_string_value(json_object_get(c, "host")),
-                                                    "addr", addr));
+                                                    "addr", addr, "cluster_id", (json_int_t)cl));
     }
     json_decref(seeds);
     if (!get_task && strcmp(scope, "all_peers") == 0) {
         snprintf(sql, sizeof(sql),
-                 "SELECT host_id AS host, ip, rpc_port FROM hosts WHERE type = 'normal'"
+                 "SELECT host_id AS host, ip, rpc_port, cluster_id FROM hosts WHERE type = 'normal'"
                  " AND rpc_port > 0 AND last_seen_at >= $1%s%s%s ORDER BY id",
                  in[0] ? " AND cluster_id IN (" : "", in, in[0] ? ")" : "");
         const char *hp[] = {hsince};
@@ -295,10 +328,12 @@ static void op_targets(struct op *o)
                 char addr[128];
                 snprintf(addr, sizeof(addr), "%s:%lld", json_string_value(json_object_get(c, "ip")),
                          (long long)json_integer_value(json_object_get(c, "rpc_port")));
-                json_array_append_new(o->targets,
-                                      json_pack("{s:s, s:s}", "host",
-                                                json_string_value(json_object_get(c, "host")),
-                                                "addr", addr));
+                const char *hid = json_string_value(json_object_get(c, "host"));
+                json_array_append_new(
+                    o->targets,
+                    json_pack("{s:s, s:s, s:s, s:I}", "host", hid, "addr", addr, "host_id", hid,
+                              "cluster_id",
+                              (json_int_t)json_integer_value(json_object_get(c, "cluster_id"))));
             }
         }
         json_decref(hosts);
@@ -308,6 +343,38 @@ static void op_targets(struct op *o)
                  get_task                          ? "scheduler"
                  : strcmp(scope, "all_peers") == 0 ? "seed peer or host"
                                                    : "seed peer");
+}
+
+/* The active schedulers of every cluster: who carries preheat and delete items. */
+static void op_schedulers(struct op *o)
+{
+    struct dmf_manager *m = o->jobs->m;
+    char since[24], e[256];
+    i64s(dmf_manager_now() - (int64_t)(m->keepalive_timeout_ms + 999) / 1000, since);
+    const char *p[] = {since};
+    json_t *rows = NULL;
+    o->scheds = json_array();
+    if (dmf_mdb_exec(m->db,
+                     "SELECT ip, port, cluster_id FROM schedulers WHERE state = 'active'"
+                     " AND last_keepalive_at >= $1 ORDER BY cluster_id, id",
+                     p, 1, &rows, e, sizeof(e)) != 0) {
+        dmf_warn("jobs: cannot list schedulers: %s", e);
+        return;
+    }
+    size_t i;
+    json_t *c;
+    json_array_foreach(rows, i, c)
+    {
+        const char *ip = json_string_value(json_object_get(c, "ip"));
+        char addr[128];
+        snprintf(addr, sizeof(addr), strchr(ip ? ip : "", ':') ? "[%s]:%lld" : "%s:%lld",
+                 ip ? ip : "", (long long)json_integer_value(json_object_get(c, "port")));
+        json_array_append_new(
+            o->scheds, json_pack("{s:I, s:s}", "cluster_id",
+                                 (json_int_t)json_integer_value(json_object_get(c, "cluster_id")),
+                                 "addr", addr));
+    }
+    json_decref(rows);
 }
 
 static void op_work(void *arg)
@@ -326,6 +393,10 @@ static void op_work(void *arg)
         break;
     case OP_TARGETS:
         op_targets(o);
+        op_schedulers(o);
+        break;
+    case OP_SCHEDULERS:
+        op_schedulers(o);
         break;
     }
     dmf_mdb_unlock(o->jobs->m->db);
@@ -406,28 +477,70 @@ static void item_failed_with(struct item *it, grpc_status_code st, const char *d
     it->reason = dmf_xasprintf("%s (%d)", details && details[0] ? details : "failed", (int)st);
 }
 
+static void item_retry(struct item *it, const char *why);
+
+/* The scheduler's RunJobItem stream: progress, then the item's result. */
 static void item_on_message(void *arg, dmf_rpc_call_t *call, const uint8_t *data, size_t len)
 {
     struct item *it = arg;
     if (!data)
         return;
-    Damselfly__V1__DownloadTaskResponse *r =
-        damselfly__v1__download_task_response__unpack(NULL, len, data);
+    Damselfly__V1__RunJobItemResponse *r =
+        damselfly__v1__run_job_item_response__unpack(NULL, len, data);
     if (!r)
         return;
     it->completed = r->completed_length;
-    damselfly__v1__download_task_response__free_unpacked(r, NULL);
+    if (r->host_id && r->host_id[0] && !it->host_id && dmf_tls_host_id_valid(r->host_id))
+        it->host_id = dmf_xstrdup(r->host_id);
+    if (r->attached && it->attempts == 0)
+        dmf_info("job %lld: %s on %s: scheduler %s was already running it", (long long)it->run->id,
+                 it->url, it->host, it->sched);
+    if (r->done) {
+        it->got_done = true;
+        it->done_ok = r->succeeded;
+        it->removed = r->removed;
+        free(it->reason);
+        it->reason = r->succeeded ? NULL : dmf_xstrndup(r->reason ? r->reason : "failed", 250);
+    }
+    damselfly__v1__run_job_item_response__free_unpacked(r, NULL);
+}
+
+/* Statuses that say "this scheduler did not carry the item" (unreachable, died, does not
+ * know the host, busy): another scheduler of the cluster is asked. */
+static bool retryable(grpc_status_code st)
+{
+    return st == GRPC_STATUS_UNAVAILABLE || st == GRPC_STATUS_NOT_FOUND ||
+           st == GRPC_STATUS_CANCELLED || st == GRPC_STATUS_RESOURCE_EXHAUSTED ||
+           st == GRPC_STATUS_UNKNOWN || st == GRPC_STATUS_INTERNAL || st == GRPC_STATUS_OK;
 }
 
 static void item_on_end(void *arg, dmf_rpc_call_t *call, grpc_status_code st, const char *details)
 {
     struct item *it = arg;
     struct run *r = it->run;
+    bool del = strcmp(r->type, "delete_task") == 0;
     item_close(it);
     r->running--;
-    if (st == GRPC_STATUS_OK) {
-        it->state = ITEM_SUCCEEDED;
-        dmf_info("job %lld: %s on %s: succeeded", (long long)r->id, it->url, it->host);
+    if (r->cancelled) {
+        it->state = ITEM_FAILED;
+    } else if (st == GRPC_STATUS_OK && it->got_done) {
+        it->state = it->done_ok ? ITEM_SUCCEEDED : ITEM_FAILED;
+        if (del && it->done_ok)
+            dmf_info("job %lld: task %s on %s: %s", (long long)r->id, it->url, it->host,
+                     it->removed ? "deleted" : "not held");
+        else if (it->done_ok)
+            dmf_info("job %lld: %s on %s: succeeded", (long long)r->id, it->url, it->host);
+        else
+            dmf_warn("job %lld: %s on %s: failed: %s", (long long)r->id, it->url, it->host,
+                     it->reason);
+    } else if (retryable(st)) {
+        char why[300];
+        snprintf(why, sizeof(why), "scheduler %s: %s (%d)", it->sched,
+                 st == GRPC_STATUS_OK    ? "the stream ended without a result"
+                 : details && details[0] ? details
+                                         : "failed",
+                 (int)st);
+        item_retry(it, why);
     } else {
         item_failed_with(it, st, details);
         dmf_warn("job %lld: %s on %s: failed: %s", (long long)r->id, it->url, it->host, it->reason);
@@ -441,6 +554,154 @@ static const struct dmf_rpc_call_handler item_handler = {
     .on_end = item_on_end,
 };
 
+/* The item waits RETRY_MS and goes to the next scheduler, up to ITEM_ATTEMPTS. */
+static void item_retry(struct item *it, const char *why)
+{
+    struct run *r = it->run;
+    it->attempts++;
+    r->scheds_stale = true;
+    if (it->attempts >= ITEM_ATTEMPTS) {
+        it->state = ITEM_FAILED;
+        free(it->reason);
+        it->reason = dmf_xasprintf("no scheduler of cluster %lld carried it after %d attempts; "
+                                   "last: %s",
+                                   (long long)it->cluster_id, it->attempts, why);
+        dmf_warn("job %lld: %s on %s: failed: %s", (long long)r->id, it->url, it->host, it->reason);
+        return;
+    }
+    dmf_info("job %lld: %s on %s: again in %d ms (%s)", (long long)r->id, it->url, it->host,
+             RETRY_MS, why);
+    it->state = ITEM_PENDING;
+    it->got_done = false;
+    it->not_before = dmf_now_ms() + RETRY_MS;
+}
+
+/* The scheduler to give the item to: the one a resumed item had, else the cluster's active
+ * schedulers in turn, one per attempt. NULL: none is active. */
+static const char *item_pick_scheduler(struct item *it)
+{
+    json_t *all = it->run->schedulers, *c;
+    size_t i, n = 0;
+    json_array_foreach(all, i, c)
+    {
+        int64_t cl = json_integer_value(json_object_get(c, "cluster_id"));
+        const char *a = json_string_value(json_object_get(c, "addr"));
+        if (it->cluster_id && cl != it->cluster_id)
+            continue;
+        if (it->prefer_sched && it->sched && strcmp(a, it->sched) == 0)
+            return a;
+        n++;
+    }
+    it->prefer_sched = false;
+    if (n == 0)
+        return NULL;
+    size_t want = (size_t)it->attempts % n, k = 0;
+    json_array_foreach(all, i, c)
+    {
+        if (it->cluster_id &&
+            json_integer_value(json_object_get(c, "cluster_id")) != it->cluster_id)
+            continue;
+        if (k++ == want)
+            return json_string_value(json_object_get(c, "addr"));
+    }
+    return NULL;
+}
+
+/* "IP:PORT" or "[IP6]:PORT" into its parts; false when it is neither. */
+static bool split_addr(const char *addr, char *ip, size_t iplen, uint32_t *port)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon)
+        return false;
+    const char *b = addr, *e = colon;
+    if (*b == '[' && e > b && e[-1] == ']') {
+        b++;
+        e--;
+    }
+    if ((size_t)(e - b) >= iplen)
+        return false;
+    snprintf(ip, iplen, "%.*s", (int)(e - b), b);
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    *port = (uint32_t)p;
+    return *end == '\0' && p > 0 && p <= 65535;
+}
+
+/* Hands a preheat or delete item to a scheduler of its cluster (RunJobItem). */
+static void item_start_on_scheduler(struct item *it)
+{
+    struct run *r = it->run;
+    const char *sched = item_pick_scheduler(it);
+    if (!sched) {
+        char why[96];
+        snprintf(why, sizeof(why), "no active scheduler in cluster %lld",
+                 (long long)it->cluster_id);
+        it->state = ITEM_RUNNING; /* item_retry moves it back */
+        item_retry(it, why);
+        return;
+    }
+    char ip[64];
+    uint32_t port = 0;
+    if (!split_addr(it->addr, ip, sizeof(ip), &port)) {
+        it->state = ITEM_FAILED;
+        free(it->reason);
+        it->reason = dmf_xasprintf("the target's address %s is not IP:PORT", it->addr);
+        return;
+    }
+    if (!it->sched || strcmp(it->sched, sched) != 0) {
+        free(it->sched);
+        it->sched = dmf_xstrdup(sched);
+    }
+    it->state = ITEM_RUNNING;
+    r->running++;
+    char item_id[72];
+    /* The job's creation time in the ID too: a scheduler that outlived another database's
+     * job of the same number does not take this item for that one. */
+    snprintf(item_id, sizeof(item_id), "%lld.%lld/%zu", (long long)r->id, (long long)r->created_at,
+             (size_t)(it - r->items));
+    json_t *hd = json_object_get(r->args, "headers");
+    size_t nh = json_object_size(hd), k = 0;
+    Damselfly__V1__Header *hv = dmf_xcalloc(nh + 1, sizeof(*hv));
+    Damselfly__V1__Header **hp = dmf_xcalloc(nh + 1, sizeof(*hp));
+    const char *name;
+    json_t *v;
+    json_object_foreach(hd, name, v)
+    {
+        damselfly__v1__header__init(&hv[k]);
+        hv[k].name = (char *)name;
+        hv[k].value = (char *)json_string_value(v);
+        hp[k] = &hv[k];
+        k++;
+    }
+    Damselfly__V1__RunJobItemRequest req = DAMSELFLY__V1__RUN_JOB_ITEM_REQUEST__INIT;
+    req.item_id = item_id;
+    req.host_id = it->host_id ? it->host_id : "";
+    req.ip = ip;
+    req.rpc_port = port;
+    if (strcmp(r->type, "delete_task") == 0) {
+        req.kind = DAMSELFLY__V1__JOB_ITEM_KIND__JOB_ITEM_DELETE;
+        req.task_id = it->url;
+    } else {
+        req.kind = DAMSELFLY__V1__JOB_ITEM_KIND__JOB_ITEM_PREHEAT;
+        req.url = it->url;
+        req.headers = hp;
+        req.n_headers = k;
+        req.digest = it->digest ? it->digest : "";
+        req.tag = (char *)(json_string_value(json_object_get(r->args, "tag")) ?: "");
+        req.application =
+            (char *)(json_string_value(json_object_get(r->args, "application")) ?: "");
+    }
+    /* With --tls-*, only a scheduler's certificate hears the item (and its headers). */
+    struct dmf_tls_expect expect = {.role = DMF_TLS_ROLE_SCHEDULER, .host_id = NULL};
+    it->ch = dmf_rpc_channel_new_member(r->jobs->m->rpc, sched, &expect);
+    it->call =
+        dmf_rpc_call_start(it->ch, "/damselfly.v1.Scheduler/RunJobItem", ITEM_TIMEOUT, false);
+    dmf_rpc_call_set_handler(it->call, &item_handler, it);
+    dmf_rpc_call_send(it->call, &req.base);
+    dmf_rpc_call_close_send(it->call);
+    free(hv);
+    free(hp);
+}
 /* get_task: the scheduler's StatTask answer (NOT_FOUND: it knows no peer of the task). */
 static void item_on_stat(void *arg, grpc_status_code st, const char *details, const uint8_t *resp,
                          size_t len)
@@ -476,81 +737,36 @@ static void item_on_stat(void *arg, grpc_status_code st, const char *details, co
     run_step(r);
 }
 
-/* delete_task: the daemon's DeleteTask answer. */
-static void item_on_delete(void *arg, grpc_status_code st, const char *details, const uint8_t *resp,
-                           size_t len)
-{
-    struct item *it = arg;
-    struct run *r = it->run;
-    item_unary_over(it);
-    Damselfly__V1__DeleteTaskResponse *dr =
-        st == GRPC_STATUS_OK ? damselfly__v1__delete_task_response__unpack(NULL, len, resp) : NULL;
-    if (dr) {
-        it->state = ITEM_SUCCEEDED;
-        it->removed = dr->removed;
-        it->completed = dr->freed_bytes;
-        dmf_info("job %lld: task %s on %s: %s", (long long)r->id, it->url, it->host,
-                 dr->removed ? "deleted" : "not held");
-        damselfly__v1__delete_task_response__free_unpacked(dr, NULL);
-    } else {
-        item_failed_with(it, st, details);
-        dmf_warn("job %lld: task %s on %s: not deleted: %s", (long long)r->id, it->url, it->host,
-                 it->reason);
-    }
-    run_save(r);
-    run_step(r);
-}
-
 static void item_start(struct item *it)
 {
     struct run *r = it->run;
-    it->state = ITEM_RUNNING;
-    r->running++;
     if (strcmp(r->type, "get_task") == 0) {
+        it->state = ITEM_RUNNING;
+        r->running++;
         Damselfly__V1__StatTaskRequest q = DAMSELFLY__V1__STAT_TASK_REQUEST__INIT;
         q.task_id = it->url;
-        it->ch = dmf_rpc_channel_new(r->jobs->m->rpc, it->addr);
+        struct dmf_tls_expect expect = {.role = DMF_TLS_ROLE_SCHEDULER, .host_id = NULL};
+        it->ch = dmf_rpc_channel_new_member(r->jobs->m->rpc, it->addr, &expect);
         dmf_rpc_unary(it->ch, "/damselfly.v1.Scheduler/StatTask", &q.base, 10000, item_on_stat, it);
         return;
     }
-    if (strcmp(r->type, "delete_task") == 0) {
-        Damselfly__V1__DeleteTaskRequest q = DAMSELFLY__V1__DELETE_TASK_REQUEST__INIT;
-        q.task_id = it->url;
-        it->ch = dmf_rpc_channel_new(r->jobs->m->rpc, it->addr);
-        dmf_rpc_unary(it->ch, "/damselfly.v1.Daemon/DeleteTask", &q.base, 30000, item_on_delete,
-                      it);
-        return;
-    }
-    json_t *hd = json_object_get(r->args, "headers");
-    size_t nh = json_object_size(hd), k = 0;
-    Damselfly__V1__Header *hv = dmf_xcalloc(nh + 1, sizeof(*hv));
-    Damselfly__V1__Header **hp = dmf_xcalloc(nh + 1, sizeof(*hp));
-    const char *name;
-    json_t *v;
-    json_object_foreach(hd, name, v)
-    {
-        damselfly__v1__header__init(&hv[k]);
-        hv[k].name = (char *)name;
-        hv[k].value = (char *)json_string_value(v);
-        hp[k] = &hv[k];
-        k++;
-    }
-    Damselfly__V1__DownloadTaskRequest req = DAMSELFLY__V1__DOWNLOAD_TASK_REQUEST__INIT;
-    req.url = it->url;
-    req.headers = hp;
-    req.n_headers = k;
-    req.digest = it->digest ? it->digest : "";
-    req.tag = (char *)(json_string_value(json_object_get(r->args, "tag")) ?: "");
-    req.application = (char *)(json_string_value(json_object_get(r->args, "application")) ?: "");
-    it->ch = dmf_rpc_channel_new(r->jobs->m->rpc, it->addr);
-    it->call = dmf_rpc_call_start(it->ch, "/damselfly.v1.Daemon/DownloadTask", ITEM_TIMEOUT, false);
-    dmf_rpc_call_set_handler(it->call, &item_handler, it);
-    dmf_rpc_call_send(it->call, &req.base);
-    dmf_rpc_call_close_send(it->call);
-    free(hv);
-    free(hp);
+    item_start_on_scheduler(it);
 }
 
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    run_step(arg);
+}
+
+static void schedulers_load(struct run *r)
+{
+    struct op *o = dmf_xcalloc(1, sizeof(*o));
+    o->kind = OP_SCHEDULERS;
+    o->run = r;
+    r->loading = true;
+    r->scheds_stale = false;
+    op_submit(r->jobs, o);
+}
 /* Starts items up to the concurrency limit; finishes the job when every item is done. */
 static void run_step(struct run *r)
 {
@@ -560,16 +776,46 @@ static void run_step(struct run *r)
         for (size_t i = 0; i < r->nitems; i++)
             if (r->items[i].call)
                 dmf_rpc_call_cancel(r->items[i].call);
-        if (r->running == 0 && !r->saving) {
+        if (r->running == 0 && !r->saving && !r->loading) {
             dmf_info("job %lld: stopped (cancelled or taken over)", (long long)r->id);
             run_free(r);
         }
         return;
     }
+    /* Preheat and delete items go through the cluster's schedulers: know them first. */
+    bool via_scheduler = strcmp(r->type, "get_task") != 0;
+    if (via_scheduler && (r->loading || !r->schedulers ||
+                          (r->scheds_stale && dmf_now_ms() - r->scheds_at >= RETRY_MS))) {
+        if (!r->loading)
+            schedulers_load(r);
+        return;
+    }
     size_t pending = 0, failed = 0;
-    for (size_t i = 0; i < r->nitems && r->running < (size_t)r->concurrency; i++)
-        if (r->items[i].state == ITEM_PENDING)
-            item_start(&r->items[i]);
+    uint64_t now = dmf_now_ms(), wake = 0;
+    bool started = false;
+    for (size_t i = 0; i < r->nitems && r->running < (size_t)r->concurrency; i++) {
+        struct item *it = &r->items[i];
+        if (it->state != ITEM_PENDING)
+            continue;
+        if (it->not_before > now) {
+            if (!wake || it->not_before < wake)
+                wake = it->not_before;
+            continue;
+        }
+        item_start(it);
+        started = true;
+        if (it->state == ITEM_PENDING && (!wake || it->not_before < wake))
+            wake = it->not_before; /* no scheduler yet: it waits */
+    }
+    if (wake) {
+        if (!r->retry)
+            r->retry = event_new(r->jobs->m->base, -1, 0, on_retry, r);
+        uint64_t ms = wake > now ? wake - now : 1;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        event_add(r->retry, &tv);
+    }
+    if (started)
+        run_save(r); /* which scheduler has which item: a restarted manager asks it first */
     for (size_t i = 0; i < r->nitems; i++) {
         pending += r->items[i].state == ITEM_PENDING || r->items[i].state == ITEM_RUNNING;
         failed += r->items[i].state == ITEM_FAILED;
@@ -597,6 +843,8 @@ static void run_free(struct run *r)
     struct dmf_manager_jobs *j = r->jobs;
     for (size_t i = 0; i < r->nitems; i++) {
         item_close(&r->items[i]);
+        free(r->items[i].host_id);
+        free(r->items[i].sched);
         free(r->items[i].url);
         free(r->items[i].digest);
         free(r->items[i].host);
@@ -606,6 +854,9 @@ static void run_free(struct run *r)
     }
     free(r->items);
     json_decref(r->args);
+    json_decref(r->schedulers);
+    if (r->retry)
+        event_free(r->retry);
     LIST_REMOVE(r, link);
     j->nruns--;
     dmf_metric_set(&m_jobs_running, (int64_t)j->nruns);
@@ -613,7 +864,7 @@ static void run_free(struct run *r)
 }
 
 static void add_item(struct run *r, const char *url, const char *digest, const char *host,
-                     const char *addr)
+                     const char *addr, const char *host_id, int64_t cluster_id)
 {
     r->items = dmf_xrealloc(r->items, (r->nitems + 1) * sizeof(*r->items));
     struct item *it = &r->items[r->nitems++];
@@ -623,6 +874,8 @@ static void add_item(struct run *r, const char *url, const char *digest, const c
     it->digest = digest ? dmf_xstrdup(digest) : NULL;
     it->host = dmf_xstrdup(host ? host : "");
     it->addr = dmf_xstrdup(addr ? addr : "");
+    it->host_id = host_id && host_id[0] ? dmf_xstrdup(host_id) : NULL;
+    it->cluster_id = cluster_id;
     it->removed = -1;
 }
 
@@ -639,12 +892,21 @@ static bool items_from_result(struct run *r, json_t *result)
         add_item(r, json_string_value(json_object_get(o, "url")) ?: "",
                  json_string_value(json_object_get(o, "digest")),
                  json_string_value(json_object_get(o, "host")),
-                 json_string_value(json_object_get(o, "addr")));
+                 json_string_value(json_object_get(o, "addr")),
+                 json_string_value(json_object_get(o, "host_id")),
+                 json_integer_value(json_object_get(o, "cluster_id")));
+        struct item *it = &r->items[r->nitems - 1];
         const char *st = json_string_value(json_object_get(o, "state")) ?: "";
-        /* Only success is kept: an item that was running when the manager died runs again
-         * (the daemon answers a task it holds from its cache). */
+        const char *sched = json_string_value(json_object_get(o, "scheduler"));
+        /* Only success is kept. An item that was running when the manager died is asked
+         * of the scheduler it had been given to first: that scheduler attaches the call to
+         * the item it is still running (or answers its result), so it does not run twice. */
         if (strcmp(st, "succeeded") == 0)
-            r->items[r->nitems - 1].state = ITEM_SUCCEEDED;
+            it->state = ITEM_SUCCEEDED;
+        if (sched && strlen(sched) < 128) {
+            it->sched = dmf_xstrdup(sched);
+            it->prefer_sched = true;
+        }
     }
     return true;
 }
@@ -668,7 +930,9 @@ static void build_items(struct run *r, json_t *targets, json_t *layers)
             json_is_string(u) ? NULL : json_string_value(json_object_get(u, "digest"));
         json_array_foreach(targets, t, tg)
             add_item(r, url, digest, json_string_value(json_object_get(tg, "host")),
-                     json_string_value(json_object_get(tg, "addr")));
+                     json_string_value(json_object_get(tg, "addr")),
+                     json_string_value(json_object_get(tg, "host_id")),
+                     json_integer_value(json_object_get(tg, "cluster_id")));
     }
     json_decref(one);
 }
@@ -773,6 +1037,7 @@ static void op_done(void *arg)
             struct run *nr = dmf_xcalloc(1, sizeof(*nr));
             nr->jobs = j;
             nr->id = c->id;
+            nr->created_at = c->created_at;
             snprintf(nr->type, sizeof(nr->type), "%s", c->type);
             nr->args = c->args ? c->args : json_object();
             json_int_t conc = json_integer_value(json_object_get(nr->args, "concurrency"));
@@ -822,6 +1087,9 @@ static void op_done(void *arg)
             break;
         struct run *r = o->run;
         r->resolving = false;
+        json_decref(r->schedulers);
+        r->schedulers = json_incref(o->scheds);
+        r->scheds_at = dmf_now_ms();
         if (o->reason[0]) {
             set_state_log(r, "failed", o->reason);
             run_finish(r, "failed", o->reason);
@@ -859,6 +1127,17 @@ static void op_done(void *arg)
         run_step(r);
         break;
     }
+    case OP_SCHEDULERS: {
+        if (j->stopping)
+            break;
+        struct run *r = o->run;
+        r->loading = false;
+        json_decref(r->schedulers);
+        r->schedulers = json_incref(o->scheds);
+        r->scheds_at = dmf_now_ms();
+        run_step(r);
+        break;
+    }
     case OP_FINISH: {
         struct run *r = o->run;
         if (!o->lost)
@@ -874,6 +1153,7 @@ static void op_done(void *arg)
     }
     json_decref(o->still);
     json_decref(o->targets);
+    json_decref(o->scheds);
     free(o->result);
     free(o);
     if (j->stopping && j->ops == 0)

@@ -1,7 +1,8 @@
 /* Jobs: preheat (files and images), delete-task and where-is-task. A job is a row of the
- * jobs table; the runner claims pending jobs (one manager only, by an atomic UPDATE), carries
- * them out and writes every state change back, so a restarted manager resumes what it had
- * claimed and no job runs twice. State machine: pending -> running -> succeeded | failed
+ * jobs table; the runner claims pending jobs (one manager only, by an atomic UPDATE), hands
+ * their preheat and delete items to the target clusters' schedulers (Scheduler.RunJobItem,
+ * which attaches a repeated item to the running one) and writes every state change back, so
+ * a restarted manager resumes what it had claimed and no job or item runs twice. State machine: pending -> running -> succeeded | failed
  * (with a reason); cancel moves pending or running to failed ("cancelled"). */
 #ifndef DMF_MANAGER_JOBS_H
 #define DMF_MANAGER_JOBS_H

@@ -21,6 +21,7 @@
 #include "common/util.h"
 #include "damselfly/v1/daemon.pb-c.h"
 #include "damselfly/v1/scheduler.pb-c.h"
+#include "scheduler/job_items.h"
 #include "scheduler/live_view.h"
 #include "scheduler/sched_check.h"
 
@@ -134,6 +135,7 @@ struct dmf_scheduler_service {
     uint64_t refusals_pending;   /* refusals not yet in a summary */
     struct dmf_cluster_key *key; /* piece-fetch tokens are minted with it, or NULL */
     int64_t token_ttl_s;         /* a token lives this long; renewed once half of it is gone */
+    dmf_job_items_t *job_items;  /* RunJobItem: the manager's job items (job_items.h) */
 };
 
 #define PIECE_TOKEN_TTL_S 600 /* the default token_ttl_s */
@@ -972,6 +974,8 @@ static void on_call(void *arg, dmf_rpc_call_t *rpc_call, const char *method)
         dmf_rpc_call_release(rpc_call);
         return;
     }
+    if (dmf_job_items_on_call(svc->job_items, rpc_call, method))
+        return;
     if (dmf_scheduler_live_on_call(svc->sched, rpc_call, method))
         return;
     dmf_debug("unknown method %s from %s", method, dmf_rpc_call_peer(rpc_call));
@@ -1083,6 +1087,7 @@ dmf_scheduler_service_t *dmf_scheduler_service_new(struct event_base *base, dmf_
     }
     dmf_hex_encode(rnd, sizeof(rnd), svc->id);
     svc->server = dmf_rpc_server_new(rpc, on_call, svc);
+    svc->job_items = dmf_job_items_new(rpc, svc->sched);
     LIST_INIT(&svc->calls);
     LIST_INIT(&svc->channels);
     LIST_INIT(&svc->triggers);
@@ -1142,6 +1147,7 @@ void dmf_scheduler_service_free(dmf_scheduler_service_t *svc)
         trigger_free(LIST_FIRST(&svc->triggers));
     while (!LIST_EMPTY(&svc->channels))
         channel_free(LIST_FIRST(&svc->channels));
+    dmf_job_items_free(svc->job_items);
     dmf_scheduler_free(svc->sched);
     dmf_admission_free(&svc->admission);
     if (svc->key) {
