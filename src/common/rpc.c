@@ -982,6 +982,16 @@ void dmf_rpc_channel_free(dmf_rpc_channel_t *ch)
     free(ch);
 }
 
+void dmf_rpc_call_drop(dmf_rpc_call_t **call, dmf_rpc_channel_t **ch)
+{
+    if (*call) {
+        dmf_rpc_call_release(*call);
+        *call = NULL;
+    }
+    dmf_rpc_channel_free(*ch);
+    *ch = NULL;
+}
+
 dmf_rpc_call_t *dmf_rpc_call_start(dmf_rpc_channel_t *ch, const char *method, uint64_t timeout_ms,
                                    bool wait_for_ready)
 {

@@ -132,6 +132,9 @@ dmf_rpc_channel_t *dmf_rpc_channel_new(dmf_rpc_t *rpc, const char *target);
 dmf_rpc_channel_t *dmf_rpc_channel_new_member(dmf_rpc_t *rpc, const char *target,
                                               const struct dmf_tls_expect *expect);
 void dmf_rpc_channel_free(dmf_rpc_channel_t *ch);
+/* An outgoing call's end for its owner: releases *call (dmf_rpc_call_release), then frees
+ * the channel it ran on, and clears both; either may be NULL. */
+void dmf_rpc_call_drop(dmf_rpc_call_t **call, dmf_rpc_channel_t **ch);
 
 /* Starts a streaming call. timeout_ms 0 = no deadline. wait_for_ready: wait for the
  * channel to connect (until the deadline) instead of failing at once with UNAVAILABLE.

@@ -453,14 +453,7 @@ static void run_save(struct run *r)
 
 static void item_close(struct item *it)
 {
-    if (it->call) {
-        dmf_rpc_call_release(it->call);
-        it->call = NULL;
-    }
-    if (it->ch) {
-        dmf_rpc_channel_free(it->ch);
-        it->ch = NULL;
-    }
+    dmf_rpc_call_drop(&it->call, &it->ch);
 }
 /* A unary item call came back: its channel goes, and its slot. */
 static void item_unary_over(struct item *it)

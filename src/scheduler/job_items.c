@@ -140,14 +140,7 @@ static void item_set_state(struct item *it, enum item_state st, const char *reas
 
 static void item_close_call(struct item *it)
 {
-    if (it->call) {
-        dmf_rpc_call_release(it->call);
-        it->call = NULL;
-    }
-    if (it->ch) {
-        dmf_rpc_channel_free(it->ch);
-        it->ch = NULL;
-    }
+    dmf_rpc_call_drop(&it->call, &it->ch);
 }
 
 static void item_free(struct item *it)

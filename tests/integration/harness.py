@@ -484,6 +484,20 @@ def tls_flags(certdir, host_id):
             "tls_ca": str(d / "ca.pem")}
 
 
+def tls_channel(certdir, addr, host=None, server_cn="sched"):
+    """A Python gRPC channel to addr over TLS that trusts certdir's cluster CA, presenting
+    host's certificate (None: none). Servers' certificates carry their host ID, not
+    127.0.0.1: the name checked is server_cn."""
+    import grpc
+    d = Path(certdir)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(d / "ca.pem").read_bytes(),
+        private_key=(d / f"{host}.key").read_bytes() if host else None,
+        certificate_chain=(d / f"{host}.pem").read_bytes() if host else None)
+    return grpc.secure_channel(addr, creds,
+                               options=(("grpc.ssl_target_name_override", server_cn),))
+
+
 def seed_rpc_port():
     """The rpc port the current test's seed daemon (host id "seed") listens on: reserved
     before any process starts, so that every scheduler can list it in --seed-hosts (seeds

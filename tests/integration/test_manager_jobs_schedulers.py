@@ -15,25 +15,11 @@ import pytest
 import harness
 import manager_support as ms
 from harness import (MiB, describe, make_certs, proto_modules, run_get, scaled, sha256_file,
-                     start_daemon, start_scheduler, tls_flags, wait_hosts)
+                     start_daemon, start_scheduler, tls_channel, tls_flags, wait_hosts)
 from test_manager_jobs import wait_job
 
 ROLES = {"mgr": "manager", "sched": "scheduler", "seed": "seed", "d1": "peer",
          "rogue": "peer"}
-
-
-def _read(p):
-    with open(p, "rb") as f:
-        return f.read()
-
-
-def _tls_channel(certdir, addr, host, server_cn):
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=_read(certdir / "ca.pem"),
-        private_key=_read(certdir / f"{host}.key") if host else None,
-        certificate_chain=_read(certdir / f"{host}.pem") if host else None)
-    return grpc.secure_channel(addr, creds,
-                               options=(("grpc.ssl_target_name_override", server_cn),))
 
 
 def _wait_active(m, token, path, n):
@@ -95,19 +81,19 @@ def test_tls_cluster_preheat_live_view_and_refusals(tmp_path, origin, need_binar
     pb = proto_modules()
     req = pb.scheduler_pb2.RunJobItemRequest(item_id="rogue/0", ip="127.0.0.1",
                                              rpc_port=seed.rpc_port, url=url)
-    with _tls_channel(certs, s.addr, "rogue", "sched") as ch:
+    with tls_channel(certs, s.addr, "rogue", "sched") as ch:
         with pytest.raises(grpc.RpcError) as e:
             list(pb.scheduler_pb2_grpc.SchedulerStub(ch).RunJobItem(req, timeout=scaled(5)))
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, e.value
         assert "manager certificate" in e.value.details()
-    with _tls_channel(certs, s.addr, None, "sched") as ch:
+    with tls_channel(certs, s.addr, None, "sched") as ch:
         with pytest.raises(grpc.RpcError) as e:
             list(pb.scheduler_pb2_grpc.SchedulerStub(ch).RunJobItem(req, timeout=scaled(5)))
         assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED)
     assert _item_log_count(s, "job item rogue/0") == 0
     # With the manager's certificate: an unknown host is refused; the finished item asked
     # again is answered from its result, attached, without a second run.
-    with _tls_channel(certs, s.addr, "mgr", "sched") as ch:
+    with tls_channel(certs, s.addr, "mgr", "sched") as ch:
         stub = pb.scheduler_pb2_grpc.SchedulerStub(ch)
         unknown = pb.scheduler_pb2.RunJobItemRequest(item_id="x/0", ip="127.0.0.1", rpc_port=1,
                                                      url=url)
@@ -129,7 +115,7 @@ def test_tls_cluster_preheat_live_view_and_refusals(tmp_path, origin, need_binar
     mpb, mgrpc = ms.manager_pb()
     comp = mpb.Component(type=mpb.COMPONENT_TYPE_SCHEDULER, hostname="evil", ip="127.0.0.1",
                          port=1)
-    with _tls_channel(certs, m.grpc_addr, "rogue", "mgr") as ch:
+    with tls_channel(certs, m.grpc_addr, "rogue", "mgr") as ch:
         with pytest.raises(grpc.RpcError) as e:
             list(mgrpc.ManagerStub(ch).KeepAlive(
                 iter([mpb.KeepAliveRequest(register=comp)]), timeout=scaled(5)))

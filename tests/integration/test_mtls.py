@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from harness import (MiB, describe, make_certs, proto_modules, run_get, scaled, sha256_file,
-                     spawn_get, start_daemon, start_scheduler, task_id, tls_flags, wait_gets,
-                     wait_hosts, wait_until)
+                     spawn_get, start_daemon, start_scheduler, task_id, tls_channel, tls_flags,
+                     wait_gets, wait_hosts, wait_until)
 
 ROLES = {"sched": "scheduler", "seed": "seed", "d1": "peer", "d2": "peer", "rogue": "peer",
          "fakeseed": "peer"}
@@ -27,18 +27,6 @@ ROLES = {"sched": "scheduler", "seed": "seed", "d1": "peer", "d2": "peer", "rogu
 def _read(p):
     with open(p, "rb") as f:
         return f.read()
-
-
-def _tls_channel(certdir, addr, host=None, server_cn="sched"):
-    """A Python gRPC channel over TLS that trusts the cluster CA, presenting host's certificate
-    (None: none). The scheduler's certificate carries its host ID, not 127.0.0.1: the name
-    checked is the server's CN."""
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=_read(certdir / "ca.pem"),
-        private_key=_read(certdir / f"{host}.key") if host else None,
-        certificate_chain=_read(certdir / f"{host}.pem") if host else None)
-    return grpc.secure_channel(addr, creds,
-                               options=(("grpc.ssl_target_name_override", server_cn),))
 
 
 def _server_cert_der(certdir, port, host):
@@ -105,7 +93,7 @@ def test_clients_without_certificate_are_refused(tmp_path, need_binary):
     dl = pb.daemon_pb2.DownloadTaskRequest(url="http://127.0.0.1:1/x")
     for name, ch in [
             ("insecure scheduler", grpc.insecure_channel(s.addr)),
-            ("no client cert scheduler", _tls_channel(certs, s.addr, None))]:
+            ("no client cert scheduler", tls_channel(certs, s.addr, None))]:
         with ch:
             with pytest.raises(grpc.RpcError) as e:
                 pb.scheduler_pb2_grpc.SchedulerStub(ch).AnnounceHost(ann, timeout=scaled(5))
@@ -113,7 +101,7 @@ def test_clients_without_certificate_are_refused(tmp_path, need_binary):
                                       grpc.StatusCode.UNAUTHENTICATED), name
     for name, ch in [
             ("insecure daemon", grpc.insecure_channel(d1_rpc)),
-            ("no client cert daemon", _tls_channel(certs, d1_rpc, None, server_cn="d1"))]:
+            ("no client cert daemon", tls_channel(certs, d1_rpc, None, server_cn="d1"))]:
         with ch:
             with pytest.raises(grpc.RpcError) as e:
                 list(pb.daemon_pb2_grpc.DaemonStub(ch).DownloadTask(dl, timeout=scaled(5)))
@@ -160,7 +148,7 @@ def test_peer_certificate_acts_only_for_itself(tmp_path, origin, need_binary):
     assert cp.returncode == 0, describe(cp)
     assert sha256_file(tmp_path / "out") == want
     tid = task_id(url)
-    with _tls_channel(certs, s.addr, "rogue") as ch:
+    with tls_channel(certs, s.addr, "rogue") as ch:
         stub = pb.scheduler_pb2_grpc.SchedulerStub(ch)
         # As itself it is let in: the certificate is good.
         stub.AnnounceHost(sp.AnnounceHostRequest(host=_host(pb, "rogue")), timeout=scaled(5))
@@ -187,18 +175,18 @@ def test_peer_certificate_acts_only_for_itself(tmp_path, origin, need_binary):
             list(stub.AnnouncePeer(iter([reg]), timeout=scaled(5)))
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # d1 may stat its own task; rogue may not make d1's peer leave.
-    with _tls_channel(certs, s.addr, "d1") as ch:
+    with tls_channel(certs, s.addr, "d1") as ch:
         st = pb.scheduler_pb2_grpc.SchedulerStub(ch).StatTask(sp.StatTaskRequest(task_id=tid),
                                                                timeout=scaled(5))
     d1_peers = [p.peer_id for p in st.peers if p.host_id == "d1"]
     assert d1_peers
-    with _tls_channel(certs, s.addr, "rogue") as ch:
+    with tls_channel(certs, s.addr, "rogue") as ch:
         with pytest.raises(grpc.RpcError) as e:
             pb.scheduler_pb2_grpc.SchedulerStub(ch).LeavePeer(
                 sp.LeavePeerRequest(task_id=tid, peer_id=d1_peers[0]), timeout=scaled(5))
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # d1 is still known and its task still has d1's peer.
-    with _tls_channel(certs, s.addr, "d1") as ch:
+    with tls_channel(certs, s.addr, "d1") as ch:
         st = pb.scheduler_pb2_grpc.SchedulerStub(ch).StatTask(sp.StatTaskRequest(task_id=tid),
                                                                timeout=scaled(5))
         assert any(p.host_id == "d1" for p in st.peers)
@@ -239,14 +227,14 @@ def test_download_task_needs_a_scheduler_certificate(tmp_path, need_binary):
     addr = f"127.0.0.1:{ds[0].rpc_port}"
     req = pb.daemon_pb2.DownloadTaskRequest(url="http://127.0.0.1:1/never")
     for host in ("rogue", "d1"):
-        with _tls_channel(certs, addr, host, server_cn="d1") as ch:
+        with tls_channel(certs, addr, host, server_cn="d1") as ch:
             with pytest.raises(grpc.RpcError) as e:
                 list(pb.daemon_pb2_grpc.DaemonStub(ch).DownloadTask(req, timeout=scaled(5)))
             assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, host
             assert "may not trigger downloads" in e.value.details()
     # A manager's certificate passes the TLS check (what follows is the request's own fate:
     # the origin at port 1 is refused or unreachable, never PERMISSION_DENIED for the caller).
-    with _tls_channel(certs, addr, "mgr", server_cn="d1") as ch:
+    with tls_channel(certs, addr, "mgr", server_cn="d1") as ch:
         try:
             list(pb.daemon_pb2_grpc.DaemonStub(ch).DownloadTask(req, timeout=scaled(10)))
         except grpc.RpcError as e:
@@ -282,7 +270,7 @@ def test_rotated_certificates_keep_transfers_going(tmp_path, origin, need_binary
     wait_until(serves_new_cert, scaled(15), interval=0.5,
                what="the scheduler to present its new certificate")
     # And the new client certificates are accepted.
-    with _tls_channel(certs, s.addr, "rogue") as ch:
+    with tls_channel(certs, s.addr, "rogue") as ch:
         pb.scheduler_pb2_grpc.SchedulerStub(ch).AnnounceHost(
             pb.scheduler_pb2.AnnounceHostRequest(host=_host(pb, "rogue")), timeout=scaled(5))
     (cp,) = wait_gets([g], 90)
@@ -361,7 +349,7 @@ def test_download_task_reaches_only_the_seed_named_by_its_certificate(tmp_path, 
     d2 = start_daemon(tmp_path, "d2", scheduler=s, **tls_flags(certs, "d2"))
     pb = proto_modules()
     sp = pb.scheduler_pb2
-    with _tls_channel(certs, s.addr, "seed") as ch:
+    with tls_channel(certs, s.addr, "seed") as ch:
         h = sp.Host(id="seed", hostname="seed", ip="127.0.0.1", piece_port=d1.piece_port,
                     rpc_port=d1.rpc_port, type=sp.HOST_TYPE_SEED, upload_capacity=10 << 30)
         pb.scheduler_pb2_grpc.SchedulerStub(ch).AnnounceHost(sp.AnnounceHostRequest(host=h),
