@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/evx.h"
 #include "common/log.h"
@@ -105,6 +106,14 @@ void proxy_reset_request(struct conn *c)
     c->framing = F_NONE;
     c->passed = 0;
     c->off = c->end = 0;
+    /* Chains still in the output keep the segment (and its descriptor) until sent. */
+    if (c->seg)
+        evbuffer_file_segment_free(c->seg);
+    c->seg = NULL;
+    c->seg_base = 0;
+    if (c->body_fd >= 0)
+        close(c->body_fd);
+    c->body_fd = -1;
     c->head_scanned = 0;
 }
 
@@ -230,6 +239,7 @@ struct conn *proxy_conn_new(dmf_proxy_t *p, struct event_base *base, event_callb
     c->kick = dmf_xevent_new(base, -1, 0, on_kick, c);
     c->head_timer = dmf_xevtimer_new(base, on_head_timeout, c);
     c->framing = F_NONE;
+    c->body_fd = -1;
     c->next = p->conns;
     if (p->conns)
         p->conns->prev = c;
