@@ -226,6 +226,12 @@ void proxy_conn_attach(struct conn *c, struct bufferevent *bev, bufferevent_data
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(bev, EV_READ, 0, DMF_PROXY_INPUT_HIGH);
     bufferevent_setwatermark(bev, EV_WRITE, DMF_PROXY_OUT_HIGH / 2, 0);
+    /* libevent writes at most 16 KiB per write event by default: a 256 MiB body would take
+     * 16,384 writev and as many loop passes. Up to the output's bound at once instead (the
+     * socket takes what it has room for); also on the socket under a TLS filter. */
+    bufferevent_set_max_single_write(bev, DMF_PROXY_OUT_HIGH);
+    if (bufferevent_get_underlying(bev))
+        bufferevent_set_max_single_write(bufferevent_get_underlying(bev), DMF_PROXY_OUT_HIGH);
     bufferevent_set_timeouts(bev, &c->p->idle_timeout, NULL);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
