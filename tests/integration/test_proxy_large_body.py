@@ -1,10 +1,12 @@
 """Large bodies through the proxy's P2P path: a 64 MiB content fetched from a seed peer and
 streamed to the client as it arrives, then a range in its middle from the cache, byte for
 byte; the same through a TLS-intercepted connection (the body is read, not sent with
-sendfile, there)."""
+sendfile, there); and a response in flight when a new version replaces the cached file
+never carries bytes of the new one."""
 
 import os
 import re
+import socket
 import subprocess
 
 import pytest
@@ -110,3 +112,56 @@ def test_large_body_through_tls_interception_is_exact(tmp_path, need_binary):
         assert body == data[a:b + 1], "the range's bytes differ from the content's"
     finally:
         org.stop()
+
+
+@pytest.mark.deadline(150)
+def test_a_new_version_mid_response_never_mixes_contents(tmp_path, need_binary):
+    from test_freshness import LM1, LM2, FreshOrigin
+    o = FreshOrigin()
+    size = 32 * MiB
+    v1, v2 = os.urandom(size), os.urandom(size)
+    o.set("/p2p/v", v1, '"v1"', LM1)
+    url = o.url("/p2p/v")
+    try:
+        cfg = tmp_path / "daemon.yaml"
+        cfg.write_text(RULES)
+        d = start_daemon(tmp_path, "d1", config=cfg, revalidate_after="0s")
+        proxy = f"http://127.0.0.1:{d.proxy_port}"
+        status, _, body = fetch(proxy, url, tmp_path / "first.bin")
+        assert status == 200 and body == v1
+
+        # A slow client: its response (v1, from the cache) starts, then it stops reading.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        s.settimeout(scaled(20))
+        s.connect(("127.0.0.1", d.proxy_port))
+        s.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        got = b""
+        while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < MiB:
+            b = s.recv(1 << 16)
+            assert b, "closed before the body started"
+            got += b
+        head, _, body_a = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+
+        # The origin has a new version; another client's request revalidates, the cached
+        # file is detached and v2 fetched into a new one.
+        o.set("/p2p/v", v2, '"v2"', LM2)
+        status, _, body = fetch(proxy, url, tmp_path / "second.bin")
+        assert status == 200 and body == v2
+
+        # The slow client reads on: v1 to the end, or a connection cut short; never v2.
+        try:
+            while True:
+                b = s.recv(1 << 20)
+                if not b:
+                    break
+                body_a += b
+        except ConnectionResetError:
+            pass
+        s.close()
+        print(f"slow client: {len(body_a)} of {size} bytes")
+        assert len(body_a) <= size
+        assert body_a == v1[:len(body_a)], "the response carries bytes of another version"
+    finally:
+        o.close()

@@ -111,6 +111,13 @@ static int open_body(struct conn *c, const struct dmf_task_info *info)
                  strerror(-fd));
         return fd;
     }
+    if (fstat(fd, &c->body_file) != 0) {
+        int e = -errno;
+        close(fd);
+        dmf_warn("proxy conn %lu: task %s: cannot stat its data file: %s", c->id, info->id,
+                 strerror(-e));
+        return e;
+    }
     if (c->tls_host) {
         /* OpenSSL encrypts from memory: libevent would map the segment (a file truncated
          * under the mapping is SIGBUS for the whole daemon) or lseek+read+lseek it into a
@@ -207,8 +214,17 @@ void proxy_blob_pump(struct conn *c)
         return;
     }
     while (c->off <= c->end && evbuffer_get_length(proxy_out(c)) < DMF_PROXY_OUT_HIGH) {
-        if (!sendable(t, &info, c->off))
+        if (!sendable(t, &info, c->off)) {
+            if (!dmf_task_data_is(t, &c->body_file)) {
+                /* A new version replaced the data file: what the task verifies from now
+                 * on is another content than the bytes this response sends. */
+                dmf_warn("proxy conn %lu: %s: task %s has another data file now (a new "
+                         "version) after %" PRId64 " bytes: connection aborted",
+                         c->id, c->what, info.id, c->off);
+                proxy_conn_close(c, true);
+            }
             return; /* more on the next update */
+        }
         uint32_t n = (uint32_t)((uint64_t)c->off / info.piece_length);
         uint64_t piece_end = dmf_piece_offset(info.piece_length, n) +
                              dmf_piece_size(info.content_length, info.piece_length, n);

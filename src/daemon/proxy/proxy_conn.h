@@ -32,6 +32,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -134,8 +135,9 @@ struct conn {
      * the connection and its output chains released it: sendfile); an intercepted (TLS)
      * client's body is read from body_fd with pread, on the loop. */
     struct evbuffer_file_segment *seg;
-    int64_t seg_base; /* the task offset of the segment's first byte */
-    int body_fd;      /* TLS: owned; -1 when none */
+    int64_t seg_base;      /* the task offset of the segment's first byte */
+    int body_fd;           /* TLS: owned; -1 when none */
+    struct stat body_file; /* what the descriptor reads (device, inode) */
 };
 
 /* The proxy's metrics (defined in proxy_conn.c, registered by dmf_proxy_metrics_register). */
