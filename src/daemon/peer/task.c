@@ -1481,14 +1481,11 @@ size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out)
     return n;
 }
 
-ssize_t dmf_task_read(struct dmf_task *t, void *buf, size_t len, uint64_t off)
+bool dmf_task_data_is(struct dmf_task *t, const struct stat *st)
 {
-    int fd = dmf_task_data_fd(t);
-    if (fd < 0) {
-        errno = -fd;
-        return -1;
-    }
-    return pread(fd, buf, len, (off_t)off);
+    struct stat now;
+    int fd = dmf_task_data_fd(t); /* reopened when the bound on open files closed it */
+    return fd >= 0 && fstat(fd, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino;
 }
 
 /* Called by the piece server before it sends piece n to a child (only then). */

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "common/config.h"
@@ -109,13 +110,14 @@ bool dmf_task_has_piece(const struct dmf_task *t, uint32_t n);
 /* Every held piece's number (held and verified, as dmf_task_has_piece), ascending, into a malloc'd
  * array the caller frees (*out is never NULL); returns how many. */
 size_t dmf_task_held_pieces(const struct dmf_task *t, uint32_t **out);
-/* Reads up to len bytes at offset off of the task's data file: what pread returns. Only
- * bytes of held pieces are meaningful. */
-ssize_t dmf_task_read(struct dmf_task *t, void *buf, size_t len, uint64_t off);
 /* A new read-only descriptor of the task's data file (the caller closes it), for a local
  * client: only bytes of pieces it is told are verified are meaningful. -errno when the
  * data file is not open. */
 int dmf_task_open_read(struct dmf_task *t);
+/* True when the task's data file is still the file st describes (an fstat of a descriptor
+ * dmf_task_open_read gave): false once the task replaced it (a new version detached the
+ * old one) or cannot open one. */
+bool dmf_task_data_is(struct dmf_task *t, const struct stat *st);
 
 /* True when every piece of this URL task is held (verified or not yet) and its last
  * validation is older than --revalidate-after: a get asks the origin first. Never for a

@@ -4,11 +4,13 @@
  * (daemon/peer/engine.h), seen through its façade only. */
 #include "daemon/proxy/proxy_conn.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/pieces.h"
@@ -98,6 +100,71 @@ static bool sendable(const struct dmf_task *t, const struct dmf_task_info *info,
     return n + 1 < info->total_pieces || info->phase == DMF_TASK_PHASE_SUCCEEDED;
 }
 
+/* Opens the response's own descriptor of the task's data file (see proxy_conn.h): a file
+ * segment over bytes off..end for a plain client, body_fd for an intercepted one.
+ * Returns 0 or a negative errno (logged). */
+static int open_body(struct conn *c, const struct dmf_task_info *info)
+{
+    int fd = dmf_task_open_read(c->t);
+    if (fd < 0) {
+        dmf_warn("proxy conn %lu: task %s: cannot open its data file: %s", c->id, info->id,
+                 strerror(-fd));
+        return fd;
+    }
+    if (fstat(fd, &c->body_file) != 0) {
+        int e = -errno;
+        close(fd);
+        dmf_warn("proxy conn %lu: task %s: cannot stat its data file: %s", c->id, info->id,
+                 strerror(-e));
+        return e;
+    }
+    if (c->tls_host) {
+        /* OpenSSL encrypts from memory: libevent would map the segment (a file truncated
+         * under the mapping is SIGBUS for the whole daemon) or lseek+read+lseek it into a
+         * copy. One pread into the output buffer is the cheaper of the safe ways. */
+        c->body_fd = fd;
+        return 0;
+    }
+    c->seg = evbuffer_file_segment_new(fd, (ev_off_t)c->off, (ev_off_t)(c->end - c->off + 1),
+                                       EVBUF_FS_CLOSE_ON_FREE);
+    if (c->seg == NULL) {
+        close(fd);
+        dmf_warn("proxy conn %lu: task %s: cannot make a file segment of its data file", c->id,
+                 info->id);
+        return -ENOMEM;
+    }
+    c->seg_base = c->off;
+    return 0;
+}
+
+/* Appends up to want bytes at c->off to the client's output as a part of c->seg (sent with
+ * sendfile when the socket drains), no more than the output's room below
+ * DMF_PROXY_OUT_HIGH. Returns the bytes added, or -1. */
+static ssize_t add_segment(struct conn *c, size_t want)
+{
+    struct evbuffer *o = proxy_out(c);
+    size_t room = DMF_PROXY_OUT_HIGH - evbuffer_get_length(o); /* > 0: the caller's test */
+    size_t len = DMF_MIN(want, room);
+    if (evbuffer_add_file_segment(o, c->seg, (ev_off_t)(c->off - c->seg_base), (ev_off_t)len) != 0)
+        return -1;
+    return (ssize_t)len;
+}
+
+/* Reads up to want bytes at c->off from c->body_fd into the client's output (TLS).
+ * Returns the bytes read, 0 past the file's end, or -1. */
+static ssize_t read_chunk(struct conn *c, size_t want)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(proxy_out(c), (ev_ssize_t)want, &v, 1) < 1)
+        return -1;
+    ssize_t got = pread(c->body_fd, v.iov_base, want, (off_t)c->off);
+    if (got <= 0)
+        return got;
+    v.iov_len = (size_t)got;
+    evbuffer_commit_space(proxy_out(c), &v, 1);
+    return got;
+}
+
 void proxy_blob_pump(struct conn *c)
 {
     struct dmf_task *t = c->t;
@@ -142,27 +209,33 @@ void proxy_blob_pump(struct conn *c)
             return;
         }
     }
+    if (c->seg == NULL && c->body_fd < 0 && c->off <= c->end && open_body(c, &info) != 0) {
+        proxy_conn_close(c, true);
+        return;
+    }
     while (c->off <= c->end && evbuffer_get_length(proxy_out(c)) < DMF_PROXY_OUT_HIGH) {
-        if (!sendable(t, &info, c->off))
+        if (!sendable(t, &info, c->off)) {
+            if (!dmf_task_data_is(t, &c->body_file)) {
+                /* A new version replaced the data file: what the task verifies from now
+                 * on is another content than the bytes this response sends. */
+                dmf_warn("proxy conn %lu: %s: task %s has another data file now (a new "
+                         "version) after %" PRId64 " bytes: connection aborted",
+                         c->id, c->what, info.id, c->off);
+                proxy_conn_close(c, true);
+            }
             return; /* more on the next update */
+        }
         uint32_t n = (uint32_t)((uint64_t)c->off / info.piece_length);
         uint64_t piece_end = dmf_piece_offset(info.piece_length, n) +
                              dmf_piece_size(info.content_length, info.piece_length, n);
-        size_t want = (size_t)DMF_MIN(DMF_MIN((uint64_t)(c->end + 1), piece_end) - (uint64_t)c->off,
-                                      (uint64_t)READ_CHUNK);
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(proxy_out(c), (ev_ssize_t)want, &v, 1) < 1) {
-            proxy_conn_close(c, true);
-            return;
-        }
-        ssize_t got = dmf_task_read(t, v.iov_base, want, (uint64_t)c->off);
+        size_t want = (size_t)(DMF_MIN((uint64_t)(c->end + 1), piece_end) - (uint64_t)c->off);
+        ssize_t got = c->seg ? add_segment(c, want) : read_chunk(c, DMF_MIN(want, READ_CHUNK));
         if (got <= 0) {
-            dmf_warn("proxy conn %lu: task %s: cannot read its data file", c->id, info.id);
+            dmf_warn("proxy conn %lu: task %s: cannot read its data file at %" PRId64, c->id,
+                     info.id, c->off);
             proxy_conn_close(c, true);
             return;
         }
-        v.iov_len = (size_t)got;
-        evbuffer_commit_space(proxy_out(c), &v, 1);
         c->off += got;
         dmf_metric_add(&proxy_m_bytes_p2p, got);
         if (c->from_cache)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/evx.h"
 #include "common/log.h"
@@ -105,6 +106,14 @@ void proxy_reset_request(struct conn *c)
     c->framing = F_NONE;
     c->passed = 0;
     c->off = c->end = 0;
+    /* Chains still in the output keep the segment (and its descriptor) until sent. */
+    if (c->seg)
+        evbuffer_file_segment_free(c->seg);
+    c->seg = NULL;
+    c->seg_base = 0;
+    if (c->body_fd >= 0)
+        close(c->body_fd);
+    c->body_fd = -1;
     c->head_scanned = 0;
 }
 
@@ -217,6 +226,12 @@ void proxy_conn_attach(struct conn *c, struct bufferevent *bev, bufferevent_data
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(bev, EV_READ, 0, DMF_PROXY_INPUT_HIGH);
     bufferevent_setwatermark(bev, EV_WRITE, DMF_PROXY_OUT_HIGH / 2, 0);
+    /* libevent writes at most 16 KiB per write event by default: a 256 MiB body would take
+     * 16,384 writev and as many loop passes. Up to the output's bound at once instead (the
+     * socket takes what it has room for); also on the socket under a TLS filter. */
+    bufferevent_set_max_single_write(bev, DMF_PROXY_OUT_HIGH);
+    if (bufferevent_get_underlying(bev))
+        bufferevent_set_max_single_write(bufferevent_get_underlying(bev), DMF_PROXY_OUT_HIGH);
     bufferevent_set_timeouts(bev, &c->p->idle_timeout, NULL);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
@@ -230,6 +245,7 @@ struct conn *proxy_conn_new(dmf_proxy_t *p, struct event_base *base, event_callb
     c->kick = dmf_xevent_new(base, -1, 0, on_kick, c);
     c->head_timer = dmf_xevtimer_new(base, on_head_timeout, c);
     c->framing = F_NONE;
+    c->body_fd = -1;
     c->next = p->conns;
     if (p->conns)
         p->conns->prev = c;

@@ -32,7 +32,9 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
@@ -126,6 +128,16 @@ struct conn {
     bool subscribed, from_cache, headers_sent;
     struct dmf_revalidation *reval; /* a cached URL task checked with its origin first */
     int64_t off, end;               /* next byte to send, last byte (inclusive) */
+    /* The response's own read-only descriptor of the task's data file, opened when its
+     * body starts (proxy_blob.c): the bytes sent are those of the file the verified
+     * pieces were written to, even if the task's data file is replaced meanwhile. A plain
+     * client gets it as one file segment (owning the descriptor, closed by libevent once
+     * the connection and its output chains released it: sendfile); an intercepted (TLS)
+     * client's body is read from body_fd with pread, on the loop. */
+    struct evbuffer_file_segment *seg;
+    int64_t seg_base;      /* the task offset of the segment's first byte */
+    int body_fd;           /* TLS: owned; -1 when none */
+    struct stat body_file; /* what the descriptor reads (device, inode) */
 };
 
 /* The proxy's metrics (defined in proxy_conn.c, registered by dmf_proxy_metrics_register). */
