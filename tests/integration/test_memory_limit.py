@@ -65,7 +65,7 @@ def _piece_memory(d):
             m.value("damselfly_piece_buffer_bytes"))
 
 
-def _check_bounded(procs, peak_rss, piece):
+def _check_bounded(procs, peak_rss, limit, piece):
     """The limit bound every daemon of procs ({name: Daemon}): transfers were held back, the
     buffers never held more than the limit and one piece, none are left, and (but under a
     sanitizer) the RSS peak stayed within the limit and the measured overhead."""
@@ -73,16 +73,16 @@ def _check_bounded(procs, peak_rss, piece):
         peak, waits, left = _piece_memory(d)
         print(f"{name}: piece buffers peak {peak / MiB:.1f} MiB, {waits:.0f} transfers held "
               f"back; peak RSS {peak_rss[name] / MiB:.1f} MiB (bound "
-              f"{(LIMIT + DAEMON_RSS_OVERHEAD) / MiB:.0f} MiB)")
+              f"{(limit + DAEMON_RSS_OVERHEAD) / MiB:.0f} MiB)")
         assert waits > 0, f"{name}: nothing was held back: the limit was never reached"
-        assert peak <= LIMIT + piece, \
-            f"{name}: {peak / MiB:.1f} MiB of piece buffers held with --memory-limit 32m"
+        assert peak <= limit + piece, \
+            f"{name}: {peak / MiB:.1f} MiB of piece buffers held with a limit of {limit / MiB} MiB"
         assert left == 0, f"{name}: {left:.0f} bytes of piece buffers left after the download"
     if sanitized():
         pytest.skip("RSS is not bounded under ASan (freed memory stays in quarantine)")
     for name in procs:
-        assert peak_rss[name] <= LIMIT + DAEMON_RSS_OVERHEAD, \
-            f"{name}: peak RSS {peak_rss[name] / MiB:.1f} MiB with --memory-limit 32m"
+        assert peak_rss[name] <= limit + DAEMON_RSS_OVERHEAD, \
+            f"{name}: peak RSS {peak_rss[name] / MiB:.1f} MiB with a limit of {limit / MiB} MiB"
 
 
 @pytest.mark.serial
@@ -118,4 +118,35 @@ def test_limit_binds_through_a_seed_and_a_daemon(tmp_path, origin, need_binary):
     assert sha == expected["sha"], "the bytes written differ from the origin's"
     assert seed.download_bytes("origin") >= BIG
     assert d.download_bytes("origin") == 0, "the daemon went to the origin: no parent was used"
-    _check_bounded(procs, peak_rss, BIG_PIECE)
+    _check_bounded(procs, peak_rss, LIMIT, BIG_PIECE)
+
+
+# An origin without range support is read as one stream; with no length either, its pieces
+# are 4 MiB (the length is unknown). The stream is cut into pieces as fast as it comes, and
+# queues up to 32 pieces for the workers (128 MiB) besides the one being filled: measured
+# with the limit ignored, 100-132 MiB held at the peak (28 MiB once) for 256 MiB of content.
+# 8 MiB allows the piece being filled and one waiting for the disk, so it is reached as soon
+# as the workers are one piece behind.
+STREAMED = 256 * MiB
+STREAM_LIMIT = 8 * MiB
+
+
+@pytest.mark.serial
+@pytest.mark.deadline(60)
+def test_limit_binds_on_an_origin_without_ranges(tmp_path, origin, need_binary):
+    """A streamed origin (no Range, chunked) is held back while its pieces waiting for the
+    disk fill --memory-limit 8m: the stream pauses (and with it the origin) instead of
+    queueing up to 33 pieces of 4 MiB; it is read once and the bytes are exact. Disk: the
+    piece store, 256 MiB."""
+    gen = origin.add_generated("/stream.bin", STREAMED, seed=33, ranges=False,
+                               length_mode="chunked")
+    expected = gen.sha256()
+    d = start_daemon(tmp_path, "d1", memory_limit="8m")
+    sampler = RssSampler({"d1": d.proc.pid})
+    sampler.start()
+    rc, got, sha = get_sha256(d, origin.url("/stream.bin"), tmp_path / "get.stderr")
+    peak_rss = sampler.finish()
+    assert rc == 0, f"get exited {rc}: {(tmp_path / 'get.stderr').read_bytes()[-2000:]!r}"
+    assert got == STREAMED and sha == expected, "the bytes written differ from the origin's"
+    assert origin.request_count("/stream.bin") == 1, "the stream was read more than once"
+    _check_bounded({"d1": d}, peak_rss, STREAM_LIMIT, piece_length_for(None))
