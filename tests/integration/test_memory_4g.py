@@ -2,7 +2,11 @@
 memory of each stays under the limit plus a fixed overhead, and the bytes `get` writes are
 exactly the origin's. The origin makes its content on the fly (scripts/origin.py
 Generated): nothing of 4 GiB is kept on disk by the test or in its memory; the two piece
-stores (4 GiB each) are deleted after the test with the test's other large files."""
+stores (4 GiB each) are deleted after the test with the test's other large files.
+
+This download holds at most 188 MiB of pieces (the seed; the daemon 128 MiB): 256 MiB is
+never reached here, so this test shows that the rest of a daemon does not grow with the
+task. test_memory_limit.py shows the limit binding (32 MiB against 188 MiB held without)."""
 
 import threading
 import time
