@@ -1,7 +1,10 @@
 """--memory-limit: the piece bytes a daemon holds between the network and the disk stay
-within the bound (plus one piece: a task with nothing in flight may always start one), and
-the download is exact and not starved; the same download without the bound holds more,
-so the bound is what keeps it down."""
+within the bound (plus one piece, slack for a piece larger than what is left: one may go
+when nothing else is held), transfers are held back to keep them there, and the download is
+exact and not starved. Each test uses settings under which the daemon would hold several
+times the bound without it (measured with the bound ignored: see the comments), so the bound
+is what keeps memory down: a small content from the origin, a 2 GiB task through a seed and
+a daemon (RSS too), and an origin without range support read as one stream."""
 
 import threading
 import time

@@ -1,6 +1,6 @@
 /* Counted piece buffers (src/common/piecemem.c): what is held is exactly what was
  * allocated and not freed, whoever frees it; a transfer may start when its piece fits the
- * limit, or when its caller has nothing in flight (so no task waits on another's memory). */
+ * limit, or when nothing is held (nothing but the caller's own buffer, for a stream). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
