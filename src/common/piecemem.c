@@ -46,14 +46,19 @@ uint64_t dmf_piecemem_used(void)
     return __atomic_load_n(&used, __ATOMIC_RELAXED);
 }
 
-bool dmf_piecemem_may_start(size_t n)
+bool dmf_piecemem_may_grow(size_t n, size_t own)
 {
     uint64_t lim = dmf_piecemem_limit(), held = dmf_piecemem_used();
-    if (lim == 0 || held == 0 || held + n <= lim)
+    if (lim == 0 || held <= own || held + n <= lim)
         return true;
     __atomic_store_n(&waiting, true, __ATOMIC_RELAXED);
     dmf_metric_add(&dmf_m_piecemem_waits, 1);
     return false;
+}
+
+bool dmf_piecemem_may_start(size_t n)
+{
+    return dmf_piecemem_may_grow(n, 0);
 }
 
 static void account(int64_t delta)
@@ -89,7 +94,8 @@ void dmf_piecemem_free(uint8_t *p)
     struct header *h = (struct header *)(void *)p - 1;
     account(-(int64_t)h->size);
     free(h);
-    if (wake_cb && dmf_piecemem_used() < dmf_piecemem_limit() &&
-        __atomic_exchange_n(&waiting, false, __ATOMIC_RELAXED))
+    /* Any free may be the one a refused caller waits for, even above the limit: one that
+     * holds a buffer of its own may go on once nothing else is held. */
+    if (wake_cb && __atomic_exchange_n(&waiting, false, __ATOMIC_RELAXED))
         wake_cb(wake_arg);
 }

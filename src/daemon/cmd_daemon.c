@@ -125,8 +125,8 @@ static const struct dmf_option options[] = {
         "quarter of the nofile limit (16 to 4096)"),
     OPT("memory-limit", 0, DMF_OPT_SIZE, memory_limit, 0, 0, "512m", "BYTES",
         "piece bytes held in memory between the network and the disk, over every task (a "
-        "transfer waits for room; each task may always have one piece in flight); 0 for no "
-        "bound"),
+        "transfer, or a streamed origin, waits for room; a piece larger than the bound goes "
+        "when nothing else is held); 0 for no bound"),
     OPT("secret-query", 0, DMF_OPT_LIST, secret_query, 0, 0, DMF_SECRET_QUERY_DEFAULT, "NAME",
         "query parameter that authorises a URL (a signature, a token): left out of the task ID, "
         "never stored, logged or returned (any case; repeatable, replaces the default list)"),

@@ -651,6 +651,52 @@ def start_daemon(tmp_path, name, scheduler=None, seed=False, host_id=None, ready
     return dm._start(ready_timeout)
 
 
+# ---- resident memory ---------------------------------------------------------------------
+
+# What a daemon holds besides piece buffers, measured by test_memory_4g.py (RelWithDebInfo,
+# glibc malloc): an idle daemon is about 18.5 MiB (code, gRPC/absl/OpenSSL/SQLite state,
+# thread stacks); at the peak of a 4 GiB download RSS was 20-25 MiB above the piece buffers
+# held (seed: 211.5 MiB RSS with 188 MiB of buffers; daemon: 147.4 MiB with 128 MiB). 64 MiB
+# leaves room for malloc's per-thread arenas and one piece beyond the budget (a transfer may
+# always start when nothing is held: up to 4 MiB there).
+DAEMON_RSS_OVERHEAD = 64 * MiB
+
+
+def status_kib(pid, field):
+    """A "kB" field of /proc/PID/status (VmRSS, VmHWM) in KiB; 0 once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Samples VmRSS of some processes ({name: pid}) every 100 ms; finish() also reads VmHWM
+    (the kernel's own peak) and returns {name: peak bytes}."""
+
+    def __init__(self, procs):
+        super().__init__(daemon=True)
+        self.procs = procs
+        self.peak = {name: 0 for name in procs}
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            for name, pid in self.procs.items():
+                self.peak[name] = max(self.peak[name], status_kib(pid, "VmRSS") * 1024)
+            self.stopping.wait(0.1)
+
+    def finish(self):
+        self.stopping.set()
+        self.join(timeout=5)
+        for name, pid in self.procs.items():
+            self.peak[name] = max(self.peak[name], status_kib(pid, "VmHWM") * 1024)
+        return self.peak
+
+
 # ---- the CLI -----------------------------------------------------------------------------
 
 def _get_args(daemon, url, out, args):
@@ -666,6 +712,31 @@ def run_get(daemon, url, out, *args, timeout=60, input=None):
     process is killed when it outlives timeout (scaled), which raises TimeoutExpired."""
     return subprocess.run(_get_args(daemon, url, out, args), stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=scaled(timeout))
+
+
+def get_sha256(daemon, url, stderr_path, *args, timeout=60):
+    """Runs `damselfly get URL -O - -q args...` and hashes what it writes as it comes (no copy
+    on disk or in memory, for contents of gigabytes). Returns (exit code, bytes written,
+    SHA-256 hex); stderr goes to stderr_path. get is killed when it has not exited timeout
+    (scaled) seconds after its output ended."""
+    h, got = hashlib.sha256(), 0
+    with open(stderr_path, "wb") as err:
+        get = subprocess.Popen(_get_args(daemon, url, "-", ["-q"] + list(args)),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        try:
+            while True:
+                chunk = get.stdout.read(4 * MiB)
+                if not chunk:
+                    break
+                h.update(chunk)
+                got += len(chunk)
+            rc = get.wait(timeout=scaled(timeout))
+        finally:
+            if get.poll() is None:
+                get.kill()
+                get.wait(timeout=10)
+            get.stdout.close()
+    return rc, got, h.hexdigest()
 
 
 class GetProc:

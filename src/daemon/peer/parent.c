@@ -170,6 +170,7 @@ static void cancel_loser(struct dmf_parents *ps, const struct slot *winner)
              "(%zu bytes in %llu ms)",
              ps->env.task_id, ps->env.peer_id, winner->n, winner->p->peer_id, s->p->peer_id,
              s->piece.len, (unsigned long long)(now - s->started_ms));
+    dmf_piece_buf_free(&s->piece);
 }
 
 /* A parent stops being used: its requests go back to the pool. */
@@ -359,8 +360,13 @@ static void piece_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     uint32_t n = s->n;
     s->req = NULL;
     p->inflight--;
-    if (err != 0)
+    if (err != 0) {
+        /* The buffer goes back too (as for every request ended without its piece): memory
+         * held by idle slots would keep every transfer waiting for --memory-limit with
+         * nothing in flight to free any. */
         release_claim(ps, s);
+        dmf_piece_buf_free(&s->piece);
+    }
     if (err == -EAGAIN) {
         /* A seed that already served this piece to someone: it will come from a peer;
          * ask the seed again only after a while. */
@@ -522,6 +528,7 @@ static int take_back_late(struct dmf_parent *p, uint64_t now, uint64_t deadline)
         p->inflight--;
         taken++;
         release_claim(ps, s);
+        dmf_piece_buf_free(&s->piece);
         dmf_bitmap_set(&p->deferred, s->n);
         if (!evtimer_pending(p->undefer, NULL)) {
             struct timeval tv = {1, 0};

@@ -220,11 +220,11 @@ static int stream_commit(struct dmf_source *src, size_t len)
 {
     const struct dmf_piece_book *book = src->env.book;
     uint32_t n = src->next_piece++;
-    if (dmf_bitmap_get(&book->have, n)) /* resumed: already verified */
+    if (dmf_bitmap_get(&book->have, n)) /* resumed: already verified; the buffer is reused */
         return 0;
-    /* The buffer goes with the piece; the stream continues into a new one. */
+    /* The buffer goes with the piece; the stream continues into a new one (stream_on_data). */
     uint8_t *buf = src->buf;
-    src->buf = dmf_piecemem_alloc(book->piece_length);
+    src->buf = NULL;
     int e = src->env.sink->piece(src->env.arg, n, buf, len, DMF_FROM_ORIGIN, NULL);
     if (e == -ECANCELED)
         return e;
@@ -238,18 +238,25 @@ static int stream_commit(struct dmf_source *src, size_t len)
 static int stream_on_data(struct dmf_source *src, const char *data, size_t len)
 {
     const struct dmf_piece_book *book = src->env.book;
-    if (busy(src)) {
-        /* Pieces wait for the workers: hold the stream (and the origin) back. */
+    uint32_t pl = book->piece_length;
+    /* Whether this chunk needs a new piece buffer: none is held, or the chunk runs past the
+     * end of the one being filled (it is at most one piece long: CURLOPT_BUFFERSIZE is the
+     * smallest piece length, so it needs one at most). */
+    bool needs_buffer = src->buf == NULL || len > pl - src->len;
+    if (busy(src) || (needs_buffer && !dmf_piecemem_may_grow(pl, src->buf ? pl : 0))) {
+        /* Pieces wait for the workers, or fill --memory-limit: hold the stream (and the
+         * origin) back; the chunk comes again when it is resumed (dmf_source_dispatch). */
         src->paused = true;
         return DMF_HTTP_PAUSE;
     }
-    uint32_t pl = book->piece_length;
     src->received += len;
     if (book->content_length >= 0 && src->received > (uint64_t)book->content_length) {
         fail_as(src, 0, false, "the origin sent more bytes than its Content-Length");
         return -EPROTO;
     }
     while (len > 0) {
+        if (src->buf == NULL)
+            src->buf = dmf_piecemem_alloc(pl);
         size_t take = DMF_MIN(len, pl - src->len);
         memcpy(src->buf + src->len, data, take);
         src->len += take;
@@ -366,7 +373,6 @@ static int probe_on_headers(void *arg, dmf_http_req_t *req, long status)
         dmf_info("task %s: origin supports ranges, %lld bytes in %u pieces", src->env.task_id,
                  (long long)total, book->total_pieces);
     if (mode == DMF_SOURCE_STREAM) {
-        src->buf = dmf_piecemem_alloc(book->piece_length);
         dmf_info("task %s: origin has no range support, streaming %s%lld bytes", src->env.task_id,
                  total < 0 ? "an unknown number of " : "", (long long)(total < 0 ? 0 : total));
     }
@@ -458,6 +464,7 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
     r->req = NULL;
     if (src->failed) {
         dmf_book_release(src->env.book, r->n);
+        dmf_piece_buf_free(&r->piece);
         return;
     }
     if (err == 0 && dmf_piece_buf_full(&r->piece)) {
@@ -473,6 +480,9 @@ static void range_on_done(void *arg, dmf_http_req_t *req, int err, const char *r
         return;
     }
     dmf_book_release(src->env.book, r->n);
+    /* Its buffer goes too: memory held by a request that is not running would keep others
+     * waiting for --memory-limit with nothing in flight to free any. */
+    dmf_piece_buf_free(&r->piece);
     if (err == -ESTALE) {
         fail_as(src, 0, true,
                 "the content changed at the origin during the download (its "

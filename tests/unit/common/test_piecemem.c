@@ -1,6 +1,6 @@
 /* Counted piece buffers (src/common/piecemem.c): what is held is exactly what was
  * allocated and not freed, whoever frees it; a transfer may start when its piece fits the
- * limit, or when its caller has nothing in flight (so no task waits on another's memory). */
+ * limit, or when nothing is held (nothing but the caller's own buffer, for a stream). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -72,11 +72,38 @@ static void test_may_start(void **state)
     dmf_piecemem_set_limit(0);
 }
 
+/* A stream going on into its next piece: its own buffer never holds it back, others' do,
+ * and it is woken by the free it waits for even when that leaves it above the limit. */
+static void test_may_grow(void **state)
+{
+    int wakes = 0;
+    dmf_piecemem_set_wake(count_wake, &wakes);
+    dmf_piecemem_set_limit(100);
+    uint8_t *own = dmf_piecemem_alloc(80);
+    assert_true(dmf_piecemem_may_grow(20, 80)); /* fits */
+    assert_true(dmf_piecemem_may_grow(80, 80)); /* over, but only its own is held */
+    assert_false(dmf_piecemem_may_start(80));   /* a transfer holding nothing: over */
+    dmf_piecemem_set_limit(50);                 /* its own buffer alone is over the limit */
+    assert_true(dmf_piecemem_may_grow(80, 80));
+    uint8_t *other = dmf_piecemem_alloc(30);
+    int64_t waits = dmf_metric_get(&dmf_m_piecemem_waits);
+    assert_false(dmf_piecemem_may_grow(80, 80)); /* another's buffer is held too */
+    assert_int_equal(dmf_metric_get(&dmf_m_piecemem_waits), waits + 1);
+    int before = wakes;
+    dmf_piecemem_free(other); /* 80 still held, over the limit: a wake all the same */
+    assert_int_equal(wakes, before + 1);
+    assert_true(dmf_piecemem_may_grow(80, 80));
+    dmf_piecemem_free(own);
+    dmf_piecemem_set_wake(NULL, NULL);
+    dmf_piecemem_set_limit(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accounting),
         cmocka_unit_test(test_may_start),
+        cmocka_unit_test(test_may_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
