@@ -19,6 +19,7 @@ import hashlib
 import http.server
 import importlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -119,18 +120,44 @@ def serve_http(handler, ssl_context=None):
                      daemon=True).start()
     return srv
 
+def _port_slice():
+    """The ports this test process hands out: below the kernel's ephemeral range (where every
+    outgoing connection takes its source port, so a port found free there can be taken by a
+    connect() before the daemon binds it), one slice per pytest-xdist worker (so two
+    workers never hand out the same port)."""
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    low = max(low, 12000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    try:
+        w = int(worker[2:]) % 8
+    except ValueError:
+        w = 0
+    span = (low - 10000) // 8
+    return 10000 + w * span, 10000 + (w + 1) * span
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on now (and that this process has not
-    handed out before, so two calls in a row never return the same port)."""
+    """A TCP port on 127.0.0.1 that nothing listens on now, from this process's own slice
+    below the ephemeral range (_port_slice), and that this process has not handed out
+    before, so two calls never return the same port."""
+    lo, hi = _port_slice()
     with _port_lock:
-        for _ in range(100):
+        for _ in range(200):
+            port = random.randrange(lo, hi)
+            if port in _ports_given:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            if port not in _ports_given:
-                _ports_given.add(port)
-                return port
-    raise RuntimeError("no free port")
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _ports_given.add(port)
+            return port
+    raise RuntimeError(f"no free port in {lo}-{hi}")
 
 
 def port_open(port, host="127.0.0.1"):
