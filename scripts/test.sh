@@ -35,14 +35,14 @@ fi
 if [ "$tsan" -eq 1 ]; then
     # Only the unit tests: the integration suite's processes are gRPC-heavy, and Debian's
     # gRPC and abseil are not built with TSan: their own locking (futexes) is invisible to
-    # it, and every hand-over through them reads as a race inside them. test_rpc, which
-    # drives gRPC core, is left out for that reason. One test at a time:
+    # it, and every hand-over through them reads as a race inside them. test_rpc and
+    # test_rpc_tls, which drive gRPC core, are left out for that reason. One test at a time:
     # TSan slows each test down several times over, and some wait with deadlines.
     build="${DMF_BUILD_DIR:-build-tsan}"
     cmake -S . -B "$build" -G Ninja -DDMF_TSAN=ON >/dev/null && ninja -C "$build" || exit 1
     export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
     echo "== unit tests under ThreadSanitizer ($build)"
-    ctest --test-dir "$build" --output-on-failure -j1 -E '^common/test_rpc$'
+    ctest --test-dir "$build" --output-on-failure -j1 -E '^common/test_rpc(_tls)?$'
     exit $?
 fi
 if [ "$sanitize" -eq 1 ]; then
