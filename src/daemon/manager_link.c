@@ -31,7 +31,7 @@ struct dmf_daemon_manager_link {
     struct event *resolve_timer;      /* bounds the start-up question */
     dmf_manager_resolved_cb resolved; /* the start-up question's end, once */
     void *resolved_arg;
-    struct dmf_strlist block_apps;    /* the cluster's block_applications (exact names) */
+    struct dmf_strlist block_apps; /* the cluster's block_applications (exact names) */
 };
 
 /* The start-up question ends (answered, or its time is up): told once, from the loop. */

@@ -10,14 +10,16 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#define ROWS_HELP "Piece rows handed to the store's writer, by result."
+
 DMF_METRIC_GAUGE(dmf_m_store_queue_depth, "damselfly_store_queue_rows", NULL,
                  "Verified pieces waiting for the store's writer to record them.");
 DMF_METRIC_COUNTER(dmf_m_store_rows_committed, "damselfly_store_rows_total", "result=\"committed\"",
-                   "Piece rows handed to the store's writer, by result.");
+                   ROWS_HELP);
 DMF_METRIC_COUNTER(dmf_m_store_rows_full, "damselfly_store_rows_total", "result=\"queue_full\"",
-                   "Piece rows handed to the store's writer, by result.");
+                   ROWS_HELP);
 DMF_METRIC_COUNTER(dmf_m_store_rows_failed, "damselfly_store_rows_total", "result=\"failed\"",
-                   "Piece rows handed to the store's writer, by result.");
+                   ROWS_HELP);
 DMF_METRIC_COUNTER(dmf_m_store_batches, "damselfly_store_batches_total", NULL,
                    "Transactions the store's writer committed.");
 

@@ -2,8 +2,9 @@
  * jobs table; the runner claims pending jobs (one manager only, by an atomic UPDATE), hands
  * their preheat and delete items to the target clusters' schedulers (Scheduler.RunJobItem,
  * which attaches a repeated item to the running one) and writes every state change back, so
- * a restarted manager resumes what it had claimed and no job or item runs twice. State machine: pending -> running -> succeeded | failed
- * (with a reason); cancel moves pending or running to failed ("cancelled"). */
+ * a restarted manager resumes what it had claimed and no job or item runs twice. State machine:
+ * pending -> running -> succeeded | failed (with a reason); cancel moves pending or running to
+ * failed ("cancelled"). */
 #ifndef DMF_MANAGER_JOBS_H
 #define DMF_MANAGER_JOBS_H
 

@@ -21,19 +21,18 @@
 #include "scheduler/sched_state.h"
 
 #define METHOD "/damselfly.v1.Scheduler/RunJobItem"
+#define ITEMS_HELP                                                                                 \
+    "Manager job items: started on a host, attached to one already running or finished, "          \
+    "succeeded, failed."
 
 static DMF_METRIC_COUNTER(m_started, "damselfly_scheduler_job_items_total", "event=\"started\"",
-                          "Manager job items: started on a host, attached to one already "
-                          "running or finished, succeeded, failed.");
+                          ITEMS_HELP);
 static DMF_METRIC_COUNTER(m_attached, "damselfly_scheduler_job_items_total", "event=\"attached\"",
-                          "Manager job items: started on a host, attached to one already "
-                          "running or finished, succeeded, failed.");
+                          ITEMS_HELP);
 static DMF_METRIC_COUNTER(m_succeeded, "damselfly_scheduler_job_items_total", "event=\"succeeded\"",
-                          "Manager job items: started on a host, attached to one already "
-                          "running or finished, succeeded, failed.");
+                          ITEMS_HELP);
 static DMF_METRIC_COUNTER(m_failed, "damselfly_scheduler_job_items_total", "event=\"failed\"",
-                          "Manager job items: started on a host, attached to one already "
-                          "running or finished, succeeded, failed.");
+                          ITEMS_HELP);
 static DMF_METRIC_COUNTER(m_refused, "damselfly_scheduler_job_items_refused_total", NULL,
                           "RunJobItem calls refused (not a manager certificate, malformed, "
                           "unknown host, busy).");

@@ -766,6 +766,42 @@ def get_sha256(daemon, url, stderr_path, *args, timeout=60):
     return rc, got, h.hexdigest()
 
 
+def generated_through_a_seed(tmp_path, origin, size, content_seed, memory_limit, **daemon_kw):
+    """size bytes made on the fly by the origin (Generated, content_seed), fetched by a seed
+    (16 range requests at once) and from it by a daemon (16 requests to its parent at once),
+    both with --memory-limit memory_limit, through `get -O -` hashed as it comes; the RSS of
+    both is sampled meanwhile. Asserts that get succeeded, that the bytes are exactly the
+    origin's, and that they came through the seed (the daemon asked the origin for nothing).
+    Returns ({"seed": Daemon, "d1": Daemon}, peak RSS by name, seconds, idle RSS by name)."""
+    gen = origin.add_generated("/big.bin", size, seed=content_seed)
+    expected = {}
+    hasher = threading.Thread(target=lambda: expected.setdefault("sha", gen.sha256()),
+                              daemon=True)
+    hasher.start()
+    sched = start_scheduler(tmp_path)
+    procs = {"seed": start_daemon(tmp_path, "seed", scheduler=sched, seed=True,
+                                  memory_limit=memory_limit, source_concurrency=16, **daemon_kw),
+             "d1": start_daemon(tmp_path, "d1", scheduler=sched, memory_limit=memory_limit,
+                                parent_concurrency=16, **daemon_kw)}
+    wait_hosts(sched, 2)
+    idle = {n: status_kib(p.proc.pid, "VmRSS") * 1024 for n, p in procs.items()}
+    sampler = RssSampler({n: p.proc.pid for n, p in procs.items()})
+    sampler.start()
+    started = time.monotonic()
+    rc, got, sha = get_sha256(procs["d1"], origin.url("/big.bin"), tmp_path / "get.stderr",
+                              timeout=30)
+    elapsed = time.monotonic() - started
+    peak = sampler.finish()
+    hasher.join(timeout=scaled(60))
+    assert rc == 0, f"get exited {rc}: {(tmp_path / 'get.stderr').read_bytes()[-2000:]!r}"
+    assert got == size, f"get wrote {got} bytes of {size}"
+    assert sha == expected["sha"], "the bytes written differ from the origin's"
+    assert procs["seed"].download_bytes("origin") >= size
+    assert procs["d1"].download_bytes("origin") == 0, \
+        "the daemon went to the origin: the seed path was not exercised"
+    return procs, peak, elapsed, idle
+
+
 class GetProc:
     """A `damselfly get` running in the background (stdout/stderr to files)."""
 

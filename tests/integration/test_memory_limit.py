@@ -6,14 +6,11 @@ times the bound without it (measured with the bound ignored: see the comments), 
 is what keeps memory down: a small content from the origin, a 2 GiB task through a seed and
 a daemon (RSS too), and an origin without range support read as one stream."""
 
-import threading
-import time
-
 import pytest
 
-from harness import (DAEMON_RSS_OVERHEAD, MiB, RssSampler, describe, get_sha256,
-                     piece_length_for, run_get, sanitized, scaled, sha256_file, start_daemon,
-                     start_scheduler, wait_hosts)
+from harness import (DAEMON_RSS_OVERHEAD, MiB, RssSampler, describe, generated_through_a_seed,
+                     get_sha256, piece_length_for, run_get, sanitized, sha256_file,
+                     start_daemon)
 
 PIECE = 256 << 10  # the piece length of a 64 MiB task
 
@@ -97,30 +94,8 @@ def test_limit_binds_through_a_seed_and_a_daemon(tmp_path, origin, need_binary):
     the measured overhead of RSS, and the bytes are exact. Disk: the two piece stores (2 GiB
     each), deleted after the test; the origin makes the content on the fly."""
     assert piece_length_for(BIG) == BIG_PIECE
-    gen = origin.add_generated("/big.bin", BIG, seed=32)
-    expected = {}
-    hasher = threading.Thread(target=lambda: expected.setdefault("sha", gen.sha256()),
-                              daemon=True)
-    hasher.start()
-    sched = start_scheduler(tmp_path)
-    seed = start_daemon(tmp_path, "seed", scheduler=sched, seed=True, memory_limit="32m",
-                        source_concurrency=16)
-    d = start_daemon(tmp_path, "d1", scheduler=sched, memory_limit="32m", parent_concurrency=16)
-    wait_hosts(sched, 2)
-    procs = {"seed": seed, "d1": d}
-    sampler = RssSampler({name: p.proc.pid for name, p in procs.items()})
-    sampler.start()
-    started = time.monotonic()
-    rc, got, sha = get_sha256(d, origin.url("/big.bin"), tmp_path / "get.stderr", timeout=30)
-    elapsed = time.monotonic() - started
-    peak_rss = sampler.finish()
-    hasher.join(timeout=scaled(30))
+    procs, peak_rss, elapsed, _ = generated_through_a_seed(tmp_path, origin, BIG, 32, "32m")
     print(f"2 GiB through a seed in {elapsed:.1f} s")
-    assert rc == 0, f"get exited {rc}: {(tmp_path / 'get.stderr').read_bytes()[-2000:]!r}"
-    assert got == BIG, f"get wrote {got} bytes of {BIG}"
-    assert sha == expected["sha"], "the bytes written differ from the origin's"
-    assert seed.download_bytes("origin") >= BIG
-    assert d.download_bytes("origin") == 0, "the daemon went to the origin: no parent was used"
     _check_bounded(procs, peak_rss, LIMIT, BIG_PIECE)
 
 
